@@ -1,0 +1,138 @@
+# SPDX-License-Identifier: MIT
+#
+# voxbridge build. `make` builds into build/, `make test` runs the suite.
+# SANITIZER=address,undefined or SANITIZER=thread builds into build/asan or
+# build/tsan so instrumented and plain objects never mix.
+
+CC       ?= cc
+SANITIZER ?=
+CI       ?=
+
+ifeq ($(SANITIZER),)
+  BUILD := build
+else ifeq ($(SANITIZER),thread)
+  BUILD := build/tsan
+else
+  BUILD := build/asan
+endif
+
+# Debian packages the project needs to build, test, bench and demo.
+DEB_PKGS := build-essential pkg-config clang clang-format libclang-rt-14-dev \
+            libuv1-dev libwslay-dev libmbedtls-dev libcjson-dev \
+            libsamplerate0-dev libspeexdsp-dev libopus-dev node-llhttp \
+            prometheus nginx-light sox espeak-ng gnuplot-nox ca-certificates \
+            openssl procps
+
+WARN := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
+        -Wmissing-prototypes -Wformat=2 -Wpointer-arith -Wcast-qual \
+        -Wwrite-strings -Wvla -Wundef -Wold-style-definition
+ifeq ($(CI),true)
+  WARN += -Werror
+endif
+
+LLHTTP_DIR  := /usr/share/llhttp
+LLHTTP_INC  := /usr/share/include/llhttp
+
+CPPFLAGS += -I. -I$(LLHTTP_INC) -D_GNU_SOURCE -MMD -MP
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c11 -pthread $(WARN)
+LDFLAGS  += -pthread
+ifneq ($(SANITIZER),)
+  CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
+  LDFLAGS += -fsanitize=$(SANITIZER)
+  ifeq ($(SANITIZER),thread)
+    CPPFLAGS += -DVB_SANITIZE_THREAD=1
+  else
+    CFLAGS   += -fno-sanitize-recover=all
+  endif
+endif
+
+# Evaluated lazily, inside recipes, after `deps` has installed pkg-config data.
+PKGS = libuv libcjson samplerate speexdsp opus
+LIBS = $(shell pkg-config --libs $(PKGS)) -lwslay -lmbedtls -lmbedx509 -lmbedcrypto -lm
+
+LIB_SRCS  := $(sort $(wildcard core/*.c net/*.c dsp/*.c ai/*.c))
+MAIN_SRCS := $(filter %/main.c,$(LIB_SRCS))
+LIB_SRCS  := $(filter-out $(MAIN_SRCS),$(LIB_SRCS))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LLHTTP_OBJS := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
+LIBVB     := $(BUILD)/libvb.a
+
+TEST_SRCS := $(sort $(wildcard tests/test_*.c))
+TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+TEST_MAIN := $(BUILD)/tests/harness.o
+# Tests that start threads; CI runs these again under ThreadSanitizer.
+THREADED_TESTS := test_ring test_metrics test_log
+
+BENCH_TOOLS := $(BUILD)/bench_ring
+# Programs: each tool/<name>.c under bench/ or a */main.c becomes a binary.
+PROGS :=
+
+.SECONDARY:
+.PHONY: all deps test test-threaded bench-ring format format-check check-deps clean
+all: $(LIBVB) $(TEST_BINS) $(PROGS)
+
+deps:
+	@missing=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' $(DEB_PKGS) 2>/dev/null \
+	            | awk '$$1 == "ii" { print $$2 }' | sort > /tmp/.vb-have.$$$$; \
+	            for p in $(DEB_PKGS); do grep -qx "$$p" /tmp/.vb-have.$$$$ || echo $$p; done; \
+	            rm -f /tmp/.vb-have.$$$$); \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing $$missing"; \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(BUILD)/%.o: %.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+# llhttp ships as generated C in node-llhttp; it is not ours, so no strict warnings.
+$(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c | deps
+	@mkdir -p $(@D)
+	$(CC) -I$(LLHTTP_INC) $(filter-out -Werror,$(CFLAGS)) -w -c $< -o $@
+
+$(LIBVB): $(LIB_OBJS) $(LLHTTP_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(TEST_MAIN): tests/harness.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_MAIN) $(LIBVB)
+	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
+
+$(BUILD)/bench_%: $(BUILD)/bench/bench_%.o $(LIBVB)
+	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
+
+# T=name runs a single test binary (e.g. make test T=test_ring).
+test: $(TEST_BINS) $(PROGS)
+	@tests/run.sh $(BUILD) $(if $(T),$(T),$(notdir $(TEST_BINS)))
+
+test-threaded: $(THREADED_TESTS:%=$(BUILD)/tests/%) $(PROGS)
+	@tests/run.sh $(BUILD) $(THREADED_TESTS)
+
+bench-ring: $(BUILD)/bench_ring
+	$(BUILD)/bench_ring
+
+FORMAT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find core net dsp ai tests bench -name '*.[ch]')
+format:
+	clang-format -i $(FORMAT_SRCS)
+format-check: | deps
+	clang-format --dry-run --Werror $(FORMAT_SRCS)
+
+# Include direction (ARCHITECTURE.md §6): core <- dsp, net <- ai.
+check-deps:
+	@bad=$$(grep -nE '#include *"(net|dsp|ai)/' core/*.[ch] 2>/dev/null; \
+	        grep -nE '#include *"ai/' net/*.[ch] dsp/*.[ch] 2>/dev/null; \
+	        grep -nE '#include *"net/' dsp/*.[ch] 2>/dev/null; \
+	        grep -nE '#include *"dsp/' net/*.[ch] 2>/dev/null); \
+	if [ -n "$$bad" ]; then echo "check-deps: include direction violated:"; echo "$$bad"; exit 1; fi; \
+	echo "check-deps: ok"
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)
