@@ -68,6 +68,10 @@ BENCH_TOOLS := $(BUILD)/bench_ring
 # Programs: each tool/<name>.c under bench/ or a */main.c becomes a binary.
 PROGS :=
 
+# Each module may add programs, tests and targets in mk/<module>.mk.
+-include $(sort $(wildcard mk/*.mk))
+
+.DEFAULT_GOAL := all
 .SECONDARY:
 .PHONY: all deps test test-threaded bench-ring format format-check check-deps clean
 all: $(LIBVB) $(TEST_BINS) $(PROGS)
