@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The one message type every ring carries (ARCHITECTURE.md §2): audio frames
+ * and control events, each with the call it belongs to, a per-call sequence
+ * number and the timestamps latency accounting needs. A message fills one
+ * ring slot; producers write it in place with vb_ring_reserve().
+ */
+#ifndef VB_CORE_MSG_H
+#define VB_CORE_MSG_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "core/ring.h"
+
+/* Largest payload: 20 ms of 24 kHz PCM16 is 960 bytes; Gemini chunks larger
+ * than this are split by the gemini stage. */
+#define VB_MSG_DATA_MAX 1024
+
+#define VB_MSG_KIND_MAP(X)                                                  \
+    X(CALL_OPEN)  /* a call starts on this lane; payload: stage-specific */ \
+    X(CALL_CLOSE) /* the call ends; each stage frees its slice */           \
+    X(AUDIO)      /* audio samples; format depends on the ring */           \
+    X(CLEAR)      /* barge-in: drop pending outbound audio */               \
+    X(MARK)       /* playout marker (sent, or echoed by Twilio) */          \
+    X(DTMF)       /* a key pressed by the caller */                         \
+    X(TURN_END)   /* the model finished a turn: flush partial frames */     \
+    X(HANGUP)     /* end the call (tool or error) */                        \
+    X(TEXT)       /* transcript or tool text (UTF-8) */                     \
+    X(CONN)       /* ingress hands a socket to twilio-io */                 \
+    X(PREPARE)    /* ingress asks gemini to pre-connect for a call */
+
+typedef enum vb_msg_kind {
+#define VB__MSG_KIND(name) VB_MSG_##name,
+    VB_MSG_KIND_MAP(VB__MSG_KIND)
+#undef VB__MSG_KIND
+        VB_MSG_KIND_COUNT
+} vb_msg_kind_t;
+
+/* Call id: a slot index in the lane's call table plus a generation bumped on
+ * every reuse of the slot, so a late message for an ended call is recognised
+ * (generation mismatch) and dropped. */
+typedef struct vb_call_id {
+    uint32_t slot;
+    uint32_t gen;
+} vb_call_id_t;
+
+typedef struct vb_msg {
+    uint8_t kind;       /* vb_msg_kind_t */
+    uint8_t flags;      /* kind-specific */
+    uint16_t len;       /* bytes used in data[] */
+    uint32_t seq;       /* per call and direction */
+    vb_call_id_t call;  /* which call */
+    uint64_t t_origin;  /* ns (core/clock.h): first byte reached the process */
+    uint64_t t_enqueue; /* ns: pushed onto the current ring */
+    uint8_t data[VB_MSG_DATA_MAX];
+} vb_msg_t;
+
+static inline int vb_call_id_eq(vb_call_id_t a, vb_call_id_t b)
+{
+    return a.slot == b.slot && a.gen == b.gen;
+}
+
+/* Name of a kind ("AUDIO"), or "?" if out of range. Static; any thread. */
+const char *vb_msg_kind_name(int kind);
+
+/* Creates a ring whose slots hold one vb_msg_t each. See vb_ring_init(). */
+static inline int vb_msg_ring_init(vb_ring_t *r, uint32_t capacity)
+{
+    return vb_ring_init(r, capacity, (uint32_t)sizeof(vb_msg_t));
+}
+
+#endif
