@@ -121,7 +121,7 @@ test-threaded: $(THREADED_TESTS:%=$(BUILD)/tests/%) $(PROGS)
 bench-ring: $(BUILD)/bench_ring
 	$(BUILD)/bench_ring
 
-FORMAT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find core net dsp ai tests bench -name '*.[ch]')
+FORMAT_SRCS = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null || find core net dsp ai tests bench -name '*.[ch]')
 format:
 	clang-format -i $(FORMAT_SRCS)
 format-check: | deps

@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Settings. Every setting is one row of VB_CONFIG_MAP: its field, type,
+ * environment variable, default, bounds and help. The command-line flag is
+ * the field name with dashes (`gemini_api_key` -> `--gemini-api-key`).
+ * Precedence: defaults < environment < flags. Validation names the setting
+ * (flag and variable) and says why it was refused. Secrets are never printed:
+ * help and dumps show only whether they are set.
+ */
+#ifndef VB_CORE_CONFIG_H
+#define VB_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Types: STR, SECRET (a string never printed), INT (lo..hi), BOOL,
+ * DBL (lo..hi), ENUM (one of the '|'-separated choices). */
+#define VB_GEMINI_DEFAULT_URL                                \
+    "wss://generativelanguage.googleapis.com/ws/"            \
+    "google.ai.generativelanguage.v1beta.GenerativeService." \
+    "BidiGenerateContent"
+
+/* X(field, TYPE, ENV, default, lo, hi, choices, help) */
+#define VB_CONFIG_MAP(X)                                                       \
+    /* process */                                                              \
+    X(listen, STR, "VOXBRIDGE_LISTEN", "0.0.0.0:8080", 0, 0, NULL,             \
+      "public HTTP listener, HOST:PORT (webhooks, media stream)")              \
+    X(metrics_listen, STR, "VOXBRIDGE_METRICS_LISTEN", "", 0, 0, NULL,         \
+      "optional admin listener HOST:PORT for /metrics and /test/system")       \
+    X(public_url, STR, "VOXBRIDGE_PUBLIC_URL", "", 0, 0, NULL,                 \
+      "URL Twilio uses to reach this server, e.g. https://voice.example.com; " \
+      "signatures are checked against it")                                     \
+    X(lanes, INT, "VOXBRIDGE_LANES", "1", 1, 64, NULL,                         \
+      "pipeline lanes (twilio-io + dsp + gemini threads each)")                \
+    X(max_calls, INT, "VOXBRIDGE_MAX_CALLS", "200", 1, 100000, NULL,           \
+      "concurrent calls accepted; beyond it callers hear the busy message")    \
+    X(drain_timeout, INT, "VOXBRIDGE_DRAIN_TIMEOUT", "30", 0, 86400, NULL,     \
+      "seconds live calls may continue after SIGTERM before they are ended")   \
+    X(log_level, ENUM, "VOXBRIDGE_LOG_LEVEL", "info", 0, 0,                    \
+      "debug|info|warn|error|off", "log threshold")                            \
+    X(log_format, ENUM, "VOXBRIDGE_LOG_FORMAT", "logfmt", 0, 0, "logfmt|json", \
+      "log line format")                                                       \
+    X(transcript_dir, STR, "VOXBRIDGE_TRANSCRIPT_DIR", "", 0, 0, NULL,         \
+      "directory for per-call transcript JSONL files (empty: to the log)")     \
+    /* HTTP ingress */                                                         \
+    X(webhook_path, STR, "VOXBRIDGE_WEBHOOK_PATH", "/webhook/voice", 0, 0,     \
+      NULL, "path of the Twilio voice webhook")                                \
+    X(status_path, STR, "VOXBRIDGE_STATUS_PATH", "/webhook/status", 0, 0,      \
+      NULL, "path of the Twilio call-status callback")                         \
+    X(stream_path, STR, "VOXBRIDGE_STREAM_PATH", "/media-stream", 0, 0, NULL,  \
+      "path of the Media Streams WebSocket")                                   \
+    X(max_header_bytes, INT, "VOXBRIDGE_MAX_HEADER_BYTES", "16384", 1024,      \
+      1048576, NULL, "largest HTTP request head (431 beyond)")                 \
+    X(max_headers, INT, "VOXBRIDGE_MAX_HEADERS", "100", 8, 1000, NULL,         \
+      "most HTTP header fields per request (431 beyond)")                      \
+    X(max_body_bytes, INT, "VOXBRIDGE_MAX_BODY_BYTES", "65536", 1024,          \
+      16777216, NULL, "largest HTTP request body (413 beyond)")                \
+    X(header_timeout_ms, INT, "VOXBRIDGE_HEADER_TIMEOUT_MS", "10000", 100,     \
+      600000, NULL, "a request head must arrive within this (408 after)")      \
+    X(idle_timeout_ms, INT, "VOXBRIDGE_IDLE_TIMEOUT_MS", "60000", 100,         \
+      3600000, NULL, "idle keep-alive connections are closed after this")      \
+    X(trust_proxy, BOOL, "VOXBRIDGE_TRUST_PROXY", "false", 0, 0, NULL,         \
+      "use X-Forwarded-For/Proto/Host in logs (signatures always use "         \
+      "--public-url)")                                                         \
+    X(cors_origin, STR, "VOXBRIDGE_CORS_ORIGIN", "", 0, 0, NULL,               \
+      "Access-Control-Allow-Origin for /test/system (empty: CORS off)")        \
+    X(say, STR, "VOXBRIDGE_SAY", "", 0, 0, NULL,                               \
+      "optional <Say> text spoken before the stream connects")                 \
+    X(fallback_say, STR, "VOXBRIDGE_FALLBACK_SAY",                             \
+      "Sorry, the assistant is unavailable. Goodbye.", 0, 0, NULL,             \
+      "<Say> text after the stream ends unexpectedly, before <Hangup/>")       \
+    X(busy_say, STR, "VOXBRIDGE_BUSY_SAY",                                     \
+      "Sorry, all our lines are busy. Please call again later.", 0, 0, NULL,   \
+      "<Say> text when at --max-calls or draining")                            \
+    /* Twilio */                                                               \
+    X(twilio_auth_token, SECRET, "TWILIO_AUTH_TOKEN", "", 0, 0, NULL,          \
+      "Twilio auth token: verifies X-Twilio-Signature, authenticates REST "    \
+      "hang-up")                                                               \
+    X(twilio_account_sid, STR, "TWILIO_ACCOUNT_SID", "", 0, 0, NULL,           \
+      "Twilio account SID for the REST hang-up")                               \
+    X(twilio_api_url, STR, "VOXBRIDGE_TWILIO_API_URL",                         \
+      "https://api.twilio.com", 0, 0, NULL, "Twilio REST API base URL")        \
+    X(stream_secret, SECRET, "VOXBRIDGE_STREAM_SECRET", "", 0, 0, NULL,        \
+      "secret for per-call stream tokens; share it across instances behind "   \
+      "one load balancer (random per process when unset)")                     \
+    X(stream_token_ttl, INT, "VOXBRIDGE_STREAM_TOKEN_TTL", "300", 10, 86400,   \
+      NULL, "seconds a stream token stays valid after the webhook")            \
+    X(twilio_max_message, INT, "VOXBRIDGE_TWILIO_MAX_MESSAGE", "65536", 1024,  \
+      16777216, NULL, "largest Media Streams WebSocket message")               \
+    X(media_batch, INT, "VOXBRIDGE_MEDIA_BATCH", "1", 1, 50, NULL,             \
+      "20 ms frames per outbound media message")                               \
+    /* DSP */                                                                  \
+    X(resampler, ENUM, "VOXBRIDGE_RESAMPLER", "speexdsp", 0, 0,                \
+      "speexdsp|libsamplerate", "resampler backend")                           \
+    X(resampler_quality, INT, "VOXBRIDGE_RESAMPLER_QUALITY", "-1", -1, 10,     \
+      NULL,                                                                    \
+      "backend quality (speexdsp 0-10; libsamplerate 0 best, 1 medium, 2 "     \
+      "fastest); -1 backend default")                                          \
+    /* Gemini */                                                               \
+    X(gemini_api_key, SECRET, "GEMINI_API_KEY", "", 0, 0, NULL,                \
+      "Gemini API key, sent as x-goog-api-key")                                \
+    X(gemini_url, STR, "VOXBRIDGE_GEMINI_URL", VB_GEMINI_DEFAULT_URL, 0, 0,    \
+      NULL, "Gemini Live endpoint (wss://, or ws:// for local fakes)")         \
+    X(gemini_ca_file, STR, "VOXBRIDGE_GEMINI_CA_FILE", "", 0, 0, NULL,         \
+      "CA bundle for the Gemini TLS connection (default: system bundle)")      \
+    X(gemini_model, STR, "VOXBRIDGE_GEMINI_MODEL", "gemini-3.8-live", 0, 0,    \
+      NULL, "Live model id (sent as models/<id>)")                             \
+    X(gemini_voice, STR, "VOXBRIDGE_GEMINI_VOICE", "Puck", 0, 0, NULL,         \
+      "prebuilt voice name (case-sensitive)")                                  \
+    X(gemini_language, STR, "VOXBRIDGE_GEMINI_LANGUAGE", "en-US", 0, 0, NULL,  \
+      "BCP-47 language code of the spoken answer")                             \
+    X(gemini_temperature, DBL, "VOXBRIDGE_GEMINI_TEMPERATURE", "-1", -1, 2,    \
+      NULL, "sampling temperature 0-2; -1 leaves the model default")           \
+    X(system_prompt, STR, "VOXBRIDGE_SYSTEM_PROMPT",                           \
+      "You are a helpful voice assistant on a phone call. Keep answers "       \
+      "short.",                                                                \
+      0, 0, NULL, "system instruction")                                        \
+    X(system_prompt_file, STR, "VOXBRIDGE_SYSTEM_PROMPT_FILE", "", 0, 0, NULL, \
+      "read the system instruction from this file instead")                    \
+    X(greeting, STR, "VOXBRIDGE_GREETING", "", 0, 0, NULL,                     \
+      "text sent to the model when the call starts so it speaks first")        \
+    X(vad, ENUM, "VOXBRIDGE_VAD", "server", 0, 0, "server|off",                \
+      "model-side voice activity detection")                                   \
+    X(vad_start_sensitivity, ENUM, "VOXBRIDGE_VAD_START_SENSITIVITY",          \
+      "default", 0, 0, "default|high|low", "start-of-speech sensitivity")      \
+    X(vad_end_sensitivity, ENUM, "VOXBRIDGE_VAD_END_SENSITIVITY", "default",   \
+      0, 0, "default|high|low", "end-of-speech sensitivity")                   \
+    X(vad_prefix_padding_ms, INT, "VOXBRIDGE_VAD_PREFIX_PADDING_MS", "-1", -1, \
+      10000, NULL, "speech prefix padding; -1 model default")                  \
+    X(vad_silence_ms, INT, "VOXBRIDGE_VAD_SILENCE_MS", "-1", -1, 10000, NULL,  \
+      "silence that ends a turn; -1 model default")                            \
+    X(input_transcription, BOOL, "VOXBRIDGE_INPUT_TRANSCRIPTION", "true", 0,   \
+      0, NULL, "ask for transcripts of the caller")                            \
+    X(output_transcription, BOOL, "VOXBRIDGE_OUTPUT_TRANSCRIPTION", "true", 0, \
+      0, NULL, "ask for transcripts of the model")                             \
+    X(dtmf_text, STR, "VOXBRIDGE_DTMF_TEXT", "The caller pressed the %s key.", \
+      0, 0, NULL, "text told to the model on a key press (%s is the digit)")
+
+typedef struct vb_config {
+#define VB__CFG_FIELD_STR    char *
+#define VB__CFG_FIELD_SECRET char *
+#define VB__CFG_FIELD_ENUM   char *
+#define VB__CFG_FIELD_INT    int64_t
+#define VB__CFG_FIELD_BOOL   bool
+#define VB__CFG_FIELD_DBL    double
+#define VB__CFG_FIELD(field, type, env, def, lo, hi, choices, help) \
+    VB__CFG_FIELD_##type field;
+    VB_CONFIG_MAP(VB__CFG_FIELD)
+#undef VB__CFG_FIELD
+} vb_config_t;
+
+/* Fills `c` from defaults, then the environment, then argv[1..argc-1].
+ * Returns 0; 1 when --help was given (nothing else is validated); or
+ * VB_ECONFIG with a one-line reason in `err` naming the flag and variable.
+ * Free with vb_config_free() whatever the result. Main thread, at start. */
+int vb_config_load(vb_config_t *c, int argc, const char *const *argv, char *err,
+                   size_t errsz);
+
+/* Splits "HOST:PORT" or "[V6]:PORT" into host (NUL-terminated, without
+ * brackets) and port 0..65535. Returns 0 or VB_EINVAL. */
+int vb_config_split_hostport(const char *s, char *host, size_t hostsz,
+                             int *port);
+
+/* Frees the strings held by `c`; accepts NULL. */
+void vb_config_free(vb_config_t *c);
+
+/* Prints every setting with its flag, variable and default. */
+void vb_config_usage(FILE *out, const char *prog);
+
+/* Prints the effective settings, one `name=value` per line, secrets shown
+ * as `(set)` or `(unset)`. */
+void vb_config_dump(FILE *out, const vb_config_t *c);
+
+#endif
