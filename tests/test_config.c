@@ -175,7 +175,7 @@ TEST(config_docs_list_every_setting)
     size_t n = fread(doc, 1, sizeof(doc) - 1, f);
     doc[n] = '\0';
     fclose(f);
-#define CHECK_DOC(field, type, env, def, lo, hi, choices, help)                \
+#define CHECK_DOC(field, type, env, def, lo, hi, choices, help) \
     ASSERT_STR_CONTAINS(doc, "(env " env ")");
     VB_CONFIG_MAP(CHECK_DOC)
 #undef CHECK_DOC
