@@ -88,13 +88,14 @@ uint32_t vb_ring_push_bulk(vb_ring_t *r, const void *slots, uint32_t n)
 
 bool vb_ring_wake_needed(vb_ring_t *r, uint32_t pushed)
 {
-    /* Store-load ordering between our tail publish and this head load needs
-     * a full fence; it pairs with the fence a consumer runs before reporting
-     * empty in vb_ring_peek(). Either the consumer sees our items, or we see
-     * its head at (or past) our first item and ring. */
-    atomic_thread_fence(memory_order_seq_cst);
-    uint32_t h = atomic_load_explicit(&r->_head, memory_order_relaxed);
-    uint32_t t = atomic_load_explicit(&r->_tail, memory_order_relaxed);
+    /* Store-load ordering between our tail publish and the head load needs
+     * a full barrier. A seq_cst RMW on our own index followed by a seq_cst
+     * load of head pairs with the same pair in the consumer's empty path of
+     * vb_ring_peek(): in the single total order of seq_cst operations one
+     * side comes first, so either the consumer's final tail load sees our
+     * items, or our head load sees the consumer caught up and we ring. */
+    uint32_t t = atomic_fetch_add_explicit(&r->_tail, 0, memory_order_seq_cst);
+    uint32_t h = atomic_load_explicit(&r->_head, memory_order_seq_cst);
     return t - h <= pushed;
 }
 
@@ -116,7 +117,7 @@ uint32_t vb_ring_pop_bulk(vb_ring_t *r, void *out, uint32_t n)
         /* Acquire pairs with the producer's release of tail. */
         r->_tail_cache = atomic_load_explicit(&r->_tail, memory_order_acquire);
         avail = r->_tail_cache - h;
-        /* Reporting empty goes through peek's fenced path, so the doorbell
+        /* Reporting empty goes through peek's seq_cst path, so the doorbell
          * protocol holds for bulk consumers too. */
         if (avail == 0 && vb_ring_peek(r) != NULL)
             avail = r->_tail_cache - h;
