@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Twilio request signatures and voxbridge's per-call stream tokens.
+ *
+ * X-Twilio-Signature (spec §5): base64(HMAC-SHA1(auth token, URL + the form
+ * parameters sorted byte-wise by name then value, duplicates dropped, each
+ * appended as name + value)). The URL is the one Twilio called, rebuilt from
+ * configuration (--public-url) rather than from what the socket sees.
+ * Because Twilio is inconsistent about default ports, verification also
+ * tries the URL with its port removed, or with :443/:80 added (§5.3); for
+ * the Media Streams upgrade, with and without a trailing slash (§5.4). The
+ * comparison is constant-time.
+ *
+ * Stream tokens: the webhook hands each call a token in a `<Parameter>` of
+ * its `<Stream>`; the stream stage checks it on `start`. A token is
+ * base64url (no padding) of
+ *
+ *     version (1 byte, 1) | lane (2 bytes BE) | expiry (8 bytes BE, Unix s)
+ *     | HMAC-SHA256(secret, "vb-stream-v1" 0 CallSid 0 lane expiry)
+ *
+ * so any instance holding the same secret verifies it without state, and
+ * learns the lane the webhook chose.
+ */
+#ifndef VB_NET_TWILIO_SIG_H
+#define VB_NET_TWILIO_SIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "net/form.h"
+
+/* base64 of a 20-byte SHA-1 MAC: 28 characters. */
+#define VB_TWILIO_SIG_LEN 28
+
+/* Flags for vb_twilio_sig_verify(). */
+#define VB_TWILIO_SIG_PORT_VARIANTS  1u /* also with the port removed/added */
+#define VB_TWILIO_SIG_SLASH_VARIANTS 2u /* also with/without a trailing '/' */
+
+/* Computes the signature of `url` and `params` (NULL: none) with `token`
+ * into `out` (VB_TWILIO_SIG_LEN characters and a NUL). Returns 0,
+ * VB_EINVAL (NULL token or url), VB_ENOMEM. Any thread. */
+int vb_twilio_sig_compute(const char *token, const char *url,
+                          const vb_form_t *params,
+                          char out[VB_TWILIO_SIG_LEN + 1]);
+
+/* Checks `sig` (the header value, `sig_len` bytes) against `url` and
+ * `params`, and against the URL variants `flags` ask for. Returns 0 when
+ * one matches, VB_EAUTH when none does (or `sig` is NULL), VB_EINVAL,
+ * VB_ENOMEM. Constant-time in the signature bytes. Any thread. */
+int vb_twilio_sig_verify(const char *token, const char *url,
+                         const vb_form_t *params, const char *sig,
+                         size_t sig_len, unsigned flags);
+
+/* Writes the port variant of `url` into `out` (`outsz` bytes): without its
+ * port if it has one, else with the scheme's default port (443 for https
+ * and wss, 80 for http and ws). Returns 0, VB_EINVAL for a URL without
+ * "scheme://", VB_ENOSPC. Exposed for tests. */
+int vb_twilio_sig_port_variant(const char *url, char *out, size_t outsz);
+
+/* ---- stream tokens ---- */
+
+/* The `<Parameter>` name carrying the token. */
+#define VB_TWILIO_TOKEN_PARAM "streamToken"
+/* Encoded token length (43 bytes in base64url without padding). */
+#define VB_TWILIO_TOKEN_LEN      58
+#define VB_TWILIO_TOKEN_MAX_LANE 65535
+
+/* Results of vb_twilio_sig_token_verify() besides a lane. */
+#define VB_TWILIO_TOKEN_MISSING    VB_ENOENT    /* no token at all */
+#define VB_TWILIO_TOKEN_FORGED     VB_EAUTH     /* malformed or bad MAC */
+#define VB_TWILIO_TOKEN_EXPIRED    VB_ETIMEDOUT /* MAC fine, past expiry */
+#define VB_TWILIO_TOKEN_WRONG_LANE VB_ERANGE    /* valid, for another lane */
+
+typedef struct vb_twilio_sig_key {
+    uint8_t bytes[64];
+    size_t len;
+} vb_twilio_sig_key_t;
+
+/* Sets up the stream-token key from `secret` (its bytes; longer than 64
+ * are hashed with SHA-256 as HMAC itself would), or 32 random bytes from
+ * getrandom(2) when `secret` is NULL or empty (then tokens verify only in
+ * this process). Returns 0 or VB_ESYS (no randomness). Any thread; the key
+ * is read-only afterwards and may be shared by threads. */
+int vb_twilio_sig_key_init(vb_twilio_sig_key_t *k, const char *secret);
+
+/* Writes the token for `call_sid` on `lane` (0..VB_TWILIO_TOKEN_MAX_LANE)
+ * valid until `expiry_s` (Unix seconds) into `out`
+ * (VB_TWILIO_TOKEN_LEN + 1 bytes). Returns 0 or VB_EINVAL. Any thread. */
+int vb_twilio_sig_token_create(const vb_twilio_sig_key_t *k,
+                               const char *call_sid, uint32_t lane,
+                               int64_t expiry_s,
+                               char out[VB_TWILIO_TOKEN_LEN + 1]);
+
+/* Verifies `token` (NUL-terminated; NULL or "" means missing) for
+ * `call_sid` at time `now_s`. `expect_lane` < 0 accepts any lane. Returns
+ * the token's lane (>= 0), or VB_TWILIO_TOKEN_MISSING, _FORGED, _EXPIRED or
+ * _WRONG_LANE. When `token_lane` is not NULL it receives the lane of any
+ * token whose MAC verified (-1 otherwise), so a caller can tell where a
+ * wrong-lane or expired stream belonged. Constant-time in the MAC. Any
+ * thread. */
+int vb_twilio_sig_token_verify(const vb_twilio_sig_key_t *k, const char *token,
+                               const char *call_sid, int expect_lane,
+                               int64_t now_s, int *token_lane);
+
+/* A short reason for a vb_twilio_sig_token_verify() result, usable as a log
+ * field or metric label: "ok", "missing", "forged", "expired",
+ * "wrong_lane". Static; any thread. */
+const char *vb_twilio_sig_token_reason(int rc);
+
+/* Constant-time comparison of two byte strings; lengths are not secret.
+ * Returns true when equal. */
+bool vb_twilio_sig_equal(const void *a, size_t alen, const void *b,
+                         size_t blen);
+
+#endif
