@@ -31,7 +31,10 @@
 #define SRC_PRIME_LIMIT (1u << 22)
 /* Samples per speexdsp call, to stay within its 32-bit lengths. */
 #define SPEEX_CHUNK (1u << 20)
-/* Largest priming unit (see src_prime). */
+/* Priming (see src_prime): zeros per step, margin after the first output,
+ * and the largest unit. */
+#define SRC_PRIME_STEP     32u
+#define SRC_PRIME_MARGIN   64u
 #define SRC_PRIME_UNIT_MAX 65536u
 /* libsamplerate's SRC_ERR_MALLOC_FAILED (its error enum is not public). */
 #define SRC_ERR_MALLOC 1
@@ -205,8 +208,10 @@ static int src_prime(vb_resampler_t *r)
     size_t unit = r->cfg.in_rate / gcd(r->cfg.in_rate, r->cfg.out_rate);
     if (unit > SRC_PRIME_UNIT_MAX)
         unit = 1;
-    /* Past the first output, feed one more block to be well inside the
-     * steady state, then finish the unit. */
+    /* Small steps keep the overshoot, and so the work, small: every output
+     * sample costs a full filter evaluation. Once output flows, a margin of
+     * SRC_PRIME_MARGIN more zeros puts the state well inside its steady regime;
+     * then the unit is completed. */
     size_t fed = 0, got = 0, target = SIZE_MAX;
     while (fed < target || fed % unit != 0) {
         if (fed >= SRC_PRIME_LIMIT) {
@@ -214,15 +219,15 @@ static int src_prime(vb_resampler_t *r)
                          "fed=%zu", fed);
             return VB_EIO;
         }
-        size_t blk = r->fin_cap;
-        if (fed >= target)
-            blk = unit - fed % unit < blk ? unit - fed % unit : blk;
+        size_t blk = SRC_PRIME_STEP < r->fin_cap ? SRC_PRIME_STEP : r->fin_cap;
+        if (fed >= target && unit - fed % unit < blk)
+            blk = unit - fed % unit;
         int rc = src_run(r, blk, NULL, 0, &got);
         if (rc != 0)
             return rc;
         fed += blk;
         if (got > 0 && target == SIZE_MAX)
-            target = fed + r->fin_cap;
+            target = fed + SRC_PRIME_MARGIN;
     }
     r->delay = (double)fed * r->ratio - (double)got;
     /* The sinc converters are time-aligned, so the count is the whole delay.
