@@ -886,8 +886,14 @@ int vb_ws_attach(uv_loop_t *loop, vb_transport_t *t, const vb_ws_config_t *cfg,
     ws->t = t;
     vb_transport_set_handler(t, ws_t_read, ws_t_event, ws);
     *out = ws;
-    if (pre != NULL && pre_len > 0)
+    if (pre != NULL && pre_len > 0) {
+        ws->depth++;
         vb_ws_feed(ws, pre, pre_len);
+        if (ws_leave(ws)) {
+            *out = NULL;
+            return VB_ECLOSED;
+        }
+    }
     return 0;
 fail:
     vb_ws_destroy(ws);
@@ -1048,6 +1054,16 @@ fail:
     vb_ws_destroy(ws);
     vb_transport_close(t);
     return rc;
+}
+
+int vb_ws_read_pause(vb_ws_t *ws, bool pause)
+{
+    if (ws->t == NULL)
+        return VB_EINVAL;
+    if (ws->state == VB_WS_CLOSED)
+        return 0;
+    return pause ? vb_transport_read_stop(ws->t)
+                 : vb_transport_read_start(ws->t);
 }
 
 /* ---- handshake helpers ---- */

@@ -187,8 +187,9 @@ void vb_ws_get_stats(const vb_ws_t *ws, vb_ws_stats_t *out);
  * vb_ws_destroy or when the endpoint closes); `pre`/`pre_len` are bytes
  * already read past the handshake (copied, processed first, may be NULL/0).
  * cfg->role must be VB_WS_SERVER; on_output must be NULL. Returns 0 and
- * *out (state OPEN), VB_EINVAL, VB_ENOMEM; on error `t` is closed. Callbacks
- * may fire from inside this call if `pre` holds messages. */
+ * *out (state OPEN), VB_EINVAL, VB_ENOMEM; on error `t` is closed.
+ * Callbacks may fire from inside this call if `pre` holds messages; if one
+ * of them destroys the endpoint, this returns VB_ECLOSED with *out NULL. */
 int vb_ws_attach(uv_loop_t *loop, vb_transport_t *t, const vb_ws_config_t *cfg,
                  const vb_ws_callbacks_t *cb, void *ud, const uint8_t *pre,
                  size_t pre_len, vb_ws_t **out);
@@ -204,6 +205,12 @@ int vb_ws_attach(uv_loop_t *loop, vb_transport_t *t, const vb_ws_config_t *cfg,
 int vb_ws_connect(uv_loop_t *loop, vb_transport_t *t, const vb_ws_config_t *cfg,
                   const vb_ws_callbacks_t *cb, void *ud, const char *url,
                   const char *const *headers, vb_ws_t **out);
+
+/* Transport glue: stops (`pause` true) or resumes reading from the
+ * transport, for input flow control. Bytes already read are still
+ * processed and their messages delivered. Returns 0, VB_EINVAL (no
+ * transport) or the transport's error. Loop thread. */
+int vb_ws_read_pause(vb_ws_t *ws, bool pause);
 
 /* ---- handshake helpers (pure functions, any thread) ---- */
 

@@ -1,0 +1,948 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * net/ws: scripted byte feeds through the sans-I/O endpoint (every chunk
+ * size, fragmentation, control frames between fragments, each protocol
+ * violation and the close code it must produce), the handshake helpers,
+ * and the transport glue over real loopback TCP.
+ */
+#include "net/ws.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "net/tcp.h"
+#include "tests/test.h"
+#include "tests/ws_frames.h"
+
+/* ---- sans-I/O fixture ---- */
+
+typedef struct msgrec {
+    bool text;
+    size_t len;
+    uint8_t data[1 << 17];
+} msgrec_t;
+
+typedef struct fx {
+    vb_ws_t *ws;
+    uint8_t out[1 << 18];
+    size_t out_len;
+    msgrec_t msgs[8];
+    int nmsgs;
+    int closes;
+    vb_ws_close_info_t info;
+    int pongs;
+    bool destroy_in_message;
+} fx_t;
+
+static fx_t *fx_alloc(void)
+{
+    fx_t *f = calloc(1, sizeof *f);
+    ASSERT_NOT_NULL(f);
+    return f;
+}
+
+static void on_msg(vb_ws_t *ws, bool text, const uint8_t *d, size_t n, void *ud)
+{
+    fx_t *f = ud;
+    if (f->nmsgs < 8) {
+        f->msgs[f->nmsgs].text = text;
+        f->msgs[f->nmsgs].len = n;
+        memcpy(f->msgs[f->nmsgs].data, d, n);
+    }
+    f->nmsgs++;
+    if (f->destroy_in_message) {
+        vb_ws_destroy(ws);
+        f->ws = NULL;
+    }
+}
+
+static void on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
+{
+    (void)ws;
+    fx_t *f = ud;
+    f->closes++;
+    f->info = *info;
+}
+
+static void on_pong(vb_ws_t *ws, const uint8_t *d, size_t n, void *ud)
+{
+    (void)ws;
+    (void)d;
+    (void)n;
+    ((fx_t *)ud)->pongs++;
+}
+
+static int on_out(vb_ws_t *ws, const uint8_t *d, size_t n, void *ud)
+{
+    (void)ws;
+    fx_t *f = ud;
+    if (f->out_len + n > sizeof f->out)
+        return VB_ENOSPC;
+    memcpy(f->out + f->out_len, d, n);
+    f->out_len += n;
+    return 0;
+}
+
+static fx_t *fx_new(vb_ws_role_t role, size_t max_message)
+{
+    fx_t *f = fx_alloc();
+    vb_ws_config_t cfg = {.role = role, .max_message = max_message};
+    vb_ws_callbacks_t cb = {.on_message = on_msg,
+                            .on_close = on_close,
+                            .on_pong = on_pong,
+                            .on_output = on_out};
+    ASSERT_EQ(vb_ws_create(&cfg, &cb, f, &f->ws), 0);
+    ASSERT_EQ(vb_ws_state(f->ws), VB_WS_OPEN);
+    return f;
+}
+
+static void fx_free(fx_t *f)
+{
+    vb_ws_destroy(f->ws);
+    free(f);
+}
+
+/* Feeds `n` bytes in chunks of `chunk` bytes. */
+static void feed_chunked(fx_t *f, const uint8_t *p, size_t n, size_t chunk)
+{
+    for (size_t off = 0; off < n && f->ws != NULL; off += chunk) {
+        size_t k = n - off < chunk ? n - off : chunk;
+        if (vb_ws_state(f->ws) == VB_WS_CLOSED)
+            break;
+        vb_ws_feed(f->ws, p + off, k);
+    }
+}
+
+/* The n-th frame the endpoint wrote. */
+static bool out_frame(const fx_t *f, int index, tf_parsed_t *pf)
+{
+    size_t off = 0;
+    for (int i = 0; i <= index; i++) {
+        size_t used = tf_parse(f->out + off, f->out_len - off, pf);
+        if (used == 0)
+            return false;
+        off += used;
+    }
+    return true;
+}
+
+static tf_parsed_t *pf_alloc(void)
+{
+    tf_parsed_t *p = malloc(sizeof *p);
+    ASSERT_NOT_NULL(p);
+    return p;
+}
+
+/* Asserts that the endpoint failed the connection with `code`. */
+static void expect_fail(fx_t *f, uint16_t code, int err, const char *reason)
+{
+    tf_parsed_t *pf = pf_alloc();
+    ASSERT_TRUE(out_frame(f, 0, pf));
+    ASSERT_EQ(pf->op, 0x8);
+    ASSERT_EQ(tf_close_code(pf), code);
+    ASSERT_TRUE(!pf->masked);
+    ASSERT_EQ(vb_ws_state(f->ws), VB_WS_CLOSED);
+    ASSERT_EQ(f->closes, 1);
+    ASSERT_EQ(f->info.code_sent, code);
+    ASSERT_EQ(f->info.code_received, VB_WS_CLOSE_ABNORMAL);
+    ASSERT_EQ(f->info.err, err);
+    if (reason != NULL)
+        ASSERT_STR_EQ(f->info.reason, reason);
+    ASSERT_EQ(f->nmsgs, 0);
+    free(pf);
+}
+
+/* ---- handshake helpers ---- */
+
+TEST(accept_key_rfc6455_vector)
+{
+    char out[64];
+    /* RFC 6455 §1.3. */
+    ASSERT_EQ(vb_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", out, sizeof out), 0);
+    ASSERT_STR_EQ(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    ASSERT_EQ(vb_ws_accept_key("short", out, sizeof out), VB_EINVAL);
+    ASSERT_EQ(vb_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ=!", out, sizeof out),
+              VB_EINVAL);
+    ASSERT_EQ(vb_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", out, 10), VB_EINVAL);
+}
+
+TEST(client_key_is_random_base64)
+{
+    char a[32], b[32], acc[64];
+    ASSERT_EQ(vb_ws_client_key(a, sizeof a), 0);
+    ASSERT_EQ(vb_ws_client_key(b, sizeof b), 0);
+    ASSERT_EQ(strlen(a), VB_WS_KEY_LEN);
+    ASSERT_TRUE(strcmp(a, b) != 0);
+    ASSERT_EQ(vb_ws_accept_key(a, acc, sizeof acc), 0);
+}
+
+TEST(url_parse)
+{
+    vb_ws_url_t u;
+    ASSERT_EQ(vb_ws_url_parse("wss://generativelanguage.googleapis.com/ws/"
+                              "x.y?key=1",
+                              &u),
+              0);
+    ASSERT_TRUE(u.secure);
+    ASSERT_STR_EQ(u.host, "generativelanguage.googleapis.com");
+    ASSERT_EQ(u.port, 443);
+    ASSERT_TRUE(!u.port_explicit);
+    ASSERT_STR_EQ(u.target, "/ws/x.y?key=1");
+    ASSERT_EQ(vb_ws_url_parse("ws://127.0.0.1:8080", &u), 0);
+    ASSERT_TRUE(!u.secure);
+    ASSERT_EQ(u.port, 8080);
+    ASSERT_STR_EQ(u.target, "/");
+    ASSERT_EQ(vb_ws_url_parse("WS://[::1]:9/a", &u), 0);
+    ASSERT_STR_EQ(u.host, "::1");
+    ASSERT_EQ(u.port, 9);
+    ASSERT_EQ(vb_ws_url_parse("ws://h?q", &u), 0);
+    ASSERT_STR_EQ(u.target, "/?q");
+    ASSERT_EQ(vb_ws_url_parse("http://h/", &u), VB_EINVAL);
+    ASSERT_EQ(vb_ws_url_parse("ws:///x", &u), VB_EINVAL);
+    ASSERT_EQ(vb_ws_url_parse("ws://h:0/", &u), VB_EINVAL);
+    ASSERT_EQ(vb_ws_url_parse("ws://h:70000/", &u), VB_EINVAL);
+    ASSERT_EQ(vb_ws_url_parse("ws://h:/", &u), VB_EINVAL);
+    ASSERT_EQ(vb_ws_url_parse("ws://u:p@h/", &u), VB_EINVAL);
+    ASSERT_EQ(vb_ws_url_parse("ws://h/a b", &u), VB_EINVAL);
+    ASSERT_EQ(vb_ws_url_parse("ws://h/#f", &u), VB_EINVAL);
+    ASSERT_EQ(vb_ws_url_parse("ws://[::1/", &u), VB_EINVAL);
+}
+
+TEST(client_request_has_host_path_and_extra_headers)
+{
+    vb_ws_url_t u;
+    char buf[1024];
+    size_t len = 0;
+    const char *hdrs[] = {"x-goog-api-key: secret", "X-Other: 1", NULL};
+    ASSERT_EQ(vb_ws_url_parse("ws://example.com:8443/v1/live?alt=x", &u), 0);
+    ASSERT_EQ(vb_ws_client_request(&u, "dGhlIHNhbXBsZSBub25jZQ==", hdrs, buf,
+                                   sizeof buf, &len),
+              0);
+    ASSERT_EQ(len, strlen(buf));
+    ASSERT_TRUE(strncmp(buf, "GET /v1/live?alt=x HTTP/1.1\r\n", 29) == 0);
+    ASSERT_STR_CONTAINS(buf, "\r\nHost: example.com:8443\r\n");
+    ASSERT_STR_CONTAINS(buf, "\r\nUpgrade: websocket\r\n");
+    ASSERT_STR_CONTAINS(buf, "\r\nConnection: Upgrade\r\n");
+    ASSERT_STR_CONTAINS(buf,
+                        "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
+    ASSERT_STR_CONTAINS(buf, "\r\nSec-WebSocket-Version: 13\r\n");
+    ASSERT_STR_CONTAINS(buf, "\r\nx-goog-api-key: secret\r\nX-Other: 1\r\n");
+    ASSERT_TRUE(len >= 4 && memcmp(buf + len - 4, "\r\n\r\n", 4) == 0);
+    /* Default port is omitted; IPv6 gets brackets. */
+    ASSERT_EQ(vb_ws_url_parse("wss://[::1]/", &u), 0);
+    ASSERT_EQ(vb_ws_client_request(&u, "k", NULL, buf, sizeof buf, &len), 0);
+    ASSERT_STR_CONTAINS(buf, "\r\nHost: [::1]\r\n");
+    const char *bad1[] = {"no colon", NULL};
+    const char *bad2[] = {"X: a\r\nInjected: 1", NULL};
+    ASSERT_EQ(vb_ws_client_request(&u, "k", bad1, buf, sizeof buf, &len),
+              VB_EINVAL);
+    ASSERT_EQ(vb_ws_client_request(&u, "k", bad2, buf, sizeof buf, &len),
+              VB_EINVAL);
+    ASSERT_EQ(vb_ws_client_request(&u, "k", NULL, buf, 20, &len), VB_ENOSPC);
+}
+
+TEST(client_check_response)
+{
+    const char *key = "dGhlIHNhbXBsZSBub25jZQ==";
+    const char *ok = "HTTP/1.1 101 Switching Protocols\r\n"
+                     "upgrade: WebSocket\r\n"
+                     "Connection: keep-alive, Upgrade\r\n"
+                     "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                     "\r\n\x81\x02hi";
+    size_t used = 0;
+    int st = 0;
+    ASSERT_EQ(vb_ws_client_check_response(ok, strlen(ok), key, &used, &st), 0);
+    ASSERT_EQ(st, 101);
+    ASSERT_EQ(used, strlen(ok) - 4);
+    /* Incomplete head at every cut. */
+    size_t head = used;
+    for (size_t cut = 0; cut < head; cut++)
+        ASSERT_EQ(vb_ws_client_check_response(ok, cut, key, &used, &st),
+                  VB_EAGAIN);
+    const char *wrong = "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\n"
+                        "Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n"
+                        "\r\n";
+    ASSERT_EQ(
+        vb_ws_client_check_response(wrong, strlen(wrong), key, &used, &st),
+        VB_EPROTO);
+    const char *unauth = "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n"
+                         "\r\n";
+    ASSERT_EQ(
+        vb_ws_client_check_response(unauth, strlen(unauth), key, &used, &st),
+        VB_EAUTH);
+    ASSERT_EQ(st, 401);
+    const char *nf = "HTTP/1.1 404 Not Found\r\n\r\n";
+    ASSERT_EQ(vb_ws_client_check_response(nf, strlen(nf), key, &used, &st),
+              VB_EPROTO);
+    ASSERT_EQ(st, 404);
+    const char *ext = "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\n"
+                      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                      "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n";
+    ASSERT_EQ(vb_ws_client_check_response(ext, strlen(ext), key, &used, &st),
+              VB_EPROTO);
+    const char *noup = "HTTP/1.1 101 OK\r\n"
+                       "Connection: Upgrade\r\n"
+                       "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                       "\r\n";
+    ASSERT_EQ(vb_ws_client_check_response(noup, strlen(noup), key, &used, &st),
+              VB_EPROTO);
+    const char *garbage = "SSH-2.0-OpenSSH\r\n\r\n";
+    ASSERT_EQ(
+        vb_ws_client_check_response(garbage, strlen(garbage), key, &used, &st),
+        VB_EPROTO);
+    char *big = malloc(20000);
+    ASSERT_NOT_NULL(big);
+    memcpy(big, "HTTP/1.1 101 OK\r\n", 17);
+    memset(big + 17, 'a', 20000 - 17);
+    ASSERT_EQ(vb_ws_client_check_response(big, 20000, key, &used, &st),
+              VB_EMSGSIZE);
+    free(big);
+}
+
+TEST(server_response)
+{
+    char buf[256];
+    size_t len;
+    ASSERT_EQ(vb_ws_server_response("dGhlIHNhbXBsZSBub25jZQ==", buf, sizeof buf,
+                                    &len),
+              0);
+    ASSERT_STR_EQ(buf, "HTTP/1.1 101 Switching Protocols\r\n"
+                       "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                       "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+                       "\r\n\r\n");
+    ASSERT_EQ(len, strlen(buf));
+    ASSERT_EQ(vb_ws_server_response("bad", buf, sizeof buf, &len), VB_EINVAL);
+    ASSERT_EQ(vb_ws_server_response("dGhlIHNhbXBsZSBub25jZQ==", buf, 30, &len),
+              VB_ENOSPC);
+}
+
+TEST(utf8_validation)
+{
+    ASSERT_TRUE(vb_ws_utf8_valid((const uint8_t *)"", 0));
+    ASSERT_TRUE(vb_ws_utf8_valid((const uint8_t *)"h\xc3\xa9llo", 6));
+    ASSERT_TRUE(vb_ws_utf8_valid((const uint8_t *)"\xf0\x9f\x98\x80", 4));
+    ASSERT_TRUE(vb_ws_utf8_valid((const uint8_t *)"\xef\xbf\xbf", 3));
+    ASSERT_TRUE(!vb_ws_utf8_valid((const uint8_t *)"\xc0\xaf", 2));
+    ASSERT_TRUE(!vb_ws_utf8_valid((const uint8_t *)"\xed\xa0\x80", 3));
+    ASSERT_TRUE(!vb_ws_utf8_valid((const uint8_t *)"\xf4\x90\x80\x80", 4));
+    ASSERT_TRUE(!vb_ws_utf8_valid((const uint8_t *)"\xe2\x82", 2));
+    ASSERT_TRUE(!vb_ws_utf8_valid((const uint8_t *)"\x80", 1));
+    ASSERT_TRUE(!vb_ws_utf8_valid((const uint8_t *)"\xff", 1));
+    ASSERT_TRUE(vb_ws_close_code_valid(1000));
+    ASSERT_TRUE(vb_ws_close_code_valid(4999));
+    ASSERT_TRUE(!vb_ws_close_code_valid(1005));
+    ASSERT_TRUE(!vb_ws_close_code_valid(999));
+    ASSERT_TRUE(!vb_ws_close_code_valid(2000));
+}
+
+/* ---- framing: scripted feeds ---- */
+
+TEST(text_message_in_every_chunk_size)
+{
+    static const char text[] = "{\"event\":\"media\",\"x\":\"h\xc3\xa9\"}";
+    uint8_t wire[256];
+    size_t n = tf_frame(wire, sizeof wire, true, 0x1, true, text, strlen(text));
+    for (size_t chunk = 1; chunk <= n; chunk++) {
+        fx_t *f = fx_new(VB_WS_SERVER, 0);
+        feed_chunked(f, wire, n, chunk);
+        ASSERT_EQ(f->nmsgs, 1);
+        ASSERT_TRUE(f->msgs[0].text);
+        ASSERT_EQ(f->msgs[0].len, strlen(text));
+        ASSERT_MEM_EQ(f->msgs[0].data, text, strlen(text));
+        ASSERT_EQ(f->out_len, 0);
+        ASSERT_EQ(f->closes, 0);
+        fx_free(f);
+    }
+}
+
+TEST(binary_and_lengths_16_and_64_bit)
+{
+    size_t sizes[] = {0, 125, 126, 65535, 65536, 100000};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t len = sizes[i];
+        uint8_t *p = malloc(len + 1), *wire = malloc(len + 16);
+        for (size_t k = 0; k < len; k++)
+            p[k] = (uint8_t)(k * 7);
+        size_t n = tf_frame(wire, len + 16, true, 0x2, true, p, len);
+        fx_t *f = fx_new(VB_WS_SERVER, 128 * 1024);
+        feed_chunked(f, wire, n, 4093);
+        ASSERT_EQ(f->nmsgs, 1);
+        ASSERT_TRUE(!f->msgs[0].text);
+        ASSERT_EQ(f->msgs[0].len, len);
+        ASSERT_MEM_EQ(f->msgs[0].data, p, len);
+        fx_free(f);
+        free(p);
+        free(wire);
+    }
+}
+
+TEST(fragmented_message_with_control_frames_between)
+{
+    /* "héllo world" in three fragments, the é split across two of them,
+     * with a ping and a pong in between. */
+    const char *a = "h\xc3", *b = "\xa9llo ", *c = "world";
+    uint8_t wire[512];
+    size_t n = 0;
+    n += tf_frame(wire + n, sizeof wire - n, false, 0x1, true, a, strlen(a));
+    n += tf_frame(wire + n, sizeof wire - n, true, 0x9, true, "p1", 2);
+    n += tf_frame(wire + n, sizeof wire - n, false, 0x0, true, b, strlen(b));
+    n += tf_frame(wire + n, sizeof wire - n, true, 0xA, true, "x", 1);
+    n += tf_frame(wire + n, sizeof wire - n, true, 0x0, true, c, strlen(c));
+    for (size_t chunk = 1; chunk <= n; chunk += 3) {
+        fx_t *f = fx_new(VB_WS_SERVER, 0);
+        feed_chunked(f, wire, n, chunk);
+        ASSERT_EQ(f->nmsgs, 1);
+        ASSERT_EQ(f->msgs[0].len, 12);
+        ASSERT_MEM_EQ(f->msgs[0].data, "h\xc3\xa9llo world", 12);
+        ASSERT_EQ(f->pongs, 1);
+        tf_parsed_t *pf = pf_alloc();
+        ASSERT_TRUE(out_frame(f, 0, pf));
+        ASSERT_EQ(pf->op, 0xA);
+        ASSERT_EQ(pf->len, 2);
+        ASSERT_MEM_EQ(pf->payload, "p1", 2);
+        free(pf);
+        vb_ws_stats_t st;
+        vb_ws_get_stats(f->ws, &st);
+        ASSERT_EQ(st.msgs_in, 1);
+        ASSERT_EQ(st.pings_in, 1);
+        fx_free(f);
+    }
+}
+
+TEST(unmasked_client_frame_closes_1002)
+{
+    for (size_t chunk = 1; chunk <= 3; chunk++) {
+        fx_t *f = fx_new(VB_WS_SERVER, 0);
+        uint8_t wire[64];
+        size_t n = tf_frame(wire, sizeof wire, true, 0x1, false, "hi", 2);
+        feed_chunked(f, wire, n, chunk);
+        expect_fail(f, 1002, VB_EPROTO, "unmasked client frame");
+        ASSERT_EQ(vb_ws_feed(f->ws, wire, n), VB_ECLOSED);
+        fx_free(f);
+    }
+}
+
+TEST(masked_server_frame_closes_1002_for_client)
+{
+    fx_t *f = fx_new(VB_WS_CLIENT, 0);
+    uint8_t wire[64];
+    size_t n = tf_frame(wire, sizeof wire, true, 0x1, true, "hi", 2);
+    vb_ws_feed(f->ws, wire, n);
+    tf_parsed_t *pf = pf_alloc();
+    ASSERT_TRUE(out_frame(f, 0, pf));
+    ASSERT_TRUE(pf->masked); /* clients mask everything, close too */
+    ASSERT_EQ(tf_close_code(pf), 1002);
+    ASSERT_EQ(f->info.err, VB_EPROTO);
+    free(pf);
+    fx_free(f);
+}
+
+TEST(too_large_payload_closes_1009)
+{
+    /* One frame over the limit. */
+    fx_t *f = fx_new(VB_WS_SERVER, 1024);
+    uint8_t *big = calloc(1, 2048), *wire = malloc(4096);
+    size_t n = tf_frame(wire, 4096, true, 0x2, true, big, 1025);
+    feed_chunked(f, wire, n, 7);
+    expect_fail(f, 1009, VB_EMSGSIZE, "message too big");
+    fx_free(f);
+    /* Exactly at the limit is fine. */
+    f = fx_new(VB_WS_SERVER, 1024);
+    n = tf_frame(wire, 4096, true, 0x2, true, big, 1024);
+    vb_ws_feed(f->ws, wire, n);
+    ASSERT_EQ(f->nmsgs, 1);
+    fx_free(f);
+    /* Fragments that add up to more. */
+    f = fx_new(VB_WS_SERVER, 1024);
+    n = tf_frame(wire, 4096, false, 0x1, true, big, 600);
+    n += tf_frame(wire + n, 4096 - n, true, 0x0, true, big, 600);
+    vb_ws_feed(f->ws, wire, n);
+    expect_fail(f, 1009, VB_EMSGSIZE, "message too big");
+    fx_free(f);
+    /* A 64-bit length far beyond the limit never allocates. */
+    f = fx_new(VB_WS_SERVER, 0);
+    uint8_t hdr[] = {0x82, 0xFF, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4};
+    vb_ws_feed(f->ws, hdr, sizeof hdr);
+    expect_fail(f, 1009, VB_EMSGSIZE, NULL);
+    fx_free(f);
+    free(big);
+    free(wire);
+}
+
+TEST(bad_close_codes_close_1002)
+{
+    uint16_t bad[] = {0, 999, 1004, 1005, 1006, 1016, 2000, 2999, 5000};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fx_t *f = fx_new(VB_WS_SERVER, 0);
+        uint8_t wire[64];
+        size_t n;
+        if (bad[i] == 0) {
+            /* A one-byte close payload cannot hold a code. */
+            n = tf_frame(wire, sizeof wire, true, 0x8, true, "\x03", 1);
+        } else {
+            n = tf_close(wire, sizeof wire, true, bad[i], "r");
+        }
+        vb_ws_feed(f->ws, wire, n);
+        tf_parsed_t *pf = pf_alloc();
+        ASSERT_TRUE(out_frame(f, 0, pf));
+        ASSERT_EQ(tf_close_code(pf), 1002);
+        ASSERT_EQ(vb_ws_state(f->ws), VB_WS_CLOSED);
+        ASSERT_EQ(f->info.err, VB_EPROTO);
+        free(pf);
+        fx_free(f);
+    }
+}
+
+TEST(peer_close_is_echoed_and_reported)
+{
+    fx_t *f = fx_new(VB_WS_SERVER, 0);
+    uint8_t wire[64];
+    size_t n = tf_close(wire, sizeof wire, true, 4001, "bye now");
+    feed_chunked(f, wire, n, 1);
+    tf_parsed_t *pf = pf_alloc();
+    ASSERT_TRUE(out_frame(f, 0, pf));
+    ASSERT_EQ(tf_close_code(pf), 4001);
+    ASSERT_EQ(vb_ws_state(f->ws), VB_WS_CLOSED);
+    ASSERT_EQ(f->closes, 1);
+    ASSERT_TRUE(f->info.by_peer);
+    ASSERT_EQ(f->info.err, 0);
+    ASSERT_EQ(f->info.code_received, 4001);
+    ASSERT_STR_EQ(f->info.reason, "bye now");
+    ASSERT_EQ(vb_ws_send_text(f->ws, "x", 1), VB_ECLOSED);
+    free(pf);
+    fx_free(f);
+    /* No status code at all: 1005 received, echoed without a code. */
+    f = fx_new(VB_WS_SERVER, 0);
+    n = tf_close(wire, sizeof wire, true, 0, NULL);
+    vb_ws_feed(f->ws, wire, n);
+    ASSERT_EQ(f->info.code_received, VB_WS_CLOSE_NO_STATUS);
+    ASSERT_EQ(f->info.err, 0);
+    fx_free(f);
+}
+
+TEST(local_close_handshake)
+{
+    fx_t *f = fx_new(VB_WS_SERVER, 0);
+    ASSERT_EQ(vb_ws_close(f->ws, 1005, NULL), VB_EINVAL);
+    ASSERT_EQ(vb_ws_close(f->ws, 1008, "stream token expired"), 0);
+    ASSERT_EQ(vb_ws_state(f->ws), VB_WS_CLOSING);
+    ASSERT_EQ(vb_ws_close(f->ws, 1000, NULL), VB_ECLOSED);
+    ASSERT_EQ(vb_ws_send_text(f->ws, "x", 1), VB_ECLOSED);
+    tf_parsed_t *pf = pf_alloc();
+    ASSERT_TRUE(out_frame(f, 0, pf));
+    ASSERT_EQ(tf_close_code(pf), 1008);
+    ASSERT_EQ(pf->len, 2 + strlen("stream token expired"));
+    ASSERT_MEM_EQ(pf->payload + 2, "stream token expired", pf->len - 2);
+    /* Messages after our close are not delivered. */
+    uint8_t wire[64];
+    size_t n = tf_frame(wire, sizeof wire, true, 0x1, true, "late", 4);
+    vb_ws_feed(f->ws, wire, n);
+    ASSERT_EQ(f->nmsgs, 0);
+    ASSERT_EQ(f->closes, 0);
+    n = tf_close(wire, sizeof wire, true, 1008, NULL);
+    vb_ws_feed(f->ws, wire, n);
+    ASSERT_EQ(vb_ws_state(f->ws), VB_WS_CLOSED);
+    ASSERT_EQ(f->closes, 1);
+    ASSERT_TRUE(!f->info.by_peer);
+    ASSERT_EQ(f->info.err, 0);
+    ASSERT_EQ(f->info.code_sent, 1008);
+    ASSERT_EQ(f->info.code_received, 1008);
+    /* Only our close frame went out: no echo of theirs. */
+    ASSERT_TRUE(!out_frame(f, 1, pf));
+    free(pf);
+    fx_free(f);
+}
+
+TEST(invalid_utf8_closes_1007)
+{
+    const char *cases[] = {"\xc0\xaf", "ok\xff", "\xed\xa0\x80", "\xe2\x82"};
+    for (size_t i = 0; i < 4; i++) {
+        fx_t *f = fx_new(VB_WS_SERVER, 0);
+        uint8_t wire[64];
+        size_t n = tf_frame(wire, sizeof wire, true, 0x1, true, cases[i],
+                            strlen(cases[i]));
+        feed_chunked(f, wire, n, 1);
+        tf_parsed_t *pf = pf_alloc();
+        ASSERT_TRUE(out_frame(f, 0, pf));
+        ASSERT_EQ(tf_close_code(pf), 1007);
+        ASSERT_EQ(f->nmsgs, 0);
+        ASSERT_EQ(f->info.err, VB_EPROTO);
+        ASSERT_STR_EQ(f->info.reason, "invalid UTF-8");
+        free(pf);
+        fx_free(f);
+    }
+    /* Invalid UTF-8 in a close reason too. */
+    fx_t *f = fx_new(VB_WS_SERVER, 0);
+    uint8_t wire[64];
+    size_t n = tf_close(wire, sizeof wire, true, 1000, "\xff");
+    vb_ws_feed(f->ws, wire, n);
+    tf_parsed_t *pf = pf_alloc();
+    ASSERT_TRUE(out_frame(f, 0, pf));
+    ASSERT_EQ(tf_close_code(pf), 1007);
+    free(pf);
+    fx_free(f);
+}
+
+TEST(framing_violations_close_1002)
+{
+    struct {
+        bool fin;
+        uint8_t rsv, op;
+        size_t len;
+        int len7;
+        const char *reason;
+    } cases[] = {
+        {true, 1, 0x1, 1, -1, "reserved bits set"},
+        {true, 0, 0x3, 1, -1, "unknown opcode"},
+        {true, 0, 0xB, 1, -1, "unknown opcode"},
+        {false, 0, 0x9, 1, -1, "fragmented control frame"},
+        {true, 0, 0x9, 126, -1, "control frame too long"},
+        {true, 0, 0x0, 1, -1, "continuation frame without a message"},
+        {true, 0, 0x1, 5, 126, "non-minimal payload length"},
+        {true, 0, 0x1, 300, 127, "non-minimal payload length"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fx_t *f = fx_new(VB_WS_SERVER, 0);
+        uint8_t payload[400] = {0}, wire[512];
+        memset(payload, 'a', sizeof payload);
+        size_t n = tf_frame_ex(wire, sizeof wire, cases[i].fin, cases[i].rsv,
+                               cases[i].op, true, payload, cases[i].len,
+                               cases[i].len7);
+        feed_chunked(f, wire, n, 1);
+        expect_fail(f, 1002, VB_EPROTO, cases[i].reason);
+        fx_free(f);
+    }
+    /* A new data message while a fragmented one is open. */
+    fx_t *f = fx_new(VB_WS_SERVER, 0);
+    uint8_t wire[64];
+    size_t n = tf_frame(wire, sizeof wire, false, 0x1, true, "a", 1);
+    n += tf_frame(wire + n, sizeof wire - n, true, 0x1, true, "b", 1);
+    vb_ws_feed(f->ws, wire, n);
+    expect_fail(f, 1002, VB_EPROTO, "new message inside a fragmented message");
+    fx_free(f);
+}
+
+TEST(server_output_framing)
+{
+    size_t sizes[] = {0, 5, 125, 126, 65535, 65536};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        fx_t *f = fx_new(VB_WS_SERVER, 0);
+        char *p = malloc(sizes[i] + 1);
+        memset(p, 'z', sizes[i]);
+        ASSERT_EQ(vb_ws_send_text(f->ws, p, sizes[i]), 0);
+        ASSERT_EQ(vb_ws_send_binary(f->ws, p, sizes[i]), 0);
+        tf_parsed_t *pf = pf_alloc();
+        ASSERT_TRUE(out_frame(f, 0, pf));
+        ASSERT_TRUE(pf->fin && !pf->masked);
+        ASSERT_EQ(pf->op, 0x1);
+        ASSERT_EQ(pf->len, sizes[i]);
+        ASSERT_MEM_EQ(pf->payload, p, sizes[i]);
+        ASSERT_TRUE(out_frame(f, 1, pf));
+        ASSERT_EQ(pf->op, 0x2);
+        size_t hdr = sizes[i] < 126 ? 2 : sizes[i] < 65536 ? 4 : 10;
+        ASSERT_EQ(f->out_len, 2 * (hdr + sizes[i]));
+        free(pf);
+        free(p);
+        fx_free(f);
+    }
+}
+
+TEST(client_output_is_masked_and_roundtrips)
+{
+    fx_t *c = fx_new(VB_WS_CLIENT, 0);
+    fx_t *s = fx_new(VB_WS_SERVER, 0);
+    ASSERT_EQ(vb_ws_send_text(c->ws, "hello", 5), 0);
+    ASSERT_EQ(vb_ws_send_ping(c->ws, "pp", 2), 0);
+    tf_parsed_t *pf = pf_alloc();
+    ASSERT_TRUE(out_frame(c, 0, pf));
+    ASSERT_TRUE(pf->masked);
+    ASSERT_MEM_EQ(pf->payload, "hello", 5);
+    free(pf);
+    /* Server gets the client's bytes, client gets the server's pong. */
+    vb_ws_feed(s->ws, c->out, c->out_len);
+    ASSERT_EQ(s->nmsgs, 1);
+    ASSERT_MEM_EQ(s->msgs[0].data, "hello", 5);
+    vb_ws_feed(c->ws, s->out, s->out_len);
+    ASSERT_EQ(c->pongs, 1);
+    ASSERT_EQ(vb_ws_send_ping(c->ws, NULL, 126), VB_EINVAL);
+    /* Full close handshake between the two. */
+    size_t cmark = c->out_len, smark = s->out_len;
+    ASSERT_EQ(vb_ws_close(c->ws, 1000, "done"), 0);
+    vb_ws_feed(s->ws, c->out + cmark, c->out_len - cmark);
+    ASSERT_EQ(vb_ws_state(s->ws), VB_WS_CLOSED);
+    ASSERT_TRUE(s->info.by_peer);
+    ASSERT_STR_EQ(s->info.reason, "done");
+    vb_ws_feed(c->ws, s->out + smark, s->out_len - smark);
+    ASSERT_EQ(vb_ws_state(c->ws), VB_WS_CLOSED);
+    ASSERT_EQ(c->info.err, 0);
+    ASSERT_EQ(c->info.code_received, 1000);
+    fx_free(c);
+    fx_free(s);
+}
+
+TEST(destroy_inside_message_callback)
+{
+    fx_t *f = fx_new(VB_WS_SERVER, 0);
+    f->destroy_in_message = true;
+    uint8_t wire[64];
+    size_t n = tf_frame(wire, sizeof wire, true, 0x1, true, "a", 1);
+    n += tf_frame(wire + n, sizeof wire - n, true, 0x1, true, "b", 1);
+    ASSERT_EQ(vb_ws_feed(f->ws, wire, n), VB_ECLOSED);
+    ASSERT_EQ(f->nmsgs, 1);
+    ASSERT_NULL(f->ws);
+    free(f);
+}
+
+TEST(eof_without_close_is_abnormal)
+{
+    fx_t *f = fx_new(VB_WS_SERVER, 0);
+    vb_ws_feed_eof(f->ws);
+    ASSERT_EQ(vb_ws_state(f->ws), VB_WS_CLOSED);
+    ASSERT_EQ(f->info.err, VB_ECLOSED);
+    ASSERT_EQ(f->info.code_received, VB_WS_CLOSE_ABNORMAL);
+    ASSERT_EQ(f->info.code_sent, VB_WS_CLOSE_ABNORMAL);
+    fx_free(f);
+}
+
+TEST(output_failure_fails_endpoint)
+{
+    fx_t *f = fx_new(VB_WS_SERVER, 0);
+    f->out_len = sizeof f->out - 4; /* the sink is full */
+    ASSERT_EQ(vb_ws_send_text(f->ws, "0123456789", 10), VB_ENOSPC);
+    ASSERT_EQ(vb_ws_state(f->ws), VB_WS_CLOSED);
+    ASSERT_EQ(f->info.err, VB_ENOSPC);
+    fx_free(f);
+}
+
+/* ---- transport glue over loopback TCP ---- */
+
+typedef struct net {
+    uv_loop_t loop;
+    int lfd;
+    uv_poll_t lpoll;
+    char request[4096];
+    const char *reply; /* NULL: a proper 101 */
+    vb_ws_t *srv, *cli;
+    fx_t *sf, *cf;
+    bool opened, poll_closed;
+    int srv_msgs;
+} net_t;
+
+static net_t *g_net;
+
+static void srv_on_msg(vb_ws_t *ws, bool text, const uint8_t *d, size_t n,
+                       void *ud)
+{
+    net_t *nt = ud;
+    nt->srv_msgs++;
+    /* Echo, then close after the second message. */
+    if (text)
+        ASSERT_EQ(vb_ws_send_text(ws, (const char *)d, n), 0);
+    if (nt->srv_msgs == 2)
+        ASSERT_EQ(vb_ws_close(ws, 1000, "enough"), 0);
+}
+
+static void srv_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
+{
+    net_t *nt = ud;
+    nt->sf->closes++;
+    nt->sf->info = *info;
+    vb_ws_destroy(ws);
+    nt->srv = NULL;
+}
+
+static void cli_on_open(vb_ws_t *ws, void *ud)
+{
+    net_t *nt = ud;
+    nt->opened = true;
+    ASSERT_EQ(vb_ws_send_text(ws, "one", 3), 0);
+    ASSERT_EQ(vb_ws_send_text(ws, "two", 3), 0);
+}
+
+static void cli_on_msg(vb_ws_t *ws, bool text, const uint8_t *d, size_t n,
+                       void *ud)
+{
+    (void)ws;
+    net_t *nt = ud;
+    on_msg(NULL, text, d, n, nt->cf);
+}
+
+static void cli_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
+{
+    net_t *nt = ud;
+    nt->cf->closes++;
+    nt->cf->info = *info;
+    vb_ws_destroy(ws);
+    nt->cli = NULL;
+}
+
+static void hs_read(vb_transport_t *t, const uint8_t *d, size_t n, void *ud)
+{
+    net_t *nt = ud;
+    size_t got = strlen(nt->request);
+    ASSERT_LT(got + n, sizeof nt->request);
+    memcpy(nt->request + got, d, n);
+    nt->request[got + n] = '\0';
+    if (strstr(nt->request, "\r\n\r\n") == NULL)
+        return;
+    if (nt->reply != NULL) {
+        ASSERT_EQ(vb_transport_write(t, nt->reply, strlen(nt->reply)), 0);
+        vb_transport_shutdown(t);
+        vb_transport_close(t);
+        return;
+    }
+    const char *k = strstr(nt->request, "Sec-WebSocket-Key: ");
+    ASSERT_NOT_NULL(k);
+    char key[32] = {0};
+    memcpy(key, k + 19, VB_WS_KEY_LEN);
+    char resp[256];
+    size_t len;
+    ASSERT_EQ(vb_ws_server_response(key, resp, sizeof resp, &len), 0);
+    ASSERT_EQ(vb_transport_write(t, resp, len), 0);
+    vb_ws_config_t cfg = {.role = VB_WS_SERVER};
+    vb_ws_callbacks_t cb = {.on_message = srv_on_msg, .on_close = srv_on_close};
+    ASSERT_EQ(vb_ws_attach(&nt->loop, t, &cfg, &cb, nt, NULL, 0, &nt->srv), 0);
+}
+
+static void accept_cb(uv_poll_t *p, int status, int events)
+{
+    (void)status;
+    (void)events;
+    net_t *nt = p->data;
+    int fd = accept(nt->lfd, NULL, NULL);
+    ASSERT_TRUE(fd >= 0);
+    uv_poll_stop(p);
+    vb_transport_t *t;
+    ASSERT_EQ(vb_tcp_adopt(&nt->loop, fd, &t), 0);
+    char peer[64];
+    ASSERT_EQ(vb_transport_peer_name(t, peer, sizeof peer), 0);
+    ASSERT_TRUE(strncmp(peer, "127.0.0.1:", 10) == 0);
+    vb_transport_set_handler(t, hs_read, NULL, nt);
+}
+
+static int listen_any(uint16_t *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_TRUE(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ASSERT_EQ(listen(fd, 8), 0);
+    socklen_t sl = sizeof a;
+    ASSERT_EQ(getsockname(fd, (struct sockaddr *)&a, &sl), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static net_t *net_setup(const char *reply, uint16_t *port)
+{
+    net_t *nt = calloc(1, sizeof *nt);
+    ASSERT_NOT_NULL(nt);
+    nt->sf = fx_alloc();
+    nt->cf = fx_alloc();
+    nt->reply = reply;
+    ASSERT_EQ(uv_loop_init(&nt->loop), 0);
+    nt->lfd = listen_any(port);
+    ASSERT_EQ(uv_poll_init(&nt->loop, &nt->lpoll, nt->lfd), 0);
+    nt->lpoll.data = nt;
+    uv_poll_start(&nt->lpoll, UV_READABLE, accept_cb);
+    g_net = nt;
+    return nt;
+}
+
+static void net_teardown(net_t *nt)
+{
+    if (!nt->poll_closed)
+        uv_close((uv_handle_t *)&nt->lpoll, NULL);
+    uv_run(&nt->loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&nt->loop), 0);
+    close(nt->lfd);
+    free(nt->sf);
+    free(nt->cf);
+    free(nt);
+}
+
+static void connect_client(net_t *nt, uint16_t port)
+{
+    vb_transport_t *t;
+    ASSERT_EQ(vb_tcp_connect(&nt->loop, "127.0.0.1", port, &t), 0);
+    char url[128];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%u/v1/live?x=1", (unsigned)port);
+    const char *hdrs[] = {"x-goog-api-key: test-key", NULL};
+    vb_ws_config_t cfg = {.role = VB_WS_CLIENT, .handshake_timeout_ms = 5000};
+    vb_ws_callbacks_t cb = {.on_message = cli_on_msg,
+                            .on_close = cli_on_close,
+                            .on_open = cli_on_open};
+    ASSERT_EQ(vb_ws_connect(&nt->loop, t, &cfg, &cb, nt, url, hdrs, &nt->cli),
+              0);
+    ASSERT_EQ(vb_ws_state(nt->cli), VB_WS_CONNECTING);
+    ASSERT_EQ(vb_ws_send_text(nt->cli, "early", 5), VB_EAGAIN);
+}
+
+TEST_T(loopback_client_server_echo_and_close, 20)
+{
+    uint16_t port;
+    net_t *nt = net_setup(NULL, &port);
+    connect_client(nt, port);
+    uv_run(&nt->loop, UV_RUN_DEFAULT);
+    ASSERT_TRUE(nt->opened);
+    ASSERT_NULL(nt->cli);
+    ASSERT_NULL(nt->srv);
+    ASSERT_STR_CONTAINS(nt->request, "GET /v1/live?x=1 HTTP/1.1\r\n");
+    char host[64];
+    snprintf(host, sizeof host, "\r\nHost: 127.0.0.1:%u\r\n", (unsigned)port);
+    ASSERT_STR_CONTAINS(nt->request, host);
+    ASSERT_STR_CONTAINS(nt->request, "\r\nx-goog-api-key: test-key\r\n");
+    ASSERT_EQ(nt->srv_msgs, 2);
+    ASSERT_EQ(nt->cf->nmsgs, 2);
+    ASSERT_MEM_EQ(nt->cf->msgs[0].data, "one", 3);
+    ASSERT_MEM_EQ(nt->cf->msgs[1].data, "two", 3);
+    /* The server closed; the client saw its code and reason. */
+    ASSERT_EQ(nt->cf->closes, 1);
+    ASSERT_EQ(nt->cf->info.err, 0);
+    ASSERT_TRUE(nt->cf->info.by_peer);
+    ASSERT_EQ(nt->cf->info.code_received, 1000);
+    ASSERT_STR_EQ(nt->cf->info.reason, "enough");
+    ASSERT_EQ(nt->sf->closes, 1);
+    ASSERT_EQ(nt->sf->info.err, 0);
+    ASSERT_TRUE(!nt->sf->info.by_peer);
+    net_teardown(nt);
+}
+
+TEST_T(loopback_client_handshake_refused, 20)
+{
+    uint16_t port;
+    net_t *nt = net_setup("HTTP/1.1 401 Unauthorized\r\n"
+                          "Content-Length: 0\r\n\r\n",
+                          &port);
+    connect_client(nt, port);
+    uv_run(&nt->loop, UV_RUN_DEFAULT);
+    ASSERT_TRUE(!nt->opened);
+    ASSERT_EQ(nt->cf->closes, 1);
+    ASSERT_EQ(nt->cf->info.err, VB_EAUTH);
+    ASSERT_EQ(nt->cf->info.http_status, 401);
+    net_teardown(nt);
+}
+
+TEST_T(loopback_connect_refused, 20)
+{
+    uint16_t port;
+    net_t *nt = net_setup(NULL, &port);
+    /* Close the listener so the port refuses connections. */
+    uv_close((uv_handle_t *)&nt->lpoll, NULL);
+    nt->poll_closed = true;
+    uv_run(&nt->loop, UV_RUN_NOWAIT);
+    close(nt->lfd);
+    nt->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    connect_client(nt, port);
+    uv_run(&nt->loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(nt->cf->closes, 1);
+    ASSERT_EQ(nt->cf->info.err, VB_ECONNREFUSED);
+    net_teardown(nt);
+}
