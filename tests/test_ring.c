@@ -258,3 +258,20 @@ TEST_T(ring_doorbell_never_lost, 120)
     sem_destroy(&b.bell);
     vb_ring_destroy(&b.ring);
 }
+
+#include "core/lane.h"
+
+TEST(lane_rings_sizes)
+{
+    ASSERT_EQ(vb_lane_audio_slots(1), 256);
+    ASSERT_EQ(vb_lane_audio_slots(200), 32768);
+    ASSERT_EQ(vb_lane_audio_slots(100000), 65536);
+    vb_lane_rings_t l;
+    ASSERT_EQ(vb_lane_rings_init(&l, 512), 0);
+    ASSERT_EQ(vb_ring_capacity(&l.conn), 256);
+    ASSERT_EQ(vb_ring_capacity(&l.dsp_to_tw), 512);
+    ASSERT_EQ(vb_ring_slot_size(&l.gm_to_dsp) >= sizeof(vb_msg_t), 1);
+    vb_lane_rings_destroy(&l);
+    ASSERT_EQ(vb_lane_rings_init(&l, 1000), VB_EINVAL);
+    vb_lane_rings_destroy(NULL);
+}
