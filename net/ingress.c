@@ -1,0 +1,1258 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The ingress thread (design in ingress.h): routes, Twilio webhooks,
+ * health and metrics endpoints, and the WebSocket hand-off to lanes.
+ *
+ * Everything below the readiness API runs on the ingress thread: the
+ * pending-call table, the in-flight hand-off counts, the metrics shard and
+ * the lazily registered request-counter series are its alone.
+ */
+#include "net/ingress.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <llhttp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "net/form.h"
+#include "net/twiml.h"
+
+enum route {
+    R_VOICE,
+    R_STATUS,
+    R_STREAM,
+    R_HEALTHZ,
+    R_READYZ,
+    R_METRICS,
+    R_SYSTEM,
+    R_OTHER,
+    R_COUNT
+};
+static const char *const route_names[R_COUNT] = {
+    "voice",  "status",  "stream",      "healthz",
+    "readyz", "metrics", "test_system", "other"};
+
+static const int codes[] = {101, 200, 204, 400, 403, 404, 405,
+                            408, 413, 415, 426, 431, 500, 503};
+#define NCODES (sizeof(codes) / sizeof(codes[0]))
+
+static const char *const call_statuses[] = {
+    "queued", "initiated", "ringing",   "in-progress", "completed",
+    "busy",   "failed",    "no-answer", "canceled",    "other"};
+#define NSTATUSES (sizeof(call_statuses) / sizeof(call_statuses[0]))
+
+enum handoff_result { H_OK, H_RING_FULL, H_NO_LANES, H_FAILED, H_COUNT };
+static const char *const handoff_names[H_COUNT] = {"ok", "ring_full",
+                                                   "no_lanes", "failed"};
+
+#define LISTENER_PUBLIC 0
+#define LISTENER_ADMIN  1
+#define CONSUMED        UINT32_MAX
+
+typedef struct pend {
+    uint32_t lane; /* CONSUMED once its stream arrived */
+    uint64_t expiry_ns;
+} pend_t;
+
+struct vb_ingress {
+    const vb_config_t *cfg;
+    vb_metrics_t *m;
+    vb_metrics_shard_t *shard;
+    vb_twilio_sig_key_t own_key;
+    const vb_twilio_sig_key_t *key;
+    vb_ingress_lane_t *lanes; /* NULL: no sinks */
+    uint32_t nlanes;
+    bool verify;
+    char *public_base; /* public URL without trailing '/', or NULL */
+    char *stream_base; /* its ws(s):// form, or NULL */
+    bool admin_split;
+    uint64_t started_ns;
+
+    /* Shared with other threads. Relaxed: plain counters and a flag, no
+     * data is published through them. */
+    _Atomic bool draining;
+    _Atomic int64_t *active; /* per lane */
+
+    /* Ingress thread only. */
+    uint32_t *lane_pending;
+    uint32_t *lane_inflight;
+    pend_t *pend;
+    uint32_t pend_cap, pend_head, pend_n, pend_total;
+    uint32_t rr;
+
+    uv_loop_t loop;
+    bool loop_ok;
+    uv_async_t stop_async;
+    bool async_ok;
+    vb_http_server_t *http;
+    pthread_t thread;
+    bool started, stopped;
+    int port_public, port_admin;
+
+    /* Metric series. */
+    vb_metric_t req_id[R_COUNT][NCODES];
+    bool req_reg[R_COUNT][NCODES];
+    vb_metric_t dur[R_COUNT];
+    vb_metric_t sigfail[3]; /* voice, status, stream */
+    vb_metric_t status_id[NSTATUSES];
+    vb_metric_t rejected_busy, rejected_draining;
+    vb_metric_t insecure;
+    vb_metric_t handoff[H_COUNT];
+};
+
+/* ---------------------------------------------------------------------- */
+/* messages                                                               */
+
+int vb_ingress_conn_get(const vb_msg_t *m, vb_ingress_conn_t *out)
+{
+    if (m->kind != VB_MSG_CONN || m->len != sizeof(*out))
+        return VB_EINVAL;
+    memcpy(out, m->data, sizeof(*out));
+    return 0;
+}
+
+int vb_ingress_prepare_get(const vb_msg_t *m, vb_ingress_prepare_t *out)
+{
+    if (m->kind != VB_MSG_PREPARE || m->len != sizeof(*out))
+        return VB_EINVAL;
+    memcpy(out, m->data, sizeof(*out));
+    return 0;
+}
+
+void vb_ingress_conn_release(vb_ingress_conn_t *c)
+{
+    if (c == NULL)
+        return;
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->extra);
+    c->fd = -1;
+    c->extra = NULL;
+    c->extra_len = 0;
+}
+
+_Static_assert(sizeof(vb_ingress_conn_t) <= VB_MSG_DATA_MAX,
+               "conn payload fits a message");
+_Static_assert(sizeof(vb_ingress_prepare_t) <= VB_MSG_DATA_MAX,
+               "prepare payload fits a message");
+
+/* ---------------------------------------------------------------------- */
+/* readiness                                                              */
+
+void vb_ingress_set_draining(vb_ingress_t *g, bool draining)
+{
+    atomic_store_explicit(&g->draining, draining, memory_order_relaxed);
+}
+
+bool vb_ingress_draining(const vb_ingress_t *g)
+{
+    return atomic_load_explicit(&g->draining, memory_order_relaxed);
+}
+
+void vb_ingress_calls_add(vb_ingress_t *g, uint32_t lane, int delta)
+{
+    if (lane < g->nlanes)
+        atomic_fetch_add_explicit(&g->active[lane], delta,
+                                  memory_order_relaxed);
+}
+
+int64_t vb_ingress_lane_calls(const vb_ingress_t *g, uint32_t lane)
+{
+    if (lane >= g->nlanes)
+        return 0;
+    return atomic_load_explicit(&g->active[lane], memory_order_relaxed);
+}
+
+int64_t vb_ingress_calls_active(const vb_ingress_t *g)
+{
+    int64_t n = 0;
+    for (uint32_t i = 0; i < g->nlanes; i++)
+        n += vb_ingress_lane_calls(g, i);
+    return n;
+}
+
+/* ---------------------------------------------------------------------- */
+/* pending calls (ingress thread)                                         */
+
+static void pend_prune(vb_ingress_t *g, uint64_t now)
+{
+    while (g->pend_n > 0) {
+        pend_t *p = &g->pend[g->pend_head];
+        if (p->lane != CONSUMED && p->expiry_ns > now)
+            break;
+        if (p->lane != CONSUMED) {
+            g->lane_pending[p->lane]--;
+            g->pend_total--;
+        }
+        g->pend_head = (g->pend_head + 1) % g->pend_cap;
+        g->pend_n--;
+    }
+}
+
+static void pend_push(vb_ingress_t *g, uint32_t lane, uint64_t now)
+{
+    if (g->pend_n == g->pend_cap) {
+        /* Full of old entries: forget the oldest. */
+        pend_t *p = &g->pend[g->pend_head];
+        if (p->lane != CONSUMED) {
+            g->lane_pending[p->lane]--;
+            g->pend_total--;
+        }
+        g->pend_head = (g->pend_head + 1) % g->pend_cap;
+        g->pend_n--;
+    }
+    pend_t *p = &g->pend[(g->pend_head + g->pend_n) % g->pend_cap];
+    p->lane = lane;
+    p->expiry_ns = now + VB_INGRESS_PENDING_MS * VB_NS_PER_MS;
+    g->pend_n++;
+    g->lane_pending[lane]++;
+    g->pend_total++;
+}
+
+/* The oldest call answered on `lane` has its stream now. */
+static void pend_consume(vb_ingress_t *g, uint32_t lane)
+{
+    for (uint32_t i = 0; i < g->pend_n; i++) {
+        pend_t *p = &g->pend[(g->pend_head + i) % g->pend_cap];
+        if (p->lane == lane) {
+            p->lane = CONSUMED;
+            g->lane_pending[lane]--;
+            g->pend_total--;
+            return;
+        }
+    }
+}
+
+static int64_t lane_load(const vb_ingress_t *g, uint32_t lane)
+{
+    return vb_ingress_lane_calls(g, lane) + g->lane_pending[lane];
+}
+
+/* Fewest active + pending calls; ties rotate so lanes fill evenly. */
+static uint32_t least_loaded(vb_ingress_t *g)
+{
+    uint32_t best = g->rr % g->nlanes;
+    int64_t best_load = lane_load(g, best);
+    for (uint32_t k = 1; k < g->nlanes; k++) {
+        uint32_t l = (g->rr + k) % g->nlanes;
+        int64_t load = lane_load(g, l);
+        if (load < best_load) {
+            best = l;
+            best_load = load;
+        }
+    }
+    g->rr++;
+    return best;
+}
+
+static int64_t total_load(vb_ingress_t *g)
+{
+    return vb_ingress_calls_active(g) + g->pend_total;
+}
+
+/* ---------------------------------------------------------------------- */
+/* metrics                                                                */
+
+static int code_index(int status)
+{
+    for (size_t i = 0; i < NCODES; i++)
+        if (codes[i] == status)
+            return (int)i;
+    return code_index(500);
+}
+
+static int reg_request_series(vb_ingress_t *g, int route, int ci)
+{
+    if (g->req_reg[route][ci])
+        return 0;
+    char code[8];
+    snprintf(code, sizeof(code), "%d", codes[ci]);
+    int rc =
+        vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_http_requests_total",
+                       "HTTP requests answered, by route and status code.",
+                       VB_LABELS("route", route_names[route], "code", code),
+                       &g->req_id[route][ci]);
+    if (rc == 0)
+        g->req_reg[route][ci] = true;
+    return rc;
+}
+
+static void count_request(vb_ingress_t *g, int route, int status,
+                          uint64_t t_start)
+{
+    int ci = code_index(status);
+    if (reg_request_series(g, route, ci) == 0)
+        vb_metrics_counter_add(g->shard, g->req_id[route][ci], 1);
+    uint64_t now = vb_clock_now_ns();
+    vb_metrics_observe_ns(g->shard, g->dur[route],
+                          now > t_start ? now - t_start : 0);
+}
+
+static int register_metrics(vb_ingress_t *g)
+{
+    int rc = 0;
+    /* The series every deployment sees, so they exist at 0 from start. */
+    static const struct {
+        int route, code;
+    } initial[] = {{R_VOICE, 200},   {R_STATUS, 204}, {R_STREAM, 101},
+                   {R_HEALTHZ, 200}, {R_READYZ, 200}, {R_READYZ, 503},
+                   {R_METRICS, 200}, {R_SYSTEM, 200}, {R_OTHER, 404},
+                   {R_VOICE, 403}};
+    for (size_t i = 0; rc == 0 && i < sizeof(initial) / sizeof(initial[0]); i++)
+        rc = reg_request_series(g, initial[i].route,
+                                code_index(initial[i].code));
+    for (int r = 0; rc == 0 && r < R_COUNT; r++)
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_HISTOGRAM, "vb_http_request_duration_seconds",
+            "Time from a request's first byte to its response, by route.",
+            VB_LABELS("route", route_names[r]), &g->dur[r]);
+    for (int r = 0; rc == 0 && r < 3; r++)
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_COUNTER, "vb_twilio_signature_failures_total",
+            "Requests refused for a missing or wrong X-Twilio-Signature.",
+            VB_LABELS("route", route_names[r]), &g->sigfail[r]);
+    for (size_t i = 0; rc == 0 && i < NSTATUSES; i++)
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_COUNTER, "vb_twilio_call_status_total",
+            "Call-status callbacks received, by CallStatus.",
+            VB_LABELS("status", call_statuses[i]), &g->status_id[i]);
+    if (rc == 0)
+        rc = vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_calls_rejected_total",
+                            "Calls answered with the busy message, by reason.",
+                            VB_LABELS("reason", "busy"), &g->rejected_busy);
+    if (rc == 0)
+        rc = vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_calls_rejected_total",
+                            "Calls answered with the busy message, by reason.",
+                            VB_LABELS("reason", "draining"),
+                            &g->rejected_draining);
+    if (rc == 0)
+        rc = vb_metrics_add(g->m, VB_METRIC_GAUGE, "vb_insecure_mode",
+                            "1 when Twilio signatures are not verified "
+                            "(TWILIO_AUTH_TOKEN unset).",
+                            NULL, &g->insecure);
+    for (int i = 0; rc == 0 && i < H_COUNT; i++)
+        rc = vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_stream_handoffs_total",
+                            "Media stream upgrades handed to a lane, or "
+                            "refused/failed, by result.",
+                            VB_LABELS("result", handoff_names[i]),
+                            &g->handoff[i]);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* request helpers                                                        */
+
+static void set_text(vb_http_resp_t *resp, int status, const char *text)
+{
+    resp->status = status;
+    resp->content_type = "text/plain; charset=utf-8";
+    resp->body = text;
+    resp->body_len = strlen(text);
+}
+
+static bool path_is(const vb_http_req_t *req, const char *path)
+{
+    size_t n = strlen(path);
+    return req->path_len == n && memcmp(req->target, path, n) == 0;
+}
+
+/* Stream path, optionally followed by "/<lane>" (or a bare "/"). Sets
+ * *lane to the lane number or -1. */
+static bool stream_path_match(const vb_ingress_t *g, const vb_http_req_t *req,
+                              long *lane)
+{
+    const char *sp = g->cfg->stream_path;
+    size_t n = strlen(sp);
+    *lane = -1;
+    if (req->path_len < n || memcmp(req->target, sp, n) != 0)
+        return false;
+    if (req->path_len == n)
+        return true;
+    if (req->target[n] != '/')
+        return false;
+    size_t digits = req->path_len - n - 1;
+    if (digits == 0)
+        return true;
+    if (digits > 5)
+        return false;
+    long v = 0;
+    for (size_t i = 0; i < digits; i++) {
+        char c = req->target[n + 1 + i];
+        if (c < '0' || c > '9')
+            return false;
+        v = v * 10 + (c - '0');
+    }
+    *lane = v;
+    return true;
+}
+
+static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
+                       long *lane)
+{
+    bool admin = req->listener == LISTENER_ADMIN;
+    bool adminish = !g->admin_split || admin;
+    *lane = -1;
+    if (path_is(req, "/healthz"))
+        return R_HEALTHZ;
+    if (path_is(req, "/readyz"))
+        return R_READYZ;
+    if (path_is(req, "/metrics"))
+        return adminish ? R_METRICS : R_OTHER;
+    if (path_is(req, "/test/system"))
+        return adminish ? R_SYSTEM : R_OTHER;
+    if (admin && g->admin_split)
+        return R_OTHER;
+    if (path_is(req, g->cfg->webhook_path))
+        return R_VOICE;
+    if (path_is(req, g->cfg->status_path))
+        return R_STATUS;
+    if (stream_path_match(g, req, lane))
+        return R_STREAM;
+    return R_OTHER;
+}
+
+static bool method_in(const vb_http_req_t *req, int a, int b)
+{
+    return req->method == a || req->method == b;
+}
+
+static void method_not_allowed(vb_http_resp_t *resp, const char *allow)
+{
+    set_text(resp, 405, "method not allowed\n");
+    vb_http_resp_header(resp, "Allow", allow);
+}
+
+/* Client address for logs: X-Forwarded-For's first hop when trusted. */
+static void client_addr(const vb_ingress_t *g, const vb_http_req_t *req,
+                        char *out, size_t n)
+{
+    const char *xff =
+        g->cfg->trust_proxy ? vb_http_req_header(req, "X-Forwarded-For") : NULL;
+    if (xff != NULL && *xff) {
+        while (*xff == ' ')
+            xff++;
+        size_t len = strcspn(xff, ", ");
+        if (len >= n)
+            len = n - 1;
+        memcpy(out, xff, len);
+        out[len] = '\0';
+        return;
+    }
+    snprintf(out, n, "%s", req->peer);
+}
+
+/* A CallSid fit for logs and tokens: 1..63 ASCII letters and digits. */
+static bool sid_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n >= sizeof(((vb_ingress_prepare_t *)0)->call_sid))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+/* Decodes the request's parameters: the form body of a POST, the query of
+ * a GET. Signed parameters are the POST body's only (spec §5.1). */
+static int read_params(const vb_http_req_t *req, vb_form_t *f,
+                       vb_http_resp_t *resp, bool *posted)
+{
+    *posted = req->method == HTTP_POST;
+    int rc;
+    if (*posted) {
+        const char *ct = vb_http_req_header(req, "Content-Type");
+        if (ct != NULL &&
+            strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0) {
+            set_text(resp, 415, "expected application/x-www-form-urlencoded\n");
+            return VB_EPROTO;
+        }
+        rc = vb_form_parse(f, req->body, req->body_len, 0);
+    } else {
+        const char *q = req->query ? req->query : "";
+        rc = vb_form_parse(f, q, strlen(q), 0);
+    }
+    if (rc != 0) {
+        set_text(resp, 400,
+                 rc == VB_EMSGSIZE ? "too many parameters\n"
+                                   : "cannot decode parameters\n");
+        return rc;
+    }
+    return 0;
+}
+
+/* Verifies X-Twilio-Signature of a webhook; answers 403 when it fails. */
+static bool check_signature(vb_ingress_t *g, int route,
+                            const vb_http_req_t *req, const vb_form_t *f,
+                            bool posted, vb_http_resp_t *resp, const char *call,
+                            const char *client)
+{
+    if (!g->verify)
+        return true;
+    const char *sig = vb_http_req_header(req, "X-Twilio-Signature");
+    char *url = malloc(strlen(g->public_base) + req->target_len + 1);
+    if (url == NULL) {
+        set_text(resp, 500, "out of memory\n");
+        return false;
+    }
+    sprintf(url, "%s%s", g->public_base, req->target);
+    int rc = sig == NULL
+                 ? VB_EAUTH
+                 : vb_twilio_sig_verify(g->cfg->twilio_auth_token, url,
+                                        posted ? f : NULL, sig, strlen(sig),
+                                        VB_TWILIO_SIG_PORT_VARIANTS);
+    free(url);
+    if (rc == 0)
+        return true;
+    vb_metrics_counter_add(g->shard, g->sigfail[route], 1);
+    VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call, "twilio signature rejected",
+                       "route=%s reason=%s client=%s", route_names[route],
+                       sig == NULL ? "missing" : "mismatch", client);
+    set_text(resp, 403, "invalid X-Twilio-Signature\n");
+    return false;
+}
+
+/* ---------------------------------------------------------------------- */
+/* routes                                                                 */
+
+static void busy_twiml(vb_ingress_t *g, vb_http_resp_t *resp)
+{
+    vb_twiml_t t;
+    vb_twiml_init(&t);
+    vb_twiml_say(&t, g->cfg->busy_say);
+    vb_twiml_hangup(&t);
+    size_t len;
+    if (vb_twiml_finish(&t, &resp->body_owned, &len) != 0) {
+        set_text(resp, 500, "out of memory\n");
+        return;
+    }
+    resp->status = 200;
+    resp->content_type = "text/xml";
+    resp->body_len = len;
+}
+
+/* ws(s)://host of the stream URL: from --public-url, else (local setups
+ * without one) from the Host header. */
+static void stream_base(vb_ingress_t *g, const vb_http_req_t *req, char *out,
+                        size_t n)
+{
+    if (g->stream_base != NULL) {
+        snprintf(out, n, "%s", g->stream_base);
+        return;
+    }
+    const char *host = NULL, *proto = NULL;
+    if (g->cfg->trust_proxy) {
+        host = vb_http_req_header(req, "X-Forwarded-Host");
+        proto = vb_http_req_header(req, "X-Forwarded-Proto");
+    }
+    if (host == NULL)
+        host = vb_http_req_header(req, "Host");
+    bool tls = proto != NULL && strcasecmp(proto, "https") == 0;
+    snprintf(out, n, "%s://%s", tls ? "wss" : "ws",
+             host && *host ? host : "localhost");
+}
+
+static void push_prepare(vb_ingress_t *g, uint32_t lane, const char *sid,
+                         int64_t expiry, uint64_t t_start)
+{
+    vb_ingress_lane_t *l = g->lanes ? &g->lanes[lane] : NULL;
+    if (l == NULL || l->prepare_ring == NULL)
+        return;
+    vb_msg_t *m = vb_ring_reserve(l->prepare_ring);
+    if (m == NULL) {
+        /* Only an optimisation: the stream opens its session at start. */
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, sid, "prepare ring full",
+                           "lane=%u", lane);
+        return;
+    }
+    vb_ingress_prepare_t p;
+    memset(&p, 0, sizeof(p));
+    snprintf(p.call_sid, sizeof(p.call_sid), "%s", sid);
+    p.lane = lane;
+    p.expiry_s = expiry;
+    memset(m, 0, offsetof(vb_msg_t, data));
+    m->kind = VB_MSG_PREPARE;
+    m->len = sizeof(p);
+    m->t_origin = t_start;
+    m->t_enqueue = vb_clock_now_ns();
+    memcpy(m->data, &p, sizeof(p));
+    vb_ring_commit(l->prepare_ring);
+    if (vb_ring_wake_needed(l->prepare_ring, 1) && l->prepare_wake)
+        uv_async_send(l->prepare_wake);
+}
+
+static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
+                        vb_http_resp_t *resp)
+{
+    if (!method_in(req, HTTP_POST, HTTP_GET)) {
+        method_not_allowed(resp, "POST, GET");
+        return;
+    }
+    char client[64];
+    client_addr(g, req, client, sizeof(client));
+    vb_form_t f = {0};
+    bool posted;
+    if (read_params(req, &f, resp, &posted) != 0)
+        goto out;
+    const char *sid = vb_form_get(&f, "CallSid");
+    const char *call = sid_ok(sid) ? sid : NULL;
+    if (!check_signature(g, R_VOICE, req, &f, posted, resp, call, client))
+        goto out;
+    if (call == NULL) {
+        vb_log_warn(NULL, "voice webhook without a valid CallSid", "client=%s",
+                    client);
+        set_text(resp, 400, "missing or invalid CallSid\n");
+        goto out;
+    }
+    uint64_t now = vb_clock_now_ns();
+    pend_prune(g, now);
+    bool draining = vb_ingress_draining(g);
+    if (draining || total_load(g) >= g->cfg->max_calls) {
+        vb_metrics_counter_add(
+            g->shard, draining ? g->rejected_draining : g->rejected_busy, 1);
+        vb_log_info(call, "call refused", "reason=%s calls=%lld max=%lld",
+                    draining ? "draining" : "busy", (long long)total_load(g),
+                    (long long)g->cfg->max_calls);
+        busy_twiml(g, resp);
+        goto out;
+    }
+    uint32_t lane = least_loaded(g);
+    int64_t expiry = (int64_t)vb_clock_wall_s() + g->cfg->stream_token_ttl;
+    char token[VB_TWILIO_TOKEN_LEN + 1];
+    if (vb_twilio_sig_token_create(g->key, call, lane, expiry, token) != 0) {
+        set_text(resp, 500, "cannot create stream token\n");
+        goto out;
+    }
+    char base[512], url[1024];
+    stream_base(g, req, base, sizeof(base));
+    snprintf(url, sizeof(url), "%s%s/%u", base, g->cfg->stream_path, lane);
+    vb_twiml_param_t params[] = {
+        {VB_TWILIO_TOKEN_PARAM, token},
+        {"CallSid", call},
+        {"From", vb_form_get(&f, "From")},
+        {"To", vb_form_get(&f, "To")},
+    };
+    vb_twiml_t t;
+    vb_twiml_init(&t);
+    vb_twiml_say(&t, g->cfg->say);
+    vb_twiml_connect_stream(&t, url, params, 4);
+    vb_twiml_say(&t, g->cfg->fallback_say);
+    vb_twiml_hangup(&t);
+    size_t len;
+    if (vb_twiml_finish(&t, &resp->body_owned, &len) != 0) {
+        set_text(resp, 500, "out of memory\n");
+        goto out;
+    }
+    resp->status = 200;
+    resp->content_type = "text/xml";
+    resp->body_len = len;
+    pend_push(g, lane, now);
+    push_prepare(g, lane, call, expiry, req->t_start_ns);
+    vb_log_info(call, "call answered", "lane=%u client=%s", lane, client);
+out:
+    vb_form_free(&f);
+}
+
+static void route_status(vb_ingress_t *g, const vb_http_req_t *req,
+                         vb_http_resp_t *resp)
+{
+    if (!method_in(req, HTTP_POST, HTTP_GET)) {
+        method_not_allowed(resp, "POST, GET");
+        return;
+    }
+    char client[64];
+    client_addr(g, req, client, sizeof(client));
+    vb_form_t f = {0};
+    bool posted;
+    if (read_params(req, &f, resp, &posted) != 0)
+        goto out;
+    const char *sid = vb_form_get(&f, "CallSid");
+    const char *call = sid_ok(sid) ? sid : NULL;
+    if (!check_signature(g, R_STATUS, req, &f, posted, resp, call, client))
+        goto out;
+    const char *st = vb_form_get(&f, "CallStatus");
+    size_t i = 0;
+    while (i + 1 < NSTATUSES && (st == NULL || strcmp(st, call_statuses[i])))
+        i++;
+    vb_metrics_counter_add(g->shard, g->status_id[i], 1);
+    const char *seq = vb_form_get(&f, "SequenceNumber");
+    const char *dur = vb_form_get(&f, "CallDuration");
+    /* The status is logged as sent (bounded), the label as counted. */
+    char stbuf[32];
+    snprintf(stbuf, sizeof(stbuf), "%s", st ? st : "");
+    vb_log_info(call, "call status", "status=%s seq=%.16s duration=%.16s",
+                stbuf, seq ? seq : "", dur ? dur : "");
+    resp->status = 204;
+out:
+    vb_form_free(&f);
+}
+
+static void route_stream(vb_ingress_t *g, const vb_http_req_t *req,
+                         vb_http_resp_t *resp, long want_lane)
+{
+    if (req->method != HTTP_GET) {
+        method_not_allowed(resp, "GET");
+        return;
+    }
+    char client[64];
+    client_addr(g, req, client, sizeof(client));
+    const char *upgrade = vb_http_req_header(req, "Upgrade");
+    const char *conn = vb_http_req_header(req, "Connection");
+    const char *ver = vb_http_req_header(req, "Sec-WebSocket-Version");
+    const char *key = vb_http_req_header(req, "Sec-WebSocket-Key");
+    if (upgrade == NULL || !vb_http_has_token(upgrade, "websocket")) {
+        set_text(resp, 426, "WebSocket upgrade required\n");
+        vb_http_resp_header(resp, "Upgrade", "websocket");
+        resp->close = true;
+        return;
+    }
+    if (conn == NULL || !vb_http_has_token(conn, "upgrade")) {
+        set_text(resp, 400, "Connection: Upgrade required\n");
+        return;
+    }
+    if (ver == NULL || strcmp(ver, "13") != 0) {
+        set_text(resp, 426, "unsupported WebSocket version\n");
+        vb_http_resp_header(resp, "Sec-WebSocket-Version", "13");
+        return;
+    }
+    char accept[29];
+    if (vb_http_ws_accept(key, accept) != 0) {
+        set_text(resp, 400, "invalid Sec-WebSocket-Key\n");
+        return;
+    }
+    /* Twilio signs the upgrade over the wss:// URL of the TwiML (spec
+     * §5.4); when the header is absent the stream token decides. */
+    uint32_t flags = 0;
+    const char *sig = vb_http_req_header(req, "X-Twilio-Signature");
+    if (g->verify && sig != NULL) {
+        char *url = malloc(strlen(g->stream_base) + req->target_len + 1);
+        if (url == NULL) {
+            set_text(resp, 500, "out of memory\n");
+            return;
+        }
+        sprintf(url, "%s%s", g->stream_base, req->target);
+        int rc = vb_twilio_sig_verify(
+            g->cfg->twilio_auth_token, url, NULL, sig, strlen(sig),
+            VB_TWILIO_SIG_PORT_VARIANTS | VB_TWILIO_SIG_SLASH_VARIANTS);
+        free(url);
+        if (rc != 0) {
+            vb_metrics_counter_add(g->shard, g->sigfail[R_STREAM], 1);
+            VB_LOG_RATELIMITED(
+                VB_LOG_WARN, 1000, NULL, "twilio signature rejected",
+                "route=stream reason=mismatch client=%s", client);
+            set_text(resp, 403, "invalid X-Twilio-Signature\n");
+            return;
+        }
+        flags |= VB_INGRESS_CONN_SIGNED;
+    }
+    if (g->lanes == NULL) {
+        vb_metrics_counter_add(g->shard, g->handoff[H_NO_LANES], 1);
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, NULL,
+                           "stream refused: no media stream stage", "client=%s",
+                           client);
+        set_text(resp, 503, "no media stream stage\n");
+        return;
+    }
+    uint32_t lane = want_lane >= 0 && (uint64_t)want_lane < g->nlanes
+                        ? (uint32_t)want_lane
+                        : least_loaded(g);
+    vb_ring_t *r = g->lanes[lane].conn_ring;
+    uint32_t used = vb_ring_count(r) + g->lane_inflight[lane];
+    if (used >= vb_ring_capacity(r)) {
+        vb_metrics_counter_add(g->shard, g->handoff[H_RING_FULL], 1);
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, NULL,
+                           "stream refused: lane ring full",
+                           "lane=%u client=%s", lane, client);
+        set_text(resp, 503, "lane busy\n");
+        vb_http_resp_header(resp, "Retry-After", "1");
+        return;
+    }
+    g->lane_inflight[lane]++;
+    pend_prune(g, vb_clock_now_ns());
+    pend_consume(g, lane);
+    resp->status = 101;
+    resp->upgrade = true;
+    /* Lane and flags ride to on_detach in the pointer itself. */
+    resp->detach_arg =
+        (void *)(uintptr_t)(((uintptr_t)lane << 8) | flags | 0x80u);
+    vb_http_resp_header(resp, "Upgrade", "websocket");
+    vb_http_resp_header(resp, "Connection", "Upgrade");
+    vb_http_resp_header(resp, "Sec-WebSocket-Accept", accept);
+}
+
+static void on_detach(void *ud, int fd, const char *extra, size_t n, void *arg,
+                      const char *peer)
+{
+    vb_ingress_t *g = ud;
+    uintptr_t a = (uintptr_t)arg;
+    uint32_t lane = (uint32_t)(a >> 8);
+    uint32_t flags = (uint32_t)(a & 0x7fu);
+    if (g->lanes == NULL || lane >= g->nlanes) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    g->lane_inflight[lane]--;
+    if (fd < 0) {
+        vb_metrics_counter_add(g->shard, g->handoff[H_FAILED], 1);
+        vb_log_info(NULL, "stream connection lost before hand-off",
+                    "lane=%u peer=%s", lane, peer);
+        return;
+    }
+    vb_ingress_lane_t *l = &g->lanes[lane];
+    vb_ingress_conn_t c;
+    memset(&c, 0, sizeof(c));
+    c.fd = fd;
+    c.lane = lane;
+    c.flags = flags;
+    c.extra_len = (uint32_t)n;
+    snprintf(c.peer, sizeof(c.peer), "%s", peer);
+    if (n > 0 && (c.extra = malloc(n)) == NULL) {
+        vb_metrics_counter_add(g->shard, g->handoff[H_FAILED], 1);
+        vb_log_error(NULL, "out of memory handing off a stream", "lane=%u",
+                     lane);
+        close(fd);
+        return;
+    }
+    if (n > 0)
+        memcpy(c.extra, extra, n);
+    vb_msg_t *m = vb_ring_reserve(l->conn_ring);
+    if (m == NULL) {
+        /* Space was checked before the 101 (in-flight included), so this
+         * means a second producer: our invariant is broken. */
+        vb_metrics_counter_add(g->shard, g->handoff[H_RING_FULL], 1);
+        vb_log_error(NULL, "lane ring full after 101", "lane=%u", lane);
+        vb_ingress_conn_release(&c);
+        return;
+    }
+    uint64_t now = vb_clock_now_ns();
+    memset(m, 0, offsetof(vb_msg_t, data));
+    m->kind = VB_MSG_CONN;
+    m->len = sizeof(c);
+    m->t_origin = now;
+    m->t_enqueue = now;
+    memcpy(m->data, &c, sizeof(c));
+    vb_ring_commit(l->conn_ring);
+    if (vb_ring_wake_needed(l->conn_ring, 1) && l->conn_wake != NULL)
+        uv_async_send(l->conn_wake);
+    vb_metrics_counter_add(g->shard, g->handoff[H_OK], 1);
+    vb_log_info(NULL, "stream handed off", "lane=%u peer=%s early_bytes=%zu",
+                lane, c.peer, n);
+}
+
+static char *system_json(vb_ingress_t *g)
+{
+    const vb_config_t *c = g->cfg;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *comp = cJSON_AddObjectToObject(root, "components");
+    cJSON *cfg = cJSON_AddObjectToObject(comp, "config");
+    cJSON *sig = cJSON_AddObjectToObject(comp, "signatures");
+    cJSON *gem = cJSON_AddObjectToObject(comp, "gemini");
+    cJSON *lanes = cJSON_AddObjectToObject(comp, "lanes");
+    cJSON *calls = cJSON_AddObjectToObject(comp, "calls");
+    cJSON *per = cJSON_AddArrayToObject(lanes, "active_calls");
+    if (root == NULL || comp == NULL || cfg == NULL || sig == NULL ||
+        gem == NULL || lanes == NULL || calls == NULL || per == NULL) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    bool draining = vb_ingress_draining(g);
+    int64_t load = total_load(g);
+    bool full = load >= c->max_calls;
+    cJSON_AddStringToObject(root, "status",
+                            draining ? "draining"
+                            : full   ? "at_capacity"
+                                     : "ok");
+    cJSON_AddNumberToObject(root, "uptime_s",
+                            (double)(vb_clock_now_ns() - g->started_ns) /
+                                VB_NS_PER_SEC);
+
+    cJSON_AddStringToObject(cfg, "state", "ok");
+    cJSON_AddStringToObject(cfg, "listen", c->listen);
+    cJSON_AddStringToObject(cfg, "metrics_listen", c->metrics_listen);
+    cJSON_AddStringToObject(cfg, "public_url", c->public_url);
+    cJSON_AddStringToObject(cfg, "webhook_path", c->webhook_path);
+    cJSON_AddStringToObject(cfg, "status_path", c->status_path);
+    cJSON_AddStringToObject(cfg, "stream_path", c->stream_path);
+    cJSON_AddBoolToObject(cfg, "trust_proxy", c->trust_proxy);
+
+    cJSON_AddStringToObject(sig, "state", g->verify ? "verified" : "insecure");
+    cJSON_AddBoolToObject(sig, "stream_secret_shared", *c->stream_secret);
+
+    /* The endpoint without any query (a key could hide there). */
+    char ep[512];
+    snprintf(ep, sizeof(ep), "%.*s", (int)strcspn(c->gemini_url, "?#"),
+             c->gemini_url);
+    cJSON_AddStringToObject(gem, "state",
+                            *c->gemini_api_key ? "configured" : "no_api_key");
+    cJSON_AddStringToObject(gem, "endpoint", ep);
+    cJSON_AddStringToObject(gem, "model", c->gemini_model);
+
+    cJSON_AddStringToObject(lanes, "state", g->lanes ? "ok" : "not_attached");
+    cJSON_AddNumberToObject(lanes, "count", g->nlanes);
+    for (uint32_t i = 0; i < g->nlanes; i++)
+        cJSON_AddItemToArray(
+            per, cJSON_CreateNumber((double)vb_ingress_lane_calls(g, i)));
+
+    cJSON_AddStringToObject(calls, "state",
+                            draining ? "draining"
+                            : full   ? "at_capacity"
+                                     : "ok");
+    cJSON_AddNumberToObject(calls, "active",
+                            (double)vb_ingress_calls_active(g));
+    cJSON_AddNumberToObject(calls, "pending", g->pend_total);
+    cJSON_AddNumberToObject(calls, "max", (double)c->max_calls);
+    cJSON_AddBoolToObject(calls, "draining", draining);
+
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+static void cors(vb_ingress_t *g, vb_http_resp_t *resp)
+{
+    if (*g->cfg->cors_origin == '\0')
+        return;
+    vb_http_resp_header(resp, "Access-Control-Allow-Origin",
+                        g->cfg->cors_origin);
+    vb_http_resp_header(resp, "Vary", "Origin");
+}
+
+static void route_system(vb_ingress_t *g, const vb_http_req_t *req,
+                         vb_http_resp_t *resp)
+{
+    if (req->method == HTTP_OPTIONS) {
+        resp->status = 204;
+        vb_http_resp_header(resp, "Allow", "GET, HEAD, OPTIONS");
+        if (*g->cfg->cors_origin) {
+            cors(g, resp);
+            vb_http_resp_header(resp, "Access-Control-Allow-Methods",
+                                "GET, OPTIONS");
+            vb_http_resp_header(resp, "Access-Control-Allow-Headers",
+                                "Content-Type");
+            vb_http_resp_header(resp, "Access-Control-Max-Age", "600");
+        }
+        return;
+    }
+    if (!method_in(req, HTTP_GET, HTTP_HEAD)) {
+        method_not_allowed(resp, "GET, HEAD, OPTIONS");
+        return;
+    }
+    char *json = system_json(g);
+    if (json == NULL) {
+        set_text(resp, 500, "out of memory\n");
+        return;
+    }
+    /* cJSON allocates with malloc: the session may free() it. */
+    resp->status = 200;
+    resp->content_type = "application/json";
+    resp->body_owned = json;
+    resp->body_len = strlen(json);
+    cors(g, resp);
+}
+
+static void route_metrics(vb_ingress_t *g, const vb_http_req_t *req,
+                          vb_http_resp_t *resp)
+{
+    if (!method_in(req, HTTP_GET, HTTP_HEAD)) {
+        method_not_allowed(resp, "GET, HEAD");
+        return;
+    }
+    char *text;
+    size_t len;
+    if (vb_metrics_render(g->m, &text, &len) != 0) {
+        set_text(resp, 500, "out of memory\n");
+        return;
+    }
+    resp->status = 200;
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    resp->body_owned = text;
+    resp->body_len = len;
+}
+
+static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
+{
+    vb_ingress_t *g = ud;
+    long lane;
+    int route = match_route(g, req, &lane);
+    switch (route) {
+    case R_VOICE:
+        route_voice(g, req, resp);
+        break;
+    case R_STATUS:
+        route_status(g, req, resp);
+        break;
+    case R_STREAM:
+        route_stream(g, req, resp, lane);
+        break;
+    case R_HEALTHZ:
+        if (method_in(req, HTTP_GET, HTTP_HEAD))
+            set_text(resp, 200, "ok\n");
+        else
+            method_not_allowed(resp, "GET, HEAD");
+        break;
+    case R_READYZ:
+        if (!method_in(req, HTTP_GET, HTTP_HEAD)) {
+            method_not_allowed(resp, "GET, HEAD");
+        } else {
+            pend_prune(g, vb_clock_now_ns());
+            if (vb_ingress_draining(g))
+                set_text(resp, 503, "draining\n");
+            else if (total_load(g) >= g->cfg->max_calls)
+                set_text(resp, 503, "at capacity\n");
+            else
+                set_text(resp, 200, "ready\n");
+        }
+        break;
+    case R_METRICS:
+        route_metrics(g, req, resp);
+        break;
+    case R_SYSTEM:
+        route_system(g, req, resp);
+        break;
+    default:
+        set_text(resp, 404, "not found\n");
+        break;
+    }
+    count_request(g, route, resp->status, req->t_start_ns);
+    vb_log_debug(NULL, "http request", "method=%s path=%.*s status=%d peer=%s",
+                 req->method_name,
+                 (int)(req->path_len < 200 ? req->path_len : 200), req->target,
+                 resp->status, req->peer);
+}
+
+static void on_http_error(void *ud, const vb_http_error_t *e)
+{
+    vb_ingress_t *g = ud;
+    count_request(g, R_OTHER, e->status, e->t_start_ns);
+    VB_LOG_RATELIMITED(VB_LOG_INFO, 1000, NULL, "http request refused",
+                       "status=%d reason=%s peer=%s", e->status, e->reason,
+                       e->peer);
+}
+
+void vb_ingress_http_callbacks(vb_ingress_t *g, vb_http_server_cfg_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    vb_http_limits_default(&out->limits);
+    const vb_config_t *c = g->cfg;
+    out->limits.max_head_bytes = (uint32_t)c->max_header_bytes;
+    out->limits.max_headers = (uint32_t)c->max_headers;
+    out->limits.max_body_bytes = (uint32_t)c->max_body_bytes;
+    out->limits.header_timeout_ms = (uint32_t)c->header_timeout_ms;
+    out->limits.idle_timeout_ms = (uint32_t)c->idle_timeout_ms;
+    out->handler = handle;
+    out->on_error = on_http_error;
+    out->on_detach = on_detach;
+    out->ud = g;
+}
+
+/* ---------------------------------------------------------------------- */
+/* lifecycle                                                              */
+
+static void stop_cb(uv_async_t *a)
+{
+    vb_ingress_t *g = a->data;
+    vb_http_server_close(g->http);
+    uv_close((uv_handle_t *)&g->stop_async, NULL);
+}
+
+static void *thread_main(void *arg)
+{
+    vb_ingress_t *g = arg;
+    pthread_setname_np(pthread_self(), "ingress");
+    uv_run(&g->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static int listen_on(vb_ingress_t *g, const char *addr, int tag, int *port)
+{
+    char host[256];
+    int p;
+    if (vb_config_split_hostport(addr, host, sizeof(host), &p) != 0) {
+        vb_log_error(NULL, "invalid listen address", "addr=%s", addr);
+        return VB_ECONFIG;
+    }
+    int rc = vb_http_server_listen(g->http, host, p, tag, port);
+    if (rc == 0)
+        vb_log_info(NULL, "listening", "addr=%s port=%d role=%s", host, *port,
+                    tag == LISTENER_ADMIN ? "admin" : "public");
+    return rc;
+}
+
+/* "https://h/x/" -> "https://h/x"; the ws form replaces the scheme. */
+static int derive_urls(vb_ingress_t *g)
+{
+    const char *pu = g->cfg->public_url;
+    if (*pu == '\0')
+        return 0;
+    size_t n = strlen(pu);
+    while (n > 0 && pu[n - 1] == '/')
+        n--;
+    g->public_base = strndup(pu, n);
+    bool tls = strncmp(pu, "https://", 8) == 0;
+    size_t skip = tls ? 8 : 7;
+    g->stream_base = malloc(n + 8);
+    if (g->public_base == NULL || g->stream_base == NULL)
+        return VB_ENOMEM;
+    snprintf(g->stream_base, n + 8, "%s://%.*s", tls ? "wss" : "ws",
+             (int)(n - skip), pu + skip);
+    return 0;
+}
+
+int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
+{
+    *out = NULL;
+    if (o == NULL || o->cfg == NULL || o->metrics == NULL)
+        return VB_EINVAL;
+    const vb_config_t *c = o->cfg;
+    int rc = VB_ENOMEM;
+    vb_ingress_t *g = calloc(1, sizeof(*g));
+    if (g == NULL)
+        return VB_ENOMEM;
+    g->cfg = c;
+    g->m = o->metrics;
+    g->nlanes = c->lanes > 0 ? (uint32_t)c->lanes : 1;
+    g->verify = *c->twilio_auth_token != '\0';
+    g->admin_split = *c->metrics_listen != '\0';
+    g->started_ns = vb_clock_now_ns();
+    atomic_init(&g->draining, false);
+    if (g->verify && *c->public_url == '\0') {
+        vb_log_error(NULL,
+                     "TWILIO_AUTH_TOKEN is set but --public-url is empty: "
+                     "signatures are checked against the public URL",
+                     NULL);
+        rc = VB_ECONFIG;
+        goto fail;
+    }
+    g->active = calloc(g->nlanes, sizeof(*g->active));
+    g->lane_pending = calloc(g->nlanes, sizeof(*g->lane_pending));
+    g->lane_inflight = calloc(g->nlanes, sizeof(*g->lane_inflight));
+    g->pend_cap = (uint32_t)c->max_calls + 1;
+    g->pend = calloc(g->pend_cap, sizeof(*g->pend));
+    if (g->active == NULL || g->lane_pending == NULL ||
+        g->lane_inflight == NULL || g->pend == NULL)
+        goto fail;
+    for (uint32_t i = 0; i < g->nlanes; i++)
+        atomic_init(&g->active[i], 0);
+    if (o->lanes != NULL) {
+        g->lanes = calloc(g->nlanes, sizeof(*g->lanes));
+        if (g->lanes == NULL)
+            goto fail;
+        memcpy(g->lanes, o->lanes, g->nlanes * sizeof(*g->lanes));
+        for (uint32_t i = 0; i < g->nlanes; i++)
+            if (g->lanes[i].conn_ring == NULL ||
+                vb_ring_slot_size(g->lanes[i].conn_ring) < sizeof(vb_msg_t)) {
+                rc = VB_EINVAL;
+                goto fail;
+            }
+    }
+    if ((rc = derive_urls(g)) != 0)
+        goto fail;
+    if (o->stream_key != NULL) {
+        g->key = o->stream_key;
+    } else {
+        if ((rc = vb_twilio_sig_key_init(&g->own_key, c->stream_secret)) != 0)
+            goto fail;
+        g->key = &g->own_key;
+    }
+    if ((rc = register_metrics(g)) != 0)
+        goto fail;
+    rc = VB_ENOMEM;
+    if ((g->shard = vb_metrics_shard_create(g->m)) == NULL)
+        goto fail;
+    vb_metrics_gauge_set(g->shard, g->insecure, g->verify ? 0 : 1);
+    if (uv_loop_init(&g->loop) != 0) {
+        rc = VB_ESYS;
+        goto fail;
+    }
+    g->loop_ok = true;
+    if (uv_async_init(&g->loop, &g->stop_async, stop_cb) != 0) {
+        rc = VB_ESYS;
+        goto fail;
+    }
+    g->async_ok = true;
+    g->stop_async.data = g;
+    vb_http_server_cfg_t hc;
+    vb_ingress_http_callbacks(g, &hc);
+    if ((rc = vb_http_server_create(&g->loop, &hc, &g->http)) != 0)
+        goto fail;
+    if (!o->no_listen) {
+        if ((rc = listen_on(g, c->listen, LISTENER_PUBLIC, &g->port_public)))
+            goto fail;
+        if (g->admin_split && (rc = listen_on(g, c->metrics_listen,
+                                              LISTENER_ADMIN, &g->port_admin)))
+            goto fail;
+    }
+    if (!g->verify)
+        vb_log_warn(NULL,
+                    "Twilio request signatures are NOT verified: "
+                    "TWILIO_AUTH_TOKEN is unset, anyone can place calls",
+                    NULL);
+    *out = g;
+    return 0;
+fail:
+    vb_ingress_destroy(g);
+    return rc;
+}
+
+int vb_ingress_start(vb_ingress_t *g)
+{
+    if (g->started)
+        return VB_EBUSY;
+    if (pthread_create(&g->thread, NULL, thread_main, g) != 0) {
+        vb_log_error(NULL, "cannot start the ingress thread", NULL);
+        return VB_ESYS;
+    }
+    g->started = true;
+    return 0;
+}
+
+int vb_ingress_port(const vb_ingress_t *g, bool admin)
+{
+    return admin ? g->port_admin : g->port_public;
+}
+
+void vb_ingress_stop(vb_ingress_t *g)
+{
+    if (g == NULL || !g->started || g->stopped)
+        return;
+    uv_async_send(&g->stop_async);
+    pthread_join(g->thread, NULL);
+    g->stopped = true;
+}
+
+void vb_ingress_destroy(vb_ingress_t *g)
+{
+    if (g == NULL)
+        return;
+    vb_ingress_stop(g);
+    if (g->loop_ok) {
+        if (!g->started) {
+            /* Never ran: close what create opened, on this thread. */
+            vb_http_server_close(g->http);
+            if (g->async_ok)
+                uv_close((uv_handle_t *)&g->stop_async, NULL);
+            uv_run(&g->loop, UV_RUN_DEFAULT);
+        }
+        if (uv_loop_close(&g->loop) != 0)
+            vb_log_error(NULL, "ingress loop still has handles", NULL);
+    }
+    vb_http_server_destroy(g->http);
+    free(g->lanes);
+    free(g->active);
+    free(g->lane_pending);
+    free(g->lane_inflight);
+    free(g->pend);
+    free(g->public_base);
+    free(g->stream_base);
+    free(g);
+}

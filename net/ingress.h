@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The ingress thread: the public HTTP listener (and an optional admin one)
+ * serving Twilio's voice webhook (TwiML), call-status callbacks,
+ * /healthz, /readyz, /metrics, /test/system, and the Media Streams
+ * WebSocket upgrade, whose socket it hands to a lane.
+ *
+ * DESIGN. One thread owns one uv_loop_t and everything on it (listeners,
+ * connections, timers); no other thread touches them. Other threads reach
+ * the ingress in three ways only: the atomics of the readiness API below
+ * (draining flag, active calls per lane), a uv_async_t to stop it, and the
+ * per-lane SPSC rings it produces into.
+ *
+ * Routing of a call to a lane. The webhook picks the lane with the fewest
+ * calls (active + answered but not yet streaming), writes it into the
+ * call's stream token, and also into the stream URL as a last path segment
+ * (`wss://HOST/media-stream/<lane>`), because Twilio cannot carry a query
+ * string there and the token itself only arrives inside the stream, after
+ * the hand-off. An upgrade for the bare stream path (or a lane this
+ * process does not have) goes to the least loaded lane, and the stream
+ * stage's token check then decides.
+ *
+ * Hand-off. After the 101 is written the socket is dup()ed and the libuv
+ * handle closed (net/http.h); the new fd and the bytes already read after
+ * the upgrade request travel as a VB_MSG_CONN message (payload
+ * vb_ingress_conn_t) on the lane's conn ring, and the lane's doorbell is
+ * rung when the ring may have been empty. The ring's free space is checked
+ * before answering 101, counting hand-offs still in flight, so a 101 is
+ * never followed by a full ring: a full ring answers 503 instead.
+ *
+ * Signatures are verified against --public-url + the request target, never
+ * the Host the socket sees. Without TWILIO_AUTH_TOKEN nothing is verified:
+ * logged once at creation and exported as vb_insecure_mode 1.
+ */
+#ifndef VB_NET_INGRESS_H
+#define VB_NET_INGRESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/config.h"
+#include "core/metrics.h"
+#include "core/msg.h"
+#include "core/ring.h"
+#include "net/http.h"
+#include "net/twilio_sig.h"
+
+/* Webhook answers reserve a lane slot for this long while the stream has
+ * not arrived (counts toward --max-calls and lane choice). */
+#define VB_INGRESS_PENDING_MS 30000
+
+/* Where one lane takes handed-off work. The rings must be created with
+ * vb_msg_ring_init(); ingress is their only producer. */
+typedef struct vb_ingress_lane {
+    vb_ring_t *conn_ring;    /* VB_MSG_CONN to the lane's twilio-io */
+    uv_async_t *conn_wake;   /* its doorbell (uv_async_send is thread-safe) */
+    vb_ring_t *prepare_ring; /* optional: VB_MSG_PREPARE to gemini */
+    uv_async_t *prepare_wake;
+} vb_ingress_lane_t;
+
+#define VB_INGRESS_CONN_SIGNED 1u /* X-Twilio-Signature verified */
+
+/* Payload of a VB_MSG_CONN message (msg.data, msg.len = sizeof). Copy it
+ * out with vb_ingress_conn_get(); the consumer owns `fd` and `extra`. */
+typedef struct vb_ingress_conn {
+    int32_t fd;         /* connected socket, non-blocking, close-on-exec */
+    uint32_t lane;      /* the lane it was routed to */
+    uint32_t flags;     /* VB_INGRESS_CONN_* */
+    uint32_t extra_len; /* bytes in `extra` */
+    char *extra;        /* malloc'd bytes received after the upgrade
+                         * request (the start of the WebSocket stream), or
+                         * NULL; the consumer frees it */
+    char peer[64];      /* client address for logs (X-Forwarded-For when
+                         * --trust-proxy) */
+} vb_ingress_conn_t;
+
+/* Payload of a VB_MSG_PREPARE message: a call was answered on `lane`. */
+typedef struct vb_ingress_prepare {
+    char call_sid[64]; /* NUL-terminated */
+    uint32_t lane;
+    int64_t expiry_s; /* the stream token's expiry (Unix seconds) */
+} vb_ingress_prepare_t;
+
+/* Copies the payload of a VB_MSG_CONN / VB_MSG_PREPARE message. Returns 0
+ * or VB_EINVAL if `m` is not of that kind. Any thread. */
+int vb_ingress_conn_get(const vb_msg_t *m, vb_ingress_conn_t *out);
+int vb_ingress_prepare_get(const vb_msg_t *m, vb_ingress_prepare_t *out);
+
+/* Closes the fd and frees `extra` of a connection the consumer does not
+ * keep; accepts NULL. */
+void vb_ingress_conn_release(vb_ingress_conn_t *c);
+
+typedef struct vb_ingress_opts {
+    const vb_config_t *cfg; /* borrowed; must outlive the ingress */
+    vb_metrics_t *metrics;  /* borrowed registry */
+    /* Stream-token key, shared with the stream stage (borrowed, read-only).
+     * NULL: made from cfg->stream_secret (random when empty). */
+    const vb_twilio_sig_key_t *stream_key;
+    /* cfg->lanes sinks, or NULL: upgrades are answered 503. Copied. */
+    const vb_ingress_lane_t *lanes;
+    /* Tests and the fuzzer: do not bind any listener. */
+    bool no_listen;
+} vb_ingress_opts_t;
+
+typedef struct vb_ingress vb_ingress_t;
+
+/* Creates the ingress: validates the settings it uses, registers its
+ * metrics, binds --listen (and --metrics-listen) so a bad address fails
+ * here, synchronously. Nothing runs until vb_ingress_start(). Returns 0,
+ * VB_ECONFIG (logged: bad address, auth token without --public-url),
+ * VB_EIO (bind failed), VB_ENOMEM, VB_ESYS. Main thread. */
+int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out);
+
+/* Starts the ingress thread. Returns 0, VB_EBUSY (already started) or
+ * VB_ESYS. Main thread. */
+int vb_ingress_start(vb_ingress_t *g);
+
+/* Bound port of the public (admin = false) or admin listener; 0 if none.
+ * Any thread after create. */
+int vb_ingress_port(const vb_ingress_t *g, bool admin);
+
+/* Stops the thread: closes listeners and connections, ends the loop,
+ * joins. Connections already handed off are not affected. Idempotent.
+ * Any thread but the ingress thread. */
+void vb_ingress_stop(vb_ingress_t *g);
+
+/* Stops if needed and frees everything; accepts NULL. */
+void vb_ingress_destroy(vb_ingress_t *g);
+
+/* ---- readiness inputs: any thread, lock-free ---- */
+
+/* While draining, /readyz answers 503 and new calls get the busy TwiML;
+ * streams of calls already answered are still accepted. */
+void vb_ingress_set_draining(vb_ingress_t *g, bool draining);
+bool vb_ingress_draining(const vb_ingress_t *g);
+
+/* The lane's active-call count moves by `delta` (+1 when a call starts on
+ * it, -1 when it ends); out-of-range lanes are ignored. */
+void vb_ingress_calls_add(vb_ingress_t *g, uint32_t lane, int delta);
+
+/* Active calls on one lane, and over all lanes (answered-but-not-yet-
+ * streaming calls are not included). */
+int64_t vb_ingress_lane_calls(const vb_ingress_t *g, uint32_t lane);
+int64_t vb_ingress_calls_active(const vb_ingress_t *g);
+
+/* ---- for tests and the fuzzer ---- */
+
+/* The HTTP callbacks (handler, on_error, on_detach, ud) the ingress gives
+ * its server, for driving a vb_http_session_t without the thread. Call
+ * them only on one thread, and never while the ingress thread runs. */
+void vb_ingress_http_callbacks(vb_ingress_t *g, vb_http_server_cfg_t *out);
+
+#endif
