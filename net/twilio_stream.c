@@ -1,0 +1,1216 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The twilio-io stage (see net/twilio_stream.h for the contract and the
+ * DESIGN paragraph).
+ *
+ * Everything below runs on the stage's own thread except create, start,
+ * stop, destroy, last_stats and handoff. Connections are call_t objects in
+ * a table indexed by call slot; a slot's generation is bumped when its call
+ * is freed, so late outbound messages for an ended call are recognised and
+ * dropped. A call_t outlives its WebSocket while inbound messages it
+ * produced still wait in its overflow queue.
+ */
+#include "net/twilio_stream.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mbedtls/base64.h>
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "net/tcp.h"
+#include "net/twilio_msg.h"
+#include "net/ws.h"
+
+#define FRAME_BYTES        160 /* 20 ms of 8 kHz μ-law */
+#define MAX_BATCH          50
+#define MARK_FIFO          1024
+#define OVF_MAX            4096 /* overflow messages per call */
+#define NS_PER_MULAW_BYTE  125000ull
+#define DEFAULT_START_MS   10000u
+#define DEFAULT_MAX_ERRORS 100u
+#define DEFAULT_PENDING    (1024u * 1024u)
+#define SWEEP_MS           100
+#define MARK_NAME_MAX      VB_MSG_DATA_MAX
+
+const char *const vb_twilio_error_reasons[] = {
+    "invalid_json",     "missing_field",
+    "invalid_field",    "unknown_event",
+    "unexpected_event", "wrong_stream_sid",
+    "binary_frame",     "oversized",
+    "bad_base64",       "unsupported_format",
+    "ws_protocol",      "invalid_utf8",
+    "unexpected_mark",  NULL,
+};
+
+enum {
+    E_INVALID_JSON,
+    E_MISSING_FIELD,
+    E_INVALID_FIELD,
+    E_UNKNOWN_EVENT,
+    E_UNEXPECTED_EVENT,
+    E_WRONG_SID,
+    E_BINARY,
+    E_OVERSIZED,
+    E_BAD_BASE64,
+    E_FORMAT,
+    E_WS_PROTOCOL,
+    E_UTF8,
+    E_UNEXPECTED_MARK,
+    E_COUNT
+};
+
+static const char *const rejected_reasons[] = {
+    "missing", "forged", "expired", "wrong_lane", "lane_full", NULL,
+};
+enum { R_MISSING, R_FORGED, R_EXPIRED, R_WRONG_LANE, R_LANE_FULL, R_COUNT };
+
+typedef enum { C_CONNECTED, C_STREAMING, C_ENDED } cstate_t;
+
+typedef struct call {
+    vb_twilio_stream_t *s;
+    vb_call_id_t id;
+    cstate_t st;
+    bool got_connected, opened, closing;
+    vb_ws_t *ws;
+    char label[72];
+    char stream_sid[64];
+    size_t stream_sid_len;
+    uint64_t start_deadline_ns;
+    bool have_seq, have_chunk;
+    uint64_t last_seq, last_chunk;
+    uint32_t seq_in, turn;
+    /* Buffers allocated at adoption. */
+    char *json; /* max_message + 1 */
+    uint8_t *audio;
+    size_t audio_cap;
+    char *out;
+    size_t out_cap;
+    uint8_t batch[MAX_BATCH * FRAME_BYTES];
+    size_t batch_len;
+    uint64_t batch_origin;
+    bool dirty;
+    /* Inbound messages waiting for ring space, in order. */
+    vb_msg_t *ovf;
+    uint32_t ovf_head, ovf_len, ovf_cap;
+    /* Clear generation of each mark in flight, oldest first. */
+    uint32_t mark_gen[MARK_FIFO];
+    uint32_t mk_head, mk_len, clear_gen;
+    uint64_t play_end_ns; /* playout model: when queued audio ends */
+    vb_twilio_call_stats_t stats;
+} call_t;
+
+struct vb_twilio_stream {
+    vb_twilio_stream_config_t cfg;
+    uv_loop_t loop;
+    uv_async_t bell, stop;
+    uv_timer_t retry, sweep;
+    uv_thread_t thread;
+    bool started, stopping, paused;
+    vb_metrics_shard_t *shard;
+    call_t **calls;
+    uint32_t *gens;
+    uint32_t *dirty;
+    uint32_t ndirty;
+    uv_check_t reaper;
+    uint32_t *reap; /* slots whose socket is gone; freed after callbacks */
+    uint32_t nreap;
+    vb_metric_t m_err[E_COUNT], m_rej[R_COUNT];
+    vb_metric_t m_calls, m_active, m_frames_in, m_frames_out, m_marks_sent,
+        m_marks_echoed, m_clears, m_seq_gaps, m_out_dropped, m_stale,
+        m_ring_full, m_wait_out, m_lat_out, m_barge, m_in_dropped;
+    pthread_mutex_t stats_mu;
+    vb_twilio_call_stats_t last;
+    uint64_t ended;
+};
+
+static void call_fatal(call_t *c, uint16_t code, const char *reason);
+static void call_end(call_t *c, const char *reason);
+static void call_maybe_free(call_t *c);
+
+static int64_t default_now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static const char *call_label(const call_t *c)
+{
+    return c->label;
+}
+
+/* ---- inbound ring with overflow ---- */
+
+static void set_paused(vb_twilio_stream_t *s, bool pause)
+{
+    if (s->paused == pause)
+        return;
+    s->paused = pause;
+    for (uint32_t i = 0; i < s->cfg.max_calls; i++) {
+        call_t *c = s->calls[i];
+        if (c != NULL && c->ws != NULL)
+            vb_ws_read_pause(c->ws, pause);
+    }
+}
+
+static void fill_msg(vb_msg_t *m, const call_t *c, uint8_t kind, uint8_t flags,
+                     uint32_t seq, const void *data, size_t len,
+                     uint64_t t_origin)
+{
+    m->kind = kind;
+    m->flags = flags;
+    m->len = (uint16_t)len;
+    m->seq = seq;
+    m->call = c->id;
+    m->t_origin = t_origin;
+    m->t_enqueue = 0;
+    if (len > 0)
+        memcpy(m->data, data, len);
+}
+
+static void retry_cb(uv_timer_t *t);
+
+/* Queues one inbound message for the call, in order. Never drops: when the
+ * ring is full the message waits in the call's overflow queue (bounded by
+ * OVF_MAX; beyond it, audio is dropped and counted). */
+static void in_push(call_t *c, uint8_t kind, uint8_t flags, const void *data,
+                    size_t len, uint64_t t_origin)
+{
+    vb_twilio_stream_t *s = c->s;
+    uint32_t seq = c->seq_in++;
+    if (c->ovf_len == 0) {
+        vb_msg_t *m = vb_ring_reserve(s->cfg.in_to_dsp);
+        if (m != NULL) {
+            fill_msg(m, c, kind, flags, seq, data, len, t_origin);
+            m->t_enqueue = vb_clock_now_ns();
+            vb_ring_commit(s->cfg.in_to_dsp);
+            if (vb_ring_wake_needed(s->cfg.in_to_dsp, 1) &&
+                s->cfg.dsp_bell != NULL)
+                uv_async_send(s->cfg.dsp_bell);
+            return;
+        }
+        vb_metrics_counter_add(s->shard, s->m_ring_full, 1);
+        set_paused(s, true);
+        uv_timer_start(&s->retry, retry_cb, 1, 1);
+    }
+    /* Coalesce audio into the last parked message when it fits. */
+    if (kind == VB_MSG_AUDIO && c->ovf_len > 0) {
+        vb_msg_t *last = &c->ovf[(c->ovf_head + c->ovf_len - 1) % c->ovf_cap];
+        if (last->kind == VB_MSG_AUDIO && last->len + len <= VB_MSG_DATA_MAX) {
+            memcpy(last->data + last->len, data, len);
+            last->len = (uint16_t)(last->len + len);
+            return;
+        }
+    }
+    if (c->ovf_len == c->ovf_cap) {
+        uint32_t cap = c->ovf_cap ? c->ovf_cap * 2 : 16;
+        if (cap > OVF_MAX && kind == VB_MSG_AUDIO) {
+            /* Only reachable by a peer that keeps sending after TCP
+             * backpressure set in; the sequence gap shows downstream. */
+            vb_metrics_counter_add(s->shard, s->m_in_dropped, len);
+            VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call_label(c),
+                               "inbound overflow full, audio dropped",
+                               "bytes=%zu", len);
+            return;
+        }
+        if (cap > OVF_MAX)
+            cap = c->ovf_cap + 16; /* control messages are never dropped */
+        vb_msg_t *n = malloc((size_t)cap * sizeof *n);
+        if (n == NULL) {
+            vb_log_error(call_label(c), "out of memory for inbound overflow",
+                         NULL);
+            return;
+        }
+        for (uint32_t i = 0; i < c->ovf_len; i++)
+            n[i] = c->ovf[(c->ovf_head + i) % c->ovf_cap];
+        free(c->ovf);
+        c->ovf = n;
+        c->ovf_head = 0;
+        c->ovf_cap = cap;
+    }
+    vb_msg_t *m = &c->ovf[(c->ovf_head + c->ovf_len) % c->ovf_cap];
+    fill_msg(m, c, kind, flags, seq, data, len, t_origin);
+    c->ovf_len++;
+}
+
+/* Moves parked messages into the ring; true when the call's queue is
+ * empty afterwards. */
+static bool ovf_drain(call_t *c)
+{
+    vb_twilio_stream_t *s = c->s;
+    uint32_t pushed = 0;
+    while (c->ovf_len > 0) {
+        vb_msg_t *m = vb_ring_reserve(s->cfg.in_to_dsp);
+        if (m == NULL)
+            break;
+        *m = c->ovf[c->ovf_head];
+        m->t_enqueue = vb_clock_now_ns();
+        vb_ring_commit(s->cfg.in_to_dsp);
+        pushed++;
+        c->ovf_head = (c->ovf_head + 1) % c->ovf_cap;
+        c->ovf_len--;
+    }
+    if (pushed > 0 && vb_ring_wake_needed(s->cfg.in_to_dsp, pushed) &&
+        s->cfg.dsp_bell != NULL)
+        uv_async_send(s->cfg.dsp_bell);
+    return c->ovf_len == 0;
+}
+
+static void retry_cb(uv_timer_t *t)
+{
+    vb_twilio_stream_t *s = t->data;
+    for (uint32_t i = 0; i < s->cfg.max_calls; i++) {
+        call_t *c = s->calls[i];
+        if (c == NULL || c->ovf_len == 0)
+            continue;
+        if (!ovf_drain(c))
+            return; /* ring full again: keep waiting */
+        call_maybe_free(c);
+    }
+    uv_timer_stop(&s->retry);
+    set_paused(s, false);
+}
+
+/* ---- errors ---- */
+
+static void count_error(call_t *c, int e, const char *field)
+{
+    vb_twilio_stream_t *s = c->s;
+    vb_metrics_counter_add(s->shard, s->m_err[e], 1);
+    c->stats.protocol_errors++;
+    VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call_label(c),
+                       "twilio protocol error", "reason=%s field=%s",
+                       vb_twilio_error_reasons[e], field ? field : "");
+    uint32_t max = s->cfg.max_errors ? s->cfg.max_errors : DEFAULT_MAX_ERRORS;
+    if (c->stats.protocol_errors > max && !c->closing)
+        call_fatal(c, VB_WS_CLOSE_POLICY, "too many protocol errors");
+}
+
+/* ---- outbound ---- */
+
+static int send_json(call_t *c, const char *json, size_t len)
+{
+    int rc = vb_ws_send_text(c->ws, json, len);
+    if (rc < 0)
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call_label(c),
+                           "send to twilio failed", "err=%s", vb_err_name(rc));
+    return rc;
+}
+
+static void send_media(call_t *c)
+{
+    vb_twilio_stream_t *s = c->s;
+    if (c->batch_len == 0)
+        return;
+    size_t n = c->batch_len;
+    c->batch_len = 0;
+    if (c->ws == NULL || c->st != C_STREAMING || c->closing)
+        return;
+    size_t o = (size_t)snprintf(
+        c->out, c->out_cap,
+        "{\"event\":\"media\",\"streamSid\":\"%s\",\"media\":{\"payload\":\"",
+        c->stream_sid);
+    size_t b64 = 0;
+    if (mbedtls_base64_encode((unsigned char *)c->out + o, c->out_cap - o, &b64,
+                              c->batch, n) != 0)
+        return; /* out_cap is sized for a full batch; cannot happen */
+    o += b64;
+    memcpy(c->out + o, "\"}}", 3);
+    o += 3;
+    if (send_json(c, c->out, o) < 0)
+        return;
+    uint64_t now = vb_clock_now_ns();
+    c->stats.frames_out++;
+    c->stats.bytes_out += n;
+    vb_metrics_counter_add(s->shard, s->m_frames_out, 1);
+    if (c->batch_origin != 0 && now > c->batch_origin)
+        vb_metrics_observe_ns(s->shard, s->m_lat_out, now - c->batch_origin);
+    uint64_t begin = c->play_end_ns > now ? c->play_end_ns : now;
+    c->play_end_ns = begin + n * NS_PER_MULAW_BYTE;
+}
+
+static void send_mark(call_t *c, const char *name, size_t len)
+{
+    vb_twilio_stream_t *s = c->s;
+    send_media(c);
+    if (c->ws == NULL || c->st != C_STREAMING || c->closing)
+        return;
+    size_t o = (size_t)snprintf(c->out, c->out_cap,
+                                "{\"event\":\"mark\",\"streamSid\":\"%s\","
+                                "\"mark\":{\"name\":\"",
+                                c->stream_sid);
+    size_t e = vb_twilio_json_escape(name, len, c->out + o, c->out_cap - o - 4);
+    if (e == 0 && len > 0)
+        return;
+    o += e;
+    memcpy(c->out + o, "\"}}", 3);
+    o += 3;
+    if (send_json(c, c->out, o) < 0)
+        return;
+    c->stats.marks_sent++;
+    vb_metrics_counter_add(s->shard, s->m_marks_sent, 1);
+    if (c->mk_len < MARK_FIFO) {
+        c->mark_gen[(c->mk_head + c->mk_len) % MARK_FIFO] = c->clear_gen;
+        c->mk_len++;
+    }
+}
+
+static void send_clear(call_t *c, uint64_t t_origin)
+{
+    vb_twilio_stream_t *s = c->s;
+    uint64_t now = vb_clock_now_ns();
+    c->stats.bytes_cleared += c->batch_len; /* never sent */
+    c->batch_len = 0;
+    if (c->ws == NULL || c->st != C_STREAMING || c->closing)
+        return;
+    size_t o = (size_t)snprintf(c->out, c->out_cap,
+                                "{\"event\":\"clear\",\"streamSid\":\"%s\"}",
+                                c->stream_sid);
+    if (send_json(c, c->out, o) < 0)
+        return;
+    if (c->play_end_ns > now) {
+        c->stats.bytes_cleared += (c->play_end_ns - now) / NS_PER_MULAW_BYTE;
+    }
+    c->play_end_ns = now;
+    c->clear_gen++;
+    c->stats.clears++;
+    vb_metrics_counter_add(s->shard, s->m_clears, 1);
+    if (t_origin != 0 && now > t_origin)
+        vb_metrics_observe_ns(s->shard, s->m_barge, now - t_origin);
+}
+
+static void mark_dirty(call_t *c)
+{
+    if (!c->dirty) {
+        c->dirty = true;
+        c->s->dirty[c->s->ndirty++] = c->id.slot;
+    }
+}
+
+static void out_audio(call_t *c, const vb_msg_t *m)
+{
+    vb_twilio_stream_t *s = c->s;
+    size_t max_pending =
+        s->cfg.max_pending ? s->cfg.max_pending : DEFAULT_PENDING;
+    if (vb_ws_pending(c->ws) > max_pending) {
+        c->stats.out_dropped += m->len;
+        vb_metrics_counter_add(s->shard, s->m_out_dropped, m->len);
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call_label(c),
+                           "twilio socket not draining, audio dropped",
+                           "bytes=%u", (unsigned)m->len);
+        return;
+    }
+    size_t target = (size_t)s->cfg.media_batch * FRAME_BYTES;
+    const uint8_t *p = m->data;
+    size_t n = m->len;
+    while (n > 0) {
+        if (c->batch_len == 0)
+            c->batch_origin = m->t_origin;
+        size_t room = sizeof c->batch - c->batch_len;
+        size_t k = n < room ? n : room;
+        memcpy(c->batch + c->batch_len, p, k);
+        c->batch_len += k;
+        p += k;
+        n -= k;
+        if (c->batch_len >= target)
+            send_media(c);
+    }
+    if (c->batch_len > 0)
+        mark_dirty(c);
+}
+
+static call_t *lookup(vb_twilio_stream_t *s, vb_call_id_t id)
+{
+    if (id.slot >= s->cfg.max_calls)
+        return NULL;
+    call_t *c = s->calls[id.slot];
+    if (c == NULL || c->id.gen != id.gen)
+        return NULL;
+    return c;
+}
+
+static void drain_out(vb_twilio_stream_t *s)
+{
+    vb_ring_t *r = s->cfg.out_from_dsp;
+    vb_msg_t *m;
+    while ((m = vb_ring_peek(r)) != NULL) {
+        uint64_t now = vb_clock_now_ns();
+        if (m->t_enqueue != 0 && now > m->t_enqueue)
+            vb_metrics_observe_ns(s->shard, s->m_wait_out, now - m->t_enqueue);
+        call_t *c = lookup(s, m->call);
+        if (c == NULL || c->st != C_STREAMING || c->ws == NULL || c->closing) {
+            vb_metrics_counter_add(s->shard, s->m_stale, 1);
+            vb_ring_release(r);
+            continue;
+        }
+        switch (m->kind) {
+        case VB_MSG_AUDIO:
+            out_audio(c, m);
+            break;
+        case VB_MSG_MARK:
+            send_mark(c, (const char *)m->data, m->len);
+            break;
+        case VB_MSG_TURN_END: {
+            char name[32];
+            int n = snprintf(name, sizeof name, "turn-%u", ++c->turn);
+            send_mark(c, name, (size_t)n);
+            break;
+        }
+        case VB_MSG_CLEAR:
+            send_clear(c, m->t_origin);
+            break;
+        case VB_MSG_HANGUP:
+        case VB_MSG_CALL_CLOSE:
+            send_media(c);
+            if (c->ws == NULL || c->closing)
+                break;
+            c->closing = true;
+            call_end(c, "hangup");
+            vb_ws_close(c->ws, VB_WS_CLOSE_NORMAL,
+                        m->kind == VB_MSG_HANGUP ? "hangup" : "call ended");
+            break;
+        default:
+            break;
+        }
+        vb_ring_release(r);
+    }
+    /* The ring ran dry: send partial batches rather than let audio wait. */
+    for (uint32_t i = 0; i < s->ndirty; i++) {
+        call_t *c = s->calls[s->dirty[i]];
+        if (c != NULL) {
+            c->dirty = false;
+            send_media(c);
+        }
+    }
+    s->ndirty = 0;
+}
+
+/* ---- inbound: Twilio messages ---- */
+
+static bool sid_ok(call_t *c, const vb_twilio_msg_t *m)
+{
+    if (m->stream_sid.len == c->stream_sid_len &&
+        memcmp(m->stream_sid.p, c->stream_sid, c->stream_sid_len) == 0)
+        return true;
+    count_error(c, E_WRONG_SID, "streamSid");
+    return false;
+}
+
+static void track_seq(call_t *c, const vb_twilio_msg_t *m)
+{
+    if (c->have_seq && m->seq != c->last_seq + 1) {
+        c->stats.seq_gaps++;
+        vb_metrics_counter_add(c->s->shard, c->s->m_seq_gaps, 1);
+    }
+    c->have_seq = true;
+    c->last_seq = m->seq;
+}
+
+static void on_start(call_t *c, const vb_twilio_msg_t *m)
+{
+    vb_twilio_stream_t *s = c->s;
+    if (c->st != C_CONNECTED) {
+        count_error(c, E_UNEXPECTED_EVENT, "start");
+        return;
+    }
+    if (m->stream_sid.len != m->start.stream_sid.len ||
+        memcmp(m->stream_sid.p, m->start.stream_sid.p, m->stream_sid.len) !=
+            0) {
+        count_error(c, E_WRONG_SID, "start.streamSid");
+        call_fatal(c, VB_WS_CLOSE_POLICY, "malformed start");
+        return;
+    }
+    if (m->stream_sid.len == 0 || m->stream_sid.len >= sizeof c->stream_sid ||
+        m->start.call_sid.len == 0 || m->start.call_sid.len >= 64 ||
+        m->start.account_sid.len >= 64) {
+        count_error(c, E_INVALID_FIELD, "start");
+        call_fatal(c, VB_WS_CLOSE_POLICY, "malformed start");
+        return;
+    }
+    if (strcmp(m->start.encoding.p, "audio/x-mulaw") != 0 ||
+        m->start.sample_rate != 8000 || m->start.channels != 1) {
+        count_error(c, E_FORMAT, "start.mediaFormat");
+        call_fatal(c, VB_WS_CLOSE_POLICY, "unsupported media format");
+        return;
+    }
+    const char *token = vb_twilio_msg_param(m, VB_TWILIO_TOKEN_PARAM);
+    int64_t now = s->cfg.now_s ? s->cfg.now_s() : default_now_s();
+    int tlane = -1;
+    int rc = vb_twilio_sig_token_verify(
+        s->cfg.token_key, token, m->start.call_sid.p, s->cfg.lane, now, &tlane);
+    if (rc < 0) {
+        const char *why = vb_twilio_sig_token_reason(rc);
+        int r = rc == VB_TWILIO_TOKEN_MISSING      ? R_MISSING
+                : rc == VB_TWILIO_TOKEN_EXPIRED    ? R_EXPIRED
+                : rc == VB_TWILIO_TOKEN_WRONG_LANE ? R_WRONG_LANE
+                                                   : R_FORGED;
+        vb_metrics_counter_add(s->shard, s->m_rej[r], 1);
+        vb_log_warn(m->start.call_sid.p, "stream rejected",
+                    "reason=%s lane=%d token_lane=%d", why, s->cfg.lane, tlane);
+        char reason[64];
+        snprintf(reason, sizeof reason, "stream token %s", why);
+        call_fatal(c, VB_WS_CLOSE_POLICY, reason);
+        return;
+    }
+    memcpy(c->stream_sid, m->stream_sid.p, m->stream_sid.len + 1);
+    c->stream_sid_len = m->stream_sid.len;
+    snprintf(c->label, sizeof c->label, "%s", m->start.call_sid.p);
+    track_seq(c, m);
+    vb_twilio_open_t open;
+    memset(&open, 0, sizeof open);
+    memcpy(open.call_sid, m->start.call_sid.p, m->start.call_sid.len);
+    memcpy(open.stream_sid, m->stream_sid.p, m->stream_sid.len);
+    memcpy(open.account_sid, m->start.account_sid.p, m->start.account_sid.len);
+    c->st = C_STREAMING;
+    c->opened = true;
+    in_push(c, VB_MSG_CALL_OPEN, 0, &open, sizeof open, vb_clock_now_ns());
+    vb_metrics_counter_add(s->shard, s->m_calls, 1);
+    vb_metrics_gauge_add(s->shard, s->m_active, 1);
+    vb_log_info(c->label, "stream started", "stream=%s lane=%d slot=%u",
+                c->stream_sid, s->cfg.lane, (unsigned)c->id.slot);
+}
+
+static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
+{
+    vb_twilio_stream_t *s = c->s;
+    if (c->st != C_STREAMING) {
+        count_error(c, E_UNEXPECTED_EVENT, "media");
+        return;
+    }
+    if (!sid_ok(c, m))
+        return;
+    track_seq(c, m);
+    if (strcmp(m->media.track.p, "inbound") != 0) {
+        count_error(c, E_INVALID_FIELD, "media.track");
+        return;
+    }
+    if (c->have_chunk && m->media.chunk_n != c->last_chunk + 1)
+        c->stats.chunk_gaps++;
+    c->have_chunk = true;
+    c->last_chunk = m->media.chunk_n;
+    size_t n = 0;
+    if (m->media.payload.len == 0 ||
+        mbedtls_base64_decode(c->audio, c->audio_cap, &n,
+                              (const unsigned char *)m->media.payload.p,
+                              m->media.payload.len) != 0 ||
+        n == 0) {
+        count_error(c, E_BAD_BASE64, "media.payload");
+        return;
+    }
+    c->stats.frames_in++;
+    c->stats.bytes_in += n;
+    vb_metrics_counter_add(s->shard, s->m_frames_in, 1);
+    for (size_t off = 0; off < n; off += VB_MSG_DATA_MAX) {
+        size_t k = n - off < VB_MSG_DATA_MAX ? n - off : VB_MSG_DATA_MAX;
+        in_push(c, VB_MSG_AUDIO, 0, c->audio + off, k, t_origin);
+    }
+}
+
+static void on_mark(call_t *c, const vb_twilio_msg_t *m)
+{
+    vb_twilio_stream_t *s = c->s;
+    if (c->st != C_STREAMING) {
+        count_error(c, E_UNEXPECTED_EVENT, "mark");
+        return;
+    }
+    if (!sid_ok(c, m))
+        return;
+    track_seq(c, m);
+    if (c->mk_len == 0) {
+        count_error(c, E_UNEXPECTED_MARK, "mark.name");
+        return;
+    }
+    uint32_t gen = c->mark_gen[c->mk_head];
+    c->mk_head = (c->mk_head + 1) % MARK_FIFO;
+    c->mk_len--;
+    bool cleared = gen != c->clear_gen;
+    c->stats.marks_echoed++;
+    if (cleared)
+        c->stats.marks_cleared++;
+    vb_metrics_counter_add(s->shard, s->m_marks_echoed, 1);
+    size_t len =
+        m->mark.name.len < MARK_NAME_MAX ? m->mark.name.len : MARK_NAME_MAX;
+    in_push(c, VB_MSG_MARK, cleared ? VB_TWILIO_MARK_CLEARED : 0,
+            m->mark.name.p, len, vb_clock_now_ns());
+}
+
+static void on_text(call_t *c, const uint8_t *data, size_t len)
+{
+    uint64_t t_origin = vb_clock_now_ns();
+    vb_twilio_msg_t m;
+    vb_twilio_msg_error_t err;
+    memcpy(c->json, data, len);
+    int rc = vb_twilio_msg_parse(c->json, len, &m, &err);
+    if (rc < 0) {
+        int e = rc == VB_EPROTO   ? E_INVALID_JSON
+                : rc == VB_ENOENT ? E_MISSING_FIELD
+                                  : E_INVALID_FIELD;
+        /* A broken `start` cannot open a call. */
+        bool fatal = m.event == VB_TWILIO_EV_START && c->st == C_CONNECTED;
+        count_error(c, e, err.field);
+        if (fatal)
+            call_fatal(c, VB_WS_CLOSE_POLICY, "malformed start");
+        return;
+    }
+    switch (m.event) {
+    case VB_TWILIO_EV_CONNECTED:
+        if (c->st != C_CONNECTED || c->got_connected)
+            count_error(c, E_UNEXPECTED_EVENT, "connected");
+        c->got_connected = true;
+        break;
+    case VB_TWILIO_EV_START:
+        on_start(c, &m);
+        break;
+    case VB_TWILIO_EV_MEDIA:
+        on_media(c, &m, t_origin);
+        break;
+    case VB_TWILIO_EV_DTMF:
+        if (c->st != C_STREAMING) {
+            count_error(c, E_UNEXPECTED_EVENT, "dtmf");
+        } else if (sid_ok(c, &m)) {
+            track_seq(c, &m);
+            c->stats.dtmf++;
+            in_push(c, VB_MSG_DTMF, 0, m.dtmf.digit.p, 1, t_origin);
+        }
+        break;
+    case VB_TWILIO_EV_MARK:
+        on_mark(c, &m);
+        break;
+    case VB_TWILIO_EV_STOP:
+        if (c->st != C_STREAMING) {
+            count_error(c, E_UNEXPECTED_EVENT, "stop");
+        } else if (sid_ok(c, &m)) {
+            track_seq(c, &m);
+            call_end(c, "stop");
+            c->closing = true;
+            vb_ws_close(c->ws, VB_WS_CLOSE_NORMAL, "stop");
+        }
+        break;
+    default:
+        count_error(c, E_UNKNOWN_EVENT, m.event_name.p);
+        break;
+    }
+}
+
+/* ---- WebSocket callbacks ---- */
+
+static void reaper_cb(uv_check_t *h)
+{
+    vb_twilio_stream_t *s = h->data;
+    for (uint32_t i = 0; i < s->nreap; i++) {
+        call_t *c = s->calls[s->reap[i]];
+        if (c != NULL)
+            call_maybe_free(c);
+    }
+    s->nreap = 0;
+    uv_check_stop(h);
+}
+
+static void ws_on_message(vb_ws_t *ws, bool text, const uint8_t *data,
+                          size_t len, void *ud)
+{
+    call_t *c = ud;
+    if (c->ws == NULL)
+        c->ws = ws; /* messages in the hand-off bytes, inside attach */
+    if (c->closing || c->st == C_ENDED)
+        return;
+    if (!text) {
+        count_error(c, E_BINARY, "");
+        return;
+    }
+    on_text(c, data, len);
+}
+
+static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
+{
+    call_t *c = ud;
+    vb_twilio_stream_t *s = c->s;
+    if (info->err == VB_EMSGSIZE)
+        count_error(c, E_OVERSIZED, "");
+    else if (info->err == VB_EPROTO &&
+             info->code_sent == VB_WS_CLOSE_INVALID_PAYLOAD)
+        count_error(c, E_UTF8, "");
+    else if (info->err == VB_EPROTO)
+        count_error(c, E_WS_PROTOCOL, info->reason);
+    if (info->err != 0 && info->err != VB_ECLOSED)
+        vb_log_info(call_label(c), "twilio socket failed",
+                    "err=%s sent=%u received=%u reason=%s",
+                    vb_err_name(info->err), (unsigned)info->code_sent,
+                    (unsigned)info->code_received, info->reason);
+    else
+        vb_log_debug(call_label(c), "twilio socket closed",
+                     "sent=%u received=%u", (unsigned)info->code_sent,
+                     (unsigned)info->code_received);
+    call_end(c, c->st == C_STREAMING ? "disconnect" : "error");
+    vb_ws_destroy(ws); /* deferred by the endpoint until it unwinds */
+    c->ws = NULL;
+    /* Callers up the stack may still hold `c`; free it from the reaper. */
+    s->reap[s->nreap++] = c->id.slot;
+    uv_check_start(&s->reaper, reaper_cb);
+}
+
+/* ---- call lifecycle ---- */
+
+static void call_fatal(call_t *c, uint16_t code, const char *reason)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    vb_log_warn(call_label(c), "closing twilio stream", "code=%u reason=%s",
+                (unsigned)code, reason);
+    call_end(c, "error");
+    if (c->ws != NULL)
+        vb_ws_close(c->ws, code, reason);
+}
+
+static void call_end(call_t *c, const char *reason)
+{
+    vb_twilio_stream_t *s = c->s;
+    if (c->st == C_ENDED)
+        return;
+    bool was_open = c->opened;
+    c->st = C_ENDED;
+    if (!was_open)
+        return;
+    in_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason), vb_clock_now_ns());
+    vb_metrics_gauge_add(s->shard, s->m_active, -1);
+    uint64_t now = vb_clock_now_ns();
+    uint64_t unplayed =
+        c->play_end_ns > now ? (c->play_end_ns - now) / NS_PER_MULAW_BYTE : 0;
+    uint64_t gone = c->stats.bytes_cleared + unplayed;
+    c->stats.bytes_played =
+        c->stats.bytes_out > gone ? c->stats.bytes_out - gone : 0;
+    vb_twilio_call_stats_t *st = &c->stats;
+    vb_log_info(
+        c->label, "stream ended",
+        "reason=%s frames_in=%llu bytes_in=%llu seq_gaps=%llu "
+        "frames_out=%llu bytes_out=%llu marks_sent=%llu "
+        "marks_echoed=%llu marks_cleared=%llu clears=%llu dtmf=%llu "
+        "played_bytes=%llu cleared_bytes=%llu protocol_errors=%llu",
+        reason, (unsigned long long)st->frames_in,
+        (unsigned long long)st->bytes_in, (unsigned long long)st->seq_gaps,
+        (unsigned long long)st->frames_out, (unsigned long long)st->bytes_out,
+        (unsigned long long)st->marks_sent,
+        (unsigned long long)st->marks_echoed,
+        (unsigned long long)st->marks_cleared, (unsigned long long)st->clears,
+        (unsigned long long)st->dtmf, (unsigned long long)st->bytes_played,
+        (unsigned long long)st->bytes_cleared,
+        (unsigned long long)st->protocol_errors);
+    pthread_mutex_lock(&s->stats_mu);
+    s->last = c->stats;
+    s->ended++;
+    pthread_mutex_unlock(&s->stats_mu);
+}
+
+static void call_free(call_t *c)
+{
+    vb_twilio_stream_t *s = c->s;
+    s->calls[c->id.slot] = NULL;
+    s->gens[c->id.slot]++;
+    free(c->json);
+    free(c->audio);
+    free(c->out);
+    free(c->ovf);
+    free(c);
+}
+
+static void call_maybe_free(call_t *c)
+{
+    if (c->ws == NULL && c->ovf_len == 0 && c->st == C_ENDED)
+        call_free(c);
+}
+
+/* Sends a close frame straight to a socket we will not serve. */
+static void reject_fd(int fd, uint16_t code, const char *reason)
+{
+    uint8_t f[2 + 2 + 64];
+    size_t rl = strlen(reason);
+    if (rl > 60)
+        rl = 60;
+    f[0] = 0x88;
+    f[1] = (uint8_t)(2 + rl);
+    f[2] = (uint8_t)(code >> 8);
+    f[3] = (uint8_t)code;
+    memcpy(f + 4, reason, rl);
+    ssize_t w = write(fd, f, 4 + rl);
+    (void)w; /* best effort */
+    close(fd);
+}
+
+static void adopt(vb_twilio_stream_t *s, int fd, const uint8_t *pre,
+                  size_t pre_len)
+{
+    uint32_t slot = 0;
+    while (slot < s->cfg.max_calls && s->calls[slot] != NULL)
+        slot++;
+    if (slot == s->cfg.max_calls) {
+        vb_metrics_counter_add(s->shard, s->m_rej[R_LANE_FULL], 1);
+        vb_log_warn(NULL, "twilio stream refused: lane full", "lane=%d",
+                    s->cfg.lane);
+        reject_fd(fd, 1013, "lane full");
+        return;
+    }
+    size_t maxm =
+        s->cfg.max_message ? s->cfg.max_message : VB_WS_DEFAULT_MAX_MESSAGE;
+    call_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        goto fail;
+    c->s = s;
+    c->id.slot = slot;
+    c->id.gen = s->gens[slot];
+    c->st = C_CONNECTED;
+    snprintf(c->label, sizeof c->label, "lane%d-conn%u", s->cfg.lane,
+             (unsigned)slot);
+    c->json = malloc(maxm + 1);
+    c->audio_cap = maxm / 4 * 3 + 3;
+    c->audio = malloc(c->audio_cap);
+    /* Base64 of a full batch or a fully escaped mark name, plus JSON. */
+    size_t b64 = (sizeof c->batch + 2) / 3 * 4;
+    size_t mk = MARK_NAME_MAX * 6;
+    c->out_cap = (b64 > mk ? b64 : mk) + 256;
+    c->out = malloc(c->out_cap);
+    if (c->json == NULL || c->audio == NULL || c->out == NULL)
+        goto fail;
+    uint64_t ms =
+        s->cfg.start_timeout_ms ? s->cfg.start_timeout_ms : DEFAULT_START_MS;
+    c->start_deadline_ns = vb_clock_now_ns() + ms * 1000000ull;
+    s->calls[slot] = c;
+    vb_transport_t *t = NULL;
+    int rc = vb_tcp_adopt(&s->loop, fd, &t);
+    fd = -1; /* owned by the transport now, or closed */
+    if (rc < 0) {
+        vb_log_warn(NULL, "twilio stream: cannot adopt socket", "err=%s",
+                    vb_err_name(rc));
+        s->calls[slot] = NULL;
+        goto fail;
+    }
+    vb_ws_config_t wc = {
+        .role = VB_WS_SERVER,
+        .max_message = maxm,
+        .log_id = c->label,
+    };
+    vb_ws_callbacks_t cb = {
+        .on_message = ws_on_message,
+        .on_close = ws_on_close,
+    };
+    vb_ws_t *ws = NULL;
+    rc = vb_ws_attach(&s->loop, t, &wc, &cb, c, pre, pre_len, &ws);
+    if (rc == VB_ECLOSED) {
+        /* Closed by the hand-off bytes already; on_close cleaned up. */
+        return;
+    }
+    if (rc < 0) {
+        vb_log_warn(NULL, "twilio stream: websocket setup failed", "err=%s",
+                    vb_err_name(rc));
+        s->calls[slot] = NULL;
+        goto fail;
+    }
+    c->ws = ws;
+    if (s->paused)
+        vb_ws_read_pause(ws, true);
+    return;
+fail:
+    if (c != NULL) {
+        free(c->json);
+        free(c->audio);
+        free(c->out);
+        free(c);
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
+static void drain_conn(vb_twilio_stream_t *s)
+{
+    vb_msg_t *m;
+    while ((m = vb_ring_peek(s->cfg.conn_in)) != NULL) {
+        if (m->kind == VB_MSG_CONN && m->len >= 8) {
+            int32_t fd;
+            memcpy(&fd, m->data, sizeof fd);
+            if (s->stopping)
+                close(fd);
+            else
+                adopt(s, fd, m->data + 8, (size_t)m->len - 8);
+        }
+        vb_ring_release(s->cfg.conn_in);
+    }
+}
+
+/* ---- loop plumbing ---- */
+
+static void bell_cb(uv_async_t *a)
+{
+    vb_twilio_stream_t *s = a->data;
+    drain_conn(s);
+    drain_out(s);
+}
+
+static void sweep_cb(uv_timer_t *t)
+{
+    vb_twilio_stream_t *s = t->data;
+    uint64_t now = vb_clock_now_ns();
+    for (uint32_t i = 0; i < s->cfg.max_calls; i++) {
+        call_t *c = s->calls[i];
+        if (c != NULL && c->st == C_CONNECTED && !c->closing &&
+            now > c->start_deadline_ns)
+            call_fatal(c, VB_WS_CLOSE_POLICY, "no start message");
+    }
+}
+
+static void close_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void stop_cb(uv_async_t *a)
+{
+    vb_twilio_stream_t *s = a->data;
+    s->stopping = true;
+    drain_conn(s);
+    for (uint32_t i = 0; i < s->cfg.max_calls; i++) {
+        call_t *c = s->calls[i];
+        if (c == NULL)
+            continue;
+        if (c->ws != NULL) {
+            if (!c->closing)
+                vb_ws_close(c->ws, VB_WS_CLOSE_GOING_AWAY, "going away");
+            call_end(c, "shutdown");
+            vb_ws_destroy(c->ws);
+            c->ws = NULL;
+        }
+        call_end(c, "shutdown");
+        ovf_drain(c);
+        call_free(c);
+    }
+    uv_close((uv_handle_t *)&s->bell, close_cb);
+    uv_close((uv_handle_t *)&s->stop, close_cb);
+    uv_close((uv_handle_t *)&s->retry, close_cb);
+    uv_close((uv_handle_t *)&s->sweep, close_cb);
+    uv_close((uv_handle_t *)&s->reaper, close_cb);
+    s->nreap = 0;
+}
+
+static void thread_main(void *arg)
+{
+    vb_twilio_stream_t *s = arg;
+    char name[16];
+    snprintf(name, sizeof name, "vb-twilio-%d", s->cfg.lane);
+    pthread_setname_np(pthread_self(), name);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+}
+
+int vb_twilio_stream_error_metric(vb_metrics_t *m, const char *reason,
+                                  vb_metric_t *id)
+{
+    return vb_metrics_add(m, VB_METRIC_COUNTER,
+                          "vb_twilio_protocol_errors_total",
+                          "Malformed or unexpected input on Twilio media "
+                          "streams, by reason.",
+                          VB_LABELS("reason", reason), id);
+}
+
+static int add_series(vb_twilio_stream_t *s)
+{
+    vb_metrics_t *m = s->cfg.metrics;
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < E_COUNT; i++)
+        rc = vb_twilio_stream_error_metric(m, vb_twilio_error_reasons[i],
+                                           &s->m_err[i]);
+    for (int i = 0; rc == 0 && i < R_COUNT; i++)
+        rc = vb_metrics_add(
+            m, VB_METRIC_COUNTER, "vb_twilio_stream_rejected_total",
+            "Media streams refused before a call was opened "
+            "(stream token checks, lane full).",
+            VB_LABELS("reason", rejected_reasons[i]), &s->m_rej[i]);
+#define ADD(type, name, help, labels, id)                         \
+    do {                                                          \
+        if (rc == 0)                                              \
+            rc = vb_metrics_add(m, type, name, help, labels, id); \
+    } while (0)
+    ADD(VB_METRIC_COUNTER, "vb_twilio_calls_total",
+        "Media streams that passed `start` and opened a call.", NULL,
+        &s->m_calls);
+    ADD(VB_METRIC_GAUGE, "vb_twilio_calls_active",
+        "Media streams currently open.", NULL, &s->m_active);
+    ADD(VB_METRIC_COUNTER, "vb_twilio_media_in_total",
+        "`media` messages received from Twilio.", NULL, &s->m_frames_in);
+    ADD(VB_METRIC_COUNTER, "vb_twilio_media_out_total",
+        "`media` messages sent to Twilio.", NULL, &s->m_frames_out);
+    ADD(VB_METRIC_COUNTER, "vb_twilio_marks_sent_total",
+        "`mark` messages sent to Twilio.", NULL, &s->m_marks_sent);
+    ADD(VB_METRIC_COUNTER, "vb_twilio_marks_echoed_total",
+        "`mark` echoes received from Twilio.", NULL, &s->m_marks_echoed);
+    ADD(VB_METRIC_COUNTER, "vb_twilio_clears_total",
+        "`clear` messages sent to Twilio.", NULL, &s->m_clears);
+    ADD(VB_METRIC_COUNTER, "vb_twilio_sequence_gaps_total",
+        "Jumps in Twilio's sequenceNumber.", NULL, &s->m_seq_gaps);
+    ADD(VB_METRIC_COUNTER, "vb_twilio_audio_dropped_bytes_total",
+        "Outbound audio bytes dropped because a Twilio socket stopped "
+        "draining.",
+        NULL, &s->m_out_dropped);
+    ADD(VB_METRIC_COUNTER, "vb_twilio_inbound_dropped_bytes_total",
+        "Inbound audio bytes dropped because a Twilio socket kept sending "
+        "while the inbound ring was full.",
+        NULL, &s->m_in_dropped);
+    ADD(VB_METRIC_COUNTER, "vb_twilio_stale_messages_total",
+        "Outbound messages for a call the twilio-io stage no longer has.", NULL,
+        &s->m_stale);
+    ADD(VB_METRIC_COUNTER, "vb_ring_full_total",
+        "Times a producer found a ring full and held its message back.",
+        VB_LABELS("ring", "twilio_to_dsp"), &s->m_ring_full);
+    ADD(VB_METRIC_HISTOGRAM, "vb_ring_wait_seconds",
+        "Time messages wait in a ring.", VB_LABELS("ring", "dsp_to_twilio"),
+        &s->m_wait_out);
+    ADD(VB_METRIC_HISTOGRAM, "vb_stage_latency_seconds",
+        "Time from a message's origin (its bytes reaching the process) to "
+        "its exit from a stage.",
+        VB_LABELS("stage", "twilio_out"), &s->m_lat_out);
+    ADD(VB_METRIC_HISTOGRAM, "vb_barge_in_seconds",
+        "Time from the model's interruption to `clear` written to Twilio.",
+        NULL, &s->m_barge);
+#undef ADD
+    return rc;
+}
+
+int vb_twilio_stream_create(vb_twilio_stream_t **out,
+                            const vb_twilio_stream_config_t *cfg)
+{
+    if (out == NULL)
+        return VB_EINVAL;
+    *out = NULL;
+    if (cfg == NULL || cfg->conn_in == NULL || cfg->in_to_dsp == NULL ||
+        cfg->out_from_dsp == NULL || cfg->token_key == NULL ||
+        cfg->metrics == NULL || cfg->max_calls == 0 || cfg->media_batch < 1 ||
+        cfg->media_batch > MAX_BATCH || cfg->lane < 0 ||
+        cfg->lane > VB_TWILIO_TOKEN_MAX_LANE ||
+        (cfg->max_message != 0 && cfg->max_message < 1024) ||
+        vb_ring_slot_size(cfg->in_to_dsp) < sizeof(vb_msg_t) ||
+        vb_ring_slot_size(cfg->out_from_dsp) < sizeof(vb_msg_t) ||
+        vb_ring_slot_size(cfg->conn_in) < sizeof(vb_msg_t))
+        return VB_EINVAL;
+    int rc = VB_ENOMEM;
+    vb_twilio_stream_t *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return VB_ENOMEM;
+    s->cfg = *cfg;
+    pthread_mutex_init(&s->stats_mu, NULL);
+    s->calls = calloc(cfg->max_calls, sizeof *s->calls);
+    s->gens = calloc(cfg->max_calls, sizeof *s->gens);
+    s->dirty = calloc(cfg->max_calls, sizeof *s->dirty);
+    s->reap = calloc(cfg->max_calls, sizeof *s->reap);
+    if (s->calls == NULL || s->gens == NULL || s->dirty == NULL ||
+        s->reap == NULL)
+        goto fail;
+    rc = add_series(s);
+    if (rc < 0)
+        goto fail;
+    s->shard = vb_metrics_shard_create(cfg->metrics);
+    if (s->shard == NULL) {
+        rc = VB_ENOMEM;
+        goto fail;
+    }
+    rc = VB_ESYS;
+    if (uv_loop_init(&s->loop) != 0)
+        goto fail;
+    uv_async_init(&s->loop, &s->bell, bell_cb);
+    uv_async_init(&s->loop, &s->stop, stop_cb);
+    uv_timer_init(&s->loop, &s->retry);
+    uv_timer_init(&s->loop, &s->sweep);
+    uv_check_init(&s->loop, &s->reaper);
+    s->bell.data = s->stop.data = s->retry.data = s->sweep.data = s;
+    s->reaper.data = s;
+    uv_timer_start(&s->sweep, sweep_cb, SWEEP_MS, SWEEP_MS);
+    *out = s;
+    return 0;
+fail:
+    free(s->calls);
+    free(s->gens);
+    free(s->dirty);
+    free(s->reap);
+    pthread_mutex_destroy(&s->stats_mu);
+    free(s);
+    return rc;
+}
+
+uv_async_t *vb_twilio_stream_bell(vb_twilio_stream_t *s)
+{
+    return &s->bell;
+}
+
+int vb_twilio_stream_start(vb_twilio_stream_t *s)
+{
+    if (s->started)
+        return VB_EBUSY;
+    if (uv_thread_create(&s->thread, thread_main, s) != 0)
+        return VB_ESYS;
+    s->started = true;
+    return 0;
+}
+
+void vb_twilio_stream_stop(vb_twilio_stream_t *s)
+{
+    if (s == NULL || !s->started)
+        return;
+    uv_async_send(&s->stop);
+    uv_thread_join(&s->thread);
+    s->started = false;
+}
+
+void vb_twilio_stream_destroy(vb_twilio_stream_t *s)
+{
+    if (s == NULL)
+        return;
+    if (!uv_is_closing((uv_handle_t *)&s->bell)) {
+        /* Never started: run the shutdown on this thread. */
+        stop_cb(&s->stop);
+    }
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&s->loop);
+    free(s->calls);
+    free(s->gens);
+    free(s->dirty);
+    free(s->reap);
+    pthread_mutex_destroy(&s->stats_mu);
+    free(s);
+}
+
+uint64_t vb_twilio_stream_last_stats(vb_twilio_stream_t *s,
+                                     vb_twilio_call_stats_t *out)
+{
+    pthread_mutex_lock(&s->stats_mu);
+    if (out != NULL)
+        *out = s->last;
+    uint64_t n = s->ended;
+    pthread_mutex_unlock(&s->stats_mu);
+    return n;
+}
+
+int vb_twilio_stream_handoff(vb_ring_t *conn_ring, uv_async_t *bell, int fd,
+                             const uint8_t *pre, size_t pre_len)
+{
+    if (conn_ring == NULL || fd < 0 || (pre == NULL && pre_len > 0))
+        return VB_EINVAL;
+    if (pre_len > VB_TWILIO_CONN_PRE_MAX)
+        return VB_EMSGSIZE;
+    vb_msg_t *m = vb_ring_reserve(conn_ring);
+    if (m == NULL)
+        return VB_ENOSPC;
+    memset(m, 0, offsetof(vb_msg_t, data));
+    m->kind = VB_MSG_CONN;
+    m->len = (uint16_t)(8 + pre_len);
+    int32_t v = fd;
+    memcpy(m->data, &v, sizeof v);
+    memset(m->data + 4, 0, 4);
+    if (pre_len > 0)
+        memcpy(m->data + 8, pre, pre_len);
+    m->t_origin = m->t_enqueue = vb_clock_now_ns();
+    vb_ring_commit(conn_ring);
+    if (vb_ring_wake_needed(conn_ring, 1) && bell != NULL)
+        uv_async_send(bell);
+    return 0;
+}

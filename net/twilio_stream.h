@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The lane's twilio-io thread (ARCHITECTURE.md §1-2): Twilio Media Streams
+ * connections, one libuv loop, three rings.
+ *
+ *   conn      ingress --CONN--> [twilio-io]   an upgraded socket to adopt
+ *   inbound   [twilio-io] --in--> dsp         CALL_OPEN, AUDIO (μ-law 8 kHz
+ *                                             as received), DTMF, MARK
+ *                                             (echo), CALL_CLOSE
+ *   outbound  dsp --out--> [twilio-io]        AUDIO (μ-law) -> `media`,
+ *                                             MARK / TURN_END -> `mark`,
+ *                                             CLEAR -> `clear`, HANGUP and
+ *                                             CALL_CLOSE -> close 1000
+ *
+ * DESIGN. Per connection: CONNECTED (waiting for `connected`/`start`) ->
+ * STREAMING (after a valid `start` with a valid stream token; CALL_OPEN
+ * has gone downstream) -> ENDED (after `stop`, hang-up, a fatal error or
+ * the socket closing; CALL_CLOSE has gone downstream if CALL_OPEN did).
+ * A connection takes a call slot when it is adopted, so the call id
+ * (slot + generation) exists before `start`; a connection that never
+ * sends a valid `start` opens nothing downstream. Each connection gets its
+ * buffers at adoption (JSON scratch, decoded audio, outgoing JSON), so the
+ * media path allocates nothing. When the inbound ring is full the stage
+ * stops reading every socket, parks messages that were already read in a
+ * per-call overflow queue (audio coalesced), counts vb_ring_full_total
+ * {ring="twilio_to_dsp"}, and retries on a 1 ms timer: TCP pushes back and
+ * nothing is dropped. Outbound audio is cut into `media` messages of
+ * media_batch 160-byte frames; a partial batch is flushed when the
+ * outbound ring runs dry or before a mark, clear or close.
+ *
+ * Malformed input is counted in vb_twilio_protocol_errors_total{reason}
+ * and logged (rate-limited) with the call; the message is dropped and the
+ * call goes on. Fatal cases close the connection: a bad or missing stream
+ * token (1008, vb_twilio_stream_rejected_total{reason}), a malformed
+ * `start` or unsupported media format (1008), no `start` within
+ * start_timeout_ms (1008), more than max_errors protocol errors (1008),
+ * WebSocket framing errors (1002), invalid UTF-8 (1007), a message over
+ * max_message (1009).
+ */
+#ifndef VB_NET_TWILIO_STREAM_H
+#define VB_NET_TWILIO_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "core/metrics.h"
+#include "core/msg.h"
+#include "core/ring.h"
+#include "net/twilio_sig.h"
+
+/* Payload of CALL_OPEN on the inbound ring (in vb_msg_t.data). */
+typedef struct vb_twilio_open {
+    char call_sid[64];    /* CA... */
+    char stream_sid[64];  /* MZ... */
+    char account_sid[64]; /* AC... */
+} vb_twilio_open_t;
+
+/* Flag on an inbound MARK: the echo came because of a `clear` (the audio
+ * before the mark was discarded, not played). */
+#define VB_TWILIO_MARK_CLEARED 1u
+
+/* Payload of CALL_CLOSE on the inbound ring: a short reason ("stop",
+ * "hangup", "disconnect", "error") as text, not NUL-terminated. */
+
+/* Payload of a CONN message (ingress -> twilio-io). */
+#define VB_TWILIO_CONN_PRE_MAX (VB_MSG_DATA_MAX - 8)
+
+typedef struct vb_twilio_stream_config {
+    int lane;                  /* this lane's number; tokens must name it */
+    uint32_t max_calls;        /* connections at once; call slots < max_calls */
+    size_t max_message;        /* WebSocket message limit; 0 = 64 KiB */
+    uint32_t media_batch;      /* 20 ms frames per `media` message, 1..50 */
+    uint32_t start_timeout_ms; /* `start` deadline; 0 = 10000 */
+    uint32_t max_errors;       /* protocol errors tolerated per call; 0 = 100 */
+    size_t max_pending; /* outbound bytes queued per socket before audio is
+                           dropped (counted); 0 = 1 MiB */
+    /* Stream-token key and clock (Unix seconds; NULL = time(NULL)). */
+    const vb_twilio_sig_key_t *token_key;
+    int64_t (*now_s)(void);
+    vb_ring_t *conn_in;      /* consumer end: CONN messages */
+    vb_ring_t *in_to_dsp;    /* producer end */
+    vb_ring_t *out_from_dsp; /* consumer end */
+    uv_async_t *dsp_bell;    /* rung when in_to_dsp gets work; may be NULL */
+    vb_metrics_t *metrics;
+} vb_twilio_stream_config_t;
+
+typedef struct vb_twilio_stream vb_twilio_stream_t;
+
+/* Per-call counters, logged when a call ends and kept for the last ended
+ * call (vb_twilio_stream_last_stats, for tests and the bench). */
+typedef struct vb_twilio_call_stats {
+    uint64_t frames_in, bytes_in;         /* media messages / μ-law bytes */
+    uint64_t seq_gaps, chunk_gaps;        /* sequenceNumber / chunk jumps */
+    uint64_t frames_out, bytes_out;       /* media messages / bytes sent */
+    uint64_t marks_sent, marks_echoed;    /* all echoes ... */
+    uint64_t marks_cleared;               /* ... of which caused by clear */
+    uint64_t clears, dtmf;                /* clears sent, digits received */
+    uint64_t bytes_played, bytes_cleared; /* estimated from 8000 B/s */
+    uint64_t protocol_errors;
+    uint64_t out_dropped; /* outbound audio bytes dropped (peer too slow) */
+} vb_twilio_call_stats_t;
+
+/* Creates the stage: loop, doorbell, call table, metrics series. Does not
+ * start the thread. Rings, key and metrics are borrowed and must outlive
+ * the stage. Errors: VB_EINVAL (missing ring/key/metrics, bad limits),
+ * VB_ENOMEM, VB_ESYS. Main thread. */
+int vb_twilio_stream_create(vb_twilio_stream_t **out,
+                            const vb_twilio_stream_config_t *cfg);
+
+/* The doorbell the producers of conn_in and out_from_dsp ring
+ * (uv_async_send) when vb_ring_wake_needed() says so. Valid from create to
+ * destroy; any thread. */
+uv_async_t *vb_twilio_stream_bell(vb_twilio_stream_t *s);
+
+/* Starts the thread. Returns 0, VB_EBUSY (already started), VB_ESYS. Main
+ * thread. */
+int vb_twilio_stream_start(vb_twilio_stream_t *s);
+
+/* Stops the loop and joins the thread. Open connections are closed
+ * (1001 "going away") and their calls get CALL_CLOSE if the inbound ring
+ * has room. Main thread; safe if never started. */
+void vb_twilio_stream_stop(vb_twilio_stream_t *s);
+
+/* Frees the stage; accepts NULL. After stop. */
+void vb_twilio_stream_destroy(vb_twilio_stream_t *s);
+
+/* Stats of the most recently ended call and the number of calls ended so
+ * far. Any thread (a copy under a lock that only call ends take). */
+uint64_t vb_twilio_stream_last_stats(vb_twilio_stream_t *s,
+                                     vb_twilio_call_stats_t *out);
+
+/* Hands a socket to a stage: pushes a CONN message with `fd` and the bytes
+ * already read past the upgrade request (`pre`, at most
+ * VB_TWILIO_CONN_PRE_MAX) onto `conn_ring` and rings `bell` if needed. The
+ * socket must already have had its 101 response written. On success the
+ * stage owns `fd`. Returns 0, VB_ENOSPC (ring full: the caller still owns
+ * fd), VB_EMSGSIZE (too many pre bytes), VB_EINVAL. Only the conn ring's
+ * producer thread (ingress). */
+int vb_twilio_stream_handoff(vb_ring_t *conn_ring, uv_async_t *bell, int fd,
+                             const uint8_t *pre, size_t pre_len);
+
+/* Registers the stage's metric series in `m` (done by create; exposed so
+ * that a test can look ids up). Stores the id of
+ * vb_twilio_protocol_errors_total{reason} in *id. Returns 0 or VB_E*. */
+int vb_twilio_stream_error_metric(vb_metrics_t *m, const char *reason,
+                                  vb_metric_t *id);
+
+/* All reasons vb_twilio_protocol_errors_total uses, NULL-terminated. */
+extern const char *const vb_twilio_error_reasons[];
+
+#endif

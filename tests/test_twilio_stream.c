@@ -1,0 +1,851 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * net/twilio_stream: the twilio-io stage on its own thread, with the test
+ * owning the other end of every ring. Each case plays the ingress (accepts
+ * a real loopback TCP connection, writes the 101, hands the socket over)
+ * and Twilio (a blocking client socket that speaks WebSocket frames built
+ * by tests/ws_frames.h), and the DSP stage (pops the inbound ring, pushes
+ * the outbound ring and rings the stage's doorbell).
+ */
+#include "net/twilio_stream.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mbedtls/base64.h>
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "tests/test.h"
+#include "tests/ws_frames.h"
+
+#define CALL_SID   "CA0123456789abcdef0123456789abcdef"
+#define STREAM_SID "MZ0123456789abcdef0123456789abcdef"
+#define ACCT_SID   "AC0123456789abcdef0123456789abcdef"
+
+typedef struct fixture {
+    vb_ring_t conn, in, out;
+    vb_metrics_t *m;
+    vb_twilio_sig_key_t key;
+    vb_twilio_stream_t *st;
+    int lfd;
+    uint32_t out_seq;
+} fixture_t;
+
+typedef struct client {
+    int fd;
+    uint8_t buf[1 << 18];
+    size_t len;
+    uint64_t seq; /* Twilio's sequenceNumber */
+    uint64_t chunk;
+} client_t;
+
+static fixture_t *fx_start(int lane, uint32_t max_calls, uint32_t batch,
+                           uint32_t in_cap, uint32_t start_ms)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    ASSERT_NOT_NULL(f);
+    vb_log_set_level(getenv("VB_TEST_LOG") ? VB_LOG_DEBUG : VB_LOG_ERROR);
+    signal(SIGPIPE, SIG_IGN);
+    ASSERT_EQ(vb_msg_ring_init(&f->conn, 16), 0);
+    ASSERT_EQ(vb_msg_ring_init(&f->in, in_cap), 0);
+    ASSERT_EQ(vb_msg_ring_init(&f->out, 256), 0);
+    f->m = vb_metrics_create();
+    ASSERT_NOT_NULL(f->m);
+    ASSERT_EQ(vb_twilio_sig_key_init(&f->key, "test stream secret"), 0);
+    vb_twilio_stream_config_t cfg = {
+        .lane = lane,
+        .max_calls = max_calls,
+        .media_batch = batch,
+        .start_timeout_ms = start_ms,
+        .max_errors = 20,
+        .token_key = &f->key,
+        .conn_in = &f->conn,
+        .in_to_dsp = &f->in,
+        .out_from_dsp = &f->out,
+        .metrics = f->m,
+    };
+    ASSERT_EQ(vb_twilio_stream_create(&f->st, &cfg), 0);
+    ASSERT_EQ(vb_twilio_stream_start(f->st), 0);
+    f->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(bind(f->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    ASSERT_EQ(listen(f->lfd, 16), 0);
+    return f;
+}
+
+static void fx_stop(fixture_t *f)
+{
+    vb_twilio_stream_stop(f->st);
+    vb_twilio_stream_destroy(f->st);
+    close(f->lfd);
+    vb_ring_destroy(&f->conn);
+    vb_ring_destroy(&f->in);
+    vb_ring_destroy(&f->out);
+    vb_metrics_destroy(f->m);
+    free(f);
+}
+
+static int64_t metric(fixture_t *f, const char *reason)
+{
+    vb_metric_t id;
+    ASSERT_EQ(vb_twilio_stream_error_metric(f->m, reason, &id), 0);
+    return vb_metrics_value(f->m, id);
+}
+
+static int64_t rejected(fixture_t *f, const char *reason)
+{
+    vb_metric_t id;
+    ASSERT_EQ(vb_metrics_add(f->m, VB_METRIC_COUNTER,
+                             "vb_twilio_stream_rejected_total", "",
+                             VB_LABELS("reason", reason), &id),
+              0);
+    return vb_metrics_value(f->m, id);
+}
+
+/* Connects a client, writes the 101 on the server side as the ingress
+ * would, and hands the server socket over with `pre` bytes. */
+static client_t *connect_pre(fixture_t *f, const uint8_t *pre, size_t pre_len)
+{
+    client_t *c = calloc(1, sizeof *c);
+    ASSERT_NOT_NULL(c);
+    struct sockaddr_in a;
+    socklen_t sl = sizeof a;
+    ASSERT_EQ(getsockname(f->lfd, (struct sockaddr *)&a, &sl), 0);
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_EQ(connect(c->fd, (struct sockaddr *)&a, sizeof a), 0);
+    int sfd = accept(f->lfd, NULL, NULL);
+    ASSERT_TRUE(sfd >= 0);
+    const char *resp = "HTTP/1.1 101 Switching Protocols\r\n"
+                       "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                       "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+                       "\r\n\r\n";
+    ASSERT_EQ(write(sfd, resp, strlen(resp)), (ssize_t)strlen(resp));
+    ASSERT_EQ(vb_twilio_stream_handoff(&f->conn, vb_twilio_stream_bell(f->st),
+                                       sfd, pre, pre_len),
+              0);
+    /* Skip the 101 on the client side. */
+    char head[512];
+    size_t got = 0;
+    while (got < strlen(resp)) {
+        ssize_t r = read(c->fd, head + got, strlen(resp) - got);
+        ASSERT_GT(r, 0);
+        got += (size_t)r;
+    }
+    c->seq = 1;
+    return c;
+}
+
+static client_t *connect_client(fixture_t *f)
+{
+    return connect_pre(f, NULL, 0);
+}
+
+static void client_close(client_t *c)
+{
+    close(c->fd);
+    free(c);
+}
+
+static void send_raw(client_t *c, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = write(c->fd, b, n);
+        ASSERT_GT(w, 0);
+        b += w;
+        n -= (size_t)w;
+    }
+}
+
+static void send_text(client_t *c, const char *json)
+{
+    size_t n = strlen(json);
+    uint8_t *w = malloc(n + 16);
+    size_t k = tf_frame(w, n + 16, true, 0x1, true, json, n);
+    send_raw(c, w, k);
+    free(w);
+}
+
+static void send_start(client_t *c, const char *token, const char *encoding)
+{
+    char json[1024];
+    char params[256] = "";
+    if (token != NULL)
+        snprintf(params, sizeof params, "\"streamToken\":\"%s\",", token);
+    snprintf(json, sizeof json,
+             "{\"event\":\"start\",\"sequenceNumber\":\"%llu\","
+             "\"start\":{\"accountSid\":\"" ACCT_SID
+             "\",\"streamSid\":\"" STREAM_SID "\",\"callSid\":\"" CALL_SID
+             "\",\"tracks\":[\"inbound\"],"
+             "\"mediaFormat\":{\"encoding\":\"%s\",\"sampleRate\":8000,"
+             "\"channels\":1},\"customParameters\":{%s\"FirstName\":\"Jane\"}},"
+             "\"streamSid\":\"" STREAM_SID "\"}",
+             (unsigned long long)c->seq++, encoding, params);
+    send_text(c, json);
+}
+
+static void send_media(client_t *c, const uint8_t *mulaw, size_t n)
+{
+    char b64[2048];
+    size_t bl = 0;
+    ASSERT_EQ(
+        mbedtls_base64_encode((unsigned char *)b64, sizeof b64, &bl, mulaw, n),
+        0);
+    b64[bl] = '\0';
+    char json[4096];
+    c->chunk++;
+    snprintf(json, sizeof json,
+             "{\"event\":\"media\",\"sequenceNumber\":\"%llu\",\"media\":{"
+             "\"track\":\"inbound\",\"chunk\":\"%llu\",\"timestamp\":\"%llu\","
+             "\"payload\":\"%s\"},\"streamSid\":\"" STREAM_SID "\"}",
+             (unsigned long long)c->seq++, (unsigned long long)c->chunk,
+             (unsigned long long)(c->chunk * 20 + 135), b64);
+    send_text(c, json);
+}
+
+static char *make_token(fixture_t *f, int lane, int64_t expiry, const char *sid)
+{
+    static char tok[VB_TWILIO_TOKEN_LEN + 1];
+    ASSERT_EQ(
+        vb_twilio_sig_token_create(&f->key, sid, (uint32_t)lane, expiry, tok),
+        0);
+    return tok;
+}
+
+static void start_call(fixture_t *f, client_t *c, int lane)
+{
+    send_text(c, "{\"event\":\"connected\",\"protocol\":\"Call\","
+                 "\"version\":\"1.0.0\"}");
+    send_start(c, make_token(f, lane, (int64_t)time(NULL) + 60, CALL_SID),
+               "audio/x-mulaw");
+}
+
+/* Reads one frame, waiting up to `ms`; false on timeout or EOF. */
+static bool read_frame(client_t *c, tf_parsed_t *pf, int ms)
+{
+    uint64_t deadline = vb_clock_now_ns() + (uint64_t)ms * 1000000ull *
+                                                (uint64_t)vb_test_slowdown();
+    for (;;) {
+        size_t used = tf_parse(c->buf, c->len, pf);
+        if (used > 0) {
+            memmove(c->buf, c->buf + used, c->len - used);
+            c->len -= used;
+            return true;
+        }
+        uint64_t now = vb_clock_now_ns();
+        if (now >= deadline)
+            return false;
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        if (poll(&p, 1, (int)((deadline - now) / 1000000ull) + 1) <= 0)
+            return false;
+        ssize_t r = read(c->fd, c->buf + c->len, sizeof c->buf - c->len);
+        if (r <= 0)
+            return false;
+        c->len += (size_t)r;
+    }
+}
+
+/* Expects a close frame with `code` whose reason contains `reason`. */
+static void expect_close(client_t *c, uint16_t code, const char *reason)
+{
+    tf_parsed_t *pf = malloc(sizeof *pf);
+    for (;;) {
+        ASSERT_TRUE(read_frame(c, pf, 5000));
+        if (pf->op == 0x8)
+            break;
+    }
+    ASSERT_TRUE(!pf->masked);
+    ASSERT_EQ(tf_close_code(pf), code);
+    if (reason != NULL) {
+        char r[128] = {0};
+        memcpy(r, pf->payload + 2, pf->len - 2);
+        ASSERT_STR_CONTAINS(r, reason);
+    }
+    free(pf);
+}
+
+/* Pops the next inbound message, waiting up to 5 s. */
+static bool pop_in(fixture_t *f, vb_msg_t *m, int ms)
+{
+    uint64_t deadline = vb_clock_now_ns() + (uint64_t)ms * 1000000ull *
+                                                (uint64_t)vb_test_slowdown();
+    while (vb_ring_try_pop(&f->in, m) != 0) {
+        if (vb_clock_now_ns() > deadline)
+            return false;
+        usleep(500);
+    }
+    return true;
+}
+
+static void push_out(fixture_t *f, vb_call_id_t call, uint8_t kind,
+                     const void *data, size_t len, bool ring)
+{
+    vb_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.kind = kind;
+    m.call = call;
+    m.seq = f->out_seq++;
+    m.len = (uint16_t)len;
+    m.t_origin = m.t_enqueue = vb_clock_now_ns();
+    if (len > 0)
+        memcpy(m.data, data, len);
+    ASSERT_EQ(vb_ring_try_push(&f->out, &m, sizeof m), 0);
+    /* Tests ring unconditionally after a batch of pushes (the wake-up
+     * protocol itself is covered by test_ring). */
+    if (ring)
+        uv_async_send(vb_twilio_stream_bell(f->st));
+}
+
+static void ring_out(fixture_t *f)
+{
+    uv_async_send(vb_twilio_stream_bell(f->st));
+}
+
+static cJSON *read_json(client_t *c)
+{
+    tf_parsed_t *pf = malloc(sizeof *pf);
+    ASSERT_TRUE(read_frame(c, pf, 5000));
+    ASSERT_EQ(pf->op, 0x1);
+    ASSERT_TRUE(!pf->masked);
+    cJSON *j = cJSON_ParseWithLength((const char *)pf->payload, pf->len);
+    ASSERT_NOT_NULL(j);
+    free(pf);
+    return j;
+}
+
+static int nkeys(const cJSON *o)
+{
+    int n = 0;
+    for (const cJSON *k = o->child; k != NULL; k = k->next)
+        n++;
+    return n;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    ASSERT_TRUE(cJSON_IsString(v));
+    return v->valuestring;
+}
+
+static void mulaw_pattern(uint8_t *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)((seed * 131 + i * 7 + (i >> 3)) & 0xFF);
+}
+
+/* Pops CALL_OPEN and checks its payload; returns the call id. */
+static vb_call_id_t expect_open(fixture_t *f)
+{
+    vb_msg_t m;
+    ASSERT_TRUE(pop_in(f, &m, 5000));
+    ASSERT_EQ(m.kind, VB_MSG_CALL_OPEN);
+    ASSERT_EQ(m.len, sizeof(vb_twilio_open_t));
+    vb_twilio_open_t o;
+    memcpy(&o, m.data, sizeof o);
+    ASSERT_STR_EQ(o.call_sid, CALL_SID);
+    ASSERT_STR_EQ(o.stream_sid, STREAM_SID);
+    ASSERT_STR_EQ(o.account_sid, ACCT_SID);
+    return m.call;
+}
+
+/* ---- inbound ---- */
+
+TEST_T(valid_stream_reaches_ring_byte_exact_and_in_order, 30)
+{
+    fixture_t *f = fx_start(0, 4, 1, 1024, 0);
+    /* `connected` arrives with the hand-off bytes, as if the ingress had
+     * read it together with the upgrade request. */
+    uint8_t pre[256];
+    const char *conn = "{\"event\":\"connected\",\"protocol\":\"Call\","
+                       "\"version\":\"1.0.0\"}";
+    size_t pre_len =
+        tf_frame(pre, sizeof pre, true, 0x1, true, conn, strlen(conn));
+    client_t *c = connect_pre(f, pre, pre_len);
+    send_start(c, make_token(f, 0, (int64_t)time(NULL) + 60, CALL_SID),
+               "audio/x-mulaw");
+    vb_call_id_t id = expect_open(f);
+    uint64_t before = vb_clock_now_ns();
+    enum { N = 150 };
+    for (unsigned i = 0; i < N; i++) {
+        uint8_t mu[160];
+        mulaw_pattern(mu, sizeof mu, i);
+        send_media(c, mu, sizeof mu);
+    }
+    send_text(c, "{\"event\":\"dtmf\",\"streamSid\":\"" STREAM_SID
+                 "\",\"sequenceNumber\":\"152\",\"dtmf\":{\"track\":"
+                 "\"inbound_track\",\"digit\":\"5\"}}");
+    send_text(c, "{\"event\":\"stop\",\"sequenceNumber\":\"153\","
+                 "\"streamSid\":\"" STREAM_SID "\",\"stop\":{\"accountSid\":"
+                 "\"" ACCT_SID "\",\"callSid\":\"" CALL_SID "\"}}");
+    uint32_t last_seq = 0;
+    for (unsigned i = 0; i < N; i++) {
+        vb_msg_t m;
+        ASSERT_TRUE(pop_in(f, &m, 5000));
+        ASSERT_EQ(m.kind, VB_MSG_AUDIO);
+        ASSERT_TRUE(vb_call_id_eq(m.call, id));
+        ASSERT_EQ(m.len, 160);
+        uint8_t mu[160];
+        mulaw_pattern(mu, sizeof mu, i);
+        ASSERT_MEM_EQ(m.data, mu, 160);
+        ASSERT_GT(m.seq, last_seq);
+        last_seq = m.seq;
+        ASSERT_GE(m.t_origin, before);
+        ASSERT_GE(m.t_enqueue, m.t_origin);
+    }
+    vb_msg_t m;
+    ASSERT_TRUE(pop_in(f, &m, 5000));
+    ASSERT_EQ(m.kind, VB_MSG_DTMF);
+    ASSERT_EQ(m.len, 1);
+    ASSERT_EQ(m.data[0], '5');
+    ASSERT_TRUE(pop_in(f, &m, 5000));
+    ASSERT_EQ(m.kind, VB_MSG_CALL_CLOSE);
+    ASSERT_TRUE(vb_call_id_eq(m.call, id));
+    ASSERT_MEM_EQ(m.data, "stop", 4);
+    expect_close(c, 1000, NULL);
+    ASSERT_TRUE(!pop_in(f, &m, 50));
+    vb_twilio_call_stats_t st;
+    ASSERT_EQ(vb_twilio_stream_last_stats(f->st, &st), 1);
+    ASSERT_EQ(st.frames_in, N);
+    ASSERT_EQ(st.bytes_in, N * 160);
+    ASSERT_EQ(st.seq_gaps, 0);
+    ASSERT_EQ(st.chunk_gaps, 0);
+    ASSERT_EQ(st.dtmf, 1);
+    ASSERT_EQ(st.protocol_errors, 0);
+    for (int i = 0; vb_twilio_error_reasons[i] != NULL; i++)
+        ASSERT_EQ(metric(f, vb_twilio_error_reasons[i]), 0);
+    client_close(c);
+    fx_stop(f);
+}
+
+static void bad_token_case(const char *token_kind)
+{
+    fixture_t *f = fx_start(2, 4, 1, 64, 0);
+    client_t *c = connect_client(f);
+    send_text(c, "{\"event\":\"connected\",\"protocol\":\"Call\","
+                 "\"version\":\"1.0.0\"}");
+    int64_t now = (int64_t)time(NULL);
+    const char *tok = NULL;
+    const char *label = token_kind;
+    if (strcmp(token_kind, "forged") == 0) {
+        char *t = make_token(f, 2, now + 60, CALL_SID);
+        t[10] = t[10] == 'A' ? 'B' : 'A';
+        tok = t;
+    } else if (strcmp(token_kind, "other_call") == 0) {
+        tok = make_token(f, 2, now + 60, "CAffffffffffffffffffffffffffffffff");
+        label = "forged";
+    } else if (strcmp(token_kind, "expired") == 0) {
+        tok = make_token(f, 2, now - 5, CALL_SID);
+    } else if (strcmp(token_kind, "wrong_lane") == 0) {
+        tok = make_token(f, 3, now + 60, CALL_SID);
+    } else if (strcmp(token_kind, "garbage") == 0) {
+        tok = "not-a-token";
+        label = "forged";
+    }
+    send_start(c, tok, "audio/x-mulaw");
+    uint8_t mu[160] = {0};
+    send_media(c, mu, sizeof mu);
+    expect_close(c, 1008, "stream token");
+    vb_msg_t m;
+    ASSERT_TRUE(!pop_in(f, &m, 200));
+    ASSERT_EQ(rejected(f, label), 1);
+    ASSERT_EQ(vb_twilio_stream_last_stats(f->st, NULL), 0);
+    client_close(c);
+    fx_stop(f);
+}
+
+TEST_T(missing_token_closes_1008_nothing_downstream, 20)
+{
+    bad_token_case("missing");
+}
+TEST_T(forged_token_closes_1008_nothing_downstream, 20)
+{
+    bad_token_case("forged");
+}
+TEST_T(token_of_other_call_closes_1008, 20)
+{
+    bad_token_case("other_call");
+}
+TEST_T(garbage_token_closes_1008, 20)
+{
+    bad_token_case("garbage");
+}
+TEST_T(expired_token_closes_1008_nothing_downstream, 20)
+{
+    bad_token_case("expired");
+}
+TEST_T(wrong_lane_token_closes_1008_nothing_downstream, 20)
+{
+    bad_token_case("wrong_lane");
+}
+
+TEST_T(malformed_messages_are_counted_and_survived, 30)
+{
+    fixture_t *f = fx_start(0, 4, 1, 1024, 0);
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    vb_call_id_t id = expect_open(f);
+    struct {
+        const char *json;
+        const char *reason;
+    } cases[] = {
+        {"{\"event\":\"media\",", "invalid_json"},
+        {"[1,2,3]", "invalid_json"},
+        {"{\"event\":\"media\"} x", "invalid_json"},
+        {"{\"event\":\"bogus\",\"streamSid\":\"" STREAM_SID "\"}",
+         "unknown_event"},
+        {"{\"streamSid\":\"" STREAM_SID "\"}", "missing_field"},
+        {"{\"event\":\"media\",\"sequenceNumber\":\"9\",\"streamSid\":"
+         "\"" STREAM_SID
+         "\",\"media\":{\"track\":\"inbound\",\"chunk\":\"1\",\"timestamp\":"
+         "\"5\"}}",
+         "missing_field"},
+        {"{\"event\":\"media\",\"sequenceNumber\":9,\"streamSid\":\"" STREAM_SID
+         "\",\"media\":{\"track\":\"inbound\",\"chunk\":\"1\",\"timestamp\":"
+         "\"5\",\"payload\":\"AAAA\"}}",
+         "invalid_field"},
+        {"{\"event\":\"media\",\"sequenceNumber\":\"9\",\"streamSid\":"
+         "\"MZwrong\",\"media\":{\"track\":\"inbound\",\"chunk\":\"1\","
+         "\"timestamp\":\"5\",\"payload\":\"AAAA\"}}",
+         "wrong_stream_sid"},
+        {"{\"event\":\"media\",\"sequenceNumber\":\"9\",\"streamSid\":"
+         "\"" STREAM_SID
+         "\",\"media\":{\"track\":\"inbound\",\"chunk\":\"1\",\"timestamp\":"
+         "\"5\",\"payload\":\"@@@@\"}}",
+         "bad_base64"},
+        {"{\"event\":\"start\",\"sequenceNumber\":\"9\",\"streamSid\":"
+         "\"" STREAM_SID "\",\"start\":{\"accountSid\":\"" ACCT_SID
+         "\",\"streamSid\":\"" STREAM_SID "\",\"callSid\":\"" CALL_SID
+         "\",\"mediaFormat\":{\"encoding\":\"audio/"
+         "x-mulaw\",\"sampleRate\":8000,\"channels\":1}}}",
+         "unexpected_event"},
+        {"{\"event\":\"mark\",\"sequenceNumber\":\"9\",\"streamSid\":"
+         "\"" STREAM_SID "\",\"mark\":{\"name\":\"never-sent\"}}",
+         "unexpected_mark"},
+        {"{\"event\":\"dtmf\",\"sequenceNumber\":\"9\",\"streamSid\":"
+         "\"" STREAM_SID
+         "\",\"dtmf\":{\"track\":\"inbound_track\",\"digit\":\"55\"}}",
+         "invalid_field"},
+    };
+    size_t ncases = sizeof cases / sizeof cases[0];
+    for (size_t i = 0; i < ncases; i++)
+        send_text(c, cases[i].json);
+    /* A binary frame. */
+    uint8_t w[64];
+    size_t n = tf_frame(w, sizeof w, true, 0x2, true, "\x01\x02", 2);
+    send_raw(c, w, n);
+    /* The call survives: valid media still arrives. */
+    c->seq = 20;
+    uint8_t mu[160];
+    mulaw_pattern(mu, sizeof mu, 7);
+    send_media(c, mu, sizeof mu);
+    vb_msg_t m;
+    ASSERT_TRUE(pop_in(f, &m, 5000));
+    ASSERT_EQ(m.kind, VB_MSG_AUDIO);
+    ASSERT_TRUE(vb_call_id_eq(m.call, id));
+    ASSERT_MEM_EQ(m.data, mu, 160);
+    /* Nothing else reached the ring. */
+    ASSERT_TRUE(!pop_in(f, &m, 100));
+    int64_t want[16] = {0};
+    const char *const *r = vb_twilio_error_reasons;
+    for (size_t i = 0; i < ncases; i++)
+        for (int k = 0; r[k] != NULL; k++)
+            if (strcmp(r[k], cases[i].reason) == 0)
+                want[k]++;
+    for (int k = 0; r[k] != NULL; k++) {
+        if (strcmp(r[k], "binary_frame") == 0)
+            want[k] = 1;
+        ASSERT_EQ(metric(f, r[k]), want[k]);
+    }
+    /* Then a clean hang-up by Twilio. */
+    send_text(c, "{\"event\":\"stop\",\"sequenceNumber\":\"30\","
+                 "\"streamSid\":\"" STREAM_SID "\"}");
+    ASSERT_TRUE(pop_in(f, &m, 5000));
+    ASSERT_EQ(m.kind, VB_MSG_CALL_CLOSE);
+    vb_twilio_call_stats_t st;
+    ASSERT_EQ(vb_twilio_stream_last_stats(f->st, &st), 1);
+    ASSERT_EQ(st.protocol_errors, ncases + 1);
+    ASSERT_GT(st.seq_gaps, 0);
+    client_close(c);
+    fx_stop(f);
+}
+
+TEST_T(messages_before_start_open_nothing, 20)
+{
+    fixture_t *f = fx_start(0, 4, 1, 64, 0);
+    client_t *c = connect_client(f);
+    uint8_t mu[160] = {1};
+    send_media(c, mu, sizeof mu);
+    send_text(c, "{\"event\":\"stop\",\"sequenceNumber\":\"3\","
+                 "\"streamSid\":\"" STREAM_SID "\"}");
+    /* Then a valid start still works. */
+    start_call(f, c, 0);
+    expect_open(f);
+    ASSERT_EQ(metric(f, "unexpected_event"), 2);
+    client_close(c);
+    fx_stop(f);
+}
+
+TEST_T(fatal_cases_close_with_codes, 30)
+{
+    struct {
+        int kind;
+        uint16_t code;
+        const char *reason;
+        const char *metric;
+    } cases[] = {
+        {0, 1009, NULL, "oversized"},
+        {1, 1007, NULL, "invalid_utf8"},
+        {2, 1008, "unsupported media format", "unsupported_format"},
+        {3, 1008, "malformed start", "missing_field"},
+        {4, 1002, NULL, "ws_protocol"},
+        {5, 1008, "too many protocol errors", "unknown_event"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fixture_t *f = fx_start(0, 4, 1, 64, 0);
+        client_t *c = connect_client(f);
+        switch (cases[i].kind) {
+        case 0: {
+            size_t n = 70000;
+            char *big = malloc(n + 1);
+            memset(big, ' ', n);
+            big[0] = '{';
+            big[n - 1] = '}';
+            big[n] = '\0';
+            send_text(c, big);
+            free(big);
+            break;
+        }
+        case 1:
+            send_text(c, "{\"event\":\"conn\xc3\x28\"}");
+            break;
+        case 2:
+            send_start(c, make_token(f, 0, (int64_t)time(NULL) + 60, CALL_SID),
+                       "audio/l16");
+            break;
+        case 3:
+            send_text(c, "{\"event\":\"start\",\"sequenceNumber\":\"1\","
+                         "\"streamSid\":\"" STREAM_SID "\",\"start\":{}}");
+            break;
+        case 4: {
+            uint8_t w[16];
+            size_t n = tf_frame(w, sizeof w, true, 0x1, false, "{}", 2);
+            send_raw(c, w, n);
+            break;
+        }
+        case 5:
+            for (int k = 0; k < 25; k++)
+                send_text(c, "{\"event\":\"nope\"}");
+            break;
+        }
+        expect_close(c, cases[i].code, cases[i].reason);
+        vb_msg_t m;
+        ASSERT_TRUE(!pop_in(f, &m, 100));
+        /* The metric is written by the stage thread just before or after
+         * the close frame leaves; give it a moment. */
+        for (int k = 0; k < 200 && metric(f, cases[i].metric) == 0; k++)
+            usleep(5000);
+        ASSERT_GT(metric(f, cases[i].metric), 0);
+        client_close(c);
+        fx_stop(f);
+    }
+}
+
+TEST_T(no_start_times_out_1008, 20)
+{
+    fixture_t *f = fx_start(0, 4, 1, 64, 300);
+    client_t *c = connect_client(f);
+    send_text(c, "{\"event\":\"connected\",\"protocol\":\"Call\","
+                 "\"version\":\"1.0.0\"}");
+    expect_close(c, 1008, "no start");
+    client_close(c);
+    fx_stop(f);
+}
+
+TEST_T(lane_full_refuses_with_1013, 20)
+{
+    fixture_t *f = fx_start(0, 1, 1, 64, 0);
+    client_t *a = connect_client(f);
+    start_call(f, a, 0);
+    expect_open(f);
+    client_t *b = connect_client(f);
+    expect_close(b, 1013, "lane full");
+    ASSERT_EQ(rejected(f, "lane_full"), 1);
+    client_close(a);
+    client_close(b);
+    fx_stop(f);
+}
+
+TEST_T(inbound_ring_full_pushes_back_without_loss, 30)
+{
+    /* A tiny inbound ring that the "DSP" does not drain while Twilio
+     * sends: the stage must park, stop reading and lose nothing. */
+    fixture_t *f = fx_start(0, 4, 1, 4, 0);
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    enum { N = 300 };
+    for (unsigned i = 0; i < N; i++) {
+        uint8_t mu[160];
+        mulaw_pattern(mu, sizeof mu, i);
+        send_media(c, mu, sizeof mu);
+    }
+    usleep(200000);
+    vb_call_id_t id = expect_open(f);
+    /* Audio may come coalesced; the byte stream must be exact. */
+    size_t total = 0;
+    uint8_t *all = malloc(N * 160);
+    while (total < N * 160) {
+        vb_msg_t m;
+        ASSERT_TRUE(pop_in(f, &m, 5000));
+        ASSERT_EQ(m.kind, VB_MSG_AUDIO);
+        ASSERT_TRUE(vb_call_id_eq(m.call, id));
+        ASSERT_LE(total + m.len, N * 160);
+        memcpy(all + total, m.data, m.len);
+        total += m.len;
+    }
+    for (unsigned i = 0; i < N; i++) {
+        uint8_t mu[160];
+        mulaw_pattern(mu, sizeof mu, i);
+        ASSERT_MEM_EQ(all + i * 160, mu, 160);
+    }
+    free(all);
+    vb_metric_t full;
+    ASSERT_EQ(vb_metrics_add(f->m, VB_METRIC_COUNTER, "vb_ring_full_total", "",
+                             VB_LABELS("ring", "twilio_to_dsp"), &full),
+              0);
+    ASSERT_GT(vb_metrics_value(f->m, full), 0);
+    client_close(c);
+    fx_stop(f);
+}
+
+/* ---- outbound ---- */
+
+static void expect_media(client_t *c, const uint8_t *want, size_t n)
+{
+    cJSON *j = read_json(c);
+    ASSERT_STR_EQ(jstr(j, "event"), "media");
+    ASSERT_STR_EQ(jstr(j, "streamSid"), STREAM_SID);
+    ASSERT_EQ(nkeys(j), 3);
+    const cJSON *media = cJSON_GetObjectItemCaseSensitive(j, "media");
+    ASSERT_TRUE(cJSON_IsObject(media));
+    ASSERT_EQ(nkeys(media), 1);
+    const char *p = jstr(media, "payload");
+    uint8_t dec[8192];
+    size_t dl = 0;
+    ASSERT_EQ(mbedtls_base64_decode(dec, sizeof dec, &dl,
+                                    (const unsigned char *)p, strlen(p)),
+              0);
+    ASSERT_EQ(dl, n);
+    ASSERT_MEM_EQ(dec, want, n);
+    cJSON_Delete(j);
+}
+
+static void expect_event(client_t *c, const char *event, const char *mark)
+{
+    cJSON *j = read_json(c);
+    ASSERT_STR_EQ(jstr(j, "event"), event);
+    ASSERT_STR_EQ(jstr(j, "streamSid"), STREAM_SID);
+    if (mark != NULL) {
+        ASSERT_EQ(nkeys(j), 3);
+        const cJSON *mk = cJSON_GetObjectItemCaseSensitive(j, "mark");
+        ASSERT_TRUE(cJSON_IsObject(mk));
+        ASSERT_EQ(nkeys(mk), 1);
+        ASSERT_STR_EQ(jstr(mk, "name"), mark);
+    } else {
+        ASSERT_EQ(nkeys(j), 2);
+    }
+    cJSON_Delete(j);
+}
+
+TEST_T(outbound_media_marks_clear_and_hangup_arrive_as_sent, 30)
+{
+    fixture_t *f = fx_start(0, 4, 1, 1024, 0);
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    vb_call_id_t id = expect_open(f);
+    uint8_t frames[5][160];
+    for (int i = 0; i < 5; i++) {
+        mulaw_pattern(frames[i], 160, 100 + (unsigned)i);
+        push_out(f, id, VB_MSG_AUDIO, frames[i], 160, false);
+    }
+    const char *name = "resp-1 \"quoted\"";
+    push_out(f, id, VB_MSG_MARK, name, strlen(name), true);
+    for (int i = 0; i < 5; i++)
+        expect_media(c, frames[i], 160);
+    expect_event(c, "mark", name);
+    /* Twilio echoes the mark: a played (not cleared) MARK goes inbound. */
+    char echo[256];
+    snprintf(echo, sizeof echo,
+             "{\"event\":\"mark\",\"sequenceNumber\":\"3\",\"streamSid\":"
+             "\"" STREAM_SID
+             "\",\"mark\":{\"name\":\"resp-1 \\\"quoted\\\"\"}}");
+    send_text(c, echo);
+    vb_msg_t m;
+    ASSERT_TRUE(pop_in(f, &m, 5000));
+    ASSERT_EQ(m.kind, VB_MSG_MARK);
+    ASSERT_EQ(m.flags, 0);
+    ASSERT_EQ(m.len, strlen(name));
+    ASSERT_MEM_EQ(m.data, name, strlen(name));
+    /* A mark, then clear: its echo counts as cleared. */
+    push_out(f, id, VB_MSG_AUDIO, frames[0], 160, false);
+    push_out(f, id, VB_MSG_MARK, "m2", 2, false);
+    push_out(f, id, VB_MSG_CLEAR, NULL, 0, false);
+    push_out(f, id, VB_MSG_TURN_END, NULL, 0, true);
+    expect_media(c, frames[0], 160);
+    expect_event(c, "mark", "m2");
+    expect_event(c, "clear", NULL);
+    expect_event(c, "mark", "turn-1");
+    send_text(c, "{\"event\":\"mark\",\"sequenceNumber\":\"4\",\"streamSid\":"
+                 "\"" STREAM_SID "\",\"mark\":{\"name\":\"m2\"}}");
+    ASSERT_TRUE(pop_in(f, &m, 5000));
+    ASSERT_EQ(m.kind, VB_MSG_MARK);
+    ASSERT_EQ(m.flags, VB_TWILIO_MARK_CLEARED);
+    /* Hang-up: close 1000 and CALL_CLOSE downstream. */
+    push_out(f, id, VB_MSG_HANGUP, NULL, 0, true);
+    expect_close(c, 1000, "hangup");
+    ASSERT_TRUE(pop_in(f, &m, 5000));
+    ASSERT_EQ(m.kind, VB_MSG_CALL_CLOSE);
+    ASSERT_MEM_EQ(m.data, "hangup", 6);
+    vb_twilio_call_stats_t st;
+    ASSERT_EQ(vb_twilio_stream_last_stats(f->st, &st), 1);
+    ASSERT_EQ(st.frames_out, 6);
+    ASSERT_EQ(st.bytes_out, 6 * 160);
+    ASSERT_EQ(st.marks_sent, 3);
+    ASSERT_EQ(st.marks_echoed, 2);
+    ASSERT_EQ(st.marks_cleared, 1);
+    ASSERT_EQ(st.clears, 1);
+    ASSERT_EQ(st.bytes_played + st.bytes_cleared, st.bytes_out);
+    /* Messages for the ended call are dropped as stale. */
+    push_out(f, id, VB_MSG_AUDIO, frames[0], 160, true);
+    client_close(c);
+    fx_stop(f);
+}
+
+TEST_T(outbound_batching_cuts_media_in_frame_multiples, 30)
+{
+    fixture_t *f = fx_start(0, 4, 3, 1024, 0);
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    vb_call_id_t id = expect_open(f);
+    uint8_t all[7 * 160];
+    mulaw_pattern(all, sizeof all, 9);
+    for (int i = 0; i < 7; i++)
+        push_out(f, id, VB_MSG_AUDIO, all + i * 160, 160, false);
+    ring_out(f);
+    /* One doorbell for all seven frames: 3 + 3 + the tail at ring end. */
+    expect_media(c, all, 480);
+    expect_media(c, all + 480, 480);
+    expect_media(c, all + 960, 160);
+    client_close(c);
+    fx_stop(f);
+}
