@@ -24,6 +24,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "net/ingress.h"
 #include "net/tcp.h"
 #include "net/twilio_msg.h"
 #include "net/ws.h"
@@ -571,6 +572,8 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
     in_push(c, VB_MSG_CALL_OPEN, 0, &open, sizeof open, vb_clock_now_ns());
     vb_metrics_counter_add(s->shard, s->m_calls, 1);
     vb_metrics_gauge_add(s->shard, s->m_active, 1);
+    if (s->cfg.calls_changed != NULL)
+        s->cfg.calls_changed(s->cfg.calls_ud, s->cfg.lane, 1);
     vb_log_info(c->label, "stream started", "stream=%s lane=%d slot=%u",
                 c->stream_sid, s->cfg.lane, (unsigned)c->id.slot);
 }
@@ -779,6 +782,8 @@ static void call_end(call_t *c, const char *reason)
         return;
     in_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason), vb_clock_now_ns());
     vb_metrics_gauge_add(s->shard, s->m_active, -1);
+    if (s->cfg.calls_changed != NULL)
+        s->cfg.calls_changed(s->cfg.calls_ud, s->cfg.lane, -1);
     uint64_t now = vb_clock_now_ns();
     uint64_t unplayed =
         c->play_end_ns > now ? (c->play_end_ns - now) / NS_PER_MULAW_BYTE : 0;
@@ -843,7 +848,7 @@ static void reject_fd(int fd, uint16_t code, const char *reason)
 }
 
 static void adopt(vb_twilio_stream_t *s, int fd, const uint8_t *pre,
-                  size_t pre_len)
+                  size_t pre_len, const char *peer)
 {
     uint32_t slot = 0;
     while (slot < s->cfg.max_calls && s->calls[slot] != NULL)
@@ -866,6 +871,8 @@ static void adopt(vb_twilio_stream_t *s, int fd, const uint8_t *pre,
     c->st = C_CONNECTED;
     snprintf(c->label, sizeof c->label, "lane%d-conn%u", s->cfg.lane,
              (unsigned)slot);
+    vb_log_debug(c->label, "twilio stream adopted", "peer=%s early_bytes=%zu",
+                 peer, pre_len);
     c->json = malloc(maxm + 1);
     c->audio_cap = maxm / 4 * 3 + 3;
     c->audio = malloc(c->audio_cap);
@@ -929,15 +936,22 @@ static void drain_conn(vb_twilio_stream_t *s)
 {
     vb_msg_t *m;
     while ((m = vb_ring_peek(s->cfg.conn_in)) != NULL) {
-        if (m->kind == VB_MSG_CONN && m->len >= 8) {
-            int32_t fd;
-            memcpy(&fd, m->data, sizeof fd);
-            if (s->stopping)
-                close(fd);
-            else
-                adopt(s, fd, m->data + 8, (size_t)m->len - 8);
-        }
+        vb_ingress_conn_t cc;
+        int kind = m->kind;
+        int rc = vb_ingress_conn_get(m, &cc);
         vb_ring_release(s->cfg.conn_in);
+        if (rc < 0) {
+            vb_log_error(NULL, "twilio stream: bad conn message", "kind=%s",
+                         vb_msg_kind_name(kind));
+            continue;
+        }
+        if (s->stopping) {
+            vb_ingress_conn_release(&cc);
+            continue;
+        }
+        cc.peer[sizeof cc.peer - 1] = '\0';
+        adopt(s, cc.fd, (const uint8_t *)cc.extra, cc.extra_len, cc.peer);
+        free(cc.extra);
     }
 }
 
@@ -1193,21 +1207,29 @@ uint64_t vb_twilio_stream_last_stats(vb_twilio_stream_t *s,
 int vb_twilio_stream_handoff(vb_ring_t *conn_ring, uv_async_t *bell, int fd,
                              const uint8_t *pre, size_t pre_len)
 {
-    if (conn_ring == NULL || fd < 0 || (pre == NULL && pre_len > 0))
+    if (conn_ring == NULL || fd < 0 || (pre == NULL && pre_len > 0) ||
+        pre_len > UINT32_MAX)
         return VB_EINVAL;
-    if (pre_len > VB_TWILIO_CONN_PRE_MAX)
-        return VB_EMSGSIZE;
+    vb_ingress_conn_t cc;
+    memset(&cc, 0, sizeof cc);
+    cc.fd = fd;
+    snprintf(cc.peer, sizeof cc.peer, "handoff");
+    if (pre_len > 0) {
+        cc.extra = malloc(pre_len);
+        if (cc.extra == NULL)
+            return VB_ENOMEM;
+        memcpy(cc.extra, pre, pre_len);
+        cc.extra_len = (uint32_t)pre_len;
+    }
     vb_msg_t *m = vb_ring_reserve(conn_ring);
-    if (m == NULL)
+    if (m == NULL) {
+        free(cc.extra);
         return VB_ENOSPC;
+    }
     memset(m, 0, offsetof(vb_msg_t, data));
     m->kind = VB_MSG_CONN;
-    m->len = (uint16_t)(8 + pre_len);
-    int32_t v = fd;
-    memcpy(m->data, &v, sizeof v);
-    memset(m->data + 4, 0, 4);
-    if (pre_len > 0)
-        memcpy(m->data + 8, pre, pre_len);
+    m->len = (uint16_t)sizeof cc;
+    memcpy(m->data, &cc, sizeof cc);
     m->t_origin = m->t_enqueue = vb_clock_now_ns();
     vb_ring_commit(conn_ring);
     if (vb_ring_wake_needed(conn_ring, 1) && bell != NULL)

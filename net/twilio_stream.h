@@ -4,6 +4,7 @@
  * connections, one libuv loop, three rings.
  *
  *   conn      ingress --CONN--> [twilio-io]   an upgraded socket to adopt
+ *                                             (payload vb_ingress_conn_t)
  *   inbound   [twilio-io] --in--> dsp         CALL_OPEN, AUDIO (μ-law 8 kHz
  *                                             as received), DTMF, MARK
  *                                             (echo), CALL_CLOSE
@@ -65,9 +66,6 @@ typedef struct vb_twilio_open {
 /* Payload of CALL_CLOSE on the inbound ring: a short reason ("stop",
  * "hangup", "disconnect", "error") as text, not NUL-terminated. */
 
-/* Payload of a CONN message (ingress -> twilio-io). */
-#define VB_TWILIO_CONN_PRE_MAX (VB_MSG_DATA_MAX - 8)
-
 typedef struct vb_twilio_stream_config {
     int lane;                  /* this lane's number; tokens must name it */
     uint32_t max_calls;        /* connections at once; call slots < max_calls */
@@ -85,6 +83,10 @@ typedef struct vb_twilio_stream_config {
     vb_ring_t *out_from_dsp; /* consumer end */
     uv_async_t *dsp_bell;    /* rung when in_to_dsp gets work; may be NULL */
     vb_metrics_t *metrics;
+    /* Optional: told on the stage thread when a call opens (+1) and ends
+     * (-1), e.g. vb_ingress_calls_add() for lane choice and /readyz. */
+    void (*calls_changed)(void *ud, int lane, int delta);
+    void *calls_ud;
 } vb_twilio_stream_config_t;
 
 typedef struct vb_twilio_stream vb_twilio_stream_t;
@@ -132,13 +134,13 @@ void vb_twilio_stream_destroy(vb_twilio_stream_t *s);
 uint64_t vb_twilio_stream_last_stats(vb_twilio_stream_t *s,
                                      vb_twilio_call_stats_t *out);
 
-/* Hands a socket to a stage: pushes a CONN message with `fd` and the bytes
- * already read past the upgrade request (`pre`, at most
- * VB_TWILIO_CONN_PRE_MAX) onto `conn_ring` and rings `bell` if needed. The
- * socket must already have had its 101 response written. On success the
- * stage owns `fd`. Returns 0, VB_ENOSPC (ring full: the caller still owns
- * fd), VB_EMSGSIZE (too many pre bytes), VB_EINVAL. Only the conn ring's
- * producer thread (ingress). */
+/* Hands a socket to a stage the way the ingress does (net/ingress.h): pushes
+ * a VB_MSG_CONN message (vb_ingress_conn_t) with `fd` and a copy of the
+ * bytes already read past the upgrade request (`pre`) onto `conn_ring` and
+ * rings `bell` if needed. The socket must already have had its 101 response
+ * written. On success the stage owns `fd`. Returns 0, VB_ENOSPC (ring full:
+ * the caller still owns fd), VB_ENOMEM, VB_EINVAL. Only the conn ring's
+ * producer thread; for tests and tools (the ingress has its own). */
 int vb_twilio_stream_handoff(vb_ring_t *conn_ring, uv_async_t *bell, int fd,
                              const uint8_t *pre, size_t pre_len);
 

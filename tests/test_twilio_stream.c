@@ -33,6 +33,7 @@
 
 typedef struct fixture {
     vb_ring_t conn, in, out;
+    _Atomic int calls; /* via the calls_changed hook */
     vb_metrics_t *m;
     vb_twilio_sig_key_t key;
     vb_twilio_stream_t *st;
@@ -47,6 +48,13 @@ typedef struct client {
     uint64_t seq; /* Twilio's sequenceNumber */
     uint64_t chunk;
 } client_t;
+
+static void calls_changed(void *ud, int lane, int delta)
+{
+    fixture_t *f = ud;
+    (void)lane;
+    f->calls += delta;
+}
 
 static fixture_t *fx_start(int lane, uint32_t max_calls, uint32_t batch,
                            uint32_t in_cap, uint32_t start_ms)
@@ -72,6 +80,8 @@ static fixture_t *fx_start(int lane, uint32_t max_calls, uint32_t batch,
         .in_to_dsp = &f->in,
         .out_from_dsp = &f->out,
         .metrics = f->m,
+        .calls_changed = calls_changed,
+        .calls_ud = f,
     };
     ASSERT_EQ(vb_twilio_stream_create(&f->st, &cfg), 0);
     ASSERT_EQ(vb_twilio_stream_start(f->st), 0);
@@ -375,6 +385,7 @@ TEST_T(valid_stream_reaches_ring_byte_exact_and_in_order, 30)
     send_start(c, make_token(f, 0, (int64_t)time(NULL) + 60, CALL_SID),
                "audio/x-mulaw");
     vb_call_id_t id = expect_open(f);
+    ASSERT_EQ(f->calls, 1);
     uint64_t before = vb_clock_now_ns();
     enum { N = 150 };
     for (unsigned i = 0; i < N; i++) {
@@ -414,6 +425,7 @@ TEST_T(valid_stream_reaches_ring_byte_exact_and_in_order, 30)
     ASSERT_MEM_EQ(m.data, "stop", 4);
     expect_close(c, 1000, NULL);
     ASSERT_TRUE(!pop_in(f, &m, 50));
+    ASSERT_EQ(f->calls, 0);
     vb_twilio_call_stats_t st;
     ASSERT_EQ(vb_twilio_stream_last_stats(f->st, &st), 1);
     ASSERT_EQ(st.frames_in, N);
