@@ -19,3 +19,13 @@ fuzz-gemini: $(BUILD)/fuzz/fuzz-gemini
 	@mkdir -p $(BUILD)/fuzz/corpus-gemini
 	$< -runs=$${FUZZ_RUNS:-200000} -max_len=65536 \
 	  $(BUILD)/fuzz/corpus-gemini tests/fuzz/fuzz_gemini_corpus
+
+# The strict fake Gemini Live server (bench/fake_gemini/), used by the tests.
+FAKE_GEMINI_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard bench/fake_gemini/*.c))
+PROGS += $(BUILD)/vb-fake-gemini
+$(BUILD)/vb-fake-gemini: $(FAKE_GEMINI_OBJS) $(LIBVB)
+	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
+$(BUILD)/tests/test_gemini: | $(BUILD)/vb-fake-gemini
+
+# The gemini stage runs its own thread; TLS and the fake run in-process.
+THREADED_TESTS += test_gemini

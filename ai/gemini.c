@@ -1,0 +1,1646 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The lane's gemini thread; see gemini.h for the design.
+ *
+ * Object lifetimes. A call is freed only from the stage's own entry points
+ * (the inbound ring, the tick timer, stop), never from inside a callback of
+ * one of its connections. A connection is freed when its WebSocket reports
+ * CLOSED (on_close) or when we kill it outright; if that happens while one
+ * of its messages is being parsed (`busy`), it is only marked dead and
+ * freed when the parse returns.
+ */
+#include "ai/gemini.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/msg.h"
+#include "net/tcp.h"
+#include "net/tls.h"
+#include "net/ws.h"
+
+#define TICK_MS           50
+#define FLUSH_CHUNK       3200u /* 100 ms of 16 kHz PCM16 per flushed message */
+#define SID_MAX           64
+#define HANDLE_MAX        512
+#define TRANSCRIPT_MAX    4096
+#define BACKLOG_MAX       16384 /* messages waiting for outbound ring room */
+#define WS_PENDING_MAX    (2u * 1024u * 1024u)
+#define TOTAL_ATTEMPTS    20  /* reconnects over a call's whole life */
+#define BYTES_PER_MS_IN   32u /* 16 kHz PCM16 */
+#define DEFAULT_PREBUFFER 3000u
+
+typedef enum {
+    CONN_CONNECTING,
+    CONN_SETUP,
+    CONN_READY,
+} conn_state_t;
+
+typedef struct call call_t;
+
+typedef struct conn {
+    vb_gemini_stage_t *s;
+    call_t *call; /* NULL once the call let go of it */
+    vb_ws_t *ws;
+    vb_gemini_parser_t *parser;
+    conn_state_t st;
+    unsigned n; /* 1, 2, ... within the call */
+    bool resumed, goaway, by_us, active, dead;
+    int busy;
+    uint64_t t_start, deadline;
+} conn_t;
+
+typedef enum {
+    HOW_PRECONNECT,
+    HOW_AT_START,
+    HOW_RESUME,
+    HOW_FRESH_AFTER_LOSS,
+    HOW_COUNT
+} how_t;
+
+static const char *const how_names[HOW_COUNT] = {"preconnect", "at_start",
+                                                 "resume", "fresh"};
+
+struct call {
+    vb_gemini_stage_t *s;
+    call_t *prev, *next;
+    bool open, ended, reap, greeted, hangup_pending;
+    vb_call_id_t id;
+    char sid[SID_MAX];
+    conn_t *cur, *nxt;
+    char handle[HANDLE_MAX];
+    char end_call_id[128];
+    /* Caller audio waiting for a READY connection: a byte ring. */
+    uint8_t *abuf;
+    size_t acap, ahead, alen;
+    uint64_t t_created, prepare_deadline, retry_at, hangup_at;
+    unsigned attempts, total_attempts, nconn;
+    uint32_t seq_out;
+    uint64_t audio_dropped, audio_sent;
+    int64_t tokens;
+    char tr[2][TRANSCRIPT_MAX]; /* 0 caller, 1 model */
+    size_t tr_len[2];
+};
+
+enum {
+    CLOSE_1000,
+    CLOSE_1001,
+    CLOSE_1007,
+    CLOSE_1008,
+    CLOSE_1011,
+    CLOSE_ABNORMAL,
+    CLOSE_OTHER,
+    CLOSE_COUNT
+};
+static const char *const close_labels[CLOSE_COUNT] = {
+    "1000", "1001", "1007", "1008", "1011", "abnormal", "other"};
+
+enum { RC_GOAWAY, RC_CLOSED, RC_FAILED, RC_TIMEOUT, RC_COUNT };
+static const char *const reconnect_labels[RC_COUNT] = {"goaway", "closed",
+                                                       "failed", "timeout"};
+
+enum { TOK_PROMPT, TOK_RESPONSE, TOK_THOUGHTS, TOK_TOTAL, TOK_COUNT };
+static const char *const token_labels[TOK_COUNT] = {"prompt", "response",
+                                                    "thoughts", "total"};
+
+enum {
+    DROP_PREBUFFER,
+    DROP_BACKLOG,
+    DROP_STALE,
+    DROP_NOT_OPEN,
+    DROP_WS_FULL,
+    DROP_ENDED,
+    DROP_COUNT
+};
+static const char *const drop_labels[DROP_COUNT] = {
+    "prebuffer_overflow", "backlog_full",   "stale_call",
+    "call_not_open",      "socket_backlog", "call_ended"};
+
+struct vb_gemini_stage {
+    vb_gemini_stage_config_t cfg;
+    vb_gemini_options_t *o;
+    /* Owned copies of the option strings. */
+    char *url, *api_key, *greeting, *dtmf_text, *transcript_dir, *prompt;
+    char *model, *voice, *language;
+    char *key_header;
+    const char *headers[2];
+    vb_ws_url_t u;
+    vb_tls_config_t *tls;
+
+    uv_loop_t loop;
+    uv_async_t bell, stop;
+    uv_timer_t tick, retry;
+    uv_thread_t thread;
+    bool started, stopping;
+
+    call_t **by_slot;
+    call_t *calls;
+    unsigned ncalls;
+
+    vb_msg_t *backlog; /* FIFO of messages waiting for `out` room */
+    size_t bl_head, bl_len, bl_cap;
+    bool paused;
+    uint32_t pushed; /* since the last doorbell check */
+
+    char *ajson; /* realtimeInput scratch */
+    size_t ajson_cap;
+
+    vb_metrics_shard_t *shard;
+    vb_metric_t m_active, m_setup, m_lat_in, m_wait_in, m_full;
+    vb_metric_t m_reconnect[RC_COUNT], m_close[CLOSE_COUNT];
+    vb_metric_t m_tokens[TOK_COUNT], m_drop[DROP_COUNT], m_how[HOW_COUNT];
+    vb_metric_t m_bad_msg;
+};
+
+static void conn_kill(conn_t *c);
+static void conn_release(conn_t *c, uint16_t code, const char *reason);
+static int conn_open(call_t *call, how_t how);
+static void call_end(call_t *call, const char *reason);
+static void schedule_retry(call_t *call, int why, const char *what);
+
+static const char *lid(const call_t *call)
+{
+    return call != NULL && call->sid[0] ? call->sid : NULL;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s != NULL && s[0] != '\0' ? strdup(s) : NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* options                                                             */
+/* ------------------------------------------------------------------ */
+
+static vb_gemini_sens_t sens_of(const char *s)
+{
+    if (s != NULL && strcmp(s, "high") == 0)
+        return VB_GEMINI_SENS_HIGH;
+    if (s != NULL && strcmp(s, "low") == 0)
+        return VB_GEMINI_SENS_LOW;
+    return VB_GEMINI_SENS_DEFAULT;
+}
+
+void vb_gemini_options_from_config(vb_gemini_options_t *o, const vb_config_t *c)
+{
+    memset(o, 0, sizeof(*o));
+    o->max_calls = (uint32_t)c->max_calls;
+    o->url = c->gemini_url;
+    o->api_key = c->gemini_api_key;
+    o->ca_file = c->gemini_ca_file;
+    vb_gemini_setup_defaults(&o->setup);
+    o->setup.model = c->gemini_model;
+    o->setup.voice = c->gemini_voice;
+    o->setup.language = c->gemini_language;
+    o->setup.temperature = c->gemini_temperature;
+    o->setup.system_prompt = c->system_prompt;
+    o->system_prompt_file = c->system_prompt_file;
+    o->setup.vad_disabled = c->vad != NULL && strcmp(c->vad, "off") == 0;
+    o->setup.vad_start = sens_of(c->vad_start_sensitivity);
+    o->setup.vad_end = sens_of(c->vad_end_sensitivity);
+    o->setup.vad_prefix_padding_ms = (int)c->vad_prefix_padding_ms;
+    o->setup.vad_silence_ms = (int)c->vad_silence_ms;
+    o->setup.input_transcription = c->input_transcription;
+    o->setup.output_transcription = c->output_transcription;
+    o->greeting = c->greeting;
+    o->dtmf_text = c->dtmf_text;
+    o->transcript_dir = c->transcript_dir;
+}
+
+/* ------------------------------------------------------------------ */
+/* outbound ring with an ordered overflow queue                        */
+/* ------------------------------------------------------------------ */
+
+static void ring_out_bell(vb_gemini_stage_t *s)
+{
+    if (s->pushed > 0 && s->cfg.out_bell != NULL &&
+        vb_ring_wake_needed(s->cfg.out, s->pushed))
+        uv_async_send(s->cfg.out_bell);
+    s->pushed = 0;
+}
+
+static void for_each_conn_pause(vb_gemini_stage_t *s, bool pause)
+{
+    for (call_t *c = s->calls; c != NULL; c = c->next) {
+        if (c->cur != NULL && c->cur->ws != NULL)
+            vb_ws_read_pause(c->cur->ws, pause);
+        if (c->nxt != NULL && c->nxt->ws != NULL)
+            vb_ws_read_pause(c->nxt->ws, pause);
+    }
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    vb_gemini_stage_t *s = t->data;
+    while (s->bl_len > 0) {
+        vb_msg_t *m = vb_ring_reserve(s->cfg.out);
+        if (m == NULL)
+            break;
+        *m = s->backlog[s->bl_head];
+        m->t_enqueue = vb_clock_now_ns();
+        vb_ring_commit(s->cfg.out);
+        s->pushed++;
+        s->bl_head = (s->bl_head + 1) % s->bl_cap;
+        s->bl_len--;
+    }
+    ring_out_bell(s);
+    if (s->bl_len == 0) {
+        uv_timer_stop(&s->retry);
+        if (s->paused) {
+            s->paused = false;
+            for_each_conn_pause(s, false);
+        }
+    }
+}
+
+static int backlog_push(vb_gemini_stage_t *s, const vb_msg_t *m)
+{
+    if (s->bl_len == s->bl_cap) {
+        if (s->bl_cap >= BACKLOG_MAX)
+            return VB_ENOSPC;
+        size_t cap = s->bl_cap ? s->bl_cap * 2 : 64;
+        vb_msg_t *nb = malloc(cap * sizeof(*nb));
+        if (nb == NULL)
+            return VB_ENOMEM;
+        for (size_t i = 0; i < s->bl_len; i++)
+            nb[i] = s->backlog[(s->bl_head + i) % s->bl_cap];
+        free(s->backlog);
+        s->backlog = nb;
+        s->bl_cap = cap;
+        s->bl_head = 0;
+    }
+    s->backlog[(s->bl_head + s->bl_len) % s->bl_cap] = *m;
+    s->bl_len++;
+    return 0;
+}
+
+/* Drops queued model audio of one call (barge-in): it must never play
+ * after the CLEAR that follows. */
+static void backlog_purge_audio(vb_gemini_stage_t *s, vb_call_id_t id)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < s->bl_len; i++) {
+        vb_msg_t *m = &s->backlog[(s->bl_head + i) % s->bl_cap];
+        if (m->kind == VB_MSG_AUDIO && vb_call_id_eq(m->call, id))
+            continue;
+        if (w != i)
+            s->backlog[(s->bl_head + w) % s->bl_cap] = *m;
+        w++;
+    }
+    s->bl_len = w;
+}
+
+/* Sends one message to dsp; keeps order behind anything already queued. */
+static void out_emit(vb_gemini_stage_t *s, call_t *call, uint8_t kind,
+                     uint8_t flags, const void *data, size_t len,
+                     uint64_t t_origin)
+{
+    if (!call->open)
+        return;
+    if (len > VB_MSG_DATA_MAX)
+        len = VB_MSG_DATA_MAX;
+    uint64_t now = vb_clock_now_ns();
+    vb_msg_t *m = s->bl_len == 0 ? vb_ring_reserve(s->cfg.out) : NULL;
+    vb_msg_t tmp;
+    vb_msg_t *w = m != NULL ? m : &tmp;
+    w->kind = kind;
+    w->flags = flags;
+    w->len = (uint16_t)len;
+    w->seq = call->seq_out++;
+    w->call = call->id;
+    w->t_origin = t_origin;
+    w->t_enqueue = now;
+    if (len > 0)
+        memcpy(w->data, data, len);
+    if (m != NULL) {
+        vb_ring_commit(s->cfg.out);
+        s->pushed++;
+        return;
+    }
+    if (s->bl_len == 0)
+        vb_metrics_counter_add(s->shard, s->m_full, 1);
+    if (backlog_push(s, &tmp) != 0) {
+        vb_metrics_counter_add(s->shard, s->m_drop[DROP_BACKLOG], 1);
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, lid(call),
+                           "gemini output queue full, message dropped",
+                           "kind=%s", vb_msg_kind_name(kind));
+        return;
+    }
+    if (!s->paused) {
+        s->paused = true;
+        for_each_conn_pause(s, true);
+    }
+    if (!uv_is_active((uv_handle_t *)&s->retry))
+        uv_timer_start(&s->retry, on_retry, 1, 1);
+}
+
+/* TEXT in slot-sized pieces, cut at UTF-8 character boundaries. */
+static void out_text(vb_gemini_stage_t *s, call_t *call, uint8_t flags,
+                     const char *text, uint64_t t_origin)
+{
+    size_t len = strlen(text);
+    while (len > 0) {
+        size_t n = len;
+        if (n > VB_MSG_DATA_MAX) {
+            n = VB_MSG_DATA_MAX;
+            while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80)
+                n--;
+            if (n == 0)
+                n = VB_MSG_DATA_MAX;
+        }
+        out_emit(s, call, VB_MSG_TEXT, flags, text, n, t_origin);
+        text += n;
+        len -= n;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* transcripts                                                         */
+/* ------------------------------------------------------------------ */
+
+static void tr_append(call_t *call, int who, const char *text)
+{
+    size_t room = TRANSCRIPT_MAX - 1 - call->tr_len[who];
+    size_t n = strlen(text);
+    if (n > room)
+        n = room;
+    memcpy(call->tr[who] + call->tr_len[who], text, n);
+    call->tr_len[who] += n;
+    call->tr[who][call->tr_len[who]] = '\0';
+}
+
+static void tr_write_file(vb_gemini_stage_t *s, call_t *call, const char *role,
+                          const char *text)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s.jsonl", s->transcript_dir,
+             call->sid[0] ? call->sid : "unknown");
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL)
+        return;
+    cJSON_AddNumberToObject(o, "t", vb_clock_wall_s());
+    cJSON_AddStringToObject(o, "role", role);
+    cJSON_AddStringToObject(o, "text", text);
+    char *line = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (line == NULL)
+        return;
+    FILE *f = fopen(path, "a");
+    if (f == NULL) {
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 10000, lid(call),
+                           "cannot write transcript", "path=%s errno=%d", path,
+                           errno);
+    } else {
+        fprintf(f, "%s\n", line);
+        fclose(f);
+    }
+    free(line);
+}
+
+static void tr_flush(vb_gemini_stage_t *s, call_t *call, bool interrupted)
+{
+    static const char *const roles[2] = {"caller", "model"};
+    for (int who = 0; who < 2; who++) {
+        if (call->tr_len[who] == 0)
+            continue;
+        const char *t = call->tr[who];
+        while (*t == ' ')
+            t++;
+        if (s->transcript_dir != NULL)
+            tr_write_file(s, call, roles[who], t);
+        else
+            vb_log_info(lid(call), "transcript", "role=%s text=%s cut=%d",
+                        roles[who], t, who == 1 && interrupted);
+        call->tr_len[who] = 0;
+        call->tr[who][0] = '\0';
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* caller audio                                                        */
+/* ------------------------------------------------------------------ */
+
+static void abuf_push(vb_gemini_stage_t *s, call_t *call, const uint8_t *p,
+                      size_t n)
+{
+    if (n > call->acap) { /* keep the newest part */
+        p += n - call->acap;
+        n = call->acap;
+    }
+    if (call->alen + n > call->acap) {
+        size_t drop = call->alen + n - call->acap;
+        drop += drop & 1u; /* whole samples */
+        if (drop > call->alen)
+            drop = call->alen;
+        call->ahead = (call->ahead + drop) % call->acap;
+        call->alen -= drop;
+        call->audio_dropped += drop;
+        vb_metrics_counter_add(s->shard, s->m_drop[DROP_PREBUFFER], 1);
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 2000, lid(call),
+                           "caller audio buffer full, oldest audio dropped",
+                           "bytes=%zu", drop);
+    }
+    size_t tail = (call->ahead + call->alen) % call->acap;
+    size_t first = call->acap - tail < n ? call->acap - tail : n;
+    memcpy(call->abuf + tail, p, first);
+    memcpy(call->abuf, p + first, n - first);
+    call->alen += n;
+}
+
+static int send_audio(vb_gemini_stage_t *s, conn_t *c, const uint8_t *pcm,
+                      size_t n)
+{
+    if (vb_ws_pending(c->ws) > WS_PENDING_MAX)
+        return VB_ENOSPC;
+    size_t len;
+    int rc = vb_gemini_build_audio(pcm, n & ~(size_t)1, 16000, s->ajson,
+                                   s->ajson_cap, &len);
+    if (rc != 0)
+        return rc;
+    rc = vb_ws_send_text(c->ws, s->ajson, len);
+    if (rc == 0 && c->call != NULL)
+        c->call->audio_sent += n;
+    return rc;
+}
+
+static bool can_stream(const call_t *call)
+{
+    return call->cur != NULL && call->cur->st == CONN_READY &&
+           call->cur->ws != NULL && !call->cur->goaway && call->nxt == NULL &&
+           !call->ended;
+}
+
+/* Sends the buffered caller audio, oldest first, in 100 ms messages. */
+static void abuf_flush(vb_gemini_stage_t *s, call_t *call)
+{
+    uint8_t chunk[FLUSH_CHUNK];
+    while (call->alen > 0 && can_stream(call)) {
+        size_t n = call->alen < FLUSH_CHUNK ? call->alen : FLUSH_CHUNK;
+        for (size_t i = 0; i < n; i++)
+            chunk[i] = call->abuf[(call->ahead + i) % call->acap];
+        if (send_audio(s, call->cur, chunk, n) != 0)
+            return; /* the close handler takes over; the audio stays */
+        call->ahead = (call->ahead + n) % call->acap;
+        call->alen -= n;
+    }
+}
+
+static void send_text(call_t *call, conn_t *c, const char *text)
+{
+    char *json = NULL;
+    size_t len;
+    if (vb_gemini_build_text(text, &json, &len) == 0) {
+        vb_ws_send_text(c->ws, json, len);
+        free(json);
+    } else {
+        vb_log_warn(lid(call), "could not build a text message", NULL);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* connections                                                         */
+/* ------------------------------------------------------------------ */
+
+static void conn_free(conn_t *c)
+{
+    if (c->busy > 0) {
+        c->dead = true;
+        return;
+    }
+    vb_gemini_parser_destroy(c->parser);
+    free(c);
+}
+
+static void conn_detach(conn_t *c)
+{
+    call_t *call = c->call;
+    if (call != NULL) {
+        if (call->cur == c)
+            call->cur = NULL;
+        if (call->nxt == c)
+            call->nxt = NULL;
+        c->call = NULL;
+    }
+    if (c->active) {
+        c->active = false;
+        vb_metrics_gauge_add(c->s->shard, c->s->m_active, -1);
+    }
+}
+
+/* Drops a connection at once: no close handshake, no callback. */
+static void conn_kill(conn_t *c)
+{
+    conn_detach(c);
+    c->dead = true;
+    if (c->ws != NULL) {
+        vb_ws_t *ws = c->ws;
+        c->ws = NULL;
+        vb_ws_destroy(ws);
+    }
+    conn_free(c);
+}
+
+/* Closes our side cleanly; the connection frees itself in on_close. */
+static void conn_release(conn_t *c, uint16_t code, const char *reason)
+{
+    conn_detach(c);
+    c->by_us = true;
+    if (c->ws == NULL) {
+        conn_free(c);
+        return;
+    }
+    /* on_close may run inside this call (a connection still in its
+     * handshake is just dropped) and free `c`: do not touch it after. */
+    if (vb_ws_close(c->ws, code, reason) == VB_ENOMEM)
+        conn_kill(c);
+}
+
+static int close_index(uint16_t code)
+{
+    switch (code) {
+    case 1000:
+        return CLOSE_1000;
+    case 1001:
+        return CLOSE_1001;
+    case 1007:
+        return CLOSE_1007;
+    case 1008:
+        return CLOSE_1008;
+    case 1011:
+        return CLOSE_1011;
+    case VB_WS_CLOSE_ABNORMAL:
+    case VB_WS_CLOSE_NO_STATUS:
+        return CLOSE_ABNORMAL;
+    default:
+        return CLOSE_OTHER;
+    }
+}
+
+static bool contains(const char *hay, const char *needle)
+{
+    return hay != NULL && strstr(hay, needle) != NULL;
+}
+
+/* Decides what a lost connection means for its call and says so in the
+ * log. Returns true when retrying is pointless (the call ends). */
+static bool explain_loss(call_t *call, conn_t *c, const vb_ws_close_info_t *i,
+                         char *why, size_t whysz)
+{
+    vb_gemini_stage_t *s = c->s;
+    const char *id = lid(call);
+    uint16_t code = i->code_received;
+    if (code == 1007) {
+        vb_log_error(id, "gemini rejected the session",
+                     "code=1007 reason=%s hint=%s", i->reason,
+                     "bad API key or invalid argument: check GEMINI_API_KEY "
+                     "and the setup settings (voice, language, VAD)");
+        snprintf(why, whysz, "gemini rejected the session (1007: %s)",
+                 i->reason);
+        return true;
+    }
+    if (code == 1008) {
+        if (contains(i->reason, "not found for API version") ||
+            contains(i->reason, "not supported for bidiGenerateContent") ||
+            (contains(i->reason, "models/") && contains(i->reason, "found"))) {
+            vb_log_error(id, "gemini model not found",
+                         "code=1008 model=%s reason=%s hint=%s", s->model,
+                         i->reason,
+                         "set --gemini-model (VOXBRIDGE_GEMINI_MODEL) to a "
+                         "current Live model, see docs/gemini.md");
+            snprintf(why, whysz, "gemini model %s not found (1008)", s->model);
+            return true;
+        }
+        if (c->resumed) {
+            /* A stale or unknown handle: start a fresh session. */
+            vb_log_warn(id, "gemini refused the resumption handle",
+                        "code=1008 reason=%s action=%s", i->reason,
+                        "new session without history");
+            call->handle[0] = '\0';
+            return false;
+        }
+        vb_log_error(id, "gemini closed the session for a policy reason",
+                     "code=1008 reason=%s", i->reason);
+        snprintf(why, whysz, "gemini policy violation (1008: %s)", i->reason);
+        return true;
+    }
+    if (i->err == VB_ECERT || i->err == VB_EAUTH ||
+        (i->http_status >= 400 && i->http_status < 500)) {
+        vb_log_error(id, "gemini connection refused",
+                     "err=%s http_status=%d url_host=%s hint=%s",
+                     vb_err_name(i->err), i->http_status, s->u.host,
+                     i->err == VB_ECERT ? "TLS certificate not trusted "
+                                          "(see --gemini-ca-file)"
+                                        : "check --gemini-url and "
+                                          "GEMINI_API_KEY");
+        snprintf(why, whysz, "gemini connection refused (%s, HTTP %d)",
+                 vb_err_name(i->err), i->http_status);
+        return true;
+    }
+    if (code == 1011)
+        vb_log_warn(id, "gemini server error, reconnecting",
+                    "code=1011 reason=%s attempt=%u", i->reason,
+                    call->attempts + 1);
+    else
+        vb_log_warn(id, "gemini connection lost, reconnecting",
+                    "code=%u reason=%s err=%s state=%d attempt=%u",
+                    (unsigned)code, i->reason, vb_err_name(i->err), (int)c->st,
+                    call->attempts + 1);
+    return false;
+}
+
+static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
+{
+    conn_t *c = ud;
+    vb_gemini_stage_t *s = c->s;
+    c->ws = NULL;
+    vb_ws_destroy(ws);
+    vb_metrics_counter_add(s->shard,
+                           s->m_close[close_index(info->code_received)], 1);
+    call_t *call = c->call;
+    bool by_us = c->by_us;
+    bool was_cur = call != NULL && call->cur == c;
+    bool was_ready = c->st == CONN_READY;
+    bool goaway = c->goaway;
+    conn_detach(c);
+    if (call == NULL || by_us || call->ended) {
+        if (call != NULL && !by_us)
+            vb_log_debug(lid(call), "gemini connection closed", "code=%u",
+                         (unsigned)info->code_received);
+        conn_free(c);
+        return;
+    }
+    char why[200] = "";
+    bool fatal = explain_loss(call, c, info, why, sizeof(why));
+    conn_free(c);
+    if (fatal) {
+        call_end(call, why);
+        return;
+    }
+    if (was_cur && goaway && call->nxt != NULL)
+        return; /* the replacement is already on its way */
+    if (call->nxt != NULL)
+        return; /* the old one went while the new one sets up: fine */
+    schedule_retry(call, was_ready ? RC_CLOSED : RC_FAILED,
+                   was_ready ? "connection closed" : "connection failed");
+}
+
+static void ws_on_open(vb_ws_t *ws, void *ud)
+{
+    conn_t *c = ud;
+    if (c->dead || c->call == NULL)
+        return;
+    vb_gemini_stage_t *s = c->s;
+    vb_gemini_setup_t st = s->o->setup;
+    st.model = s->model;
+    st.voice = s->voice;
+    st.language = s->language;
+    st.system_prompt = s->prompt;
+    st.resume_handle =
+        c->resumed && c->call->handle[0] ? c->call->handle : NULL;
+    char *json = NULL;
+    size_t len = 0;
+    int rc = vb_gemini_build_setup(&st, &json, &len);
+    if (rc != 0) {
+        vb_log_error(lid(c->call), "could not build the setup message",
+                     "err=%s", vb_err_name(rc));
+        vb_ws_close(ws, 1011, "internal error");
+        return;
+    }
+    c->st = CONN_SETUP;
+    vb_ws_send_text(ws, json, len);
+    free(json);
+}
+
+/* The new connection is READY: it becomes the call's active one. */
+static void conn_ready(conn_t *c)
+{
+    vb_gemini_stage_t *s = c->s;
+    call_t *call = c->call;
+    uint64_t now = vb_clock_now_ns();
+    vb_metrics_observe_ns(s->shard, s->m_setup, now - c->t_start);
+    if (call->nxt != c) {
+        /* setupComplete twice, or on a connection we let go: ignore. */
+        return;
+    }
+    conn_t *old = call->cur;
+    call->cur = c;
+    call->nxt = NULL;
+    call->attempts = 0;
+    vb_log_info(lid(call), "gemini session ready",
+                "conn=%u resumed=%d setup_ms=%.1f buffered_ms=%zu", c->n,
+                c->resumed, (double)(now - c->t_start) / 1e6,
+                call->alen / BYTES_PER_MS_IN);
+    if (old != NULL)
+        conn_release(old, 1000, "switched to a new connection");
+    if (call->open && !call->greeted) {
+        call->greeted = true;
+        if (s->greeting != NULL)
+            send_text(call, c, s->greeting);
+    }
+    if (call->open)
+        abuf_flush(s, call);
+}
+
+static void on_tool_call(conn_t *c, const vb_gemini_event_t *ev)
+{
+    call_t *call = c->call;
+    bool end = strcmp(ev->name, VB_GEMINI_END_CALL) == 0;
+    const char *resp =
+        end ? "{\"output\":\"The call will end after your goodbye.\"}"
+            : "{\"error\":\"unknown function\"}";
+    char *json = NULL;
+    size_t len;
+    if (ev->id[0] != '\0' && vb_gemini_build_tool_response(
+                                 ev->id, ev->name, resp, &json, &len) == 0) {
+        vb_ws_send_text(c->ws, json, len);
+        free(json);
+    }
+    if (end) {
+        vb_log_info(lid(call), "model ended the call", "tool=%s id=%s",
+                    ev->name, ev->id);
+        call->hangup_pending = true;
+        call->hangup_at =
+            vb_clock_now_ns() + (uint64_t)c->s->o->hangup_grace_ms * 1000000u;
+        snprintf(call->end_call_id, sizeof(call->end_call_id), "%s", ev->id);
+    } else {
+        vb_log_warn(lid(call), "model called an unknown tool", "tool=%s",
+                    ev->name);
+    }
+}
+
+static void on_go_away(conn_t *c, const vb_gemini_event_t *ev)
+{
+    vb_gemini_stage_t *s = c->s;
+    call_t *call = c->call;
+    c->goaway = true;
+    if (call->cur != c || call->nxt != NULL || call->ended)
+        return;
+    vb_metrics_counter_add(s->shard, s->m_reconnect[RC_GOAWAY], 1);
+    vb_log_info(lid(call), "gemini goAway, switching connection",
+                "time_left_ms=%lld conn=%u have_handle=%d",
+                (long long)ev->time_left_ms, c->n, call->handle[0] != 0);
+    if (call->handle[0] == '\0')
+        vb_log_warn(lid(call), "no resumption handle yet", "action=%s",
+                    "new session without history");
+    call->attempts = 0;
+    if (conn_open(call, HOW_RESUME) != 0)
+        schedule_retry(call, RC_FAILED, "could not open a new connection");
+}
+
+static int on_event(const vb_gemini_event_t *ev, void *ud)
+{
+    conn_t *c = ud;
+    if (c->dead || c->call == NULL)
+        return 1;
+    vb_gemini_stage_t *s = c->s;
+    call_t *call = c->call;
+    uint64_t now = vb_clock_now_ns();
+    switch (ev->kind) {
+    case VB_GEMINI_EV_SETUP_COMPLETE:
+        if (c->st == CONN_SETUP) {
+            c->st = CONN_READY;
+            conn_ready(c);
+        }
+        break;
+    case VB_GEMINI_EV_AUDIO:
+        if (ev->rate != VB_GEMINI_OUT_RATE) {
+            VB_LOG_RATELIMITED(VB_LOG_WARN, 5000, lid(call),
+                               "gemini audio at an unexpected rate, dropped",
+                               "rate=%u", ev->rate);
+            break;
+        }
+        if (!call->open || call->ended) {
+            vb_metrics_counter_add(s->shard, s->m_drop[DROP_NOT_OPEN], 1);
+            break;
+        }
+        out_emit(s, call, VB_MSG_AUDIO, 0, ev->data, ev->len, now);
+        break;
+    case VB_GEMINI_EV_TEXT:
+        tr_append(call, 1, ev->text);
+        out_text(s, call, VB_GEMINI_TEXT_PART, ev->text, now);
+        break;
+    case VB_GEMINI_EV_INPUT_TRANSCRIPT:
+        tr_append(call, 0, ev->text);
+        out_text(s, call, VB_GEMINI_TEXT_CALLER, ev->text, now);
+        break;
+    case VB_GEMINI_EV_OUTPUT_TRANSCRIPT:
+        tr_append(call, 1, ev->text);
+        out_text(s, call, VB_GEMINI_TEXT_MODEL, ev->text, now);
+        break;
+    case VB_GEMINI_EV_INTERRUPTED:
+        backlog_purge_audio(s, call->id);
+        out_emit(s, call, VB_MSG_CLEAR, 0, NULL, 0, now);
+        tr_flush(s, call, true);
+        break;
+    case VB_GEMINI_EV_TURN_COMPLETE:
+        out_emit(s, call, VB_MSG_TURN_END, 0, NULL, 0, now);
+        tr_flush(s, call, false);
+        if (call->hangup_pending) {
+            call->hangup_pending = false;
+            out_emit(s, call, VB_MSG_HANGUP, 0, "end_call", 8, now);
+            call->ended = true;
+        }
+        break;
+    case VB_GEMINI_EV_TOOL_CALL:
+        on_tool_call(c, ev);
+        break;
+    case VB_GEMINI_EV_TOOL_CANCEL:
+        if (call->hangup_pending && strcmp(ev->id, call->end_call_id) == 0) {
+            call->hangup_pending = false;
+            vb_log_info(lid(call), "end_call cancelled by the model", "id=%s",
+                        ev->id);
+        }
+        break;
+    case VB_GEMINI_EV_GO_AWAY:
+        on_go_away(c, ev);
+        break;
+    case VB_GEMINI_EV_RESUMPTION:
+        if (ev->resumable && ev->id[0] != '\0') {
+            if (strlen(ev->id) < sizeof(call->handle))
+                snprintf(call->handle, sizeof(call->handle), "%s", ev->id);
+            else
+                VB_LOG_RATELIMITED(VB_LOG_WARN, 60000, lid(call),
+                                   "resumption handle too long, ignored",
+                                   "len=%zu", strlen(ev->id));
+        }
+        break;
+    case VB_GEMINI_EV_USAGE: {
+        const int64_t v[TOK_COUNT] = {ev->usage.prompt, ev->usage.response,
+                                      ev->usage.thoughts, ev->usage.total};
+        for (int i = 0; i < TOK_COUNT; i++)
+            if (v[i] > 0)
+                vb_metrics_counter_add(s->shard, s->m_tokens[i],
+                                       (uint64_t)v[i]);
+        if (ev->usage.total > 0)
+            call->tokens += ev->usage.total;
+        break;
+    }
+    case VB_GEMINI_EV_UNKNOWN:
+        vb_log_warn(lid(call), "unknown gemini message type", "type=%s",
+                    ev->name);
+        break;
+    default:
+        break;
+    }
+    return c->dead || c->call == NULL ? 1 : 0;
+}
+
+static void ws_on_message(vb_ws_t *ws, bool text, const uint8_t *data,
+                          size_t len, void *ud)
+{
+    (void)ws;
+    (void)text; /* the service sends binary frames; accept both */
+    conn_t *c = ud;
+    if (c->dead || c->call == NULL)
+        return;
+    vb_gemini_stage_t *s = c->s;
+    c->busy++;
+    int rc = vb_gemini_parse(c->parser, data, len, on_event, c);
+    c->busy--;
+    if (rc != 0 && rc != VB_ECANCELED) {
+        vb_metrics_counter_add(s->shard, s->m_bad_msg, 1);
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 5000, lid(c->call),
+                           "unusable gemini message ignored",
+                           "err=%s bytes=%zu", vb_err_name(rc), len);
+    }
+    if (c->dead)
+        conn_free(c);
+    ring_out_bell(s);
+}
+
+static int conn_open(call_t *call, how_t how)
+{
+    vb_gemini_stage_t *s = call->s;
+    conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return VB_ENOMEM;
+    c->s = s;
+    c->call = call;
+    c->n = ++call->nconn;
+    c->resumed = how == HOW_RESUME && call->handle[0] != '\0';
+    c->t_start = vb_clock_now_ns();
+    c->deadline = c->t_start + (uint64_t)s->o->connect_timeout_ms * 1000000u;
+    vb_gemini_limits_t lim = {.max_message = s->o->max_message};
+    int rc = vb_gemini_parser_create(&lim, &c->parser);
+    if (rc != 0) {
+        free(c);
+        return rc;
+    }
+    vb_transport_t *t = NULL;
+    if (s->u.secure)
+        rc = vb_tls_connect(&s->loop, s->tls, s->u.host, s->u.port, NULL,
+                            lid(call), &t);
+    else
+        rc = vb_tcp_connect(&s->loop, s->u.host, s->u.port, &t);
+    if (rc != 0) {
+        vb_log_warn(lid(call), "gemini connect failed", "host=%s err=%s",
+                    s->u.host, vb_err_name(rc));
+        vb_gemini_parser_destroy(c->parser);
+        free(c);
+        return rc;
+    }
+    vb_ws_config_t wcfg = {
+        .role = VB_WS_CLIENT,
+        .max_message = s->o->max_message,
+        .handshake_timeout_ms = s->o->connect_timeout_ms,
+        .log_id = lid(call),
+    };
+    vb_ws_callbacks_t cb = {
+        .on_message = ws_on_message,
+        .on_close = ws_on_close,
+        .on_open = ws_on_open,
+    };
+    if (call->nxt != NULL)
+        conn_kill(call->nxt);
+    call->nxt = c;
+    rc = vb_ws_connect(&s->loop, t, &wcfg, &cb, c, s->url,
+                       s->key_header ? s->headers : NULL, &c->ws);
+    if (rc != 0) {
+        call->nxt = NULL;
+        vb_log_error(lid(call), "gemini websocket setup failed", "err=%s",
+                     vb_err_name(rc));
+        vb_gemini_parser_destroy(c->parser);
+        free(c);
+        return rc;
+    }
+    c->active = true;
+    vb_metrics_gauge_add(s->shard, s->m_active, 1);
+    vb_metrics_counter_add(s->shard, s->m_how[how], 1);
+    if (s->paused)
+        vb_ws_read_pause(c->ws, true);
+    vb_log_debug(lid(call), "gemini connecting", "conn=%u how=%s", c->n,
+                 how_names[how]);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* calls                                                               */
+/* ------------------------------------------------------------------ */
+
+static call_t *call_new(vb_gemini_stage_t *s, const char *sid)
+{
+    call_t *call = calloc(1, sizeof(*call));
+    if (call == NULL)
+        return NULL;
+    call->acap = (size_t)s->o->prebuffer_ms * BYTES_PER_MS_IN;
+    call->abuf = malloc(call->acap);
+    if (call->abuf == NULL) {
+        free(call);
+        return NULL;
+    }
+    call->s = s;
+    snprintf(call->sid, sizeof(call->sid), "%s", sid);
+    call->t_created = vb_clock_now_ns();
+    call->next = s->calls;
+    if (s->calls != NULL)
+        s->calls->prev = call;
+    s->calls = call;
+    s->ncalls++;
+    return call;
+}
+
+static void call_free(vb_gemini_stage_t *s, call_t *call, const char *why)
+{
+    tr_flush(s, call, false);
+    if (call->open)
+        vb_log_info(lid(call), "gemini call finished",
+                    "why=%s seconds=%.1f connections=%u audio_sent=%llu "
+                    "audio_dropped=%llu tokens=%lld",
+                    why, (double)(vb_clock_now_ns() - call->t_created) / 1e9,
+                    call->nconn, (unsigned long long)call->audio_sent,
+                    (unsigned long long)call->audio_dropped,
+                    (long long)call->tokens);
+    if (call->cur != NULL)
+        conn_release(call->cur, 1000, "call ended");
+    if (call->nxt != NULL)
+        conn_kill(call->nxt);
+    if (call->open && call->id.slot < s->o->max_calls &&
+        s->by_slot[call->id.slot] == call)
+        s->by_slot[call->id.slot] = NULL;
+    if (call->prev != NULL)
+        call->prev->next = call->next;
+    else
+        s->calls = call->next;
+    if (call->next != NULL)
+        call->next->prev = call->prev;
+    s->ncalls--;
+    free(call->abuf);
+    free(call);
+}
+
+/* Ends the call politely: HANGUP with the reason (if the stream is open),
+ * connections closed. The call's state stays until CALL_CLOSE (or, for a
+ * call that never opened, until the next tick). */
+static void call_end(call_t *call, const char *reason)
+{
+    if (call->ended)
+        return;
+    vb_gemini_stage_t *s = call->s;
+    call->ended = true;
+    call->retry_at = 0;
+    vb_log_error(lid(call), "ending the call: gemini unavailable", "why=%s",
+                 reason);
+    if (call->open) {
+        out_emit(s, call, VB_MSG_HANGUP, 0, reason, strlen(reason),
+                 vb_clock_now_ns());
+        ring_out_bell(s);
+    } else {
+        call->reap = true;
+    }
+    if (call->cur != NULL)
+        conn_release(call->cur, 1000, "call ended");
+    if (call->nxt != NULL)
+        conn_kill(call->nxt);
+}
+
+static void schedule_retry(call_t *call, int why, const char *what)
+{
+    vb_gemini_stage_t *s = call->s;
+    if (call->ended || s->stopping)
+        return;
+    call->attempts++;
+    call->total_attempts++;
+    if (call->attempts > s->o->reconnect_max ||
+        call->total_attempts > TOTAL_ATTEMPTS) {
+        char reason[160];
+        snprintf(reason, sizeof(reason),
+                 "gemini connection lost (%s) after %u attempts", what,
+                 call->attempts - 1);
+        call_end(call, reason);
+        return;
+    }
+    vb_metrics_counter_add(s->shard, s->m_reconnect[why], 1);
+    uint64_t delay_ms = (uint64_t)s->o->reconnect_backoff_ms
+                        << (call->attempts - 1 < 10 ? call->attempts - 1 : 10);
+    call->retry_at = vb_clock_now_ns() + delay_ms * 1000000u;
+    vb_log_info(lid(call), "gemini reconnect scheduled",
+                "why=%s attempt=%u delay_ms=%llu", what, call->attempts,
+                (unsigned long long)delay_ms);
+}
+
+static call_t *find_by_sid(vb_gemini_stage_t *s, const char *sid, bool open)
+{
+    if (sid[0] == '\0')
+        return NULL;
+    for (call_t *c = s->calls; c != NULL; c = c->next)
+        if (c->open == open && strcmp(c->sid, sid) == 0)
+            return c;
+    return NULL;
+}
+
+static call_t *lookup(vb_gemini_stage_t *s, vb_call_id_t id)
+{
+    if (id.slot >= s->o->max_calls)
+        return NULL;
+    call_t *c = s->by_slot[id.slot];
+    return c != NULL && c->id.gen == id.gen ? c : NULL;
+}
+
+/* The CallSid at the start of a PREPARE (vb_ingress_prepare_t) or
+ * CALL_OPEN (vb_twilio_open_t) payload: both begin with char[64]. */
+static void payload_sid(const vb_msg_t *m, char *out)
+{
+    size_t n = m->len < SID_MAX ? m->len : SID_MAX;
+    size_t k = strnlen((const char *)m->data, n);
+    if (k == SID_MAX)
+        k = SID_MAX - 1;
+    memcpy(out, m->data, k);
+    out[k] = '\0';
+}
+
+static void on_prepare(vb_gemini_stage_t *s, const vb_msg_t *m)
+{
+    char sid[SID_MAX];
+    payload_sid(m, sid);
+    if (sid[0] == '\0' || find_by_sid(s, sid, false) != NULL ||
+        find_by_sid(s, sid, true) != NULL)
+        return; /* a retried webhook, or the stream was faster */
+    if (s->ncalls >= 2 * s->o->max_calls) {
+        vb_log_warn(sid, "too many gemini sessions, not pre-connecting",
+                    "calls=%u", s->ncalls);
+        return;
+    }
+    call_t *call = call_new(s, sid);
+    if (call == NULL)
+        return;
+    call->prepare_deadline =
+        vb_clock_now_ns() + (uint64_t)s->o->prepare_ttl_ms * 1000000u;
+    if (conn_open(call, HOW_PRECONNECT) != 0)
+        schedule_retry(call, RC_FAILED, "could not connect");
+}
+
+static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
+{
+    if (m->call.slot >= s->o->max_calls) {
+        vb_log_error(NULL, "call slot beyond the gemini call table",
+                     "lane=%d slot=%u", s->o->lane, m->call.slot);
+        return;
+    }
+    call_t *old = s->by_slot[m->call.slot];
+    if (old != NULL)
+        call_free(s, old, "slot reused");
+    char sid[SID_MAX];
+    payload_sid(m, sid);
+    call_t *call = find_by_sid(s, sid, false);
+    bool prepared = call != NULL && !call->ended;
+    if (call != NULL && call->ended) {
+        call_free(s, call, "pre-connect failed");
+        call = NULL;
+    }
+    if (call == NULL && (call = call_new(s, sid)) == NULL) {
+        vb_log_error(sid, "out of memory for a gemini call", NULL);
+        return;
+    }
+    call->open = true;
+    call->id = m->call;
+    call->prepare_deadline = 0;
+    s->by_slot[m->call.slot] = call;
+    vb_log_info(lid(call), "gemini call open",
+                "lane=%d slot=%u preconnected=%d ready=%d", s->o->lane,
+                m->call.slot, prepared,
+                call->cur != NULL && call->cur->st == CONN_READY);
+    if (call->cur == NULL && call->nxt == NULL && call->retry_at == 0) {
+        if (conn_open(call, prepared ? HOW_RESUME : HOW_AT_START) != 0)
+            schedule_retry(call, RC_FAILED, "could not connect");
+    } else if (can_stream(call) && !call->greeted) {
+        call->greeted = true;
+        if (s->greeting != NULL)
+            send_text(call, call->cur, s->greeting);
+    }
+}
+
+static void on_audio(vb_gemini_stage_t *s, const vb_msg_t *m)
+{
+    call_t *call = lookup(s, m->call);
+    if (call == NULL) {
+        vb_metrics_counter_add(s->shard, s->m_drop[DROP_STALE], 1);
+        return;
+    }
+    if (call->ended) {
+        vb_metrics_counter_add(s->shard, s->m_drop[DROP_ENDED], 1);
+        return;
+    }
+    if (can_stream(call) && call->alen == 0) {
+        int rc = send_audio(s, call->cur, m->data, m->len);
+        if (rc == 0) {
+            uint64_t now = vb_clock_now_ns();
+            if (m->t_origin != 0 && now > m->t_origin)
+                vb_metrics_observe_ns(s->shard, s->m_lat_in, now - m->t_origin);
+            return;
+        }
+        if (rc == VB_ENOSPC) {
+            call->audio_dropped += m->len;
+            vb_metrics_counter_add(s->shard, s->m_drop[DROP_WS_FULL], 1);
+            VB_LOG_RATELIMITED(VB_LOG_WARN, 2000, lid(call),
+                               "gemini socket backlog, caller audio dropped",
+                               "bytes=%u", (unsigned)m->len);
+            return;
+        }
+        /* The connection is failing; keep the audio for the next one. */
+    }
+    abuf_push(s, call, m->data, m->len);
+}
+
+static void on_dtmf(vb_gemini_stage_t *s, const vb_msg_t *m)
+{
+    call_t *call = lookup(s, m->call);
+    if (call == NULL || m->len == 0 || s->dtmf_text == NULL)
+        return;
+    char digit[2] = {(char)m->data[0], '\0'};
+    if (!can_stream(call)) {
+        vb_log_info(lid(call), "key press while gemini is not ready, ignored",
+                    "digit=%s", digit);
+        return;
+    }
+    /* Replace "%s" by hand: the template is configuration, not a format. */
+    char text[512];
+    const char *at = strstr(s->dtmf_text, "%s");
+    if (at == NULL)
+        snprintf(text, sizeof(text), "%s", s->dtmf_text);
+    else
+        snprintf(text, sizeof(text), "%.*s%s%s", (int)(at - s->dtmf_text),
+                 s->dtmf_text, digit, at + 2);
+    abuf_flush(s, call);
+    send_text(call, call->cur, text);
+}
+
+static void handle_in(vb_gemini_stage_t *s, const vb_msg_t *m)
+{
+    switch (m->kind) {
+    case VB_MSG_CALL_OPEN:
+        on_call_open(s, m);
+        break;
+    case VB_MSG_AUDIO:
+        on_audio(s, m);
+        break;
+    case VB_MSG_DTMF:
+        on_dtmf(s, m);
+        break;
+    case VB_MSG_CALL_CLOSE: {
+        call_t *call = lookup(s, m->call);
+        if (call != NULL)
+            call_free(s, call, "call closed");
+        break;
+    }
+    case VB_MSG_PREPARE:
+        on_prepare(s, m);
+        break;
+    default:
+        break; /* MARK echoes and the like: nothing for the model */
+    }
+}
+
+static void drain(vb_gemini_stage_t *s)
+{
+    if (s->cfg.prepare != NULL) {
+        vb_msg_t *m;
+        while ((m = vb_ring_peek(s->cfg.prepare)) != NULL) {
+            handle_in(s, m);
+            vb_ring_release(s->cfg.prepare);
+        }
+    }
+    vb_msg_t *m;
+    while ((m = vb_ring_peek(s->cfg.in)) != NULL) {
+        uint64_t now = vb_clock_now_ns();
+        if (m->t_enqueue != 0 && now > m->t_enqueue)
+            vb_metrics_observe_ns(s->shard, s->m_wait_in, now - m->t_enqueue);
+        handle_in(s, m);
+        vb_ring_release(s->cfg.in);
+    }
+    ring_out_bell(s);
+}
+
+static void on_bell(uv_async_t *a)
+{
+    drain(a->data);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    vb_gemini_stage_t *s = t->data;
+    uint64_t now = vb_clock_now_ns();
+    call_t *next;
+    for (call_t *call = s->calls; call != NULL; call = next) {
+        next = call->next;
+        if (call->reap) {
+            call_free(s, call, "ended");
+            continue;
+        }
+        if (!call->open && call->prepare_deadline != 0 &&
+            now >= call->prepare_deadline) {
+            vb_log_info(lid(call), "pre-connected gemini session not claimed",
+                        "ttl_ms=%u", s->o->prepare_ttl_ms);
+            call_free(s, call, "not claimed");
+            continue;
+        }
+        if (call->nxt != NULL && call->nxt->st != CONN_READY &&
+            now >= call->nxt->deadline) {
+            vb_log_warn(lid(call), "gemini connection timed out",
+                        "conn=%u state=%d timeout_ms=%u", call->nxt->n,
+                        (int)call->nxt->st, s->o->connect_timeout_ms);
+            conn_kill(call->nxt);
+            schedule_retry(call, RC_TIMEOUT, "connect timeout");
+        }
+        if (call->retry_at != 0 && now >= call->retry_at && call->nxt == NULL &&
+            !call->ended) {
+            call->retry_at = 0;
+            bool fresh = call->handle[0] == '\0';
+            if (conn_open(call, fresh && call->nconn > 0 ? HOW_FRESH_AFTER_LOSS
+                                                         : HOW_RESUME) != 0)
+                schedule_retry(call, RC_FAILED, "could not connect");
+        }
+        if (call->hangup_pending && now >= call->hangup_at) {
+            call->hangup_pending = false;
+            out_emit(s, call, VB_MSG_HANGUP, 0, "end_call", 8, now);
+            call->ended = true;
+            if (call->cur != NULL)
+                conn_release(call->cur, 1000, "call ended");
+        }
+    }
+    ring_out_bell(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* thread and lifecycle                                                */
+/* ------------------------------------------------------------------ */
+
+static void close_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void on_stop(uv_async_t *a)
+{
+    vb_gemini_stage_t *s = a->data;
+    s->stopping = true;
+    while (s->calls != NULL) {
+        call_t *call = s->calls;
+        if (call->cur != NULL)
+            conn_kill(call->cur);
+        if (call->nxt != NULL)
+            conn_kill(call->nxt);
+        call_free(s, call, "stopping");
+    }
+    uv_close((uv_handle_t *)&s->bell, close_cb);
+    uv_close((uv_handle_t *)&s->stop, close_cb);
+    uv_close((uv_handle_t *)&s->tick, close_cb);
+    uv_close((uv_handle_t *)&s->retry, close_cb);
+}
+
+static void thread_main(void *arg)
+{
+    vb_gemini_stage_t *s = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "vb-gemini-%d", s->o->lane);
+    pthread_setname_np(pthread_self(), name);
+    s->shard = vb_metrics_shard_create(s->cfg.metrics);
+    if (s->shard == NULL) {
+        vb_log_error(NULL, "gemini stage could not get a metrics shard",
+                     "lane=%d", s->o->lane);
+        abort();
+    }
+    uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
+    drain(s);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+}
+
+static int add_series(vb_gemini_stage_t *s)
+{
+    vb_metrics_t *m = s->cfg.metrics;
+    int rc = vb_metrics_add(m, VB_METRIC_GAUGE, "vb_gemini_sessions_active",
+                            "Gemini Live connections open (including ones "
+                            "still setting up).",
+                            NULL, &s->m_active);
+    rc = rc ? rc
+            : vb_metrics_add(m, VB_METRIC_HISTOGRAM, "vb_gemini_setup_seconds",
+                             "Time from starting a Gemini connection to its "
+                             "setupComplete.",
+                             NULL, &s->m_setup);
+    rc = rc ? rc
+            : vb_metrics_add(m, VB_METRIC_HISTOGRAM, "vb_stage_latency_seconds",
+                             "Time from a message's origin (its bytes reaching "
+                             "the process) to its exit from a stage.",
+                             VB_LABELS("stage", "gemini_in"), &s->m_lat_in);
+    rc = rc ? rc
+            : vb_metrics_add(m, VB_METRIC_HISTOGRAM, "vb_ring_wait_seconds",
+                             "Time messages wait in a ring.",
+                             VB_LABELS("ring", "dsp_to_gemini"), &s->m_wait_in);
+    rc = rc ? rc
+            : vb_metrics_add(m, VB_METRIC_COUNTER, "vb_ring_full_total",
+                             "Times a producer found a ring full and held its "
+                             "message back.",
+                             VB_LABELS("ring", "gemini_to_dsp"), &s->m_full);
+    rc = rc ? rc
+            : vb_metrics_add(m, VB_METRIC_COUNTER,
+                             "vb_gemini_bad_messages_total",
+                             "Gemini messages that could not be parsed.", NULL,
+                             &s->m_bad_msg);
+    for (int i = 0; rc == 0 && i < RC_COUNT; i++)
+        rc = vb_metrics_add(m, VB_METRIC_COUNTER, "vb_gemini_reconnects_total",
+                            "Gemini connections opened to replace another, "
+                            "by reason.",
+                            VB_LABELS("reason", reconnect_labels[i]),
+                            &s->m_reconnect[i]);
+    for (int i = 0; rc == 0 && i < CLOSE_COUNT; i++)
+        rc = vb_metrics_add(m, VB_METRIC_COUNTER, "vb_gemini_closes_total",
+                            "Gemini connections closed, by close code "
+                            "received.",
+                            VB_LABELS("code", close_labels[i]), &s->m_close[i]);
+    for (int i = 0; rc == 0 && i < TOK_COUNT; i++)
+        rc =
+            vb_metrics_add(m, VB_METRIC_COUNTER, "vb_gemini_tokens_total",
+                           "Tokens reported by Gemini usageMetadata.",
+                           VB_LABELS("kind", token_labels[i]), &s->m_tokens[i]);
+    for (int i = 0; rc == 0 && i < DROP_COUNT; i++)
+        rc = vb_metrics_add(m, VB_METRIC_COUNTER, "vb_gemini_dropped_total",
+                            "Audio or messages the gemini stage dropped, by "
+                            "reason.",
+                            VB_LABELS("reason", drop_labels[i]), &s->m_drop[i]);
+    for (int i = 0; rc == 0 && i < HOW_COUNT; i++)
+        rc = vb_metrics_add(m, VB_METRIC_COUNTER, "vb_gemini_sessions_total",
+                            "Gemini connections started, by why.",
+                            VB_LABELS("how", how_names[i]), &s->m_how[i]);
+    return rc;
+}
+
+static int read_prompt_file(const char *path, char **out)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        vb_log_error(NULL, "cannot read --system-prompt-file",
+                     "path=%s "
+                     "errno=%d",
+                     path, errno);
+        return VB_ECONFIG;
+    }
+    char *buf = malloc(VB_GEMINI_PROMPT_FILE_MAX + 1);
+    if (buf == NULL) {
+        fclose(f);
+        return VB_ENOMEM;
+    }
+    size_t n = fread(buf, 1, VB_GEMINI_PROMPT_FILE_MAX + 1, f);
+    fclose(f);
+    if (n > VB_GEMINI_PROMPT_FILE_MAX) {
+        vb_log_error(NULL, "--system-prompt-file too large", "path=%s max=%u",
+                     path, VB_GEMINI_PROMPT_FILE_MAX);
+        free(buf);
+        return VB_ECONFIG;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    return 0;
+}
+
+static void free_strings(vb_gemini_stage_t *s)
+{
+    free(s->url);
+    free(s->api_key);
+    free(s->greeting);
+    free(s->dtmf_text);
+    free(s->transcript_dir);
+    free(s->prompt);
+    free(s->model);
+    free(s->voice);
+    free(s->language);
+    free(s->key_header);
+}
+
+int vb_gemini_stage_create(vb_gemini_stage_t **out,
+                           const vb_gemini_stage_config_t *cfg)
+{
+    if (out == NULL || cfg == NULL || cfg->in == NULL || cfg->out == NULL ||
+        cfg->metrics == NULL || cfg->opt.max_calls == 0)
+        return VB_EINVAL;
+    *out = NULL;
+    vb_gemini_stage_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return VB_ENOMEM;
+    int rc = VB_ENOMEM;
+    s->cfg = *cfg;
+    s->o = &s->cfg.opt;
+    vb_gemini_options_t *o = s->o;
+    if (o->max_message == 0)
+        o->max_message = VB_GEMINI_DEFAULT_MAX_MESSAGE;
+    if (o->prebuffer_ms == 0)
+        o->prebuffer_ms = DEFAULT_PREBUFFER;
+    if (o->connect_timeout_ms == 0)
+        o->connect_timeout_ms = 10000;
+    if (o->prepare_ttl_ms == 0)
+        o->prepare_ttl_ms = 30000;
+    if (o->reconnect_max == 0)
+        o->reconnect_max = 3;
+    if (o->reconnect_backoff_ms == 0)
+        o->reconnect_backoff_ms = 250;
+    if (o->hangup_grace_ms == 0)
+        o->hangup_grace_ms = 5000;
+
+    if (o->setup.model == NULL || o->setup.model[0] == '\0') {
+        vb_log_error(NULL, "no Gemini model configured", "hint=%s",
+                     "set --gemini-model (VOXBRIDGE_GEMINI_MODEL)");
+        rc = VB_ECONFIG;
+        goto fail;
+    }
+    if (o->url == NULL || vb_ws_url_parse(o->url, &s->u) != 0) {
+        vb_log_error(NULL, "invalid --gemini-url", "url=%s",
+                     o->url ? o->url : "");
+        rc = VB_ECONFIG;
+        goto fail;
+    }
+    s->url = strdup(o->url);
+    s->model = strdup(o->setup.model);
+    s->voice = dup_or_null(o->setup.voice);
+    s->language = dup_or_null(o->setup.language);
+    s->api_key = dup_or_null(o->api_key);
+    s->greeting = dup_or_null(o->greeting);
+    s->dtmf_text = dup_or_null(o->dtmf_text);
+    s->transcript_dir = dup_or_null(o->transcript_dir);
+    if (s->url == NULL || s->model == NULL)
+        goto fail;
+    if (o->system_prompt_file != NULL && o->system_prompt_file[0] != '\0') {
+        if ((rc = read_prompt_file(o->system_prompt_file, &s->prompt)) != 0)
+            goto fail;
+    } else {
+        s->prompt = dup_or_null(o->setup.system_prompt);
+    }
+    if (s->api_key != NULL) {
+        size_t n = strlen(s->api_key) + sizeof("x-goog-api-key: ");
+        s->key_header = malloc(n);
+        if (s->key_header == NULL)
+            goto fail;
+        snprintf(s->key_header, n, "x-goog-api-key: %s", s->api_key);
+        if (strpbrk(s->api_key, "\r\n") != NULL) {
+            vb_log_error(NULL, "GEMINI_API_KEY contains a line break", NULL);
+            rc = VB_ECONFIG;
+            goto fail;
+        }
+        s->headers[0] = s->key_header;
+        s->headers[1] = NULL;
+    }
+    /* Option pointers now refer to our copies only. */
+    o->url = s->url;
+    o->api_key = NULL;
+    o->greeting = s->greeting;
+    o->dtmf_text = s->dtmf_text;
+    o->transcript_dir = s->transcript_dir;
+    o->system_prompt_file = NULL;
+    o->setup.model = s->model;
+    o->setup.voice = s->voice;
+    o->setup.language = s->language;
+    o->setup.system_prompt = s->prompt;
+    o->setup.functions = NULL;
+    o->setup.n_functions = 0;
+    o->setup.resume_handle = NULL;
+    o->ca_file = NULL;
+    if (s->transcript_dir != NULL)
+        mkdir(s->transcript_dir, 0750); /* may exist; failures show later */
+
+    if (s->u.secure) {
+        if ((rc = vb_tls_config_client(cfg->opt.ca_file, &s->tls)) != 0)
+            goto fail;
+        vb_tls_config_set_handshake_timeout(s->tls, o->connect_timeout_ms);
+    }
+    s->ajson_cap = vb_gemini_audio_msg_cap(
+        FLUSH_CHUNK > VB_MSG_DATA_MAX ? FLUSH_CHUNK : VB_MSG_DATA_MAX);
+    s->ajson = malloc(s->ajson_cap);
+    s->by_slot = calloc(o->max_calls, sizeof(*s->by_slot));
+    if (s->ajson == NULL || s->by_slot == NULL) {
+        rc = VB_ENOMEM;
+        goto fail;
+    }
+    if ((rc = add_series(s)) != 0)
+        goto fail;
+    if (uv_loop_init(&s->loop) != 0) {
+        rc = VB_ESYS;
+        goto fail;
+    }
+    uv_async_init(&s->loop, &s->bell, on_bell);
+    uv_async_init(&s->loop, &s->stop, on_stop);
+    uv_timer_init(&s->loop, &s->tick);
+    uv_timer_init(&s->loop, &s->retry);
+    s->bell.data = s->stop.data = s->tick.data = s->retry.data = s;
+    vb_log_info(NULL, "gemini stage ready",
+                "lane=%d host=%s port=%u tls=%d model=%s voice=%s key=%s",
+                o->lane, s->u.host, (unsigned)s->u.port, s->u.secure, s->model,
+                s->voice ? s->voice : VB_GEMINI_DEFAULT_VOICE,
+                s->api_key ? "set" : "unset");
+    *out = s;
+    return 0;
+fail:
+    vb_tls_config_destroy(s->tls);
+    free_strings(s);
+    free(s->ajson);
+    free(s->by_slot);
+    free(s);
+    return rc;
+}
+
+uv_async_t *vb_gemini_stage_bell(vb_gemini_stage_t *s)
+{
+    return &s->bell;
+}
+
+int vb_gemini_stage_start(vb_gemini_stage_t *s)
+{
+    if (s->started)
+        return VB_EBUSY;
+    if (uv_thread_create(&s->thread, thread_main, s) != 0)
+        return VB_ESYS;
+    s->started = true;
+    return 0;
+}
+
+void vb_gemini_stage_stop(vb_gemini_stage_t *s)
+{
+    if (s == NULL || !s->started)
+        return;
+    uv_async_send(&s->stop);
+    uv_thread_join(&s->thread);
+    s->started = false;
+}
+
+void vb_gemini_stage_destroy(vb_gemini_stage_t *s)
+{
+    if (s == NULL)
+        return;
+    vb_gemini_stage_stop(s);
+    if (!uv_is_closing((uv_handle_t *)&s->bell)) {
+        on_stop(&s->stop);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+    }
+    uv_loop_close(&s->loop);
+    vb_tls_config_destroy(s->tls);
+    free_strings(s);
+    free(s->ajson);
+    free(s->by_slot);
+    free(s->backlog);
+    free(s);
+}

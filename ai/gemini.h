@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The lane's gemini thread (ARCHITECTURE.md §1, §4): one libuv loop owning
+ * every Gemini Live connection of the lane's calls.
+ *
+ *   prepare   ingress --PREPARE--> [gemini]   pre-connect for a CallSid
+ *   inbound   dsp --in--> [gemini]             CALL_OPEN (vb_twilio_open_t),
+ *                                              AUDIO (PCM16 16 kHz), DTMF,
+ *                                              CALL_CLOSE; MARK ignored
+ *   outbound  [gemini] --out--> dsp            AUDIO (PCM16 24 kHz, <= 1 KiB
+ *                                              per message), CLEAR,
+ *                                              TURN_END, TEXT, HANGUP
+ *
+ * DESIGN. A call is a slice of state on this thread: its CallSid, the
+ * active connection, at most one connection being set up to replace it,
+ * the latest resumption handle, and a bounded buffer of caller audio. A
+ * connection goes CONNECTING (TCP, TLS, WebSocket handshake; the setup
+ * message goes out on open) -> SETUP (nothing else is sent until
+ * setupComplete) -> READY -> gone. Calls are created by PREPARE (the
+ * webhook: the session is set up while Twilio opens the stream) and
+ * matched to the stream's CALL_OPEN by CallSid; a CALL_OPEN without a
+ * prepared session opens a fresh one. Caller audio goes straight out as
+ * realtimeInput while the active connection is READY; otherwise (before
+ * setupComplete, during a goAway switch, while reconnecting) it waits in
+ * the call's buffer, which drops its oldest audio when full (counted) and
+ * is flushed in order as soon as a connection is READY, so nothing is lost
+ * or sent twice across a switch.
+ *
+ * goAway: a second connection is opened with the latest resumable handle
+ * and caller audio is held back from the old one; the old connection keeps
+ * delivering model audio until the new one is READY, then the buffer is
+ * flushed to the new one and the old one closed (1000). An unexpected
+ * close or a failed connect is retried with the handle, with exponential
+ * backoff, a bounded number of times; then the call is ended politely
+ * (HANGUP with the reason, and a log line saying why). Close codes are
+ * explained in the log: 1007 (bad API key or argument: not retried), 1008
+ * with an unknown model (names --gemini-model: not retried), 1011 (server
+ * error: retried).
+ *
+ * Model output: audio parts become AUDIO messages of at most 1 KiB;
+ * `interrupted` becomes CLEAR at once (model audio still waiting for ring
+ * room is dropped first); turnComplete becomes TURN_END; transcripts become
+ * TEXT (flags VB_GEMINI_TEXT_*) and one log line per utterance; the
+ * built-in end_call tool is answered, then HANGUP follows the next
+ * turnComplete (or a grace period). When the outbound ring is full the
+ * messages wait in a stage queue in order, every connection stops reading
+ * (TCP pushes back on the server) and a 1 ms timer retries.
+ *
+ * The API key travels only in the x-goog-api-key handshake header and is
+ * never logged. All state is touched by the stage thread only; other
+ * threads ring the doorbell after pushing to the prepare or inbound ring.
+ */
+#ifndef VB_AI_GEMINI_H
+#define VB_AI_GEMINI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "ai/gemini_proto.h"
+#include "core/config.h"
+#include "core/metrics.h"
+#include "core/ring.h"
+
+/* vb_msg_t.flags of TEXT messages on the outbound ring. */
+#define VB_GEMINI_TEXT_CALLER 1u /* inputTranscription chunk */
+#define VB_GEMINI_TEXT_MODEL  2u /* outputTranscription chunk */
+#define VB_GEMINI_TEXT_PART   3u /* a text part of the model's turn */
+
+#define VB_GEMINI_PROMPT_FILE_MAX (256u * 1024u)
+
+typedef struct vb_gemini_options {
+    int lane;
+    uint32_t max_calls;  /* call slots (vb_call_id_t.slot) are below it */
+    const char *url;     /* ws:// or wss:// endpoint */
+    const char *api_key; /* sent as x-goog-api-key; NULL/"": none */
+    const char *ca_file; /* wss: CA bundle; NULL/"": the system bundle */
+    /* The setup fields (model, voice, language, prompt, VAD, ...); the
+     * resume handle is managed by the stage. Strings are copied. */
+    vb_gemini_setup_t setup;
+    /* Read the system instruction from this file instead (copied at
+     * create; at most VB_GEMINI_PROMPT_FILE_MAX bytes). */
+    const char *system_prompt_file;
+    const char *greeting;       /* realtimeInput.text at call start */
+    const char *dtmf_text;      /* "%s" replaced by the digit */
+    const char *transcript_dir; /* per-call JSONL transcripts; NULL: log */
+    size_t max_message;         /* server message limit; 0: 4 MiB */
+    uint32_t prebuffer_ms;      /* caller audio held while not READY; 0: 3000 */
+    uint32_t connect_timeout_ms; /* connect + TLS + WS + setup; 0: 10000 */
+    uint32_t prepare_ttl_ms;     /* pre-connected session unclaimed; 0: 30000 */
+    uint32_t reconnect_max;      /* attempts after a loss; 0: 3 */
+    uint32_t reconnect_backoff_ms; /* first delay, doubled; 0: 250 */
+    uint32_t hangup_grace_ms; /* end_call -> HANGUP at the latest; 0: 5000 */
+} vb_gemini_options_t;
+
+/* Fills `o` from the settings (pointers into `cfg`, which must outlive
+ * `o`): URL, key, CA file, model, voice, language, temperature, prompt or
+ * prompt file, greeting, VAD, transcriptions, DTMF text, transcript dir,
+ * lanes' max_calls. Any thread. */
+void vb_gemini_options_from_config(vb_gemini_options_t *o,
+                                   const vb_config_t *cfg);
+
+typedef struct vb_gemini_stage_config {
+    vb_gemini_options_t opt;
+    vb_ring_t *prepare;   /* consumer end: PREPARE from ingress; may be NULL */
+    vb_ring_t *in;        /* consumer end: from dsp */
+    vb_ring_t *out;       /* producer end: to dsp */
+    uv_async_t *out_bell; /* rung when `out` gets work; may be NULL */
+    vb_metrics_t *metrics;
+} vb_gemini_stage_config_t;
+
+typedef struct vb_gemini_stage vb_gemini_stage_t;
+
+/* Creates the stage: copies the options, reads the prompt file, checks the
+ * URL, loads the CA bundle for wss://, registers the metric series, sets up
+ * the loop and doorbell. Does not start the thread. Rings and metrics are
+ * borrowed and must outlive the stage. Errors: VB_EINVAL (missing ring or
+ * metrics, max_calls 0), VB_ECONFIG (bad URL, unreadable prompt file, no
+ * model; logged), VB_ENOENT / VB_ECERT (CA bundle), VB_ENOMEM, VB_ESYS.
+ * Main thread. */
+int vb_gemini_stage_create(vb_gemini_stage_t **out,
+                           const vb_gemini_stage_config_t *cfg);
+
+/* The doorbell producers of `prepare` and `in` ring (uv_async_send) when
+ * vb_ring_wake_needed() says so. Valid from create to destroy; any thread.
+ */
+uv_async_t *vb_gemini_stage_bell(vb_gemini_stage_t *s);
+
+/* Starts the thread. Returns 0, VB_EBUSY, VB_ESYS. Main thread. */
+int vb_gemini_stage_start(vb_gemini_stage_t *s);
+
+/* Stops the loop and joins the thread; open connections are dropped
+ * without a close handshake (calls should have ended through CALL_CLOSE,
+ * which closes with 1000). Main thread; safe if never started. */
+void vb_gemini_stage_stop(vb_gemini_stage_t *s);
+
+/* Frees the stage; accepts NULL. After stop (calls it if needed). */
+void vb_gemini_stage_destroy(vb_gemini_stage_t *s);
+
+#endif

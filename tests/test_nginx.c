@@ -1,0 +1,562 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The server binary (build/voxbridge), alone and behind Debian's nginx.
+ * nginx runs on loopback with the site from docs/deployment.md (TLS
+ * termination with a test CA made here by openssl, WebSocket upgrade
+ * headers, long stream timeouts), in a scratch prefix, in the foreground;
+ * the test talks TLS to it with mbedTLS and passes a signed webhook and a
+ * Media Streams upgrade through to voxbridge. Both processes are stopped by
+ * their pids; voxbridge must exit 0 on SIGTERM (under ASan that also means
+ * no leaks).
+ */
+#include <fcntl.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/ssl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "core/clock.h"
+#include "net/form.h"
+#include "net/twilio_sig.h"
+#include "tests/http_client.h"
+#include "tests/test.h"
+
+#define TOKEN  "nginx-test-token"
+#define SECRET "nginx-test-secret"
+#define HOST   "voice.example.test"
+#define PUBLIC "https://" HOST
+
+extern char **environ;
+
+static int deadline_ms(int ms)
+{
+    return (int)(ms * vb_test_slowdown());
+}
+
+static const char *build_dir(void)
+{
+    const char *b = getenv("VB_BUILD_DIR");
+    return b && *b ? b : "build";
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Starts `argv` with the test's environment minus voxbridge settings plus
+ * `env` (NULL-terminated), stdout+stderr to `log`. */
+static pid_t spawn(const char *const *argv, const char *const *env,
+                   const char *log)
+{
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid != 0)
+        return pid;
+    /* Child: writable copies for execve. */
+    char *args[64], *envp[256];
+    int n = 0;
+    int a = 0;
+    while (argv[a] != NULL && a < 63) {
+        args[a] = strdup(argv[a]);
+        a++;
+    }
+    args[a] = NULL;
+    for (char **e = environ; *e && n < 200; e++)
+        if (strncmp(*e, "VOXBRIDGE_", 10) && strncmp(*e, "TWILIO_", 7) &&
+            strncmp(*e, "GEMINI_", 7))
+            envp[n++] = *e;
+    for (int i = 0; env && env[i]; i++)
+        envp[n++] = strdup(env[i]);
+    envp[n] = NULL;
+    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd >= 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+    }
+    execve(args[0], args, envp);
+    _exit(127);
+}
+
+/* Waits for `pid` at most `ms`; returns its exit status, or -1 after
+ * killing it. */
+static int reap(pid_t pid, int ms)
+{
+    double end = tc_now_ms() + ms;
+    int st;
+    while (tc_now_ms() < end) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        usleep(20000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    return -1;
+}
+
+/* Polls `log` for the public listener's port. */
+static int wait_port(const char *log, pid_t pid, int ms)
+{
+    double end = tc_now_ms() + ms;
+    while (tc_now_ms() < end) {
+        char *text = read_file(log);
+        const char *p = text ? strstr(text, "msg=listening") : NULL;
+        if (p != NULL && strstr(p, "role=public") != NULL) {
+            const char *q = strstr(p, "port=");
+            if (q != NULL)
+                return atoi(q + 5);
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            vb_test_fail(__FILE__, __LINE__, "server exited early: %s",
+                         text ? text : "");
+        usleep(20000);
+    }
+    vb_test_fail(__FILE__, __LINE__, "no listening line in %s", log);
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    socklen_t len = sizeof(sa);
+    ASSERT_EQ(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static bool port_open(int port, int ms)
+{
+    double end = tc_now_ms() + ms;
+    while (tc_now_ms() < end) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+        close(fd);
+        if (rc == 0)
+            return true;
+        usleep(20000);
+    }
+    return false;
+}
+
+static void sh(const char *cmd)
+{
+    int st = system(cmd);
+    if (st != 0)
+        vb_test_fail(__FILE__, __LINE__, "command failed (%d): %s", st, cmd);
+}
+
+/* ---- a TLS client on mbedTLS ---- */
+
+typedef struct tls {
+    mbedtls_net_context net;
+    mbedtls_ssl_context ssl;
+    mbedtls_ssl_config conf;
+    mbedtls_x509_crt ca;
+    mbedtls_entropy_context ent;
+    mbedtls_ctr_drbg_context drbg;
+    char buf[65536];
+    size_t len;
+} tls_t;
+
+static tls_t *tls_open(int port, const char *ca_file)
+{
+    tls_t *t = calloc(1, sizeof(*t));
+    ASSERT_NOT_NULL(t);
+    mbedtls_net_init(&t->net);
+    mbedtls_ssl_init(&t->ssl);
+    mbedtls_ssl_config_init(&t->conf);
+    mbedtls_x509_crt_init(&t->ca);
+    mbedtls_entropy_init(&t->ent);
+    mbedtls_ctr_drbg_init(&t->drbg);
+    ASSERT_EQ(mbedtls_ctr_drbg_seed(&t->drbg, mbedtls_entropy_func, &t->ent,
+                                    (const unsigned char *)"vb", 2),
+              0);
+    ASSERT_EQ(mbedtls_x509_crt_parse_file(&t->ca, ca_file), 0);
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%d", port);
+    ASSERT_EQ(
+        mbedtls_net_connect(&t->net, "127.0.0.1", ps, MBEDTLS_NET_PROTO_TCP),
+        0);
+    ASSERT_EQ(mbedtls_ssl_config_defaults(&t->conf, MBEDTLS_SSL_IS_CLIENT,
+                                          MBEDTLS_SSL_TRANSPORT_STREAM,
+                                          MBEDTLS_SSL_PRESET_DEFAULT),
+              0);
+    mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
+    mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &t->drbg);
+    mbedtls_ssl_conf_read_timeout(&t->conf, (uint32_t)deadline_ms(5000));
+    ASSERT_EQ(mbedtls_ssl_setup(&t->ssl, &t->conf), 0);
+    ASSERT_EQ(mbedtls_ssl_set_hostname(&t->ssl, HOST), 0);
+    mbedtls_ssl_set_bio(&t->ssl, &t->net, mbedtls_net_send, NULL,
+                        mbedtls_net_recv_timeout);
+    int rc;
+    while ((rc = mbedtls_ssl_handshake(&t->ssl)) != 0)
+        if (rc != MBEDTLS_ERR_SSL_WANT_READ && rc != MBEDTLS_ERR_SSL_WANT_WRITE)
+            vb_test_fail(__FILE__, __LINE__, "TLS handshake: -0x%04x", -rc);
+    ASSERT_EQ(mbedtls_ssl_get_verify_result(&t->ssl), 0);
+    return t;
+}
+
+static void tls_send(tls_t *t, const char *data, size_t len)
+{
+    while (len > 0) {
+        int n = mbedtls_ssl_write(&t->ssl, (const unsigned char *)data, len);
+        if (n == MBEDTLS_ERR_SSL_WANT_WRITE)
+            continue;
+        ASSERT_GT(n, 0);
+        data += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Reads more; returns bytes read, 0 on close, <0 on error/timeout. */
+static int tls_fill(tls_t *t)
+{
+    int n = mbedtls_ssl_read(&t->ssl, (unsigned char *)t->buf + t->len,
+                             sizeof(t->buf) - 1 - t->len);
+    if (n == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
+        return 0;
+    if (n > 0) {
+        t->len += (size_t)n;
+        t->buf[t->len] = '\0';
+    }
+    return n;
+}
+
+/* One response: status, head into `head`, body (Content-Length) into
+ * `body`. Bytes after it stay buffered. */
+static int tls_response(tls_t *t, char *head, size_t hsz, char *body,
+                        size_t bsz)
+{
+    for (;;) {
+        char *eoh = t->len ? strstr(t->buf, "\r\n\r\n") : NULL;
+        if (eoh != NULL) {
+            size_t hl = (size_t)(eoh - t->buf) + 4;
+            snprintf(head, hsz, "%.*s", (int)hl, t->buf);
+            int status = atoi(t->buf + 9);
+            char cl[32];
+            size_t blen =
+                status >= 200 && status != 204 &&
+                        tc_header(head, "Content-Length", cl, sizeof(cl))
+                    ? (size_t)atol(cl)
+                    : 0;
+            if (t->len >= hl + blen) {
+                snprintf(body, bsz, "%.*s", (int)blen, t->buf + hl);
+                memmove(t->buf, t->buf + hl + blen, t->len - hl - blen);
+                t->len -= hl + blen;
+                t->buf[t->len] = '\0';
+                return status;
+            }
+        }
+        if (tls_fill(t) <= 0)
+            return -1;
+    }
+}
+
+static void tls_close(tls_t *t)
+{
+    mbedtls_ssl_close_notify(&t->ssl);
+    mbedtls_net_free(&t->net);
+    mbedtls_ssl_free(&t->ssl);
+    mbedtls_ssl_config_free(&t->conf);
+    mbedtls_x509_crt_free(&t->ca);
+    mbedtls_ctr_drbg_free(&t->drbg);
+    mbedtls_entropy_free(&t->ent);
+    free(t);
+}
+
+/* ---- the site (kept in step with docs/deployment.md) ---- */
+
+static void write_nginx_conf(const char *dir, int nginx_port, int vb_port)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/nginx.conf", dir);
+    FILE *f = fopen(path, "w");
+    ASSERT_NOT_NULL(f);
+    fprintf(f,
+            "daemon off;\nmaster_process off;\nworker_processes 1;\n"
+            "%s"
+            "error_log %s/error.log info;\npid %s/nginx.pid;\n"
+            "events { worker_connections 64; }\n"
+            "http {\n"
+            "  access_log %s/access.log;\n"
+            "  client_body_temp_path %s/body;\n"
+            "  proxy_temp_path %s/proxy;\n"
+            "  fastcgi_temp_path %s/fastcgi;\n"
+            "  uwsgi_temp_path %s/uwsgi;\n"
+            "  scgi_temp_path %s/scgi;\n"
+            "  map $http_upgrade $connection_upgrade {\n"
+            "    default upgrade;\n"
+            "    ''      close;\n"
+            "  }\n"
+            "  upstream voxbridge {\n"
+            "    server 127.0.0.1:%d;\n"
+            "    keepalive 16;\n"
+            "  }\n"
+            "  server {\n"
+            "    listen 127.0.0.1:%d ssl;\n"
+            "    server_name " HOST ";\n"
+            "    ssl_certificate %s/server.crt;\n"
+            "    ssl_certificate_key %s/server.key;\n"
+            "    ssl_protocols TLSv1.2 TLSv1.3;\n"
+            "    client_max_body_size 64k;\n"
+            "    proxy_set_header Host $host;\n"
+            "    proxy_set_header X-Forwarded-For $remote_addr;\n"
+            "    proxy_set_header X-Forwarded-Proto $scheme;\n"
+            "    proxy_set_header X-Forwarded-Host $host;\n"
+            "    location /media-stream {\n"
+            "      proxy_pass http://voxbridge;\n"
+            "      proxy_http_version 1.1;\n"
+            "      proxy_set_header Upgrade $http_upgrade;\n"
+            "      proxy_set_header Connection $connection_upgrade;\n"
+            "      proxy_set_header Host $host;\n"
+            "      proxy_set_header X-Forwarded-For $remote_addr;\n"
+            "      proxy_set_header X-Forwarded-Proto $scheme;\n"
+            "      proxy_set_header X-Forwarded-Host $host;\n"
+            "      proxy_buffering off;\n"
+            "      proxy_read_timeout 3600s;\n"
+            "      proxy_send_timeout 3600s;\n"
+            "    }\n"
+            "    location / {\n"
+            "      proxy_pass http://voxbridge;\n"
+            "      proxy_http_version 1.1;\n"
+            "      proxy_set_header Connection \"\";\n"
+            "      proxy_read_timeout 15s;\n"
+            "    }\n"
+            "  }\n"
+            "}\n",
+            geteuid() == 0 ? "user root;\n" : "", dir, dir, dir, dir, dir, dir,
+            dir, dir, vb_port, nginx_port, dir, dir);
+    fclose(f);
+}
+
+static void make_certs(const char *dir)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && "
+             "openssl req -x509 -newkey ec -pkeyopt "
+             "ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt "
+             "-days 2 -subj /CN=voxbridge-test-ca >/dev/null 2>&1 && "
+             "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+             "-nodes -keyout server.key -out server.csr -subj /CN=" HOST
+             " >/dev/null 2>&1 && "
+             "printf 'subjectAltName=DNS:" HOST ",IP:127.0.0.1\\n' > ext.cnf "
+             "&& openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key "
+             "-CAcreateserial -out server.crt -days 2 -extfile ext.cnf "
+             ">/dev/null 2>&1",
+             dir);
+    sh(cmd);
+}
+
+/* ---- tests ---- */
+
+TEST_T(voxbridge_binary_help_and_config_errors, 60)
+{
+    char bin[512], log[600];
+    snprintf(bin, sizeof(bin), "%s/voxbridge", build_dir());
+    snprintf(log, sizeof(log), "%s/out.txt", vb_test_tmpdir());
+    const char *help[] = {bin, "--help", NULL};
+    ASSERT_EQ(reap(spawn(help, NULL, log), deadline_ms(10000)), 0);
+    ASSERT_STR_CONTAINS(read_file(log), "--public-url VALUE");
+    ASSERT_STR_CONTAINS(read_file(log), "TWILIO_AUTH_TOKEN");
+
+    const char *bad[] = {bin, "--lanes", "0", NULL};
+    ASSERT_EQ(reap(spawn(bad, NULL, log), deadline_ms(10000)), 2);
+    ASSERT_STR_CONTAINS(read_file(log), "invalid --lanes");
+
+    /* An auth token without a public URL cannot verify anything. */
+    const char *nourl[] = {bin, "--listen", "127.0.0.1:0", NULL};
+    const char *env[] = {"TWILIO_AUTH_TOKEN=" TOKEN, NULL};
+    ASSERT_NE(reap(spawn(nourl, env, log), deadline_ms(10000)), 0);
+    ASSERT_STR_CONTAINS(read_file(log), "--public-url is empty");
+    /* The token itself never reaches the log. */
+    ASSERT_TRUE(strstr(read_file(log), TOKEN) == NULL);
+}
+
+TEST_T(voxbridge_logs_config_without_secrets_and_stops_on_sigterm, 60)
+{
+    char bin[512], log[600];
+    snprintf(bin, sizeof(bin), "%s/voxbridge", build_dir());
+    snprintf(log, sizeof(log), "%s/vb.txt", vb_test_tmpdir());
+    const char *argv[] = {bin,    "--listen", "127.0.0.1:0", "--public-url",
+                          PUBLIC, NULL};
+    const char *env[] = {"TWILIO_AUTH_TOKEN=" TOKEN,
+                         "VOXBRIDGE_STREAM_SECRET=" SECRET,
+                         "GEMINI_API_KEY=gem-secret-key", NULL};
+    pid_t pid = spawn(argv, env, log);
+    int port = wait_port(log, pid, deadline_ms(10000));
+    tc_resp_t r;
+    ASSERT_EQ(tc_request(port, "GET /healthz HTTP/1.1\r\n\r\n", &r,
+                         deadline_ms(5000)),
+              200);
+    tc_free_resp(&r);
+    kill(pid, SIGTERM);
+    ASSERT_EQ(reap(pid, deadline_ms(10000)), 0);
+    char *text = read_file(log);
+    ASSERT_STR_CONTAINS(text, "name=twilio_auth_token value=(set)");
+    ASSERT_STR_CONTAINS(text, "name=gemini_api_key value=(set)");
+    ASSERT_STR_CONTAINS(text, "name=public_url value=" PUBLIC);
+    ASSERT_STR_CONTAINS(text, "msg=\"voxbridge stopped\" status=0");
+    ASSERT_TRUE(strstr(text, TOKEN) == NULL);
+    ASSERT_TRUE(strstr(text, SECRET) == NULL);
+    ASSERT_TRUE(strstr(text, "gem-secret-key") == NULL);
+    ASSERT_TRUE(strstr(text, "NOT verified") == NULL);
+}
+
+TEST_T(nginx_tls_proxy_signed_webhook_and_websocket, 120)
+{
+    if (access("/usr/sbin/nginx", X_OK) != 0)
+        vb_test_fail(__FILE__, __LINE__,
+                     "/usr/sbin/nginx missing: run make deps (nginx-light)");
+    const char *dir = vb_test_tmpdir();
+    make_certs(dir);
+
+    char bin[512], vblog[600], nglog[600], conf[600], ca[600];
+    snprintf(bin, sizeof(bin), "%s/voxbridge", build_dir());
+    snprintf(vblog, sizeof(vblog), "%s/voxbridge.log", dir);
+    snprintf(nglog, sizeof(nglog), "%s/nginx.out", dir);
+    snprintf(conf, sizeof(conf), "%s/nginx.conf", dir);
+    snprintf(ca, sizeof(ca), "%s/ca.crt", dir);
+    const char *argv[] = {
+        bin,    "--listen",      "127.0.0.1:0", "--public-url",
+        PUBLIC, "--trust-proxy", "--lanes",     "2",
+        NULL};
+    const char *env[] = {"TWILIO_AUTH_TOKEN=" TOKEN,
+                         "VOXBRIDGE_STREAM_SECRET=" SECRET, NULL};
+    pid_t vb = spawn(argv, env, vblog);
+    int vb_port = wait_port(vblog, vb, deadline_ms(10000));
+
+    int ng_port = free_port();
+    write_nginx_conf(dir, ng_port, vb_port);
+    char prefix[600];
+    snprintf(prefix, sizeof(prefix), "%s/", dir);
+    const char *ngargv[] = {
+        "/usr/sbin/nginx", "-p", prefix, "-c", conf, "-e", nglog, NULL};
+    pid_t ng = spawn(ngargv, NULL, nglog);
+    if (!port_open(ng_port, deadline_ms(10000)))
+        vb_test_fail(__FILE__, __LINE__, "nginx did not start: %s",
+                     read_file(nglog));
+
+    /* 1. A signed webhook, over TLS, through the proxy. */
+    const char *body = "AccountSid=AC0&CallSid=CAnginx1&CallStatus=ringing"
+                       "&From=%2B14155550123&To=%2B18005550100&Caller=%2B1415"
+                       "5550123&FromCity=";
+    char url[256], sig[VB_TWILIO_SIG_LEN + 1];
+    snprintf(url, sizeof(url), "%s/webhook/voice", PUBLIC);
+    vb_form_t form;
+    ASSERT_EQ(vb_form_parse(&form, body, strlen(body), 0), 0);
+    ASSERT_EQ(vb_twilio_sig_compute(TOKEN, url, &form, sig), 0);
+    vb_form_free(&form);
+    char req[2048];
+    snprintf(req, sizeof(req),
+             "POST /webhook/voice HTTP/1.1\r\nHost: " HOST "\r\n"
+             "Content-Type: application/x-www-form-urlencoded\r\n"
+             "X-Twilio-Signature: %s\r\nContent-Length: %zu\r\n\r\n%s",
+             sig, strlen(body), body);
+    tls_t *t = tls_open(ng_port, ca);
+    tls_send(t, req, strlen(req));
+    char head[4096], doc[4096];
+    int st = tls_response(t, head, sizeof(head), doc, sizeof(doc));
+    if (st != 200)
+        vb_test_fail(__FILE__, __LINE__, "webhook via nginx: %d %s\n%s", st,
+                     head, read_file(vblog));
+    ASSERT_STR_CONTAINS(head, "Content-Type: text/xml");
+    ASSERT_STR_CONTAINS(doc, "<Stream url=\"wss://" HOST "/media-stream/");
+    /* The token verifies with the shared secret. */
+    const char *tp = strstr(doc, "name=\"streamToken\" value=\"");
+    ASSERT_NOT_NULL(tp);
+    char token[VB_TWILIO_TOKEN_LEN + 1];
+    snprintf(token, sizeof(token), "%s",
+             tp + strlen("name=\"streamToken\" "
+                         "value=\""));
+    const char *lp = strstr(doc, "/media-stream/") + strlen("/media-stream/");
+    int lane = atoi(lp);
+    vb_twilio_sig_key_t key;
+    ASSERT_EQ(vb_twilio_sig_key_init(&key, SECRET), 0);
+    ASSERT_EQ(vb_twilio_sig_token_verify(&key, token, "CAnginx1", lane,
+                                         (int64_t)vb_clock_wall_s(), NULL),
+              lane);
+    /* A forged one is refused through the proxy too. */
+    snprintf(req, sizeof(req),
+             "POST /webhook/voice HTTP/1.1\r\nHost: " HOST "\r\n"
+             "Content-Type: application/x-www-form-urlencoded\r\n"
+             "X-Twilio-Signature: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    tls_send(t, req, strlen(req));
+    ASSERT_EQ(tls_response(t, head, sizeof(head), doc, sizeof(doc)), 403);
+    tls_close(t);
+
+    /* 2. The Media Streams upgrade, signed over the wss:// URL. */
+    char path[64];
+    snprintf(path, sizeof(path), "/media-stream/%d", lane);
+    snprintf(url, sizeof(url), "wss://" HOST "%s", path);
+    ASSERT_EQ(vb_twilio_sig_compute(TOKEN, url, NULL, sig), 0);
+    snprintf(req, sizeof(req),
+             "GET %s HTTP/1.1\r\nHost: " HOST "\r\n"
+             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             "Sec-WebSocket-Version: 13\r\nX-Twilio-Signature: %s\r\n\r\n",
+             path, sig);
+    t = tls_open(ng_port, ca);
+    tls_send(t, req, strlen(req));
+    st = tls_response(t, head, sizeof(head), doc, sizeof(doc));
+    if (st != 101)
+        vb_test_fail(__FILE__, __LINE__, "upgrade via nginx: %d %s", st, head);
+    char acc[64];
+    ASSERT_TRUE(tc_header(head, "Sec-WebSocket-Accept", acc, sizeof(acc)));
+    ASSERT_STR_EQ(acc, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    /* Until the stream stage exists, the lane answers with a close frame
+     * (1013): it crossed the hand-off ring and came back through nginx. */
+    while (t->len < 4 && tls_fill(t) > 0)
+        ;
+    ASSERT_GE(t->len, 4);
+    ASSERT_EQ((unsigned char)t->buf[0], 0x88);
+    ASSERT_EQ(((unsigned char)t->buf[2] << 8) | (unsigned char)t->buf[3], 1013);
+    tls_close(t);
+
+    /* 3. Metrics through the proxy record both. */
+    t = tls_open(ng_port, ca);
+    const char *mreq = "GET /metrics HTTP/1.1\r\nHost: " HOST "\r\n\r\n";
+    tls_send(t, mreq, strlen(mreq));
+    static char metrics[1 << 16];
+    ASSERT_EQ(tls_response(t, head, sizeof(head), metrics, sizeof(metrics)),
+              200);
+    ASSERT_STR_CONTAINS(metrics, "vb_stream_handoffs_total{result=\"ok\"} 1\n");
+    ASSERT_STR_CONTAINS(metrics,
+                        "vb_http_requests_total{route=\"voice\",code=\"200\"}"
+                        " 1\n");
+    ASSERT_STR_CONTAINS(
+        metrics, "vb_twilio_signature_failures_total{route=\"voice\"} 1\n");
+    tls_close(t);
+
+    kill(ng, SIGQUIT);
+    ASSERT_GE(reap(ng, deadline_ms(10000)), 0);
+    kill(vb, SIGTERM);
+    int vst = reap(vb, deadline_ms(15000));
+    char *text = read_file(vblog);
+    if (vst != 0)
+        vb_test_fail(__FILE__, __LINE__, "voxbridge exit %d:\n%s", vst, text);
+    /* Forwarded headers reach the logs when trusted. */
+    ASSERT_STR_CONTAINS(text, "msg=\"call answered\" call=CAnginx1");
+    ASSERT_STR_CONTAINS(text, "client=127.0.0.1");
+    ASSERT_STR_CONTAINS(text, "msg=\"stream handed off\"");
+}
