@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vb-sim command line. `vb-sim call` places one simulated Twilio call
+ * against a voxbridge webhook and prints a one-line summary; the exit
+ * status is 0 when the call completed without a protocol error, 1 when it
+ * failed, 2 for usage errors.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/sim/sim.h"
+#include "core/log.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: vb-sim call --webhook URL --audio IN.wav [options]\n"
+            "\n"
+            "Places one call as Twilio would: signed webhook, strict TwiML,\n"
+            "signed Media Streams upgrade, 20 ms media, playout with mark\n"
+            "echoes and clear, DTMF, stop; serves the REST hang-up API.\n"
+            "\n"
+            "  --webhook URL        voice webhook (http:// or https://)\n"
+            "  --auth-token T       Twilio auth token used to sign requests\n"
+            "                       (default $TWILIO_AUTH_TOKEN; empty: "
+            "unsigned)\n"
+            "  --audio IN.wav       caller audio: 8000 Hz mono 16-bit PCM\n"
+            "  --heard OUT.wav      write what the caller heard (8 kHz)\n"
+            "  --dtmf D@S[,D@S...]  press digit D at S seconds into the "
+            "stream\n"
+            "  --hangup-after S     hang up S seconds into the stream\n"
+            "                       (default: end of audio + --tail)\n"
+            "  --tail S             listening time after the audio "
+            "(default 2)\n"
+            "  --api-listen H:P     REST API address (default "
+            "127.0.0.1:0);\n"
+            "                       give voxbridge --twilio-api-url "
+            "http://H:P\n"
+            "  --account-sid AC..   account (default random)\n"
+            "  --from N, --to N     caller and called numbers\n"
+            "  --pause-scale X      multiply <Pause> lengths (default 1)\n"
+            "  --ca-file F          CA bundle for https/wss\n"
+            "  --timeout S          give up after S seconds\n"
+            "  -v, --verbose        log call events to stderr\n");
+}
+
+static int parse_dtmf(const char *s, sim_dtmf_t **out, size_t *n)
+{
+    size_t cap = 1;
+    for (const char *p = s; *p; p++)
+        cap += *p == ',';
+    sim_dtmf_t *d = calloc(cap, sizeof *d);
+    if (d == NULL)
+        return -1;
+    size_t k = 0;
+    const char *p = s;
+    while (*p) {
+        char digit = *p;
+        if (strchr("0123456789*#ABCD", digit) == NULL || p[1] != '@') {
+            free(d);
+            return -1;
+        }
+        char *e;
+        double at = strtod(p + 2, &e);
+        if (e == p + 2 || at < 0 || (*e != ',' && *e != '\0')) {
+            free(d);
+            return -1;
+        }
+        d[k].digit = digit;
+        d[k].at_s = at;
+        k++;
+        p = *e == ',' ? e + 1 : e;
+    }
+    /* Send in time order. */
+    for (size_t i = 1; i < k; i++)
+        for (size_t j = i; j > 0 && d[j].at_s < d[j - 1].at_s; j--) {
+            sim_dtmf_t t = d[j];
+            d[j] = d[j - 1];
+            d[j - 1] = t;
+        }
+    *out = d;
+    *n = k;
+    return 0;
+}
+
+typedef struct run {
+    sim_api_t *api;
+    bool done;
+} run_t;
+
+static void call_done(sim_call_t *c, void *ud)
+{
+    (void)c;
+    run_t *r = ud;
+    r->done = true;
+    sim_api_stop(r->api);
+    r->api = NULL;
+}
+
+static int cmd_call(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"webhook", required_argument, NULL, 'w'},
+        {"auth-token", required_argument, NULL, 't'},
+        {"audio", required_argument, NULL, 'a'},
+        {"heard", required_argument, NULL, 'H'},
+        {"dtmf", required_argument, NULL, 'd'},
+        {"hangup-after", required_argument, NULL, 'h'},
+        {"tail", required_argument, NULL, 'T'},
+        {"api-listen", required_argument, NULL, 'l'},
+        {"account-sid", required_argument, NULL, 'A'},
+        {"from", required_argument, NULL, 'f'},
+        {"to", required_argument, NULL, 'o'},
+        {"pause-scale", required_argument, NULL, 'p'},
+        {"ca-file", required_argument, NULL, 'c'},
+        {"timeout", required_argument, NULL, 'x'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, '?'},
+        {NULL, 0, NULL, 0},
+    };
+    sim_call_opts_t o = {
+        .hangup_after_s = -1, .tail_s = 2.0, .pause_scale = 1.0};
+    const char *audio = NULL, *heard = NULL, *listen = "127.0.0.1:0";
+    o.auth_token = getenv("TWILIO_AUTH_TOKEN");
+    sim_dtmf_t *dtmf = NULL;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "v", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'w':
+            o.webhook = optarg;
+            break;
+        case 't':
+            o.auth_token = optarg;
+            break;
+        case 'a':
+            audio = optarg;
+            break;
+        case 'H':
+            heard = optarg;
+            break;
+        case 'd':
+            free(dtmf);
+            dtmf = NULL;
+            if (parse_dtmf(optarg, &dtmf, &o.ndtmf) != 0) {
+                fprintf(stderr,
+                        "vb-sim: bad --dtmf \"%s\" (want e.g. "
+                        "\"1@3.0,#@4.5\")\n",
+                        optarg);
+                return 2;
+            }
+            o.dtmf = dtmf;
+            break;
+        case 'h':
+        case 'T':
+        case 'p':
+        case 'x': {
+            char *e;
+            double v = strtod(optarg, &e);
+            if (*e != '\0' || v < 0) {
+                fprintf(stderr, "vb-sim: bad number \"%s\"\n", optarg);
+                return 2;
+            }
+            if (ch == 'h')
+                o.hangup_after_s = v;
+            else if (ch == 'T')
+                o.tail_s = v;
+            else if (ch == 'p')
+                o.pause_scale = v;
+            else
+                o.timeout_s = v;
+            break;
+        }
+        case 'l':
+            listen = optarg;
+            break;
+        case 'A':
+            o.account_sid = optarg;
+            break;
+        case 'f':
+            o.from = optarg;
+            break;
+        case 'o':
+            o.to = optarg;
+            break;
+        case 'c':
+            o.ca_file = optarg;
+            break;
+        case 'v':
+            o.verbose = true;
+            break;
+        default:
+            usage(ch == '?' ? stdout : stderr);
+            return 2;
+        }
+    }
+    if (o.webhook == NULL || audio == NULL || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    char err[512];
+    int16_t *pcm = NULL;
+    size_t n = 0;
+    if (sim_wav_read(audio, &pcm, &n, err, sizeof err) != 0) {
+        fprintf(stderr, "vb-sim: %s\n", err);
+        return 2;
+    }
+    uint8_t *mulaw = malloc(n + 1);
+    if (mulaw == NULL)
+        return 1;
+    for (size_t i = 0; i < n; i++)
+        mulaw[i] = sim_mulaw_encode(pcm[i]);
+    free(pcm);
+    o.mulaw = mulaw;
+    o.mulaw_len = n;
+    o.record_heard = heard != NULL;
+
+    char host[256];
+    snprintf(host, sizeof host, "%s", listen);
+    char *colon = strrchr(host, ':');
+    if (colon == NULL) {
+        fprintf(stderr, "vb-sim: --api-listen wants HOST:PORT\n");
+        return 2;
+    }
+    *colon = '\0';
+    int port = atoi(colon + 1);
+    if (host[0] == '[') {
+        memmove(host, host + 1, strlen(host));
+        host[strcspn(host, "]")] = '\0';
+    }
+    signal(SIGPIPE, SIG_IGN);
+    vb_log_set_level(o.verbose ? VB_LOG_INFO : VB_LOG_WARN);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    run_t run = {0};
+    if (sim_api_start(&loop, host, port, o.auth_token, &run.api) != 0) {
+        fprintf(stderr, "vb-sim: cannot listen on %s\n", listen);
+        return 2;
+    }
+    fprintf(stderr, "vb-sim: REST API on http://%s:%d\n", host,
+            sim_api_port(run.api));
+    sim_call_t *call;
+    if (sim_call_start(&loop, run.api, &o, call_done, &run, &call) != 0) {
+        fprintf(stderr, "vb-sim: cannot start the call\n");
+        return 1;
+    }
+    while (!run.done)
+        uv_run(&loop, UV_RUN_ONCE);
+    const sim_call_result_t *r = sim_call_result(call);
+    sim_call_print_summary(call, stdout);
+    fflush(stdout);
+    int rc = r->ok ? 0 : 1;
+    if (heard != NULL) {
+        size_t hl = 0;
+        const uint8_t *h = sim_call_heard(call, &hl);
+        int16_t *out = malloc(hl * 2 + 2);
+        if (out != NULL) {
+            for (size_t i = 0; i < hl; i++)
+                out[i] = sim_mulaw_decode(h[i]);
+            if (sim_wav_write(heard, out, hl) != 0) {
+                fprintf(stderr, "vb-sim: cannot write %s\n", heard);
+                rc = 1;
+            }
+            free(out);
+        }
+    }
+    sim_call_free(call);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    free(mulaw);
+    free(dtmf);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "--help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "call") == 0)
+        return cmd_call(argc - 1, argv + 1);
+    fprintf(stderr, "vb-sim: unknown command \"%s\" (try: vb-sim call)\n",
+            argv[1]);
+    return 2;
+}

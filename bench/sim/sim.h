@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vb-sim: a strict simulator of Twilio's side of a voice call (spec
+ * twilio-media-streams.md): the signed voice webhook, strict TwiML parsing,
+ * the signed Media Streams upgrade, `connected`/`start`/`media` at a 20 ms
+ * cadence, `dtmf` and `stop`, a playout FIFO drained at 8000 bytes/s with
+ * mark echoes and `clear` semantics, and Twilio's REST hang-up endpoint.
+ * Everything voxbridge sends is validated; any deviation is a protocol
+ * error that fails the run.
+ *
+ * DESIGN. One call is one sim_call_t on a caller-supplied libuv loop, so a
+ * load generator can run many on one loop. Its state machine: WEBHOOK (POST,
+ * read TwiML) -> TWIML (run verbs: Say/Pause delay, Connect opens the
+ * stream) -> STREAM (the WebSocket) -> AFTER (verbs after </Connect>) ->
+ * DONE. A sim_api_t is the REST server; calls register with it so that
+ * POST .../Calls/{CallSid}.json finds them. All of it runs on the loop's
+ * thread.
+ */
+#ifndef VB_BENCH_SIM_H
+#define VB_BENCH_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <uv.h>
+
+/* ---- audio helpers (sim_audio.c) ---- */
+
+uint8_t sim_mulaw_encode(int16_t pcm);
+int16_t sim_mulaw_decode(uint8_t u);
+
+/* Reads a WAV file that must be 16-bit PCM, mono, 8000 Hz. On success
+ * *samples is malloc'd. Errors (with a message in err): -1. */
+int sim_wav_read(const char *path, int16_t **samples, size_t *n, char *err,
+                 size_t errsz);
+/* Writes 16-bit PCM mono 8000 Hz. Returns 0 or -1 (errno set). */
+int sim_wav_write(const char *path, const int16_t *samples, size_t n);
+
+/* ---- signatures (sim_sign.c) ---- */
+
+/* A form parameter list for webhooks. */
+typedef struct sim_param {
+    const char *name;
+    const char *value;
+} sim_param_t;
+
+/* X-Twilio-Signature for `url` and `params` (spec §5.1) into out (29+). */
+int sim_sign(const char *token, const char *url, const sim_param_t *params,
+             size_t n, char *out, size_t outsz);
+
+/* Form-encodes params into a malloc'd string. */
+char *sim_form_encode(const sim_param_t *params, size_t n);
+
+/* ---- TwiML (sim_twiml.c) ---- */
+
+typedef enum {
+    SIM_VERB_SAY,
+    SIM_VERB_PAUSE,
+    SIM_VERB_CONNECT,
+    SIM_VERB_HANGUP,
+    SIM_VERB_OTHER, /* Play, Dial, Redirect, Reject: recorded, not run */
+} sim_verb_kind_t;
+
+#define SIM_MAX_PARAMS 32
+
+typedef struct sim_verb {
+    sim_verb_kind_t kind;
+    char name[16];
+    char *text;       /* Say text (decoded) */
+    double pause_s;   /* Pause length */
+    char *stream_url; /* Connect/Stream url */
+    char *status_cb;  /* Stream statusCallback, or NULL */
+    size_t nparams;   /* Stream Parameters */
+    char *pname[SIM_MAX_PARAMS];
+    char *pvalue[SIM_MAX_PARAMS];
+} sim_verb_t;
+
+typedef struct sim_twiml {
+    sim_verb_t *verbs;
+    size_t nverbs;
+} sim_twiml_t;
+
+/* Parses a TwiML document strictly (well-formed XML, <Response> root,
+ * known verbs and attributes, Stream url rules of spec §2.2 with ws://
+ * allowed only for loopback hosts). Returns 0, or -1 with a message. */
+int sim_twiml_parse(const char *xml, size_t len, sim_twiml_t *out, char *err,
+                    size_t errsz);
+void sim_twiml_free(sim_twiml_t *t);
+
+/* ---- strict validation of what voxbridge sends (sim_validate.c) ---- */
+
+typedef enum {
+    SIM_OUT_MEDIA,
+    SIM_OUT_MARK,
+    SIM_OUT_CLEAR,
+} sim_out_kind_t;
+
+typedef struct sim_out_msg {
+    sim_out_kind_t kind;
+    uint8_t *audio; /* media: decoded μ-law (malloc'd, caller frees) */
+    size_t audio_len;
+    char *mark; /* mark: name (malloc'd, caller frees) */
+} sim_out_msg_t;
+
+/* Validates one text message from the server against spec §4 with the
+ * call's streamSid: exactly media{payload} / mark{name} / clear, nothing
+ * more, the right streamSid, valid non-empty base64. Returns 0 and fills
+ * *out, or -1 with the violation in err. */
+int sim_validate_outbound(const char *json, size_t len, const char *stream_sid,
+                          sim_out_msg_t *out, char *err, size_t errsz);
+
+/* Strict base64 (standard alphabet, '=' padding, length % 4 == 0): decodes
+ * into a malloc'd buffer. Returns 0 or -1. */
+int sim_b64_decode_strict(const char *s, size_t n, uint8_t **out,
+                          size_t *outlen);
+
+/* ---- the REST API server (sim_api.c) ---- */
+
+typedef struct sim_api sim_api_t;
+typedef struct sim_call sim_call_t;
+
+/* Listens on host:port (port 0 picks one). Requests need HTTP Basic
+ * auth AccountSid:auth_token when auth_token is non-empty. */
+int sim_api_start(uv_loop_t *loop, const char *host, int port,
+                  const char *auth_token, sim_api_t **out);
+int sim_api_port(const sim_api_t *api);
+uint64_t sim_api_requests(const sim_api_t *api);
+void sim_api_stop(sim_api_t *api); /* closes; frees once the loop runs */
+
+/* ---- one call (sim_call.c) ---- */
+
+typedef struct sim_dtmf {
+    char digit;
+    double at_s; /* seconds after the stream started */
+} sim_dtmf_t;
+
+typedef struct sim_call_opts {
+    const char *webhook;     /* http://host:port/path */
+    const char *auth_token;  /* signs webhook and upgrade; NULL/"": none */
+    const char *account_sid; /* NULL: a random AC... */
+    const char *from, *to;   /* NULL: defaults */
+    const uint8_t *mulaw;    /* caller audio, μ-law 8 kHz (borrowed) */
+    size_t mulaw_len;
+    const sim_dtmf_t *dtmf;
+    size_t ndtmf;
+    /* Hang up (stop + close) this long after the stream started; < 0:
+     * when the caller audio ends plus tail_s. */
+    double hangup_after_s;
+    double tail_s;
+    double pause_scale;  /* multiplies <Pause> lengths (0: no waiting) */
+    double timeout_s;    /* whole call; 0: hang-up time + 15 s */
+    bool record_heard;   /* keep the played audio for sim_call_heard() */
+    const char *ca_file; /* CA bundle for https/wss; NULL: the system's */
+    bool verbose;        /* log events to stderr */
+} sim_call_opts_t;
+
+typedef struct sim_call_result {
+    bool ok;            /* completed with no protocol error */
+    char error[256];    /* first fatal error or protocol violation */
+    int webhook_status; /* HTTP status of the webhook */
+    char call_sid[40], stream_sid[40];
+    bool stream_opened;
+    uint64_t frames_sent, dtmf_sent;
+    uint64_t media_received, bytes_received; /* from voxbridge */
+    uint64_t odd_sized_media; /* payloads not a multiple of 160 bytes */
+    uint64_t bytes_played;    /* audio played out (excl. silence) */
+    uint64_t bytes_cleared;   /* audio dropped by clear */
+    uint64_t marks_received, marks_echoed, clears_received;
+    uint64_t protocol_errors;
+    uint64_t rest_hangups;
+    bool hung_up_by_sim, hung_up_by_rest, closed_by_server;
+    int close_code; /* code of the server's close frame, 0 none */
+    char close_reason[128];
+    double first_audio_ms; /* stream start to first media received */
+    double duration_s;     /* webhook to done */
+    uint64_t late_ticks;   /* media ticks sent > 5 ms late */
+} sim_call_result_t;
+
+typedef void (*sim_call_done_cb)(sim_call_t *c, void *ud);
+
+/* Starts a call on `loop`; `api` (may be NULL) receives its REST
+ * requests. `done` fires once when the call is over. Options are copied
+ * (audio and dtmf are borrowed). Returns 0 or -1. */
+int sim_call_start(uv_loop_t *loop, sim_api_t *api, const sim_call_opts_t *o,
+                   sim_call_done_cb done, void *ud, sim_call_t **out);
+
+const sim_call_result_t *sim_call_result(const sim_call_t *c);
+
+/* What the caller heard: μ-law bytes at 8000 B/s from stream start
+ * (silence 0xFF where nothing played). Valid until sim_call_free. */
+const uint8_t *sim_call_heard(const sim_call_t *c, size_t *len);
+
+/* Prints the per-call summary (logfmt, one line). */
+void sim_call_print_summary(const sim_call_t *c, FILE *f);
+
+/* Ends the call now as a caller hang-up (stop + close). */
+void sim_call_hangup(sim_call_t *c);
+
+/* Frees a finished call; accepts NULL. */
+void sim_call_free(sim_call_t *c);
+
+/* For sim_api: REST request for this call (Status=completed, or a Twiml /
+ * Url replacement, both end the stream). */
+sim_call_t *sim_api_find(sim_api_t *api, const char *call_sid);
+void sim_api_register(sim_api_t *api, sim_call_t *c, const char *call_sid);
+void sim_api_unregister(sim_api_t *api, sim_call_t *c);
+void sim_call_rest_update(sim_call_t *c, const char *status, bool replace);
+const char *sim_call_account_sid(const sim_call_t *c);
+
+#endif

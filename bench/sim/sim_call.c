@@ -1,0 +1,1075 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vb-sim: one simulated Twilio call (see bench/sim/sim.h for the DESIGN
+ * paragraph and the state machine).
+ *
+ * Timing. Media ticks run on an absolute schedule: tick n is due at
+ * stream start + n * 20 ms and each timer is set for the next due time, so
+ * the cadence never drifts; a tick that fires more than 5 ms late is
+ * counted (late_ticks). Each tick sends one 160-byte `media` message and
+ * plays 160 bytes out of the playout FIFO (silence when it is empty), as
+ * Twilio's 8000 bytes/s playout would.
+ *
+ * Playout model (spec §4.4). Received audio is appended to a byte FIFO;
+ * a received mark is stamped with the FIFO's total input at that moment
+ * and echoed once playback passes that point (at once if nothing is
+ * queued). `clear` drops all queued audio and echoes every pending mark,
+ * in order.
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <cjson/cJSON.h>
+
+#include "bench/sim/sim.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "llhttp.h"
+#include "net/tcp.h"
+#include "net/tls.h"
+#include "net/ws.h"
+
+#define TICK_NS        20000000ull
+#define FRAME          160
+#define MAX_RESP       (256 * 1024)
+#define LATE_NS        5000000ull
+#define MAX_STREAM_MSG (1024 * 1024)
+
+typedef enum { S_WEBHOOK, S_TWIML, S_STREAM, S_AFTER, S_DONE } sim_state_t;
+
+typedef struct pending_mark {
+    char *name;
+    uint64_t pos; /* FIFO input total when it arrived */
+} pending_mark_t;
+
+struct sim_call {
+    uv_loop_t *loop;
+    sim_api_t *api;
+    sim_call_opts_t o;
+    char *webhook, *token, *account, *from, *to, *ca_file;
+    sim_call_done_cb done;
+    void *ud;
+    sim_call_result_t r;
+    sim_state_t st;
+    uint64_t t_begin;
+    bool finished, freeing;
+    int open_handles;
+    uv_timer_t timer, deadline;
+
+    /* Webhook. */
+    vb_tls_config_t *tls;
+    vb_transport_t *http;
+    llhttp_t parser;
+    llhttp_settings_t settings;
+    char *resp;
+    size_t resp_len;
+    char hname[64];
+    size_t hname_len;
+    bool in_ctype;
+    char ctype[128];
+    size_t ctype_len;
+    bool resp_done;
+
+    /* TwiML. */
+    sim_twiml_t twiml;
+    size_t verb;
+
+    /* Stream. */
+    vb_ws_t *ws;
+    const sim_verb_t *connect;
+    uint64_t t_start;
+    uint64_t tick;
+    uint64_t seq;
+    size_t dtmf_next;
+    bool hanging_up;
+    uint64_t hangup_tick;
+
+    /* Playout FIFO. */
+    uint8_t *fifo;
+    size_t fifo_head, fifo_len, fifo_cap;
+    uint64_t in_total, out_total;
+    pending_mark_t *marks;
+    size_t nmarks, marks_cap;
+
+    uint8_t *heard;
+    size_t heard_len, heard_cap;
+};
+
+static void next_verb(sim_call_t *c);
+static void finish(sim_call_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void vlog(sim_call_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void vlog(sim_call_t *c, const char *fmt, ...)
+{
+    if (!c->o.verbose)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    double t = (double)(vb_clock_now_ns() - c->t_begin) / 1e9;
+    fprintf(stderr, "[vb-sim %s %8.3f] ", c->r.call_sid, t);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static void random_sid(char *out, const char *prefix)
+{
+    uint8_t b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+        memset(b, 0x5a, sizeof b);
+    static const char hex[] = "0123456789abcdef";
+    size_t n = strlen(prefix);
+    memcpy(out, prefix, n);
+    for (int i = 0; i < 16; i++) {
+        out[n + 2 * i] = hex[b[i] >> 4];
+        out[n + 2 * i + 1] = hex[b[i] & 15];
+    }
+    out[n + 32] = '\0';
+}
+
+static void protocol_error(sim_call_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void protocol_error(sim_call_t *c, const char *fmt, ...)
+{
+    char msg[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    c->r.protocol_errors++;
+    if (c->r.error[0] == '\0')
+        snprintf(c->r.error, sizeof c->r.error, "protocol error: %s", msg);
+    fprintf(stderr, "vb-sim %s: protocol error: %s\n", c->r.call_sid, msg);
+}
+
+/* ---- lifecycle ---- */
+
+static void handle_closed(uv_handle_t *h)
+{
+    sim_call_t *c = h->data;
+    if (--c->open_handles == 0 && c->freeing) {
+        free(c->webhook);
+        free(c->token);
+        free(c->account);
+        free(c->from);
+        free(c->to);
+        free(c->ca_file);
+        free(c->resp);
+        free(c->fifo);
+        for (size_t i = 0; i < c->nmarks; i++)
+            free(c->marks[i].name);
+        free(c->marks);
+        free(c->heard);
+        sim_twiml_free(&c->twiml);
+        free(c);
+    }
+}
+
+static void finish(sim_call_t *c, const char *fmt, ...)
+{
+    if (c->finished)
+        return;
+    if (fmt != NULL && c->r.error[0] == '\0') {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->r.error, sizeof c->r.error, fmt, ap);
+        va_end(ap);
+    }
+    c->finished = true;
+    c->st = S_DONE;
+    uv_timer_stop(&c->timer);
+    uv_timer_stop(&c->deadline);
+    if (c->ws != NULL) {
+        vb_ws_destroy(c->ws);
+        c->ws = NULL;
+    }
+    if (c->http != NULL) {
+        vb_transport_close(c->http);
+        c->http = NULL;
+    }
+    if (c->api != NULL)
+        sim_api_unregister(c->api, c);
+    c->r.duration_s = (double)(vb_clock_now_ns() - c->t_begin) / 1e9;
+    c->r.ok = c->r.error[0] == '\0' && c->r.protocol_errors == 0 &&
+              c->r.stream_opened;
+    if (c->r.ok == false && c->r.error[0] == '\0')
+        snprintf(c->r.error, sizeof c->r.error, "no stream was opened");
+    vlog(c, "done: %s", c->r.ok ? "ok" : c->r.error);
+    if (c->done != NULL)
+        c->done(c, c->ud);
+}
+
+void sim_call_free(sim_call_t *c)
+{
+    if (c == NULL)
+        return;
+    if (!c->finished) {
+        c->done = NULL;
+        finish(c, "aborted");
+    }
+    vb_tls_config_destroy(c->tls);
+    c->tls = NULL;
+    c->freeing = true;
+    uv_close((uv_handle_t *)&c->timer, handle_closed);
+    uv_close((uv_handle_t *)&c->deadline, handle_closed);
+}
+
+const sim_call_result_t *sim_call_result(const sim_call_t *c)
+{
+    return &c->r;
+}
+
+const uint8_t *sim_call_heard(const sim_call_t *c, size_t *len)
+{
+    *len = c->heard_len;
+    return c->heard;
+}
+
+const char *sim_call_account_sid(const sim_call_t *c)
+{
+    return c->account;
+}
+
+/* ---- transports ---- */
+
+typedef struct url_parts {
+    bool secure;
+    char host[256];
+    uint16_t port;
+    char target[2048];
+} url_parts_t;
+
+static int http_url_parse(const char *url, url_parts_t *u)
+{
+    /* Reuse the WebSocket URL splitter by swapping the scheme. */
+    char tmp[2400];
+    const char *rest;
+    memset(u, 0, sizeof *u);
+    if (strncmp(url, "http://", 7) == 0) {
+        rest = url + 7;
+        snprintf(tmp, sizeof tmp, "ws://%s", rest);
+    } else if (strncmp(url, "https://", 8) == 0) {
+        rest = url + 8;
+        snprintf(tmp, sizeof tmp, "wss://%s", rest);
+    } else {
+        return -1;
+    }
+    vb_ws_url_t w;
+    if (vb_ws_url_parse(tmp, &w) != 0)
+        return -1;
+    u->secure = w.secure;
+    snprintf(u->host, sizeof u->host, "%s", w.host);
+    u->port = w.port;
+    snprintf(u->target, sizeof u->target, "%s", w.target);
+    return 0;
+}
+
+static int open_transport(sim_call_t *c, bool secure, const char *host,
+                          uint16_t port, vb_transport_t **out)
+{
+    if (!secure)
+        return vb_tcp_connect(c->loop, host, port, out);
+    if (c->tls == NULL) {
+        int rc = vb_tls_config_client(c->ca_file, &c->tls);
+        if (rc < 0)
+            return rc;
+    }
+    return vb_tls_connect(c->loop, c->tls, host, port, host, c->r.call_sid,
+                          out);
+}
+
+/* ---- webhook ---- */
+
+static int h_on_body(llhttp_t *p, const char *at, size_t len)
+{
+    sim_call_t *c = p->data;
+    if (c->resp_len + len > MAX_RESP)
+        return -1;
+    char *b = realloc(c->resp, c->resp_len + len + 1);
+    if (b == NULL)
+        return -1;
+    memcpy(b + c->resp_len, at, len);
+    c->resp = b;
+    c->resp_len += len;
+    b[c->resp_len] = '\0';
+    return 0;
+}
+
+static int h_on_hfield(llhttp_t *p, const char *at, size_t len)
+{
+    sim_call_t *c = p->data;
+    if (c->hname_len + len >= sizeof c->hname)
+        len = sizeof c->hname - 1 - c->hname_len;
+    memcpy(c->hname + c->hname_len, at, len);
+    c->hname_len += len;
+    return 0;
+}
+
+static int h_on_hfield_done(llhttp_t *p)
+{
+    sim_call_t *c = p->data;
+    c->hname[c->hname_len] = '\0';
+    c->in_ctype = strcasecmp(c->hname, "Content-Type") == 0;
+    c->hname_len = 0;
+    return 0;
+}
+
+static int h_on_hvalue(llhttp_t *p, const char *at, size_t len)
+{
+    sim_call_t *c = p->data;
+    if (c->in_ctype) {
+        if (c->ctype_len + len >= sizeof c->ctype)
+            len = sizeof c->ctype - 1 - c->ctype_len;
+        memcpy(c->ctype + c->ctype_len, at, len);
+        c->ctype_len += len;
+        c->ctype[c->ctype_len] = '\0';
+    }
+    return 0;
+}
+
+static int h_on_done(llhttp_t *p)
+{
+    sim_call_t *c = p->data;
+    c->resp_done = true;
+    return HPE_PAUSED;
+}
+
+static void run_twiml(sim_call_t *c)
+{
+    int status = c->r.webhook_status;
+    vlog(c, "webhook answered %d (%s)", status, c->ctype);
+    if (status != 200) {
+        finish(c, "webhook answered HTTP %d", status);
+        return;
+    }
+    char ct[128];
+    snprintf(ct, sizeof ct, "%s", c->ctype);
+    ct[strcspn(ct, "; \t")] = '\0';
+    if (strcasecmp(ct, "text/xml") != 0 &&
+        strcasecmp(ct, "application/xml") != 0 &&
+        strcasecmp(ct, "text/html") != 0) {
+        finish(c, "webhook Content-Type \"%s\" is not TwiML (text/xml)",
+               c->ctype);
+        return;
+    }
+    char err[256];
+    if (sim_twiml_parse(c->resp != NULL ? c->resp : "", c->resp_len, &c->twiml,
+                        err, sizeof err) != 0) {
+        finish(c, "%s", err);
+        return;
+    }
+    bool has_connect = false;
+    for (size_t i = 0; i < c->twiml.nverbs; i++)
+        has_connect |= c->twiml.verbs[i].kind == SIM_VERB_CONNECT;
+    if (!has_connect) {
+        const char *say = "";
+        for (size_t i = 0; i < c->twiml.nverbs; i++)
+            if (c->twiml.verbs[i].kind == SIM_VERB_SAY) {
+                say = c->twiml.verbs[i].text;
+                break;
+            }
+        finish(c, "TwiML has no <Connect><Stream> (said: \"%.120s\")", say);
+        return;
+    }
+    c->st = S_TWIML;
+    c->verb = 0;
+    next_verb(c);
+}
+
+static void h_read(vb_transport_t *t, const uint8_t *d, size_t n, void *ud)
+{
+    (void)t;
+    sim_call_t *c = ud;
+    if (c->resp_done)
+        return;
+    llhttp_errno_t e = llhttp_execute(&c->parser, (const char *)d, n);
+    if (c->resp_done) {
+        c->r.webhook_status = llhttp_get_status_code(&c->parser);
+        vb_transport_close(c->http);
+        c->http = NULL;
+        run_twiml(c);
+    } else if (e != HPE_OK) {
+        finish(c, "webhook response malformed: %s",
+               llhttp_get_error_reason(&c->parser));
+    }
+}
+
+static void h_event(vb_transport_t *t, vb_transport_event_t ev, int err,
+                    void *ud)
+{
+    (void)t;
+    sim_call_t *c = ud;
+    if (ev == VB_TRANSPORT_ERROR) {
+        finish(c, "webhook: %s", vb_strerror(err));
+    } else if (ev == VB_TRANSPORT_EOF && !c->resp_done) {
+        /* A response without Content-Length ends at EOF. */
+        if (llhttp_finish(&c->parser) == HPE_OK && c->resp_done) {
+            c->r.webhook_status = llhttp_get_status_code(&c->parser);
+            vb_transport_close(c->http);
+            c->http = NULL;
+            run_twiml(c);
+        } else {
+            finish(c, "webhook: connection closed before a full response");
+        }
+    }
+}
+
+static int post_webhook(sim_call_t *c)
+{
+    url_parts_t u;
+    if (http_url_parse(c->webhook, &u) != 0) {
+        finish(c, "bad webhook URL %s (need http:// or https://)", c->webhook);
+        return -1;
+    }
+    char calltoken[64], city[] = "", country[] = "US";
+    random_sid(calltoken, "CT");
+    sim_param_t p[] = {
+        {"AccountSid", c->account},
+        {"ApiVersion", "2010-04-01"},
+        {"CallSid", c->r.call_sid},
+        {"CallStatus", "ringing"},
+        {"CallToken", calltoken},
+        {"Called", c->to},
+        {"CalledCity", city},
+        {"CalledCountry", country},
+        {"CalledState", "CA"},
+        {"CalledZip", ""},
+        {"Caller", c->from},
+        {"CallerCity", "SAN FRANCISCO"},
+        {"CallerCountry", country},
+        {"CallerState", "CA"},
+        {"CallerZip", "94105"},
+        {"Direction", "inbound"},
+        {"From", c->from},
+        {"FromCity", "SAN FRANCISCO"},
+        {"FromCountry", country},
+        {"FromState", "CA"},
+        {"FromZip", "94105"},
+        {"StirVerstat", "TN-Validation-Passed-A"},
+        {"To", c->to},
+        {"ToCity", city},
+        {"ToCountry", country},
+        {"ToState", "CA"},
+        {"ToZip", ""},
+    };
+    size_t np = sizeof p / sizeof p[0];
+    char *body = sim_form_encode(p, np);
+    char sig[64] = "";
+    if (body == NULL ||
+        (c->token[0] != '\0' &&
+         sim_sign(c->token, c->webhook, p, np, sig, sizeof sig) != 0)) {
+        free(body);
+        finish(c, "out of memory");
+        return -1;
+    }
+    size_t cap = strlen(body) + 4096;
+    char *req = malloc(cap);
+    if (req == NULL) {
+        free(body);
+        finish(c, "out of memory");
+        return -1;
+    }
+    bool defport = u.port == (u.secure ? 443 : 80);
+    char hostport[300];
+    if (defport)
+        snprintf(hostport, sizeof hostport, "%s", u.host);
+    else
+        snprintf(hostport, sizeof hostport, "%s:%u", u.host, (unsigned)u.port);
+    int n = snprintf(req, cap,
+                     "POST %s HTTP/1.1\r\nHost: %s\r\n"
+                     "User-Agent: TwilioProxy/1.1\r\nAccept: */*\r\n"
+                     "Content-Type: application/x-www-form-urlencoded\r\n"
+                     "Content-Length: %zu\r\n%s%s%s"
+                     "I-Twilio-Idempotency-Token: %s\r\n"
+                     "Connection: close\r\n\r\n%s",
+                     u.target, hostport, strlen(body),
+                     sig[0] ? "X-Twilio-Signature: " : "", sig,
+                     sig[0] ? "\r\n" : "", c->r.call_sid, body);
+    free(body);
+    int rc = open_transport(c, u.secure, u.host, u.port, &c->http);
+    if (rc == 0)
+        rc = vb_transport_write(c->http, req, (size_t)n);
+    free(req);
+    if (rc < 0) {
+        finish(c, "webhook: cannot connect to %s:%u: %s", u.host,
+               (unsigned)u.port, vb_strerror(rc));
+        return -1;
+    }
+    llhttp_settings_init(&c->settings);
+    c->settings.on_body = h_on_body;
+    c->settings.on_header_field = h_on_hfield;
+    c->settings.on_header_field_complete = h_on_hfield_done;
+    c->settings.on_header_value = h_on_hvalue;
+    c->settings.on_message_complete = h_on_done;
+    llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
+    c->parser.data = c;
+    vb_transport_set_handler(c->http, h_read, h_event, c);
+    vlog(c, "POST %s", c->webhook);
+    return 0;
+}
+
+/* ---- stream: sending ---- */
+
+static void send_json(sim_call_t *c, cJSON *j)
+{
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (s == NULL || c->ws == NULL) {
+        free(s);
+        return;
+    }
+    int rc = vb_ws_send_text(c->ws, s, strlen(s));
+    free(s);
+    if (rc < 0 && rc != VB_ECLOSED)
+        finish(c, "stream send failed: %s", vb_strerror(rc));
+}
+
+static void add_seq(sim_call_t *c, cJSON *j)
+{
+    char seq[24];
+    snprintf(seq, sizeof seq, "%llu", (unsigned long long)c->seq++);
+    cJSON_AddStringToObject(j, "sequenceNumber", seq);
+}
+
+static void send_mark_echo(sim_call_t *c, const char *name)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "event", "mark");
+    add_seq(c, j);
+    cJSON_AddStringToObject(j, "streamSid", c->r.stream_sid);
+    cJSON *m = cJSON_AddObjectToObject(j, "mark");
+    cJSON_AddStringToObject(m, "name", name);
+    send_json(c, j);
+    c->r.marks_echoed++;
+}
+
+static void echo_due_marks(sim_call_t *c, bool all)
+{
+    size_t k = 0;
+    while (k < c->nmarks && (all || c->marks[k].pos <= c->out_total)) {
+        send_mark_echo(c, c->marks[k].name);
+        free(c->marks[k].name);
+        k++;
+    }
+    if (k > 0) {
+        memmove(c->marks, c->marks + k, (c->nmarks - k) * sizeof *c->marks);
+        c->nmarks -= k;
+    }
+}
+
+static void send_stop_and_close(sim_call_t *c, const char *why)
+{
+    if (c->hanging_up || c->ws == NULL)
+        return;
+    c->hanging_up = true;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "event", "stop");
+    add_seq(c, j);
+    cJSON_AddStringToObject(j, "streamSid", c->r.stream_sid);
+    cJSON *s = cJSON_AddObjectToObject(j, "stop");
+    cJSON_AddStringToObject(s, "accountSid", c->account);
+    cJSON_AddStringToObject(s, "callSid", c->r.call_sid);
+    send_json(c, j);
+    vlog(c, "stop (%s)", why);
+    if (c->ws != NULL)
+        vb_ws_close(c->ws, 1000, "");
+    /* on_close of the endpoint ends the stream; if the server never
+     * answers, the endpoint's close timeout does. */
+}
+
+static void tick_cb(uv_timer_t *t);
+
+static void schedule_tick(sim_call_t *c)
+{
+    uint64_t due = c->t_start + (c->tick + 1) * TICK_NS;
+    uint64_t now = vb_clock_now_ns();
+    uint64_t ms = due > now ? (due - now + 999999) / 1000000 : 0;
+    uv_update_time(c->loop);
+    uv_timer_start(&c->timer, tick_cb, ms, 0);
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    sim_call_t *c = t->data;
+    if (c->st != S_STREAM || c->ws == NULL || c->hanging_up)
+        return;
+    uint64_t now = vb_clock_now_ns();
+    uint64_t due = c->t_start + (c->tick + 1) * TICK_NS;
+    if (now < due) {
+        schedule_tick(c); /* timers have ms resolution: not yet */
+        return;
+    }
+    c->tick++;
+    if (now - due > LATE_NS)
+        c->r.late_ticks++;
+    /* Caller audio (silence after the file ends). */
+    uint8_t frame[FRAME];
+    size_t off = (size_t)(c->tick - 1) * FRAME;
+    for (size_t i = 0; i < FRAME; i++)
+        frame[i] = off + i < c->o.mulaw_len ? c->o.mulaw[off + i] : 0xFF;
+    char b64[FRAME * 2];
+    size_t bl = 0;
+    static const char tbl[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < FRAME; i += 3) {
+        uint32_t w = (uint32_t)frame[i] << 16;
+        if (i + 1 < FRAME)
+            w |= (uint32_t)frame[i + 1] << 8;
+        if (i + 2 < FRAME)
+            w |= frame[i + 2];
+        b64[bl++] = tbl[(w >> 18) & 63];
+        b64[bl++] = tbl[(w >> 12) & 63];
+        b64[bl++] = i + 1 < FRAME ? tbl[(w >> 6) & 63] : '=';
+        b64[bl++] = i + 2 < FRAME ? tbl[w & 63] : '=';
+    }
+    b64[bl] = '\0';
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "event", "media");
+    add_seq(c, j);
+    cJSON *m = cJSON_AddObjectToObject(j, "media");
+    char num[24];
+    cJSON_AddStringToObject(m, "track", "inbound");
+    snprintf(num, sizeof num, "%llu", (unsigned long long)c->tick);
+    cJSON_AddStringToObject(m, "chunk", num);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)(c->tick * 20));
+    cJSON_AddStringToObject(m, "timestamp", num);
+    cJSON_AddStringToObject(m, "payload", b64);
+    cJSON_AddStringToObject(j, "streamSid", c->r.stream_sid);
+    send_json(c, j);
+    if (c->finished)
+        return;
+    c->r.frames_sent++;
+    /* Playout: 160 bytes per 20 ms. */
+    size_t avail = c->fifo_len < FRAME ? c->fifo_len : FRAME;
+    if (c->o.record_heard) {
+        if (c->heard_len + FRAME > c->heard_cap) {
+            size_t cap = c->heard_cap ? c->heard_cap * 2 : 64 * 1024;
+            uint8_t *h = realloc(c->heard, cap);
+            if (h != NULL) {
+                c->heard = h;
+                c->heard_cap = cap;
+            }
+        }
+        if (c->heard_len + FRAME <= c->heard_cap) {
+            memcpy(c->heard + c->heard_len, c->fifo + c->fifo_head, avail);
+            memset(c->heard + c->heard_len + avail, 0xFF, FRAME - avail);
+            c->heard_len += FRAME;
+        }
+    }
+    c->fifo_head += avail;
+    c->fifo_len -= avail;
+    c->out_total += avail;
+    c->r.bytes_played += avail;
+    echo_due_marks(c, false);
+    /* DTMF due by now. */
+    double t_s = (double)c->tick * 0.02;
+    while (c->dtmf_next < c->o.ndtmf &&
+           c->o.dtmf[c->dtmf_next].at_s <= t_s + 1e-9) {
+        char d[2] = {c->o.dtmf[c->dtmf_next].digit, 0};
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "event", "dtmf");
+        cJSON_AddStringToObject(e, "streamSid", c->r.stream_sid);
+        add_seq(c, e);
+        cJSON *dd = cJSON_AddObjectToObject(e, "dtmf");
+        cJSON_AddStringToObject(dd, "track", "inbound_track");
+        cJSON_AddStringToObject(dd, "digit", d);
+        send_json(c, e);
+        c->r.dtmf_sent++;
+        c->dtmf_next++;
+        vlog(c, "dtmf %s", d);
+    }
+    if (c->tick >= c->hangup_tick) {
+        c->r.hung_up_by_sim = true;
+        send_stop_and_close(c, "caller hangs up");
+        return;
+    }
+    schedule_tick(c);
+}
+
+/* ---- stream: receiving ---- */
+
+static void fifo_push(sim_call_t *c, const uint8_t *d, size_t n)
+{
+    if (c->fifo_head > 0 && c->fifo_head + c->fifo_len + n > c->fifo_cap) {
+        memmove(c->fifo, c->fifo + c->fifo_head, c->fifo_len);
+        c->fifo_head = 0;
+    }
+    if (c->fifo_len + n > c->fifo_cap) {
+        size_t cap = c->fifo_cap ? c->fifo_cap * 2 : 64 * 1024;
+        while (cap < c->fifo_len + n)
+            cap *= 2;
+        uint8_t *f = realloc(c->fifo, cap);
+        if (f == NULL) {
+            finish(c, "out of memory");
+            return;
+        }
+        c->fifo = f;
+        c->fifo_cap = cap;
+    }
+    memcpy(c->fifo + c->fifo_head + c->fifo_len, d, n);
+    c->fifo_len += n;
+    c->in_total += n;
+}
+
+static void ws_message(vb_ws_t *ws, bool text, const uint8_t *d, size_t n,
+                       void *ud)
+{
+    (void)ws;
+    sim_call_t *c = ud;
+    if (c->finished)
+        return;
+    if (!text) {
+        protocol_error(c,
+                       "binary frame (%zu bytes); Twilio accepts text "
+                       "frames only (31950)",
+                       n);
+        return;
+    }
+    sim_out_msg_t m;
+    char err[256];
+    if (sim_validate_outbound((const char *)d, n, c->r.stream_sid, &m, err,
+                              sizeof err) != 0) {
+        protocol_error(c, "%s", err);
+        return;
+    }
+    switch (m.kind) {
+    case SIM_OUT_MEDIA:
+        if (c->r.media_received == 0) {
+            c->r.first_audio_ms =
+                (double)(vb_clock_now_ns() - c->t_start) / 1e6;
+            vlog(c, "first audio after %.1f ms", c->r.first_audio_ms);
+        }
+        c->r.media_received++;
+        c->r.bytes_received += m.audio_len;
+        if (m.audio_len % FRAME != 0)
+            c->r.odd_sized_media++;
+        fifo_push(c, m.audio, m.audio_len);
+        break;
+    case SIM_OUT_MARK:
+        c->r.marks_received++;
+        if (c->nmarks == c->marks_cap) {
+            size_t cap = c->marks_cap ? c->marks_cap * 2 : 16;
+            pending_mark_t *p = realloc(c->marks, cap * sizeof *p);
+            if (p == NULL) {
+                free(m.mark);
+                finish(c, "out of memory");
+                return;
+            }
+            c->marks = p;
+            c->marks_cap = cap;
+        }
+        c->marks[c->nmarks].name = m.mark;
+        c->marks[c->nmarks].pos = c->in_total;
+        c->nmarks++;
+        m.mark = NULL;
+        /* Nothing buffered ahead of it: echo at once. */
+        echo_due_marks(c, false);
+        break;
+    case SIM_OUT_CLEAR:
+        c->r.clears_received++;
+        c->r.bytes_cleared += c->fifo_len;
+        c->out_total += c->fifo_len;
+        c->fifo_head = c->fifo_len = 0;
+        echo_due_marks(c, true);
+        vlog(c, "clear");
+        break;
+    }
+    free(m.audio);
+    free(m.mark);
+}
+
+static void after_stream(sim_call_t *c)
+{
+    uv_timer_stop(&c->timer);
+    c->st = S_AFTER;
+    next_verb(c);
+}
+
+static void ws_closed(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
+{
+    sim_call_t *c = ud;
+    vb_ws_destroy(ws);
+    c->ws = NULL;
+    if (c->finished)
+        return;
+    if (c->st != S_STREAM) {
+        /* The upgrade failed. */
+        finish(c, "stream upgrade failed: %s (HTTP %d) %s",
+               vb_strerror(info->err), info->http_status, info->reason);
+        return;
+    }
+    if (!c->hanging_up) {
+        c->r.closed_by_server = true;
+        c->r.close_code = info->code_received;
+        snprintf(c->r.close_reason, sizeof c->r.close_reason, "%s",
+                 info->reason);
+        vlog(c, "server closed the stream: %d %s", info->code_received,
+             info->reason);
+        if (info->err == VB_EPROTO)
+            protocol_error(c, "WebSocket protocol violation: %s", info->reason);
+        else if (info->code_received != 1000 &&
+                 info->code_received != VB_WS_CLOSE_NO_STATUS)
+            finish(c, "server closed the stream with %d (%s)",
+                   info->code_received, info->reason);
+        else if (info->err != 0 && info->err != VB_ECLOSED)
+            finish(c, "stream failed: %s", vb_strerror(info->err));
+        if (c->finished)
+            return;
+    } else if (info->err == VB_ETIMEDOUT) {
+        protocol_error(c, "server did not answer our close frame");
+    }
+    after_stream(c);
+}
+
+static void ws_opened(vb_ws_t *ws, void *ud)
+{
+    (void)ws;
+    sim_call_t *c = ud;
+    c->st = S_STREAM;
+    c->r.stream_opened = true;
+    random_sid(c->r.stream_sid, "MZ");
+    vlog(c, "stream open %s", c->r.stream_sid);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "event", "connected");
+    cJSON_AddStringToObject(j, "protocol", "Call");
+    cJSON_AddStringToObject(j, "version", "1.0.0");
+    send_json(c, j);
+    j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "event", "start");
+    c->seq = 1;
+    add_seq(c, j);
+    cJSON *s = cJSON_AddObjectToObject(j, "start");
+    cJSON_AddStringToObject(s, "accountSid", c->account);
+    cJSON_AddStringToObject(s, "streamSid", c->r.stream_sid);
+    cJSON_AddStringToObject(s, "callSid", c->r.call_sid);
+    cJSON *tr = cJSON_AddArrayToObject(s, "tracks");
+    cJSON_AddItemToArray(tr, cJSON_CreateString("inbound"));
+    cJSON *mf = cJSON_AddObjectToObject(s, "mediaFormat");
+    cJSON_AddStringToObject(mf, "encoding", "audio/x-mulaw");
+    cJSON_AddNumberToObject(mf, "sampleRate", 8000);
+    cJSON_AddNumberToObject(mf, "channels", 1);
+    cJSON *cp = cJSON_AddObjectToObject(s, "customParameters");
+    for (size_t i = 0; i < c->connect->nparams; i++)
+        cJSON_AddStringToObject(cp, c->connect->pname[i],
+                                c->connect->pvalue[i]);
+    cJSON_AddStringToObject(j, "streamSid", c->r.stream_sid);
+    send_json(c, j);
+    if (c->finished)
+        return;
+    c->t_start = vb_clock_now_ns();
+    c->tick = 0;
+    double hang = c->o.hangup_after_s;
+    if (hang < 0)
+        hang = (double)c->o.mulaw_len / 8000.0 + c->o.tail_s;
+    c->hangup_tick = (uint64_t)(hang * 50.0 + 0.5);
+    if (c->hangup_tick == 0)
+        c->hangup_tick = 1;
+    schedule_tick(c);
+}
+
+static void open_stream(sim_call_t *c, const sim_verb_t *v)
+{
+    vb_ws_url_t u;
+    c->connect = v;
+    if (vb_ws_url_parse(v->stream_url, &u) != 0) {
+        finish(c, "bad stream url %s", v->stream_url);
+        return;
+    }
+    char sig[64] = "", hdr[128];
+    const char *headers[3] = {"User-Agent: Twilio.TmeWs/1.0", NULL, NULL};
+    if (c->token[0] != '\0') {
+        if (sim_sign(c->token, v->stream_url, NULL, 0, sig, sizeof sig) != 0) {
+            finish(c, "signing failed");
+            return;
+        }
+        snprintf(hdr, sizeof hdr, "X-Twilio-Signature: %s", sig);
+        headers[1] = hdr;
+    }
+    vb_transport_t *t;
+    int rc = open_transport(c, u.secure, u.host, u.port, &t);
+    if (rc < 0) {
+        finish(c, "stream: cannot connect to %s:%u: %s", u.host,
+               (unsigned)u.port, vb_strerror(rc));
+        return;
+    }
+    vb_ws_config_t cfg = {.role = VB_WS_CLIENT,
+                          .max_message = MAX_STREAM_MSG,
+                          .close_timeout_ms = 3000,
+                          .log_id = c->r.call_sid};
+    vb_ws_callbacks_t cb = {
+        .on_message = ws_message, .on_close = ws_closed, .on_open = ws_opened};
+    vlog(c, "upgrade %s", v->stream_url);
+    rc =
+        vb_ws_connect(c->loop, t, &cfg, &cb, c, v->stream_url, headers, &c->ws);
+    if (rc < 0)
+        finish(c, "stream: %s", vb_strerror(rc));
+}
+
+/* ---- TwiML verbs ---- */
+
+static void verb_timer_cb(uv_timer_t *t)
+{
+    next_verb(t->data);
+}
+
+static void next_verb(sim_call_t *c)
+{
+    while (!c->finished && c->verb < c->twiml.nverbs) {
+        const sim_verb_t *v = &c->twiml.verbs[c->verb++];
+        switch (v->kind) {
+        case SIM_VERB_SAY:
+            vlog(c, "<Say> %s", v->text);
+            continue;
+        case SIM_VERB_PAUSE:
+            if (c->o.pause_scale > 0) {
+                uv_timer_start(
+                    &c->timer, verb_timer_cb,
+                    (uint64_t)(v->pause_s * c->o.pause_scale * 1000.0), 0);
+                return;
+            }
+            continue;
+        case SIM_VERB_CONNECT:
+            if (c->st == S_AFTER || c->r.stream_opened) {
+                vlog(c, "second <Connect> not simulated; hanging up");
+                finish(c, NULL);
+                return;
+            }
+            open_stream(c, v);
+            return;
+        case SIM_VERB_HANGUP:
+            vlog(c, "<Hangup>");
+            finish(c, NULL);
+            return;
+        case SIM_VERB_OTHER:
+            vlog(c, "<%s> not simulated; hanging up", v->name);
+            finish(c, NULL);
+            return;
+        }
+    }
+    if (!c->finished) {
+        vlog(c, "end of TwiML: call ends");
+        finish(c, NULL);
+    }
+}
+
+void sim_call_rest_update(sim_call_t *c, const char *status, bool replace)
+{
+    c->r.rest_hangups++;
+    vlog(c, "REST update: Status=%s%s", status, replace ? " (TwiML)" : "");
+    if (c->finished)
+        return;
+    c->r.hung_up_by_rest = status[0] != '\0';
+    if (c->st == S_STREAM && c->ws != NULL) {
+        /* Twilio ends the stream (stop, close) and then the call. */
+        c->verb = c->twiml.nverbs;
+        send_stop_and_close(c, "REST update");
+        return;
+    }
+    finish(c, NULL);
+}
+
+void sim_call_hangup(sim_call_t *c)
+{
+    if (c->finished)
+        return;
+    if (c->st == S_STREAM && c->ws != NULL) {
+        c->r.hung_up_by_sim = true;
+        c->verb = c->twiml.nverbs;
+        send_stop_and_close(c, "hang-up requested");
+        return;
+    }
+    finish(c, NULL);
+}
+
+static void deadline_cb(uv_timer_t *t)
+{
+    sim_call_t *c = t->data;
+    finish(c, "call timed out");
+}
+
+int sim_call_start(uv_loop_t *loop, sim_api_t *api, const sim_call_opts_t *o,
+                   sim_call_done_cb done, void *ud, sim_call_t **out)
+{
+    sim_call_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return -1;
+    c->loop = loop;
+    c->api = api;
+    c->o = *o;
+    c->done = done;
+    c->ud = ud;
+    c->t_begin = vb_clock_now_ns();
+    random_sid(c->r.call_sid, "CA");
+    char acct[40];
+    random_sid(acct, "AC");
+    c->webhook = strdup(o->webhook != NULL ? o->webhook : "");
+    c->token = strdup(o->auth_token != NULL ? o->auth_token : "");
+    c->account = strdup(o->account_sid != NULL ? o->account_sid : acct);
+    c->from = strdup(o->from != NULL ? o->from : "+14155550100");
+    c->to = strdup(o->to != NULL ? o->to : "+14155550199");
+    c->ca_file = o->ca_file != NULL ? strdup(o->ca_file) : NULL;
+    if (c->webhook == NULL || c->token == NULL || c->account == NULL ||
+        c->from == NULL || c->to == NULL) {
+        free(c->webhook);
+        free(c->token);
+        free(c->account);
+        free(c->from);
+        free(c->to);
+        free(c);
+        return -1;
+    }
+    uv_timer_init(loop, &c->timer);
+    uv_timer_init(loop, &c->deadline);
+    c->timer.data = c->deadline.data = c;
+    c->open_handles = 2;
+    double hang = o->hangup_after_s >= 0
+                      ? o->hangup_after_s
+                      : (double)o->mulaw_len / 8000.0 + o->tail_s;
+    double limit = o->timeout_s > 0 ? o->timeout_s : hang + 15.0;
+    uv_timer_start(&c->deadline, deadline_cb, (uint64_t)(limit * 1000.0), 0);
+    if (api != NULL)
+        sim_api_register(api, c, c->r.call_sid);
+    *out = c;
+    post_webhook(c);
+    return 0;
+}
+
+void sim_call_print_summary(const sim_call_t *c, FILE *f)
+{
+    const sim_call_result_t *r = &c->r;
+    fprintf(f,
+            "call_sid=%s result=%s stream_sid=%s webhook_status=%d "
+            "frames_sent=%llu dtmf_sent=%llu media_received=%llu "
+            "bytes_received=%llu bytes_heard=%llu bytes_cleared=%llu "
+            "odd_sized_media=%llu marks_received=%llu marks_echoed=%llu "
+            "clears=%llu protocol_errors=%llu rest_requests=%llu "
+            "ended_by=%s close_code=%d first_audio_ms=%.1f late_ticks=%llu "
+            "duration_s=%.3f",
+            r->call_sid, r->ok ? "ok" : "fail",
+            r->stream_sid[0] ? r->stream_sid : "-", r->webhook_status,
+            (unsigned long long)r->frames_sent,
+            (unsigned long long)r->dtmf_sent,
+            (unsigned long long)r->media_received,
+            (unsigned long long)r->bytes_received,
+            (unsigned long long)r->bytes_played,
+            (unsigned long long)r->bytes_cleared,
+            (unsigned long long)r->odd_sized_media,
+            (unsigned long long)r->marks_received,
+            (unsigned long long)r->marks_echoed,
+            (unsigned long long)r->clears_received,
+            (unsigned long long)r->protocol_errors,
+            (unsigned long long)r->rest_hangups,
+            r->hung_up_by_rest    ? "rest"
+            : r->hung_up_by_sim   ? "caller"
+            : r->closed_by_server ? "server"
+                                  : "none",
+            r->close_code, r->first_audio_ms, (unsigned long long)r->late_ticks,
+            r->duration_s);
+    if (!r->ok)
+        fprintf(f, " error=\"%s\"", r->error);
+    fputc('\n', f);
+}

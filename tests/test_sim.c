@@ -1,0 +1,525 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * End to end over loopback: the real vb-sim binary calls the real ingress
+ * (signed webhook, TwiML, signed upgrade, socket hand-off) and the twilio-io
+ * stage; the test plays the DSP side of the lane: it records inbound audio
+ * and answers CALL_OPEN with a greeting, a mark and, per case, a clear or a
+ * hang-up. Checks: the caller's μ-law reaches the inbound ring byte-exact
+ * and in order, the greeting reaches vb-sim's playout (its --heard WAV) as
+ * sent, marks are echoed, vb-sim finds no protocol error, and each way of
+ * ending a call (caller, server, REST) is reported.
+ */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <mbedtls/base64.h>
+
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "dsp/g711.h"
+#include "net/ingress.h"
+#include "net/twilio_stream.h"
+#include "tests/test.h"
+
+extern char **environ;
+
+#define TOKEN   "sim-auth-token"
+#define SECRET  "sim-stream-secret"
+#define GREET_N 25 /* 0.5 s of greeting frames */
+
+typedef enum { END_CALLER, END_SERVER, END_REST } end_mode_t;
+
+typedef struct fx {
+    vb_config_t cfg;
+    vb_metrics_t *m;
+    vb_twilio_sig_key_t key;
+    vb_ring_t conn, in, out;
+    vb_twilio_stream_t *st;
+    vb_ingress_t *g;
+    int port, api_port;
+    end_mode_t mode;
+    pthread_t dsp;
+    _Atomic bool stop, opened, closed;
+    vb_twilio_open_t open; /* written before `opened` is set */
+    uint8_t greet[GREET_N * 160];
+    uint8_t *rx; /* inbound audio, in order */
+    size_t rx_len, rx_cap;
+    uint32_t out_seq;
+} fx_t;
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t sl = sizeof a;
+    ASSERT_EQ(getsockname(fd, (struct sockaddr *)&a, &sl), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void push_out(fx_t *f, vb_call_id_t id, uint8_t kind, const void *d,
+                     size_t n)
+{
+    vb_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.kind = kind;
+    m.call = id;
+    m.seq = f->out_seq++;
+    m.len = (uint16_t)n;
+    m.t_origin = m.t_enqueue = vb_clock_now_ns();
+    if (n > 0)
+        memcpy(m.data, d, n);
+    while (vb_ring_try_push(&f->out, &m, sizeof m) != 0)
+        usleep(1000);
+}
+
+/* The DSP side: record inbound audio, answer the call. */
+static void *dsp_main(void *arg)
+{
+    fx_t *f = arg;
+    vb_msg_t m;
+    while (!f->stop) {
+        if (vb_ring_try_pop(&f->in, &m) != 0) {
+            usleep(1000);
+            continue;
+        }
+        switch (m.kind) {
+        case VB_MSG_CALL_OPEN:
+            memcpy(&f->open, m.data, sizeof f->open);
+            f->opened = true; /* seq_cst store publishes `open` */
+            for (int i = 0; i < GREET_N; i++)
+                push_out(f, m.call, VB_MSG_AUDIO, f->greet + i * 160, 160);
+            push_out(f, m.call, VB_MSG_MARK, "greet", 5);
+            if (f->mode == END_SERVER)
+                push_out(f, m.call, VB_MSG_HANGUP, NULL, 0);
+            uv_async_send(vb_twilio_stream_bell(f->st));
+            break;
+        case VB_MSG_AUDIO:
+            if (f->rx_len + m.len > f->rx_cap) {
+                f->rx_cap = (f->rx_cap + m.len) * 2;
+                f->rx = realloc(f->rx, f->rx_cap);
+            }
+            memcpy(f->rx + f->rx_len, m.data, m.len);
+            f->rx_len += m.len;
+            break;
+        case VB_MSG_CALL_CLOSE:
+            f->closed = true;
+            break;
+        default:
+            break;
+        }
+    }
+    return NULL;
+}
+
+static fx_t *fx_start(end_mode_t mode)
+{
+    fx_t *f = calloc(1, sizeof *f);
+    ASSERT_NOT_NULL(f);
+    signal(SIGPIPE, SIG_IGN);
+    vb_log_set_level(getenv("VB_TEST_LOG") ? VB_LOG_DEBUG : VB_LOG_ERROR);
+    f->mode = mode;
+    for (size_t i = 0; i < sizeof f->greet; i++) {
+        uint8_t u = (uint8_t)(i * 37 + 11);
+        f->greet[i] = u == 0x7F ? 0x7E : u;
+    }
+    f->port = free_port();
+    f->api_port = free_port();
+    char listen[64], pub[64], api[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", f->port);
+    snprintf(pub, sizeof pub, "http://127.0.0.1:%d", f->port);
+    snprintf(api, sizeof api, "http://127.0.0.1:%d", f->api_port);
+    const char *argv[] = {"voxbridge", "--listen",
+                          listen,      "--public-url",
+                          pub,         "--twilio-auth-token",
+                          TOKEN,       "--stream-secret",
+                          SECRET,      "--twilio-api-url",
+                          api,         "--lanes",
+                          "1"};
+    char err[256];
+    ASSERT_EQ(vb_config_load(&f->cfg, (int)(sizeof argv / sizeof argv[0]), argv,
+                             err, sizeof err),
+              0);
+    f->m = vb_metrics_create();
+    ASSERT_EQ(vb_twilio_sig_key_init(&f->key, SECRET), 0);
+    ASSERT_EQ(vb_msg_ring_init(&f->conn, 16), 0);
+    ASSERT_EQ(vb_msg_ring_init(&f->in, 1024), 0);
+    ASSERT_EQ(vb_msg_ring_init(&f->out, 1024), 0);
+    vb_twilio_stream_config_t sc = {
+        .lane = 0,
+        .max_calls = 8,
+        .media_batch = 1,
+        .token_key = &f->key,
+        .conn_in = &f->conn,
+        .in_to_dsp = &f->in,
+        .out_from_dsp = &f->out,
+        .metrics = f->m,
+    };
+    ASSERT_EQ(vb_twilio_stream_create(&f->st, &sc), 0);
+    ASSERT_EQ(vb_twilio_stream_start(f->st), 0);
+    vb_ingress_lane_t lane = {.conn_ring = &f->conn,
+                              .conn_wake = vb_twilio_stream_bell(f->st)};
+    vb_ingress_opts_t io = {
+        .cfg = &f->cfg, .metrics = f->m, .stream_key = &f->key, .lanes = &lane};
+    ASSERT_EQ(vb_ingress_create(&io, &f->g), 0);
+    ASSERT_EQ(vb_ingress_start(f->g), 0);
+    ASSERT_EQ(pthread_create(&f->dsp, NULL, dsp_main, f), 0);
+    return f;
+}
+
+static void fx_stop(fx_t *f)
+{
+    vb_ingress_destroy(f->g);
+    f->stop = true;
+    pthread_join(f->dsp, NULL);
+    vb_twilio_stream_stop(f->st);
+    vb_twilio_stream_destroy(f->st);
+    vb_ring_destroy(&f->conn);
+    vb_ring_destroy(&f->in);
+    vb_ring_destroy(&f->out);
+    vb_metrics_destroy(f->m);
+    free(f->rx);
+    free(f);
+}
+
+static void write_wav(const char *path, const uint8_t *mulaw, size_t n)
+{
+    int16_t *pcm = malloc(n * 2);
+    vb_g711_ulaw_decode(pcm, mulaw, n);
+    FILE *w = fopen(path, "wb");
+    ASSERT_NOT_NULL(w);
+    uint8_t h[44] = "RIFF....WAVEfmt ";
+    uint32_t data = (uint32_t)n * 2, v;
+    v = 36 + data;
+    memcpy(h + 4, &v, 4);
+    v = 16;
+    memcpy(h + 16, &v, 4);
+    uint16_t s = 1;
+    memcpy(h + 20, &s, 2);
+    memcpy(h + 22, &s, 2);
+    v = 8000;
+    memcpy(h + 24, &v, 4);
+    v = 16000;
+    memcpy(h + 28, &v, 4);
+    s = 2;
+    memcpy(h + 32, &s, 2);
+    s = 16;
+    memcpy(h + 34, &s, 2);
+    memcpy(h + 36, "data", 4);
+    memcpy(h + 40, &data, 4);
+    ASSERT_EQ(fwrite(h, 1, 44, w), 44);
+    ASSERT_EQ(fwrite(pcm, 2, n, w), n);
+    fclose(w);
+    free(pcm);
+}
+
+/* Reads a 44-byte-header WAV back as μ-law. */
+static uint8_t *read_wav_mulaw(const char *path, size_t *n)
+{
+    FILE *r = fopen(path, "rb");
+    ASSERT_NOT_NULL(r);
+    fseek(r, 0, SEEK_END);
+    long sz = ftell(r);
+    ASSERT_GE(sz, 44);
+    fseek(r, 44, SEEK_SET);
+    size_t ns = (size_t)(sz - 44) / 2;
+    int16_t *pcm = malloc(ns * 2 + 2);
+    ASSERT_EQ(fread(pcm, 2, ns, r), ns);
+    fclose(r);
+    uint8_t *u = malloc(ns + 1);
+    vb_g711_ulaw_encode(u, pcm, ns);
+    free(pcm);
+    *n = ns;
+    return u;
+}
+
+typedef struct run {
+    pid_t pid;
+    char out_path[512], err_path[512];
+} run_t;
+
+static void sim_spawn(fx_t *f, run_t *r, const char *wav, const char *heard,
+                      const char *hangup_after, const char *extra)
+{
+    char exe[512], webhook[256], api[64];
+    const char *bd = getenv("VB_BUILD_DIR");
+    snprintf(exe, sizeof exe, "%s/vb-sim", bd != NULL ? bd : "build");
+    snprintf(webhook, sizeof webhook, "http://127.0.0.1:%d%s", f->port,
+             f->cfg.webhook_path);
+    snprintf(api, sizeof api, "127.0.0.1:%d", f->api_port);
+    snprintf(r->out_path, sizeof r->out_path, "%s/sim.out", vb_test_tmpdir());
+    snprintf(r->err_path, sizeof r->err_path, "%s/sim.err", vb_test_tmpdir());
+    const char *argv[24] = {exe,
+                            "call",
+                            "--webhook",
+                            webhook,
+                            "--audio",
+                            wav,
+                            "--heard",
+                            heard,
+                            "--auth-token",
+                            TOKEN,
+                            "--api-listen",
+                            api,
+                            "--pause-scale",
+                            "0",
+                            "--timeout",
+                            "20"};
+    int argc = 16;
+    if (hangup_after != NULL) {
+        argv[argc++] = "--hangup-after";
+        argv[argc++] = hangup_after;
+    }
+    if (extra != NULL)
+        argv[argc++] = extra;
+    argv[argc] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, r->out_path,
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&fa, 2, r->err_path,
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ASSERT_EQ(posix_spawn(&r->pid, exe, &fa, NULL,
+                          (char *const *)(uintptr_t)argv, environ),
+              0);
+    posix_spawn_file_actions_destroy(&fa);
+}
+
+/* Waits for vb-sim; returns its exit status and its summary line. */
+static int sim_wait(run_t *r, char *summary, size_t n)
+{
+    int status = 0;
+    double limit_s = 30 * vb_test_slowdown();
+    uint64_t deadline = vb_clock_now_ns() + (uint64_t)(limit_s * 1e9);
+    for (;;) {
+        pid_t p = waitpid(r->pid, &status, WNOHANG);
+        if (p == r->pid)
+            break;
+        if (vb_clock_now_ns() > deadline) {
+            kill(r->pid, SIGKILL);
+            waitpid(r->pid, &status, 0);
+            vb_test_fail(__FILE__, __LINE__, "vb-sim did not finish");
+        }
+        usleep(10000);
+    }
+    FILE *o = fopen(r->out_path, "r");
+    ASSERT_NOT_NULL(o);
+    summary[0] = '\0';
+    if (fgets(summary, (int)n, o) == NULL)
+        summary[0] = '\0';
+    fclose(o);
+    ASSERT_TRUE(WIFEXITED(status));
+    if (WEXITSTATUS(status) != 0 || getenv("VB_TEST_LOG") != NULL) {
+        /* Show vb-sim's own account of what went wrong. */
+        FILE *e = fopen(r->err_path, "r");
+        char line[512];
+        while (e != NULL && fgets(line, sizeof line, e) != NULL)
+            fprintf(stderr, "  vb-sim: %s", line);
+        if (e != NULL)
+            fclose(e);
+        fprintf(stderr, "  summary: %s", summary);
+    }
+    return WEXITSTATUS(status);
+}
+
+static long field(const char *summary, const char *key)
+{
+    char k[64];
+    snprintf(k, sizeof k, " %s=", key);
+    const char *p = strstr(summary, k);
+    if (p == NULL) {
+        snprintf(k, sizeof k, "%s=", key);
+        p = strncmp(summary, k, strlen(k)) == 0 ? summary - 1 : NULL;
+    }
+    ASSERT_NOT_NULL(p);
+    return strtol(p + strlen(k), NULL, 10);
+}
+
+static void make_caller_audio(uint8_t *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t v = (uint8_t)((i * 73 + (i >> 4) * 5 + 3) & 0xFF);
+        u[i] = v == 0x7F ? 0x80 : v; /* μ-law +0 does not survive PCM */
+    }
+}
+
+/* The greeting must appear contiguously in what the caller heard. */
+static void check_heard(fx_t *f, const char *heard_path)
+{
+    size_t hn = 0;
+    uint8_t *h = read_wav_mulaw(heard_path, &hn);
+    size_t gl = sizeof f->greet;
+    bool found = false;
+    for (size_t off = 0; off + gl <= hn && !found; off += 160)
+        found = memcmp(h + off, f->greet, gl) == 0;
+    ASSERT_TRUE(found);
+    free(h);
+}
+
+static void check_inbound(fx_t *f, const uint8_t *caller, size_t n)
+{
+    ASSERT_GE(f->rx_len, n);
+    ASSERT_MEM_EQ(f->rx, caller, n);
+    for (size_t i = n; i < f->rx_len; i++)
+        ASSERT_EQ(f->rx[i], 0xFF); /* silence after the file */
+    ASSERT_EQ(f->rx_len % 160, 0);
+}
+
+static void wait_flag(_Atomic bool *flag)
+{
+    uint64_t deadline =
+        vb_clock_now_ns() + (uint64_t)(10e9 * vb_test_slowdown());
+    while (!*flag) {
+        ASSERT_LT(vb_clock_now_ns(), deadline);
+        usleep(2000);
+    }
+}
+
+TEST_T(sim_call_caller_hangs_up, 60)
+{
+    fx_t *f = fx_start(END_CALLER);
+    char wav[512], heard[512];
+    snprintf(wav, sizeof wav, "%s/in.wav", vb_test_tmpdir());
+    snprintf(heard, sizeof heard, "%s/heard.wav", vb_test_tmpdir());
+    enum { N = 8000 }; /* 1 s */
+    uint8_t *caller = malloc(N);
+    make_caller_audio(caller, N);
+    write_wav(wav, caller, N);
+    run_t r;
+    sim_spawn(f, &r, wav, heard, "1.6", "--dtmf=7@0.5");
+    char sum[2048];
+    int rc = sim_wait(&r, sum, sizeof sum);
+    ASSERT_STR_CONTAINS(sum, "result=ok");
+    ASSERT_EQ(rc, 0);
+    ASSERT_STR_CONTAINS(sum, "ended_by=caller");
+    ASSERT_EQ(field(sum, "protocol_errors"), 0);
+    ASSERT_EQ(field(sum, "webhook_status"), 200);
+    ASSERT_EQ(field(sum, "frames_sent"), 80);
+    ASSERT_EQ(field(sum, "dtmf_sent"), 1);
+    ASSERT_EQ(field(sum, "media_received"), GREET_N);
+    ASSERT_EQ(field(sum, "bytes_received"), GREET_N * 160);
+    ASSERT_EQ(field(sum, "marks_received"), 1);
+    ASSERT_EQ(field(sum, "marks_echoed"), 1);
+    ASSERT_EQ(field(sum, "bytes_heard"), GREET_N * 160);
+    wait_flag(&f->closed);
+    check_inbound(f, caller, N);
+    ASSERT_EQ(f->rx_len, 80 * 160);
+    check_heard(f, heard);
+    /* The stage saw the echoed mark and a clean stop. */
+    vb_twilio_call_stats_t st;
+    ASSERT_EQ(vb_twilio_stream_last_stats(f->st, &st), 1);
+    ASSERT_EQ(st.frames_in, 80);
+    ASSERT_EQ(st.marks_echoed, 1);
+    ASSERT_EQ(st.dtmf, 1);
+    ASSERT_EQ(st.protocol_errors, 0);
+    ASSERT_EQ(st.seq_gaps, 0);
+    free(caller);
+    fx_stop(f);
+}
+
+TEST_T(sim_call_server_hangs_up, 60)
+{
+    fx_t *f = fx_start(END_SERVER);
+    char wav[512], heard[512];
+    snprintf(wav, sizeof wav, "%s/in.wav", vb_test_tmpdir());
+    snprintf(heard, sizeof heard, "%s/heard.wav", vb_test_tmpdir());
+    uint8_t caller[1600];
+    make_caller_audio(caller, sizeof caller);
+    write_wav(wav, caller, sizeof caller);
+    run_t r;
+    sim_spawn(f, &r, wav, heard, "10", NULL);
+    char sum[2048];
+    int rc = sim_wait(&r, sum, sizeof sum);
+    ASSERT_STR_CONTAINS(sum, "result=ok");
+    ASSERT_EQ(rc, 0);
+    ASSERT_STR_CONTAINS(sum, "ended_by=server");
+    ASSERT_EQ(field(sum, "close_code"), 1000);
+    ASSERT_EQ(field(sum, "media_received"), GREET_N);
+    ASSERT_EQ(field(sum, "protocol_errors"), 0);
+    wait_flag(&f->closed);
+    ASSERT_GE(f->rx_len, 0);
+    fx_stop(f);
+}
+
+/* Posts Twilio's hang-up to vb-sim's REST API as voxbridge would. */
+static int rest_hangup(int port, const char *account, const char *call,
+                       const char *token)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char cred[256], b64[400];
+    size_t bl = 0;
+    snprintf(cred, sizeof cred, "%s:%s", account, token);
+    mbedtls_base64_encode((unsigned char *)b64, sizeof b64, &bl,
+                          (const unsigned char *)cred, strlen(cred));
+    b64[bl] = '\0';
+    const char *body = "Status=completed";
+    char req[1024];
+    int n = snprintf(req, sizeof req,
+                     "POST /2010-04-01/Accounts/%s/Calls/%s.json HTTP/1.1\r\n"
+                     "Host: 127.0.0.1\r\nAuthorization: Basic %s\r\n"
+                     "Content-Type: application/x-www-form-urlencoded\r\n"
+                     "Accept: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     account, call, b64, strlen(body), body);
+    ASSERT_EQ(write(fd, req, (size_t)n), n);
+    char resp[2048];
+    size_t got = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        ASSERT_EQ(poll(&p, 1, 5000), 1);
+        ssize_t k = read(fd, resp + got, sizeof resp - 1 - got);
+        if (k <= 0)
+            break;
+        got += (size_t)k;
+    }
+    resp[got] = '\0';
+    close(fd);
+    return atoi(resp + 9);
+}
+
+TEST_T(sim_call_rest_hangup, 60)
+{
+    fx_t *f = fx_start(END_REST);
+    char wav[512], heard[512];
+    snprintf(wav, sizeof wav, "%s/in.wav", vb_test_tmpdir());
+    snprintf(heard, sizeof heard, "%s/heard.wav", vb_test_tmpdir());
+    uint8_t caller[800];
+    make_caller_audio(caller, sizeof caller);
+    write_wav(wav, caller, sizeof caller);
+    run_t r;
+    sim_spawn(f, &r, wav, heard, "15", NULL);
+    wait_flag(&f->opened);
+    /* The CALL_OPEN payload names the call and the account. */
+    const char *acct = f->open.account_sid, *sid = f->open.call_sid;
+    ASSERT_EQ(strncmp(sid, "CA", 2), 0);
+    ASSERT_EQ(rest_hangup(f->api_port, acct, "CA0000", TOKEN), 404);
+    ASSERT_EQ(rest_hangup(f->api_port, acct, sid, "wrong"), 401);
+    ASSERT_EQ(rest_hangup(f->api_port, acct, sid, TOKEN), 200);
+    char sum[2048];
+    int rc = sim_wait(&r, sum, sizeof sum);
+    ASSERT_STR_CONTAINS(sum, "result=ok");
+    ASSERT_EQ(rc, 0);
+    ASSERT_STR_CONTAINS(sum, "ended_by=rest");
+    ASSERT_EQ(field(sum, "rest_requests"), 1);
+    ASSERT_EQ(field(sum, "protocol_errors"), 0);
+    wait_flag(&f->closed);
+    fx_stop(f);
+}
