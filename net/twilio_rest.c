@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The REST hang-up request: build the request text up front, connect over
+ * the transport seam (TCP or TLS), write it once, parse the response head
+ * with llhttp, report the status. A timer bounds the whole exchange. The
+ * request object frees itself after the callback.
+ */
+#include "net/twilio_rest.h"
+
+#include <ctype.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mbedtls/base64.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "llhttp.h"
+#include "net/tcp.h"
+#include "net/ws.h"
+
+#define DEFAULT_TIMEOUT_MS 10000u
+
+typedef struct rest {
+    uv_loop_t *loop;
+    uv_timer_t timer;
+    vb_transport_t *t;
+    llhttp_t parser;
+    llhttp_settings_t settings;
+    vb_twilio_rest_cb cb;
+    void *ud;
+    char *request;
+    size_t request_len;
+    char call_sid[64];
+    int status;
+    bool done;
+} rest_t;
+
+static bool sid_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n >= 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    rest_t *r = h->data;
+    free(r->request);
+    free(r);
+}
+
+/* Reports once, then tears everything down. */
+static void finish(rest_t *r, int status)
+{
+    if (r->done)
+        return;
+    r->done = true;
+    uv_timer_stop(&r->timer);
+    vb_transport_close(r->t);
+    r->t = NULL;
+    if (status == 200)
+        vb_log_info(r->call_sid, "call ended through the REST API", NULL);
+    else if (status > 0)
+        vb_log_warn(r->call_sid, "REST hang-up refused", "http_status=%d",
+                    status);
+    else
+        vb_log_warn(r->call_sid, "REST hang-up failed", "err=%s",
+                    vb_err_name(status));
+    r->cb(status, r->ud);
+    uv_close((uv_handle_t *)&r->timer, timer_closed);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    finish(t->data, VB_ETIMEDOUT);
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    rest_t *r = p->data;
+    r->status = llhttp_get_status_code(p);
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    rest_t *r = p->data;
+    finish(r, r->status);
+    return HPE_PAUSED;
+}
+
+static void on_read(vb_transport_t *t, const uint8_t *data, size_t len,
+                    void *ud)
+{
+    (void)t;
+    rest_t *r = ud;
+    enum llhttp_errno e = llhttp_execute(&r->parser, (const char *)data, len);
+    if (r->done)
+        return;
+    if (e != HPE_OK) {
+        vb_log_warn(r->call_sid, "REST response malformed", "llhttp=%s",
+                    llhttp_errno_name(e));
+        finish(r, VB_EPROTO);
+    }
+}
+
+static void on_event(vb_transport_t *t, vb_transport_event_t ev, int err,
+                     void *ud)
+{
+    (void)t;
+    rest_t *r = ud;
+    switch (ev) {
+    case VB_TRANSPORT_CONNECTED:
+        break; /* the request was queued before the connection was up */
+    case VB_TRANSPORT_EOF:
+        /* A response without a length ends at EOF. */
+        if (llhttp_finish(&r->parser) == HPE_OK && r->status > 0)
+            finish(r, r->status);
+        else
+            finish(r, r->status > 0 ? r->status : VB_ECLOSED);
+        break;
+    case VB_TRANSPORT_ERROR:
+        finish(r, err);
+        break;
+    case VB_TRANSPORT_DRAINED:
+        break;
+    }
+}
+
+/* Accepts http(s)://host[:port][/base]; reuses the WebSocket URL splitter,
+ * whose grammar is the same but for the scheme. */
+static int split_url(const char *url, vb_ws_url_t *u)
+{
+    char tmp[2300];
+    const char *rest;
+    const char *scheme;
+    if (strncmp(url, "https://", 8) == 0) {
+        scheme = "wss://";
+        rest = url + 8;
+    } else if (strncmp(url, "http://", 7) == 0) {
+        scheme = "ws://";
+        rest = url + 7;
+    } else {
+        return VB_EINVAL;
+    }
+    if (snprintf(tmp, sizeof(tmp), "%s%s", scheme, rest) >= (int)sizeof(tmp))
+        return VB_EINVAL;
+    return vb_ws_url_parse(tmp, u) == 0 ? 0 : VB_EINVAL;
+}
+
+static int build_request(rest_t *r, const vb_ws_url_t *u,
+                         const vb_twilio_rest_req_t *req)
+{
+    char cred[256], auth[400];
+    size_t alen;
+    int n = snprintf(cred, sizeof(cred), "%s:%s", req->account_sid,
+                     req->auth_token);
+    if (n < 0 || (size_t)n >= sizeof(cred) ||
+        mbedtls_base64_encode((unsigned char *)auth, sizeof(auth), &alen,
+                              (const unsigned char *)cred, (size_t)n) != 0)
+        return VB_EINVAL;
+    memset(cred, 0, sizeof(cred));
+    /* The base path of the API URL, without a trailing slash. */
+    size_t blen = strlen(u->target);
+    while (blen > 0 && u->target[blen - 1] == '/')
+        blen--;
+    static const char body[] = "Status=completed";
+    char host[300];
+    if (u->port_explicit)
+        snprintf(host, sizeof(host), strchr(u->host, ':') ? "[%s]:%u" : "%s:%u",
+                 u->host, u->port);
+    else
+        snprintf(host, sizeof(host), strchr(u->host, ':') ? "[%s]" : "%s",
+                 u->host);
+    size_t cap = blen + strlen(host) + alen + 512;
+    r->request = malloc(cap);
+    if (r->request == NULL)
+        return VB_ENOMEM;
+    n = snprintf(r->request, cap,
+                 "POST %.*s/2010-04-01/Accounts/%s/Calls/%s.json HTTP/1.1\r\n"
+                 "Host: %s\r\n"
+                 "Authorization: Basic %s\r\n"
+                 "Content-Type: application/x-www-form-urlencoded\r\n"
+                 "Accept: application/json\r\n"
+                 "User-Agent: voxbridge\r\n"
+                 "Content-Length: %zu\r\n"
+                 "Connection: close\r\n\r\n%s",
+                 (int)blen, u->target, req->account_sid, req->call_sid, host,
+                 auth, sizeof(body) - 1, body);
+    memset(auth, 0, sizeof(auth));
+    if (n < 0 || (size_t)n >= cap)
+        return VB_EINVAL;
+    r->request_len = (size_t)n;
+    return 0;
+}
+
+int vb_twilio_rest_hangup(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
+                          vb_twilio_rest_cb cb, void *ud)
+{
+    if (loop == NULL || req == NULL || cb == NULL || req->api_url == NULL ||
+        !sid_ok(req->account_sid) || !sid_ok(req->call_sid) ||
+        req->auth_token == NULL || *req->auth_token == '\0')
+        return VB_EINVAL;
+    vb_ws_url_t u;
+    if (split_url(req->api_url, &u) != 0)
+        return VB_EINVAL;
+    if (u.secure && req->tls == NULL)
+        return VB_ECONFIG;
+    rest_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return VB_ENOMEM;
+    int rc = build_request(r, &u, req);
+    if (rc != 0)
+        goto fail;
+    r->loop = loop;
+    r->cb = cb;
+    r->ud = ud;
+    snprintf(r->call_sid, sizeof(r->call_sid), "%s", req->call_sid);
+    llhttp_settings_init(&r->settings);
+    r->settings.on_headers_complete = on_headers_complete;
+    r->settings.on_message_complete = on_message_complete;
+    llhttp_init(&r->parser, HTTP_RESPONSE, &r->settings);
+    r->parser.data = r;
+    if (u.secure)
+        rc = vb_tls_connect(loop, req->tls, u.host, u.port, NULL, r->call_sid,
+                            &r->t);
+    else
+        rc = vb_tcp_connect(loop, u.host, u.port, &r->t);
+    if (rc != 0)
+        goto fail;
+    if ((rc = vb_transport_write(r->t, r->request, r->request_len)) != 0) {
+        vb_transport_close(r->t);
+        goto fail;
+    }
+    vb_transport_set_handler(r->t, on_read, on_event, r);
+    uv_timer_init(loop, &r->timer);
+    r->timer.data = r;
+    uv_timer_start(&r->timer, on_timeout,
+                   req->timeout_ms ? req->timeout_ms : DEFAULT_TIMEOUT_MS, 0);
+    return 0;
+fail:
+    free(r->request);
+    free(r);
+    return rc;
+}

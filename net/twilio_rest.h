@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Ends a live call through Twilio's REST API (spec §6):
+ *
+ *   POST {api}/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json
+ *   Authorization: Basic base64(AccountSid:AuthToken)
+ *   Status=completed
+ *
+ * over HTTPS (mbedTLS, net/tls.h) for https:// base URLs, or plain HTTP for
+ * http:// (the simulator on loopback). One request per call, asynchronous
+ * on the caller's loop, with a time limit; the result (HTTP status, or a
+ * negative VB_E*) goes to a callback. The auth token is never logged.
+ */
+#ifndef VB_NET_TWILIO_REST_H
+#define VB_NET_TWILIO_REST_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "net/tls.h"
+
+/* `status`: the HTTP status (200 means the call was ended), or a negative
+ * VB_E* when no response came (VB_ETIMEDOUT, VB_ECONNREFUSED, VB_ECERT,
+ * VB_EPROTO for a malformed response...). Runs on the loop thread. */
+typedef void (*vb_twilio_rest_cb)(int status, void *ud);
+
+typedef struct vb_twilio_rest_req {
+    const char *api_url;     /* "https://api.twilio.com" or http://host:port */
+    const char *account_sid; /* AC... (also the Basic auth user) */
+    const char *auth_token;  /* Basic auth password; never logged */
+    const char *call_sid;    /* CA... */
+    vb_tls_config_t *tls;    /* client config for https://; borrowed */
+    uint32_t timeout_ms;     /* whole request; 0 = 10000 */
+} vb_twilio_rest_req_t;
+
+/* Starts the request on `loop`; `cb` fires exactly once, later, unless this
+ * returns an error. Strings are copied. Errors (nothing started, no
+ * callback): VB_EINVAL (missing field, bad URL, SIDs with characters other
+ * than letters and digits), VB_ECONFIG (https:// without a TLS config),
+ * VB_ENOMEM. Loop thread. */
+int vb_twilio_rest_hangup(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
+                          vb_twilio_rest_cb cb, void *ud);
+
+#endif

@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: MIT */
+/* The REST hang-up client against a scripted HTTP server on loopback. */
+#include "core/err.h"
+#include "net/twilio_rest.h"
+#include "tests/test.h"
+
+#include <arpa/inet.h>
+#include <mbedtls/base64.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef struct server {
+    int lfd;
+    uint16_t port;
+    const char *reply; /* NULL: read, then close without answering */
+    bool hold;         /* accept and never answer */
+    char request[4096];
+    size_t request_len;
+    pthread_t th;
+} server_t;
+
+static void *serve(void *arg)
+{
+    server_t *s = arg;
+    int fd = accept(s->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    /* Read the head and the body announced by Content-Length. */
+    for (;;) {
+        ssize_t n = read(fd, s->request + s->request_len,
+                         sizeof(s->request) - 1 - s->request_len);
+        if (n <= 0)
+            break;
+        s->request_len += (size_t)n;
+        s->request[s->request_len] = '\0';
+        const char *end = strstr(s->request, "\r\n\r\n");
+        const char *cl = strcasestr(s->request, "Content-Length:");
+        if (end && cl &&
+            s->request_len >=
+                (size_t)(end + 4 - s->request) + (size_t)atoi(cl + 15))
+            break;
+    }
+    if (s->hold) {
+        sleep(3);
+    } else if (s->reply != NULL) {
+        ssize_t w = write(fd, s->reply, strlen(s->reply));
+        (void)w;
+    }
+    close(fd);
+    return NULL;
+}
+
+static void server_start(server_t *s)
+{
+    s->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(s->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ASSERT_EQ(listen(s->lfd, 4), 0);
+    socklen_t al = sizeof(a);
+    getsockname(s->lfd, (struct sockaddr *)&a, &al);
+    s->port = ntohs(a.sin_port);
+    ASSERT_EQ(pthread_create(&s->th, NULL, serve, s), 0);
+}
+
+static int result;
+static int calls;
+
+static void on_done(int status, void *ud)
+{
+    (void)ud;
+    result = status;
+    calls++;
+}
+
+static int run_request(server_t *s, const char *token, uint32_t timeout_ms)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/", s->port);
+    vb_twilio_rest_req_t req = {
+        .api_url = url,
+        .account_sid = "AC0123456789abcdef0123456789abcdef",
+        .auth_token = token,
+        .call_sid = "CAfedcba9876543210fedcba9876543210",
+        .timeout_ms = timeout_ms,
+    };
+    result = 0;
+    calls = 0;
+    ASSERT_EQ(vb_twilio_rest_hangup(&loop, &req, on_done, NULL), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    ASSERT_EQ(calls, 1);
+    return result;
+}
+
+TEST(rest_hangup_sends_the_twilio_request)
+{
+    static server_t s = {.reply = "HTTP/1.1 200 OK\r\nContent-Type: "
+                                  "application/json\r\nContent-Length: 20\r\n"
+                                  "\r\n{\"status\":\"completed\"}"};
+    server_start(&s);
+    ASSERT_EQ(run_request(&s, "s3cr3t", 5000), 200);
+    pthread_join(s.th, NULL);
+    ASSERT_STR_CONTAINS(s.request,
+                        "POST /2010-04-01/Accounts/"
+                        "AC0123456789abcdef0123456789abcdef/Calls/"
+                        "CAfedcba9876543210fedcba9876543210.json HTTP/1.1\r\n");
+    ASSERT_STR_CONTAINS(s.request, "\r\nContent-Type: "
+                                   "application/x-www-form-urlencoded\r\n");
+    ASSERT_STR_CONTAINS(s.request, "\r\nContent-Length: 16\r\n");
+    ASSERT_TRUE(strstr(s.request, "\r\n\r\nStatus=completed") != NULL);
+    const char *auth = strstr(s.request, "Authorization: Basic ");
+    ASSERT_NOT_NULL(auth);
+    auth += strlen("Authorization: Basic ");
+    unsigned char dec[128];
+    size_t dlen;
+    ASSERT_EQ(mbedtls_base64_decode(dec, sizeof(dec) - 1, &dlen,
+                                    (const unsigned char *)auth,
+                                    (size_t)(strchr(auth, '\r') - auth)),
+              0);
+    dec[dlen] = '\0';
+    ASSERT_STR_EQ((char *)dec, "AC0123456789abcdef0123456789abcdef:s3cr3t");
+    close(s.lfd);
+}
+
+TEST(rest_hangup_reports_refusals_and_failures)
+{
+    static server_t s404 = {.reply = "HTTP/1.1 404 Not Found\r\nContent-Length:"
+                                     " 2\r\n\r\n{}"};
+    server_start(&s404);
+    ASSERT_EQ(run_request(&s404, "tok", 5000), 404);
+    pthread_join(s404.th, NULL);
+    close(s404.lfd);
+
+    static server_t garbage = {.reply = "SMTP ready\r\n\r\n"};
+    server_start(&garbage);
+    ASSERT_EQ(run_request(&garbage, "tok", 5000), VB_EPROTO);
+    pthread_join(garbage.th, NULL);
+    close(garbage.lfd);
+
+    static server_t silent = {.reply = NULL};
+    server_start(&silent);
+    ASSERT_EQ(run_request(&silent, "tok", 5000), VB_ECLOSED);
+    pthread_join(silent.th, NULL);
+    close(silent.lfd);
+
+    static server_t slow = {.hold = true};
+    server_start(&slow);
+    ASSERT_EQ(run_request(&slow, "tok", 300), VB_ETIMEDOUT);
+    pthread_join(slow.th, NULL);
+    close(slow.lfd);
+
+    /* Nobody listening. */
+    server_t gone = {0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd, (struct sockaddr *)&a, sizeof(a));
+    socklen_t al = sizeof(a);
+    getsockname(fd, (struct sockaddr *)&a, &al);
+    gone.port = ntohs(a.sin_port);
+    close(fd);
+    ASSERT_EQ(run_request(&gone, "tok", 5000), VB_ECONNREFUSED);
+}
+
+TEST(rest_hangup_validates_arguments)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    vb_twilio_rest_req_t req = {
+        .api_url = "https://api.twilio.com",
+        .account_sid = "AC1",
+        .auth_token = "t",
+        .call_sid = "CA1",
+    };
+    ASSERT_EQ(vb_twilio_rest_hangup(&loop, &req, on_done, NULL), VB_ECONFIG);
+    req.api_url = "ftp://x";
+    ASSERT_EQ(vb_twilio_rest_hangup(&loop, &req, on_done, NULL), VB_EINVAL);
+    req.api_url = "http://127.0.0.1:1";
+    req.call_sid = "CA1/../../x";
+    ASSERT_EQ(vb_twilio_rest_hangup(&loop, &req, on_done, NULL), VB_EINVAL);
+    req.call_sid = "CA1";
+    req.auth_token = "";
+    ASSERT_EQ(vb_twilio_rest_hangup(&loop, &req, on_done, NULL), VB_EINVAL);
+    ASSERT_EQ(vb_twilio_rest_hangup(&loop, &req, NULL, NULL), VB_EINVAL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+}
