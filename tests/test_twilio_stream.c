@@ -24,6 +24,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "net/twilio_msg.h"
 #include "tests/test.h"
 #include "tests/ws_frames.h"
 
@@ -860,4 +861,161 @@ TEST_T(outbound_batching_cuts_media_in_frame_multiples, 30)
     expect_media(c, all + 960, 160);
     client_close(c);
     fx_stop(f);
+}
+
+/* ---- the message parser (net/twilio_msg.c) ---- */
+
+static int parse(const char *json, vb_twilio_msg_t *m, vb_twilio_msg_error_t *e)
+{
+    static char buf[8192];
+    size_t n = strlen(json);
+    ASSERT_LT(n, sizeof buf);
+    memcpy(buf, json, n);
+    return vb_twilio_msg_parse(buf, n, m, e);
+}
+
+TEST(msg_parses_the_captured_messages)
+{
+    vb_twilio_msg_t m;
+    vb_twilio_msg_error_t e;
+    ASSERT_EQ(parse("{\"event\":\"connected\",\"protocol\":\"Call\","
+                    "\"version\":\"1.0.0\"}",
+                    &m, &e),
+              0);
+    ASSERT_EQ(m.event, VB_TWILIO_EV_CONNECTED);
+    ASSERT_STR_EQ(m.connected.protocol.p, "Call");
+    /* Key order differs between messages: never relied on. */
+    ASSERT_EQ(parse("{\"streamSid\":\"MZ1\",\"start\":{\"customParameters\":{"
+                    "\"streamToken\":\"t\\u00e9\",\"x\":\"\"},\"mediaFormat\":"
+                    "{\"channels\":1,\"sampleRate\":8000,\"encoding\":"
+                    "\"audio/x-mulaw\"},\"tracks\":[\"inbound\"],\"callSid\":"
+                    "\"CA1\",\"streamSid\":\"MZ1\",\"accountSid\":\"AC1\"},"
+                    "\"sequenceNumber\":\"1\",\"event\":\"start\"}",
+                    &m, &e),
+              0);
+    ASSERT_EQ(m.event, VB_TWILIO_EV_START);
+    ASSERT_EQ(m.seq, 1);
+    ASSERT_STR_EQ(m.start.call_sid.p, "CA1");
+    ASSERT_EQ(m.start.sample_rate, 8000);
+    ASSERT_EQ(m.start.channels, 1);
+    ASSERT_EQ(m.start.tracks, VB_TWILIO_TRACK_INBOUND);
+    ASSERT_EQ(m.start.nparams, 2);
+    ASSERT_STR_EQ(vb_twilio_msg_param(&m, "streamToken"), "t\xc3\xa9");
+    ASSERT_STR_EQ(vb_twilio_msg_param(&m, "x"), "");
+    ASSERT_NULL(vb_twilio_msg_param(&m, "nope"));
+    /* customParameters may be missing entirely (older captures). */
+    ASSERT_EQ(parse("{\"event\":\"start\",\"sequenceNumber\":\"1\","
+                    "\"streamSid\":\"MZ1\",\"start\":{\"callSid\":\"CA1\","
+                    "\"streamSid\":\"MZ1\",\"accountSid\":\"AC1\","
+                    "\"mediaFormat\":{\"encoding\":\"audio/x-mulaw\","
+                    "\"sampleRate\":8000,\"channels\":1}}}",
+                    &m, &e),
+              0);
+    ASSERT_EQ(m.start.nparams, 0);
+    ASSERT_EQ(parse("{\"event\":\"media\",\"sequenceNumber\":\"2\",\"media\":{"
+                    "\"track\":\"inbound\",\"chunk\":\"1\",\"timestamp\":"
+                    "\"155\",\"payload\":\"f39/\\/w==\"},\"streamSid\":"
+                    "\"MZ1\"}",
+                    &m, &e),
+              0);
+    ASSERT_EQ(m.media.chunk_n, 1);
+    ASSERT_EQ(m.media.timestamp_ms, 155);
+    ASSERT_STR_EQ(m.media.payload.p, "f39//w==");
+    ASSERT_EQ(parse("{\"event\":\"mark\",\"sequenceNumber\":\"4\","
+                    "\"streamSid\":\"MZ1\",\"mark\":{\"name\":"
+                    "\"a\\\"b\\\\c\\n\\ud83d\\ude00\"}}",
+                    &m, &e),
+              0);
+    ASSERT_STR_EQ(m.mark.name.p, "a\"b\\c\n\xf0\x9f\x98\x80");
+    ASSERT_EQ(parse("{\"event\":\"stop\",\"sequenceNumber\":\"378\","
+                    "\"streamSid\":\"MZ1\",\"stop\":{\"accountSid\":\"AC1\","
+                    "\"callSid\":\"CA1\"}}",
+                    &m, &e),
+              0);
+    ASSERT_EQ(m.event, VB_TWILIO_EV_STOP);
+    ASSERT_EQ(
+        parse(" {\"event\":\"whatever\",\"extra\":[1,{\"a\":null}]} ", &m, &e),
+        0);
+    ASSERT_EQ(m.event, VB_TWILIO_EV_UNKNOWN);
+}
+
+TEST(msg_rejects_bad_input_with_reasons)
+{
+    vb_twilio_msg_t m;
+    vb_twilio_msg_error_t e;
+    const char *bad_json[] = {
+        "",
+        "{",
+        "{}x",
+        "[]",
+        "\"s\"",
+        "{\"event\":\"media\",}",
+        "{\"event\":'x'}",
+        "{\"a\":01}",
+        "{\"a\":1.}",
+        "{\"a\":-}",
+        "{\"a\":\"\\x\"}",
+        "{\"a\":\"\\ud800\"}",
+        "{\"a\":\"\x01\"}",
+        "{\"a\":tru}",
+        "{\"a\" 1}",
+        "{\"a\":[1,]}",
+    };
+    for (size_t i = 0; i < sizeof bad_json / sizeof bad_json[0]; i++) {
+        ASSERT_EQ(parse(bad_json[i], &m, &e), VB_EPROTO);
+        ASSERT_STR_EQ(e.reason, "invalid_json");
+    }
+    /* Nesting limit. */
+    char deep[256] = "{\"a\":";
+    for (int i = 0; i < 20; i++)
+        strcat(deep, "[");
+    ASSERT_EQ(parse(deep, &m, &e), VB_EPROTO);
+    ASSERT_EQ(parse("{\"protocol\":\"Call\"}", &m, &e), VB_ENOENT);
+    ASSERT_STR_EQ(e.field, "event");
+    ASSERT_EQ(parse("{\"event\":5}", &m, &e), VB_EINVAL);
+    ASSERT_EQ(parse("{\"event\":\"media\",\"streamSid\":\"MZ\","
+                    "\"sequenceNumber\":\"1\",\"media\":{\"track\":\"inbound\","
+                    "\"chunk\":\"1\",\"timestamp\":\"1\"}}",
+                    &m, &e),
+              VB_ENOENT);
+    ASSERT_STR_EQ(e.reason, "missing_field");
+    ASSERT_STR_EQ(e.field, "media.payload");
+    ASSERT_EQ(parse("{\"event\":\"media\",\"streamSid\":\"MZ\","
+                    "\"sequenceNumber\":\"x1\",\"media\":{}}",
+                    &m, &e),
+              VB_EINVAL);
+    ASSERT_STR_EQ(e.field, "sequenceNumber");
+    ASSERT_EQ(parse("{\"event\":\"media\",\"streamSid\":\"MZ\","
+                    "\"sequenceNumber\":\"1\",\"media\":\"x\"}",
+                    &m, &e),
+              VB_EINVAL);
+    ASSERT_STR_EQ(e.field, "media");
+    ASSERT_EQ(parse("{\"event\":\"start\",\"streamSid\":\"MZ\","
+                    "\"sequenceNumber\":\"1\",\"start\":{\"mediaFormat\":{"
+                    "\"sampleRate\":\"8000\"}}}",
+                    &m, &e),
+              VB_EINVAL);
+    ASSERT_STR_EQ(e.field, "start.mediaFormat.sampleRate");
+    ASSERT_EQ(m.event, VB_TWILIO_EV_START);
+    /* More custom parameters than kept. */
+    char many[2048] = "{\"event\":\"start\",\"streamSid\":\"MZ\","
+                      "\"sequenceNumber\":\"1\",\"start\":{"
+                      "\"customParameters\":{";
+    for (int i = 0; i < VB_TWILIO_MAX_PARAMS + 1; i++) {
+        char kv[32];
+        snprintf(kv, sizeof kv, "%s\"k%d\":\"v\"", i ? "," : "", i);
+        strcat(many, kv);
+    }
+    strcat(many, "}}}");
+    ASSERT_EQ(parse(many, &m, &e), VB_EINVAL);
+    ASSERT_STR_EQ(e.field, "start.customParameters");
+}
+
+TEST(msg_json_escape)
+{
+    char out[64];
+    size_t n = vb_twilio_json_escape("a\"b\\\n\x01", 6, out, sizeof out);
+    ASSERT_EQ(n, strlen("a\\\"b\\\\\\n\\u0001"));
+    ASSERT_MEM_EQ(out, "a\\\"b\\\\\\n\\u0001", n);
+    ASSERT_EQ(vb_twilio_json_escape("\"\"\"", 3, out, 5), 0);
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vb-sim audio helpers: G.711 μ-law (the classic Sun/CCITT formulation,
+ * vb-sim audio helpers: G.711 μ-law (the Sun/CCITT formulation of G.191,
  * kept separate from dsp/ so the simulator checks voxbridge with its own
  * codec) and 16-bit PCM WAV files. Input must already be 8 kHz mono 16-bit;
  * the simulator does not resample.
@@ -13,21 +13,26 @@
 
 uint8_t sim_mulaw_encode(int16_t pcm)
 {
-    const int bias = 0x84, clip = 32635;
-    int s = pcm;
-    int sign = 0;
-    if (s < 0) {
-        s = -s;
-        sign = 0x80;
+    /* G.191: the 14-bit grid (x >> 2), one's complement magnitude for
+     * negatives (so -1..-4 share code magnitude 0 with 0..3), bias 33,
+     * saturation above 8159. */
+    static const int seg_end[8] = {0x3F,  0x7F,  0xFF,  0x1FF,
+                                   0x3FF, 0x7FF, 0xFFF, 0x1FFF};
+    int v = pcm >> 2;
+    int mask = 0xFF;
+    if (v < 0) {
+        v = ~v;
+        mask = 0x7F;
     }
-    if (s > clip)
-        s = clip;
-    s += bias;
-    int exp = 7;
-    for (int mask = 0x4000; (s & mask) == 0 && exp > 0; mask >>= 1)
-        exp--;
-    int mant = (s >> (exp + 3)) & 0x0F;
-    return (uint8_t) ~(sign | (exp << 4) | mant);
+    if (v > 8159)
+        v = 8159;
+    v += 33;
+    int seg = 0;
+    while (seg < 8 && v > seg_end[seg])
+        seg++;
+    if (seg >= 8)
+        return (uint8_t)(0x7F ^ mask);
+    return (uint8_t)(((seg << 4) | ((v >> (seg + 1)) & 0xF)) ^ mask);
 }
 
 int16_t sim_mulaw_decode(uint8_t u)
