@@ -24,8 +24,10 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/msg.h"
+#include "net/ingress.h"
 #include "net/tcp.h"
 #include "net/tls.h"
+#include "net/twilio_stream.h"
 #include "net/ws.h"
 
 #define TICK_MS           50
@@ -1105,22 +1107,26 @@ static call_t *lookup(vb_gemini_stage_t *s, vb_call_id_t id)
     return c != NULL && c->id.gen == id.gen ? c : NULL;
 }
 
-/* The CallSid at the start of a PREPARE (vb_ingress_prepare_t) or
- * CALL_OPEN (vb_twilio_open_t) payload: both begin with char[64]. */
-static void payload_sid(const vb_msg_t *m, char *out)
+/* The CallSid of a CALL_OPEN (vb_twilio_open_t) payload. */
+static void open_sid(const vb_msg_t *m, char *out)
 {
-    size_t n = m->len < SID_MAX ? m->len : SID_MAX;
-    size_t k = strnlen((const char *)m->data, n);
-    if (k == SID_MAX)
-        k = SID_MAX - 1;
-    memcpy(out, m->data, k);
-    out[k] = '\0';
+    vb_twilio_open_t o;
+    memset(&o, 0, sizeof(o));
+    memcpy(&o, m->data, m->len < sizeof(o) ? m->len : sizeof(o));
+    o.call_sid[sizeof(o.call_sid) - 1] = '\0';
+    snprintf(out, SID_MAX, "%s", o.call_sid);
 }
 
 static void on_prepare(vb_gemini_stage_t *s, const vb_msg_t *m)
 {
-    char sid[SID_MAX];
-    payload_sid(m, sid);
+    vb_ingress_prepare_t p;
+    if (vb_ingress_prepare_get(m, &p) != 0) {
+        vb_log_warn(NULL, "malformed PREPARE message ignored", "len=%u",
+                    (unsigned)m->len);
+        return;
+    }
+    p.call_sid[sizeof(p.call_sid) - 1] = '\0';
+    const char *sid = p.call_sid;
     if (sid[0] == '\0' || find_by_sid(s, sid, false) != NULL ||
         find_by_sid(s, sid, true) != NULL)
         return; /* a retried webhook, or the stream was faster */
@@ -1132,8 +1138,13 @@ static void on_prepare(vb_gemini_stage_t *s, const vb_msg_t *m)
     call_t *call = call_new(s, sid);
     if (call == NULL)
         return;
-    call->prepare_deadline =
-        vb_clock_now_ns() + (uint64_t)s->o->prepare_ttl_ms * 1000000u;
+    /* Unclaimed sessions go at the TTL, or when the stream token the
+     * webhook handed out expires, whichever comes first. */
+    uint64_t ttl_ms = s->o->prepare_ttl_ms;
+    int64_t left_s = p.expiry_s - (int64_t)vb_clock_wall_s();
+    if (p.expiry_s > 0 && left_s >= 0 && (uint64_t)left_s * 1000 < ttl_ms)
+        ttl_ms = (uint64_t)left_s * 1000;
+    call->prepare_deadline = vb_clock_now_ns() + ttl_ms * 1000000u;
     if (conn_open(call, HOW_PRECONNECT) != 0)
         schedule_retry(call, RC_FAILED, "could not connect");
 }
@@ -1149,7 +1160,7 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
     if (old != NULL)
         call_free(s, old, "slot reused");
     char sid[SID_MAX];
-    payload_sid(m, sid);
+    open_sid(m, sid);
     call_t *call = find_by_sid(s, sid, false);
     bool prepared = call != NULL && !call->ended;
     if (call != NULL && call->ended) {

@@ -23,6 +23,8 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/msg.h"
+#include "net/ingress.h"
+#include "net/twilio_stream.h"
 #include "tests/test.h"
 
 #define API_KEY "test-key-123"
@@ -209,6 +211,7 @@ typedef struct env {
     vb_ring_t in, out, prepare;
     vb_metrics_t *m;
     vb_gemini_stage_t *s;
+    uint32_t out_cap;
     uint32_t seq;
     char logpath[512];
     vb_msg_t got[4096];
@@ -239,7 +242,7 @@ static void env_start(env_t *e, const vb_gemini_options_t *o)
     ASSERT_GE(fd, 0);
     vb_log_set_fd(fd);
     ASSERT_EQ(vb_msg_ring_init(&e->in, 1024), 0);
-    ASSERT_EQ(vb_msg_ring_init(&e->out, 4096), 0);
+    ASSERT_EQ(vb_msg_ring_init(&e->out, e->out_cap ? e->out_cap : 4096), 0);
     ASSERT_EQ(vb_msg_ring_init(&e->prepare, 64), 0);
     e->m = vb_metrics_create();
     ASSERT_NOT_NULL(e->m);
@@ -289,18 +292,22 @@ static void push(env_t *e, vb_ring_t *r, uint8_t kind, const void *data,
     uv_async_send(vb_gemini_stage_bell(e->s));
 }
 
-static void push_prepare(env_t *e, const char *sid)
+static void push_prepare(env_t *e, const char *sid, int64_t expiry_s)
 {
-    char p[128] = {0};
-    snprintf(p, 64, "%s", sid);
-    push(e, &e->prepare, VB_MSG_PREPARE, p, 80);
+    vb_ingress_prepare_t p;
+    memset(&p, 0, sizeof(p));
+    snprintf(p.call_sid, sizeof(p.call_sid), "%s", sid);
+    p.expiry_s = expiry_s;
+    push(e, &e->prepare, VB_MSG_PREPARE, &p, sizeof(p));
 }
 
 static void push_open(env_t *e, const char *sid)
 {
-    char p[192] = {0};
-    snprintf(p, 64, "%s", sid);
-    push(e, &e->in, VB_MSG_CALL_OPEN, p, sizeof(p));
+    vb_twilio_open_t p;
+    memset(&p, 0, sizeof(p));
+    snprintf(p.call_sid, sizeof(p.call_sid), "%s", sid);
+    snprintf(p.stream_sid, sizeof(p.stream_sid), "MZ-%s", sid);
+    push(e, &e->in, VB_MSG_CALL_OPEN, &p, sizeof(p));
 }
 
 /* One 20 ms frame: 320 samples equal to `value`. */
@@ -510,7 +517,7 @@ TEST_T(preconnect_at_webhook_then_stream, 60)
     env_options(e, &o, true);
     o.greeting = "Say hello.";
     env_start(e, &o);
-    push_prepare(e, "CA-pre");
+    push_prepare(e, "CA-pre", 0);
     /* Setup completes before the stream exists. */
     wait_log(&e->fake, "sent", 2, 5000); /* setupComplete + handle */
     cJSON *log = fake_log(&e->fake);
@@ -855,6 +862,127 @@ TEST_T(server_gone_ends_the_call_after_bounded_retries, 60)
                      "reason", "failed"),
               3);
     ASSERT_STR_CONTAINS(read_all(e->logpath), "ending the call");
+    env_stop(e);
+    free(e);
+}
+
+TEST_T(dtmf_is_told_to_the_model_as_text, 60)
+{
+    make_certs();
+    env_t *e = calloc(1, sizeof(*e));
+    const char *extra[] = {"--mode", "script", "--script", "/dev/null", NULL};
+    fake_start(&e->fake, true, extra);
+    vb_gemini_options_t o;
+    env_options(e, &o, true);
+    o.dtmf_text = "The caller pressed %s (100%).";
+    env_start(e, &o);
+    push_open(e, "CA-dtmf");
+    wait_log(&e->fake, "sent", 2, 5000);
+    push(e, &e->in, VB_MSG_DTMF, "5", 1);
+    wait_log(&e->fake, "text", 1, 5000);
+    cJSON *log = fake_log(&e->fake);
+    ASSERT_STR_EQ(str_at(find_type(log, "text", 0), "text"),
+                  "The caller pressed 5 (100%).");
+    cJSON_Delete(log);
+    env_stop(e);
+    free(e);
+}
+
+/* A full outbound ring: model audio waits in order, the connection stops
+ * being read, and everything arrives once the consumer catches up. */
+TEST_T(full_outbound_ring_holds_audio_in_order, 60)
+{
+    make_certs();
+    env_t *e = calloc(1, sizeof(*e));
+    const char *extra[] = {"--mode", "tone", "--tone-ms", "2000", NULL};
+    fake_start(&e->fake, true, extra);
+    vb_gemini_options_t o;
+    env_options(e, &o, true);
+    o.greeting = "Hi.";
+    e->out_cap = 8;
+    env_start(e, &o);
+    push_open(e, "CA-full");
+    /* Do not read for a while: the generation (2 s of audio at twice real
+     * time) finishes into a ring of 8 slots. */
+    usleep(1500000);
+    int turn = wait_out(e, VB_MSG_TURN_END, 10000);
+    size_t bytes = 0;
+    for (int i = 0; i < turn; i++) {
+        ASSERT_EQ(e->got[i].seq, (uint32_t)i); /* nothing lost or reordered */
+        if (e->got[i].kind == VB_MSG_AUDIO)
+            bytes += e->got[i].len;
+        else
+            ASSERT_EQ(e->got[i].kind, VB_MSG_TEXT);
+    }
+    ASSERT_EQ(bytes, 2000 * 24 * 2);
+    ASSERT_GT(metric(e, VB_METRIC_COUNTER, "vb_ring_full_total", "ring",
+                     "gemini_to_dsp"),
+              0);
+    env_stop(e);
+    free(e);
+}
+
+TEST_T(unclaimed_preconnect_expires, 60)
+{
+    make_certs();
+    env_t *e = calloc(1, sizeof(*e));
+    const char *extra[] = {"--mode", "script", "--script", "/dev/null", NULL};
+    fake_start(&e->fake, true, extra);
+    vb_gemini_options_t o;
+    env_options(e, &o, true);
+    o.prepare_ttl_ms = 300;
+    env_start(e, &o);
+    push_prepare(e, "CA-never", 0);
+    wait_log(&e->fake, "setup", 1, 5000);
+    wait_log(&e->fake, "close", 1, 5000);
+    cJSON *log = fake_log(&e->fake);
+    const cJSON *cl = find_type(log, "close", 0);
+    ASSERT_TRUE(cJSON_IsTrue(cJSON_GetObjectItem(cl, "by_client")));
+    ASSERT_EQ((int)num_at(cl, "code_received"), 1000);
+    cJSON_Delete(log);
+    ASSERT_STR_CONTAINS(read_all(e->logpath), "not claimed");
+    usleep(100000);
+    ASSERT_EQ(
+        metric(e, VB_METRIC_GAUGE, "vb_gemini_sessions_active", NULL, NULL), 0);
+    env_stop(e);
+    free(e);
+}
+
+TEST_T(untrusted_certificate_or_wrong_path_end_the_call, 60)
+{
+    make_certs();
+    env_t *e = calloc(1, sizeof(*e));
+    fake_start(&e->fake, true, NULL);
+    vb_gemini_options_t o;
+    env_options(e, &o, true);
+    o.ca_file = NULL; /* the system bundle does not know the test CA */
+    env_start(e, &o);
+    push_open(e, "CA-cert");
+    wait_out(e, VB_MSG_HANGUP, 5000);
+    const char *text = read_all(e->logpath);
+    ASSERT_STR_CONTAINS(text, "tls certificate rejected");
+    ASSERT_STR_CONTAINS(text, "reason=untrusted");
+    ASSERT_STR_CONTAINS(text, "gemini connection refused");
+    vb_gemini_stage_stop(e->s);
+    vb_gemini_stage_destroy(e->s);
+    vb_ring_destroy(&e->in);
+    vb_ring_destroy(&e->out);
+    vb_ring_destroy(&e->prepare);
+    vb_metrics_destroy(e->m);
+
+    /* A wrong endpoint path: HTTP 404 on the upgrade, not retried. */
+    char url[256];
+    snprintf(url, sizeof(url), "wss://localhost:%d/ws/wrong", e->fake.port);
+    env_options(e, &o, true);
+    o.url = url;
+    e->ngot = 0;
+    env_start(e, &o);
+    push_open(e, "CA-path");
+    wait_out(e, VB_MSG_HANGUP, 5000);
+    ASSERT_STR_CONTAINS(read_all(e->logpath), "http_status=404");
+    cJSON *log = fake_log(&e->fake);
+    ASSERT_EQ(count_type(log, "http", 0), 1);
+    cJSON_Delete(log);
     env_stop(e);
     free(e);
 }

@@ -110,32 +110,54 @@ static void logf_kv(fg_conn_t *c, const char *type, const char *k,
 
 /* ---- sending ---- */
 
-/* cJSON pretty-prints with tabs; the service uses two spaces and ends with
- * a newline. Tabs never occur raw inside strings (they are escaped), so a
- * tab at a line start is indentation and any other tab follows a colon. */
+/* cJSON pretty-prints with tabs and spreads an empty object over two
+ * lines; the service indents with two spaces, prints "{}" and ends with a
+ * newline. Outside strings a tab at a line start is indentation and any
+ * other tab follows a colon. */
 static char *pretty(const cJSON *o, size_t *len)
 {
     char *p = cJSON_Print(o);
     if (p == NULL)
         return NULL;
-    size_t tabs = 0;
-    for (char *q = p; *q; q++)
-        tabs += *q == '\t';
-    char *out = malloc(strlen(p) + tabs + 2);
+    char *out = malloc(2 * strlen(p) + 2);
     if (out == NULL) {
         free(p);
         return NULL;
     }
     size_t n = 0;
-    bool line_start = true;
+    bool line_start = true, in_str = false;
     for (char *q = p; *q; q++) {
-        if (*q == '\t') {
-            if (line_start) {
-                out[n++] = ' ';
-                out[n++] = ' ';
-            } else {
-                out[n++] = ' ';
+        if (in_str) {
+            out[n++] = *q;
+            if (*q == '\\' && q[1] != '\0')
+                out[n++] = *++q;
+            else if (*q == '"')
+                in_str = false;
+            continue;
+        }
+        if (*q == '"') {
+            in_str = true;
+            line_start = false;
+            out[n++] = *q;
+            continue;
+        }
+        if (*q == '{' || *q == '[') {
+            char close = *q == '{' ? '}' : ']';
+            char *r = q + 1;
+            while (*r == '\n' || *r == '\t' || *r == ' ')
+                r++;
+            if (*r == close) {
+                out[n++] = *q;
+                out[n++] = close;
+                q = r;
+                line_start = false;
+                continue;
             }
+        }
+        if (*q == '\t') {
+            out[n++] = ' ';
+            if (line_start)
+                out[n++] = ' ';
             continue;
         }
         line_start = *q == '\n';
