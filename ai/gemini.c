@@ -1200,7 +1200,14 @@ static void on_audio(vb_gemini_stage_t *s, const vb_msg_t *m)
         vb_metrics_counter_add(s->shard, s->m_drop[DROP_ENDED], 1);
         return;
     }
-    if (can_stream(call) && call->alen == 0) {
+    if (can_stream(call) && call->alen > 0) {
+        /* Older audio is still waiting (a send failed earlier): keep the
+         * order. */
+        abuf_push(s, call, m->data, m->len);
+        abuf_flush(s, call);
+        return;
+    }
+    if (can_stream(call)) {
         int rc = send_audio(s, call->cur, m->data, m->len);
         if (rc == 0) {
             uint64_t now = vb_clock_now_ns();
@@ -1617,6 +1624,11 @@ fail:
 uv_async_t *vb_gemini_stage_bell(vb_gemini_stage_t *s)
 {
     return &s->bell;
+}
+
+void vb_gemini_stage_set_out_bell(vb_gemini_stage_t *s, uv_async_t *bell)
+{
+    s->cfg.out_bell = bell;
 }
 
 int vb_gemini_stage_start(vb_gemini_stage_t *s)

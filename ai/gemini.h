@@ -128,6 +128,11 @@ int vb_gemini_stage_create(vb_gemini_stage_t **out,
  */
 uv_async_t *vb_gemini_stage_bell(vb_gemini_stage_t *s);
 
+/* Sets the doorbell of the `out` ring's consumer after create (the dsp
+ * stage and this one each need the other's bell; create both, then
+ * connect them). Main thread, before vb_gemini_stage_start(). */
+void vb_gemini_stage_set_out_bell(vb_gemini_stage_t *s, uv_async_t *bell);
+
 /* Starts the thread. Returns 0, VB_EBUSY, VB_ESYS. Main thread. */
 int vb_gemini_stage_start(vb_gemini_stage_t *s);
 
