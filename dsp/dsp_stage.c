@@ -411,6 +411,13 @@ uv_async_t *vb_dsp_stage_bell(vb_dsp_stage_t *s)
     return &s->bell;
 }
 
+void vb_dsp_stage_set_bells(vb_dsp_stage_t *s, uv_async_t *gemini_bell,
+                            uv_async_t *twilio_bell)
+{
+    s->cfg.gemini_bell = gemini_bell;
+    s->cfg.twilio_bell = twilio_bell;
+}
+
 int vb_dsp_stage_start(vb_dsp_stage_t *s)
 {
     if (s->started)

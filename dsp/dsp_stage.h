@@ -60,6 +60,12 @@ int vb_dsp_stage_create(vb_dsp_stage_t **out, const vb_dsp_stage_config_t *cfg);
  * Valid from create to destroy; any thread may send it. */
 uv_async_t *vb_dsp_stage_bell(vb_dsp_stage_t *s);
 
+/* Sets the consumers' doorbells after create, for wiring stages that each
+ * need the other's bell (create all, then connect). Main thread, before
+ * start. */
+void vb_dsp_stage_set_bells(vb_dsp_stage_t *s, uv_async_t *gemini_bell,
+                            uv_async_t *twilio_bell);
+
 /* Starts the thread. Returns 0 or VB_ESYS. Main thread. */
 int vb_dsp_stage_start(vb_dsp_stage_t *s);
 
