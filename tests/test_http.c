@@ -714,3 +714,77 @@ TEST(http_server_listen_errors)
     vb_http_server_cfg_t bad = {0};
     ASSERT_EQ(vb_http_server_create(&loop, &bad, &s), VB_EINVAL);
 }
+
+typedef struct flood {
+    int fd;
+    int n;
+} flood_t;
+
+static void *flood_sender(void *arg)
+{
+    flood_t *fl = arg;
+    static const char req[] = "GET /f HTTP/1.1\r\nHost: x\r\n\r\n";
+    char batch[64 * (sizeof(req) - 1)];
+    for (int i = 0; i < 64; i++)
+        memcpy(batch + i * (sizeof(req) - 1), req, sizeof(req) - 1);
+    for (int i = 0; i < fl->n / 64; i++)
+        tc_send(fl->fd, batch, sizeof(batch));
+    return NULL;
+}
+
+TEST_T(http_server_backpressure_on_unread_responses, 60)
+{
+    vb_http_limits_t lim;
+    vb_http_limits_default(&lim);
+    lim.max_output_bytes = 16384; /* pause reading early */
+    srv_fixture_t *f = srv_start(&lim, false);
+    /* A small receive window keeps the kernel from absorbing it all. */
+    tc_conn_t *c = calloc(1, sizeof(*c));
+    ASSERT_NOT_NULL(c);
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int small = 4096;
+    ASSERT_EQ(setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)),
+              0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)f->port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    flood_t fl = {.fd = c->fd, .n = 64 * 1000};
+    pthread_t thr;
+    ASSERT_EQ(pthread_create(&thr, NULL, flood_sender, &fl), 0);
+    /* Let the server fill its output and stop reading before we read. */
+    usleep(200000);
+    int got = 0;
+    tc_resp_t r;
+    while (got < fl.n && tc_read_resp(c, &r, 10000) == 0) {
+        ASSERT_EQ(r.status, 200);
+        tc_free_resp(&r);
+        got++;
+    }
+    ASSERT_EQ(got, fl.n);
+    ASSERT_EQ(pthread_join(thr, NULL), 0);
+    tc_close(c);
+    srv_stop(f);
+}
+
+TEST_T(http_server_idle_keepalive_closes_silently, 30)
+{
+    vb_http_limits_t lim;
+    vb_http_limits_default(&lim);
+    lim.idle_timeout_ms = 200;
+    srv_fixture_t *f = srv_start(&lim, false);
+    tc_conn_t *c = tc_open(f->port);
+    tc_send_str(c->fd, "GET /a HTTP/1.1\r\n\r\n");
+    tc_resp_t r;
+    ASSERT_EQ(tc_read_resp(c, &r, 5000), 0);
+    tc_free_resp(&r);
+    double t0 = tc_now_ms();
+    char buf[256];
+    bool closed;
+    size_t n = tc_recv_until_close(c->fd, buf, sizeof(buf), 5000, &closed);
+    ASSERT_TRUE(closed);
+    ASSERT_EQ(n, 0); /* no 408 on an idle connection */
+    ASSERT_GE(tc_now_ms() - t0, 150);
+    tc_close(c);
+    srv_stop(f);
+}
