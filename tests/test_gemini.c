@@ -212,6 +212,9 @@ typedef struct env {
     vb_metrics_t *m;
     vb_gemini_stage_t *s;
     uint32_t out_cap;
+    uv_loop_t bell_loop; /* the test plays dsp: its doorbell */
+    uv_async_t bell;
+    int rings;
     uint32_t seq;
     char logpath[512];
     vb_msg_t got[4096];
@@ -235,6 +238,11 @@ static void env_options(env_t *e, vb_gemini_options_t *o, bool tls)
     o->connect_timeout_ms = 5000;
 }
 
+static void on_bell(uv_async_t *a)
+{
+    ((env_t *)a->data)->rings++;
+}
+
 static void env_start(env_t *e, const vb_gemini_options_t *o)
 {
     snprintf(e->logpath, sizeof(e->logpath), "%s", file("stage.log"));
@@ -254,13 +262,25 @@ static void env_start(env_t *e, const vb_gemini_options_t *o)
         .metrics = e->m,
     };
     ASSERT_EQ(vb_gemini_stage_create(&e->s, &cfg), 0);
+    uv_loop_init(&e->bell_loop);
+    uv_async_init(&e->bell_loop, &e->bell, on_bell);
+    e->bell.data = e;
+    vb_gemini_stage_set_out_bell(e->s, &e->bell);
     ASSERT_EQ(vb_gemini_stage_start(e->s), 0);
+}
+
+static void bell_close(env_t *e)
+{
+    uv_close((uv_handle_t *)&e->bell, NULL);
+    uv_run(&e->bell_loop, UV_RUN_DEFAULT);
+    uv_loop_close(&e->bell_loop);
 }
 
 static void env_stop(env_t *e)
 {
     vb_gemini_stage_stop(e->s);
     vb_gemini_stage_destroy(e->s);
+    bell_close(e);
     fake_stop(&e->fake);
     vb_ring_destroy(&e->in);
     vb_ring_destroy(&e->out);
@@ -336,6 +356,7 @@ static int wait_out(env_t *e, int kind, int ms)
         vb_clock_now_ns() + (uint64_t)(ms * vb_test_slowdown()) * 1000000u;
     for (;;) {
         vb_msg_t m;
+        uv_run(&e->bell_loop, UV_RUN_NOWAIT);
         while (vb_ring_try_pop(&e->out, &m) == 0) {
             ASSERT_LT(e->ngot, 4096);
             e->got[e->ngot++] = m;
@@ -430,6 +451,7 @@ TEST_T(setup_fields_audio_mime_and_echo_turn, 60)
     /* 0.5 s of speech echoed at 24 kHz (the VAD trims a frame or two). */
     ASSERT_GT(model_bytes, 20000);
     ASSERT_TRUE(caller_text);
+    ASSERT_GT(e->rings, 0); /* the dsp doorbell was rung */
     push(e, &e->in, VB_MSG_CALL_CLOSE, "stop", 4);
     wait_log(&e->fake, "close", 1, 5000);
 
@@ -965,6 +987,7 @@ TEST_T(untrusted_certificate_or_wrong_path_end_the_call, 60)
     ASSERT_STR_CONTAINS(text, "gemini connection refused");
     vb_gemini_stage_stop(e->s);
     vb_gemini_stage_destroy(e->s);
+    bell_close(e);
     vb_ring_destroy(&e->in);
     vb_ring_destroy(&e->out);
     vb_ring_destroy(&e->prepare);
