@@ -27,6 +27,7 @@
 #include "net/ingress.h"
 #include "net/tcp.h"
 #include "net/twilio_msg.h"
+#include "net/twilio_rest.h"
 #include "net/ws.h"
 
 #define FRAME_BYTES        160 /* 20 ms of 8 kHz μ-law */
@@ -104,6 +105,12 @@ typedef struct call {
     uint32_t mark_gen[MARK_FIFO];
     uint32_t mk_head, mk_len, clear_gen;
     uint64_t play_end_ns; /* playout model: when queued audio ends */
+    /* Hang-up waiting for the goodbye audio: marks still to be echoed
+     * before ours, and a deadline in case the echo never comes. */
+    bool hangup_pending;
+    uint32_t hangup_marks;
+    uint64_t hangup_deadline_ns;
+    char account_sid[64];
     vb_twilio_call_stats_t stats;
 } call_t;
 
@@ -132,6 +139,8 @@ struct vb_twilio_stream {
 };
 
 static void call_fatal(call_t *c, uint16_t code, const char *reason);
+static void hangup_begin(call_t *c);
+static void hangup_now(call_t *c, const char *why);
 static void call_end(call_t *c, const char *reason);
 static void call_maybe_free(call_t *c);
 
@@ -466,6 +475,9 @@ static void drain_out(vb_twilio_stream_t *s)
             send_clear(c, m->t_origin);
             break;
         case VB_MSG_HANGUP:
+            send_media(c);
+            hangup_begin(c);
+            break;
         case VB_MSG_CALL_CLOSE:
             send_media(c);
             if (c->ws == NULL || c->closing)
@@ -567,6 +579,7 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
     memcpy(open.call_sid, m->start.call_sid.p, m->start.call_sid.len);
     memcpy(open.stream_sid, m->stream_sid.p, m->stream_sid.len);
     memcpy(open.account_sid, m->start.account_sid.p, m->start.account_sid.len);
+    memcpy(c->account_sid, open.account_sid, sizeof c->account_sid);
     c->st = C_STREAMING;
     c->opened = true;
     in_push(c, VB_MSG_CALL_OPEN, 0, &open, sizeof open, vb_clock_now_ns());
@@ -640,6 +653,8 @@ static void on_mark(call_t *c, const vb_twilio_msg_t *m)
         m->mark.name.len < MARK_NAME_MAX ? m->mark.name.len : MARK_NAME_MAX;
     in_push(c, VB_MSG_MARK, cleared ? VB_TWILIO_MARK_CLEARED : 0,
             m->mark.name.p, len, vb_clock_now_ns());
+    if (c->hangup_pending && c->hangup_marks > 0 && --c->hangup_marks == 0)
+        hangup_now(c, "goodbye played");
 }
 
 static void on_text(call_t *c, const uint8_t *data, size_t len)
@@ -769,6 +784,96 @@ static void call_fatal(call_t *c, uint16_t code, const char *reason)
     call_end(c, "error");
     if (c->ws != NULL)
         vb_ws_close(c->ws, code, reason);
+}
+
+/* ---- hang-up after the goodbye ---- */
+
+#define DEFAULT_HANGUP_GRACE_MS 3000u
+
+typedef struct rest_ctx {
+    vb_twilio_stream_t *s;
+    vb_call_id_t id;
+} rest_ctx_t;
+
+static void close_normal(call_t *c, const char *reason)
+{
+    if (c->ws == NULL || c->closing)
+        return;
+    c->closing = true;
+    call_end(c, "hangup");
+    vb_ws_close(c->ws, VB_WS_CLOSE_NORMAL, reason);
+}
+
+static void rest_done(int status, void *ud)
+{
+    rest_ctx_t *x = ud;
+    call_t *c = lookup(x->s, x->id);
+    free(x);
+    if (c == NULL)
+        return; /* Twilio already ended the stream */
+    /* Either way the stream ends now: after a 200 Twilio tears it down
+     * anyway; after a failure closing it runs the TwiML after <Connect>. */
+    close_normal(c, status == 200 ? "hangup" : "hangup (REST failed)");
+}
+
+/* Queues a mark behind the audio already sent; the call ends when it is
+ * echoed (see on_mark) or at the deadline (see sweep_cb). */
+static void hangup_begin(call_t *c)
+{
+    if (c->ws == NULL || c->closing || c->hangup_pending)
+        return;
+    vb_twilio_stream_t *s = c->s;
+    uint64_t now = vb_clock_now_ns();
+    uint32_t grace = s->cfg.hangup_grace_ms ? s->cfg.hangup_grace_ms
+                                            : DEFAULT_HANGUP_GRACE_MS;
+    c->hangup_pending = true;
+    c->hangup_deadline_ns = (c->play_end_ns > now ? c->play_end_ns : now) +
+                            (uint64_t)grace * 1000000u;
+    send_mark(c, "hangup", 6);
+    c->hangup_marks = c->mk_len; /* ours is the newest in flight */
+    vb_log_info(c->label, "hang-up requested: waiting for the goodbye to play",
+                "marks_in_flight=%u", c->hangup_marks);
+    if (c->hangup_marks == 0)
+        hangup_now(c, "nothing queued");
+}
+
+static void hangup_now(call_t *c, const char *why)
+{
+    vb_twilio_stream_t *s = c->s;
+    c->hangup_pending = false;
+    const char *token = s->cfg.rest_auth_token;
+    const char *account = s->cfg.rest_account_sid && *s->cfg.rest_account_sid
+                              ? s->cfg.rest_account_sid
+                              : c->account_sid;
+    if (token == NULL || *token == '\0' || s->cfg.rest_api_url == NULL ||
+        *s->cfg.rest_api_url == '\0') {
+        vb_log_info(c->label, "hanging up by closing the stream", "why=%s",
+                    why);
+        close_normal(c, "hangup");
+        return;
+    }
+    rest_ctx_t *x = malloc(sizeof(*x));
+    vb_twilio_rest_req_t req = {
+        .api_url = s->cfg.rest_api_url,
+        .account_sid = account,
+        .auth_token = token,
+        .call_sid = c->label,
+        .tls = s->cfg.rest_tls,
+    };
+    int rc = x ? 0 : VB_ENOMEM;
+    if (x != NULL) {
+        x->s = s;
+        x->id = c->id;
+        rc = vb_twilio_rest_hangup(&s->loop, &req, rest_done, x);
+    }
+    if (rc != 0) {
+        free(x);
+        vb_log_warn(c->label, "REST hang-up not possible: closing the stream",
+                    "err=%s", vb_err_name(rc));
+        close_normal(c, "hangup");
+        return;
+    }
+    vb_log_info(c->label, "hanging up through the REST API", "why=%s", why);
 }
 
 static void call_end(call_t *c, const char *reason)
@@ -973,6 +1078,8 @@ static void sweep_cb(uv_timer_t *t)
         if (c != NULL && c->st == C_CONNECTED && !c->closing &&
             now > c->start_deadline_ns)
             call_fatal(c, VB_WS_CLOSE_POLICY, "no start message");
+        else if (c != NULL && c->hangup_pending && now > c->hangup_deadline_ns)
+            hangup_now(c, "mark echo overdue");
     }
 }
 

@@ -50,6 +50,7 @@
 #include "core/metrics.h"
 #include "core/msg.h"
 #include "core/ring.h"
+#include "net/tls.h"
 #include "net/twilio_sig.h"
 
 /* Payload of CALL_OPEN on the inbound ring (in vb_msg_t.data). */
@@ -87,6 +88,18 @@ typedef struct vb_twilio_stream_config {
      * (-1), e.g. vb_ingress_calls_add() for lane choice and /readyz. */
     void (*calls_changed)(void *ud, int lane, int delta);
     void *calls_ud;
+    /* Hang-up (HANGUP from the model's end_call tool): the stage sends a
+     * mark after the goodbye audio and, once Twilio echoes it (or
+     * hangup_grace_ms after the audio should have finished), ends the call
+     * through Twilio's REST API when rest_auth_token is set (account SID:
+     * rest_account_sid, or the stream's own), else by closing the stream
+     * (1000) so the TwiML after <Connect> runs. rest_tls is required for an
+     * https:// rest_api_url. All optional; strings borrowed. */
+    const char *rest_api_url;
+    const char *rest_account_sid;
+    const char *rest_auth_token;
+    vb_tls_config_t *rest_tls;
+    uint32_t hangup_grace_ms; /* 0 = 3000 */
 } vb_twilio_stream_config_t;
 
 typedef struct vb_twilio_stream vb_twilio_stream_t;

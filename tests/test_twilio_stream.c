@@ -81,6 +81,7 @@ static fixture_t *fx_start(int lane, uint32_t max_calls, uint32_t batch,
         .in_to_dsp = &f->in,
         .out_from_dsp = &f->out,
         .metrics = f->m,
+        .hangup_grace_ms = 60000, /* hang-ups here wait for echoes */
         .calls_changed = calls_changed,
         .calls_ud = f,
     };
@@ -823,8 +824,22 @@ TEST_T(outbound_media_marks_clear_and_hangup_arrive_as_sent, 30)
     ASSERT_TRUE(pop_in(f, &m, 5000));
     ASSERT_EQ(m.kind, VB_MSG_MARK);
     ASSERT_EQ(m.flags, VB_TWILIO_MARK_CLEARED);
-    /* Hang-up: close 1000 and CALL_CLOSE downstream. */
+    /* Hang-up: a "hangup" mark goes out behind the audio; the stream
+     * closes (1000) only once every mark up to it is echoed, i.e. the
+     * goodbye has played; then CALL_CLOSE goes downstream. */
     push_out(f, id, VB_MSG_HANGUP, NULL, 0, true);
+    expect_event(c, "mark", "hangup");
+    tf_parsed_t early;
+    ASSERT_TRUE(!read_frame(c, &early, 150)); /* still open: turn-1 unplayed */
+    send_text(c, "{\"event\":\"mark\",\"sequenceNumber\":\"5\",\"streamSid\":"
+                 "\"" STREAM_SID "\",\"mark\":{\"name\":\"turn-1\"}}");
+    ASSERT_TRUE(pop_in(f, &m, 5000));
+    ASSERT_EQ(m.kind, VB_MSG_MARK);
+    ASSERT_TRUE(!read_frame(c, &early, 150));
+    send_text(c, "{\"event\":\"mark\",\"sequenceNumber\":\"6\",\"streamSid\":"
+                 "\"" STREAM_SID "\",\"mark\":{\"name\":\"hangup\"}}");
+    ASSERT_TRUE(pop_in(f, &m, 5000));
+    ASSERT_EQ(m.kind, VB_MSG_MARK);
     expect_close(c, 1000, "hangup");
     ASSERT_TRUE(pop_in(f, &m, 5000));
     ASSERT_EQ(m.kind, VB_MSG_CALL_CLOSE);
@@ -833,8 +848,8 @@ TEST_T(outbound_media_marks_clear_and_hangup_arrive_as_sent, 30)
     ASSERT_EQ(vb_twilio_stream_last_stats(f->st, &st), 1);
     ASSERT_EQ(st.frames_out, 6);
     ASSERT_EQ(st.bytes_out, 6 * 160);
-    ASSERT_EQ(st.marks_sent, 3);
-    ASSERT_EQ(st.marks_echoed, 2);
+    ASSERT_EQ(st.marks_sent, 4); /* resp-1, m2, turn-1, hangup */
+    ASSERT_EQ(st.marks_echoed, 4);
     ASSERT_EQ(st.marks_cleared, 1);
     ASSERT_EQ(st.clears, 1);
     ASSERT_EQ(st.bytes_played + st.bytes_cleared, st.bytes_out);
