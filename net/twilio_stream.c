@@ -130,6 +130,7 @@ struct vb_twilio_stream {
     uint32_t *reap; /* slots whose socket is gone; freed after callbacks */
     uint32_t nreap;
     vb_metric_t m_err[E_COUNT], m_rej[R_COUNT];
+    vb_metric_t m_outcome[5];
     vb_metric_t m_calls, m_active, m_frames_in, m_frames_out, m_marks_sent,
         m_marks_echoed, m_clears, m_seq_gaps, m_out_dropped, m_stale,
         m_ring_full, m_wait_out, m_lat_out, m_barge, m_in_dropped;
@@ -142,6 +143,10 @@ static void call_fatal(call_t *c, uint16_t code, const char *reason);
 static void hangup_begin(call_t *c);
 static void hangup_now(call_t *c, const char *why);
 static void call_end(call_t *c, const char *reason);
+
+/* Values of vb_calls_total{outcome}; call_end() reasons map onto them. */
+static const char *const outcomes[] = {"stop",  "hangup",   "disconnect",
+                                       "error", "shutdown", NULL};
 static void call_maybe_free(call_t *c);
 
 static int64_t default_now_s(void)
@@ -887,6 +892,9 @@ static void call_end(call_t *c, const char *reason)
         return;
     in_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason), vb_clock_now_ns());
     vb_metrics_gauge_add(s->shard, s->m_active, -1);
+    for (int i = 0; outcomes[i] != NULL; i++)
+        if (strcmp(reason, outcomes[i]) == 0)
+            vb_metrics_counter_add(s->shard, s->m_outcome[i], 1);
     if (s->cfg.calls_changed != NULL)
         s->cfg.calls_changed(s->cfg.calls_ud, s->cfg.lane, -1);
     uint64_t now = vb_clock_now_ns();
@@ -1156,8 +1164,14 @@ static int add_series(vb_twilio_stream_t *s)
     ADD(VB_METRIC_COUNTER, "vb_twilio_calls_total",
         "Media streams that passed `start` and opened a call.", NULL,
         &s->m_calls);
-    ADD(VB_METRIC_GAUGE, "vb_twilio_calls_active",
-        "Media streams currently open.", NULL, &s->m_active);
+    ADD(VB_METRIC_GAUGE, "vb_calls_active",
+        "Calls in progress (media streams past `start`).", NULL, &s->m_active);
+    for (int i = 0; outcomes[i] != NULL; i++)
+        ADD(VB_METRIC_COUNTER, "vb_calls_total",
+            "Calls ended, by outcome: stop (Twilio ended the stream: the "
+            "caller hung up), hangup (voxbridge ended it), disconnect "
+            "(the socket dropped), error (protocol failure), shutdown.",
+            VB_LABELS("outcome", outcomes[i]), &s->m_outcome[i]);
     ADD(VB_METRIC_COUNTER, "vb_twilio_media_in_total",
         "`media` messages received from Twilio.", NULL, &s->m_frames_in);
     ADD(VB_METRIC_COUNTER, "vb_twilio_media_out_total",
