@@ -194,6 +194,11 @@ struct vb_http_session {
     char *leftover;
     size_t leftover_len;
 
+    /* Input held back while too much output is queued. */
+    char *pending;
+    size_t pending_len;
+    bool out_full;
+
     /* Output. */
     char *out;
     size_t out_len, out_cap;
@@ -550,6 +555,13 @@ static int on_message_complete(llhttp_t *p)
         return HPE_PAUSED;
     }
     set_phase(s, PH_IDLE);
+    if (s->out_len >= s->lim.max_output_bytes) {
+        /* Answering the rest of this read now would only pile up output
+         * (small requests can have large answers): stop, and keep the
+         * remaining bytes until the transport has written these. */
+        s->out_full = true;
+        return HPE_PAUSED;
+    }
     return 0;
 }
 
@@ -599,18 +611,36 @@ void vb_http_session_destroy(vb_http_session_t *s)
     free(s->hview);
     free(s->body);
     free(s->leftover);
+    free(s->pending);
     free(s->out);
     free(s);
 }
 
-vb_http_action_t vb_http_session_feed(vb_http_session_t *s, const char *data,
-                                      size_t len)
+/* Runs the parser over `len` bytes and turns its outcome into an action. */
+static vb_http_action_t execute(vb_http_session_t *s, const char *data,
+                                size_t len)
 {
-    if (s->action != VB_HTTP_CONTINUE || len == 0)
-        return s->action;
     llhttp_errno_t e = llhttp_execute(&s->parser, data, len);
     if (e == HPE_OK)
         goto done;
+    if (e == HPE_PAUSED && s->out_full) {
+        s->out_full = false;
+        llhttp_resume(&s->parser);
+        const char *pos = llhttp_get_error_pos(&s->parser);
+        size_t n = pos ? len - (size_t)(pos - data) : 0;
+        if (n > 0) {
+            /* `data` may be the old pending buffer: copy before it goes. */
+            char *keep = malloc(n);
+            if (keep == NULL) {
+                s->oom = true;
+                goto done;
+            }
+            memcpy(keep, pos, n);
+            s->pending = keep;
+            s->pending_len = n;
+        }
+        goto done;
+    }
     if (e == HPE_PAUSED && s->action == VB_HTTP_DETACH) {
         const char *pos = llhttp_get_error_pos(&s->parser);
         size_t n = pos ? len - (size_t)(pos - data) : 0;
@@ -648,11 +678,49 @@ vb_http_action_t vb_http_session_feed(vb_http_session_t *s, const char *data,
     s->action = VB_HTTP_CLOSE;
 done:
     if (s->oom) {
-        vb_log_error(NULL, "out of memory writing a response", "peer=%s",
+        vb_log_error(NULL, "out of memory in an HTTP session", "peer=%s",
                      s->peer);
         s->action = VB_HTTP_CLOSE;
     }
     return s->action;
+}
+
+vb_http_action_t vb_http_session_feed(vb_http_session_t *s, const char *data,
+                                      size_t len)
+{
+    if (s->action != VB_HTTP_CONTINUE || len == 0)
+        return s->action;
+    if (s->pending_len > 0) {
+        /* Blocked: queue behind what is held back. */
+        char *p = realloc(s->pending, s->pending_len + len);
+        if (p == NULL) {
+            s->action = VB_HTTP_CLOSE;
+            return s->action;
+        }
+        memcpy(p + s->pending_len, data, len);
+        s->pending = p;
+        s->pending_len += len;
+        return s->action;
+    }
+    return execute(s, data, len);
+}
+
+bool vb_http_session_blocked(const vb_http_session_t *s)
+{
+    return s->action == VB_HTTP_CONTINUE && s->pending_len > 0;
+}
+
+vb_http_action_t vb_http_session_resume(vb_http_session_t *s)
+{
+    if (s->action != VB_HTTP_CONTINUE || s->pending_len == 0)
+        return s->action;
+    char *p = s->pending;
+    size_t n = s->pending_len;
+    s->pending = NULL;
+    s->pending_len = 0;
+    vb_http_action_t a = execute(s, p, n);
+    free(p);
+    return a;
 }
 
 vb_http_action_t vb_http_session_timeout(vb_http_session_t *s)
@@ -750,6 +818,7 @@ typedef struct wreq {
 
 static void conn_close(conn_t *c);
 static void conn_after_write(conn_t *c);
+static void conn_apply(conn_t *c, vb_http_action_t a);
 
 static void peer_name(uv_tcp_t *tcp, char *out, size_t n)
 {
@@ -947,6 +1016,11 @@ backpressure:
     if (c->state == C_OPEN && c->read_paused &&
         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <
             s->cfg.limits.max_output_bytes / 4) {
+        if (vb_http_session_blocked(c->sess)) {
+            /* Answer what was held back; conn_apply decides on reading. */
+            conn_apply(c, vb_http_session_resume(c->sess));
+            return;
+        }
         c->read_paused = false;
         uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
     }
@@ -976,11 +1050,15 @@ static void conn_apply(conn_t *c, vb_http_action_t a)
         return;
     }
     sync_timer(c);
-    if (!c->read_paused &&
-        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) >
-            c->srv->cfg.limits.max_output_bytes) {
+    bool hold = vb_http_session_blocked(c->sess) ||
+                uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) >
+                    c->srv->cfg.limits.max_output_bytes;
+    if (hold && !c->read_paused) {
         c->read_paused = true;
         uv_read_stop((uv_stream_t *)&c->tcp);
+    } else if (!hold && c->read_paused) {
+        c->read_paused = false;
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
     }
 }
 

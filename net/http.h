@@ -13,7 +13,10 @@
  * byte by byte. The server (vb_http_server_t) is the libuv transport: it
  * owns listeners and connections on one loop, runs one timer per
  * connection (the session says which timeout applies and when it
- * restarts), stops reading while too much output is queued, closes with a
+ * restarts), stops reading while too much output is queued (and the
+ * session itself stops answering pipelined requests once one read's
+ * answers pass the output limit, so a burst of small requests with large
+ * answers cannot pile up memory), closes with a
  * short lingering read so a client still sending its body sees the error
  * status rather than a reset, and detaches upgraded sockets: dup() the fd,
  * close the libuv handle, hand the new fd plus the bytes already read
@@ -151,6 +154,15 @@ void vb_http_session_destroy(vb_http_session_t *s); /* accepts NULL */
  * feeds do nothing and return it again. */
 vb_http_action_t vb_http_session_feed(vb_http_session_t *s, const char *data,
                                       size_t len);
+
+/* Blocked: a feed produced at least limits.max_output_bytes of output, so
+ * the session stopped answering and holds the rest of the input (further
+ * feeds are appended to it). The transport should stop reading, write the
+ * output, and call vb_http_session_resume() once it has drained. */
+bool vb_http_session_blocked(const vb_http_session_t *s);
+
+/* Parses the held-back input; returns the action, as a feed does. */
+vb_http_action_t vb_http_session_resume(vb_http_session_t *s);
 
 /* The connection's timer fired: queues 408 if a request is under way and
  * returns VB_HTTP_CLOSE. */

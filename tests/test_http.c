@@ -157,6 +157,52 @@ TEST(http_session_pipelined_in_order_any_split)
     }
 }
 
+TEST(http_session_blocks_when_one_read_answers_too_much)
+{
+    vb_http_limits_t lim;
+    vb_http_limits_default(&lim);
+    lim.max_output_bytes = 1000;
+    rec_t r = {0};
+    outbuf_t o = {0};
+    vb_http_session_t *s = session(&r, &lim);
+    char in[8192];
+    size_t len = 0;
+    for (int i = 0; i < 100; i++)
+        len += (size_t)snprintf(in + len, sizeof(in) - len,
+                                "GET /r%d HTTP/1.1\r\n\r\n", i);
+    ASSERT_EQ(vb_http_session_feed(s, in, len), VB_HTTP_CONTINUE);
+    ASSERT_TRUE(vb_http_session_blocked(s));
+    int first = r.calls;
+    ASSERT_LT(first, 100);
+    drain(s, &o);
+    ASSERT_LE(o.len, 1000 + 200);
+    /* More input while blocked waits behind the held bytes. */
+    static const char last[] = "GET /last HTTP/1.1\r\n\r\n";
+    ASSERT_EQ(vb_http_session_feed(s, last, strlen(last)), VB_HTTP_CONTINUE);
+    ASSERT_EQ(r.calls, first);
+    int rounds = 0;
+    while (vb_http_session_blocked(s)) {
+        ASSERT_EQ(vb_http_session_resume(s), VB_HTTP_CONTINUE);
+        drain(s, &o);
+        rounds++;
+    }
+    ASSERT_GT(rounds, 3);
+    ASSERT_EQ(r.calls, 101);
+    ASSERT_EQ(count(o.b, "HTTP/1.1 200 OK\r\n"), 101);
+    /* In order. */
+    const char *prev = o.b;
+    for (int i = 0; i < 100; i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "path=/r%d", i);
+        const char *p = strstr(prev, want);
+        ASSERT_NOT_NULL(p);
+        prev = p;
+    }
+    ASSERT_TRUE(strstr(prev, "path=/last") != NULL);
+    ASSERT_EQ(vb_http_session_resume(s), VB_HTTP_CONTINUE); /* no-op */
+    vb_http_session_destroy(s);
+}
+
 TEST(http_session_request_fields)
 {
     rec_t r = {0};

@@ -113,6 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                 .peer = "192.0.2.1:1234"};
     sc.limits.max_head_bytes = 4096;
     sc.limits.max_body_bytes = 4096;
+    sc.limits.max_output_bytes = 2048; /* exercise blocking */
     vb_http_session_t *s;
     if (vb_http_session_create(&sc, &s) != 0)
         abort();
@@ -120,6 +121,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < size && a == VB_HTTP_CONTINUE; i += chunk) {
         size_t n = size - i < chunk ? size - i : chunk;
         a = vb_http_session_feed(s, (const char *)data + i, n);
+        take_output(s);
+        /* A transport stops reading while blocked and resumes once its
+         * output is written; here every other feed waits for that. */
+        while (a == VB_HTTP_CONTINUE && vb_http_session_blocked(s) &&
+               (i / chunk) % 2 == 0) {
+            a = vb_http_session_resume(s);
+            take_output(s);
+        }
+    }
+    while (a == VB_HTTP_CONTINUE && vb_http_session_blocked(s)) {
+        a = vb_http_session_resume(s);
         take_output(s);
     }
     if (a == VB_HTTP_CONTINUE)
