@@ -446,6 +446,10 @@ static void handshake_done(tls_t *c)
     }
     if (c->shutdown_req)
         do_shutdown(c);
+    /* The lower transport read on through the handshake whatever the
+     * upper layer asked; from now on its wish applies. */
+    if (!c->want_read)
+        set_lower_reading(c, false);
     vb_transport_emit_event(&c->base, VB_TRANSPORT_CONNECTED, 0);
     if (c->closed || c->st != TLS_OPEN)
         return;
