@@ -11,10 +11,11 @@
  * ingress draining (/readyz 503, new calls hear the busy message) and waits
  * for active calls to end or --drain-timeout; a second one stops at once.
  *
- * Lanes: until the media-stream stage exists, each lane's hand-off ring is
- * consumed by one placeholder thread that answers every handed-off
- * WebSocket with a close frame (1013, "try again later") and closes it, so
- * an upgrade through the whole server is observable end to end.
+ * Lanes (ARCHITECTURE.md §1-2): --lanes times a twilio-io, a dsp and a
+ * gemini thread, joined by the six SPSC rings of core/lane.h. Each stage is
+ * created with its rings, then the doorbells are crossed (each producer
+ * rings its consumer), then all threads start, the ingress last. Stopping
+ * runs the other way: ingress first (no new work), then the lanes.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -26,112 +27,176 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "ai/gemini.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/err.h"
+#include "core/lane.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/msg.h"
 #include "core/ring.h"
+#include "dsp/dsp_stage.h"
 #include "net/ingress.h"
+#include "net/tls.h"
 #include "net/twilio_sig.h"
+#include "net/twilio_stream.h"
 
-#define LANE_RING_SLOTS 64
+/* ---- lanes ---- */
 
-/* ---- placeholder lane consumer ---- */
+typedef struct lane {
+    vb_lane_rings_t rings;
+    vb_twilio_stream_t *tw;
+    vb_dsp_stage_t *dsp;
+    vb_gemini_stage_t *gm;
+} lane_t;
 
-typedef struct stub_lanes {
-    uv_loop_t loop;
-    uv_async_t stop;
+typedef struct lanes {
     uint32_t n;
-    vb_ring_t *rings;
-    uv_async_t *wakes;
+    lane_t *l;
     vb_ingress_lane_t *sinks;
-    pthread_t thread;
-} stub_lanes_t;
+    /* Set before any stage starts; stage threads read it afterwards. */
+    vb_ingress_t *ingress;
+    vb_tls_config_t *rest_tls;
+} lanes_t;
 
-static void stub_refuse(vb_ingress_conn_t *c)
+/* On a twilio-io thread: a call opened (+1) or ended (-1) on `lane`. */
+static void calls_changed(void *ud, int lane, int delta)
 {
-    static const char reason[] = "media stream stage not available";
-    unsigned char frame[2 + 2 + sizeof(reason)];
-    size_t plen = 2 + sizeof(reason) - 1;
-    frame[0] = 0x88; /* FIN + close */
-    frame[1] = (unsigned char)plen;
-    frame[2] = 1013 >> 8;
-    frame[3] = 1013 & 0xff;
-    memcpy(frame + 4, reason, sizeof(reason) - 1);
-    if (send(c->fd, frame, 2 + plen, MSG_NOSIGNAL) < 0)
-        vb_log_debug(NULL, "close frame not sent", "errno=%d", errno);
-    shutdown(c->fd, SHUT_WR);
-    vb_log_warn(NULL, "media stream refused: stage not available",
-                "lane=%u peer=%s", c->lane, c->peer);
-    vb_ingress_conn_release(c);
+    lanes_t *ls = ud;
+    if (ls->ingress != NULL)
+        vb_ingress_calls_add(ls->ingress, (uint32_t)lane, delta);
 }
 
-static void stub_wake_cb(uv_async_t *a)
+/* Creates every lane's rings and stages and joins their doorbells; starts
+ * nothing. Logs what failed. */
+static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
+                        vb_metrics_t *metrics, const vb_twilio_sig_key_t *key)
 {
-    vb_ring_t *r = a->data;
-    vb_msg_t *m;
-    while ((m = vb_ring_peek(r)) != NULL) {
-        vb_ingress_conn_t c;
-        if (vb_ingress_conn_get(m, &c) == 0)
-            stub_refuse(&c);
-        vb_ring_release(r);
-    }
-}
-
-static void stub_stop_cb(uv_async_t *a)
-{
-    stub_lanes_t *s = a->data;
-    for (uint32_t i = 0; i < s->n; i++) {
-        stub_wake_cb(&s->wakes[i]); /* refuse what is still queued */
-        uv_close((uv_handle_t *)&s->wakes[i], NULL);
-    }
-    uv_close((uv_handle_t *)&s->stop, NULL);
-}
-
-static void *stub_main(void *arg)
-{
-    stub_lanes_t *s = arg;
-    pthread_setname_np(pthread_self(), "lane-stub");
-    uv_run(&s->loop, UV_RUN_DEFAULT);
-    return NULL;
-}
-
-static int stub_start(stub_lanes_t *s, uint32_t n)
-{
-    memset(s, 0, sizeof(*s));
-    s->n = n;
-    s->rings = calloc(n, sizeof(*s->rings));
-    s->wakes = calloc(n, sizeof(*s->wakes));
-    s->sinks = calloc(n, sizeof(*s->sinks));
-    if (s->rings == NULL || s->wakes == NULL || s->sinks == NULL ||
-        uv_loop_init(&s->loop) != 0)
+    int rc;
+    memset(ls, 0, sizeof(*ls));
+    ls->n = (uint32_t)cfg->lanes;
+    ls->l = calloc(ls->n, sizeof(*ls->l));
+    ls->sinks = calloc(ls->n, sizeof(*ls->sinks));
+    if (ls->l == NULL || ls->sinks == NULL)
         return VB_ENOMEM;
-    for (uint32_t i = 0; i < n; i++) {
-        if (vb_msg_ring_init(&s->rings[i], LANE_RING_SLOTS) != 0)
-            return VB_ENOMEM;
-        uv_async_init(&s->loop, &s->wakes[i], stub_wake_cb);
-        s->wakes[i].data = &s->rings[i];
-        s->sinks[i].conn_ring = &s->rings[i];
-        s->sinks[i].conn_wake = &s->wakes[i];
+    vb_resampler_backend_t backend;
+    if (vb_resampler_backend_parse(cfg->resampler, &backend) != 0)
+        return VB_ECONFIG;
+    if (*cfg->twilio_auth_token &&
+        strncmp(cfg->twilio_api_url, "https://", 8) == 0 &&
+        (rc = vb_tls_config_client(NULL, &ls->rest_tls)) != 0) {
+        vb_log_error(NULL, "cannot load the system CA bundle for Twilio REST",
+                     "err=%s", vb_err_name(rc));
+        return rc;
     }
-    uv_async_init(&s->loop, &s->stop, stub_stop_cb);
-    s->stop.data = s;
-    return pthread_create(&s->thread, NULL, stub_main, s) == 0 ? 0 : VB_ESYS;
+    uint32_t max_calls = (uint32_t)cfg->max_calls;
+    for (uint32_t i = 0; i < ls->n; i++) {
+        lane_t *l = &ls->l[i];
+        rc = vb_lane_rings_init(&l->rings, vb_lane_audio_slots(max_calls));
+        if (rc != 0)
+            return rc;
+        vb_gemini_stage_config_t gc;
+        memset(&gc, 0, sizeof(gc));
+        vb_gemini_options_from_config(&gc.opt, cfg);
+        gc.opt.lane = (int)i;
+        gc.opt.max_calls = max_calls;
+        gc.prepare = &l->rings.prepare;
+        gc.in = &l->rings.dsp_to_gm;
+        gc.out = &l->rings.gm_to_dsp;
+        gc.metrics = metrics;
+        if ((rc = vb_gemini_stage_create(&l->gm, &gc)) != 0) {
+            vb_log_error(NULL, "cannot create the gemini stage",
+                         "lane=%u err=%s", i, vb_err_name(rc));
+            return rc;
+        }
+        vb_dsp_stage_config_t dc = {
+            .lane = (int)i,
+            .max_calls = max_calls,
+            .dsp = {backend, (int)cfg->resampler_quality},
+            .in_from_twilio = &l->rings.tw_to_dsp,
+            .in_to_gemini = &l->rings.dsp_to_gm,
+            .out_from_gemini = &l->rings.gm_to_dsp,
+            .out_to_twilio = &l->rings.dsp_to_tw,
+            .metrics = metrics,
+        };
+        if ((rc = vb_dsp_stage_create(&l->dsp, &dc)) != 0) {
+            vb_log_error(NULL, "cannot create the dsp stage", "lane=%u err=%s",
+                         i, vb_err_name(rc));
+            return rc;
+        }
+        vb_twilio_stream_config_t tc = {
+            .lane = (int)i,
+            .max_calls = max_calls,
+            .max_message = (size_t)cfg->twilio_max_message,
+            .media_batch = (uint32_t)cfg->media_batch,
+            .token_key = key,
+            .conn_in = &l->rings.conn,
+            .in_to_dsp = &l->rings.tw_to_dsp,
+            .out_from_dsp = &l->rings.dsp_to_tw,
+            .dsp_bell = vb_dsp_stage_bell(l->dsp),
+            .metrics = metrics,
+            .calls_changed = calls_changed,
+            .calls_ud = ls,
+            .rest_api_url = cfg->twilio_api_url,
+            .rest_account_sid = cfg->twilio_account_sid,
+            .rest_auth_token = cfg->twilio_auth_token,
+            .rest_tls = ls->rest_tls,
+        };
+        if ((rc = vb_twilio_stream_create(&l->tw, &tc)) != 0) {
+            vb_log_error(NULL, "cannot create the twilio-io stage",
+                         "lane=%u err=%s", i, vb_err_name(rc));
+            return rc;
+        }
+        /* Each consumer's doorbell goes to its producer. */
+        vb_dsp_stage_set_bells(l->dsp, vb_gemini_stage_bell(l->gm),
+                               vb_twilio_stream_bell(l->tw));
+        vb_gemini_stage_set_out_bell(l->gm, vb_dsp_stage_bell(l->dsp));
+        ls->sinks[i] = (vb_ingress_lane_t){
+            .conn_ring = &l->rings.conn,
+            .conn_wake = vb_twilio_stream_bell(l->tw),
+            .prepare_ring = &l->rings.prepare,
+            .prepare_wake = vb_gemini_stage_bell(l->gm),
+        };
+    }
+    return 0;
 }
 
-/* After the ingress (the rings' producer) has stopped. */
-static void stub_stop(stub_lanes_t *s)
+static int lanes_start(lanes_t *ls)
 {
-    uv_async_send(&s->stop);
-    pthread_join(s->thread, NULL);
-    uv_loop_close(&s->loop);
-    for (uint32_t i = 0; i < s->n; i++)
-        vb_ring_destroy(&s->rings[i]);
-    free(s->rings);
-    free(s->wakes);
-    free(s->sinks);
+    for (uint32_t i = 0; i < ls->n; i++) {
+        lane_t *l = &ls->l[i];
+        if (vb_gemini_stage_start(l->gm) != 0 ||
+            vb_dsp_stage_start(l->dsp) != 0 ||
+            vb_twilio_stream_start(l->tw) != 0)
+            return VB_ESYS;
+    }
+    return 0;
+}
+
+/* After the ingress (producer of conn and prepare) has stopped. The
+ * twilio-io stage goes first: it closes the streams (1001) and sends each
+ * call's CALL_CLOSE down the lane. */
+static void lanes_destroy(lanes_t *ls)
+{
+    if (ls->l == NULL)
+        goto out;
+    for (uint32_t i = 0; i < ls->n; i++) {
+        vb_twilio_stream_stop(ls->l[i].tw);
+        vb_dsp_stage_stop(ls->l[i].dsp);
+        vb_gemini_stage_stop(ls->l[i].gm);
+    }
+    for (uint32_t i = 0; i < ls->n; i++) {
+        vb_twilio_stream_destroy(ls->l[i].tw);
+        vb_dsp_stage_destroy(ls->l[i].dsp);
+        vb_gemini_stage_destroy(ls->l[i].gm);
+        vb_lane_rings_destroy(&ls->l[i].rings);
+    }
+out:
+    vb_tls_config_destroy(ls->rest_tls);
+    free(ls->l);
+    free(ls->sinks);
+    memset(ls, 0, sizeof(*ls));
 }
 
 /* ---- main ---- */
@@ -212,8 +277,8 @@ int main(int argc, char **argv)
     vb_metrics_t *metrics = vb_metrics_create();
     vb_twilio_sig_key_t key;
     vb_ingress_t *ingress = NULL;
-    stub_lanes_t lanes;
-    bool lanes_up = false;
+    lanes_t lanes;
+    memset(&lanes, 0, sizeof(lanes));
     if (metrics == NULL)
         goto out;
     if (vb_twilio_sig_key_init(&key, cfg.stream_secret) != 0)
@@ -223,11 +288,11 @@ int main(int argc, char **argv)
                     "stream secret is random for this process: streams "
                     "verify only here (set VOXBRIDGE_STREAM_SECRET to share)",
                     NULL);
-    if (stub_start(&lanes, (uint32_t)cfg.lanes) != 0) {
-        vb_log_error(NULL, "cannot start lanes", NULL);
+    if ((rc = lanes_create(&lanes, &cfg, metrics, &key)) != 0) {
+        fprintf(stderr, "voxbridge: cannot set up the lanes: %s\n",
+                vb_strerror(rc));
         goto out;
     }
-    lanes_up = true;
     vb_ingress_opts_t io = {
         .cfg = &cfg,
         .metrics = metrics,
@@ -239,8 +304,11 @@ int main(int argc, char **argv)
                 vb_strerror(rc));
         goto out;
     }
-    if (vb_ingress_start(ingress) != 0)
+    lanes.ingress = ingress;
+    if (lanes_start(&lanes) != 0 || vb_ingress_start(ingress) != 0) {
+        vb_log_error(NULL, "cannot start the threads", NULL);
         goto out;
+    }
     vb_log_info(NULL, "voxbridge ready", "lanes=%lld max_calls=%lld",
                 (long long)cfg.lanes, (long long)cfg.max_calls);
 
@@ -253,8 +321,7 @@ int main(int argc, char **argv)
     status = 0;
 out:
     vb_ingress_destroy(ingress); /* stops the producer first */
-    if (lanes_up)
-        stub_stop(&lanes);
+    lanes_destroy(&lanes);
     vb_metrics_destroy(metrics);
     vb_config_free(&cfg);
     vb_log_info(NULL, "voxbridge stopped", "status=%d", status);
