@@ -157,7 +157,7 @@ struct vb_gemini_stage {
     size_t ajson_cap;
 
     vb_metrics_shard_t *shard;
-    vb_metric_t m_active, m_setup, m_lat_in, m_wait_in, m_full;
+    vb_metric_t m_active, m_setup, m_lat_in, m_lat_out, m_wait_in, m_full;
     vb_metric_t m_reconnect[RC_COUNT], m_close[CLOSE_COUNT];
     vb_metric_t m_tokens[TOK_COUNT], m_drop[DROP_COUNT], m_how[HOW_COUNT];
     vb_metric_t m_bad_msg;
@@ -326,6 +326,8 @@ static void out_emit(vb_gemini_stage_t *s, call_t *call, uint8_t kind,
     if (m != NULL) {
         vb_ring_commit(s->cfg.out);
         s->pushed++;
+        if (t_origin != 0 && now > t_origin)
+            vb_metrics_observe_ns(s->shard, s->m_lat_out, now - t_origin);
         return;
     }
     if (s->bl_len == 0)
@@ -1408,6 +1410,11 @@ static int add_series(vb_gemini_stage_t *s)
                              "Time from a message's origin (its bytes reaching "
                              "the process) to its exit from a stage.",
                              VB_LABELS("stage", "gemini_in"), &s->m_lat_in);
+    rc = rc ? rc
+            : vb_metrics_add(m, VB_METRIC_HISTOGRAM, "vb_stage_latency_seconds",
+                             "Time from a message's origin (its bytes reaching "
+                             "the process) to its exit from a stage.",
+                             VB_LABELS("stage", "gemini_out"), &s->m_lat_out);
     rc = rc ? rc
             : vb_metrics_add(m, VB_METRIC_HISTOGRAM, "vb_ring_wait_seconds",
                              "Time messages wait in a ring.",

@@ -133,7 +133,7 @@ struct vb_twilio_stream {
     vb_metric_t m_outcome[5];
     vb_metric_t m_calls, m_active, m_frames_in, m_frames_out, m_marks_sent,
         m_marks_echoed, m_clears, m_seq_gaps, m_out_dropped, m_stale,
-        m_ring_full, m_wait_out, m_lat_out, m_barge, m_in_dropped;
+        m_ring_full, m_wait_out, m_lat_out, m_lat_in, m_barge, m_in_dropped;
     pthread_mutex_t stats_mu;
     vb_twilio_call_stats_t last;
     uint64_t ended;
@@ -204,6 +204,9 @@ static void in_push(call_t *c, uint8_t kind, uint8_t flags, const void *data,
             fill_msg(m, c, kind, flags, seq, data, len, t_origin);
             m->t_enqueue = vb_clock_now_ns();
             vb_ring_commit(s->cfg.in_to_dsp);
+            if (t_origin != 0 && m->t_enqueue > t_origin)
+                vb_metrics_observe_ns(s->shard, s->m_lat_in,
+                                      m->t_enqueue - t_origin);
             if (vb_ring_wake_needed(s->cfg.in_to_dsp, 1) &&
                 s->cfg.dsp_bell != NULL)
                 uv_async_send(s->cfg.dsp_bell);
@@ -1205,6 +1208,10 @@ static int add_series(vb_twilio_stream_t *s)
         "Time from a message's origin (its bytes reaching the process) to "
         "its exit from a stage.",
         VB_LABELS("stage", "twilio_out"), &s->m_lat_out);
+    ADD(VB_METRIC_HISTOGRAM, "vb_stage_latency_seconds",
+        "Time from a message's origin (its bytes reaching the process) to "
+        "its exit from a stage.",
+        VB_LABELS("stage", "twilio_in"), &s->m_lat_in);
     ADD(VB_METRIC_HISTOGRAM, "vb_barge_in_seconds",
         "Time from the model's interruption to `clear` written to Twilio.",
         NULL, &s->m_barge);
