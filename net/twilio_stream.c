@@ -111,6 +111,10 @@ typedef struct call {
     uint32_t hangup_marks;
     uint64_t hangup_deadline_ns;
     char account_sid[64];
+    /* Per-call summary: outbound latency added by the bridge (Gemini bytes
+     * in -> media written), and when the stream started. */
+    vb_hist_t *lat;
+    uint64_t started_ns;
     vb_twilio_call_stats_t stats;
 } call_t;
 
@@ -346,8 +350,10 @@ static void send_media(call_t *c)
     c->stats.frames_out++;
     c->stats.bytes_out += n;
     vb_metrics_counter_add(s->shard, s->m_frames_out, 1);
-    if (c->batch_origin != 0 && now > c->batch_origin)
+    if (c->batch_origin != 0 && now > c->batch_origin) {
         vb_metrics_observe_ns(s->shard, s->m_lat_out, now - c->batch_origin);
+        vb_hist_record(c->lat, now - c->batch_origin);
+    }
     uint64_t begin = c->play_end_ns > now ? c->play_end_ns : now;
     c->play_end_ns = begin + n * NS_PER_MULAW_BYTE;
 }
@@ -589,6 +595,7 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
     memcpy(open.account_sid, m->start.account_sid.p, m->start.account_sid.len);
     memcpy(c->account_sid, open.account_sid, sizeof c->account_sid);
     c->st = C_STREAMING;
+    c->started_ns = vb_clock_now_ns();
     c->opened = true;
     in_push(c, VB_MSG_CALL_OPEN, 0, &open, sizeof open, vb_clock_now_ns());
     vb_metrics_counter_add(s->shard, s->m_calls, 1);
@@ -922,6 +929,18 @@ static void call_end(call_t *c, const char *reason)
         (unsigned long long)st->dtmf, (unsigned long long)st->bytes_played,
         (unsigned long long)st->bytes_cleared,
         (unsigned long long)st->protocol_errors);
+    /* The one line an operator looks for: how the call went. */
+    vb_log_info(c->label, "call summary",
+                "outcome=%s duration_s=%.1f frames_in=%llu frames_out=%llu "
+                "out_latency_p50_ms=%.3f out_latency_p99_ms=%.3f "
+                "barge_ins=%llu protocol_errors=%llu",
+                reason, (double)(now - c->started_ns) / 1e9,
+                (unsigned long long)st->frames_in,
+                (unsigned long long)st->frames_out,
+                (double)vb_hist_quantile(c->lat, 0.5) / 1e6,
+                (double)vb_hist_quantile(c->lat, 0.99) / 1e6,
+                (unsigned long long)st->clears,
+                (unsigned long long)st->protocol_errors);
     pthread_mutex_lock(&s->stats_mu);
     s->last = c->stats;
     s->ended++;
@@ -936,6 +955,7 @@ static void call_free(call_t *c)
     free(c->json);
     free(c->audio);
     free(c->out);
+    free(c->lat);
     free(c->ovf);
     free(c);
 }
@@ -997,8 +1017,10 @@ static void adopt(vb_twilio_stream_t *s, int fd, const uint8_t *pre,
     size_t mk = MARK_NAME_MAX * 6;
     c->out_cap = (b64 > mk ? b64 : mk) + 256;
     c->out = malloc(c->out_cap);
-    if (c->json == NULL || c->audio == NULL || c->out == NULL)
+    c->lat = malloc(sizeof *c->lat);
+    if (c->json == NULL || c->audio == NULL || c->out == NULL || c->lat == NULL)
         goto fail;
+    vb_hist_init(c->lat);
     uint64_t ms =
         s->cfg.start_timeout_ms ? s->cfg.start_timeout_ms : DEFAULT_START_MS;
     c->start_deadline_ns = vb_clock_now_ns() + ms * 1000000ull;
