@@ -1251,6 +1251,7 @@ static void on_dtmf(vb_gemini_stage_t *s, const vb_msg_t *m)
                  s->dtmf_text, digit, at + 2);
     abuf_flush(s, call);
     send_text(call, call->cur, text);
+    vb_log_info(lid(call), "key press told to the model", "digit=%s", digit);
 }
 
 static void handle_in(vb_gemini_stage_t *s, const vb_msg_t *m)
