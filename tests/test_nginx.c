@@ -24,10 +24,11 @@
 #include "tests/http_client.h"
 #include "tests/test.h"
 
-#define TOKEN  "nginx-test-token"
-#define SECRET "nginx-test-secret"
-#define HOST   "voice.example.test"
-#define PUBLIC "https://" HOST
+#define TOKEN      "nginx-test-token"
+#define SECRET     "nginx-test-secret"
+#define HOST       "voice.example.test"
+#define PUBLIC     "https://" HOST
+#define STREAM_SID "MZ0123456789abcdef0123456789abcdef"
 
 extern char **environ;
 
@@ -282,6 +283,32 @@ static void tls_close(tls_t *t)
     free(t);
 }
 
+/* Sends one masked text frame, as a client must. */
+static void ws_send_text(tls_t *t, const char *text)
+{
+    size_t n = strlen(text);
+    unsigned char hdr[8] = {0x81}, mask[4] = {0x12, 0x34, 0x56, 0x78};
+    size_t hl;
+    if (n < 126) {
+        hdr[1] = (unsigned char)(0x80 | n);
+        hl = 2;
+    } else {
+        ASSERT_LT(n, 65536);
+        hdr[1] = 0x80 | 126;
+        hdr[2] = (unsigned char)(n >> 8);
+        hdr[3] = (unsigned char)n;
+        hl = 4;
+    }
+    memcpy(hdr + hl, mask, 4);
+    tls_send(t, (const char *)hdr, hl + 4);
+    char *m = malloc(n);
+    ASSERT_NOT_NULL(m);
+    for (size_t i = 0; i < n; i++)
+        m[i] = (char)(text[i] ^ mask[i & 3]);
+    tls_send(t, m, n);
+    free(m);
+}
+
 /* ---- the site (kept in step with docs/deployment.md) ---- */
 
 static void write_nginx_conf(const char *dir, int nginx_port, int vb_port)
@@ -524,13 +551,31 @@ TEST_T(nginx_tls_proxy_signed_webhook_and_websocket, 120)
     char acc[64];
     ASSERT_TRUE(tc_header(head, "Sec-WebSocket-Accept", acc, sizeof(acc)));
     ASSERT_STR_EQ(acc, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-    /* Until the stream stage exists, the lane answers with a close frame
-     * (1013): it crossed the hand-off ring and came back through nginx. */
+    /* The stream crossed the hand-off ring to the lane's twilio-io thread,
+     * which checks the token at `start`: one minted for another call is
+     * refused with 1008 and a reason, back through nginx. */
+    ws_send_text(t, "{\"event\":\"connected\",\"protocol\":\"Call\","
+                    "\"version\":\"1.0.0\"}");
+    char start[1024];
+    snprintf(start, sizeof(start),
+             "{\"event\":\"start\",\"sequenceNumber\":\"1\",\"start\":{"
+             "\"accountSid\":\"AC0\",\"streamSid\":\"" STREAM_SID "\","
+             "\"callSid\":\"CAnginx2\",\"tracks\":[\"inbound\"],"
+             "\"mediaFormat\":{\"encoding\":\"audio/x-mulaw\","
+             "\"sampleRate\":8000,\"channels\":1},\"customParameters\":{"
+             "\"streamToken\":\"%s\",\"CallSid\":\"CAnginx2\"}},"
+             "\"streamSid\":\"" STREAM_SID "\"}",
+             token);
+    ws_send_text(t, start);
     while (t->len < 4 && tls_fill(t) > 0)
         ;
     ASSERT_GE(t->len, 4);
     ASSERT_EQ((unsigned char)t->buf[0], 0x88);
-    ASSERT_EQ(((unsigned char)t->buf[2] << 8) | (unsigned char)t->buf[3], 1013);
+    ASSERT_EQ(((unsigned char)t->buf[2] << 8) | (unsigned char)t->buf[3], 1008);
+    size_t clen = (unsigned char)t->buf[1] & 0x7f;
+    while (t->len < 2 + clen && tls_fill(t) > 0)
+        ;
+    ASSERT_STR_CONTAINS(t->buf + 4, "stream token");
     tls_close(t);
 
     /* 3. Metrics through the proxy record both. */
