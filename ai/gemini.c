@@ -1017,10 +1017,11 @@ static void call_free(vb_gemini_stage_t *s, call_t *call, const char *why)
     tr_flush(s, call, false);
     if (call->open)
         vb_log_info(lid(call), "gemini call finished",
-                    "why=%s seconds=%.1f connections=%u audio_sent=%llu "
-                    "audio_dropped=%llu tokens=%lld",
+                    "why=%s seconds=%.1f connections=%u reconnects=%u "
+                    "audio_sent=%llu audio_dropped=%llu tokens=%lld",
                     why, (double)(vb_clock_now_ns() - call->t_created) / 1e9,
-                    call->nconn, (unsigned long long)call->audio_sent,
+                    call->nconn, call->nconn > 0 ? call->nconn - 1 : 0,
+                    (unsigned long long)call->audio_sent,
                     (unsigned long long)call->audio_dropped,
                     (long long)call->tokens);
     if (call->cur != NULL)
