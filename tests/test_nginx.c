@@ -22,6 +22,7 @@
 #include "net/form.h"
 #include "net/twilio_sig.h"
 #include "tests/http_client.h"
+#include "tests/proc.h"
 #include "tests/test.h"
 
 #define TOKEN      "nginx-test-token"
@@ -30,137 +31,23 @@
 #define PUBLIC     "https://" HOST
 #define STREAM_SID "MZ0123456789abcdef0123456789abcdef"
 
-extern char **environ;
-
-static int deadline_ms(int ms)
-{
-    return (int)(ms * vb_test_slowdown());
-}
-
-static const char *build_dir(void)
-{
-    const char *b = getenv("VB_BUILD_DIR");
-    return b && *b ? b : "build";
-}
+/* Local names for the shared helpers; read_file keeps its last buffer so
+ * callers can use the text inline. */
+#define deadline_ms proc_ms
+#define build_dir   proc_build_dir
+#define spawn       proc_spawn
+#define reap        proc_reap
+#define wait_port   proc_wait_port
+#define free_port   proc_free_port
+#define port_open   proc_port_open
+#define sh          proc_sh
 
 static char *read_file(const char *path)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return NULL;
-    static char buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
-/* Starts `argv` with the test's environment minus voxbridge settings plus
- * `env` (NULL-terminated), stdout+stderr to `log`. */
-static pid_t spawn(const char *const *argv, const char *const *env,
-                   const char *log)
-{
-    pid_t pid = fork();
-    ASSERT_GE(pid, 0);
-    if (pid != 0)
-        return pid;
-    /* Child: writable copies for execve. */
-    char *args[64], *envp[256];
-    int n = 0;
-    int a = 0;
-    while (argv[a] != NULL && a < 63) {
-        args[a] = strdup(argv[a]);
-        a++;
-    }
-    args[a] = NULL;
-    for (char **e = environ; *e && n < 200; e++)
-        if (strncmp(*e, "VOXBRIDGE_", 10) && strncmp(*e, "TWILIO_", 7) &&
-            strncmp(*e, "GEMINI_", 7))
-            envp[n++] = *e;
-    for (int i = 0; env && env[i]; i++)
-        envp[n++] = strdup(env[i]);
-    envp[n] = NULL;
-    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd >= 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-    }
-    execve(args[0], args, envp);
-    _exit(127);
-}
-
-/* Waits for `pid` at most `ms`; returns its exit status, or -1 after
- * killing it. */
-static int reap(pid_t pid, int ms)
-{
-    double end = tc_now_ms() + ms;
-    int st;
-    while (tc_now_ms() < end) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(20000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-    return -1;
-}
-
-/* Polls `log` for the public listener's port. */
-static int wait_port(const char *log, pid_t pid, int ms)
-{
-    double end = tc_now_ms() + ms;
-    while (tc_now_ms() < end) {
-        char *text = read_file(log);
-        const char *p = text ? strstr(text, "msg=listening") : NULL;
-        if (p != NULL && strstr(p, "role=public") != NULL) {
-            const char *q = strstr(p, "port=");
-            if (q != NULL)
-                return atoi(q + 5);
-        }
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            vb_test_fail(__FILE__, __LINE__, "server exited early: %s",
-                         text ? text : "");
-        usleep(20000);
-    }
-    vb_test_fail(__FILE__, __LINE__, "no listening line in %s", log);
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ASSERT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    socklen_t len = sizeof(sa);
-    ASSERT_EQ(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static bool port_open(int port, int ms)
-{
-    double end = tc_now_ms() + ms;
-    while (tc_now_ms() < end) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET,
-                                 .sin_port = htons((uint16_t)port),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-        close(fd);
-        if (rc == 0)
-            return true;
-        usleep(20000);
-    }
-    return false;
-}
-
-static void sh(const char *cmd)
-{
-    int st = system(cmd);
-    if (st != 0)
-        vb_test_fail(__FILE__, __LINE__, "command failed (%d): %s", st, cmd);
+    static char *last;
+    free(last);
+    last = proc_read_file(path);
+    return last;
 }
 
 /* ---- a TLS client on mbedTLS ---- */

@@ -1,0 +1,4 @@
+# Whole calls through build/voxbridge, build/vb-sim and build/vb-fake-gemini
+# (tests/test_e2e.c). Threaded end to end, so CI runs it again under
+# ThreadSanitizer: that run is the 10-call TSan run of the whole server.
+THREADED_TESTS += test_e2e
