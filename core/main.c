@@ -177,15 +177,24 @@ static int lanes_start(lanes_t *ls)
 /* After the ingress (producer of conn and prepare) has stopped. The
  * twilio-io stage goes first: it closes the streams (1001) and sends each
  * call's CALL_CLOSE down the lane. */
-static void lanes_destroy(lanes_t *ls)
+/* Joins every stage thread; calls still open end on their own threads,
+ * reporting to the ingress, which must still exist. */
+static void lanes_stop(lanes_t *ls)
 {
-    if (ls->l == NULL)
-        goto out;
-    for (uint32_t i = 0; i < ls->n; i++) {
+    for (uint32_t i = 0; ls->l != NULL && i < ls->n; i++) {
         vb_twilio_stream_stop(ls->l[i].tw);
         vb_dsp_stage_stop(ls->l[i].dsp);
         vb_gemini_stage_stop(ls->l[i].gm);
     }
+}
+
+static void lanes_destroy(lanes_t *ls)
+{
+    if (ls->l == NULL)
+        goto out;
+    lanes_stop(ls);
+    /* Nothing may report to the ingress from here on. */
+    ls->ingress = NULL;
     for (uint32_t i = 0; i < ls->n; i++) {
         vb_twilio_stream_destroy(ls->l[i].tw);
         vb_dsp_stage_destroy(ls->l[i].dsp);
@@ -320,7 +329,12 @@ int main(int argc, char **argv)
     drain(ingress, &set, cfg.drain_timeout);
     status = 0;
 out:
-    vb_ingress_destroy(ingress); /* stops the producer first */
+    /* Order: the ingress stops handing off, the stage threads end (their
+     * last calls report to the ingress), then the ingress and lanes go. */
+    vb_ingress_stop(ingress);
+    lanes_stop(&lanes);
+    lanes.ingress = NULL;
+    vb_ingress_destroy(ingress);
     lanes_destroy(&lanes);
     vb_metrics_destroy(metrics);
     vb_config_free(&cfg);
