@@ -137,6 +137,11 @@ static void rig_stop(rig_t *r)
     if (r->fake > 0) {
         kill(r->fake, SIGTERM);
         proc_reap(r->fake, proc_ms(10000));
+        char *out = proc_read_file(r->fake_out);
+        if (out != NULL && (strstr(out, "Sanitizer") != NULL ||
+                            strstr(out, "runtime error") != NULL))
+            vb_test_fail(__FILE__, __LINE__, "vb-fake-gemini:\n%s", out);
+        free(out);
     }
 }
 
@@ -439,6 +444,7 @@ TEST_T(full_call_caller_hears_the_echo_and_no_frame_is_lost, 120)
     if (c < 0.8)
         vb_test_fail(__FILE__, __LINE__,
                      "cross-correlation %.3f < 0.8 (lag %zu)\n%s", c, lag, out);
+    printf("  echo: cross-correlation %.3f at %.2f s\n", c, lag / 8000.0);
     /* The echo comes after the speech ended, not before. */
     ASSERT_GT(lag, ns / 2);
 
@@ -722,7 +728,7 @@ TEST_T(wrong_stream_token_never_opens_a_gemini_session, 90)
                         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                         "Sec-WebSocket-Version: 13\r\n\r\n");
-        char buf[4096];
+        char buf[4096] = "";
         size_t got = 0;
         while (strstr(buf, "\r\n\r\n") == NULL) {
             ssize_t k = tc_recv_some(fd, buf + got, sizeof(buf) - 1 - got,

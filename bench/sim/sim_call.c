@@ -655,7 +655,8 @@ static void tick_cb(uv_timer_t *t)
             }
         }
         if (c->heard_len + FRAME <= c->heard_cap) {
-            memcpy(c->heard + c->heard_len, c->fifo + c->fifo_head, avail);
+            if (avail > 0)
+                memcpy(c->heard + c->heard_len, c->fifo + c->fifo_head, avail);
             memset(c->heard + c->heard_len + avail, 0xFF, FRAME - avail);
             c->heard_len += FRAME;
         }
