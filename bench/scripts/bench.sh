@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# The load bench: for each resampler and each concurrency level, a fresh
+# vb-fake-gemini (echo mode, --timing) and a fresh voxbridge, then
+# `vb-sim load` with that many calls; the server's own /metrics histograms
+# are read after each level and reported beside the rig's measurements.
+#
+#   bench/scripts/bench.sh BUILD full    # make bench: the ramp, both resamplers
+#   bench/scripts/bench.sh BUILD quick   # make bench-quick: proves the harness
+#
+# Writes bench/results/<date>-<sha>[-<resampler>].json (+ latest*.json),
+# a PNG plot (full only) and prints a table. Fails when a level loses
+# frames, sees protocol errors or a failed call, or a row lacks a field.
+set -euo pipefail
+
+build=${1:-build}
+mode=${2:-quick}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+results=${BENCH_RESULTS:-$root/bench/results}
+work=$(mktemp -d /tmp/vb-bench.XXXXXX)
+mkdir -p "$results"
+
+case $mode in
+full)
+    levels=${BENCH_LEVELS:-"1 10 50 100 250 500"}
+    resamplers=${BENCH_RESAMPLERS:-"speexdsp libsamplerate"}
+    steady=${BENCH_STEADY_S:-32}
+    ;;
+quick)
+    levels=${BENCH_LEVELS:-"1 10"}
+    resamplers=${BENCH_RESAMPLERS:-"speexdsp"}
+    steady=${BENCH_STEADY_S:-6}
+    ;;
+*)
+    echo "usage: $0 BUILD full|quick" >&2
+    exit 2
+    ;;
+esac
+
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    pids=()
+}
+trap 'cleanup; rm -rf "$work"' EXIT
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+free_port() {
+    local p
+    for _ in $(seq 1 200); do
+        p=$((20000 + RANDOM % 30000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+http_get() {
+    exec 3<>"/dev/tcp/127.0.0.1/$1"
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+    sed '1,/^\r$/d' <&3
+    exec 3<&-
+}
+
+wait_for() { # file pattern seconds
+    local i
+    for i in $(seq 1 $(($3 * 20))); do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "bench: no \"$2\" in $1:" >&2
+    cat "$1" >&2
+    return 1
+}
+
+# One level: prints the row (one JSON line) on stdout.
+run_level() { # resampler calls
+    local rs=$1 n=$2 ramp
+    ramp=$(awk -v n="$n" 'BEGIN { r = n / 100; if (r < 1) r = 1; print r }')
+    local d="$work/$rs-$n"
+    mkdir -p "$d"
+    "$build/vb-fake-gemini" --listen 127.0.0.1:0 --api-key bench-key \
+        --mode echo --timing "$d/fake.timing" > "$d/fake.out" 2>&1 &
+    local fpid=$!
+    pids+=("$fpid")
+    wait_for "$d/fake.out" '^listening on' 10
+    local gport port mport
+    gport=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$d/fake.out" | head -n1)
+    port=$(free_port)
+    mport=$(free_port)
+    GEMINI_API_KEY=bench-key TWILIO_AUTH_TOKEN=bench-token \
+        "$build/voxbridge" --listen "127.0.0.1:$port" \
+        --metrics-listen "127.0.0.1:$mport" \
+        --public-url "http://127.0.0.1:$port" --lanes 2 --max-calls 600 \
+        --resampler "$rs" \
+        --gemini-url "ws://127.0.0.1:$gport/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent" \
+        > "$d/voxbridge.log" 2>&1 &
+    local vpid=$!
+    pids+=("$vpid")
+    wait_for "$d/voxbridge.log" 'msg="voxbridge ready"' 20
+    sleep 1
+    local rc=0
+    "$build/vb-sim" load --webhook "http://127.0.0.1:$port/webhook/voice" \
+        --auth-token bench-token --calls "$n" --duration "$steady" \
+        --ramp "$ramp" --fake-timing "$d/fake.timing" --server-pid "$vpid" \
+        --fake-pid "$fpid" --label "$rs" > "$d/row.json" 2> "$d/sim.err" ||
+        rc=$?
+    http_get "$mport" /metrics > "$d/metrics.txt" || true
+    kill -TERM "$vpid" "$fpid" 2>/dev/null || true
+    wait "$vpid" 2>/dev/null || true
+    wait "$fpid" 2>/dev/null || true
+    pids=()
+    # The server's own view: caller -> Gemini at gemini_in, Gemini ->
+    # caller at twilio_out, barge-in.
+    local srv
+    srv=$(awk -v kv=1 -f "$here/latency_table.awk" "$d/metrics.txt" | awk '
+        /stage="gemini_in"/  { printf ",\"srv_in_p50_ms\":%s,\"srv_in_p99_ms\":%s", $2, $3 }
+        /stage="twilio_out"/ { printf ",\"srv_out_p50_ms\":%s,\"srv_out_p99_ms\":%s", $2, $3 }
+        /^vb_barge_in_seconds/ { printf ",\"srv_barge_in_p99_ms\":%s", $3 }')
+    local drops
+    drops=$(awk '/^vb_(gemini_dropped_total|twilio_inbound_dropped_bytes_total|twilio_audio_dropped_bytes_total)/ { s += $2 } END { print s + 0 }' "$d/metrics.txt")
+    if [ ! -s "$d/row.json" ]; then
+        echo "bench: no row for $rs/$n calls:" >&2
+        cat "$d/sim.err" >&2
+        return 1
+    fi
+    sed "s/}\$/$srv,\"server_drops\":$drops}/" "$d/row.json"
+    if [ "$rc" -ne 0 ]; then
+        echo "bench: $rs/$n calls failed (vb-sim exit $rc):" >&2
+        head -20 "$d/sim.err" >&2
+        tail -5 "$d/voxbridge.log" >&2
+        return 1
+    fi
+}
+
+fields="calls in_p50_ms in_p99_ms in_p999_ms out_p50_ms out_p99_ms out_p999_ms
+barge_in_p99_ms server_cpu_ms_per_call_s server_rss_kb rss_kb_per_call
+rig_cpu_pct frames_lost protocol_errors"
+
+sha=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+date=$(date -u +%Y-%m-%d)
+cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1)
+machine=$(printf '{"cpu":"%s","cores":%s,"mem_kb":%s,"kernel":"%s"}' \
+    "${cpu:-unknown}" "$(nproc)" \
+    "$(awk '/MemTotal/ { print $2 }' /proc/meminfo)" "$(uname -r)")
+status=0
+first=1
+for rs in $resamplers; do
+    rows="$work/rows-$rs"
+    : > "$rows"
+    for n in $levels; do
+        echo "bench: $rs, $n calls (steady ${steady}s) ..." >&2
+        if ! run_level "$rs" "$n" >> "$rows"; then
+            status=1
+        fi
+    done
+    # Every row has every field.
+    while read -r row; do
+        for f in $fields; do
+            case $row in
+            *"\"$f\":"*) ;;
+            *) echo "bench: row lacks $f: $row" >&2; status=1 ;;
+            esac
+        done
+    done < "$rows"
+    suffix=""
+    [ "$first" = 1 ] || suffix="-$rs"
+    out="$results/$date-$sha$suffix.json"
+    [ "$mode" = quick ] && out="$work/quick-$rs.json"
+    {
+        printf '{"machine":%s,"git_sha":"%s","date":"%s","mode":"%s","resampler":"%s","rows":[\n' \
+            "$machine" "$sha" "$date" "$mode" "$rs"
+        sed '$!s/$/,/' "$rows"
+        printf ']}\n'
+    } > "$out"
+    if [ "$mode" = full ]; then
+        cp "$out" "$results/latest$suffix.json"
+    fi
+    echo
+    echo "== $rs ($mode, ${steady} s steady per level): $out"
+    awk -f "$here/bench_table.awk" "$rows"
+    first=0
+done
+
+if [ "$mode" = full ] && command -v gnuplot > /dev/null; then
+    for rs in $resamplers; do
+        awk -f "$here/bench_table.awk" -v dat=1 "$work/rows-$rs" > "$work/$rs.dat"
+    done
+    gnuplot -e "dir='$work'; out='$results/latest.png'" "$here/bench.gp"
+    cp "$results/latest.png" "$results/$date-$sha.png"
+    echo "plot: $results/latest.png"
+fi
+exit "$status"
