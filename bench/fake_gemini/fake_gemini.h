@@ -56,6 +56,7 @@ typedef struct fg_opts {
     fg_mode_t mode;
     const char *script;
     const char *log_path;
+    const char *timing_path; /* --timing: bench timestamps, see docs */
     int setup_delay_ms;
     int first_audio_delay_ms;
     int lifetime_s;
@@ -74,6 +75,7 @@ typedef struct fg_server {
     uv_tcp_t listener;
     vb_tls_config_t *tls;
     FILE *log;
+    FILE *timing;
     uint64_t t0_ms;
     int next_conn;
     int next_session;

@@ -13,6 +13,7 @@
 
 #include "ai/gemini_proto.h"
 #include "bench/fake_gemini/fake_gemini.h"
+#include "core/clock.h"
 #include "core/err.h"
 
 #define TICK_MS        10
@@ -66,6 +67,8 @@ struct fg_conn {
     int16_t *utt;
     size_t utt_len;
     uint64_t samples_in;
+    uint64_t frames_in; /* whole 20 ms frames received (--timing) */
+    uint32_t frame_bytes;
     /* response */
     bool resp_active, resp_generating, resp_started;
     int16_t *rpcm;
@@ -364,6 +367,9 @@ static void barge_in(fg_conn_t *c)
     if (!c->resp_active || c->no_interrupt)
         return;
     send_flag(c, "interrupted");
+    if (c->srv->timing != NULL)
+        fprintf(c->srv->timing, "X %d %llu\n", c->id,
+                (unsigned long long)vb_clock_now_ns());
     send_turn_complete(c);
     if (c->npending > 0) {
         cJSON *root = cJSON_CreateObject();
@@ -849,6 +855,14 @@ static void on_audio_blob(fg_conn_t *c, const cJSON *blob, const char *field)
         reject(c, "audio data is not base64 PCM16");
         return;
     }
+    if (c->srv->timing != NULL) {
+        /* One line per whole 20 ms (640-byte) frame completed. */
+        uint64_t t = vb_clock_now_ns();
+        c->frame_bytes += (uint32_t)n;
+        for (; c->frame_bytes >= FRAME * 2; c->frame_bytes -= FRAME * 2)
+            fprintf(c->srv->timing, "I %d %llu %llu\n", c->id,
+                    (unsigned long long)c->frames_in++, (unsigned long long)t);
+    }
     const int16_t *s = (const int16_t *)pcm;
     size_t ns = n / 2;
     double e = 0;
@@ -909,6 +923,12 @@ static void on_realtime(fg_conn_t *c, const cJSON *ri)
             return;
         }
         logf_kv(c, "text", "text", f->valuestring);
+        if (c->srv->timing != NULL) {
+            /* Bench: key presses name the call; not answered. */
+            const char *d = strpbrk(f->valuestring, "0123456789*#");
+            fprintf(c->srv->timing, "D %d %c\n", c->id, d ? *d : '?');
+            return;
+        }
         barge_in(c);
         respond_to_text(c);
     } else if (strstr(k, "ctivity") != NULL) {
@@ -1183,7 +1203,11 @@ static void pace_response(fg_conn_t *c, uint64_t now)
             server_content(&root);
             send_json(c, root, "emptyServerContent");
         }
+        uint64_t t_sent = vb_clock_now_ns();
         send_audio(c, c->rpcm + c->rpos, n, tr);
+        if (c->rpos == 0 && c->srv->timing != NULL)
+            fprintf(c->srv->timing, "R %d %llu\n", c->id,
+                    (unsigned long long)t_sent);
         c->rpos += n;
         c->next_chunk_at = now + PACE_MS;
         if (c->rpos >= c->rlen) {
@@ -1263,6 +1287,8 @@ static void on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
     if (c->sess != NULL)
         cJSON_AddNumberToObject(o, "session", c->sess->id);
     fg_log(c->srv, c->id, o);
+    if (c->srv->timing != NULL)
+        fflush(c->srv->timing);
     c->ws = NULL;
     c->ws_closed = true;
     vb_ws_destroy(ws);

@@ -279,7 +279,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: vb-fake-gemini --listen HOST:PORT [--api-key KEY]\n"
             "       [--cert FILE --key FILE] [--mode echo|tone|script]\n"
-            "       [--script FILE] [--log FILE] [--setup-delay-ms N]\n"
+            "       [--script FILE] [--log FILE] [--timing FILE]\n"
+            "       [--setup-delay-ms N]\n"
             "       [--first-audio-delay-ms N] [--lifetime-s N]\n"
             "       [--goaway-lead-ms N] [--tone-ms N] [--tone-hz N]\n"
             "       [--vad-threshold RMS] [--style 2.5|3.1] [--model ID]...\n");
@@ -342,6 +343,8 @@ int main(int argc, char **argv)
             o->mode = FG_SCRIPT;
         } else if (strcmp(a, "--log") == 0)
             o->log_path = v;
+        else if (strcmp(a, "--timing") == 0)
+            o->timing_path = v;
         else if (strcmp(a, "--setup-delay-ms") == 0)
             o->setup_delay_ms = int_arg(a, v, 0, 600000);
         else if (strcmp(a, "--first-audio-delay-ms") == 0)
@@ -387,6 +390,11 @@ int main(int argc, char **argv)
 
     srv.loop = uv_default_loop();
     srv.t0_ms = uv_now(srv.loop);
+    if (o->timing_path != NULL &&
+        (srv.timing = fopen(o->timing_path, "w")) == NULL) {
+        perror(o->timing_path);
+        return 2;
+    }
     if (o->log_path != NULL && (srv.log = fopen(o->log_path, "w")) == NULL) {
         perror(o->log_path);
         return 1;

@@ -17,6 +17,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: vb-sim call --webhook URL --audio IN.wav [options]\n"
+            "       vb-sim load --help   (many calls: the load bench)\n"
             "\n"
             "Places one call as Twilio would: signed webhook, strict TwiML,\n"
             "signed Media Streams upgrade, 20 ms media, playout with mark\n"
@@ -282,7 +283,11 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "call") == 0)
         return cmd_call(argc - 1, argv + 1);
-    fprintf(stderr, "vb-sim: unknown command \"%s\" (try: vb-sim call)\n",
+    if (strcmp(argv[1], "load") == 0)
+        return sim_load_main(argc - 1, argv + 1);
+    fprintf(stderr,
+            "vb-sim: unknown command \"%s\" (try: vb-sim call, vb-sim "
+            "load)\n",
             argv[1]);
     return 2;
 }

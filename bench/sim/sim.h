@@ -136,6 +136,19 @@ typedef struct sim_dtmf {
     double at_s; /* seconds after the stream started */
 } sim_dtmf_t;
 
+/* Timestamps for the load bench (vb_clock_now_ns, CLOCK_MONOTONIC), written
+ * into caller-owned arrays without allocation; counting goes on past a
+ * cap, storing stops. */
+typedef struct sim_timing {
+    uint64_t *sent; /* [k]: media frame k (0-based) written to the socket */
+    size_t cap_sent, nsent;
+    uint64_t *onset; /* media arriving after >= 200 ms without any */
+    size_t cap_onset, nonset;
+    uint64_t *clear; /* clear arrived */
+    size_t cap_clear, nclear;
+    uint64_t last_media;
+} sim_timing_t;
+
 typedef struct sim_call_opts {
     const char *webhook;     /* http://host:port/path */
     const char *auth_token;  /* signs webhook and upgrade; NULL/"": none */
@@ -149,11 +162,12 @@ typedef struct sim_call_opts {
      * when the caller audio ends plus tail_s. */
     double hangup_after_s;
     double tail_s;
-    double pause_scale;  /* multiplies <Pause> lengths (0: no waiting) */
-    double timeout_s;    /* whole call; 0: hang-up time + 15 s */
-    bool record_heard;   /* keep the played audio for sim_call_heard() */
-    const char *ca_file; /* CA bundle for https/wss; NULL: the system's */
-    bool verbose;        /* log events to stderr */
+    double pause_scale;   /* multiplies <Pause> lengths (0: no waiting) */
+    double timeout_s;     /* whole call; 0: hang-up time + 15 s */
+    bool record_heard;    /* keep the played audio for sim_call_heard() */
+    const char *ca_file;  /* CA bundle for https/wss; NULL: the system's */
+    bool verbose;         /* log events to stderr */
+    sim_timing_t *timing; /* NULL, or timestamps to record (borrowed) */
 } sim_call_opts_t;
 
 typedef struct sim_call_result {
@@ -208,5 +222,8 @@ void sim_api_register(sim_api_t *api, sim_call_t *c, const char *call_sid);
 void sim_api_unregister(sim_api_t *api, sim_call_t *c);
 void sim_call_rest_update(sim_call_t *c, const char *status, bool replace);
 const char *sim_call_account_sid(const sim_call_t *c);
+
+/* `vb-sim load ...` (argv[0] is "load"); see sim_load.c. */
+int sim_load_main(int argc, char **argv);
 
 #endif

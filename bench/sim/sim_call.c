@@ -627,21 +627,27 @@ static void tick_cb(uv_timer_t *t)
         b64[bl++] = i + 2 < FRAME ? tbl[w & 63] : '=';
     }
     b64[bl] = '\0';
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "event", "media");
-    add_seq(c, j);
-    cJSON *m = cJSON_AddObjectToObject(j, "media");
-    char num[24];
-    cJSON_AddStringToObject(m, "track", "inbound");
-    snprintf(num, sizeof num, "%llu", (unsigned long long)c->tick);
-    cJSON_AddStringToObject(m, "chunk", num);
-    snprintf(num, sizeof num, "%llu", (unsigned long long)(c->tick * 20));
-    cJSON_AddStringToObject(m, "timestamp", num);
-    cJSON_AddStringToObject(m, "payload", b64);
-    cJSON_AddStringToObject(j, "streamSid", c->r.stream_sid);
-    send_json(c, j);
+    /* Formatted in place (no allocation per frame), in the field order
+     * Twilio uses. */
+    char msg[FRAME * 2 + 256];
+    int ml = snprintf(msg, sizeof msg,
+                      "{\"event\":\"media\",\"sequenceNumber\":\"%llu\","
+                      "\"media\":{\"track\":\"inbound\",\"chunk\":\"%llu\","
+                      "\"timestamp\":\"%llu\",\"payload\":\"%s\"},"
+                      "\"streamSid\":\"%s\"}",
+                      (unsigned long long)c->seq++, (unsigned long long)c->tick,
+                      (unsigned long long)(c->tick * 20), b64, c->r.stream_sid);
+    int src = vb_ws_send_text(c->ws, msg, (size_t)ml);
+    if (src < 0 && src != VB_ECLOSED)
+        finish(c, "stream send failed: %s", vb_strerror(src));
     if (c->finished)
         return;
+    if (c->o.timing != NULL) {
+        sim_timing_t *tm = c->o.timing;
+        if (tm->nsent < tm->cap_sent)
+            tm->sent[tm->nsent] = vb_clock_now_ns();
+        tm->nsent++;
+    }
     c->r.frames_sent++;
     /* Playout: 160 bytes per 20 ms. */
     size_t avail = c->fifo_len < FRAME ? c->fifo_len : FRAME;
@@ -739,6 +745,16 @@ static void ws_message(vb_ws_t *ws, bool text, const uint8_t *d, size_t n,
     }
     switch (m.kind) {
     case SIM_OUT_MEDIA:
+        if (c->o.timing != NULL) {
+            sim_timing_t *tm = c->o.timing;
+            uint64_t now = vb_clock_now_ns();
+            if (now - tm->last_media >= 200000000u) {
+                if (tm->nonset < tm->cap_onset)
+                    tm->onset[tm->nonset] = now;
+                tm->nonset++;
+            }
+            tm->last_media = now;
+        }
         if (c->r.media_received == 0) {
             c->r.first_audio_ms =
                 (double)(vb_clock_now_ns() - c->t_start) / 1e6;
@@ -771,6 +787,12 @@ static void ws_message(vb_ws_t *ws, bool text, const uint8_t *d, size_t n,
         echo_due_marks(c, false);
         break;
     case SIM_OUT_CLEAR:
+        if (c->o.timing != NULL) {
+            sim_timing_t *tm = c->o.timing;
+            if (tm->nclear < tm->cap_clear)
+                tm->clear[tm->nclear] = vb_clock_now_ns();
+            tm->nclear++;
+        }
         c->r.clears_received++;
         c->r.bytes_cleared += c->fifo_len;
         c->out_total += c->fifo_len;
