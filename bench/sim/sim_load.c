@@ -9,7 +9,9 @@
  * precomputed μ-law buffer shared (borrowed) by all calls: a 6 s cycle of
  * two 1.2 s speech-like bursts (40 % talk), the second starting while the
  * model's echo of the first still plays, so every cycle has one barge-in.
- * Each call presses its index as DTMF digits right after `start`;
+ * Each call presses '*' and its index as four DTMF digits 0.3 s after
+ * `start` and again at 2, 5 and 10 s (keys pressed before the Gemini
+ * session is ready are dropped by voxbridge);
  * voxbridge tells the model ("dtmf_text") and vb-fake-gemini --timing logs
  * the digits per connection, which is how the two processes' timestamps
  * are joined per call. The steady window opens one second after every
@@ -36,6 +38,8 @@
 #define BURST_S   1.2
 #define BURST_A_S 0.3
 #define BURST_B_S 2.5
+#define DTMF_REPS 4
+#define DTMF_N    (DTMF_REPS * 5)
 
 typedef struct proc_sample {
     double cpu_s; /* utime + stime */
@@ -51,7 +55,7 @@ typedef struct load {
     double ramp_s, duration_s;
     sim_call_t **calls;
     sim_timing_t *tm;
-    sim_dtmf_t *dtmf; /* [i * 4 + d] */
+    sim_dtmf_t *dtmf; /* [i * DTMF_N + d] */
     uv_timer_t start_timer, watch_timer, end_timer;
     uint64_t t0, w_start, w_end;
     bool window_open, window_closed;
@@ -154,16 +158,24 @@ static void start_one(load_t *l)
 {
     int i = l->started++;
     sim_call_opts_t o = l->base;
-    /* The call index as four DTMF digits, 40 ms apart. */
-    sim_dtmf_t *d = &l->dtmf[i * 4];
-    int v = i;
-    for (int k = 3; k >= 0; k--) {
-        d[k].digit = (char)('0' + v % 10);
-        d[k].at_s = 0.02 + 0.04 * k;
-        v /= 10;
+    /* The call index as '*' and four DTMF digits, 40 ms apart, pressed
+     * again later: voxbridge ignores keys until the Gemini session is
+     * ready, which under load can take a while. */
+    sim_dtmf_t *d = &l->dtmf[i * DTMF_N];
+    static const double reps[DTMF_REPS] = {0.3, 2.0, 5.0, 10.0};
+    for (int r = 0; r < DTMF_REPS; r++) {
+        sim_dtmf_t *p = d + r * 5;
+        int v = i;
+        p[0].digit = '*';
+        p[0].at_s = reps[r];
+        for (int k = 4; k >= 1; k--) {
+            p[k].digit = (char)('0' + v % 10);
+            p[k].at_s = reps[r] + 0.04 * k;
+            v /= 10;
+        }
     }
     o.dtmf = d;
-    o.ndtmf = 4;
+    o.ndtmf = DTMF_N;
     o.timing = &l->tm[i];
     if (sim_call_start(l->loop, l->api, &o, call_done, l, &l->calls[i]) != 0) {
         fprintf(stderr, "vb-sim load: cannot start call %d\n", i);
@@ -287,7 +299,8 @@ typedef struct match {
 } match_t;
 
 /* Pairs each onset or clear (sim side, sorted) with the latest unused
- * fake event of the same call at most 1 s before it. */
+ * fake event of the same call at most 2 s before it (responses and
+ * interruptions of one call are at least 2.2 s apart). */
 static void pair(const load_t *l, const fev_t *ev, size_t nev, int which,
                  vec_t *out)
 {
@@ -310,7 +323,7 @@ static void pair(const load_t *l, const fev_t *ev, size_t nev, int which,
                 k++;
             if (k >= e || ev[k].t > t[i] || k == used)
                 continue;
-            if (t[i] - ev[k].t > 1000000000ull)
+            if (t[i] - ev[k].t > 2000000000ull)
                 continue;
             used = k;
             if (t[i] < l->w_start || t[i] > l->w_end)
@@ -345,15 +358,24 @@ static int match_fake(const load_t *l, const char *path, match_t *m)
                 fclose(f);
                 return -1;
             }
-            for (int i = maxconn; i < n; i++)
-                a[i] = b[i] = 0;
+            for (int i = maxconn; i < n; i++) {
+                a[i] = 0;
+                b[i] = -1; /* no '*' seen yet */
+            }
             call_of = a;
             nd = b;
             maxconn = n;
         }
-        if (nd[conn] < 4 && d >= '0' && d <= '9') {
+        /* nd: digits after the last '*'; 5 once the index is known. */
+        if (nd[conn] == 5)
+            continue;
+        if (d == '*') {
+            call_of[conn] = 0;
+            nd[conn] = 0;
+        } else if (d >= '0' && d <= '9' && nd[conn] >= 0) {
             call_of[conn] = call_of[conn] * 10 + (d - '0');
-            nd[conn]++;
+            if (++nd[conn] == 4)
+                nd[conn] = 5;
         }
     }
     /* Pass 2: frames, responses, interruptions. */
@@ -366,7 +388,7 @@ static int match_fake(const load_t *l, const char *path, match_t *m)
         int conn;
         unsigned long long a, b;
         if (sscanf(line + 2, "%d", &conn) != 1 || conn < 0 || conn >= maxconn ||
-            nd[conn] != 4 || call_of[conn] >= l->started) {
+            nd[conn] != 5 || call_of[conn] >= l->started) {
             if (line[0] == 'I' && conn >= 0)
                 m->unmapped++;
             continue;
@@ -567,7 +589,7 @@ int sim_load_main(int argc, char **argv)
     size_t cap_ev = (size_t)(call_s / CYCLE_S * 2.0) + 32;
     l.calls = calloc((size_t)l.ncalls, sizeof *l.calls);
     l.tm = calloc((size_t)l.ncalls, sizeof *l.tm);
-    l.dtmf = calloc((size_t)l.ncalls * 4, sizeof *l.dtmf);
+    l.dtmf = calloc((size_t)l.ncalls * DTMF_N, sizeof *l.dtmf);
     uint64_t *store =
         calloc((size_t)l.ncalls * (cap_sent + 2 * cap_ev), sizeof *store);
     if (audio == NULL || l.calls == NULL || l.tm == NULL || l.dtmf == NULL ||
@@ -661,6 +683,9 @@ int sim_load_main(int argc, char **argv)
         win > 0 ? (l.self1.cpu_s - l.self0.cpu_s) * 100.0 / win : 0.0;
     double fake_pct =
         win > 0 ? (l.rig1.cpu_s - l.rig0.cpu_s) * 100.0 / win : 0.0;
+    /* Media ticks more than 5 ms late: the rig (or the machine) cannot
+     * keep the 20 ms cadence, and its timestamps include that wait. */
+    double late_pct = frames > 0 ? (double)late * 100.0 / (double)frames : 0;
     match_t m = {0};
     uint64_t lost = 0;
     m.recv = calloc((size_t)l.ncalls, sizeof *m.recv);
@@ -709,7 +734,8 @@ int sim_load_main(int argc, char **argv)
            ",\"rss_kb_per_call\":%.1f,\"server_fds_before\":%ld"
            ",\"server_fds_steady\":%ld,\"server_fds_after\":%ld"
            ",\"rig_cpu_pct\":%.1f,\"sim_cpu_pct\":%.1f,\"fake_cpu_pct\":%.1f"
-           ",\"rig_bound\":%s,\"frames_sent\":%llu,\"frames_lost\":%s"
+           ",\"rig_late_pct\":%.1f,\"rig_bound\":%s,\"frames_sent\":%llu,"
+           "\"frames_lost\":%s"
            ",\"fake_unmapped_frames\":%llu,\"protocol_errors\":%llu"
            ",\"failed_calls\":%d,\"late_ticks\":%llu,\"clears\":%llu"
            ",\"window_s\":%.3f}\n",
@@ -718,7 +744,8 @@ int sim_load_main(int argc, char **argv)
            l.srv_idle.rss_kb,
            (double)(l.srv1.rss_kb - l.srv_idle.rss_kb) / l.ncalls,
            l.srv_idle.fds, l.srv1.fds, l.srv_after.fds, sim_pct + fake_pct,
-           sim_pct, fake_pct, sim_pct + fake_pct > 80.0 ? "true" : "false",
+           sim_pct, fake_pct, late_pct,
+           sim_pct + fake_pct > 80.0 || late_pct > 5.0 ? "true" : "false",
            (unsigned long long)frames, lost_s, (unsigned long long)m.unmapped,
            (unsigned long long)perr, l.ncalls - ok, (unsigned long long)late,
            (unsigned long long)clears, win);
