@@ -24,6 +24,7 @@
 #include "tests/http_client.h"
 #include "tests/proc.h"
 #include "tests/test.h"
+#include "tests/ws_frames.h"
 
 #define TOKEN   "e2e-auth-token"
 #define SECRET  "e2e-stream-secret"
@@ -680,25 +681,10 @@ TEST_T(gemini_close_1011_mid_call_resumes_without_losing_frames, 90)
 /* Sends one masked text frame on a plain socket. */
 static void ws_text(int fd, const char *text)
 {
-    size_t n = strlen(text);
-    uint8_t hdr[8] = {0x81}, mask[4] = {9, 8, 7, 6};
-    size_t hl = 2;
-    if (n < 126) {
-        hdr[1] = (uint8_t)(0x80 | n);
-    } else {
-        hdr[1] = 0x80 | 126;
-        hdr[2] = (uint8_t)(n >> 8);
-        hdr[3] = (uint8_t)n;
-        hl = 4;
-    }
-    memcpy(hdr + hl, mask, 4);
-    tc_send(fd, hdr, hl + 4);
-    char *m = malloc(n);
-    ASSERT_NOT_NULL(m);
-    for (size_t i = 0; i < n; i++)
-        m[i] = (char)(text[i] ^ mask[i & 3]);
-    tc_send(fd, m, n);
-    free(m);
+    static uint8_t buf[4096];
+    size_t n = tf_frame(buf, sizeof(buf), true, 0x1, true, text, strlen(text));
+    ASSERT_GT(n, 0);
+    tc_send(fd, buf, n);
 }
 
 TEST_T(wrong_stream_token_never_opens_a_gemini_session, 90)

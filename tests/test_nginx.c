@@ -24,6 +24,7 @@
 #include "tests/http_client.h"
 #include "tests/proc.h"
 #include "tests/test.h"
+#include "tests/ws_frames.h"
 
 #define TOKEN      "nginx-test-token"
 #define SECRET     "nginx-test-secret"
@@ -173,27 +174,10 @@ static void tls_close(tls_t *t)
 /* Sends one masked text frame, as a client must. */
 static void ws_send_text(tls_t *t, const char *text)
 {
-    size_t n = strlen(text);
-    unsigned char hdr[8] = {0x81}, mask[4] = {0x12, 0x34, 0x56, 0x78};
-    size_t hl;
-    if (n < 126) {
-        hdr[1] = (unsigned char)(0x80 | n);
-        hl = 2;
-    } else {
-        ASSERT_LT(n, 65536);
-        hdr[1] = 0x80 | 126;
-        hdr[2] = (unsigned char)(n >> 8);
-        hdr[3] = (unsigned char)n;
-        hl = 4;
-    }
-    memcpy(hdr + hl, mask, 4);
-    tls_send(t, (const char *)hdr, hl + 4);
-    char *m = malloc(n);
-    ASSERT_NOT_NULL(m);
-    for (size_t i = 0; i < n; i++)
-        m[i] = (char)(text[i] ^ mask[i & 3]);
-    tls_send(t, m, n);
-    free(m);
+    static uint8_t buf[4096];
+    size_t n = tf_frame(buf, sizeof(buf), true, 0x1, true, text, strlen(text));
+    ASSERT_GT(n, 0);
+    tls_send(t, (const char *)buf, n);
 }
 
 /* ---- the site (kept in step with docs/deployment.md) ---- */
