@@ -21,28 +21,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A port nobody listens on (bash's /dev/tcp connect fails on a free port).
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 30000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    echo "demo: no free port found" >&2
-    return 1
-}
-
-# GET a path over HTTP/1.0 with bash's /dev/tcp (no curl needed).
-http_get() {
-    local port=$1 path=$2
-    exec 3<>"/dev/tcp/127.0.0.1/$port"
-    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$path" >&3
-    sed '1,/^\r$/d' <&3
-    exec 3<&-
-}
+. "$(dirname "$0")/../scripts/lib.sh"
 
 echo "== speech: \"$sentence\""
 espeak-ng -w "$out/speech-22k.wav" "$sentence"

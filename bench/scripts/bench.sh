@@ -49,35 +49,7 @@ trap 'cleanup; rm -rf "$work"' EXIT
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 30000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
-
-http_get() {
-    exec 3<>"/dev/tcp/127.0.0.1/$1"
-    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
-    sed '1,/^\r$/d' <&3
-    exec 3<&-
-}
-
-wait_for() { # file pattern seconds
-    local i
-    for i in $(seq 1 $(($3 * 20))); do
-        grep -q "$2" "$1" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "bench: no \"$2\" in $1:" >&2
-    cat "$1" >&2
-    return 1
-}
+. "$here/lib.sh"
 
 # One level: prints the row (one JSON line) on stdout.
 run_level() { # resampler calls
