@@ -91,9 +91,14 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
         return rc;
     }
     uint32_t max_calls = (uint32_t)cfg->max_calls;
+    /* The ingress puts each call on the least-loaded lane, so a lane's
+     * audio rings are sized for its share of --max-calls (rounded up to a
+     * power of two: headroom); a lane past its share holds back, never
+     * drops. Slot tables still take --max-calls per lane. */
+    uint32_t share = (max_calls + ls->n - 1) / ls->n;
     for (uint32_t i = 0; i < ls->n; i++) {
         lane_t *l = &ls->l[i];
-        rc = vb_lane_rings_init(&l->rings, vb_lane_audio_slots(max_calls));
+        rc = vb_lane_rings_init(&l->rings, vb_lane_audio_slots(share));
         if (rc != 0)
             return rc;
         vb_gemini_stage_config_t gc;
