@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
+#include "net/twilio_sig.h"
 #include "tests/http_client.h"
 #include "tests/proc.h"
 #include "tests/test.h"
@@ -687,6 +689,74 @@ static void ws_text(int fd, const char *text)
     tc_send(fd, buf, n);
 }
 
+/* Reads server frames (unmasked) from `fd` until a close frame and returns
+ * its status code; fails after `ms` or when the socket ends first. */
+static int ws_close_code(int fd, int ms)
+{
+    static char buf[65536];
+    size_t got = 0;
+    for (;;) {
+        while (got >= 2) {
+            size_t len = (uint8_t)buf[1] & 0x7f, hdr = 2;
+            if (len == 126) {
+                if (got < 4)
+                    break;
+                len = (size_t)(uint8_t)buf[2] << 8 | (uint8_t)buf[3];
+                hdr = 4;
+            } else if (len == 127) {
+                vb_test_fail(__FILE__, __LINE__, "huge frame from voxbridge");
+            }
+            if (got < hdr + len)
+                break;
+            if (((uint8_t)buf[0] & 0x0f) == 0x8)
+                return len >= 2 ? (uint8_t)buf[hdr] << 8 | (uint8_t)buf[hdr + 1]
+                                : 1005;
+            memmove(buf, buf + hdr + len, got - hdr - len);
+            got -= hdr + len;
+        }
+        ASSERT_LT(got, sizeof(buf));
+        ssize_t k = tc_recv_some(fd, buf + got, sizeof(buf) - got, ms);
+        if (k <= 0)
+            vb_test_fail(__FILE__, __LINE__, "no close frame (%zd)", k);
+        got += (size_t)k;
+    }
+}
+
+/* Opens a media stream on lane 0 by hand and sends `connected` and a
+ * `start` for `call` carrying `token`; returns the socket. */
+static int forged_stream(int port, const char *call, const char *token)
+{
+    int fd = tc_connect(port);
+    tc_send_str(fd, "GET /media-stream/0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n");
+    /* Byte by byte up to the end of the head, so no frame is consumed. */
+    char head[4096];
+    size_t got = 0;
+    while (got < 4 || memcmp(head + got - 4, "\r\n\r\n", 4) != 0) {
+        ASSERT_LT(got, sizeof(head) - 1);
+        ssize_t k = tc_recv_some(fd, head + got, 1, proc_ms(5000));
+        ASSERT_GT(k, 0);
+        got += (size_t)k;
+    }
+    head[got] = '\0';
+    ASSERT_STR_CONTAINS(head, "101 Switching Protocols");
+    ws_text(fd, "{\"event\":\"connected\",\"protocol\":\"Call\","
+                "\"version\":\"1.0.0\"}");
+    char start[1024];
+    snprintf(start, sizeof(start),
+             "{\"event\":\"start\",\"sequenceNumber\":\"1\",\"start\":{"
+             "\"accountSid\":\"AC0\",\"streamSid\":\"MZ%s\",\"callSid\":"
+             "\"%s\",\"tracks\":[\"inbound\"],\"mediaFormat\":{"
+             "\"encoding\":\"audio/x-mulaw\",\"sampleRate\":8000,"
+             "\"channels\":1},\"customParameters\":{\"streamToken\":"
+             "\"%s\"}},\"streamSid\":\"MZ%s\"}",
+             call, call, token, call);
+    ws_text(fd, start);
+    return fd;
+}
+
 TEST_T(wrong_stream_token_never_opens_a_gemini_session, 90)
 {
     rig_t r;
@@ -707,61 +777,77 @@ TEST_T(wrong_stream_token_never_opens_a_gemini_session, 90)
     r.vb = proc_spawn(argv, env, r.vb_log);
     ASSERT_EQ(proc_wait_port(r.vb_log, r.vb, proc_ms(10000)), r.vb_port);
 
-    const char *forged[] = {"", "AAAA", "eyJub3QiOiJhIHRva2VuIn0.c2lnbmF0dXJl"};
-    for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
-        int fd = tc_connect(r.vb_port);
-        tc_send_str(fd, "GET /media-stream/0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                        "Sec-WebSocket-Version: 13\r\n\r\n");
-        char buf[4096] = "";
-        size_t got = 0;
-        while (strstr(buf, "\r\n\r\n") == NULL) {
-            ssize_t k = tc_recv_some(fd, buf + got, sizeof(buf) - 1 - got,
-                                     proc_ms(5000));
-            ASSERT_GT(k, 0);
-            got += (size_t)k;
-            buf[got] = '\0';
-        }
-        ASSERT_STR_CONTAINS(buf, "101 Switching Protocols");
-        char *eoh = strstr(buf, "\r\n\r\n") + 4;
-        size_t rest = got - (size_t)(eoh - buf);
-        memmove(buf, eoh, rest);
-        got = rest;
-        ws_text(fd, "{\"event\":\"connected\",\"protocol\":\"Call\","
-                    "\"version\":\"1.0.0\"}");
-        char start[1024];
-        snprintf(start, sizeof(start),
-                 "{\"event\":\"start\",\"sequenceNumber\":\"1\",\"start\":{"
-                 "\"accountSid\":\"AC0\",\"streamSid\":"
-                 "\"MZ0123456789abcdef0123456789abcde%zu\",\"callSid\":"
-                 "\"CAforged%zu\",\"tracks\":[\"inbound\"],\"mediaFormat\":{"
-                 "\"encoding\":\"audio/x-mulaw\",\"sampleRate\":8000,"
-                 "\"channels\":1},\"customParameters\":{\"streamToken\":"
-                 "\"%s\"}},\"streamSid\":"
-                 "\"MZ0123456789abcdef0123456789abcde%zu\"}",
-                 i, i, forged[i], i);
-        ws_text(fd, start);
-        while (got < 4) {
-            ssize_t k = tc_recv_some(fd, buf + got, sizeof(buf) - 1 - got,
-                                     proc_ms(5000));
-            ASSERT_GT(k, 0);
-            got += (size_t)k;
-        }
-        ASSERT_EQ((uint8_t)buf[0], 0x88);
-        ASSERT_EQ((uint8_t)buf[2] << 8 | (uint8_t)buf[3], 1008);
+    /* Well-formed tokens that must still fail: signed with another
+     * secret, minted for another call, expired — and malformed ones. */
+    vb_twilio_sig_key_t good, other;
+    ASSERT_EQ(vb_twilio_sig_key_init(&good, SECRET), 0);
+    ASSERT_EQ(vb_twilio_sig_key_init(&other, "not-" SECRET), 0);
+    int64_t now = (int64_t)vb_clock_wall_s();
+    char tok[6][VB_TWILIO_TOKEN_LEN + 1];
+    const char *calls[6];
+    static char sids[6][40];
+    for (int i = 0; i < 6; i++) {
+        snprintf(sids[i], sizeof(sids[i]), "CAforged%d", i);
+        calls[i] = sids[i];
+    }
+    ASSERT_EQ(
+        vb_twilio_sig_token_create(&other, calls[0], 0, now + 600, tok[0]), 0);
+    ASSERT_EQ(vb_twilio_sig_token_create(&good, "CAsomeoneelse", 0, now + 600,
+                                         tok[1]),
+              0);
+    ASSERT_EQ(vb_twilio_sig_token_create(&good, calls[2], 0, now - 5, tok[2]),
+              0);
+    snprintf(tok[3], sizeof(tok[3]), "%s", "");
+    snprintf(tok[4], sizeof(tok[4]), "%s", "AAAA");
+    snprintf(tok[5], sizeof(tok[5]), "%s",
+             "eyJub3QiOiJhIHRva2VuIn0.c2lnbmF0dXJl");
+    for (int i = 0; i < 6; i++) {
+        int fd = forged_stream(r.vb_port, calls[i], tok[i]);
+        int code = ws_close_code(fd, proc_ms(5000));
         close(fd);
+        if (code != 1008) {
+            char *vb = proc_read_file(r.vb_log);
+            vb_test_fail(__FILE__, __LINE__, "forged %d: close %d\n%s", i, code,
+                         vb ? vb : "");
+        }
     }
     char *m = metrics(&r);
+    ASSERT_EQ(msum(m, "vb_twilio_stream_rejected_total", NULL), 6);
+    ASSERT_EQ(msum(m, "vb_gemini_sessions_total", NULL), 0);
+    free(m);
+
+    /* The control: the same hand-made stream with the right token opens
+     * a session, so the refusals above were the tokens' doing. */
+    ASSERT_EQ(vb_twilio_sig_token_create(&good, "CAgood", 0, now + 600, tok[0]),
+              0);
+    int fd = forged_stream(r.vb_port, "CAgood", tok[0]);
+    char *text;
+    proc_wait_log(r.fake_log, "\"type\":\"setup\"", r.fake, proc_ms(10000),
+                  &text);
+    free(text);
+    ws_text(fd, "{\"event\":\"stop\",\"sequenceNumber\":\"2\",\"stop\":{"
+                "\"accountSid\":\"AC0\",\"callSid\":\"CAgood\"},"
+                "\"streamSid\":\"MZCAgood\"}");
+    ASSERT_EQ(ws_close_code(fd, proc_ms(5000)), 1000);
+    close(fd);
+
+    m = metrics(&r);
     char *vblog = rig_vb_stop(&r);
     rig_stop(&r);
-    ASSERT_EQ(msum(m, "vb_twilio_stream_rejected_total", NULL), 3);
-    ASSERT_EQ(msum(m, "vb_gemini_sessions_total", NULL), 0);
+    ASSERT_EQ(msum(m, "vb_twilio_stream_rejected_total", NULL), 6);
+    ASSERT_EQ(msum(m, "vb_gemini_sessions_total", NULL), 1);
     cJSON *evs = fake_events(&r);
-    /* Not a single connection reached the model. */
-    ASSERT_EQ(count_type(evs, "setup"), 0);
-    ASSERT_EQ(count_type(evs, "open"), 0);
-    ASSERT_STR_CONTAINS(vblog, "call=CAforged1");
+    /* One connection reached the model: the control's. */
+    ASSERT_EQ(count_type(evs, "setup"), 1);
+    ASSERT_EQ(count_type(evs, "open"), 1);
+    /* Each refusal logged with its call and why. */
+    static const char *const why[6] = {"forged",  "forged", "expired",
+                                       "missing", "forged", "forged"};
+    for (int i = 0; i < 6; i++) {
+        char want[80];
+        snprintf(want, sizeof(want), "call=%s reason=%s", calls[i], why[i]);
+        ASSERT_STR_CONTAINS(vblog, want);
+    }
     cJSON_Delete(evs);
     free(m);
     free(vblog);
@@ -951,4 +1037,67 @@ TEST_T(drain_timeout_ends_the_remaining_calls_politely, 120)
     ASSERT_STR_CONTAINS(vblog, "msg=\"voxbridge stopped\" status=0");
     free(out);
     free(vblog);
+}
+
+/* True when `pid` is gone or a zombie (killed, not yet reaped by init). */
+static bool pid_dead(pid_t pid)
+{
+    char path[64], stat[256] = "";
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return true;
+    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    const char *p = strrchr(stat, ')');
+    return p == NULL || p[1] == '\0' || p[2] == 'Z' || p[2] == 'X';
+}
+
+/* tests/proc.h's promise: a case that fails (vb_test_fail, which _exits)
+ * takes the servers it started with it. */
+TEST_T(a_failing_case_leaves_no_server_running, 60)
+{
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    pid_t c = fork();
+    ASSERT_GE(c, 0);
+    if (c == 0) {
+        close(fds[0]);
+        rig_t r;
+        rig_init(&r);
+        rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+        rig_vb(&r, NULL, NULL);
+        pid_t pids[2] = {r.fake, r.vb};
+        if (write(fds[1], pids, sizeof(pids)) != (ssize_t)sizeof(pids))
+            _exit(2);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 2);
+        vb_test_fail(__FILE__, __LINE__, "a deliberate failure");
+    }
+    close(fds[1]);
+    pid_t pids[2] = {0, 0};
+    ssize_t n = read(fds[0], pids, sizeof(pids));
+    close(fds[0]);
+    int st;
+    ASSERT_EQ(waitpid(c, &st, 0), c);
+    ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    ASSERT_EQ(n, (ssize_t)sizeof(pids));
+    ASSERT_GT(pids[0], 0);
+    ASSERT_GT(pids[1], 0);
+    double end = tc_now_ms() + proc_ms(5000);
+    while ((!pid_dead(pids[0]) || !pid_dead(pids[1])) && tc_now_ms() < end)
+        usleep(10000);
+    int alive = 0;
+    for (int i = 0; i < 2; i++) {
+        if (!pid_dead(pids[i])) {
+            kill(pids[i], SIGKILL);
+            alive++;
+        }
+    }
+    if (alive != 0)
+        vb_test_fail(__FILE__, __LINE__,
+                     "%d of the fake (%d) and voxbridge (%d) outlived the "
+                     "failed case",
+                     alive, (int)pids[0], (int)pids[1]);
 }
