@@ -883,6 +883,16 @@ static void concurrent_calls(int n, const char *const *wrap)
     assert_nothing_lost(m);
     ASSERT_EQ(msum(m, "vb_twilio_media_in_total", NULL), (double)frames);
     ASSERT_EQ(msum(m, "vb_gemini_sessions_total", NULL), n);
+    /* Every call was admitted, handed to a lane and ended by its caller. */
+    ASSERT_EQ(msum(m, "vb_calls_rejected_total", NULL), 0);
+    ASSERT_EQ(msum(m, "vb_twilio_stream_rejected_total", NULL), 0);
+    ASSERT_EQ(msum(m, "vb_stream_handoffs_total", "result=\"ok\""), n);
+    ASSERT_EQ(msum(m, "vb_stream_handoffs_total", NULL), n);
+    ASSERT_EQ(msum(m, "vb_calls_total", "outcome=\"stop\""), n);
+    /* A full ring holds its producer back (counted), it never drops:
+     * the drop counters above are the ones that must stay 0. */
+    printf("  %d calls: %lld frames in, ring full %g times\n", n, frames,
+           msum(m, "vb_ring_full_total", NULL));
     /* Every caller heard its echo. */
     ASSERT_EQ(heard, n);
     cJSON *evs = fake_events(&r);
@@ -910,6 +920,16 @@ TEST_T(fifty_concurrent_calls_no_errors_no_drops, 180)
  * the log check in rig_vb_stop. */
 TEST_T(ten_calls_with_a_clean_sanitizer_log, 180)
 {
+    /* The sanitized suite must be running a sanitized server. */
+    char cmd[512];
+    const char *rt = strstr(proc_build_dir(), "tsan")   ? "__tsan_init"
+                     : strstr(proc_build_dir(), "asan") ? "__asan_init"
+                                                        : NULL;
+    if (rt != NULL) {
+        snprintf(cmd, sizeof(cmd), "grep -q %s '%s/voxbridge'", rt,
+                 proc_build_dir());
+        proc_sh(cmd);
+    }
     concurrent_calls(10, NULL);
 }
 
@@ -919,6 +939,9 @@ TEST_T(one_call_under_valgrind_no_errors_no_leaks, 240)
         printf("  skipped: valgrind runs on the plain build only\n");
         return;
     }
+    if (access("/usr/bin/valgrind", X_OK) != 0)
+        vb_test_fail(__FILE__, __LINE__,
+                     "/usr/bin/valgrind missing: run make deps");
     rig_t r;
     rig_init(&r);
     const char *speech = path_in(&r, "speech.wav");
