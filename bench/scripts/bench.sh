@@ -11,7 +11,8 @@
 #
 # Writes bench/results/<date>-<sha>[-<resampler>].json (+ latest*.json),
 # a PNG plot (full only) and prints a table. Fails when a level loses
-# frames, sees protocol errors or a failed call, or a row lacks a field.
+# frames, sees protocol errors or a failed call (in full mode: unless the
+# rig itself was saturated; that row is flagged), or a row lacks a field.
 set -euo pipefail
 
 build=${1:-build}
@@ -45,7 +46,7 @@ cleanup() {
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
     pids=()
 }
-trap 'cleanup; rm -rf "$work"' EXIT
+trap 'cleanup; [ -n "${BENCH_KEEP:-}" ] || rm -rf "$work"' EXIT
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -129,7 +130,14 @@ for rs in $resamplers; do
     for n in $levels; do
         echo "bench: $rs, $n calls (steady ${steady}s) ..." >&2
         if ! run_level "$rs" "$n" >> "$rows"; then
-            status=1
+            # A full ramp goes past what two cores can carry: a level where
+            # the rig itself is saturated is reported (flagged in the
+            # table), not failed. Anything else fails the run.
+            if [ "$mode" = full ] && tail -n1 "$rows" | grep -q '"rig_bound":true'; then
+                echo "bench: $rs/$n calls: failures while the rig is saturated (reported, flagged)" >&2
+            else
+                status=1
+            fi
         fi
     done
     # Every row has every field.
