@@ -9,11 +9,13 @@ set logscale x
 set xlabel "concurrent calls"
 set grid
 set key left top
-set ylabel "added latency (ms)"
+set ylabel "added latency (ms, speexdsp)"
+set logscale y
 plot dir."/speexdsp.dat" using 1:2 with linespoints title "caller->Gemini p50", \
      ''                  using 1:3 with linespoints title "caller->Gemini p99", \
      ''                  using 1:4 with linespoints title "Gemini->caller p50", \
      ''                  using 1:5 with linespoints title "Gemini->caller p99"
+unset logscale y
 set ylabel "server CPU ms per call-second"
 files = system("ls ".dir."/*.dat")
 plot for [f in files] f using 1:6 with linespoints title system("basename ".f." .dat")
