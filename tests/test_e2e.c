@@ -623,9 +623,12 @@ TEST_T(end_call_hangs_up_through_rest_after_the_goodbye_plays, 90)
 }
 
 /* Sends the caller's audio through a session the fake ends mid-call, with
- * `script` deciding how; checks every frame reached the model exactly
- * once across both connections and the second one resumed. */
-static void resume_case(const char *script_text)
+ * `script` deciding how; checks the second connection resumed and every
+ * frame reached the model once across both connections, except at most
+ * `max_lost` frames: those already written to a connection the server had
+ * just closed (after an abrupt close nothing says which audio the service
+ * took; after goAway nothing may be lost). Never a duplicate. */
+static void resume_case(const char *script_text, long long max_lost)
 {
     rig_t r;
     rig_init(&r);
@@ -651,10 +654,15 @@ static void resume_case(const char *script_text)
         cJSON_IsTrue(cJSON_GetObjectItem(e, "resumed"));
     ASSERT_EQ(resumed, 1);
     long long sent = field(out, "frames_sent");
-    if (sum_audio_bytes(evs) != (double)sent * 640)
+    double got = sum_audio_bytes(evs);
+    if (got > (double)sent * 640 || got < (double)(sent - max_lost) * 640)
         vb_test_fail(__FILE__, __LINE__,
-                     "model got %.0f bytes for %lld frames (%lld)\n%s",
-                     sum_audio_bytes(evs), sent, sent * 640, vblog);
+                     "model got %.0f bytes for %lld frames (%lld, at most "
+                     "%lld frames short)\n%s",
+                     got, sent, sent * 640, max_lost, vblog);
+    if (got != (double)sent * 640)
+        printf("  %.0f frame(s) were in flight on the closed connection\n",
+               ((double)sent * 640 - got) / 640);
     ASSERT_GE(msum(m, "vb_gemini_reconnects_total", NULL), 1);
     ASSERT_STR_CONTAINS(vblog, "reconnects=1");
     assert_nothing_lost(m);
@@ -669,15 +677,17 @@ TEST_T(gemini_goaway_mid_call_resumes_without_losing_frames, 90)
     resume_case("{\"at_ms\":1500,\"conn\":1,\"type\":\"resumption\","
                 "\"resumable\":true}\n"
                 "{\"at_ms\":1600,\"conn\":1,\"type\":\"goAway\","
-                "\"timeLeft\":\"1s\"}\n");
+                "\"timeLeft\":\"1s\"}\n",
+                0);
 }
 
-TEST_T(gemini_close_1011_mid_call_resumes_without_losing_frames, 90)
+TEST_T(gemini_close_1011_mid_call_resumes_losing_only_frames_in_flight, 90)
 {
     resume_case("{\"at_ms\":1500,\"conn\":1,\"type\":\"resumption\","
                 "\"resumable\":true}\n"
                 "{\"at_ms\":1600,\"conn\":1,\"type\":\"close\",\"code\":1011,"
-                "\"reason\":\"Internal error occurred.\"}\n");
+                "\"reason\":\"Internal error occurred.\"}\n",
+                5);
 }
 
 /* Sends one masked text frame on a plain socket. */
