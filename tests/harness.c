@@ -8,8 +8,10 @@
 #include "tests/test.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -71,6 +73,32 @@ const char *vb_test_tmpdir(void)
     return tmpdir;
 }
 
+static int rm_entry(const char *path, const struct stat *sb, int flag,
+                    struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* The case's scratch directory (see vb_test_tmpdir): removed when it
+ * passed, kept and named when it failed. */
+static void tmpdir_done(const char *name, pid_t pid, bool passed)
+{
+    char dir[256];
+    const char *base = getenv("TMPDIR");
+    snprintf(dir, sizeof(dir), "%s/vbtest-%s-%ld", base ? base : "/tmp", name,
+             (long)pid);
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return;
+    if (passed)
+        nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    else
+        printf("  kept %s\n", dir);
+}
+
 static double now_ms(void)
 {
     struct timespec ts;
@@ -109,7 +137,9 @@ static int run_one(int i)
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     double ms = now_ms() - t0;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    bool passed = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (passed) {
+        tmpdir_done(tests[i].name, pid, true);
         printf("ok   %s (%.0f ms)\n", tests[i].name, ms);
         return 1;
     }
@@ -121,6 +151,7 @@ static int run_one(int i)
     else
         printf("FAIL %s: exit status %d (%.0f ms)\n", tests[i].name,
                WEXITSTATUS(status), ms);
+    tmpdir_done(tests[i].name, pid, false);
     return 0;
 }
 
