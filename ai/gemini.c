@@ -24,6 +24,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/msg.h"
+#include "core/thread.h"
 #include "net/ingress.h"
 #include "net/tcp.h"
 #include "net/tls.h"
@@ -141,8 +142,8 @@ struct vb_gemini_stage {
     uv_loop_t loop;
     uv_async_t bell, stop;
     uv_timer_t tick, retry;
-    uv_thread_t thread;
-    bool started, stopping;
+    vb_thread_t thread;
+    bool stopping;
 
     call_t **by_slot;
     call_t *calls;
@@ -1642,21 +1643,13 @@ void vb_gemini_stage_set_out_bell(vb_gemini_stage_t *s, uv_async_t *bell)
 
 int vb_gemini_stage_start(vb_gemini_stage_t *s)
 {
-    if (s->started)
-        return VB_EBUSY;
-    if (uv_thread_create(&s->thread, thread_main, s) != 0)
-        return VB_ESYS;
-    s->started = true;
-    return 0;
+    return vb_thread_start(&s->thread, thread_main, s);
 }
 
 void vb_gemini_stage_stop(vb_gemini_stage_t *s)
 {
-    if (s == NULL || !s->started)
-        return;
-    uv_async_send(&s->stop);
-    uv_thread_join(&s->thread);
-    s->started = false;
+    if (s != NULL)
+        vb_thread_stop(&s->thread, &s->stop);
 }
 
 void vb_gemini_stage_destroy(vb_gemini_stage_t *s)

@@ -12,6 +12,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/msg.h"
+#include "core/thread.h"
 
 /* Messages taken from one input ring before looking at the other, so a
  * burst in one direction cannot starve the other. */
@@ -34,8 +35,7 @@ struct vb_dsp_stage {
     uv_async_t bell;
     uv_async_t stop;
     uv_timer_t retry;
-    uv_thread_t thread;
-    bool started;
+    vb_thread_t thread;
     call_t *calls;
     vb_metrics_shard_t *shard;
     vb_metric_t m_lat_in, m_lat_out, m_wait_in, m_wait_out;
@@ -420,21 +420,13 @@ void vb_dsp_stage_set_bells(vb_dsp_stage_t *s, uv_async_t *gemini_bell,
 
 int vb_dsp_stage_start(vb_dsp_stage_t *s)
 {
-    if (s->started)
-        return VB_EBUSY;
-    if (uv_thread_create(&s->thread, thread_main, s) != 0)
-        return VB_ESYS;
-    s->started = true;
-    return 0;
+    return vb_thread_start(&s->thread, thread_main, s);
 }
 
 void vb_dsp_stage_stop(vb_dsp_stage_t *s)
 {
-    if (s == NULL || !s->started)
-        return;
-    uv_async_send(&s->stop);
-    uv_thread_join(&s->thread);
-    s->started = false;
+    if (s != NULL)
+        vb_thread_stop(&s->thread, &s->stop);
 }
 
 void vb_dsp_stage_destroy(vb_dsp_stage_t *s)

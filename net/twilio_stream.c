@@ -24,6 +24,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/thread.h"
 #include "net/ingress.h"
 #include "net/tcp.h"
 #include "net/twilio_msg.h"
@@ -123,8 +124,8 @@ struct vb_twilio_stream {
     uv_loop_t loop;
     uv_async_t bell, stop;
     uv_timer_t retry, sweep;
-    uv_thread_t thread;
-    bool started, stopping, paused;
+    vb_thread_t thread;
+    bool stopping, paused;
     vb_metrics_shard_t *shard;
     call_t **calls;
     uint32_t *gens;
@@ -1308,21 +1309,13 @@ uv_async_t *vb_twilio_stream_bell(vb_twilio_stream_t *s)
 
 int vb_twilio_stream_start(vb_twilio_stream_t *s)
 {
-    if (s->started)
-        return VB_EBUSY;
-    if (uv_thread_create(&s->thread, thread_main, s) != 0)
-        return VB_ESYS;
-    s->started = true;
-    return 0;
+    return vb_thread_start(&s->thread, thread_main, s);
 }
 
 void vb_twilio_stream_stop(vb_twilio_stream_t *s)
 {
-    if (s == NULL || !s->started)
-        return;
-    uv_async_send(&s->stop);
-    uv_thread_join(&s->thread);
-    s->started = false;
+    if (s != NULL)
+        vb_thread_stop(&s->thread, &s->stop);
 }
 
 void vb_twilio_stream_destroy(vb_twilio_stream_t *s)
