@@ -93,6 +93,11 @@ $(BUILD)/%.o: %.c | deps
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 # llhttp ships as generated C in node-llhttp; it is not ours, so no strict warnings.
+# Its sources exist only once `deps` has installed the package, so they are
+# targets made by `deps` (a parallel build on a clean machine waits for it).
+$(LLHTTP_DIR)/%.c: | deps
+	@test -f $@ || { echo "$@ missing: is node-llhttp installed?"; exit 1; }
+
 $(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c | deps
 	@mkdir -p $(@D)
 	$(CC) -I$(LLHTTP_INC) $(filter-out -Werror,$(CFLAGS)) -w -c $< -o $@
