@@ -91,6 +91,25 @@
       16777216, NULL, "largest Media Streams WebSocket message")               \
     X(media_batch, INT, "VOXBRIDGE_MEDIA_BATCH", "1", 1, 50, NULL,             \
       "20 ms frames per outbound media message")                               \
+    X(stream_start_timeout_ms, INT, "VOXBRIDGE_STREAM_START_TIMEOUT_MS",       \
+      "3000", 200, 60000, NULL,                                                \
+      "a media stream must show a valid `start` within this (1008 after)")     \
+    X(max_pending_streams, INT, "VOXBRIDGE_MAX_PENDING_STREAMS", "64", 1,      \
+      100000, NULL,                                                            \
+      "unauthenticated media streams (no valid `start` yet) per lane; the "    \
+      "oldest is closed for a newcomer")                                       \
+    X(max_pending_streams_per_peer, INT,                                       \
+      "VOXBRIDGE_MAX_PENDING_STREAMS_PER_PEER", "16", 1, 100000, NULL,         \
+      "unauthenticated media streams per lane from one address")               \
+    X(media_timeout_ms, INT, "VOXBRIDGE_MEDIA_TIMEOUT_MS", "10000", 1000,      \
+      3600000, NULL,                                                           \
+      "a call whose stream sends nothing for this long is closed")             \
+    X(max_call_duration, INT, "VOXBRIDGE_MAX_CALL_DURATION", "0", 0, 604800,   \
+      NULL, "seconds after which a call is hung up (0: no limit)")             \
+    X(stream_require_signature, BOOL, "VOXBRIDGE_STREAM_REQUIRE_SIGNATURE",    \
+      "false", 0, 0, NULL,                                                     \
+      "refuse (403) a stream upgrade whose X-Twilio-Signature is absent or "   \
+      "wrong (default: log and count it; the stream token authenticates)")     \
     /* DSP */                                                                  \
     X(resampler, ENUM, "VOXBRIDGE_RESAMPLER", "speexdsp", 0, 0,                \
       "speexdsp|libsamplerate", "resampler backend")                           \

@@ -730,9 +730,14 @@ static void route_stream(vb_ingress_t *g, const vb_http_req_t *req,
         return;
     }
     /* Twilio signs the upgrade over the wss:// URL of the TwiML (spec
-     * §5.4); when the header is absent the stream token decides. */
+     * §5.4), but sources disagree on whether every upgrade carries it, so
+     * the stream token in `start` is what authenticates a stream. A
+     * signature that does not verify is logged and counted, and refused
+     * only with --stream-require-signature (which also refuses none). */
     uint32_t flags = 0;
     const char *sig = vb_http_req_header(req, "X-Twilio-Signature");
+    bool require = g->verify && g->cfg->stream_require_signature;
+    int sig_rc = sig == NULL ? VB_ENOENT : 0;
     if (g->verify && sig != NULL) {
         char *url = malloc(strlen(g->stream_base) + req->target_len + 1);
         if (url == NULL) {
@@ -740,19 +745,32 @@ static void route_stream(vb_ingress_t *g, const vb_http_req_t *req,
             return;
         }
         sprintf(url, "%s%s", g->stream_base, req->target);
-        int rc = vb_twilio_sig_verify(
+        sig_rc = vb_twilio_sig_verify(
             g->cfg->twilio_auth_token, url, NULL, sig, strlen(sig),
             VB_TWILIO_SIG_PORT_VARIANTS | VB_TWILIO_SIG_SLASH_VARIANTS);
         free(url);
-        if (rc != 0) {
+        if (sig_rc != 0) {
             vb_metrics_counter_add(g->shard, g->sigfail[R_STREAM], 1);
-            VB_LOG_RATELIMITED(
-                VB_LOG_WARN, 1000, NULL, "twilio signature rejected",
-                "route=stream reason=mismatch client=%s", client);
-            set_text(resp, 403, "invalid X-Twilio-Signature\n");
-            return;
+            VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, NULL,
+                               "twilio signature rejected",
+                               "route=stream reason=mismatch client=%s "
+                               "action=%s",
+                               client, require ? "refused" : "token decides");
+        } else {
+            flags |= VB_INGRESS_CONN_SIGNED;
         }
-        flags |= VB_INGRESS_CONN_SIGNED;
+    }
+    if (require && sig_rc != 0) {
+        if (sig == NULL) {
+            vb_metrics_counter_add(g->shard, g->sigfail[R_STREAM], 1);
+            VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, NULL,
+                               "twilio signature rejected",
+                               "route=stream reason=missing client=%s "
+                               "action=refused",
+                               client);
+        }
+        set_text(resp, 403, "invalid X-Twilio-Signature\n");
+        return;
     }
     if (g->lanes == NULL) {
         vb_metrics_counter_add(g->shard, g->handoff[H_NO_LANES], 1);

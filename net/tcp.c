@@ -14,6 +14,8 @@
  */
 #include "net/tcp.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -385,6 +387,21 @@ static const vb_transport_ops_t tcp_ops = {
     .peer_name = tcp_peer_name,
 };
 
+/* Every connection, in and out, gets TCP keepalive: a peer that vanished
+ * without a FIN or RST (a NAT that forgot us, a host that lost power) is
+ * found within VB_TCP_KEEPALIVE_IDLE_S + INTVL_S * CNT seconds instead of
+ * holding its call and sockets until the kernel's two-hour default. */
+static void tcp_keepalive(tcp_t *c)
+{
+    uv_os_fd_t fd;
+    if (uv_tcp_keepalive(&c->h, 1, VB_TCP_KEEPALIVE_IDLE_S) < 0 ||
+        uv_fileno((uv_handle_t *)&c->h, &fd) < 0)
+        return; /* not a TCP socket (socketpair in tests): nothing to probe */
+    int intvl = VB_TCP_KEEPALIVE_INTVL_S, cnt = VB_TCP_KEEPALIVE_CNT;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+}
+
 static tcp_t *tcp_new(uv_loop_t *loop)
 {
     tcp_t *c = calloc(1, sizeof *c);
@@ -434,6 +451,7 @@ int vb_tcp_adopt(uv_loop_t *loop, int fd, vb_transport_t **out)
         return vb_tcp_err_from_uv(r);
     }
     uv_tcp_nodelay(&c->h, 1);
+    tcp_keepalive(c);
     c->st = TCP_OPEN;
     *out = &c->base;
     return 0;
@@ -449,6 +467,7 @@ static void tcp_connect_cb(uv_connect_t *req, int status)
     } else {
         c->st = TCP_OPEN;
         uv_tcp_nodelay(&c->h, 1);
+        tcp_keepalive(c);
         if (c->want_read)
             tcp_read_start(&c->base);
         tcp_flush(c);

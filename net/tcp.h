@@ -32,6 +32,13 @@ int vb_tcp_connect(uv_loop_t *loop, const char *host, uint16_t port,
  * with VB_ENOSPC (a peer that stopped reading must not eat all memory). */
 #define VB_TCP_MAX_QUEUED (16u * 1024u * 1024u)
 
+/* TCP keepalive on every connection (adopted or connected): first probe
+ * after IDLE_S seconds of silence, then every INTVL_S, dead after CNT
+ * unanswered probes (30 s in all). */
+#define VB_TCP_KEEPALIVE_IDLE_S  15
+#define VB_TCP_KEEPALIVE_INTVL_S 5
+#define VB_TCP_KEEPALIVE_CNT     3
+
 /* Maps a libuv error code to a VB_E* code. */
 int vb_tcp_err_from_uv(int uv_err);
 

@@ -31,16 +31,27 @@
 #include "net/twilio_rest.h"
 #include "net/ws.h"
 
-#define FRAME_BYTES        160 /* 20 ms of 8 kHz μ-law */
-#define MAX_BATCH          50
-#define MARK_FIFO          1024
-#define OVF_MAX            4096 /* overflow messages per call */
-#define NS_PER_MULAW_BYTE  125000ull
-#define DEFAULT_START_MS   10000u
+#define FRAME_BYTES       160 /* 20 ms of 8 kHz μ-law */
+#define MAX_BATCH         50
+#define MARK_FIFO         1024
+#define OVF_MAX           4096 /* overflow messages per call */
+#define NS_PER_MULAW_BYTE 125000ull
+#define DEFAULT_START_MS  3000u
+#define DEFAULT_PREAUTH   64u
+#define DEFAULT_PER_PEER  16u
+#define DEFAULT_MEDIA_MS  10000u
+#define DEFAULT_TOKEN_TTL 300u
+#define BATCH_CAP         (MAX_BATCH * FRAME_BYTES)
+/* Inbound rate limit in μ-law bytes (see twilio_stream.h). */
+#define RATE_BYTES_PER_S   (8000u * VB_TWILIO_RATE_X)
+#define RATE_NS_PER_BYTE   (1000000000ull / RATE_BYTES_PER_S)
+#define RATE_BURST         (8u * VB_TWILIO_RATE_BURST_MS)
+#define RATE_CLOSE         (8u * VB_TWILIO_RATE_CLOSE_MS)
 #define DEFAULT_MAX_ERRORS 100u
 #define DEFAULT_PENDING    (1024u * 1024u)
 #define SWEEP_MS           100
 #define MARK_NAME_MAX      VB_MSG_DATA_MAX
+#define CLOSE_TIMEOUT_MS   1000u /* peer's close frame after ours */
 
 const char *const vb_twilio_error_reasons[] = {
     "invalid_json",     "missing_field",
@@ -70,9 +81,21 @@ enum {
 };
 
 static const char *const rejected_reasons[] = {
-    "missing", "forged", "expired", "wrong_lane", "lane_full", NULL,
+    "missing",   "forged",   "expired",      "wrong_lane",    "lane_full",
+    "duplicate", "no_start", "preauth_full", "preauth_limit", NULL,
 };
-enum { R_MISSING, R_FORGED, R_EXPIRED, R_WRONG_LANE, R_LANE_FULL, R_COUNT };
+enum {
+    R_MISSING,
+    R_FORGED,
+    R_EXPIRED,
+    R_WRONG_LANE,
+    R_LANE_FULL,
+    R_DUPLICATE,     /* another stream of the call is open or has ended */
+    R_NO_START,      /* no valid `start` before the deadline */
+    R_PREAUTH_FULL,  /* evicted from a full pre-auth pool */
+    R_PREAUTH_LIMIT, /* too many bytes or too big a message before start */
+    R_COUNT
+};
 
 typedef enum { C_CONNECTED, C_STREAMING, C_ENDED } cstate_t;
 
@@ -82,6 +105,13 @@ typedef struct call {
     cstate_t st;
     bool got_connected, opened, closing;
     vb_ws_t *ws;
+    bool authed;      /* `start` verified: in s->calls, else in s->pre */
+    uint32_t pre_idx; /* index in s->pre while !authed */
+    char peer[64];
+    uint64_t adopted_ns, preauth_bytes;
+    uint64_t last_in_ns;  /* last message received */
+    uint64_t rate_t_ns;   /* inbound rate limit: bucket time */
+    uint64_t rate_excess; /* bytes dropped past the limit */
     char label[72];
     char stream_sid[64];
     size_t stream_sid_len;
@@ -89,13 +119,14 @@ typedef struct call {
     bool have_seq, have_chunk;
     uint64_t last_seq, last_chunk;
     uint32_t seq_in, turn;
-    /* Buffers allocated at adoption. */
+    /* Buffers allocated when `start` verifies (json: a small one before). */
     char *json; /* max_message + 1 */
+    size_t json_cap;
     uint8_t *audio;
     size_t audio_cap;
     char *out;
     size_t out_cap;
-    uint8_t batch[MAX_BATCH * FRAME_BYTES];
+    uint8_t *batch; /* BATCH_CAP */
     size_t batch_len;
     uint64_t batch_origin;
     bool dirty;
@@ -103,7 +134,7 @@ typedef struct call {
     vb_msg_t *ovf;
     uint32_t ovf_head, ovf_len, ovf_cap;
     /* Clear generation of each mark in flight, oldest first. */
-    uint32_t mark_gen[MARK_FIFO];
+    uint32_t *mark_gen; /* MARK_FIFO */
     uint32_t mk_head, mk_len, clear_gen;
     uint64_t play_end_ns; /* playout model: when queued audio ends */
     /* Hang-up waiting for the goodbye audio: marks still to be echoed
@@ -128,30 +159,49 @@ struct vb_twilio_stream {
     bool stopping, paused;
     vb_metrics_shard_t *shard;
     call_t **calls;
+    call_t **pre; /* unauthenticated streams, cfg.max_preauth slots */
+    uint32_t npre;
+    /* CallSids (hashed) of calls that ended, with when they may be
+     * forgotten: a stream token opens one stream. */
+    struct used_sid {
+        uint64_t hash, until_ns;
+    } * used;
+    uint32_t used_cap, used_next;
     uint32_t *gens;
     uint32_t *dirty;
     uint32_t ndirty;
     uv_check_t reaper;
-    uint32_t *reap; /* slots whose socket is gone; freed after callbacks */
+    /* Connections whose socket is gone, freed after callbacks: call slots,
+     * and max_calls + i for pre-auth slot i. */
+    uint32_t *reap;
     uint32_t nreap;
     vb_metric_t m_err[E_COUNT], m_rej[R_COUNT];
-    vb_metric_t m_outcome[5];
+    vb_metric_t m_outcome[6];
     vb_metric_t m_calls, m_active, m_frames_in, m_frames_out, m_marks_sent,
         m_marks_echoed, m_clears, m_seq_gaps, m_out_dropped, m_stale,
-        m_ring_full, m_wait_out, m_lat_out, m_lat_in, m_barge, m_in_dropped;
+        m_ring_full, m_wait_out, m_lat_out, m_lat_in, m_barge, m_in_dropped,
+        m_throttled, m_preauth, m_sig_unverified;
     pthread_mutex_t stats_mu;
     vb_twilio_call_stats_t last;
     uint64_t ended;
 };
 
 static void call_fatal(call_t *c, uint16_t code, const char *reason);
+static void call_fatal_as(call_t *c, uint16_t code, const char *reason,
+                          const char *outcome);
+static void send_media(call_t *c);
+static bool rate_take(call_t *c, size_t n, uint64_t now);
+static int promote(call_t *c, const char **why);
+static bool sid_taken(vb_twilio_stream_t *s, const char *sid, size_t len);
+static void sid_remember(vb_twilio_stream_t *s, const char *sid);
+static uint32_t preauth_slots(const vb_twilio_stream_t *s);
 static void hangup_begin(call_t *c);
 static void hangup_now(call_t *c, const char *why);
 static void call_end(call_t *c, const char *reason);
 
 /* Values of vb_calls_total{outcome}; call_end() reasons map onto them. */
-static const char *const outcomes[] = {"stop",  "hangup",   "disconnect",
-                                       "error", "shutdown", NULL};
+static const char *const outcomes[] = {
+    "stop", "hangup", "disconnect", "error", "shutdown", "timeout", NULL};
 static void call_maybe_free(call_t *c);
 
 static int64_t default_now_s(void)
@@ -436,7 +486,7 @@ static void out_audio(call_t *c, const vb_msg_t *m)
     while (n > 0) {
         if (c->batch_len == 0)
             c->batch_origin = m->t_origin;
-        size_t room = sizeof c->batch - c->batch_len;
+        size_t room = BATCH_CAP - c->batch_len;
         size_t k = n < room ? n : room;
         memcpy(c->batch + c->batch_len, p, k);
         c->batch_len += k;
@@ -585,6 +635,21 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
         call_fatal(c, VB_WS_CLOSE_POLICY, reason);
         return;
     }
+    if (sid_taken(s, m->start.call_sid.p, m->start.call_sid.len)) {
+        vb_metrics_counter_add(s->shard, s->m_rej[R_DUPLICATE], 1);
+        vb_log_warn(m->start.call_sid.p, "stream rejected",
+                    "reason=duplicate lane=%d peer=%s", s->cfg.lane, c->peer);
+        call_fatal(c, VB_WS_CLOSE_POLICY, "stream token already used");
+        return;
+    }
+    const char *why = NULL;
+    int code = promote(c, &why);
+    if (code != 0) {
+        vb_log_warn(m->start.call_sid.p, "twilio stream refused",
+                    "reason=%s lane=%d", why, s->cfg.lane);
+        call_fatal(c, (uint16_t)code, why);
+        return;
+    }
     memcpy(c->stream_sid, m->stream_sid.p, m->stream_sid.len + 1);
     c->stream_sid_len = m->stream_sid.len;
     snprintf(c->label, sizeof c->label, "%s", m->start.call_sid.p);
@@ -596,7 +661,7 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
     memcpy(open.account_sid, m->start.account_sid.p, m->start.account_sid.len);
     memcpy(c->account_sid, open.account_sid, sizeof c->account_sid);
     c->st = C_STREAMING;
-    c->started_ns = vb_clock_now_ns();
+    c->started_ns = c->rate_t_ns = vb_clock_now_ns();
     c->opened = true;
     in_push(c, VB_MSG_CALL_OPEN, 0, &open, sizeof open, vb_clock_now_ns());
     vb_metrics_counter_add(s->shard, s->m_calls, 1);
@@ -637,10 +702,39 @@ static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
     c->stats.frames_in++;
     c->stats.bytes_in += n;
     vb_metrics_counter_add(s->shard, s->m_frames_in, 1);
+    if (!rate_take(c, n, t_origin))
+        return;
     for (size_t off = 0; off < n; off += VB_MSG_DATA_MAX) {
         size_t k = n - off < VB_MSG_DATA_MAX ? n - off : VB_MSG_DATA_MAX;
         in_push(c, VB_MSG_AUDIO, 0, c->audio + off, k, t_origin);
     }
+}
+
+/* Inbound rate limit: a bucket of RATE_BURST bytes refilled at
+ * RATE_BYTES_PER_S. A frame it cannot pay for is dropped (counted) and
+ * never reaches the model; false then. Too much excess ends the call. */
+static bool rate_take(call_t *c, size_t n, uint64_t now)
+{
+    vb_twilio_stream_t *s = c->s;
+    uint64_t floor = now > RATE_BURST * RATE_NS_PER_BYTE
+                         ? now - RATE_BURST * RATE_NS_PER_BYTE
+                         : 0;
+    if (c->rate_t_ns < floor)
+        c->rate_t_ns = floor; /* the bucket holds at most RATE_BURST */
+    uint64_t cost = (uint64_t)n * RATE_NS_PER_BYTE;
+    if (c->rate_t_ns + cost <= now) {
+        c->rate_t_ns += cost;
+        return true;
+    }
+    c->rate_excess += n;
+    vb_metrics_counter_add(s->shard, s->m_throttled, n);
+    VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call_label(c),
+                       "media faster than real time: dropped",
+                       "bytes=%zu excess=%llu", n,
+                       (unsigned long long)c->rate_excess);
+    if (c->rate_excess > RATE_CLOSE)
+        call_fatal(c, VB_WS_CLOSE_POLICY, "media faster than real time");
+    return false;
 }
 
 static void on_mark(call_t *c, const vb_twilio_msg_t *m)
@@ -678,6 +772,22 @@ static void on_text(call_t *c, const uint8_t *data, size_t len)
     uint64_t t_origin = vb_clock_now_ns();
     vb_twilio_msg_t m;
     vb_twilio_msg_error_t err;
+    c->last_in_ns = t_origin;
+    if (!c->authed) {
+        /* Before `start` has verified, a stream is a stranger: small
+         * messages, few bytes. */
+        c->preauth_bytes += len;
+        if (len > VB_TWILIO_PREAUTH_MAX_MESSAGE ||
+            c->preauth_bytes > VB_TWILIO_PREAUTH_MAX_BYTES) {
+            vb_metrics_counter_add(c->s->shard, c->s->m_rej[R_PREAUTH_LIMIT],
+                                   1);
+            call_fatal(c,
+                       len > VB_TWILIO_PREAUTH_MAX_MESSAGE ? VB_WS_CLOSE_TOO_BIG
+                                                           : VB_WS_CLOSE_POLICY,
+                       "too much data before start");
+            return;
+        }
+    }
     memcpy(c->json, data, len);
     int rc = vb_twilio_msg_parse(c->json, len, &m, &err);
     if (rc < 0) {
@@ -737,7 +847,9 @@ static void reaper_cb(uv_check_t *h)
 {
     vb_twilio_stream_t *s = h->data;
     for (uint32_t i = 0; i < s->nreap; i++) {
-        call_t *c = s->calls[s->reap[i]];
+        uint32_t k = s->reap[i];
+        call_t *c =
+            k < s->cfg.max_calls ? s->calls[k] : s->pre[k - s->cfg.max_calls];
         if (c != NULL)
             call_maybe_free(c);
     }
@@ -784,22 +896,35 @@ static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
     vb_ws_destroy(ws); /* deferred by the endpoint until it unwinds */
     c->ws = NULL;
     /* Callers up the stack may still hold `c`; free it from the reaper. */
-    s->reap[s->nreap++] = c->id.slot;
+    s->reap[s->nreap++] =
+        c->authed ? c->id.slot : s->cfg.max_calls + c->pre_idx;
     uv_check_start(&s->reaper, reaper_cb);
 }
 
 /* ---- call lifecycle ---- */
 
-static void call_fatal(call_t *c, uint16_t code, const char *reason)
+static void call_fatal_as(call_t *c, uint16_t code, const char *reason,
+                          const char *outcome)
 {
     if (c->closing)
         return;
     c->closing = true;
-    vb_log_warn(call_label(c), "closing twilio stream", "code=%u reason=%s",
-                (unsigned)code, reason);
-    call_end(c, "error");
+    if (c->authed)
+        vb_log_warn(call_label(c), "closing twilio stream", "code=%u reason=%s",
+                    (unsigned)code, reason);
+    else /* strangers: a flood of them must not flood the log */
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call_label(c),
+                           "closing unauthenticated twilio stream",
+                           "code=%u reason=%s peer=%s", (unsigned)code, reason,
+                           c->peer);
+    call_end(c, outcome);
     if (c->ws != NULL)
         vb_ws_close(c->ws, code, reason);
+}
+
+static void call_fatal(call_t *c, uint16_t code, const char *reason)
+{
+    call_fatal_as(c, code, reason, "error");
 }
 
 /* ---- hang-up after the goodbye ---- */
@@ -902,6 +1027,7 @@ static void call_end(call_t *c, const char *reason)
     if (!was_open)
         return;
     in_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason), vb_clock_now_ns());
+    sid_remember(s, c->label);
     vb_metrics_gauge_add(s->shard, s->m_active, -1);
     for (int i = 0; outcomes[i] != NULL; i++)
         if (strcmp(reason, outcomes[i]) == 0)
@@ -951,11 +1077,18 @@ static void call_end(call_t *c, const char *reason)
 static void call_free(call_t *c)
 {
     vb_twilio_stream_t *s = c->s;
-    s->calls[c->id.slot] = NULL;
-    s->gens[c->id.slot]++;
+    if (c->authed) {
+        s->calls[c->id.slot] = NULL;
+        s->gens[c->id.slot]++;
+    } else {
+        s->pre[c->pre_idx] = NULL;
+        s->npre--;
+    }
     free(c->json);
     free(c->audio);
     free(c->out);
+    free(c->batch);
+    free(c->mark_gen);
     free(c->lat);
     free(c->ovf);
     free(c);
@@ -967,77 +1100,122 @@ static void call_maybe_free(call_t *c)
         call_free(c);
 }
 
-/* Sends a close frame straight to a socket we will not serve. */
-static void reject_fd(int fd, uint16_t code, const char *reason)
+static uint32_t preauth_cap(const vb_twilio_stream_t *s)
 {
-    uint8_t f[2 + 2 + 64];
-    size_t rl = strlen(reason);
-    if (rl > 60)
-        rl = 60;
-    f[0] = 0x88;
-    f[1] = (uint8_t)(2 + rl);
-    f[2] = (uint8_t)(code >> 8);
-    f[3] = (uint8_t)code;
-    memcpy(f + 4, reason, rl);
-    ssize_t w = write(fd, f, 4 + rl);
-    (void)w; /* best effort */
-    close(fd);
+    return s->cfg.max_preauth ? s->cfg.max_preauth : DEFAULT_PREAUTH;
+}
+
+/* The pool array has room for twice the live bound: evicted streams linger
+ * there for their close handshake (close_timeout_ms) while new ones come. */
+static uint32_t preauth_slots(const vb_twilio_stream_t *s)
+{
+    return 2 * preauth_cap(s);
+}
+
+/* Makes room for one more unauthenticated stream from `peer`: at the
+ * per-peer bound that peer's oldest is closed, at the pool bound the
+ * pool's oldest. A real Twilio stream sends `start` with `connected`, so it
+ * leaves the pool within one round trip; only streams that wait lose. */
+static void preauth_make_room(vb_twilio_stream_t *s, const char *peer)
+{
+    uint32_t per_peer = s->cfg.max_preauth_per_peer
+                            ? s->cfg.max_preauth_per_peer
+                            : DEFAULT_PER_PEER;
+    uint32_t live = 0, mine = 0;
+    call_t *oldest = NULL, *oldest_mine = NULL;
+    for (uint32_t i = 0; i < preauth_slots(s); i++) {
+        call_t *c = s->pre[i];
+        if (c == NULL || c->closing || c->st == C_ENDED)
+            continue;
+        live++;
+        if (oldest == NULL || c->adopted_ns < oldest->adopted_ns)
+            oldest = c;
+        if (strcmp(c->peer, peer) == 0) {
+            mine++;
+            if (oldest_mine == NULL || c->adopted_ns < oldest_mine->adopted_ns)
+                oldest_mine = c;
+        }
+    }
+    call_t *victim = mine >= per_peer         ? oldest_mine
+                     : live >= preauth_cap(s) ? oldest
+                                              : NULL;
+    if (victim == NULL)
+        return;
+    vb_metrics_counter_add(s->shard, s->m_rej[R_PREAUTH_FULL], 1);
+    VB_LOG_RATELIMITED(
+        VB_LOG_WARN, 1000, victim->label, "unauthenticated stream evicted",
+        "why=%s peer=%s lane=%d",
+        victim == oldest_mine && mine >= per_peer ? "per-peer limit"
+                                                  : "pool full",
+        victim->peer, s->cfg.lane);
+    call_fatal(victim, 1013, "too many streams waiting for start");
+}
+
+/* A free index in the pre-auth pool; when every one is held by a stream
+ * still closing, the oldest of those is dropped without its handshake. */
+static uint32_t preauth_index(vb_twilio_stream_t *s)
+{
+    call_t *oldest = NULL;
+    for (uint32_t i = 0; i < preauth_slots(s); i++) {
+        call_t *c = s->pre[i];
+        if (c == NULL)
+            return i;
+        /* At most preauth_cap() are live (preauth_make_room), so more
+         * than half of a full array is closing. */
+        if ((c->closing || c->st == C_ENDED) &&
+            (oldest == NULL || c->adopted_ns < oldest->adopted_ns))
+            oldest = c;
+    }
+    uint32_t i = oldest->pre_idx;
+    if (oldest->ws != NULL) {
+        vb_ws_destroy(oldest->ws); /* not inside its callbacks: drain_conn */
+        oldest->ws = NULL;
+    }
+    call_end(oldest, "error");
+    oldest->ovf_len = 0; /* never opened: nothing parked */
+    call_free(oldest);
+    return i;
 }
 
 static void adopt(vb_twilio_stream_t *s, int fd, const uint8_t *pre,
                   size_t pre_len, const char *peer)
 {
-    uint32_t slot = 0;
-    while (slot < s->cfg.max_calls && s->calls[slot] != NULL)
-        slot++;
-    if (slot == s->cfg.max_calls) {
-        vb_metrics_counter_add(s->shard, s->m_rej[R_LANE_FULL], 1);
-        vb_log_warn(NULL, "twilio stream refused: lane full", "lane=%d",
-                    s->cfg.lane);
-        reject_fd(fd, 1013, "lane full");
-        return;
-    }
-    size_t maxm =
-        s->cfg.max_message ? s->cfg.max_message : VB_WS_DEFAULT_MAX_MESSAGE;
+    preauth_make_room(s, peer);
+    uint32_t idx = preauth_index(s);
     call_t *c = calloc(1, sizeof *c);
     if (c == NULL)
         goto fail;
     c->s = s;
-    c->id.slot = slot;
-    c->id.gen = s->gens[slot];
     c->st = C_CONNECTED;
-    snprintf(c->label, sizeof c->label, "lane%d-conn%u", s->cfg.lane,
-             (unsigned)slot);
+    c->pre_idx = idx;
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    snprintf(c->label, sizeof c->label, "lane%d-pre%u", s->cfg.lane,
+             (unsigned)idx);
     vb_log_debug(c->label, "twilio stream adopted", "peer=%s early_bytes=%zu",
                  peer, pre_len);
-    c->json = malloc(maxm + 1);
-    c->audio_cap = maxm / 4 * 3 + 3;
-    c->audio = malloc(c->audio_cap);
-    /* Base64 of a full batch or a fully escaped mark name, plus JSON. */
-    size_t b64 = (sizeof c->batch + 2) / 3 * 4;
-    size_t mk = MARK_NAME_MAX * 6;
-    c->out_cap = (b64 > mk ? b64 : mk) + 256;
-    c->out = malloc(c->out_cap);
-    c->lat = malloc(sizeof *c->lat);
-    if (c->json == NULL || c->audio == NULL || c->out == NULL || c->lat == NULL)
+    c->json_cap = VB_TWILIO_PREAUTH_MAX_MESSAGE;
+    c->json = malloc(c->json_cap + 1);
+    if (c->json == NULL)
         goto fail;
-    vb_hist_init(c->lat);
     uint64_t ms =
         s->cfg.start_timeout_ms ? s->cfg.start_timeout_ms : DEFAULT_START_MS;
-    c->start_deadline_ns = vb_clock_now_ns() + ms * 1000000ull;
-    s->calls[slot] = c;
+    c->adopted_ns = c->last_in_ns = vb_clock_now_ns();
+    c->start_deadline_ns = c->adopted_ns + ms * 1000000ull;
+    s->pre[idx] = c;
+    s->npre++;
+    vb_metrics_counter_add(s->shard, s->m_preauth, 1);
     vb_transport_t *t = NULL;
     int rc = vb_tcp_adopt(&s->loop, fd, &t);
     fd = -1; /* owned by the transport now, or closed */
     if (rc < 0) {
         vb_log_warn(NULL, "twilio stream: cannot adopt socket", "err=%s",
                     vb_err_name(rc));
-        s->calls[slot] = NULL;
-        goto fail;
+        goto fail_pooled;
     }
     vb_ws_config_t wc = {
         .role = VB_WS_SERVER,
-        .max_message = maxm,
+        .max_message = VB_TWILIO_PREAUTH_MAX_MESSAGE, /* raised at start */
+        .close_timeout_ms = CLOSE_TIMEOUT_MS,
         .log_id = c->label,
     };
     vb_ws_callbacks_t cb = {
@@ -1053,22 +1231,117 @@ static void adopt(vb_twilio_stream_t *s, int fd, const uint8_t *pre,
     if (rc < 0) {
         vb_log_warn(NULL, "twilio stream: websocket setup failed", "err=%s",
                     vb_err_name(rc));
-        s->calls[slot] = NULL;
-        goto fail;
+        goto fail_pooled;
     }
     c->ws = ws;
-    if (s->paused)
-        vb_ws_read_pause(ws, true);
+    return;
+fail_pooled:
+    call_free(c);
     return;
 fail:
     if (c != NULL) {
         free(c->json);
-        free(c->audio);
-        free(c->out);
         free(c);
     }
     if (fd >= 0)
         close(fd);
+}
+
+/* The stream's `start` verified: it leaves the pre-auth pool for a call
+ * slot and gets the per-call buffers. Returns 0, or the close code and
+ * reason to refuse it with (lane full, out of memory). */
+static int promote(call_t *c, const char **why)
+{
+    vb_twilio_stream_t *s = c->s;
+    uint32_t slot = 0;
+    while (slot < s->cfg.max_calls && s->calls[slot] != NULL)
+        slot++;
+    if (slot == s->cfg.max_calls) {
+        vb_metrics_counter_add(s->shard, s->m_rej[R_LANE_FULL], 1);
+        *why = "lane full";
+        return 1013;
+    }
+    size_t maxm =
+        s->cfg.max_message ? s->cfg.max_message : VB_WS_DEFAULT_MAX_MESSAGE;
+    char *json = malloc(maxm + 1);
+    size_t audio_cap = maxm / 4 * 3 + 3;
+    uint8_t *audio = malloc(audio_cap);
+    /* Base64 of a full batch or a fully escaped mark name, plus JSON. */
+    size_t b64 = (BATCH_CAP + 2) / 3 * 4;
+    size_t mk = MARK_NAME_MAX * 6;
+    size_t out_cap = (b64 > mk ? b64 : mk) + 256;
+    char *out = malloc(out_cap);
+    uint8_t *batch = malloc(BATCH_CAP);
+    uint32_t *mark_gen = malloc(MARK_FIFO * sizeof *mark_gen);
+    vb_hist_t *lat = malloc(sizeof *lat);
+    if (json == NULL || audio == NULL || out == NULL || batch == NULL ||
+        mark_gen == NULL || lat == NULL ||
+        vb_ws_set_max_message(c->ws, maxm) != 0) {
+        free(json);
+        free(audio);
+        free(out);
+        free(batch);
+        free(mark_gen);
+        free(lat);
+        *why = "out of memory";
+        return VB_WS_CLOSE_INTERNAL;
+    }
+    vb_hist_init(lat);
+    free(c->json);
+    c->json = json;
+    c->json_cap = maxm;
+    c->audio = audio;
+    c->audio_cap = audio_cap;
+    c->out = out;
+    c->out_cap = out_cap;
+    c->batch = batch;
+    c->mark_gen = mark_gen;
+    c->lat = lat;
+    s->pre[c->pre_idx] = NULL;
+    s->npre--;
+    c->authed = true;
+    c->id.slot = slot;
+    c->id.gen = s->gens[slot];
+    s->calls[slot] = c;
+    if (s->paused)
+        vb_ws_read_pause(c->ws, true);
+    return 0;
+}
+
+/* ---- one stream per call ---- */
+
+static uint64_t sid_hash(const char *sid, size_t len)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)sid[i]) * 1099511628211ull;
+    return h;
+}
+
+/* True when a stream for this CallSid is open on the lane or ended less
+ * than a token lifetime ago. */
+static bool sid_taken(vb_twilio_stream_t *s, const char *sid, size_t len)
+{
+    for (uint32_t i = 0; i < s->cfg.max_calls; i++) {
+        const call_t *c = s->calls[i];
+        if (c != NULL && c->opened && strlen(c->label) == len &&
+            memcmp(c->label, sid, len) == 0)
+            return true;
+    }
+    uint64_t h = sid_hash(sid, len), now = vb_clock_now_ns();
+    for (uint32_t i = 0; i < s->used_cap; i++)
+        if (s->used[i].hash == h && s->used[i].until_ns > now)
+            return true;
+    return false;
+}
+
+static void sid_remember(vb_twilio_stream_t *s, const char *sid)
+{
+    uint32_t ttl = s->cfg.token_ttl_s ? s->cfg.token_ttl_s : DEFAULT_TOKEN_TTL;
+    struct used_sid *u = &s->used[s->used_next];
+    s->used_next = (s->used_next + 1) % s->used_cap;
+    u->hash = sid_hash(sid, strlen(sid));
+    u->until_ns = vb_clock_now_ns() + (uint64_t)ttl * 1000000000ull;
 }
 
 static void drain_conn(vb_twilio_stream_t *s)
@@ -1107,13 +1380,40 @@ static void sweep_cb(uv_timer_t *t)
 {
     vb_twilio_stream_t *s = t->data;
     uint64_t now = vb_clock_now_ns();
+    for (uint32_t i = 0; i < preauth_slots(s); i++) {
+        call_t *c = s->pre[i];
+        if (c != NULL && c->st == C_CONNECTED && !c->closing &&
+            now > c->start_deadline_ns) {
+            vb_metrics_counter_add(s->shard, s->m_rej[R_NO_START], 1);
+            VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, c->label,
+                               "twilio stream sent no valid start",
+                               "peer=%s lane=%d", c->peer, s->cfg.lane);
+            call_fatal(c, VB_WS_CLOSE_POLICY, "no start message");
+        }
+    }
+    uint64_t idle_ns =
+        (uint64_t)(s->cfg.media_timeout_ms ? s->cfg.media_timeout_ms
+                                           : DEFAULT_MEDIA_MS) *
+        1000000ull;
+    uint64_t max_ns = (uint64_t)s->cfg.max_call_s * 1000000000ull;
     for (uint32_t i = 0; i < s->cfg.max_calls; i++) {
         call_t *c = s->calls[i];
-        if (c != NULL && c->st == C_CONNECTED && !c->closing &&
-            now > c->start_deadline_ns)
-            call_fatal(c, VB_WS_CLOSE_POLICY, "no start message");
-        else if (c != NULL && c->hangup_pending && now > c->hangup_deadline_ns)
+        if (c == NULL || c->st != C_STREAMING || c->closing)
+            continue;
+        if (now > c->last_in_ns + idle_ns) {
+            vb_log_warn(c->label, "no media from twilio: closing",
+                        "idle_ms=%llu",
+                        (unsigned long long)((now - c->last_in_ns) / 1000000));
+            call_fatal_as(c, VB_WS_CLOSE_POLICY, "no media", "timeout");
+        } else if (c->hangup_pending && now > c->hangup_deadline_ns) {
             hangup_now(c, "mark echo overdue");
+        } else if (max_ns != 0 && !c->hangup_pending &&
+                   now > c->started_ns + max_ns) {
+            vb_log_info(c->label, "maximum call duration reached", "max_s=%u",
+                        (unsigned)s->cfg.max_call_s);
+            send_media(c);
+            hangup_begin(c);
+        }
     }
 }
 
@@ -1140,6 +1440,19 @@ static void stop_cb(uv_async_t *a)
         }
         call_end(c, "shutdown");
         ovf_drain(c);
+        call_free(c);
+    }
+    for (uint32_t i = 0; i < preauth_slots(s); i++) {
+        call_t *c = s->pre[i];
+        if (c == NULL)
+            continue;
+        if (c->ws != NULL) {
+            if (!c->closing)
+                vb_ws_close(c->ws, VB_WS_CLOSE_GOING_AWAY, "going away");
+            vb_ws_destroy(c->ws);
+            c->ws = NULL;
+        }
+        call_end(c, "shutdown");
         call_free(c);
     }
     uv_close((uv_handle_t *)&s->bell, close_cb);
@@ -1179,8 +1492,9 @@ static int add_series(vb_twilio_stream_t *s)
     for (int i = 0; rc == 0 && i < R_COUNT; i++)
         rc = vb_metrics_add(
             m, VB_METRIC_COUNTER, "vb_twilio_stream_rejected_total",
-            "Media streams refused before a call was opened "
-            "(stream token checks, lane full).",
+            "Media streams refused before a call was opened: stream token "
+            "checks, a token already used, lane full, no start, evicted from "
+            "or over the limits of the unauthenticated pool.",
             VB_LABELS("reason", rejected_reasons[i]), &s->m_rej[i]);
 #define ADD(type, name, help, labels, id)                         \
     do {                                                          \
@@ -1196,7 +1510,8 @@ static int add_series(vb_twilio_stream_t *s)
         ADD(VB_METRIC_COUNTER, "vb_calls_total",
             "Calls ended, by outcome: stop (Twilio ended the stream: the "
             "caller hung up), hangup (voxbridge ended it), disconnect "
-            "(the socket dropped), error (protocol failure), shutdown.",
+            "(the socket dropped), error (protocol failure), shutdown, "
+            "timeout (no media from Twilio).",
             VB_LABELS("outcome", outcomes[i]), &s->m_outcome[i]);
     ADD(VB_METRIC_COUNTER, "vb_twilio_media_in_total",
         "`media` messages received from Twilio.", NULL, &s->m_frames_in);
@@ -1218,6 +1533,14 @@ static int add_series(vb_twilio_stream_t *s)
         "Inbound audio bytes dropped because a Twilio socket kept sending "
         "while the inbound ring was full.",
         NULL, &s->m_in_dropped);
+    ADD(VB_METRIC_COUNTER, "vb_twilio_inbound_throttled_bytes_total",
+        "Inbound audio bytes dropped because a stream sent media faster "
+        "than the rate limit (2x real time beyond a burst).",
+        NULL, &s->m_throttled);
+    ADD(VB_METRIC_COUNTER, "vb_twilio_streams_unauthenticated_total",
+        "Media stream connections adopted into the pre-auth pool (before "
+        "their `start` verified).",
+        NULL, &s->m_preauth);
     ADD(VB_METRIC_COUNTER, "vb_twilio_stale_messages_total",
         "Outbound messages for a call the twilio-io stage no longer has.", NULL,
         &s->m_stale);
@@ -1267,9 +1590,12 @@ int vb_twilio_stream_create(vb_twilio_stream_t **out,
     s->calls = calloc(cfg->max_calls, sizeof *s->calls);
     s->gens = calloc(cfg->max_calls, sizeof *s->gens);
     s->dirty = calloc(cfg->max_calls, sizeof *s->dirty);
-    s->reap = calloc(cfg->max_calls, sizeof *s->reap);
+    s->pre = calloc(preauth_slots(s), sizeof *s->pre);
+    s->used_cap = cfg->max_calls * 2 > 64 ? cfg->max_calls * 2 : 64;
+    s->used = calloc(s->used_cap, sizeof *s->used);
+    s->reap = calloc(cfg->max_calls + preauth_slots(s), sizeof *s->reap);
     if (s->calls == NULL || s->gens == NULL || s->dirty == NULL ||
-        s->reap == NULL)
+        s->reap == NULL || s->pre == NULL || s->used == NULL)
         goto fail;
     rc = add_series(s);
     if (rc < 0)
@@ -1294,6 +1620,8 @@ int vb_twilio_stream_create(vb_twilio_stream_t **out,
     return 0;
 fail:
     free(s->calls);
+    free(s->pre);
+    free(s->used);
     free(s->gens);
     free(s->dirty);
     free(s->reap);
@@ -1329,6 +1657,8 @@ void vb_twilio_stream_destroy(vb_twilio_stream_t *s)
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_loop_close(&s->loop);
     free(s->calls);
+    free(s->pre);
+    free(s->used);
     free(s->gens);
     free(s->dirty);
     free(s->reap);

@@ -17,10 +17,14 @@
  * STREAMING (after a valid `start` with a valid stream token; CALL_OPEN
  * has gone downstream) -> ENDED (after `stop`, hang-up, a fatal error or
  * the socket closing; CALL_CLOSE has gone downstream if CALL_OPEN did).
- * A connection takes a call slot when it is adopted, so the call id
- * (slot + generation) exists before `start`; a connection that never
- * sends a valid `start` opens nothing downstream. Each connection gets its
- * buffers at adoption (JSON scratch, decoded audio, outgoing JSON), so the
+ * An adopted connection is unauthenticated: it lives in the lane's small
+ * pre-auth pool (bounded per lane and per peer, bounded input, a short
+ * `start` deadline) with a connection object and an 8 KiB JSON buffer, and
+ * nothing else. Only a `start` whose stream token verifies — for a CallSid
+ * with no other stream open or recently ended on this lane — takes a call
+ * slot (so the call id, slot + generation, exists from then on) and the
+ * per-call buffers (JSON scratch, decoded audio, outgoing JSON, output
+ * batch, mark FIFO), so the
  * media path allocates nothing. When the inbound ring is full the stage
  * stops reading every socket, parks messages that were already read in a
  * per-call overflow queue (audio coalesced), counts vb_ring_full_total
@@ -32,9 +36,12 @@
  * Malformed input is counted in vb_twilio_protocol_errors_total{reason}
  * and logged (rate-limited) with the call; the message is dropped and the
  * call goes on. Fatal cases close the connection: a bad or missing stream
- * token (1008, vb_twilio_stream_rejected_total{reason}), a malformed
- * `start` or unsupported media format (1008), no `start` within
- * start_timeout_ms (1008), more than max_errors protocol errors (1008),
+ * token, a token already used by a stream of the same call, a lane with no
+ * free call slot (1008 / 1013, vb_twilio_stream_rejected_total{reason}), a
+ * malformed `start` or unsupported media format (1008), no `start` within
+ * start_timeout_ms (1008), eviction from a full pre-auth pool (1013), no
+ * message for media_timeout_ms (1008), media past the rate limit (1008),
+ * more than max_errors protocol errors (1008),
  * WebSocket framing errors (1002), invalid UTF-8 (1007), a message over
  * max_message (1009).
  */
@@ -64,6 +71,18 @@ typedef struct vb_twilio_open {
  * before the mark was discarded, not played). */
 #define VB_TWILIO_MARK_CLEARED 1u
 
+/* Limits of a stream before its `start` has verified (see the config). */
+#define VB_TWILIO_PREAUTH_MAX_MESSAGE (8u * 1024u)
+#define VB_TWILIO_PREAUTH_MAX_BYTES   (32u * 1024u)
+
+/* Inbound rate limit: media faster than VB_TWILIO_RATE_X times real time
+ * (8000 μ-law bytes/s), beyond a burst of VB_TWILIO_RATE_BURST_MS of
+ * audio, is dropped before it reaches dsp (counted); a call whose dropped
+ * excess passes VB_TWILIO_RATE_CLOSE_MS of audio is closed (1008). */
+#define VB_TWILIO_RATE_X        2
+#define VB_TWILIO_RATE_BURST_MS 3000
+#define VB_TWILIO_RATE_CLOSE_MS 5000
+
 /* Payload of CALL_CLOSE on the inbound ring: a short reason ("stop",
  * "hangup", "disconnect", "error") as text, not NUL-terminated. */
 
@@ -72,10 +91,30 @@ typedef struct vb_twilio_stream_config {
     uint32_t max_calls;        /* connections at once; call slots < max_calls */
     size_t max_message;        /* WebSocket message limit; 0 = 64 KiB */
     uint32_t media_batch;      /* 20 ms frames per `media` message, 1..50 */
-    uint32_t start_timeout_ms; /* `start` deadline; 0 = 10000 */
-    uint32_t max_errors;       /* protocol errors tolerated per call; 0 = 100 */
-    size_t max_pending; /* outbound bytes queued per socket before audio is
-                           dropped (counted); 0 = 1 MiB */
+    uint32_t start_timeout_ms; /* `start` deadline after adoption; 0 = 3000 */
+    /* Unauthenticated streams (adopted, no valid `start` yet) live in a
+     * pool of their own, apart from the call slots: at most max_preauth
+     * per lane (0 = 64) and max_preauth_per_peer from one peer address
+     * (0 = 16). A new one beyond either bound evicts the oldest of that
+     * peer, else of the pool (1013). Before `start` a connection may send
+     * at most VB_TWILIO_PREAUTH_MAX_BYTES in messages of at most
+     * VB_TWILIO_PREAUTH_MAX_MESSAGE each (1008 / 1009 beyond). */
+    uint32_t max_preauth;
+    uint32_t max_preauth_per_peer;
+    /* A streaming call that receives nothing for media_timeout_ms is
+     * closed (1008 "no media"); 0 = 10000. Twilio sends a `media` message
+     * every 20 ms for the whole call. */
+    uint32_t media_timeout_ms;
+    /* Calls are hung up (as by end_call) after this many seconds; 0 = no
+     * limit. */
+    uint32_t max_call_s;
+    /* A stream token opens one stream: the CallSid of an ended call is
+     * remembered this long (the token lifetime) and a second stream for
+     * it refused; 0 = 300. */
+    uint32_t token_ttl_s;
+    uint32_t max_errors; /* protocol errors tolerated per call; 0 = 100 */
+    size_t max_pending;  /* outbound bytes queued per socket before audio is
+                            dropped (counted); 0 = 1 MiB */
     /* Stream-token key and clock (Unix seconds; NULL = time(NULL)). */
     const vb_twilio_sig_key_t *token_key;
     int64_t (*now_s)(void);

@@ -834,6 +834,14 @@ vb_ws_state_t vb_ws_state(const vb_ws_t *ws)
     return ws->state;
 }
 
+int vb_ws_set_max_message(vb_ws_t *ws, size_t max)
+{
+    if (ws == NULL || max == 0 || max < ws->frag_len)
+        return VB_EINVAL;
+    ws->max_message = max;
+    return 0;
+}
+
 size_t vb_ws_pending(const vb_ws_t *ws)
 {
     size_t n = wslay_event_get_queued_msg_length(ws->ctx);

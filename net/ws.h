@@ -170,6 +170,11 @@ int vb_ws_close(vb_ws_t *ws, uint16_t code, const char *reason);
 
 vb_ws_state_t vb_ws_state(const vb_ws_t *ws);
 
+/* Changes the largest message accepted from now on (e.g. raised once the
+ * peer has authenticated). Returns 0, or VB_EINVAL for 0 or a limit below
+ * the message being reassembled. Loop thread. */
+int vb_ws_set_max_message(vb_ws_t *ws, size_t max);
+
 /* Bytes accepted for sending but not yet written out: messages queued in
  * the endpoint plus the transport's queue. For output flow control. */
 size_t vb_ws_pending(const vb_ws_t *ws);
