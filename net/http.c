@@ -22,6 +22,7 @@
 #include <mbedtls/base64.h>
 #include <mbedtls/md.h>
 #include <netdb.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -848,7 +849,9 @@ struct vb_http_server {
     listener_box_t *listeners[MAX_LISTENERS];
     int nlisteners;
     conn_t *conns; /* doubly linked */
-    size_t nconns;
+    /* Written by the loop thread only; atomic so that other threads may
+     * read it (vb_http_server_connections). */
+    _Atomic size_t nconns;
     bool closing;
     bool accept_paused;
     uv_timer_t accept_timer; /* resumes accepting after a pause */
@@ -1524,7 +1527,7 @@ int vb_http_server_listen(vb_http_server_t *s, const char *host, int port,
 
 size_t vb_http_server_connections(const vb_http_server_t *s)
 {
-    return s->nconns;
+    return atomic_load_explicit(&s->nconns, memory_order_relaxed);
 }
 
 bool vb_http_server_accept_paused(const vb_http_server_t *s)

@@ -256,7 +256,7 @@ int vb_http_server_create(uv_loop_t *loop, const vb_http_server_cfg_t *cfg,
 int vb_http_server_listen(vb_http_server_t *s, const char *host, int port,
                           int tag, int *bound_port);
 
-/* Number of open connections. */
+/* Number of open connections. Any thread (a relaxed read). */
 size_t vb_http_server_connections(const vb_http_server_t *s);
 
 /* True while accepting is paused for lack of descriptors. */
