@@ -920,9 +920,8 @@ static void peer_key(const struct sockaddr_storage *ss, uint8_t key[17])
 {
     memset(key, 0, 17);
     if (ss->ss_family == AF_INET6) {
-        const uint8_t *a =
-            ((const struct sockaddr_in6 *)ss)->sin6_addr.s6_addr;
-        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0,
+        const uint8_t *a = ((const struct sockaddr_in6 *)ss)->sin6_addr.s6_addr;
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0,    0,
                                            0, 0, 0, 0, 0xff, 0xff};
         if (memcmp(a, mapped, 12) == 0) {
             key[0] = 4;
@@ -1482,8 +1481,8 @@ int vb_http_server_listen(vb_http_server_t *s, const char *host, int port,
     }
     box->srv = s;
     box->tag = tag;
-    box->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                     0);
+    box->fd =
+        socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int rc = box->fd < 0 ? -errno : 0, one = 1;
     if (rc == 0)
         setsockopt(box->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));

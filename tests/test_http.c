@@ -463,8 +463,7 @@ TEST(http_session_timeouts)
     lim.min_body_rate = 1000; /* 1 ms per byte */
     lim.body_grace_ms = 300;
     s = session(&r, &lim);
-    feed_chunks(s, "POST / HTTP/1.1\r\nContent-Length: 400\r\n\r\n", 100,
-                &o);
+    feed_chunks(s, "POST / HTTP/1.1\r\nContent-Length: 400\r\n\r\n", 100, &o);
     uint32_t b0 = vb_http_session_timer(s, &ms);
     ASSERT_LE(ms, 300);
     ASSERT_GT(ms, 0);
@@ -491,8 +490,7 @@ TEST(http_session_timeouts)
     lim.request_timeout_ms = 150;
     lim.min_body_rate = 1000000;
     s = session(&r, &lim);
-    feed_chunks(s, "POST / HTTP/1.1\r\nContent-Length: 400\r\n\r\n", 100,
-                &o);
+    feed_chunks(s, "POST / HTTP/1.1\r\nContent-Length: 400\r\n\r\n", 100, &o);
     feed_chunks(s, many, 1000, &o);
     vb_http_session_timer(s, &ms);
     ASSERT_LE(ms, 150);
@@ -916,8 +914,7 @@ static bool wait_conns(srv_fixture_t *f, size_t n, int ms)
 
 /* Sends one body byte at a time every `gap_ms` until the server answers;
  * returns the status (or -1), and the bytes sent in *sent. */
-static int trickle_until_answer(tc_conn_t *c, int gap_ms, int max_ms,
-                                int *sent)
+static int trickle_until_answer(tc_conn_t *c, int gap_ms, int max_ms, int *sent)
 {
     tc_resp_t r;
     double end = tc_now_ms() + max_ms;
@@ -1075,7 +1072,6 @@ TEST_T(http_server_slow_bodies_at_the_cap_do_not_lock_out_others, 60)
         tc_close(slow[i]);
     srv_stop(f);
 }
-
 
 /* Out of descriptors: accepting pauses (a log line, an event), the waiting
  * connections stay in the backlog, and every one is served once the
