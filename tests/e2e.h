@@ -338,9 +338,14 @@ static inline const char *sfield(const char *text, const char *key, char *out,
 static inline char *metrics(const rig_t *r)
 {
     tc_resp_t resp;
-    ASSERT_EQ(tc_request(r->vb_admin_port, "GET /metrics HTTP/1.1\r\n\r\n",
-                         &resp, proc_ms(5000)),
-              200);
+    /* A case that started voxbridge itself (with --metrics-listen) has not
+     * looked the admin port up yet. */
+    int port = r->vb_admin_port
+                   ? r->vb_admin_port
+                   : rig_admin_port(r->vb_log, r->vb, proc_ms(10000));
+    ASSERT_EQ(
+        tc_request(port, "GET /metrics HTTP/1.1\r\n\r\n", &resp, proc_ms(5000)),
+        200);
     return resp.body;
 }
 
