@@ -1142,3 +1142,55 @@ TEST_T(http_server_emfile_pauses_and_resumes_accepting, 60)
     close(logp[0]);
     close(logp[1]);
 }
+
+/* A client that pipelines requests and never reads: once the answers
+ * queued for it pass max_output_bytes the server stops reading, so the
+ * client's own sends block (the kernel buffers fill) instead of the server
+ * queueing answers without bound; all of them arrive once it reads. */
+TEST_T(http_server_unread_pipelined_responses_stop_reading, 60)
+{
+    vb_http_limits_t lim;
+    vb_http_limits_default(&lim);
+    lim.max_output_bytes = 8192;
+    srv_fixture_t *f = srv_start(&lim, false);
+    tc_conn_t *c = tc_open(f->port);
+    int small = 4096;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    static const char req[] = "GET /p HTTP/1.1\r\nHost: x\r\n\r\n";
+    const size_t rl = sizeof(req) - 1;
+    long sent = 0; /* whole requests */
+    size_t partial = 0;
+    bool blocked = false;
+    double end = tc_now_ms() + 20000;
+    while (!blocked && tc_now_ms() < end) {
+        ssize_t n = send(c->fd, req + partial, rl - partial,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            partial += (size_t)n;
+            if (partial == rl) {
+                partial = 0;
+                sent++;
+            }
+            continue;
+        }
+        ASSERT_TRUE(errno == EAGAIN || errno == EWOULDBLOCK);
+        /* Blocked: give the server time to read more if it still would. */
+        struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+        blocked = poll(&p, 1, 500) == 0;
+    }
+    ASSERT_TRUE(blocked);
+    printf("  sends blocked after %ld requests\n", sent);
+    /* Every whole request is answered once the client reads (a request
+     * cut by the last send stays unanswered). */
+    long got = 0;
+    tc_resp_t r;
+    while (got < sent && tc_read_resp(c, &r, 10000) == 0) {
+        ASSERT_EQ(r.status, 200);
+        tc_free_resp(&r);
+        got++;
+    }
+    ASSERT_EQ(got, sent);
+    tc_close(c);
+    srv_stop(f);
+}
