@@ -916,6 +916,13 @@ static char *system_json(vb_ingress_t *g)
     cJSON_AddStringToObject(cfg, "status_path", c->status_path);
     cJSON_AddStringToObject(cfg, "stream_path", c->stream_path);
     cJSON_AddBoolToObject(cfg, "trust_proxy", c->trust_proxy);
+    cJSON_AddBoolToObject(cfg, "admin_on_public", c->admin_on_public);
+    cJSON_AddNumberToObject(cfg, "max_connections", g->max_conns);
+    cJSON_AddNumberToObject(cfg, "max_connections_per_peer",
+                            g->max_conns_per_peer);
+    cJSON_AddNumberToObject(cfg, "request_timeout_ms",
+                            (double)c->request_timeout_ms);
+    cJSON_AddNumberToObject(cfg, "min_body_rate", (double)c->min_body_rate);
 
     cJSON_AddStringToObject(sig, "state", g->verify ? "verified" : "insecure");
     cJSON_AddBoolToObject(sig, "stream_secret_shared", *c->stream_secret);

@@ -7,6 +7,7 @@
  */
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include "core/clock.h"
@@ -431,6 +432,11 @@ TEST_T(ingress_pipelined_requests, 30)
         tc_request(f->admin_port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
         200);
     ASSERT_STR_CONTAINS(r.body, "\"signatures\":{\"state\":\"verified\"");
+    /* The effective connection limits: derived, per peer 1/8 (>= 16). */
+    ASSERT_STR_CONTAINS(r.body, "\"admin_on_public\":false");
+    ASSERT_STR_CONTAINS(r.body, "\"request_timeout_ms\":30000");
+    ASSERT_STR_CONTAINS(r.body, "\"min_body_rate\":1024");
+    ASSERT_TRUE(strstr(r.body, "\"max_connections\":0,") == NULL);
     tc_free_resp(&r);
     fx_stop(f);
 }
@@ -1343,5 +1349,65 @@ TEST_T(ingress_request_timeout_and_min_body_rate_settings, 30)
                            "\"408\"} 1\n");
     ASSERT_STR_CONTAINS(m, "vb_http_accept_paused_total 0\n");
     free(m);
+    fx_stop(f);
+}
+
+static char *system_report(fx_t *f)
+{
+    tc_resp_t r;
+    ASSERT_EQ(
+        tc_request(f->admin_port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
+        200);
+    return r.body;
+}
+
+/* --max-connections 0 is what the soft fd limit leaves after 3 per call of
+ * --max-calls and a reserve of 64; the per-peer limit is 1/8 of it, off
+ * behind a trusted proxy unless set. (The case runs in its own process:
+ * the lowered limit touches nothing else.) */
+TEST_T(ingress_connection_cap_from_the_fd_limit, 30)
+{
+    struct rlimit rl;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    ASSERT_GE(rl.rlim_max, 1000);
+    rl.rlim_cur = 1000;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    fx_opts_t o = {.args = {"--max-calls", "100", NULL}};
+    fx_t *f = fx_start(&o);
+    char *j = system_report(f);
+    ASSERT_STR_CONTAINS(j, "\"max_connections\":636,"); /* 1000-300-64 */
+    ASSERT_STR_CONTAINS(j, "\"max_connections_per_peer\":79,");
+    free(j);
+    ASSERT_TRUE(log_contains(f, "msg=\"http connection limits\" "
+                                "max_connections=636 per_peer=79 "
+                                "fd_limit=1000"));
+    fx_stop(f);
+
+    fx_opts_t px = {.args = {"--max-calls", "100", "--trust-proxy", NULL}};
+    f = fx_start(&px);
+    j = system_report(f);
+    ASSERT_STR_CONTAINS(j, "\"max_connections_per_peer\":0,");
+    free(j);
+    fx_stop(f);
+
+    /* Too many calls for the limit: the floor, and a warning. */
+    fx_opts_t big = {.args = {"--max-calls", "400", NULL}};
+    f = fx_start(&big);
+    j = system_report(f);
+    ASSERT_STR_CONTAINS(j, "\"max_connections\":16,");
+    ASSERT_STR_CONTAINS(j, "\"max_connections_per_peer\":16,");
+    free(j);
+    ASSERT_TRUE(log_contains(f, "the fd limit leaves almost nothing"));
+    fx_stop(f);
+
+    /* Explicit settings win. */
+    fx_opts_t ex = {.args = {"--max-connections", "50",
+                             "--max-connections-per-peer", "5", "--trust-proxy",
+                             NULL}};
+    f = fx_start(&ex);
+    j = system_report(f);
+    ASSERT_STR_CONTAINS(j, "\"max_connections\":50,");
+    ASSERT_STR_CONTAINS(j, "\"max_connections_per_peer\":5,");
+    free(j);
     fx_stop(f);
 }
