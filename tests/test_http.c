@@ -1128,6 +1128,7 @@ TEST_T(http_server_emfile_pauses_and_resumes_accepting, 60)
     }
     ASSERT_EQ(ok, CLIENTS);
     ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    int pauses = atomic_load(&f->events[VB_HTTP_EV_ACCEPT_PAUSED]);
     srv_stop(f);
     vb_log_set_fd(2);
     static char logbuf[65536];
@@ -1137,8 +1138,7 @@ TEST_T(http_server_emfile_pauses_and_resumes_accepting, 60)
     ASSERT_STR_CONTAINS(logbuf, "msg=\"accept failed, accepting paused\" "
                                 "err=\"Too many open files\"");
     ASSERT_STR_CONTAINS(logbuf, "msg=\"accepting resumed\"");
-    printf("  %d of %d served, %d pauses\n", ok, CLIENTS,
-           atomic_load(&f->events[VB_HTTP_EV_ACCEPT_PAUSED]));
+    printf("  %d of %d served, %d pauses\n", ok, CLIENTS, pauses);
     close(logp[0]);
     close(logp[1]);
 }
@@ -1147,22 +1147,32 @@ TEST_T(http_server_emfile_pauses_and_resumes_accepting, 60)
  * queued for it pass max_output_bytes the server stops reading, so the
  * client's own sends block (the kernel buffers fill) instead of the server
  * queueing answers without bound; all of them arrive once it reads. */
-TEST_T(http_server_unread_pipelined_responses_stop_reading, 60)
+TEST_T(http_server_unread_pipelined_responses_stop_reading, 90)
 {
     vb_http_limits_t lim;
     vb_http_limits_default(&lim);
     lim.max_output_bytes = 8192;
     srv_fixture_t *f = srv_start(&lim, false);
-    tc_conn_t *c = tc_open(f->port);
+    /* Small socket buffers, set before connecting so the window is small
+     * too: the kernel cannot absorb much of either direction. */
+    tc_conn_t *c = calloc(1, sizeof(*c));
+    ASSERT_NOT_NULL(c);
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int small = 4096;
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-    setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    ASSERT_EQ(setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)),
+              0);
+    ASSERT_EQ(setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)),
+              0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)f->port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     static const char req[] = "GET /p HTTP/1.1\r\nHost: x\r\n\r\n";
     const size_t rl = sizeof(req) - 1;
     long sent = 0; /* whole requests */
     size_t partial = 0;
     bool blocked = false;
-    double end = tc_now_ms() + 20000;
+    double end = tc_now_ms() + 20000 * vb_test_slowdown();
     while (!blocked && tc_now_ms() < end) {
         ssize_t n = send(c->fd, req + partial, rl - partial,
                          MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -1177,7 +1187,7 @@ TEST_T(http_server_unread_pipelined_responses_stop_reading, 60)
         ASSERT_TRUE(errno == EAGAIN || errno == EWOULDBLOCK);
         /* Blocked: give the server time to read more if it still would. */
         struct pollfd p = {.fd = c->fd, .events = POLLOUT};
-        blocked = poll(&p, 1, 500) == 0;
+        blocked = poll(&p, 1, (int)(500 * vb_test_slowdown())) == 0;
     }
     ASSERT_TRUE(blocked);
     printf("  sends blocked after %ld requests\n", sent);
