@@ -1411,3 +1411,54 @@ TEST_T(ingress_connection_cap_from_the_fd_limit, 30)
     free(j);
     fx_stop(f);
 }
+
+/* Out of descriptors at accept: accepting pauses and resumes, the log says
+ * so (rate-limited) and vb_http_accept_paused_total counts it; every
+ * waiting client is answered once descriptors free up. */
+TEST_T(ingress_emfile_is_logged_counted_and_recovers, 60)
+{
+    enum { CLIENTS = 24, SPARE = 3 };
+    fx_t *f = fx_start(NULL);
+    int fds[CLIENTS], top = 0;
+    for (int i = 0; i < CLIENTS; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ASSERT_GE(fds[i], 0);
+        top = fds[i] > top ? fds[i] : top;
+    }
+    struct rlimit old, rl;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    rl = old;
+    rl.rlim_cur = (rlim_t)top + 1 + SPARE;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)f->port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    for (int i = 0; i < CLIENTS; i++) {
+        ASSERT_EQ(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+        tc_send_str(fds[i],
+                    "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    }
+    /* The server holds at most SPARE of them at once (and this process,
+     * which shares the limit, opens nothing until they are answered). */
+    int ok = 0;
+    for (int i = 0; i < CLIENTS; i++) {
+        tc_conn_t *c = calloc(1, sizeof(*c));
+        ASSERT_NOT_NULL(c);
+        c->fd = fds[i];
+        tc_resp_t r;
+        if (tc_read_resp(c, &r, MS * 3) == 0 && r.status == 200)
+            ok++;
+        tc_free_resp(&r);
+        tc_close(c);
+    }
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    ASSERT_EQ(ok, CLIENTS);
+    ASSERT_TRUE(log_contains(f, "msg=\"accept failed, accepting paused\" "
+                                "err=\"Too many open files\""));
+    ASSERT_TRUE(log_contains(f, "msg=\"accepting resumed\""));
+    char *m = get_metrics(f->admin_port);
+    ASSERT_TRUE(strstr(m, "vb_http_accept_paused_total 0\n") == NULL);
+    ASSERT_STR_CONTAINS(m, "vb_http_accept_paused_total ");
+    free(m);
+    fx_stop(f);
+}
