@@ -61,6 +61,25 @@
       600000, NULL, "a request head must arrive within this (408 after)")      \
     X(idle_timeout_ms, INT, "VOXBRIDGE_IDLE_TIMEOUT_MS", "60000", 100,         \
       3600000, NULL, "idle keep-alive connections are closed after this")      \
+    X(request_timeout_ms, INT, "VOXBRIDGE_REQUEST_TIMEOUT_MS", "30000", 1000,  \
+      3600000, NULL,                                                           \
+      "a whole HTTP request, head and body, must arrive within this (408 "     \
+      "after)")                                                                \
+    X(min_body_rate, INT, "VOXBRIDGE_MIN_BODY_RATE", "1024", 0, 1073741824,    \
+      NULL,                                                                    \
+      "slowest HTTP request body, bytes/s after a 5 s grace (408 below; 0: "   \
+      "off)")                                                                  \
+    X(max_connections, INT, "VOXBRIDGE_MAX_CONNECTIONS", "0", 0, 1000000,      \
+      NULL,                                                                    \
+      "concurrent HTTP connections (0: from the fd limit less what "           \
+      "--max-calls needs, at most 10000)")                                     \
+    X(max_connections_per_peer, INT, "VOXBRIDGE_MAX_CONNECTIONS_PER_PEER",     \
+      "-1", -1, 1000000, NULL,                                                 \
+      "HTTP connections per client address, IPv6 per /64 (-1: 1/8 of "         \
+      "--max-connections, at least 16, off with --trust-proxy; 0: off)")       \
+    X(admin_on_public, BOOL, "VOXBRIDGE_ADMIN_ON_PUBLIC", "false", 0, 0, NULL, \
+      "also serve /metrics and /test/system on --listen (404 there "           \
+      "otherwise)")                                                            \
     X(trust_proxy, BOOL, "VOXBRIDGE_TRUST_PROXY", "false", 0, 0, NULL,         \
       "use X-Forwarded-For/Proto/Host in logs (signatures always use "         \
       "--public-url)")                                                         \

@@ -7,6 +7,7 @@
  */
 #include "core/log.h"
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -163,24 +164,44 @@ static void put_field(line_t *l, const char *key, size_t klen, const char *val,
 static bool format_one(const char *spec, size_t n, va_list *ap, char *out,
                        size_t outsz)
 {
-    char fmt[32];
-    if (n >= sizeof(fmt))
-        n = sizeof(fmt) - 1;
-    memcpy(fmt, spec, n);
-    fmt[n] = '\0';
-    char conv = fmt[n - 1];
+    /* A '*' width or precision takes an int argument before the value, as
+     * printf does. It is written into the spec as digits, so the value and
+     * every later argument stay where they belong. A negative width means
+     * '-' and its magnitude; a negative precision means none. */
+    char fmt[64];
+    size_t fl = 0;
     int longs = 0;
     bool size_t_mod = false;
-    for (size_t i = 1; i + 1 < n; i++) {
-        if (fmt[i] == 'l')
-            longs++;
-        else if (fmt[i] == 'z')
-            size_t_mod = true;
-        else if (fmt[i] == '*') {
-            out[0] = '\0';
-            return false; /* not supported: keep the arg list sane */
+    for (size_t i = 0; i < n && fl + 16 < sizeof(fmt); i++) {
+        char ch = spec[i];
+        if (ch == '*') {
+            int v = va_arg(*ap, int);
+            bool precision = fl > 0 && fmt[fl - 1] == '.';
+            if (precision && v < 0) {
+                fl--; /* drop the '.' */
+                continue;
+            }
+            if (!precision && v < 0) {
+                fmt[fl++] = '-';
+                v = v == INT_MIN ? INT_MAX : -v;
+            }
+            fl += (size_t)snprintf(fmt + fl, sizeof(fmt) - fl, "%d", v);
+            continue;
         }
+        if (i > 0 && i + 1 < n) {
+            if (ch == 'l')
+                longs++;
+            else if (ch == 'z')
+                size_t_mod = true;
+        }
+        fmt[fl++] = ch;
     }
+    fmt[fl] = '\0';
+    if (fl < 2) {
+        snprintf(out, outsz, "?");
+        return false;
+    }
+    char conv = fmt[fl - 1];
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
     switch (conv) {

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -259,6 +260,25 @@ static void drain(vb_ingress_t *g, const sigset_t *set, int64_t timeout_s)
                     (long long)vb_ingress_calls_active(g));
 }
 
+/* Every call holds sockets and the HTTP connection cap is sized from what
+ * is left (net/ingress.h), so take the whole hard limit the system
+ * allows. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        vb_log_info(NULL, "raised the open-file limit", "from=%llu to=%llu",
+                    (unsigned long long)was, (unsigned long long)rl.rlim_cur);
+    else
+        vb_log_warn(NULL, "cannot raise the open-file limit",
+                    "soft=%llu hard=%llu", (unsigned long long)was,
+                    (unsigned long long)rl.rlim_max);
+}
+
 int main(int argc, char **argv)
 {
     vb_config_t cfg;
@@ -292,6 +312,7 @@ int main(int argc, char **argv)
 
     vb_log_info(NULL, "voxbridge starting", "pid=%ld", (long)getpid());
     log_config(&cfg);
+    raise_fd_limit();
 
     int status = 1;
     vb_metrics_t *metrics = vb_metrics_create();

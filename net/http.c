@@ -16,11 +16,13 @@
 #include "net/http.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <llhttp.h>
 #include <mbedtls/base64.h>
 #include <mbedtls/md.h>
 #include <netdb.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,9 +40,14 @@ void vb_http_limits_default(vb_http_limits_t *l)
     l->max_body_bytes = 65536;
     l->header_timeout_ms = 10000;
     l->idle_timeout_ms = 60000;
-    l->max_conns = 10000;
-    l->max_output_bytes = 1u << 20;
+    l->request_timeout_ms = VB_HTTP_REQUEST_TIMEOUT_MS;
+    l->min_body_rate = VB_HTTP_MIN_BODY_RATE;
+    l->body_grace_ms = VB_HTTP_BODY_GRACE_MS;
+    l->max_conns = VB_HTTP_MAX_CONNS;
+    l->max_conns_per_peer = 0;
+    l->max_output_bytes = VB_HTTP_MAX_OUTPUT_BYTES;
     l->linger_ms = 2000;
+    l->accept_pause_ms = VB_HTTP_ACCEPT_PAUSE_MS;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -182,9 +189,10 @@ struct vb_http_session {
     size_t body_len, body_cap;
     uint64_t t_start;
 
-    /* Timers. */
+    /* Timers: deadlines are computed from these (core/clock.h ns). */
     enum phase phase;
     uint32_t timer_gen;
+    uint64_t phase_start; /* accept, request's first byte, head end, idle */
 
     /* Outcome of the current feed. */
     int err_status;
@@ -252,7 +260,51 @@ out_printf(vb_http_session_t *s, const char *fmt, ...)
 static void set_phase(vb_http_session_t *s, enum phase ph)
 {
     s->phase = ph;
+    s->phase_start = vb_clock_now_ns();
     s->timer_gen++;
+}
+
+#define MS_NS 1000000ull
+
+/* Deadline of the whole request, from its first byte. */
+static uint64_t request_deadline(const vb_http_session_t *s)
+{
+    return s->t_start + (uint64_t)s->lim.request_timeout_ms * MS_NS;
+}
+
+/* The body must keep up min_body_rate after a grace: by the time the
+ * deadline passes, fewer than rate * (elapsed - grace) bytes arrived. */
+static uint64_t body_rate_deadline(const vb_http_session_t *s)
+{
+    if (s->lim.min_body_rate == 0)
+        return UINT64_MAX;
+    return s->phase_start + (uint64_t)s->lim.body_grace_ms * MS_NS +
+           (uint64_t)s->body_len * 1000000000ull / s->lim.min_body_rate;
+}
+
+/* When the current phase ends the connection, and why (NULL: silently). */
+static uint64_t session_deadline(const vb_http_session_t *s,
+                                 const char **reason)
+{
+    uint64_t d, req = request_deadline(s);
+    switch (s->phase) {
+    case PH_HEAD:
+        d = s->phase_start + (uint64_t)s->lim.header_timeout_ms * MS_NS;
+        *reason = "request head timed out";
+        break;
+    case PH_BODY:
+        d = body_rate_deadline(s);
+        *reason = "request body too slow";
+        break;
+    default:
+        *reason = NULL;
+        return s->phase_start + (uint64_t)s->lim.idle_timeout_ms * MS_NS;
+    }
+    if (req < d) {
+        d = req;
+        *reason = "request timed out";
+    }
+    return d;
 }
 
 /* Fails the request in progress with `status`; the response is written
@@ -418,7 +470,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         return fail(s, 500, "out of memory");
     memcpy(s->body + s->body_len, at, len);
     s->body_len += len;
-    /* A body that keeps arriving keeps the connection alive. */
+    /* Each byte buys 1 / min_body_rate seconds, no more: the deadline
+     * moves, so the transport must restart its timer. */
     s->timer_gen++;
     return 0;
 }
@@ -598,6 +651,7 @@ int vb_http_session_create(const vb_http_session_cfg_t *cfg,
     s->phase = PH_HEAD;
     s->timer_gen = 1;
     s->t_start = vb_clock_now_ns();
+    s->phase_start = s->t_start;
     *out = s;
     return 0;
 }
@@ -727,18 +781,20 @@ vb_http_action_t vb_http_session_timeout(vb_http_session_t *s)
 {
     if (s->action != VB_HTTP_CONTINUE)
         return s->action;
-    if (s->phase != PH_IDLE)
-        write_error(s, 408,
-                    s->phase == PH_BODY ? "request body timed out"
-                                        : "request head timed out");
+    const char *reason;
+    session_deadline(s, &reason);
+    if (reason != NULL)
+        write_error(s, 408, reason);
     s->action = VB_HTTP_CLOSE;
     return s->action;
 }
 
 uint32_t vb_http_session_timer(const vb_http_session_t *s, uint32_t *ms)
 {
-    *ms =
-        s->phase == PH_HEAD ? s->lim.header_timeout_ms : s->lim.idle_timeout_ms;
+    const char *reason;
+    uint64_t d = session_deadline(s, &reason), now = vb_clock_now_ns();
+    uint64_t left = d > now ? (d - now + MS_NS - 1) / MS_NS : 0;
+    *ms = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
     return s->timer_gen;
 }
 
@@ -770,19 +826,36 @@ void *vb_http_session_detach_arg(const vb_http_session_t *s)
 
 #define MAX_LISTENERS 4
 #define READ_BUF_SIZE 65536
+#define ACCEPT_BATCH  64   /* accepts per poll callback, for fairness */
+#define PEER_BUCKETS  1024 /* hash buckets of the per-peer table */
 
 typedef enum { C_OPEN, C_CLOSING, C_DETACHING, C_DEAD } conn_state_t;
 
 typedef struct conn conn_t;
+typedef struct listener_box listener_box_t;
+
+/* Connections of one peer address (an IPv6 peer: its /64), oldest first.
+ * Exists while the peer has connections. */
+typedef struct peer {
+    uint8_t key[17]; /* family, then 4 or 8 address bytes */
+    uint32_t n;
+    conn_t *oldest, *newest;
+    struct peer *next; /* hash chain */
+} peer_t;
 
 struct vb_http_server {
     uv_loop_t *loop;
     vb_http_server_cfg_t cfg;
-    uv_tcp_t *listeners[MAX_LISTENERS];
+    listener_box_t *listeners[MAX_LISTENERS];
     int nlisteners;
     conn_t *conns; /* doubly linked */
-    size_t nconns;
+    /* Written by the loop thread only; atomic so that other threads may
+     * read it (vb_http_server_connections). */
+    _Atomic size_t nconns;
     bool closing;
+    bool accept_paused;
+    uv_timer_t accept_timer; /* resumes accepting after a pause */
+    peer_t *peers[PEER_BUCKETS];
     char readbuf[READ_BUF_SIZE];
 };
 
@@ -793,6 +866,8 @@ struct conn {
     vb_http_server_t *srv;
     vb_http_session_t *sess;
     conn_t *prev, *next;
+    peer_t *pr;
+    conn_t *pprev, *pnext; /* in pr's list */
     conn_state_t state;
     uint32_t timer_gen;
     size_t writes_pending;
@@ -804,11 +879,12 @@ struct conn {
     char peer[64];
 };
 
-typedef struct listener_box {
+struct listener_box {
     vb_http_server_t *srv;
     int tag;
-    uv_tcp_t tcp;
-} listener_box_t;
+    int fd;
+    uv_poll_t poll;
+};
 
 typedef struct wreq {
     uv_write_t req;
@@ -817,26 +893,118 @@ typedef struct wreq {
 } wreq_t;
 
 static void conn_close(conn_t *c);
+static void accept_resume_cb(uv_timer_t *t);
 static void conn_after_write(conn_t *c);
 static void conn_apply(conn_t *c, vb_http_action_t a);
 
-static void peer_name(uv_tcp_t *tcp, char *out, size_t n)
+static void peer_name(const struct sockaddr_storage *ss, char *out, size_t n)
 {
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
     char ip[64] = "?";
     int port = 0;
-    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET6) {
-            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-            snprintf(out, n, "[%s]:%d", ip, port);
-            return;
-        }
-        uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
-        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss->ss_family == AF_INET6) {
+        uv_ip6_name((const struct sockaddr_in6 *)ss, ip, sizeof(ip));
+        port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+        snprintf(out, n, "[%s]:%d", ip, port);
+        return;
+    }
+    if (ss->ss_family == AF_INET) {
+        uv_ip4_name((const struct sockaddr_in *)ss, ip, sizeof(ip));
+        port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
     }
     snprintf(out, n, "%s:%d", ip, port);
+}
+
+/* The per-peer key: an IPv4 address (also when IPv4-mapped), or the /64 of
+ * an IPv6 one, since one IPv6 host usually holds a whole /64. */
+static void peer_key(const struct sockaddr_storage *ss, uint8_t key[17])
+{
+    memset(key, 0, 17);
+    if (ss->ss_family == AF_INET6) {
+        const uint8_t *a = ((const struct sockaddr_in6 *)ss)->sin6_addr.s6_addr;
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0,    0,
+                                           0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(a, mapped, 12) == 0) {
+            key[0] = 4;
+            memcpy(key + 1, a + 12, 4);
+        } else {
+            key[0] = 6;
+            memcpy(key + 1, a, 8);
+        }
+    } else if (ss->ss_family == AF_INET) {
+        key[0] = 4;
+        memcpy(key + 1, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+    }
+}
+
+static peer_t **peer_slot(vb_http_server_t *s, const uint8_t key[17])
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (int i = 0; i < 17; i++)
+        h = (h ^ key[i]) * 16777619u;
+    peer_t **pp = &s->peers[h % PEER_BUCKETS];
+    while (*pp != NULL && memcmp((*pp)->key, key, 17) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static uint32_t peer_count(vb_http_server_t *s, const uint8_t key[17])
+{
+    peer_t *p = *peer_slot(s, key);
+    return p ? p->n : 0;
+}
+
+/* Links `c` as the newest connection of its peer. Returns false on OOM. */
+static bool peer_add(vb_http_server_t *s, conn_t *c, const uint8_t key[17])
+{
+    peer_t **pp = peer_slot(s, key);
+    if (*pp == NULL) {
+        if ((*pp = calloc(1, sizeof(peer_t))) == NULL)
+            return false;
+        memcpy((*pp)->key, key, 17);
+    }
+    peer_t *p = *pp;
+    c->pr = p;
+    c->pprev = p->newest;
+    c->pnext = NULL;
+    if (p->newest)
+        p->newest->pnext = c;
+    else
+        p->oldest = c;
+    p->newest = c;
+    p->n++;
+    return true;
+}
+
+static void peer_remove(vb_http_server_t *s, conn_t *c)
+{
+    peer_t *p = c->pr;
+    if (p == NULL)
+        return;
+    if (c->pprev)
+        c->pprev->pnext = c->pnext;
+    else
+        p->oldest = c->pnext;
+    if (c->pnext)
+        c->pnext->pprev = c->pprev;
+    else
+        p->newest = c->pprev;
+    c->pr = NULL;
+    if (--p->n == 0) {
+        peer_t **pp = peer_slot(s, p->key);
+        *pp = p->next;
+        free(p);
+    }
+}
+
+/* The peer holding the most connections (scanned only at the cap). */
+static peer_t *busiest_peer(vb_http_server_t *s)
+{
+    peer_t *best = NULL;
+    for (int i = 0; i < PEER_BUCKETS; i++)
+        for (peer_t *p = s->peers[i]; p != NULL; p = p->next)
+            if (best == NULL || p->n > best->n)
+                best = p;
+    return best;
 }
 
 static void conn_free_cb(uv_handle_t *h)
@@ -859,6 +1027,7 @@ static void conn_unlink(conn_t *c)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
     s->nconns--;
+    peer_remove(s, c);
 }
 
 static void conn_close(conn_t *c)
@@ -872,6 +1041,9 @@ static void conn_close(conn_t *c)
     conn_unlink(c);
     uv_close((uv_handle_t *)&c->timer, conn_free_cb);
     uv_close((uv_handle_t *)&c->tcp, conn_free_cb);
+    /* A descriptor is about to be free: try accepting again now. */
+    if (c->srv->accept_paused && !c->srv->closing)
+        uv_timer_start(&c->srv->accept_timer, accept_resume_cb, 0, 0);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -1096,18 +1268,79 @@ static void timer_cb(uv_timer_t *t)
         conn_close(c); /* linger over, or the output never drained */
 }
 
-static void accept_cb(uv_stream_t *lst, int status)
+static void emit(vb_http_server_t *s, vb_http_event_t ev)
 {
-    listener_box_t *box = lst->data;
-    vb_http_server_t *s = box->srv;
-    int tag = box->tag;
-    if (status < 0 || s->closing)
+    if (s->cfg.on_event != NULL)
+        s->cfg.on_event(s->cfg.ud, ev);
+}
+
+/* Answers a connection refused before it had a session, and closes it.
+ * The client has sent nothing yet, so closing does not reset the 503. */
+static void refuse(int fd)
+{
+    static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Content-Type: text/plain; charset=utf-8\r\n"
+                               "Content-Length: 24\r\n"
+                               "Connection: close\r\n\r\n"
+                               "503 Service Unavailable\n";
+    ssize_t n = send(fd, resp, sizeof(resp) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)n;
+    close(fd);
+}
+
+/* Makes room for one more connection from a peer holding `mine`: at the
+ * cap, the busiest peer's oldest connection goes if that peer holds more
+ * than `mine` + 1. Returns false when the newcomer must be refused. */
+static bool admit(vb_http_server_t *s, uint32_t mine, const char *peer)
+{
+    const vb_http_limits_t *l = &s->cfg.limits;
+    if (l->max_conns_per_peer > 0 && mine >= l->max_conns_per_peer) {
+        emit(s, VB_HTTP_EV_REFUSED_PER_PEER);
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, NULL,
+                           "per-peer connection limit reached, refusing",
+                           "peer=%s limit=%u", peer, l->max_conns_per_peer);
+        return false;
+    }
+    if (s->nconns < l->max_conns)
+        return true;
+    peer_t *b = l->max_conns_per_peer > 0 ? busiest_peer(s) : NULL;
+    if (b == NULL || b->n < 2 || b->n <= mine + 1) {
+        emit(s, VB_HTTP_EV_REFUSED_MAX_CONNS);
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, NULL,
+                           "connection limit reached, refusing",
+                           "peer=%s limit=%u", peer, l->max_conns);
+        return false;
+    }
+    conn_t *victim = b->oldest;
+    emit(s, VB_HTTP_EV_EVICTED);
+    VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, NULL,
+                       "connection limit reached, closing the busiest "
+                       "peer's oldest connection",
+                       "peer=%s victim=%s victim_connections=%u limit=%u", peer,
+                       victim->peer, b->n, l->max_conns);
+    conn_close(victim);
+    return true;
+}
+
+static void conn_start(vb_http_server_t *s, int tag, int fd,
+                       const struct sockaddr_storage *ss)
+{
+    char name[64];
+    uint8_t key[17];
+    peer_name(ss, name, sizeof(name));
+    peer_key(ss, key);
+    if (!admit(s, peer_count(s, key), name)) {
+        refuse(fd);
         return;
+    }
     conn_t *c = calloc(1, sizeof(*c));
-    if (c == NULL)
+    if (c == NULL) {
+        close(fd);
         return;
+    }
     c->srv = s;
     c->listener = tag;
+    memcpy(c->peer, name, sizeof(c->peer));
     uv_tcp_init(s->loop, &c->tcp);
     uv_timer_init(s->loop, &c->timer);
     c->tcp.data = c;
@@ -1119,15 +1352,8 @@ static void accept_cb(uv_stream_t *lst, int status)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
-    if (uv_accept(lst, (uv_stream_t *)&c->tcp) != 0) {
-        conn_close(c);
-        return;
-    }
-    peer_name(&c->tcp, c->peer, sizeof(c->peer));
-    if (s->nconns > s->cfg.limits.max_conns) {
-        VB_LOG_RATELIMITED(
-            VB_LOG_WARN, 1000, NULL, "connection limit reached, refusing",
-            "peer=%s limit=%u", c->peer, s->cfg.limits.max_conns);
+    if (!peer_add(s, c, key) || uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd); /* the handle did not take it */
         conn_close(c);
         return;
     }
@@ -1148,6 +1374,64 @@ static void accept_cb(uv_stream_t *lst, int status)
     sync_timer(c);
 }
 
+static void accept_cb(uv_poll_t *h, int status, int events);
+
+static void accept_pause(vb_http_server_t *s, int err)
+{
+    s->accept_paused = true;
+    for (int i = 0; i < s->nlisteners; i++)
+        uv_poll_stop(&s->listeners[i]->poll);
+    uv_timer_start(&s->accept_timer, accept_resume_cb,
+                   s->cfg.limits.accept_pause_ms, 0);
+    emit(s, VB_HTTP_EV_ACCEPT_PAUSED);
+    VB_LOG_RATELIMITED(VB_LOG_ERROR, 1000, NULL,
+                       "accept failed, accepting paused",
+                       "err=%s connections=%zu pause_ms=%u", strerror(err),
+                       s->nconns, s->cfg.limits.accept_pause_ms);
+}
+
+static void accept_resume_cb(uv_timer_t *t)
+{
+    vb_http_server_t *s = t->data;
+    if (!s->accept_paused || s->closing)
+        return;
+    s->accept_paused = false;
+    for (int i = 0; i < s->nlisteners; i++)
+        uv_poll_start(&s->listeners[i]->poll, UV_READABLE, accept_cb);
+    VB_LOG_RATELIMITED(VB_LOG_INFO, 1000, NULL, "accepting resumed",
+                       "connections=%zu", s->nconns);
+}
+
+static void accept_cb(uv_poll_t *h, int status, int events)
+{
+    (void)events;
+    listener_box_t *box = h->data;
+    vb_http_server_t *s = box->srv;
+    if (status < 0 || s->closing)
+        return;
+    for (int i = 0; i < ACCEPT_BATCH && !s->accept_paused; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(box->fd, (struct sockaddr *)&ss, &sl,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM) {
+                accept_pause(s, errno);
+                return;
+            }
+            /* EAGAIN: nothing more; anything else (ECONNABORTED...) was
+             * about one connection that is gone. */
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            continue;
+        }
+        conn_start(s, box->tag, fd, &ss);
+    }
+}
+
 int vb_http_server_create(uv_loop_t *loop, const vb_http_server_cfg_t *cfg,
                           vb_http_server_t **out)
 {
@@ -1159,13 +1443,17 @@ int vb_http_server_create(uv_loop_t *loop, const vb_http_server_cfg_t *cfg,
         return VB_ENOMEM;
     s->loop = loop;
     s->cfg = *cfg;
+    uv_timer_init(loop, &s->accept_timer);
+    s->accept_timer.data = s;
     *out = s;
     return 0;
 }
 
 static void listener_free_cb(uv_handle_t *h)
 {
-    free(h->data);
+    listener_box_t *box = h->data;
+    close(box->fd);
+    free(box);
 }
 
 int vb_http_server_listen(vb_http_server_t *s, const char *host, int port,
@@ -1193,34 +1481,57 @@ int vb_http_server_listen(vb_http_server_t *s, const char *host, int port,
     }
     box->srv = s;
     box->tag = tag;
-    uv_tcp_init(s->loop, &box->tcp);
-    box->tcp.data = box;
-    int rc = uv_tcp_bind(&box->tcp, ai->ai_addr, 0);
-    freeaddrinfo(ai);
+    box->fd =
+        socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int rc = box->fd < 0 ? -errno : 0, one = 1;
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&box->tcp, 511, accept_cb);
+        setsockopt(box->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (rc == 0 && bind(box->fd, ai->ai_addr, ai->ai_addrlen) != 0)
+        rc = -errno;
+    freeaddrinfo(ai);
+    if (rc == 0 && listen(box->fd, 511) != 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = uv_poll_init(s->loop, &box->poll, box->fd);
+    if (rc == 0) {
+        box->poll.data = box;
+        rc = uv_poll_start(&box->poll, UV_READABLE, accept_cb);
+        if (rc != 0)
+            uv_close((uv_handle_t *)&box->poll, listener_free_cb);
+    } else if (box->fd >= 0) {
+        close(box->fd);
+        free(box);
+    } else {
+        free(box);
+    }
     if (rc != 0) {
         vb_log_error(NULL, "cannot listen", "host=%s port=%d err=%s", host,
                      port, uv_strerror(rc));
-        uv_close((uv_handle_t *)&box->tcp, listener_free_cb);
         return VB_EIO;
     }
     if (bound_port != NULL) {
         struct sockaddr_storage ss;
-        int len = sizeof(ss);
-        uv_tcp_getsockname(&box->tcp, (struct sockaddr *)&ss, &len);
+        socklen_t len = sizeof(ss);
+        getsockname(box->fd, (struct sockaddr *)&ss, &len);
         *bound_port = ntohs(ss.ss_family == AF_INET6
                                 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                 : ((struct sockaddr_in *)&ss)->sin_port);
     }
-    s->listeners[s->nlisteners] = &box->tcp;
+    if (s->accept_paused)
+        uv_poll_stop(&box->poll);
+    s->listeners[s->nlisteners] = box;
     s->nlisteners++;
     return 0;
 }
 
 size_t vb_http_server_connections(const vb_http_server_t *s)
 {
-    return s->nconns;
+    return atomic_load_explicit(&s->nconns, memory_order_relaxed);
+}
+
+bool vb_http_server_accept_paused(const vb_http_server_t *s)
+{
+    return s->accept_paused;
 }
 
 void vb_http_server_close(vb_http_server_t *s)
@@ -1229,8 +1540,9 @@ void vb_http_server_close(vb_http_server_t *s)
         return;
     s->closing = true;
     for (int i = 0; i < s->nlisteners; i++)
-        uv_close((uv_handle_t *)s->listeners[i], listener_free_cb);
+        uv_close((uv_handle_t *)&s->listeners[i]->poll, listener_free_cb);
     s->nlisteners = 0;
+    uv_close((uv_handle_t *)&s->accept_timer, NULL);
     while (s->conns != NULL)
         conn_close(s->conns);
 }

@@ -27,9 +27,25 @@
  * max_headers fields -> 431; a body beyond max_body_bytes (by
  * Content-Length, at once, or while chunks arrive) -> 413; a head not
  * complete within header_timeout_ms of the connection's accept or of the
- * request's first byte, or a body stalled for idle_timeout_ms -> 408;
- * anything llhttp rejects -> 400. Idle keep-alive connections close
- * silently after idle_timeout_ms.
+ * request's first byte -> 408; a request (head and body) not complete
+ * within request_timeout_ms of its first byte -> 408; a body slower than
+ * min_body_rate -> 408 (from the end of the head, n body bytes buy
+ * body_grace_ms + n / min_body_rate of time, so a byte now and then no
+ * longer keeps a connection alive); anything llhttp rejects -> 400. Idle
+ * keep-alive connections close silently after idle_timeout_ms.
+ *
+ * Connections. At most max_conns at once. With max_conns_per_peer set, one
+ * peer address (an IPv6 peer: its /64) holds at most that many, and a
+ * connection arriving at the global cap from a peer holding fewer than the
+ * busiest peer evicts the busiest peer's oldest connection, so addresses
+ * flooding the cap cannot lock others out; refused connections get a 503
+ * and are closed. Behind a reverse proxy every socket comes from the proxy:
+ * leave max_conns_per_peer 0 there (eviction then never triggers between
+ * the proxy's own connections). The server accepts itself (a poll handle
+ * on the listening socket): when accept fails for lack of descriptors
+ * (EMFILE, ENFILE) or memory, accepting pauses for accept_pause_ms, or
+ * until one of its connections closes, and the pending connections wait
+ * in the kernel's backlog instead of being dropped.
  *
  * Threads: a session is used by one thread at a time; a server and all its
  * connections live on the thread running its loop, and every vb_http_server
@@ -45,18 +61,32 @@
 #include <uv.h>
 
 typedef struct vb_http_limits {
-    uint32_t max_head_bytes;    /* request line + header fields; 431 */
-    uint32_t max_headers;       /* header fields per request; 431 */
-    uint32_t max_body_bytes;    /* 413 */
-    uint32_t header_timeout_ms; /* 408 */
-    uint32_t idle_timeout_ms;   /* keep-alive idle; stalled body (408) */
-    uint32_t max_conns;         /* concurrent connections per server */
-    uint32_t max_output_bytes;  /* queued output before reading pauses */
-    uint32_t linger_ms;         /* read-and-discard time after an error */
+    uint32_t max_head_bytes;     /* request line + header fields; 431 */
+    uint32_t max_headers;        /* header fields per request; 431 */
+    uint32_t max_body_bytes;     /* 413 */
+    uint32_t header_timeout_ms;  /* 408 */
+    uint32_t idle_timeout_ms;    /* keep-alive idle: silent close */
+    uint32_t request_timeout_ms; /* whole request, head and body; 408 */
+    uint32_t min_body_rate;      /* body bytes/s after the grace; 408; 0 off */
+    uint32_t body_grace_ms;      /* body time not held to min_body_rate */
+    uint32_t max_conns;          /* concurrent connections per server */
+    uint32_t max_conns_per_peer; /* per peer address (IPv6: per /64); 0 off */
+    uint32_t max_output_bytes;   /* queued output before reading pauses */
+    uint32_t linger_ms;          /* read-and-discard time after an error */
+    uint32_t accept_pause_ms;    /* accepting pauses this long on EMFILE */
 } vb_http_limits_t;
 
+#define VB_HTTP_REQUEST_TIMEOUT_MS 30000
+#define VB_HTTP_MIN_BODY_RATE      1024 /* bytes per second */
+#define VB_HTTP_BODY_GRACE_MS      5000
+#define VB_HTTP_MAX_CONNS          10000
+#define VB_HTTP_MAX_OUTPUT_BYTES   65536
+#define VB_HTTP_ACCEPT_PAUSE_MS    250
+
 /* Fills `l` with the defaults: 16 KiB head, 100 headers, 64 KiB body,
- * 10 s head, 60 s idle, 10000 connections, 1 MiB output, 2 s linger. */
+ * 10 s head, 60 s idle, 30 s per request, bodies at >= 1024 B/s after a
+ * 5 s grace, 10000 connections, no per-peer limit, 64 KiB output, 2 s
+ * linger, 250 ms accept pause. */
 void vb_http_limits_default(vb_http_limits_t *l);
 
 typedef struct vb_http_header {
@@ -195,11 +225,22 @@ typedef void (*vb_http_detach_fn)(void *ud, int fd, const char *extra,
                                   size_t extra_len, void *arg,
                                   const char *peer);
 
+/* Connection-level events, for metrics (loop thread). */
+typedef enum vb_http_event {
+    VB_HTTP_EV_ACCEPT_PAUSED = 0, /* accept failed (EMFILE...): paused */
+    VB_HTTP_EV_REFUSED_MAX_CONNS, /* 503: at max_conns, nobody to evict */
+    VB_HTTP_EV_REFUSED_PER_PEER,  /* 503: the peer is at its limit */
+    VB_HTTP_EV_EVICTED,           /* closed to make room at max_conns */
+    VB_HTTP_EV_COUNT
+} vb_http_event_t;
+typedef void (*vb_http_event_fn)(void *ud, vb_http_event_t ev);
+
 typedef struct vb_http_server_cfg {
     vb_http_limits_t limits;
     vb_http_handler_fn handler;
     vb_http_error_fn on_error;   /* may be NULL */
     vb_http_detach_fn on_detach; /* required if the handler upgrades */
+    vb_http_event_fn on_event;   /* may be NULL */
     void *ud;
 } vb_http_server_cfg_t;
 
@@ -215,8 +256,11 @@ int vb_http_server_create(uv_loop_t *loop, const vb_http_server_cfg_t *cfg,
 int vb_http_server_listen(vb_http_server_t *s, const char *host, int port,
                           int tag, int *bound_port);
 
-/* Number of open connections. */
+/* Number of open connections. Any thread (a relaxed read). */
 size_t vb_http_server_connections(const vb_http_server_t *s);
+
+/* True while accepting is paused for lack of descriptors. */
+bool vb_http_server_accept_paused(const vb_http_server_t *s);
 
 /* Starts closing every listener and connection (pending detaches report
  * fd -1). The loop must then run until those handles are closed before

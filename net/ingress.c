@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -107,6 +108,11 @@ struct vb_ingress {
     vb_metric_t rejected_busy, rejected_draining;
     vb_metric_t insecure;
     vb_metric_t handoff[H_COUNT];
+    vb_metric_t conn_event[VB_HTTP_EV_COUNT];
+
+    /* HTTP connection limits, derived at create. */
+    uint32_t max_conns, max_conns_per_peer;
+    uint64_t fd_limit;
 };
 
 /* ---------------------------------------------------------------------- */
@@ -345,6 +351,30 @@ static int register_metrics(vb_ingress_t *g)
                             "refused/failed, by result.",
                             VB_LABELS("result", handoff_names[i]),
                             &g->handoff[i]);
+    if (rc == 0)
+        rc = vb_metrics_add(g->m, VB_METRIC_COUNTER,
+                            "vb_http_accept_paused_total",
+                            "Times accepting paused because accept failed "
+                            "for lack of file descriptors or memory.",
+                            NULL, &g->conn_event[VB_HTTP_EV_ACCEPT_PAUSED]);
+    if (rc == 0)
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_COUNTER, "vb_http_connections_refused_total",
+            "HTTP connections answered 503 and closed at accept, by limit.",
+            VB_LABELS("reason", "max_connections"),
+            &g->conn_event[VB_HTTP_EV_REFUSED_MAX_CONNS]);
+    if (rc == 0)
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_COUNTER, "vb_http_connections_refused_total",
+            "HTTP connections answered 503 and closed at accept, by limit.",
+            VB_LABELS("reason", "per_peer"),
+            &g->conn_event[VB_HTTP_EV_REFUSED_PER_PEER]);
+    if (rc == 0)
+        rc = vb_metrics_add(g->m, VB_METRIC_COUNTER,
+                            "vb_http_connections_evicted_total",
+                            "HTTP connections of the busiest peer closed to "
+                            "admit another peer at --max-connections.",
+                            NULL, &g->conn_event[VB_HTTP_EV_EVICTED]);
     return rc;
 }
 
@@ -399,7 +429,9 @@ static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
                        long *lane)
 {
     bool admin = req->listener == LISTENER_ADMIN;
-    bool adminish = !g->admin_split || admin;
+    /* Private by default: on the admin listener, and on the public one
+     * only when the operator asks for it. */
+    bool adminish = admin || g->cfg->admin_on_public;
     *lane = -1;
     if (path_is(req, "/healthz"))
         return R_HEALTHZ;
@@ -902,6 +934,13 @@ static char *system_json(vb_ingress_t *g)
     cJSON_AddStringToObject(cfg, "status_path", c->status_path);
     cJSON_AddStringToObject(cfg, "stream_path", c->stream_path);
     cJSON_AddBoolToObject(cfg, "trust_proxy", c->trust_proxy);
+    cJSON_AddBoolToObject(cfg, "admin_on_public", c->admin_on_public);
+    cJSON_AddNumberToObject(cfg, "max_connections", g->max_conns);
+    cJSON_AddNumberToObject(cfg, "max_connections_per_peer",
+                            g->max_conns_per_peer);
+    cJSON_AddNumberToObject(cfg, "request_timeout_ms",
+                            (double)c->request_timeout_ms);
+    cJSON_AddNumberToObject(cfg, "min_body_rate", (double)c->min_body_rate);
 
     cJSON_AddStringToObject(sig, "state", g->verify ? "verified" : "insecure");
     cJSON_AddBoolToObject(sig, "stream_secret_shared", *c->stream_secret);
@@ -1057,6 +1096,53 @@ static void on_http_error(void *ud, const vb_http_error_t *e)
                        e->peer);
 }
 
+static void on_http_event(void *ud, vb_http_event_t ev)
+{
+    vb_ingress_t *g = ud;
+    if ((int)ev >= 0 && ev < VB_HTTP_EV_COUNT)
+        vb_metrics_counter_add(g->shard, g->conn_event[ev], 1);
+}
+
+/* The connection caps. Every call holds VB_INGRESS_FDS_PER_CALL
+ * descriptors outside the HTTP server, and the process needs
+ * VB_INGRESS_FD_RESERVE more (listeners, loops, rings' doorbells, logs,
+ * TLS files); what is left of the soft RLIMIT_NOFILE is for HTTP
+ * connections, at most VB_HTTP_MAX_CONNS unless set explicitly. */
+static void derive_conn_limits(vb_ingress_t *g)
+{
+    const vb_config_t *c = g->cfg;
+    struct rlimit rl;
+    g->fd_limit =
+        getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 1024;
+    if (c->max_connections > 0) {
+        g->max_conns = (uint32_t)c->max_connections;
+    } else {
+        uint64_t need = (uint64_t)c->max_calls * VB_INGRESS_FDS_PER_CALL +
+                        VB_INGRESS_FD_RESERVE;
+        uint64_t left = g->fd_limit > need ? g->fd_limit - need : 0;
+        if (left < VB_INGRESS_MIN_CONNS)
+            vb_log_warn(NULL,
+                        "the fd limit leaves almost nothing for HTTP "
+                        "connections: raise RLIMIT_NOFILE or lower --max-calls",
+                        "fd_limit=%llu max_calls=%lld fds_per_call=%d "
+                        "reserve=%d",
+                        (unsigned long long)g->fd_limit,
+                        (long long)c->max_calls, VB_INGRESS_FDS_PER_CALL,
+                        VB_INGRESS_FD_RESERVE);
+        g->max_conns = left < VB_INGRESS_MIN_CONNS ? VB_INGRESS_MIN_CONNS
+                       : left > VB_HTTP_MAX_CONNS  ? VB_HTTP_MAX_CONNS
+                                                   : (uint32_t)left;
+    }
+    if (c->max_connections_per_peer >= 0)
+        g->max_conns_per_peer = (uint32_t)c->max_connections_per_peer;
+    else if (c->trust_proxy)
+        g->max_conns_per_peer = 0; /* every socket comes from the proxy */
+    else
+        g->max_conns_per_peer = g->max_conns / 8 > VB_INGRESS_MIN_PER_PEER
+                                    ? g->max_conns / 8
+                                    : VB_INGRESS_MIN_PER_PEER;
+}
+
 void vb_ingress_http_callbacks(vb_ingress_t *g, vb_http_server_cfg_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -1067,9 +1153,14 @@ void vb_ingress_http_callbacks(vb_ingress_t *g, vb_http_server_cfg_t *out)
     out->limits.max_body_bytes = (uint32_t)c->max_body_bytes;
     out->limits.header_timeout_ms = (uint32_t)c->header_timeout_ms;
     out->limits.idle_timeout_ms = (uint32_t)c->idle_timeout_ms;
+    out->limits.request_timeout_ms = (uint32_t)c->request_timeout_ms;
+    out->limits.min_body_rate = (uint32_t)c->min_body_rate;
+    out->limits.max_conns = g->max_conns;
+    out->limits.max_conns_per_peer = g->max_conns_per_peer;
     out->handler = handle;
     out->on_error = on_http_error;
     out->on_detach = on_detach;
+    out->on_event = on_http_event;
     out->ud = g;
 }
 
@@ -1199,6 +1290,7 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     }
     g->async_ok = true;
     g->stop_async.data = g;
+    derive_conn_limits(g);
     vb_http_server_cfg_t hc;
     vb_ingress_http_callbacks(g, &hc);
     if ((rc = vb_http_server_create(&g->loop, &hc, &g->http)) != 0)
@@ -1209,6 +1301,25 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
         if (g->admin_split && (rc = listen_on(g, c->metrics_listen,
                                               LISTENER_ADMIN, &g->port_admin)))
             goto fail;
+        vb_log_info(NULL, "http connection limits",
+                    "max_connections=%u per_peer=%u fd_limit=%llu "
+                    "request_timeout_ms=%lld min_body_rate=%lld",
+                    g->max_conns, g->max_conns_per_peer,
+                    (unsigned long long)g->fd_limit,
+                    (long long)c->request_timeout_ms,
+                    (long long)c->min_body_rate);
+        if (g->admin_split || c->admin_on_public)
+            vb_log_info(NULL, "admin endpoints served",
+                        "paths=/metrics,/test/system on=%s%s%s",
+                        g->admin_split ? c->metrics_listen : "",
+                        g->admin_split && c->admin_on_public ? "," : "",
+                        c->admin_on_public ? c->listen : "");
+        else
+            vb_log_info(NULL,
+                        "admin endpoints not served: /metrics and "
+                        "/test/system need --metrics-listen (or "
+                        "--admin-on-public)",
+                        NULL);
     }
     if (!g->verify)
         vb_log_warn(NULL,

@@ -2,8 +2,10 @@
 /*
  * The ingress thread: the public HTTP listener (and an optional admin one)
  * serving Twilio's voice webhook (TwiML), call-status callbacks,
- * /healthz, /readyz, /metrics, /test/system, and the Media Streams
- * WebSocket upgrade, whose socket it hands to a lane.
+ * /healthz, /readyz, the Media Streams WebSocket upgrade, whose socket it
+ * hands to a lane, and the admin endpoints /metrics and /test/system:
+ * those only on the admin listener (--metrics-listen), and on the public
+ * one only with --admin-on-public (404 there otherwise).
  *
  * DESIGN. One thread owns one uv_loop_t and everything on it (listeners,
  * connections, timers); no other thread touches them. Other threads reach
@@ -49,6 +51,14 @@
 /* Webhook answers reserve a lane slot for this long while the stream has
  * not arrived (counts toward --max-calls and lane choice). */
 #define VB_INGRESS_PENDING_MS 30000
+
+/* HTTP connection caps derived from the fd limit (net/ingress.c): each
+ * call holds a Twilio stream, a Gemini connection and, while pending, a
+ * pre-connect; the process keeps a reserve for everything else. */
+#define VB_INGRESS_FDS_PER_CALL 3
+#define VB_INGRESS_FD_RESERVE   64
+#define VB_INGRESS_MIN_CONNS    16 /* floor of the derived --max-connections */
+#define VB_INGRESS_MIN_PER_PEER 16 /* floor of the derived per-peer limit */
 
 /* Where one lane takes handed-off work. The rings must be created with
  * vb_msg_ring_init(); ingress is their only producer. */

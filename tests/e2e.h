@@ -37,6 +37,7 @@ typedef struct rig {
     char fake_log[320], fake_out[320], vb_log[320], script[320];
     pid_t fake, vb;
     int fake_port, vb_port;
+    int vb_admin_port; /* --metrics-listen: /metrics is not public */
 } rig_t;
 
 static inline char *path_in(const rig_t *r, const char *name)
@@ -87,6 +88,36 @@ static inline void rig_fake(rig_t *r, const char *const *extra)
 /* Starts voxbridge pointed at the fake, signatures on, with `extra`
  * arguments; `wrap` (NULL-terminated, may be NULL) goes in front of the
  * binary (valgrind). */
+/* The admin listener's port from voxbridge's "listening ... role=admin"
+ * line, found the way proc_wait_port finds the public one. */
+static inline int rig_admin_port(const char *log, pid_t pid, int ms)
+{
+    double end = tc_now_ms() + ms;
+    for (;;) {
+        char *text = proc_read_file(log);
+        for (const char *p = text ? strstr(text, "msg=listening") : NULL;
+             p != NULL; p = strstr(p + 1, "msg=listening")) {
+            const char *eol = strchr(p, '\n');
+            const char *role = strstr(p, "role=admin");
+            const char *q = strstr(p, "port=");
+            if (role != NULL && q != NULL && (eol == NULL || role < eol) &&
+                (eol == NULL || q < eol)) {
+                int port = atoi(q + 5);
+                free(text);
+                return port;
+            }
+        }
+        if (pid > 0 && proc_exited(pid))
+            vb_test_fail(__FILE__, __LINE__, "server exited early:\n%s",
+                         text ? text : "");
+        if (tc_now_ms() > end)
+            vb_test_fail(__FILE__, __LINE__, "no admin listening line in %s",
+                         log);
+        free(text);
+        usleep(10000);
+    }
+}
+
 static inline void rig_vb(rig_t *r, const char *const *extra,
                           const char *const *wrap)
 {
@@ -100,8 +131,10 @@ static inline void rig_vb(rig_t *r, const char *const *extra,
     int n = 0;
     for (int i = 0; wrap != NULL && wrap[i] != NULL; i++)
         argv[n++] = wrap[i];
-    const char *base[] = {bin, "--listen",     listen, "--public-url",
-                          pub, "--gemini-url", gurl};
+    const char *base[] = {
+        bin,          "--listen",     listen, "--public-url",
+        pub,          "--gemini-url", gurl,   "--metrics-listen",
+        "127.0.0.1:0"};
     for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
         argv[n++] = base[i];
     for (int i = 0; extra != NULL && extra[i] != NULL && n < 63; i++)
@@ -114,6 +147,7 @@ static inline void rig_vb(rig_t *r, const char *const *extra,
     int port =
         proc_wait_port(r->vb_log, r->vb, proc_ms(wrap != NULL ? 60000 : 10000));
     ASSERT_EQ(port, r->vb_port);
+    r->vb_admin_port = rig_admin_port(r->vb_log, r->vb, proc_ms(10000));
 }
 
 /* Stops voxbridge with SIGTERM and checks it exits 0 with a clean log. */
@@ -304,9 +338,14 @@ static inline const char *sfield(const char *text, const char *key, char *out,
 static inline char *metrics(const rig_t *r)
 {
     tc_resp_t resp;
-    ASSERT_EQ(tc_request(r->vb_port, "GET /metrics HTTP/1.1\r\n\r\n", &resp,
-                         proc_ms(5000)),
-              200);
+    /* A case that started voxbridge itself (with --metrics-listen) has not
+     * looked the admin port up yet. */
+    int port = r->vb_admin_port
+                   ? r->vb_admin_port
+                   : rig_admin_port(r->vb_log, r->vb, proc_ms(10000));
+    ASSERT_EQ(
+        tc_request(port, "GET /metrics HTTP/1.1\r\n\r\n", &resp, proc_ms(5000)),
+        200);
     return resp.body;
 }
 

@@ -4,10 +4,14 @@
  * split), then the libuv server over loopback: keep-alive, limits, and the
  * detach of an upgraded socket.
  */
+#include <fcntl.h>
 #include <llhttp.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
 
 #include "core/err.h"
+#include "core/log.h"
 #include "net/http.h"
 #include "tests/http_client.h"
 #include "tests/test.h"
@@ -24,6 +28,7 @@ typedef struct rec {
     bool last_upgrade;
     int errors[8];
     int nerrors;
+    char last_reason[64];
     bool do_upgrade;
     bool do_close;
 } rec_t;
@@ -65,6 +70,7 @@ static void rec_error(void *ud, const vb_http_error_t *e)
     rec_t *r = ud;
     if (r->nerrors < 8)
         r->errors[r->nerrors++] = e->status;
+    snprintf(r->last_reason, sizeof(r->last_reason), "%s", e->reason);
 }
 
 static vb_http_session_t *session(rec_t *r, const vb_http_limits_t *lim)
@@ -417,18 +423,20 @@ TEST(http_session_timeouts)
     vb_http_session_t *s = session(&r, &lim);
     uint32_t ms;
     uint32_t g0 = vb_http_session_timer(s, &ms);
-    ASSERT_EQ(ms, 111);
+    ASSERT_LE(ms, 111); /* what is left of it */
+    ASSERT_GT(ms, 0);
     /* Head bytes do not restart the head timer. */
     feed_chunks(s, "GET / HT", 100, &o);
     ASSERT_EQ(vb_http_session_timer(s, &ms), g0);
     feed_chunks(s, "TP/1.1\r\n\r\n", 100, &o);
     uint32_t g1 = vb_http_session_timer(s, &ms);
     ASSERT_NE(g1, g0);
-    ASSERT_EQ(ms, 222); /* idle */
+    ASSERT_LE(ms, 222); /* idle */
+    ASSERT_GT(ms, 111);
     /* The next request's first byte starts a new head timer. */
     feed_chunks(s, "G", 100, &o);
     ASSERT_NE(vb_http_session_timer(s, &ms), g1);
-    ASSERT_EQ(ms, 111);
+    ASSERT_LE(ms, 111);
     o.len = 0;
     ASSERT_EQ(vb_http_session_timeout(s), VB_HTTP_CLOSE);
     drain(s, &o);
@@ -448,18 +456,48 @@ TEST(http_session_timeouts)
     ASSERT_EQ(o.len, 0);
     vb_http_session_destroy(s);
 
-    /* Body progress restarts the timer. */
+    /* A body is held to min_body_rate after its grace: a byte buys
+     * 1 / rate of time, no more, so a trickle cannot restart a timer. */
     memset(&r, 0, sizeof(r));
     memset(&o, 0, sizeof(o));
+    lim.min_body_rate = 1000; /* 1 ms per byte */
+    lim.body_grace_ms = 300;
     s = session(&r, &lim);
-    feed_chunks(s, "POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n", 100, &o);
+    feed_chunks(s, "POST / HTTP/1.1\r\nContent-Length: 400\r\n\r\n", 100, &o);
     uint32_t b0 = vb_http_session_timer(s, &ms);
-    ASSERT_EQ(ms, 222);
+    ASSERT_LE(ms, 300);
+    ASSERT_GT(ms, 0);
     feed_chunks(s, "ab", 100, &o);
     ASSERT_NE(vb_http_session_timer(s, &ms), b0);
+    ASSERT_LE(ms, 302);
+    static char many[200];
+    memset(many, 'x', sizeof(many) - 1);
+    feed_chunks(s, many, 1000, &o);
+    vb_http_session_timer(s, &ms);
+    ASSERT_GT(ms, 302); /* 201 bytes bought 201 ms */
+    ASSERT_LE(ms, 501);
     ASSERT_EQ(vb_http_session_timeout(s), VB_HTTP_CLOSE);
     drain(s, &o);
     ASSERT_STR_CONTAINS(o.b, "HTTP/1.1 408 ");
+    ASSERT_STR_EQ(r.last_reason, "request body too slow");
+    vb_http_session_destroy(s);
+
+    /* The whole request, head and body, has request_timeout_ms from its
+     * first byte, however fast the body comes. */
+    memset(&r, 0, sizeof(r));
+    memset(&o, 0, sizeof(o));
+    lim.header_timeout_ms = 10000;
+    lim.request_timeout_ms = 150;
+    lim.min_body_rate = 1000000;
+    s = session(&r, &lim);
+    feed_chunks(s, "POST / HTTP/1.1\r\nContent-Length: 400\r\n\r\n", 100, &o);
+    feed_chunks(s, many, 1000, &o);
+    vb_http_session_timer(s, &ms);
+    ASSERT_LE(ms, 150);
+    ASSERT_EQ(vb_http_session_timeout(s), VB_HTTP_CLOSE);
+    drain(s, &o);
+    ASSERT_STR_CONTAINS(o.b, "HTTP/1.1 408 ");
+    ASSERT_STR_EQ(r.last_reason, "request timed out");
     vb_http_session_destroy(s);
 }
 
@@ -554,7 +592,14 @@ typedef struct srv_fixture {
     int port;
     /* detach results, read by the test after the join or via the pipe */
     int detach_pipe[2];
+    _Atomic int events[VB_HTTP_EV_COUNT]; /* on_event counts */
 } srv_fixture_t;
+
+static void on_event(void *ud, vb_http_event_t ev)
+{
+    srv_fixture_t *f = ud;
+    atomic_fetch_add(&f->events[ev], 1);
+}
 
 static void on_detach(void *ud, int fd, const char *extra, size_t n, void *arg,
                       const char *peer)
@@ -589,8 +634,10 @@ static srv_fixture_t *srv_start(const vb_http_limits_t *lim, bool upgrade)
     ASSERT_EQ(pipe(f->detach_pipe), 0);
     f->rec.do_upgrade = upgrade;
     ASSERT_EQ(uv_loop_init(&f->loop), 0);
-    vb_http_server_cfg_t cfg = {
-        .handler = rec_handler, .on_detach = on_detach, .ud = f};
+    vb_http_server_cfg_t cfg = {.handler = rec_handler,
+                                .on_detach = on_detach,
+                                .on_event = on_event,
+                                .ud = f};
     if (lim)
         cfg.limits = *lim;
     else
@@ -831,6 +878,329 @@ TEST_T(http_server_idle_keepalive_closes_silently, 30)
     ASSERT_TRUE(closed);
     ASSERT_EQ(n, 0); /* no 408 on an idle connection */
     ASSERT_GE(tc_now_ms() - t0, 150);
+    tc_close(c);
+    srv_stop(f);
+}
+
+/* A loopback connection from source address `from` (all of 127/8 is
+ * loopback on Linux), so tests can play several peers. */
+static tc_conn_t *tc_open_from(int port, const char *from)
+{
+    tc_conn_t *c = calloc(1, sizeof(*c));
+    ASSERT_NOT_NULL(c);
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(c->fd, 0);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    ASSERT_EQ(inet_pton(AF_INET, from, &src.sin_addr), 1);
+    ASSERT_EQ(bind(c->fd, (struct sockaddr *)&src, sizeof(src)), 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return c;
+}
+
+/* Waits until the server holds `n` connections. */
+static bool wait_conns(srv_fixture_t *f, size_t n, int ms)
+{
+    double end = tc_now_ms() + ms;
+    while (tc_now_ms() < end) {
+        if (vb_http_server_connections(f->srv) == n)
+            return true;
+        usleep(5000);
+    }
+    return false;
+}
+
+/* Sends one body byte at a time every `gap_ms` until the server answers;
+ * returns the status (or -1), and the bytes sent in *sent. */
+static int trickle_until_answer(tc_conn_t *c, int gap_ms, int max_ms, int *sent)
+{
+    tc_resp_t r;
+    double end = tc_now_ms() + max_ms;
+    *sent = 0;
+    while (tc_now_ms() < end) {
+        if (send(c->fd, "x", 1, MSG_NOSIGNAL) == 1)
+            (*sent)++;
+        if (tc_read_resp(c, &r, gap_ms) == 0) {
+            int st = r.status;
+            tc_free_resp(&r);
+            return st;
+        }
+    }
+    return -1;
+}
+
+TEST_T(http_server_request_deadline_ends_a_trickling_body_408, 30)
+{
+    vb_http_limits_t lim;
+    vb_http_limits_default(&lim);
+    lim.request_timeout_ms = 600;
+    lim.min_body_rate = 0; /* only the whole-request deadline */
+    srv_fixture_t *f = srv_start(&lim, false);
+    tc_conn_t *c = tc_open(f->port);
+    double t0 = tc_now_ms();
+    tc_send_str(c->fd, "POST /t HTTP/1.1\r\nContent-Length: 60000\r\n\r\n");
+    int sent;
+    ASSERT_EQ(trickle_until_answer(c, 50, 10000, &sent), 408);
+    double took = tc_now_ms() - t0;
+    ASSERT_GE(took, 550); /* not before the deadline */
+    printf("  408 after %.0f ms and %d body bytes\n", took, sent);
+    ASSERT_TRUE(tc_wait_closed(c, 5000));
+    tc_close(c);
+    srv_stop(f);
+}
+
+TEST_T(http_server_min_body_rate, 30)
+{
+    vb_http_limits_t lim;
+    vb_http_limits_default(&lim);
+    lim.request_timeout_ms = 60000;
+    lim.min_body_rate = 100; /* 10 ms per byte */
+    lim.body_grace_ms = 300;
+    srv_fixture_t *f = srv_start(&lim, false);
+    /* One byte per 100 ms is 10 B/s: closed, long before the deadline. */
+    tc_conn_t *c = tc_open(f->port);
+    tc_send_str(c->fd, "POST /t HTTP/1.1\r\nContent-Length: 60000\r\n\r\n");
+    int sent;
+    ASSERT_EQ(trickle_until_answer(c, 100, 20000, &sent), 408);
+    ASSERT_LT(sent, 100);
+    printf("  408 after %d body bytes\n", sent);
+    tc_close(c);
+    /* A body that keeps up (two halves, a pause inside the grace) passes. */
+    c = tc_open(f->port);
+    tc_send_str(c->fd, "POST /ok HTTP/1.1\r\nContent-Length: 2000\r\n\r\n");
+    static char half[1001];
+    memset(half, 'y', 1000);
+    tc_send_str(c->fd, half);
+    usleep(100000);
+    tc_send_str(c->fd, half);
+    tc_resp_t r;
+    ASSERT_EQ(tc_read_resp(c, &r, 5000), 0);
+    ASSERT_EQ(r.status, 200);
+    tc_free_resp(&r);
+    tc_close(c);
+    srv_stop(f);
+}
+
+TEST_T(http_server_per_peer_limit, 30)
+{
+    vb_http_limits_t lim;
+    vb_http_limits_default(&lim);
+    lim.max_conns_per_peer = 3;
+    srv_fixture_t *f = srv_start(&lim, false);
+    tc_conn_t *held[3];
+    for (int i = 0; i < 3; i++) {
+        held[i] = tc_open_from(f->port, "127.0.0.2");
+        tc_send_str(held[i]->fd, "GET /held HTTP/1.1\r\n");
+    }
+    ASSERT_TRUE(wait_conns(f, 3, 5000));
+    /* The fourth from the same address: 503 and closed. */
+    tc_conn_t *c = tc_open_from(f->port, "127.0.0.2");
+    tc_resp_t r;
+    ASSERT_EQ(tc_read_resp(c, &r, 5000), 0);
+    ASSERT_EQ(r.status, 503);
+    tc_free_resp(&r);
+    ASSERT_TRUE(tc_wait_closed(c, 5000));
+    tc_close(c);
+    ASSERT_EQ(atomic_load(&f->events[VB_HTTP_EV_REFUSED_PER_PEER]), 1);
+    /* Another address is served. */
+    c = tc_open_from(f->port, "127.0.0.3");
+    tc_send_str(c->fd, "GET /other HTTP/1.1\r\n\r\n");
+    ASSERT_EQ(tc_read_resp(c, &r, 5000), 0);
+    ASSERT_EQ(r.status, 200);
+    tc_free_resp(&r);
+    tc_close(c);
+    /* The held ones still work, and a freed slot is usable again. */
+    tc_send_str(held[0]->fd, "\r\n");
+    ASSERT_EQ(tc_read_resp(held[0], &r, 5000), 0);
+    ASSERT_EQ(r.status, 200);
+    tc_free_resp(&r);
+    tc_close(held[0]);
+    ASSERT_TRUE(wait_conns(f, 2, 5000));
+    c = tc_open_from(f->port, "127.0.0.2");
+    tc_send_str(c->fd, "GET /again HTTP/1.1\r\n\r\n");
+    ASSERT_EQ(tc_read_resp(c, &r, 5000), 0);
+    ASSERT_EQ(r.status, 200);
+    tc_free_resp(&r);
+    tc_close(c);
+    for (int i = 1; i < 3; i++)
+        tc_close(held[i]);
+    srv_stop(f);
+}
+
+/* Slow-body connections from two addresses fill the connection cap; other
+ * addresses are still served, each taking the place of the busiest peer's
+ * oldest connection. */
+TEST_T(http_server_slow_bodies_at_the_cap_do_not_lock_out_others, 60)
+{
+    enum { CAP = 24, PER_PEER = 12, OTHERS = 40 };
+    vb_http_limits_t lim;
+    vb_http_limits_default(&lim);
+    lim.max_conns = CAP;
+    lim.max_conns_per_peer = PER_PEER;
+    srv_fixture_t *f = srv_start(&lim, false);
+    static const char *const attackers[] = {"127.0.0.2", "127.0.0.3"};
+    tc_conn_t *slow[CAP];
+    for (int i = 0; i < CAP; i++) {
+        slow[i] = tc_open_from(f->port, attackers[i % 2]);
+        tc_send_str(slow[i]->fd,
+                    "POST /webhook/voice HTTP/1.1\r\nContent-Length: 60000"
+                    "\r\n\r\nx");
+    }
+    ASSERT_TRUE(wait_conns(f, CAP, 5000));
+    int ok = 0;
+    for (int i = 0; i < OTHERS; i++) {
+        char from[32];
+        snprintf(from, sizeof(from), "127.0.%d.%d", 1 + i / 200, 10 + i % 200);
+        tc_conn_t *c = tc_open_from(f->port, from);
+        tc_send_str(c->fd, i % 2 ? "GET /healthz HTTP/1.1\r\n\r\n"
+                                 : "POST /webhook/voice HTTP/1.1\r\n"
+                                   "Content-Length: 5\r\n\r\nA=b&c");
+        tc_resp_t r;
+        if (tc_read_resp(c, &r, 5000) == 0 && r.status == 200)
+            ok++;
+        tc_free_resp(&r);
+        tc_close(c);
+    }
+    ASSERT_EQ(ok, OTHERS);
+    ASSERT_LE(vb_http_server_connections(f->srv), CAP);
+    int ev = atomic_load(&f->events[VB_HTTP_EV_EVICTED]);
+    ASSERT_GE(ev, 1);
+    printf("  %d of %d served, %d slow connections evicted\n", ok, OTHERS, ev);
+    for (int i = 0; i < CAP; i++)
+        tc_close(slow[i]);
+    srv_stop(f);
+}
+
+/* Out of descriptors: accepting pauses (a log line, an event), the waiting
+ * connections stay in the backlog, and every one is served once the
+ * answered ones close. The case runs in its own process, so the lowered
+ * RLIMIT_NOFILE touches nothing else. */
+TEST_T(http_server_emfile_pauses_and_resumes_accepting, 60)
+{
+    enum { CLIENTS = 32, SPARE = 4 };
+    int logp[2];
+    ASSERT_EQ(pipe(logp), 0);
+    fcntl(logp[0], F_SETFL, O_NONBLOCK);
+    vb_log_set_fd(logp[1]);
+    vb_http_limits_t lim;
+    vb_http_limits_default(&lim);
+    lim.accept_pause_ms = 100;
+    srv_fixture_t *f = srv_start(&lim, false);
+    int fds[CLIENTS];
+    int top = 0;
+    for (int i = 0; i < CLIENTS; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ASSERT_GE(fds[i], 0);
+        if (fds[i] > top)
+            top = fds[i];
+    }
+    struct rlimit old, rl;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    rl = old;
+    rl.rlim_cur = (rlim_t)top + 1 + SPARE;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)f->port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    for (int i = 0; i < CLIENTS; i++) {
+        ASSERT_EQ(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+        tc_send_str(fds[i], "GET /fd HTTP/1.1\r\nConnection: close\r\n\r\n");
+    }
+    double end = tc_now_ms() + 10000;
+    while (atomic_load(&f->events[VB_HTTP_EV_ACCEPT_PAUSED]) == 0 &&
+           tc_now_ms() < end)
+        usleep(5000);
+    ASSERT_GE(atomic_load(&f->events[VB_HTTP_EV_ACCEPT_PAUSED]), 1);
+    /* Read each answer and hang up, which frees the server's descriptor
+     * for the next connection still waiting in the backlog. */
+    int ok = 0;
+    for (int i = 0; i < CLIENTS; i++) {
+        tc_conn_t *c = calloc(1, sizeof(*c));
+        ASSERT_NOT_NULL(c);
+        c->fd = fds[i];
+        tc_resp_t r;
+        if (tc_read_resp(c, &r, 15000) == 0 && r.status == 200)
+            ok++;
+        tc_free_resp(&r);
+        tc_close(c);
+    }
+    ASSERT_EQ(ok, CLIENTS);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    int pauses = atomic_load(&f->events[VB_HTTP_EV_ACCEPT_PAUSED]);
+    srv_stop(f);
+    vb_log_set_fd(2);
+    static char logbuf[65536];
+    ssize_t n = read(logp[0], logbuf, sizeof(logbuf) - 1);
+    ASSERT_GT(n, 0);
+    logbuf[n] = '\0';
+    ASSERT_STR_CONTAINS(logbuf, "msg=\"accept failed, accepting paused\" "
+                                "err=\"Too many open files\"");
+    ASSERT_STR_CONTAINS(logbuf, "msg=\"accepting resumed\"");
+    printf("  %d of %d served, %d pauses\n", ok, CLIENTS, pauses);
+    close(logp[0]);
+    close(logp[1]);
+}
+
+/* A client that pipelines requests and never reads: once the answers
+ * queued for it pass max_output_bytes the server stops reading, so the
+ * client's own sends block (the kernel buffers fill) instead of the server
+ * queueing answers without bound; all of them arrive once it reads. */
+TEST_T(http_server_unread_pipelined_responses_stop_reading, 90)
+{
+    vb_http_limits_t lim;
+    vb_http_limits_default(&lim);
+    lim.max_output_bytes = 8192;
+    srv_fixture_t *f = srv_start(&lim, false);
+    /* Small socket buffers, set before connecting so the window is small
+     * too: the kernel cannot absorb much of either direction. */
+    tc_conn_t *c = calloc(1, sizeof(*c));
+    ASSERT_NOT_NULL(c);
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int small = 4096;
+    ASSERT_EQ(setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)),
+              0);
+    ASSERT_EQ(setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)),
+              0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)f->port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    static const char req[] = "GET /p HTTP/1.1\r\nHost: x\r\n\r\n";
+    const size_t rl = sizeof(req) - 1;
+    long sent = 0; /* whole requests */
+    size_t partial = 0;
+    bool blocked = false;
+    double end = tc_now_ms() + 20000 * vb_test_slowdown();
+    while (!blocked && tc_now_ms() < end) {
+        ssize_t n = send(c->fd, req + partial, rl - partial,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            partial += (size_t)n;
+            if (partial == rl) {
+                partial = 0;
+                sent++;
+            }
+            continue;
+        }
+        ASSERT_TRUE(errno == EAGAIN || errno == EWOULDBLOCK);
+        /* Blocked: give the server time to read more if it still would. */
+        struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+        blocked = poll(&p, 1, (int)(500 * vb_test_slowdown())) == 0;
+    }
+    ASSERT_TRUE(blocked);
+    printf("  sends blocked after %ld requests\n", sent);
+    /* Every whole request is answered once the client reads (a request
+     * cut by the last send stays unanswered). */
+    long got = 0;
+    tc_resp_t r;
+    while (got < sent && tc_read_resp(c, &r, 10000) == 0) {
+        ASSERT_EQ(r.status, 200);
+        tc_free_resp(&r);
+        got++;
+    }
+    ASSERT_EQ(got, sent);
     tc_close(c);
     srv_stop(f);
 }

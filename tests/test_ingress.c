@@ -7,6 +7,7 @@
  */
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include "core/clock.h"
@@ -215,6 +216,7 @@ typedef struct fx_opts {
     uint32_t ring_slots;  /* 0: 16 */
     bool no_lanes;
     bool hold;
+    bool no_admin; /* no --metrics-listen unless args give one */
 } fx_opts_t;
 
 static fx_t *fx_start(const fx_opts_t *o)
@@ -228,8 +230,17 @@ static fx_t *fx_start(const fx_opts_t *o)
     vb_log_set_fd(lfd);
     const char *argv[40] = {"voxbridge", "--listen", "127.0.0.1:0"};
     int argc = 3;
-    for (int i = 0; o && o->args[i]; i++)
+    bool admin = false;
+    for (int i = 0; o && o->args[i]; i++) {
+        admin = admin || strcmp(o->args[i], "--metrics-listen") == 0;
         argv[argc++] = o->args[i];
+    }
+    /* The admin endpoints are private by default: tests read them from an
+     * admin listener. */
+    if (!admin && !(o && o->no_admin)) {
+        argv[argc++] = "--metrics-listen";
+        argv[argc++] = "127.0.0.1:0";
+    }
     char err[256];
     ASSERT_EQ(vb_config_load(&f->cfg, argc, argv, err, sizeof(err)), 0);
     f->m = vb_metrics_create();
@@ -414,10 +425,19 @@ TEST_T(ingress_pipelined_requests, 30)
     ASSERT_STR_CONTAINS(r.head, "Content-Length: 3\r\n");
     tc_free_resp(&r);
     ASSERT_EQ(tc_read_resp(c, &r, MS), 0);
-    ASSERT_EQ(r.status, 200);
-    ASSERT_STR_CONTAINS(r.body, "\"signatures\":{\"state\":\"verified\"");
+    ASSERT_EQ(r.status, 404); /* admin endpoints are not public */
     tc_free_resp(&r);
     tc_close(c);
+    ASSERT_EQ(
+        tc_request(f->admin_port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
+        200);
+    ASSERT_STR_CONTAINS(r.body, "\"signatures\":{\"state\":\"verified\"");
+    /* The effective connection limits: derived, per peer 1/8 (>= 16). */
+    ASSERT_STR_CONTAINS(r.body, "\"admin_on_public\":false");
+    ASSERT_STR_CONTAINS(r.body, "\"request_timeout_ms\":30000");
+    ASSERT_STR_CONTAINS(r.body, "\"min_body_rate\":1024");
+    ASSERT_TRUE(strstr(r.body, "\"max_connections\":0,") == NULL);
+    tc_free_resp(&r);
     fx_stop(f);
 }
 
@@ -519,7 +539,7 @@ TEST_T(ingress_bad_signature_403_counted, 30)
     tc_free_resp(&r);
     healthz_ok(f->port);
 
-    char *m = get_metrics(f->port);
+    char *m = get_metrics(f->admin_port);
     ASSERT_STR_CONTAINS(m, "vb_twilio_signature_failures_total{route=\"voice\"}"
                            " 4\n");
     ASSERT_STR_CONTAINS(m,
@@ -554,7 +574,7 @@ TEST_T(ingress_status_callback, 30)
         tc_free_resp(&r);
         free(req);
     }
-    char *m = get_metrics(f->port);
+    char *m = get_metrics(f->admin_port);
     ASSERT_STR_CONTAINS(m, "vb_twilio_call_status_total{status=\"completed\"}"
                            " 2\n");
     ASSERT_STR_CONTAINS(m, "vb_twilio_call_status_total{status=\"in-progress\"}"
@@ -642,8 +662,9 @@ TEST_T(ingress_limits_and_errors, 60)
                          &r, MS),
               405);
     tc_free_resp(&r);
-    ASSERT_EQ(tc_request(f->port, "PUT /metrics HTTP/1.1\r\n\r\n", &r, MS),
-              405);
+    ASSERT_EQ(
+        tc_request(f->admin_port, "PUT /metrics HTTP/1.1\r\n\r\n", &r, MS),
+        405);
     tc_free_resp(&r);
     /* Wrong content type. */
     ASSERT_EQ(tc_request(f->port,
@@ -664,7 +685,7 @@ TEST_T(ingress_limits_and_errors, 60)
     }
     tc_close(c);
 
-    char *m = get_metrics(f->port);
+    char *m = get_metrics(f->admin_port);
     ASSERT_STR_CONTAINS(m, "vb_http_requests_total{route=\"other\",code="
                            "\"431\"} 1\n");
     ASSERT_STR_CONTAINS(m, "vb_http_requests_total{route=\"other\",code="
@@ -689,8 +710,9 @@ TEST_T(ingress_metrics_pass_promtool, 30)
     free(req);
     ASSERT_EQ(tc_request(f->port, "GET /x HTTP/1.1\r\n\r\n", &r, MS), 404);
     tc_free_resp(&r);
-    ASSERT_EQ(tc_request(f->port, "GET /metrics HTTP/1.1\r\n\r\n", &r, MS),
-              200);
+    ASSERT_EQ(
+        tc_request(f->admin_port, "GET /metrics HTTP/1.1\r\n\r\n", &r, MS),
+        200);
     ASSERT_STR_CONTAINS(r.head, "Content-Type: text/plain; version=0.0.4; "
                                 "charset=utf-8\r\n");
     ASSERT_STR_CONTAINS(r.body, "# TYPE vb_http_requests_total counter\n");
@@ -784,7 +806,7 @@ TEST_T(ingress_websocket_handoff_bytes_intact, 30)
     tc_close(c);
 
     healthz_ok(f->port);
-    char *m = get_metrics(f->port);
+    char *m = get_metrics(f->admin_port);
     ASSERT_STR_CONTAINS(m, "vb_stream_handoffs_total{result=\"ok\"} 2\n");
     ASSERT_STR_CONTAINS(m, "vb_http_requests_total{route=\"stream\",code="
                            "\"101\"} 2\n");
@@ -850,7 +872,7 @@ TEST_T(ingress_websocket_upgrade_validation, 30)
         tc_free_resp(&r);
     }
     healthz_ok(f->port);
-    char *m = get_metrics(f->port);
+    char *m = get_metrics(f->admin_port);
     ASSERT_STR_CONTAINS(m, "vb_twilio_signature_failures_total{route="
                            "\"stream\"} 2\n");
     free(m);
@@ -881,7 +903,7 @@ TEST_T(ingress_ring_full_answers_503, 30)
     ASSERT_STR_CONTAINS(r.head, "Retry-After: 1\r\n");
     tc_free_resp(&r);
     healthz_ok(f->port);
-    char *m = get_metrics(f->port);
+    char *m = get_metrics(f->admin_port);
     ASSERT_STR_CONTAINS(m, "vb_stream_handoffs_total{result=\"ring_full\"} "
                            "1\n");
     free(m);
@@ -900,8 +922,9 @@ TEST_T(ingress_no_lanes_answers_503, 30)
     tc_resp_t r;
     ASSERT_EQ(tc_request(f->port, up, &r, MS), 503);
     tc_free_resp(&r);
-    ASSERT_EQ(tc_request(f->port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
-              200);
+    ASSERT_EQ(
+        tc_request(f->admin_port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
+        200);
     ASSERT_STR_CONTAINS(r.body, "\"state\":\"not_attached\"");
     tc_free_resp(&r);
     fx_stop(f);
@@ -959,15 +982,16 @@ TEST_T(ingress_capacity_draining_and_lane_choice, 30)
     ASSERT_STR_CONTAINS(r.body, "<Say>All busy &amp; sorry</Say><Hangup/>");
     tc_free_resp(&r);
     free(req);
-    ASSERT_EQ(tc_request(f->port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
-              200);
+    ASSERT_EQ(
+        tc_request(f->admin_port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
+        200);
     ASSERT_STR_CONTAINS(r.body, "\"status\":\"draining\"");
     ASSERT_STR_CONTAINS(r.body, "\"pending\":2");
     tc_free_resp(&r);
     vb_ingress_set_draining(f->g, false);
     ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 200);
     tc_free_resp(&r);
-    char *m = get_metrics(f->port);
+    char *m = get_metrics(f->admin_port);
     ASSERT_STR_CONTAINS(m, "vb_calls_rejected_total{reason=\"busy\"} 1\n");
     ASSERT_STR_CONTAINS(m, "vb_calls_rejected_total{reason=\"draining\"} 1\n");
     free(m);
@@ -1026,7 +1050,7 @@ TEST_T(ingress_insecure_mode, 30)
           "CallSid=C%3CA";
     ASSERT_EQ(tc_request(f->port, req, &r, MS), 400);
     tc_free_resp(&r);
-    char *m = get_metrics(f->port);
+    char *m = get_metrics(f->admin_port);
     ASSERT_STR_CONTAINS(m, "vb_insecure_mode 1\n");
     free(m);
     ASSERT_TRUE(log_contains(f, "signatures are NOT verified"));
@@ -1084,8 +1108,9 @@ TEST_T(ingress_admin_listener_and_cors, 30)
 
     /* CORS off by default. */
     f = fx_start(NULL);
-    ASSERT_EQ(tc_request(f->port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
-              200);
+    ASSERT_EQ(
+        tc_request(f->admin_port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
+        200);
     ASSERT_TRUE(strstr(r.head, "Access-Control") == NULL);
     tc_free_resp(&r);
     fx_stop(f);
@@ -1173,4 +1198,267 @@ TEST_T(ingress_stop_with_open_connections, 30)
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     ASSERT_NE(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     close(fd);
+}
+
+TEST_T(ingress_admin_endpoints_private_by_default, 30)
+{
+    /* No admin listener: not served anywhere, and the log says so. */
+    fx_opts_t o = {.no_admin = true};
+    fx_t *f = fx_start(&o);
+    ASSERT_EQ(f->admin_port, 0);
+    tc_resp_t r;
+    ASSERT_EQ(tc_request(f->port, "GET /metrics HTTP/1.1\r\n\r\n", &r, MS),
+              404);
+    tc_free_resp(&r);
+    ASSERT_EQ(tc_request(f->port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
+              404);
+    tc_free_resp(&r);
+    healthz_ok(f->port);
+    ASSERT_TRUE(log_contains(f, "msg=\"admin endpoints not served: "));
+    fx_stop(f);
+
+    /* --admin-on-public puts them on the public listener. */
+    fx_opts_t pub = {.args = {"--admin-on-public", NULL}, .no_admin = true};
+    f = fx_start(&pub);
+    ASSERT_EQ(tc_request(f->port, "GET /metrics HTTP/1.1\r\n\r\n", &r, MS),
+              200);
+    ASSERT_STR_CONTAINS(r.body, "# TYPE vb_http_requests_total counter\n");
+    tc_free_resp(&r);
+    ASSERT_EQ(tc_request(f->port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
+              200);
+    tc_free_resp(&r);
+    ASSERT_TRUE(log_contains(f, "msg=\"admin endpoints served\" "
+                                "paths=/metrics,/test/system on=127.0.0.1:0"));
+    fx_stop(f);
+
+    /* Both: the admin listener and the public one. */
+    fx_opts_t both = {.args = {"--admin-on-public", NULL}};
+    f = fx_start(&both);
+    ASSERT_EQ(tc_request(f->port, "GET /metrics HTTP/1.1\r\n\r\n", &r, MS),
+              200);
+    tc_free_resp(&r);
+    ASSERT_EQ(
+        tc_request(f->admin_port, "GET /metrics HTTP/1.1\r\n\r\n", &r, MS),
+        200);
+    tc_free_resp(&r);
+    fx_stop(f);
+}
+
+static tc_conn_t *open_from(int port, const char *from)
+{
+    tc_conn_t *c = calloc(1, sizeof(*c));
+    ASSERT_NOT_NULL(c);
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(c->fd, 0);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    ASSERT_EQ(inet_pton(AF_INET, from, &src.sin_addr), 1);
+    ASSERT_EQ(bind(c->fd, (struct sockaddr *)&src, sizeof(src)), 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return c;
+}
+
+/* Slow-body connections from two addresses hold the whole connection cap
+ * (the attack: POST heads announcing 60000 bytes, then a byte now and
+ * then); health checks and signed webhooks from other addresses are all
+ * answered, and the limits show in the metrics. */
+TEST_T(ingress_slow_bodies_at_the_cap_do_not_stop_others, 60)
+{
+    enum { CAP = 24, PER_PEER = 12, OTHERS = 30 };
+    fx_opts_t o = {.args = {"--public-url", PUBLIC, "--twilio-auth-token",
+                            TOKEN, "--max-connections", "24",
+                            "--max-connections-per-peer", "12", NULL}};
+    fx_t *f = fx_start(&o);
+    static const char *const attackers[] = {"127.0.0.2", "127.0.0.3"};
+    tc_conn_t *slow[CAP];
+    for (int i = 0; i < CAP; i++) {
+        slow[i] = open_from(f->port, attackers[i % 2]);
+        tc_send_str(slow[i]->fd, "POST /webhook/voice HTTP/1.1\r\n"
+                                 "Content-Type: application/"
+                                 "x-www-form-urlencoded\r\n"
+                                 "Content-Length: 60000\r\n\r\nA");
+    }
+    /* One more from an attacker address: over its per-peer limit. */
+    tc_conn_t *extra = open_from(f->port, "127.0.0.2");
+    tc_resp_t r;
+    ASSERT_EQ(tc_read_resp(extra, &r, MS), 0);
+    ASSERT_EQ(r.status, 503);
+    tc_free_resp(&r);
+    tc_close(extra);
+    int ok = 0;
+    for (int i = 0; i < OTHERS; i++) {
+        char from[32], sid[32];
+        snprintf(from, sizeof(from), "127.0.2.%d", 10 + i);
+        tc_conn_t *c = open_from(f->port, from);
+        char *req = NULL;
+        if (i % 2) {
+            tc_send_str(c->fd, "GET /healthz HTTP/1.1\r\n\r\n");
+        } else {
+            char body[512];
+            snprintf(sid, sizeof(sid), "CA%d", 500 + i);
+            snprintf(body, sizeof(body), "%s%s%s",
+                     "AccountSid=AC0&ApiVersion=2010-04-01&CallSid=", sid,
+                     "&CallStatus=ringing&Called=%2B18005550100"
+                     "&Caller=%2B14155550123&Direction=inbound"
+                     "&From=%2B14155550123&To=%2B18005550100");
+            req = webhook("/webhook/voice", body, NULL);
+            tc_send_str(c->fd, req);
+        }
+        if (tc_read_resp(c, &r, MS) == 0 && r.status == 200)
+            ok++;
+        tc_free_resp(&r);
+        free(req);
+        tc_close(c);
+    }
+    ASSERT_EQ(ok, OTHERS);
+    char *m = get_metrics(f->admin_port);
+    ASSERT_STR_CONTAINS(m, "vb_http_connections_refused_total{reason="
+                           "\"per_peer\"} 1\n");
+    ASSERT_TRUE(strstr(m, "vb_http_connections_evicted_total 0\n") == NULL);
+    free(m);
+    for (int i = 0; i < CAP; i++)
+        tc_close(slow[i]);
+    fx_stop(f);
+}
+
+/* The request deadline and the body rate are settings of the server. */
+TEST_T(ingress_request_timeout_and_min_body_rate_settings, 30)
+{
+    fx_opts_t o = {
+        .args = {"--request-timeout-ms", "1000", "--min-body-rate", "0", NULL}};
+    fx_t *f = fx_start(&o);
+    tc_conn_t *c = tc_open(f->port);
+    tc_send_str(c->fd, "POST /webhook/voice HTTP/1.1\r\n"
+                       "Content-Length: 60000\r\n\r\n");
+    tc_resp_t r;
+    int status = -1;
+    for (int i = 0; i < 100 && status < 0; i++) {
+        send(c->fd, "A", 1, MSG_NOSIGNAL);
+        if (tc_read_resp(c, &r, 100) == 0) {
+            status = r.status;
+            tc_free_resp(&r);
+        }
+    }
+    ASSERT_EQ(status, 408);
+    tc_close(c);
+    ASSERT_TRUE(log_contains(f, "reason=\"request timed out\""));
+    char *m = get_metrics(f->admin_port);
+    ASSERT_STR_CONTAINS(m, "vb_http_requests_total{route=\"other\",code="
+                           "\"408\"} 1\n");
+    ASSERT_STR_CONTAINS(m, "vb_http_accept_paused_total 0\n");
+    free(m);
+    fx_stop(f);
+}
+
+static char *system_report(fx_t *f)
+{
+    tc_resp_t r;
+    ASSERT_EQ(
+        tc_request(f->admin_port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
+        200);
+    return r.body;
+}
+
+/* --max-connections 0 is what the soft fd limit leaves after 3 per call of
+ * --max-calls and a reserve of 64; the per-peer limit is 1/8 of it, off
+ * behind a trusted proxy unless set. (The case runs in its own process:
+ * the lowered limit touches nothing else.) */
+TEST_T(ingress_connection_cap_from_the_fd_limit, 30)
+{
+    struct rlimit rl;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    ASSERT_GE(rl.rlim_max, 1000);
+    rl.rlim_cur = 1000;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    fx_opts_t o = {.args = {"--max-calls", "100", NULL}};
+    fx_t *f = fx_start(&o);
+    char *j = system_report(f);
+    ASSERT_STR_CONTAINS(j, "\"max_connections\":636,"); /* 1000-300-64 */
+    ASSERT_STR_CONTAINS(j, "\"max_connections_per_peer\":79,");
+    free(j);
+    ASSERT_TRUE(log_contains(f, "msg=\"http connection limits\" "
+                                "max_connections=636 per_peer=79 "
+                                "fd_limit=1000"));
+    fx_stop(f);
+
+    fx_opts_t px = {.args = {"--max-calls", "100", "--trust-proxy", NULL}};
+    f = fx_start(&px);
+    j = system_report(f);
+    ASSERT_STR_CONTAINS(j, "\"max_connections_per_peer\":0,");
+    free(j);
+    fx_stop(f);
+
+    /* Too many calls for the limit: the floor, and a warning. */
+    fx_opts_t big = {.args = {"--max-calls", "400", NULL}};
+    f = fx_start(&big);
+    j = system_report(f);
+    ASSERT_STR_CONTAINS(j, "\"max_connections\":16,");
+    ASSERT_STR_CONTAINS(j, "\"max_connections_per_peer\":16,");
+    free(j);
+    ASSERT_TRUE(log_contains(f, "the fd limit leaves almost nothing"));
+    fx_stop(f);
+
+    /* Explicit settings win. */
+    fx_opts_t ex = {.args = {"--max-connections", "50",
+                             "--max-connections-per-peer", "5", "--trust-proxy",
+                             NULL}};
+    f = fx_start(&ex);
+    j = system_report(f);
+    ASSERT_STR_CONTAINS(j, "\"max_connections\":50,");
+    ASSERT_STR_CONTAINS(j, "\"max_connections_per_peer\":5,");
+    free(j);
+    fx_stop(f);
+}
+
+/* Out of descriptors at accept: accepting pauses and resumes, the log says
+ * so (rate-limited) and vb_http_accept_paused_total counts it; every
+ * waiting client is answered once descriptors free up. */
+TEST_T(ingress_emfile_is_logged_counted_and_recovers, 60)
+{
+    enum { CLIENTS = 24, SPARE = 3 };
+    fx_t *f = fx_start(NULL);
+    int fds[CLIENTS], top = 0;
+    for (int i = 0; i < CLIENTS; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ASSERT_GE(fds[i], 0);
+        top = fds[i] > top ? fds[i] : top;
+    }
+    struct rlimit old, rl;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    rl = old;
+    rl.rlim_cur = (rlim_t)top + 1 + SPARE;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)f->port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    for (int i = 0; i < CLIENTS; i++) {
+        ASSERT_EQ(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+        tc_send_str(fds[i],
+                    "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    }
+    /* The server holds at most SPARE of them at once (and this process,
+     * which shares the limit, opens nothing until they are answered). */
+    int ok = 0;
+    for (int i = 0; i < CLIENTS; i++) {
+        tc_conn_t *c = calloc(1, sizeof(*c));
+        ASSERT_NOT_NULL(c);
+        c->fd = fds[i];
+        tc_resp_t r;
+        if (tc_read_resp(c, &r, MS * 3) == 0 && r.status == 200)
+            ok++;
+        tc_free_resp(&r);
+        tc_close(c);
+    }
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    ASSERT_EQ(ok, CLIENTS);
+    ASSERT_TRUE(log_contains(f, "msg=\"accept failed, accepting paused\" "
+                                "err=\"Too many open files\""));
+    ASSERT_TRUE(log_contains(f, "msg=\"accepting resumed\""));
+    char *m = get_metrics(f->admin_port);
+    ASSERT_TRUE(strstr(m, "vb_http_accept_paused_total 0\n") == NULL);
+    ASSERT_STR_CONTAINS(m, "vb_http_accept_paused_total ");
+    free(m);
+    fx_stop(f);
 }

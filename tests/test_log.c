@@ -92,6 +92,24 @@ TEST(log_levels_filter_and_parse)
     ASSERT_STR_EQ(captured(), "");
 }
 
+/* '*' width and precision take their int arguments in order, as printf
+ * does: the fields after them keep their own values (the "http request"
+ * debug line passes a path as "%.*s" between two other fields). */
+TEST(log_star_width_and_precision_keep_arguments_in_order)
+{
+    capture();
+    const char *target = "/webhook/voice?x=1";
+    vb_log_info(NULL, "http request",
+                "method=%s path=%.*s status=%d peer=%s w=[%*d] l=[%-*s]"
+                " neg=[%*d] np=%.*s after=%d",
+                "POST", 14, target, 200, "127.0.0.1:5000", 5, 42, 4, "ab", -4,
+                7, -1, "whole", 9);
+    char *out = captured();
+    ASSERT_STR_CONTAINS(out, " method=POST path=/webhook/voice status=200"
+                             " peer=127.0.0.1:5000 w=\"[   42]\" l=\"[ab  ]\""
+                             " neg=\"[7   ]\" np=whole after=9\n");
+}
+
 TEST(log_long_lines_are_cut_and_marked)
 {
     capture();

@@ -43,6 +43,32 @@
 #define port_open   proc_port_open
 #define sh          proc_sh
 
+/* The admin listener's port from the "listening ... role=admin" line. */
+static int wait_admin_port(const char *log, pid_t pid, int ms)
+{
+    double end = tc_now_ms() + ms;
+    for (;;) {
+        char *text = proc_read_file(log);
+        for (const char *p = text ? strstr(text, "msg=listening") : NULL;
+             p != NULL; p = strstr(p + 1, "msg=listening")) {
+            const char *eol = strchr(p, '\n');
+            const char *role = strstr(p, "role=admin");
+            const char *q = strstr(p, "port=");
+            if (role != NULL && q != NULL && (eol == NULL || role < eol) &&
+                (eol == NULL || q < eol)) {
+                int port = atoi(q + 5);
+                free(text);
+                return port;
+            }
+        }
+        if ((pid > 0 && proc_exited(pid)) || tc_now_ms() > end)
+            vb_test_fail(__FILE__, __LINE__, "no admin listener:\n%s",
+                         text ? text : "");
+        free(text);
+        usleep(10000);
+    }
+}
+
 static char *read_file(const char *path)
 {
     static char *last;
@@ -333,14 +359,22 @@ TEST_T(nginx_tls_proxy_signed_webhook_and_websocket, 120)
     snprintf(nglog, sizeof(nglog), "%s/nginx.out", dir);
     snprintf(conf, sizeof(conf), "%s/nginx.conf", dir);
     snprintf(ca, sizeof(ca), "%s/ca.crt", dir);
-    const char *argv[] = {
-        bin,    "--listen",      "127.0.0.1:0", "--public-url",
-        PUBLIC, "--trust-proxy", "--lanes",     "2",
-        NULL};
+    const char *argv[] = {bin,
+                          "--listen",
+                          "127.0.0.1:0",
+                          "--public-url",
+                          PUBLIC,
+                          "--trust-proxy",
+                          "--lanes",
+                          "2",
+                          "--metrics-listen",
+                          "127.0.0.1:0",
+                          NULL};
     const char *env[] = {"TWILIO_AUTH_TOKEN=" TOKEN,
                          "VOXBRIDGE_STREAM_SECRET=" SECRET, NULL};
     pid_t vb = spawn(argv, env, vblog);
     int vb_port = wait_port(vblog, vb, deadline_ms(10000));
+    int admin_port = wait_admin_port(vblog, vb, deadline_ms(10000));
 
     int ng_port = free_port();
     write_nginx_conf(dir, ng_port, vb_port);
@@ -449,20 +483,30 @@ TEST_T(nginx_tls_proxy_signed_webhook_and_websocket, 120)
     ASSERT_STR_CONTAINS(t->buf + 4, "stream token");
     tls_close(t);
 
-    /* 3. Metrics through the proxy record both. */
+    /* 3. The admin endpoints are not reachable through the proxy (the
+     * public listener), and the admin listener's metrics record both. */
     t = tls_open(ng_port, ca);
     const char *mreq = "GET /metrics HTTP/1.1\r\nHost: " HOST "\r\n\r\n";
     tls_send(t, mreq, strlen(mreq));
     static char metrics[1 << 16];
     ASSERT_EQ(tls_response(t, head, sizeof(head), metrics, sizeof(metrics)),
+              404);
+    tls_close(t);
+    tc_resp_t mr;
+    ASSERT_EQ(tc_request(admin_port, "GET /metrics HTTP/1.1\r\n\r\n", &mr,
+                         deadline_ms(5000)),
               200);
+    snprintf(metrics, sizeof(metrics), "%s", mr.body);
+    tc_free_resp(&mr);
     ASSERT_STR_CONTAINS(metrics, "vb_stream_handoffs_total{result=\"ok\"} 1\n");
     ASSERT_STR_CONTAINS(metrics,
                         "vb_http_requests_total{route=\"voice\",code=\"200\"}"
                         " 1\n");
     ASSERT_STR_CONTAINS(
         metrics, "vb_twilio_signature_failures_total{route=\"voice\"} 1\n");
-    tls_close(t);
+    /* Behind the proxy every socket comes from it: no per-peer limit. */
+    ASSERT_STR_CONTAINS(metrics, "vb_http_connections_refused_total{reason="
+                                 "\"per_peer\"} 0\n");
 
     kill(ng, SIGQUIT);
     ASSERT_GE(reap(ng, deadline_ms(10000)), 0);
