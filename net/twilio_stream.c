@@ -661,7 +661,8 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
     memcpy(open.account_sid, m->start.account_sid.p, m->start.account_sid.len);
     memcpy(c->account_sid, open.account_sid, sizeof c->account_sid);
     c->st = C_STREAMING;
-    c->started_ns = c->rate_t_ns = vb_clock_now_ns();
+    c->started_ns = vb_clock_now_ns();
+    c->rate_t_ns = 0; /* a full bucket: clamped to RATE_BURST on use */
     c->opened = true;
     in_push(c, VB_MSG_CALL_OPEN, 0, &open, sizeof open, vb_clock_now_ns());
     vb_metrics_counter_add(s->shard, s->m_calls, 1);

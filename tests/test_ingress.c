@@ -814,14 +814,51 @@ TEST_T(ingress_websocket_handoff_bytes_intact, 30)
     fx_stop(f);
 }
 
-TEST_T(ingress_websocket_upgrade_validation, 30)
+/* By default the stream token authenticates a stream: an upgrade whose
+ * signature does not verify is counted and logged, and still upgraded
+ * (without the signed flag). */
+TEST_T(ingress_upgrade_bad_signature_counted_not_refused_by_default, 30)
 {
     fx_t *f = fx_start(&secure);
+    tc_resp_t r;
+    char up[1024];
+    upgrade_req(up, sizeof(up), "/media-stream/0",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAA=", NULL);
+    tc_conn_t *c = tc_open(f->port);
+    tc_send_str(c->fd, up);
+    ASSERT_EQ(tc_read_resp_ex(c, &r, MS, true), 0);
+    ASSERT_EQ(r.status, 101);
+    tc_free_resp(&r);
+    got_t g = consumer_wait(&f->cons, 1);
+    ASSERT_EQ(g.lane, 0);
+    ASSERT_EQ(g.flags, 0); /* not signed */
+    tc_close(c);
+    char *m = get_metrics(f->admin_port);
+    ASSERT_STR_CONTAINS(m, "vb_twilio_signature_failures_total{route="
+                           "\"stream\"} 1\n");
+    free(m);
+    ASSERT_TRUE(log_contains(f, "action=\"token decides\""));
+    fx_stop(f);
+}
+
+TEST_T(ingress_websocket_upgrade_validation, 30)
+{
+    fx_opts_t strict = secure;
+    for (int i = 0;; i++)
+        if (strict.args[i] == NULL) {
+            strict.args[i] = "--stream-require-signature";
+            break;
+        }
+    fx_t *f = fx_start(&strict);
     tc_resp_t r;
     char up[1024];
     /* Bad signature over the upgrade. */
     upgrade_req(up, sizeof(up), "/media-stream",
                 "AAAAAAAAAAAAAAAAAAAAAAAAAAA=", NULL);
+    ASSERT_EQ(tc_request(f->port, up, &r, MS), 403);
+    tc_free_resp(&r);
+    /* None at all, when signatures are required. */
+    upgrade_req(up, sizeof(up), "/media-stream", "", NULL);
     ASSERT_EQ(tc_request(f->port, up, &r, MS), 403);
     tc_free_resp(&r);
     /* Trailing-slash variant of a good signature is accepted. */
@@ -874,7 +911,7 @@ TEST_T(ingress_websocket_upgrade_validation, 30)
     healthz_ok(f->port);
     char *m = get_metrics(f->admin_port);
     ASSERT_STR_CONTAINS(m, "vb_twilio_signature_failures_total{route="
-                           "\"stream\"} 2\n");
+                           "\"stream\"} 3\n");
     free(m);
     fx_stop(f);
 }

@@ -57,6 +57,11 @@ static void calls_changed(void *ud, int lane, int delta)
     f->calls += delta;
 }
 
+/* Settings a case may set before fx_start (zero: the stage's default). */
+static struct {
+    uint32_t max_preauth, per_peer, media_timeout_ms, max_call_s;
+} fx_over;
+
 static fixture_t *fx_start(int lane, uint32_t max_calls, uint32_t batch,
                            uint32_t in_cap, uint32_t start_ms)
 {
@@ -82,6 +87,10 @@ static fixture_t *fx_start(int lane, uint32_t max_calls, uint32_t batch,
         .out_from_dsp = &f->out,
         .metrics = f->m,
         .hangup_grace_ms = 60000, /* hang-ups here wait for echoes */
+        .max_preauth = fx_over.max_preauth,
+        .max_preauth_per_peer = fx_over.per_peer,
+        .media_timeout_ms = fx_over.media_timeout_ms,
+        .max_call_s = fx_over.max_call_s,
         .calls_changed = calls_changed,
         .calls_ud = f,
     };
@@ -188,7 +197,8 @@ static void send_text(client_t *c, const char *json)
     free(w);
 }
 
-static void send_start(client_t *c, const char *token, const char *encoding)
+static void send_start_for(client_t *c, const char *token, const char *encoding,
+                           const char *call_sid)
 {
     char json[1024];
     char params[256] = "";
@@ -197,13 +207,18 @@ static void send_start(client_t *c, const char *token, const char *encoding)
     snprintf(json, sizeof json,
              "{\"event\":\"start\",\"sequenceNumber\":\"%llu\","
              "\"start\":{\"accountSid\":\"" ACCT_SID
-             "\",\"streamSid\":\"" STREAM_SID "\",\"callSid\":\"" CALL_SID
+             "\",\"streamSid\":\"" STREAM_SID "\",\"callSid\":\"%s"
              "\",\"tracks\":[\"inbound\"],"
              "\"mediaFormat\":{\"encoding\":\"%s\",\"sampleRate\":8000,"
              "\"channels\":1},\"customParameters\":{%s\"FirstName\":\"Jane\"}},"
              "\"streamSid\":\"" STREAM_SID "\"}",
-             (unsigned long long)c->seq++, encoding, params);
+             (unsigned long long)c->seq++, call_sid, encoding, params);
     send_text(c, json);
+}
+
+static void send_start(client_t *c, const char *token, const char *encoding)
+{
+    send_start_for(c, token, encoding, CALL_SID);
 }
 
 static void send_media(client_t *c, const uint8_t *mulaw, size_t n)
@@ -234,12 +249,17 @@ static char *make_token(fixture_t *f, int lane, int64_t expiry, const char *sid)
     return tok;
 }
 
-static void start_call(fixture_t *f, client_t *c, int lane)
+static void start_call_for(fixture_t *f, client_t *c, int lane, const char *sid)
 {
     send_text(c, "{\"event\":\"connected\",\"protocol\":\"Call\","
                  "\"version\":\"1.0.0\"}");
-    send_start(c, make_token(f, lane, (int64_t)time(NULL) + 60, CALL_SID),
-               "audio/x-mulaw");
+    send_start_for(c, make_token(f, lane, (int64_t)time(NULL) + 60, sid),
+                   "audio/x-mulaw", sid);
+}
+
+static void start_call(fixture_t *f, client_t *c, int lane)
+{
+    start_call_for(f, c, lane, CALL_SID);
 }
 
 /* Reads one frame, waiting up to `ms`; false on timeout or EOF. */
@@ -692,7 +712,10 @@ TEST_T(lane_full_refuses_with_1013, 20)
     client_t *a = connect_client(f);
     start_call(f, a, 0);
     expect_open(f);
+    /* An unauthenticated stream does not take a call slot: it waits in
+     * the pre-auth pool, and only its verified `start` finds none. */
     client_t *b = connect_client(f);
+    start_call_for(f, b, 0, "CA00000000000000000000000000000002");
     expect_close(b, 1013, "lane full");
     ASSERT_EQ(rejected(f, "lane_full"), 1);
     client_close(a);
@@ -707,7 +730,7 @@ TEST_T(inbound_ring_full_pushes_back_without_loss, 30)
     fixture_t *f = fx_start(0, 4, 1, 4, 0);
     client_t *c = connect_client(f);
     start_call(f, c, 0);
-    enum { N = 300 };
+    enum { N = 120 }; /* 2.4 s of audio at once: within the rate burst */
     for (unsigned i = 0; i < N; i++) {
         uint8_t mu[160];
         mulaw_pattern(mu, sizeof mu, i);
@@ -779,6 +802,219 @@ static void expect_event(client_t *c, const char *event, const char *mark)
         ASSERT_EQ(nkeys(j), 2);
     }
     cJSON_Delete(j);
+}
+
+/* ---- strangers, duplicates, floods and silence ---- */
+
+static int64_t counter(fixture_t *f, const char *name)
+{
+    vb_metric_t id;
+    ASSERT_EQ(vb_metrics_add(f->m, VB_METRIC_COUNTER, name, "", NULL, &id), 0);
+    return vb_metrics_value(f->m, id);
+}
+
+static bool pop_kind(fixture_t *f, vb_msg_t *m, int kind, int ms)
+{
+    while (pop_in(f, m, ms))
+        if (m->kind == kind)
+            return true;
+    return false;
+}
+
+TEST_T(unauthenticated_streams_take_no_call_slot, 30)
+{
+    /* Twice as many strangers as call slots, holding their sockets open
+     * without `start`: a signed call still gets a slot. */
+    fixture_t *f = fx_start(0, 2, 1, 64, 20000);
+    client_t *idle[4];
+    for (int i = 0; i < 4; i++) {
+        idle[i] = connect_client(f);
+        send_text(idle[i], "{\"event\":\"connected\",\"protocol\":"
+                           "\"Call\",\"version\":\"1.0.0\"}");
+    }
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    expect_open(f);
+    ASSERT_EQ(f->calls, 1);
+    ASSERT_EQ(counter(f, "vb_twilio_streams_unauthenticated_total"), 5);
+    ASSERT_EQ(rejected(f, "lane_full"), 0);
+    client_close(c);
+    for (int i = 0; i < 4; i++)
+        client_close(idle[i]);
+    fx_stop(f);
+}
+
+TEST_T(full_preauth_pool_evicts_the_oldest_stranger, 30)
+{
+    fx_over.max_preauth = 3;
+    fixture_t *f = fx_start(0, 2, 1, 64, 20000);
+    client_t *idle[3];
+    for (int i = 0; i < 3; i++)
+        idle[i] = connect_client(f);
+    /* The fourth stranger pushes out the first. */
+    client_t *late = connect_client(f);
+    expect_close(idle[0], 1013, "waiting for start");
+    ASSERT_EQ(rejected(f, "preauth_full"), 1);
+    /* A real stream arriving into the full pool evicts one more and
+     * opens its call. */
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    expect_open(f);
+    expect_close(idle[1], 1013, "waiting for start");
+    ASSERT_EQ(rejected(f, "preauth_full"), 2);
+    client_close(c);
+    client_close(late);
+    for (int i = 0; i < 3; i++)
+        client_close(idle[i]);
+    fx_stop(f);
+    fx_over.max_preauth = 0;
+}
+
+TEST_T(per_peer_bound_evicts_that_peers_oldest, 30)
+{
+    fx_over.per_peer = 2; /* every test connection has the same peer */
+    fixture_t *f = fx_start(0, 2, 1, 64, 20000);
+    client_t *a = connect_client(f), *b = connect_client(f);
+    client_t *c = connect_client(f);
+    expect_close(a, 1013, "waiting for start");
+    ASSERT_EQ(rejected(f, "preauth_full"), 1);
+    client_close(a);
+    client_close(b);
+    client_close(c);
+    fx_stop(f);
+    fx_over.per_peer = 0;
+}
+
+TEST_T(too_much_data_before_start_closes, 20)
+{
+    fixture_t *f = fx_start(0, 2, 1, 64, 20000);
+    /* One message over the pre-auth message limit: 1009. */
+    client_t *a = connect_client(f);
+    static char big[VB_TWILIO_PREAUTH_MAX_MESSAGE + 64];
+    memset(big, ' ', sizeof big - 1);
+    big[0] = '{';
+    big[sizeof big - 2] = '}';
+    send_text(a, big);
+    expect_close(a, 1009, NULL);
+    /* Small messages adding up past the byte budget: 1008. */
+    client_t *b = connect_client(f);
+    static char mid[VB_TWILIO_PREAUTH_MAX_MESSAGE / 2];
+    memset(mid, ' ', sizeof mid - 1);
+    mid[0] = '{';
+    mid[sizeof mid - 2] = '}';
+    for (unsigned i = 0; i <= VB_TWILIO_PREAUTH_MAX_BYTES / (sizeof mid - 1);
+         i++)
+        send_text(b, mid);
+    expect_close(b, 1008, "too much data before start");
+    ASSERT_EQ(rejected(f, "preauth_limit"), 1);
+    vb_msg_t m;
+    ASSERT_TRUE(!pop_in(f, &m, 100)); /* nothing opened downstream */
+    client_close(a);
+    client_close(b);
+    fx_stop(f);
+}
+
+TEST_T(one_stream_per_call_and_token_single_use, 30)
+{
+    fixture_t *f = fx_start(0, 4, 1, 64, 0);
+    client_t *a = connect_client(f);
+    start_call(f, a, 0);
+    expect_open(f);
+    /* Same token, same call, while the first is live. */
+    client_t *b = connect_client(f);
+    start_call(f, b, 0);
+    expect_close(b, 1008, "already used");
+    ASSERT_EQ(rejected(f, "duplicate"), 1);
+    ASSERT_EQ(f->calls, 1);
+    /* After the call ended, the token does not open another. */
+    send_text(a,
+              "{\"event\":\"stop\",\"sequenceNumber\":\"9\","
+              "\"streamSid\":\"" STREAM_SID "\",\"stop\":{"
+              "\"accountSid\":\"" ACCT_SID "\",\"callSid\":\"" CALL_SID "\"}}");
+    vb_msg_t m;
+    ASSERT_TRUE(pop_kind(f, &m, VB_MSG_CALL_CLOSE, 5000));
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    expect_close(c, 1008, "already used");
+    ASSERT_EQ(rejected(f, "duplicate"), 2);
+    ASSERT_TRUE(!pop_kind(f, &m, VB_MSG_CALL_OPEN, 200));
+    client_close(a);
+    client_close(b);
+    client_close(c);
+    fx_stop(f);
+}
+
+TEST_T(media_faster_than_real_time_is_dropped_then_closed, 30)
+{
+    fixture_t *f = fx_start(0, 4, 1, 4096, 0);
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    expect_open(f);
+    /* 20 s of audio at once: far past 2x real time. */
+    enum { N = 1000 };
+    uint8_t mu[160];
+    memset(mu, 0x7f, sizeof mu);
+    uint64_t t0 = vb_clock_now_ns();
+    for (unsigned i = 0; i < N; i++)
+        send_media(c, mu, sizeof mu);
+    expect_close(c, 1008, "faster than real time");
+    uint64_t secs = (vb_clock_now_ns() - t0) / 1000000000ull + 1;
+    /* What reached dsp is at most the burst plus what the rate allowed
+     * while the frames arrived. */
+    size_t got = 0;
+    vb_msg_t m;
+    while (pop_in(f, &m, 200))
+        if (m.kind == VB_MSG_AUDIO)
+            got += m.len;
+    size_t bound = 8u * VB_TWILIO_RATE_BURST_MS +
+                   (size_t)secs * 8000u * VB_TWILIO_RATE_X + 160;
+    if (got > bound)
+        vb_test_fail(__FILE__, __LINE__, "%zu bytes passed, bound %zu", got,
+                     bound);
+    ASSERT_GT(got, 0);
+    ASSERT_GT(counter(f, "vb_twilio_inbound_throttled_bytes_total"), 0);
+    client_close(c);
+    fx_stop(f);
+}
+
+TEST_T(silent_stream_is_closed_after_the_media_timeout, 30)
+{
+    fx_over.media_timeout_ms = 1000;
+    fixture_t *f = fx_start(0, 4, 1, 64, 0);
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    expect_open(f);
+    expect_close(c, 1008, "no media");
+    vb_msg_t m;
+    ASSERT_TRUE(pop_kind(f, &m, VB_MSG_CALL_CLOSE, 5000));
+    ASSERT_EQ(f->calls, 0);
+    vb_metric_t id;
+    ASSERT_EQ(vb_metrics_add(f->m, VB_METRIC_COUNTER, "vb_calls_total", "",
+                             VB_LABELS("outcome", "timeout"), &id),
+              0);
+    ASSERT_EQ(vb_metrics_value(f->m, id), 1);
+    client_close(c);
+    fx_stop(f);
+    fx_over.media_timeout_ms = 0;
+}
+
+TEST_T(max_call_duration_hangs_up, 30)
+{
+    fx_over.max_call_s = 1;
+    fixture_t *f = fx_start(0, 4, 1, 64, 0);
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    expect_open(f);
+    /* As for end_call: a "hangup" mark, and once Twilio echoes it the
+     * stream closes normally (no REST credentials here). */
+    expect_event(c, "mark", "hangup");
+    send_text(c, "{\"event\":\"mark\",\"sequenceNumber\":\"3\","
+                 "\"streamSid\":\"" STREAM_SID "\",\"mark\":{\"name\":"
+                 "\"hangup\"}}");
+    expect_close(c, 1000, "hangup");
+    client_close(c);
+    fx_stop(f);
+    fx_over.max_call_s = 0;
 }
 
 TEST_T(outbound_media_marks_clear_and_hangup_arrive_as_sent, 30)
