@@ -812,8 +812,8 @@ static void ws_glue_input(vb_ws_t *ws, const uint8_t *p, size_t n)
  * reads again unless that stalled output anew or the owner paused. */
 static void ws_resume_out(vb_ws_t *ws)
 {
-    if (!ws->out_stalled || ws->state == VB_WS_CLOSED ||
-        ws->destroy_pending || vb_transport_pending(ws->t) > 0)
+    if (!ws->out_stalled || ws->state == VB_WS_CLOSED || ws->destroy_pending ||
+        vb_transport_pending(ws->t) > 0)
         return;
     ws->out_stalled = false;
     if (ws->held_len > 0) {

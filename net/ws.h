@@ -92,9 +92,9 @@ typedef enum vb_ws_state {
  * 16 KiB for TLS) after read_stop, so this is never reached by a conforming
  * transport. Past it the endpoint fails with 1011 "input overflow". */
 #define VB_WS_MAX_HELD_INPUT (256u * 1024u)
-#define VB_WS_REASON_MAX          123 /* bytes; a close payload is <= 125 */
-#define VB_WS_KEY_LEN             24  /* base64 of 16 random bytes */
-#define VB_WS_ACCEPT_LEN          28  /* base64 of a SHA-1 digest */
+#define VB_WS_REASON_MAX     123 /* bytes; a close payload is <= 125 */
+#define VB_WS_KEY_LEN        24  /* base64 of 16 random bytes */
+#define VB_WS_ACCEPT_LEN     28  /* base64 of a SHA-1 digest */
 
 /* How the connection ended; passed to on_close. */
 typedef struct vb_ws_close_info {
