@@ -18,6 +18,14 @@
  * never leaves a frame half-written and the two paths cannot interleave
  * inside a frame.
  *
+ * Output back-pressure (transport glue): after every complete incoming
+ * frame wslay's queue is flushed to the transport (so a pong is counted in
+ * bytes, not as a queued object) and, while the endpoint is OPEN, unsent
+ * output above the cap stops the transport reading; the rest of the
+ * current read is copied to a held-input buffer (allocated on the first
+ * stall, then reused) and parsed when the transport drains. The same check
+ * runs before a read is parsed, for output the owner made on its own.
+ *
  * User callbacks may destroy the endpoint. Every entry point counts its
  * nesting depth; a destroy inside a callback only marks the endpoint and the
  * outermost entry frees it on the way out.
@@ -55,6 +63,7 @@ struct vb_ws {
     vb_ws_callbacks_t cb;
     void *ud;
     size_t max_message;
+    size_t max_pending_out;
     uint32_t close_timeout_ms, handshake_timeout_ms;
     char log_id[64];
     wslay_event_context_ptr ctx;
@@ -103,6 +112,11 @@ struct vb_ws {
     char key[VB_WS_KEY_LEN + 1];
     char *hs;
     size_t hs_len;
+
+    /* Read flow control: the owner's pause and output back-pressure. */
+    bool user_paused, out_stalled;
+    uint8_t *held; /* read but not parsed while out_stalled */
+    size_t held_off, held_len, held_cap;
 
     vb_ws_stats_t stats;
 };
@@ -472,34 +486,88 @@ static bool ws_check_head2(vb_ws_t *ws)
     return true;
 }
 
-static void ws_input(vb_ws_t *ws, const uint8_t *p, size_t n)
+/* ---- output back-pressure ---- */
+
+static size_t ws_cap(const vb_ws_t *ws)
 {
+    return ws->max_pending_out ? ws->max_pending_out
+                               : VB_WS_DEFAULT_MAX_PENDING_OUT;
+}
+
+/* Hands wslay's queue (pongs, close frames) to the output sink now, so it
+ * is counted as bytes in the transport rather than as queued objects. */
+static void ws_flush_queue(vb_ws_t *ws)
+{
+    if (ws->state == VB_WS_CLOSED || ws->output_failed ||
+        !wslay_event_want_write(ws->ctx))
+        return;
+    if (wslay_event_send(ws->ctx) != 0 && ws->fail_err == 0)
+        ws->fail_err = VB_EIO;
+}
+
+/* At a frame boundary: stops reading if unsent output is over the cap.
+ * Returns true when reading is (now) stopped for that reason. */
+static bool ws_check_out(vb_ws_t *ws)
+{
+    if (ws->t == NULL || ws->state != VB_WS_OPEN)
+        return false;
+    if (ws->out_stalled)
+        return true;
+    size_t pending = vb_ws_pending(ws);
+    if (pending <= ws_cap(ws))
+        return false;
+    ws->out_stalled = true;
+    ws->stats.out_stalls++;
+    vb_transport_read_stop(ws->t);
+    VB_LOG_RATELIMITED(VB_LOG_INFO, 1000, ws->log_id[0] ? ws->log_id : NULL,
+                       "ws output backlog, reading paused",
+                       "pending=%zu cap=%zu", pending, ws_cap(ws));
+    return true;
+}
+
+/* Parses input; returns the bytes consumed, fewer than `n` only when
+ * back-pressure stopped reading at a frame boundary. */
+static size_t ws_input(vb_ws_t *ws, const uint8_t *p, size_t n)
+{
+    const uint8_t *start = p;
+    if (ws->hlen == 0 && !ws->in_payload && ws_check_out(ws))
+        return 0;
     while (n > 0 && wslay_event_get_read_enabled(ws->ctx) &&
            !ws->destroy_pending) {
+        bool frame_done = false;
         if (ws->in_payload) {
             size_t k = ws->remain < n ? (size_t)ws->remain : n;
             ws_push(ws, p, k);
             p += k;
             n -= k;
             ws->remain -= k;
-            if (ws->remain == 0)
+            if (ws->remain == 0) {
                 ws->in_payload = false;
-            continue;
+                frame_done = true;
+            }
+        } else {
+            ws->hdr[ws->hlen++] = *p++;
+            n--;
+            if (ws->hlen == 2 && !ws_check_head2(ws))
+                break;
+            if (ws->hlen >= 2 && ws->hlen == ws->hneed) {
+                uint64_t plen;
+                if (!ws_check_header(ws, &plen))
+                    break;
+                ws->hlen = 0;
+                ws_push(ws, ws->hdr, ws->hneed);
+                ws->remain = plen;
+                ws->in_payload = plen > 0;
+                frame_done = plen == 0;
+            }
         }
-        ws->hdr[ws->hlen++] = *p++;
-        n--;
-        if (ws->hlen == 2 && !ws_check_head2(ws))
-            return;
-        if (ws->hlen >= 2 && ws->hlen == ws->hneed) {
-            uint64_t plen;
-            if (!ws_check_header(ws, &plen))
-                return;
-            ws->hlen = 0;
-            ws_push(ws, ws->hdr, ws->hneed);
-            ws->remain = plen;
-            ws->in_payload = plen > 0;
+        if (frame_done && !ws->destroy_pending) {
+            ws_flush_queue(ws);
+            if (ws_check_out(ws))
+                break;
         }
     }
+    return (size_t)(p - start);
 }
 
 /* ---- state ---- */
@@ -546,6 +614,8 @@ static void ws_finish(vb_ws_t *ws, int err)
             snprintf(info->reason, sizeof info->reason, "invalid close frame");
     }
     info->err = err;
+    ws->held_len = 0;
+    ws->held_off = 0;
     if (ws->t != NULL)
         vb_transport_shutdown(ws->t);
     if (ws->cb.on_close != NULL && !ws->destroy_pending)
@@ -615,6 +685,7 @@ static int ws_new(const vb_ws_config_t *cfg, const vb_ws_callbacks_t *cb,
     ws->ud = ud;
     ws->max_message =
         cfg->max_message ? cfg->max_message : VB_WS_DEFAULT_MAX_MESSAGE;
+    ws->max_pending_out = cfg->max_pending_out;
     ws->close_timeout_ms =
         cfg->close_timeout_ms ? cfg->close_timeout_ms : WS_CLOSE_TIMEOUT_MS;
     ws->handshake_timeout_ms = cfg->handshake_timeout_ms
@@ -675,6 +746,7 @@ void vb_ws_destroy(vb_ws_t *ws)
     free(ws->msg);
     free(ws->out);
     free(ws->hs);
+    free(ws->held);
     free(ws);
 }
 
@@ -692,13 +764,82 @@ static bool ws_leave(vb_ws_t *ws)
     return false;
 }
 
+/* Keeps input read while back-pressure stopped reading; false (and the
+ * endpoint failing with 1011) if it does not fit. */
+static bool ws_hold(vb_ws_t *ws, const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return true;
+    if (ws->held_len + n > VB_WS_MAX_HELD_INPUT) {
+        ws_fail_local(ws, VB_WS_CLOSE_INTERNAL, "input overflow");
+        return false;
+    }
+    if (ws->held_off > 0) {
+        memmove(ws->held, ws->held + ws->held_off, ws->held_len);
+        ws->held_off = 0;
+    }
+    if (ws->held_len + n > ws->held_cap) {
+        size_t cap = ws->held_cap ? ws->held_cap : 16384;
+        while (cap < ws->held_len + n)
+            cap *= 2;
+        uint8_t *q = realloc(ws->held, cap);
+        if (q == NULL) {
+            ws_fail_local(ws, VB_WS_CLOSE_INTERNAL, "out of memory");
+            return false;
+        }
+        ws->held = q;
+        ws->held_cap = cap;
+    }
+    memcpy(ws->held + ws->held_len, p, n);
+    ws->held_len += n;
+    return true;
+}
+
+/* Input from the peer: parsed now, or held while output is stalled. */
+static void ws_glue_input(vb_ws_t *ws, const uint8_t *p, size_t n)
+{
+    if (ws->out_stalled || ws->held_len > 0) {
+        ws_hold(ws, p, n);
+        return;
+    }
+    size_t used = ws_input(ws, p, n);
+    if (used < n && ws->out_stalled && ws->state != VB_WS_CLOSED &&
+        !ws->destroy_pending)
+        ws_hold(ws, p + used, n - used);
+}
+
+/* The transport drained (the low-water mark): parses the held input, then
+ * reads again unless that stalled output anew or the owner paused. */
+static void ws_resume_out(vb_ws_t *ws)
+{
+    if (!ws->out_stalled || ws->state == VB_WS_CLOSED || ws->destroy_pending ||
+        vb_transport_pending(ws->t) > 0)
+        return;
+    ws->out_stalled = false;
+    if (ws->held_len > 0) {
+        size_t used = ws_input(ws, ws->held + ws->held_off, ws->held_len);
+        if (ws->state == VB_WS_CLOSED || ws->destroy_pending ||
+            !ws->out_stalled) {
+            /* All parsed, or the rest is moot. */
+            ws->held_off = 0;
+            ws->held_len = 0;
+        } else {
+            ws->held_off += used;
+            ws->held_len -= used;
+        }
+    }
+    if (!ws->out_stalled && !ws->user_paused && ws->state != VB_WS_CLOSED &&
+        !ws->destroy_pending)
+        vb_transport_read_start(ws->t);
+}
+
 int vb_ws_feed(vb_ws_t *ws, const uint8_t *data, size_t len)
 {
     if (ws->state == VB_WS_CLOSED)
         return VB_ECLOSED;
     ws->depth++;
     ws->stats.bytes_in += len;
-    ws_input(ws, data, len);
+    ws_glue_input(ws, data, len);
     if (ws_leave(ws))
         return VB_ECLOSED;
     return ws->state == VB_WS_CLOSED ? ws->info.err : 0;
@@ -850,6 +991,16 @@ size_t vb_ws_pending(const vb_ws_t *ws)
     return n;
 }
 
+void vb_ws_set_max_pending_out(vb_ws_t *ws, size_t max_pending_out)
+{
+    ws->max_pending_out = max_pending_out;
+}
+
+bool vb_ws_out_stalled(const vb_ws_t *ws)
+{
+    return ws->out_stalled;
+}
+
 void vb_ws_get_stats(const vb_ws_t *ws, vb_ws_stats_t *out)
 {
     *out = ws->stats;
@@ -993,6 +1144,7 @@ static void ws_t_event(vb_transport_t *t, vb_transport_event_t ev, int err,
         ws_finish(ws, err < 0 ? err : VB_EIO);
         break;
     case VB_TRANSPORT_DRAINED:
+        ws_resume_out(ws);
         if (ws->cb.on_drain != NULL && !ws->destroy_pending &&
             ws->state != VB_WS_CLOSED)
             ws->cb.on_drain(ws, ws->ud);
@@ -1068,10 +1220,12 @@ int vb_ws_read_pause(vb_ws_t *ws, bool pause)
 {
     if (ws->t == NULL)
         return VB_EINVAL;
+    ws->user_paused = pause;
     if (ws->state == VB_WS_CLOSED)
         return 0;
-    return pause ? vb_transport_read_stop(ws->t)
-                 : vb_transport_read_start(ws->t);
+    if (pause)
+        return vb_transport_read_stop(ws->t);
+    return ws->out_stalled ? 0 : vb_transport_read_start(ws->t);
 }
 
 /* ---- handshake helpers ---- */

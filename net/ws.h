@@ -26,6 +26,20 @@
  * close reason, 1009 for a message over the size limit. The endpoint sends
  * the close frame itself and reports the code in vb_ws_close_info_t.
  *
+ * Output back-pressure (transport glue): when the endpoint's unsent output
+ * (vb_ws_pending(): messages queued in the endpoint plus the transport's
+ * queue, pongs and close frames included) passes max_pending_out, the
+ * endpoint stops reading from the transport at the next frame boundary, so
+ * a peer that sends but never reads (a ping flood, or messages whose
+ * handling makes output) cannot grow it further; the bytes already read
+ * and not yet parsed are held (at most one transport read) and parsed, in
+ * order, once reading resumes. Reading resumes when the transport reports
+ * its queue drained (the low-water mark: every queued byte handed to the
+ * kernel). Sending is never refused because of the cap: callers that
+ * produce output on their own keep their own limits (see vb_ws_pending()).
+ * This pause and the caller's vb_ws_read_pause() are independent: the
+ * transport reads only when neither wants it paused.
+ *
  * Threads: an endpoint is used by one thread only (the one running its
  * transport's loop, or any single thread in sans-I/O use).
  */
@@ -67,9 +81,20 @@ typedef enum vb_ws_state {
 #define VB_WS_CLOSE_INTERNAL        1011
 
 #define VB_WS_DEFAULT_MAX_MESSAGE (64u * 1024u)
-#define VB_WS_REASON_MAX          123 /* bytes; a close payload is <= 125 */
-#define VB_WS_KEY_LEN             24  /* base64 of 16 random bytes */
-#define VB_WS_ACCEPT_LEN          28  /* base64 of a SHA-1 digest */
+/* Default unsent-output cap of the transport glue (bytes); see
+ * vb_ws_config_t.max_pending_out. 512 KiB is about 40 s of Twilio outbound
+ * media (~12.5 kB/s) and 11 s of Gemini input audio (~45 kB/s), four times
+ * the few seconds a Gemini reconnect flushes at once; a healthy connection
+ * whose peer reads never comes near it. */
+#define VB_WS_DEFAULT_MAX_PENDING_OUT (512u * 1024u)
+/* Largest amount of read-but-unparsed input held while back-pressure has
+ * reading stopped; a transport delivers at most one read (64 KiB for TCP,
+ * 16 KiB for TLS) after read_stop, so this is never reached by a conforming
+ * transport. Past it the endpoint fails with 1011 "input overflow". */
+#define VB_WS_MAX_HELD_INPUT (256u * 1024u)
+#define VB_WS_REASON_MAX     123 /* bytes; a close payload is <= 125 */
+#define VB_WS_KEY_LEN        24  /* base64 of 16 random bytes */
+#define VB_WS_ACCEPT_LEN     28  /* base64 of a SHA-1 digest */
 
 /* How the connection ended; passed to on_close. */
 typedef struct vb_ws_close_info {
@@ -126,6 +151,12 @@ typedef struct vb_ws_config {
     /* Transport glue only: client opening-handshake timeout, ms; 0 means
      * 10000. */
     uint32_t handshake_timeout_ms;
+    /* Transport glue only: unsent output (vb_ws_pending()) above which the
+     * endpoint stops reading until the transport drains; 0 means
+     * VB_WS_DEFAULT_MAX_PENDING_OUT. vb_ws_pending() stays within this
+     * plus the output of one incoming frame (a pong, or what on_message
+     * sent) plus what the owner sends on its own. */
+    size_t max_pending_out;
     /* Optional call id or connection label for log lines; copied. */
     const char *log_id;
 } vb_ws_config_t;
@@ -179,9 +210,19 @@ int vb_ws_set_max_message(vb_ws_t *ws, size_t max);
  * the endpoint plus the transport's queue. For output flow control. */
 size_t vb_ws_pending(const vb_ws_t *ws);
 
+/* Changes the back-pressure cap (0: VB_WS_DEFAULT_MAX_PENDING_OUT), e.g. a
+ * small budget while a connection is unauthenticated and the normal one
+ * after. Takes effect at the next frame boundary. */
+void vb_ws_set_max_pending_out(vb_ws_t *ws, size_t max_pending_out);
+
+/* True while output back-pressure has reading stopped (transport glue). */
+bool vb_ws_out_stalled(const vb_ws_t *ws);
+
 /* Counters since creation. */
 typedef struct vb_ws_stats {
     uint64_t msgs_in, msgs_out, bytes_in, bytes_out, pings_in;
+    /* Times output back-pressure stopped reading. */
+    uint64_t out_stalls;
 } vb_ws_stats_t;
 void vb_ws_get_stats(const vb_ws_t *ws, vb_ws_stats_t *out);
 
@@ -213,8 +254,11 @@ int vb_ws_connect(uv_loop_t *loop, vb_transport_t *t, const vb_ws_config_t *cfg,
 
 /* Transport glue: stops (`pause` true) or resumes reading from the
  * transport, for input flow control. Bytes already read are still
- * processed and their messages delivered. Returns 0, VB_EINVAL (no
- * transport) or the transport's error. Loop thread. */
+ * processed and their messages delivered. Independent of output
+ * back-pressure: resuming here while back-pressure holds reading stopped
+ * only records the wish, and the transport reads again once both allow.
+ * Returns 0, VB_EINVAL (no transport) or the transport's error. Loop
+ * thread. */
 int vb_ws_read_pause(vb_ws_t *ws, bool pause);
 
 /* ---- handshake helpers (pure functions, any thread) ---- */

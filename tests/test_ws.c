@@ -8,11 +8,15 @@
 #include "net/ws.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/err.h"
 #include "net/tcp.h"
 #include "tests/test.h"
@@ -945,4 +949,320 @@ TEST_T(loopback_connect_refused, 20)
     ASSERT_EQ(nt->cf->closes, 1);
     ASSERT_EQ(nt->cf->info.err, VB_ECONNREFUSED);
     net_teardown(nt);
+}
+
+/* ---- output back-pressure over loopback TCP ----
+ *
+ * The peer is a raw non-blocking socket with a small receive buffer; the
+ * endpoint's socket has a small send buffer, so the kernel absorbs little
+ * and the endpoint's own queue is what a peer that never reads would grow.
+ * The flood interleaves pings (answered by pongs) and text messages (the
+ * handler echoes each one), all numbered, so every answer can be checked
+ * in order once the peer reads. */
+
+#define BP_CAP   (32u * 1024u)
+#define BP_ITEMS 5000
+#define BP_PAY   125 /* ping payload and text length: the largest pong */
+#define BP_FRAME (BP_PAY + 4) /* an answer frame on the wire, at most */
+
+typedef struct bp {
+    uv_loop_t loop;
+    int peer, sfd;
+    vb_ws_t *ws;
+    uint8_t *flood;
+    size_t flood_len, woff;
+    bool write_blocked;
+    uint8_t *rx;
+    size_t rx_len;
+    tf_parsed_t *fr;
+    int answered; /* items answered, checked in order */
+    size_t max_pending;
+    int closes;
+    vb_ws_close_info_t info;
+} bp_t;
+
+static uint64_t bp_now_ms(void)
+{
+    return vb_clock_now_ns() / 1000000ull;
+}
+
+static void bp_item_payload(int i, uint8_t *p)
+{
+    memset(p, 'a' + i % 26, BP_PAY);
+    char num[16];
+    int n = snprintf(num, sizeof num, "%08d", i);
+    memcpy(p, num, (size_t)n);
+}
+
+static bool bp_is_text(int i)
+{
+    return i % 10 == 9;
+}
+
+static void bp_sample(bp_t *b)
+{
+    if (b->ws == NULL)
+        return;
+    size_t p = vb_ws_pending(b->ws);
+    if (p > b->max_pending)
+        b->max_pending = p;
+}
+
+static void bp_on_msg(vb_ws_t *ws, bool text, const uint8_t *d, size_t n,
+                      void *ud)
+{
+    bp_t *b = ud;
+    ASSERT_TRUE(text);
+    ASSERT_EQ(vb_ws_send_text(ws, (const char *)d, n), 0);
+    bp_sample(b);
+}
+
+static void bp_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
+{
+    bp_t *b = ud;
+    b->closes++;
+    b->info = *info;
+    vb_ws_destroy(ws);
+    b->ws = NULL;
+}
+
+static bp_t *bp_setup(void)
+{
+    bp_t *b = calloc(1, sizeof *b);
+    ASSERT_NOT_NULL(b);
+    ASSERT_EQ(uv_loop_init(&b->loop), 0);
+    uint16_t port;
+    int lfd = listen_any(&port);
+    b->peer = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_TRUE(b->peer >= 0);
+    int small = 8192;
+    ASSERT_EQ(setsockopt(b->peer, SOL_SOCKET, SO_RCVBUF, &small, sizeof small),
+              0);
+    ASSERT_EQ(setsockopt(b->peer, SOL_SOCKET, SO_SNDBUF, &small, sizeof small),
+              0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons(port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(connect(b->peer, (struct sockaddr *)&a, sizeof a), 0);
+    b->sfd = accept(lfd, NULL, NULL);
+    ASSERT_TRUE(b->sfd >= 0);
+    close(lfd);
+    ASSERT_EQ(setsockopt(b->sfd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small),
+              0);
+    ASSERT_EQ(setsockopt(b->sfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small),
+              0);
+    ASSERT_EQ(fcntl(b->peer, F_SETFL, O_NONBLOCK), 0);
+    vb_transport_t *t;
+    ASSERT_EQ(vb_tcp_adopt(&b->loop, b->sfd, &t), 0);
+    vb_ws_config_t cfg = {.role = VB_WS_SERVER, .max_pending_out = BP_CAP};
+    vb_ws_callbacks_t cb = {.on_message = bp_on_msg, .on_close = bp_on_close};
+    ASSERT_EQ(vb_ws_attach(&b->loop, t, &cfg, &cb, b, NULL, 0, &b->ws), 0);
+
+    b->flood = malloc((size_t)BP_ITEMS * (BP_PAY + 14));
+    ASSERT_NOT_NULL(b->flood);
+    for (int i = 0; i < BP_ITEMS; i++) {
+        uint8_t p[BP_PAY];
+        bp_item_payload(i, p);
+        size_t n = tf_frame(b->flood + b->flood_len, BP_PAY + 14, true,
+                            bp_is_text(i) ? 0x1 : 0x9, true, p, BP_PAY);
+        ASSERT_GT(n, 0);
+        b->flood_len += n;
+    }
+    b->rx = malloc((size_t)BP_ITEMS * BP_FRAME + 4096);
+    b->fr = malloc(sizeof *b->fr);
+    ASSERT_NOT_NULL(b->rx);
+    ASSERT_NOT_NULL(b->fr);
+    return b;
+}
+
+/* Writes as much of the flood as the kernel takes. */
+static void bp_pump_write(bp_t *b)
+{
+    b->write_blocked = false;
+    while (b->woff < b->flood_len) {
+        ssize_t n = write(b->peer, b->flood + b->woff, b->flood_len - b->woff);
+        if (n < 0) {
+            ASSERT_TRUE(errno == EAGAIN || errno == EWOULDBLOCK);
+            b->write_blocked = true;
+            return;
+        }
+        b->woff += (size_t)n;
+    }
+}
+
+/* Reads what the endpoint sent and checks each answer in order. */
+static void bp_pump_read(bp_t *b)
+{
+    for (;;) {
+        ssize_t n = read(b->peer, b->rx + b->rx_len, 65536);
+        if (n <= 0) {
+            ASSERT_TRUE(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+            break;
+        }
+        b->rx_len += (size_t)n;
+    }
+    size_t off = 0, used;
+    while ((used = tf_parse(b->rx + off, b->rx_len - off, b->fr)) > 0) {
+        off += used;
+        ASSERT_LT(b->answered, BP_ITEMS);
+        int i = b->answered++;
+        ASSERT_EQ(b->fr->op, bp_is_text(i) ? 0x1 : 0xA);
+        ASSERT_TRUE(!b->fr->masked);
+        uint8_t p[BP_PAY];
+        bp_item_payload(i, p);
+        ASSERT_EQ(b->fr->len, BP_PAY);
+        ASSERT_MEM_EQ(b->fr->payload, p, BP_PAY);
+    }
+    memmove(b->rx, b->rx + off, b->rx_len - off);
+    b->rx_len -= off;
+}
+
+static void bp_step(bp_t *b)
+{
+    uv_run(&b->loop, UV_RUN_NOWAIT);
+    bp_sample(b);
+}
+
+static int bp_kernel_unread(const bp_t *b)
+{
+    int n = 0;
+    ASSERT_EQ(ioctl(b->sfd, FIONREAD, &n), 0);
+    return n;
+}
+
+/* Floods without reading until back-pressure has stopped the endpoint and
+ * the kernel buffers are full. */
+static void bp_flood_until_stalled(bp_t *b)
+{
+    uint64_t deadline = bp_now_ms() + (uint64_t)(10000 * vb_test_slowdown());
+    for (;;) {
+        bp_pump_write(b);
+        bp_step(b);
+        if (vb_ws_out_stalled(b->ws) && b->write_blocked &&
+            bp_kernel_unread(b) > 0)
+            break;
+        if (bp_now_ms() >= deadline)
+            fprintf(stderr, "stalled=%d blocked=%d unread=%d woff=%zu\n",
+                    vb_ws_out_stalled(b->ws), b->write_blocked,
+                    bp_kernel_unread(b), b->woff);
+        ASSERT_LT(bp_now_ms(), deadline);
+    }
+    ASSERT_LT(b->woff, b->flood_len); /* the peer could not send it all */
+}
+
+/* True if the endpoint reads nothing over `iters` loop iterations while
+ * the kernel holds bytes for it: libuv reads a readable socket on the next
+ * non-blocking iteration when reading is on. */
+static bool bp_not_reading(bp_t *b, int iters)
+{
+    vb_ws_stats_t st0, st;
+    vb_ws_get_stats(b->ws, &st0);
+    for (int k = 0; k < iters; k++) {
+        bp_step(b);
+        if (bp_kernel_unread(b) == 0)
+            return false;
+    }
+    vb_ws_get_stats(b->ws, &st);
+    return st.bytes_in == st0.bytes_in;
+}
+
+/* Reads and keeps sending until every item is answered. */
+static void bp_drain_all(bp_t *b)
+{
+    /* Tiny windows make loopback slow; widen them for the catch-up. */
+    int big = 1 << 20;
+    setsockopt(b->peer, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    setsockopt(b->peer, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    setsockopt(b->sfd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    setsockopt(b->sfd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    uint64_t deadline = bp_now_ms() + (uint64_t)(20000 * vb_test_slowdown());
+    while (b->answered < BP_ITEMS) {
+        bp_pump_write(b);
+        bp_step(b);
+        bp_pump_read(b);
+        if (bp_now_ms() >= deadline)
+            fprintf(stderr,
+                    "answered=%d woff=%zu stalled=%d pending=%zu unread=%d\n",
+                    b->answered, b->woff, vb_ws_out_stalled(b->ws),
+                    vb_ws_pending(b->ws), bp_kernel_unread(b));
+        ASSERT_LT(bp_now_ms(), deadline);
+    }
+    ASSERT_EQ(b->woff, b->flood_len);
+    ASSERT_EQ(b->rx_len, 0);
+}
+
+static void bp_close_and_free(bp_t *b)
+{
+    uint8_t fr[64];
+    size_t n = tf_close(fr, sizeof fr, true, 1000, "done");
+    ASSERT_EQ(write(b->peer, fr, n), (ssize_t)n);
+    uint64_t deadline = bp_now_ms() + (uint64_t)(10000 * vb_test_slowdown());
+    while (b->closes == 0) {
+        bp_step(b);
+        ASSERT_LT(bp_now_ms(), deadline);
+    }
+    ASSERT_EQ(b->info.err, 0);
+    ASSERT_EQ(b->info.code_received, 1000);
+    close(b->peer);
+    uv_run(&b->loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&b->loop), 0);
+    free(b->flood);
+    free(b->rx);
+    free(b->fr);
+    free(b);
+}
+
+TEST_T(ping_and_echo_flood_without_reading_is_bounded_and_lossless, 60)
+{
+    bp_t *b = bp_setup();
+    bp_flood_until_stalled(b);
+    /* Bounded: the cap plus the answer to the one frame that crossed it. */
+    ASSERT_LE(b->max_pending, BP_CAP + BP_FRAME);
+    ASSERT_TRUE(bp_not_reading(b, 50));
+    vb_ws_stats_t st;
+    vb_ws_get_stats(b->ws, &st);
+    ASSERT_GE(st.out_stalls, 1);
+    ASSERT_LT(st.msgs_in + st.pings_in, BP_ITEMS);
+    fprintf(stderr,
+            "  back-pressure: cap %u, max pending %zu, items parsed at "
+            "stall %llu of %d\n",
+            BP_CAP, b->max_pending,
+            (unsigned long long)(st.msgs_in + st.pings_in), BP_ITEMS);
+    /* The peer reads: reading resumes and every item is answered, in
+     * order, with the bound holding throughout. */
+    bp_drain_all(b);
+    ASSERT_LE(b->max_pending, BP_CAP + BP_FRAME);
+    vb_ws_get_stats(b->ws, &st);
+    ASSERT_EQ(st.pings_in, BP_ITEMS - BP_ITEMS / 10);
+    ASSERT_EQ(st.msgs_in, BP_ITEMS / 10);
+    ASSERT_TRUE(!vb_ws_out_stalled(b->ws));
+    bp_close_and_free(b);
+}
+
+TEST_T(owner_pause_and_back_pressure_compose, 60)
+{
+    bp_t *b = bp_setup();
+    bp_flood_until_stalled(b);
+    /* The owner resuming does not restart reading while output is over
+     * the cap. */
+    ASSERT_EQ(vb_ws_read_pause(b->ws, false), 0);
+    ASSERT_TRUE(vb_ws_out_stalled(b->ws));
+    ASSERT_TRUE(bp_not_reading(b, 50));
+    /* The owner pauses; the peer reads until the output drains. The held
+     * input is parsed (and answered) but the socket stays unread. */
+    ASSERT_EQ(vb_ws_read_pause(b->ws, true), 0);
+    uint64_t deadline = bp_now_ms() + (uint64_t)(10000 * vb_test_slowdown());
+    while (vb_ws_out_stalled(b->ws) || vb_ws_pending(b->ws) > 0) {
+        bp_step(b);
+        bp_pump_read(b);
+        ASSERT_LT(bp_now_ms(), deadline);
+    }
+    ASSERT_TRUE(bp_not_reading(b, 50));
+    int before = b->answered;
+    /* The owner resumes: now both allow it, and everything is answered. */
+    ASSERT_EQ(vb_ws_read_pause(b->ws, false), 0);
+    bp_drain_all(b);
+    ASSERT_GT(b->answered, before);
+    ASSERT_LE(b->max_pending, BP_CAP + BP_FRAME);
+    bp_close_and_free(b);
 }
