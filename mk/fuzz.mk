@@ -53,13 +53,13 @@ $(FUZZ_LIB): $(FUZZ_LIB_OBJS)
 
 $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB) | deps
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CPPFLAGS) -MF $@.d $(FUZZ_CFLAGS) -fsanitize=fuzzer \
+	$(FUZZ_CC) $(FUZZ_CPPFLAGS) -MF $@.d $(FUZZ_CFLAGS) $(WARN) -fsanitize=fuzzer \
 	  $< $(FUZZ_LIB) $(LIBS) -o $@
 
 # Not a fuzz target: writes the TLS seed transcripts (tests/fuzz/fuzz_tls.c).
 $(FUZZ_DIR)/tls_record: tests/fuzz/fuzz_tls.c $(FUZZ_LIB) | deps
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CPPFLAGS) -MF $@.d $(FUZZ_CFLAGS) -DVB_FUZZ_TLS_RECORD \
+	$(FUZZ_CC) $(FUZZ_CPPFLAGS) -MF $@.d $(FUZZ_CFLAGS) $(WARN) -DVB_FUZZ_TLS_RECORD \
 	  -fsanitize=fuzzer-no-link $< $(FUZZ_LIB) $(LIBS) -o $@
 
 .PHONY: fuzz fuzz-build fuzz-tls-corpus $(FUZZ_NAMES:%=fuzz-%)

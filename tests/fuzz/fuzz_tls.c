@@ -330,8 +330,13 @@ static bool pump(side_t *from, side_t *to)
 
 static void pump_all(side_t *c, side_t *s)
 {
-    while (pump(c, s) | pump(s, c))
+    for (;;) {
+        bool to_server = pump(c, s);
+        bool to_client = pump(s, c);
+        if (!to_server && !to_client)
+            break;
         uv_run(&loop, UV_RUN_NOWAIT);
+    }
 }
 
 static void write_seed(const char *dir, const char *name, uint8_t first,
