@@ -255,16 +255,9 @@ static void close_all(upper_t *u)
     uv_run(&loop, UV_RUN_DEFAULT); /* the transport frees itself here */
 }
 
-#ifndef VB_FUZZ_TLS_RECORD
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* One input (format above); `out` receives what the upper layer saw. */
+static void run_input(const uint8_t *data, size_t size, upper_t *out)
 {
-    if (client_cfg == NULL)
-        setup();
-    if (size == 0)
-        return 0;
     bool server = data[0] & 0x80;
     size_t chunk = data[0] & 0x3f;
     upper_t u = {.pause = data[0] & 0x40};
@@ -298,6 +291,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     close_all(&u);
     if (lower != NULL) /* closing TLS must close what it wraps */
         abort();
+    *out = u;
+}
+
+#ifndef VB_FUZZ_TLS_RECORD
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (client_cfg == NULL)
+        setup();
+    if (size == 0)
+        return 0;
+    upper_t u;
+    run_input(data, size, &u);
     return 0;
 }
 
@@ -339,9 +347,24 @@ static void pump_all(side_t *c, side_t *s)
     }
 }
 
+/* Writes a seed after checking that it replays: the handshake completes
+ * and application data arrives, as the fuzzer will see it. */
 static void write_seed(const char *dir, const char *name, uint8_t first,
                        const uint8_t *d, size_t n)
 {
+    uint8_t *in = malloc(n + 1);
+    in[0] = first;
+    memcpy(in + 1, d, n);
+    upper_t u;
+    run_input(in, n + 1, &u);
+    free(in);
+    if (!u.connected || u.failed || u.got == 0) {
+        fprintf(stderr,
+                "tls_record: %s does not replay (connected=%d failed=%d "
+                "got=%zu)\n",
+                name, u.connected, u.failed, u.got);
+        exit(1);
+    }
     char path[512];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     FILE *f = fopen(path, "wb");
