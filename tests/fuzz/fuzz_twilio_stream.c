@@ -404,8 +404,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     wait_out_empty();
     int cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (cfd < 0 ||
-        connect(cfd, (struct sockaddr *)&g.addr, sizeof(g.addr)) != 0)
+        connect(cfd, (struct sockaddr *)&g.addr, sizeof(g.addr)) != 0) {
+        perror("twilio stream: connect");
         abort();
+    }
     int sfd = accept4(g.lfd, NULL, NULL, SOCK_CLOEXEC);
     if (sfd < 0)
         abort();
@@ -460,6 +462,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 wr_closed = true;
         }
     }
+    /* The stage closed first; a reset ends its side at once instead of
+     * leaving it in TIME_WAIT, or thousands of runs a second would use up
+     * the loopback's ephemeral ports. */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(cfd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     close(cfd);
     return 0;
 }
