@@ -380,6 +380,26 @@ static void wait_out_empty(void)
     }
 }
 
+/* libFuzzer's timeout alarm may interrupt connect(); the connection then
+ * completes on its own. */
+static int connect_client(int fd)
+{
+    if (connect(fd, (struct sockaddr *)&g.addr, sizeof(g.addr)) == 0)
+        return 0;
+    if (errno != EINTR)
+        return -1;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int err = 0;
+    socklen_t el = sizeof(err);
+    while (poll(&p, 1, 1000) < 0 && errno == EINTR)
+        ;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
+        errno = err ? err : errno;
+        return -1;
+    }
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static run_t *r;
@@ -403,12 +423,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     wait_out_empty();
     int cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (cfd < 0 ||
-        connect(cfd, (struct sockaddr *)&g.addr, sizeof(g.addr)) != 0) {
+    if (cfd < 0 || connect_client(cfd) != 0) {
         perror("twilio stream: connect");
         abort();
     }
-    int sfd = accept4(g.lfd, NULL, NULL, SOCK_CLOEXEC);
+    int sfd;
+    while ((sfd = accept4(g.lfd, NULL, NULL, SOCK_CLOEXEC)) < 0 &&
+           errno == EINTR)
+        ;
     if (sfd < 0)
         abort();
     if (vb_twilio_stream_handoff(&g.conn, vb_twilio_stream_bell(g.st), sfd,
