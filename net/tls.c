@@ -844,3 +844,11 @@ int vb_tls_connect(uv_loop_t *loop, vb_tls_config_t *cfg, const char *host,
     return vb_tls_wrap(loop, cfg, tcp, server_name ? server_name : host,
                        log_id_, out);
 }
+
+void vb_tls_config_set_rng(vb_tls_config_t *c,
+                           int (*f_rng)(void *, unsigned char *, size_t),
+                           void *p_rng)
+{
+    if (c != NULL && f_rng != NULL)
+        mbedtls_ssl_conf_rng(&c->conf, f_rng, p_rng);
+}

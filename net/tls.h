@@ -97,4 +97,13 @@ const char *vb_tls_verify_reason(uint32_t flags);
  * VB_ETLS. */
 int vb_tls_err_from_mbedtls(int ret);
 
+/* Replaces the random generator of `c` for transports created afterwards:
+ * `f_rng(p_rng, buf, len)` fills `buf` and returns 0. Only for repeatable
+ * runs (the TLS fuzz target replays recorded handshakes); a configuration
+ * used for real connections keeps its CTR-DRBG. Loop thread, before any
+ * transport uses `c`. */
+void vb_tls_config_set_rng(vb_tls_config_t *c,
+                           int (*f_rng)(void *, unsigned char *, size_t),
+                           void *p_rng);
+
 #endif

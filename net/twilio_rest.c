@@ -85,13 +85,22 @@ static void on_timeout(uv_timer_t *t)
 static int on_headers_complete(llhttp_t *p)
 {
     rest_t *r = p->data;
-    r->status = llhttp_get_status_code(p);
+    int status = llhttp_get_status_code(p);
+    /* llhttp takes any digits as a status; only three make one. */
+    if (status < 100 || status > 999)
+        return -1;
+    r->status = status;
     return 0;
 }
 
 static int on_message_complete(llhttp_t *p)
 {
     rest_t *r = p->data;
+    /* An interim 1xx response is followed by the real one. */
+    if (r->status < 200) {
+        r->status = 0;
+        return 0;
+    }
     finish(r, r->status);
     return HPE_PAUSED;
 }
@@ -249,4 +258,48 @@ fail:
     free(r->request);
     free(r);
     return rc;
+}
+
+/* ---- the response handling alone ---- */
+
+static void parse_only_done(int status, void *ud)
+{
+    *(int *)ud = status;
+}
+
+int vb_twilio_rest_parse_response(const char *data, size_t len, size_t chunk)
+{
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0)
+        return VB_ESYS;
+    rest_t *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        uv_loop_close(&loop);
+        return VB_ENOMEM;
+    }
+    int status = VB_ECLOSED;
+    /* As vb_twilio_rest_hangup() sets a request up, without a transport
+     * (closing none is a no-op). */
+    r->loop = &loop;
+    r->cb = parse_only_done;
+    r->ud = &status;
+    snprintf(r->call_sid, sizeof(r->call_sid), "-");
+    llhttp_settings_init(&r->settings);
+    r->settings.on_headers_complete = on_headers_complete;
+    r->settings.on_message_complete = on_message_complete;
+    llhttp_init(&r->parser, HTTP_RESPONSE, &r->settings);
+    r->parser.data = r;
+    uv_timer_init(&loop, &r->timer);
+    r->timer.data = r;
+    if (chunk == 0)
+        chunk = len > 0 ? len : 1;
+    for (size_t off = 0; off < len && !r->done; off += chunk)
+        on_read(NULL, (const uint8_t *)data + off,
+                len - off < chunk ? len - off : chunk, r);
+    if (!r->done)
+        on_event(NULL, VB_TRANSPORT_EOF, 0, r);
+    /* finish() has closed the timer; its close callback frees r. */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return status;
 }

@@ -41,4 +41,13 @@ typedef struct vb_twilio_rest_req {
 int vb_twilio_rest_hangup(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
                           vb_twilio_rest_cb cb, void *ud);
 
+/* Runs `len` bytes through the response handling of a request, as if the
+ * server had sent them in pieces of `chunk` bytes (0: all at once) and then
+ * closed the connection, and returns what the callback would get: the HTTP
+ * status, or VB_EPROTO (malformed) or VB_ECLOSED (no status before EOF).
+ * VB_ESYS or VB_ENOMEM when it cannot run. Runs its own short-lived loop;
+ * any thread. Exposed for the fuzz target (tests/fuzz/fuzz_twilio_rest.c)
+ * and tests. */
+int vb_twilio_rest_parse_response(const char *data, size_t len, size_t chunk);
+
 #endif

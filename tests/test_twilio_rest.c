@@ -191,3 +191,36 @@ TEST(rest_hangup_validates_arguments)
     uv_run(&loop, UV_RUN_DEFAULT);
     ASSERT_EQ(uv_loop_close(&loop), 0);
 }
+
+TEST(rest_response_status_must_have_three_digits)
+{
+    /* Found by fuzz_twilio_rest: llhttp accepted "4" as a status, which
+     * the callback then reported as if it were an HTTP status. */
+    static server_t short_status = {.reply = "HTTP/1.1 4\r\n\r\n"};
+    server_start(&short_status);
+    ASSERT_EQ(run_request(&short_status, "tok", 5000), VB_EPROTO);
+    pthread_join(short_status.th, NULL);
+    close(short_status.lfd);
+    const char *r = "HTTP/1.1 4\r\nContent-Length: 0\r\n\r\n";
+    ASSERT_EQ(vb_twilio_rest_parse_response(r, strlen(r), 1), VB_EPROTO);
+    r = "HTTP/1.1 1000 OK\r\nContent-Length: 0\r\n\r\n";
+    ASSERT_EQ(vb_twilio_rest_parse_response(r, strlen(r), 0), VB_EPROTO);
+}
+
+TEST(rest_response_interim_1xx_is_skipped)
+{
+    /* 100 Continue (or 103 Early Hints from a proxy) is not the answer. */
+    static server_t s = {.reply = "HTTP/1.1 100 Continue\r\n\r\n"
+                                  "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                  "\r\n{}"};
+    server_start(&s);
+    ASSERT_EQ(run_request(&s, "tok", 5000), 200);
+    pthread_join(s.th, NULL);
+    close(s.lfd);
+    const char *r = "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n";
+    ASSERT_EQ(vb_twilio_rest_parse_response(r, strlen(r), 0), VB_ECLOSED);
+    r = "HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "2\r\n{}\r\n0\r\n\r\n";
+    for (size_t chunk = 0; chunk < 8; chunk++)
+        ASSERT_EQ(vb_twilio_rest_parse_response(r, strlen(r), chunk), 401);
+}
