@@ -514,9 +514,8 @@ static bool can_stream(const call_t *call)
         return false;
     /* A ping unanswered for a while: the connection may be dead, so the
      * audio waits in the buffer (the pong or a replacement flushes it). */
-    return c->ping_at == 0 ||
-           vb_clock_now_ns() - c->ping_at <
-               (uint64_t)VB_GEMINI_HOLD_MS * 1000000u;
+    return c->ping_at == 0 || vb_clock_now_ns() - c->ping_at <
+                                  (uint64_t)VB_GEMINI_HOLD_MS * 1000000u;
 }
 
 /* Sends the buffered caller audio, oldest first, in 100 ms messages. */
@@ -634,7 +633,7 @@ static bool contains(const char *hay, const char *needle)
  * log. Returns a FAIL_* when retrying is pointless (the call ends), else
  * -1. */
 static int explain_loss(call_t *call, conn_t *c, const vb_ws_close_info_t *i,
-                         char *why, size_t whysz)
+                        char *why, size_t whysz)
 {
     vb_gemini_stage_t *s = c->s;
     const char *id = lid(call);

@@ -50,8 +50,8 @@
  * close. While a ping has been unanswered for VB_GEMINI_HOLD_MS caller
  * audio is held in the call's buffer rather than written to a connection
  * that may be dead; the pong flushes it, a replacement gets it. The checks
- * pause while the stage has stopped reading (outbound ring full). Close codes are
- * explained in the log: 1007 (bad API key or argument: not retried), 1008
+ * pause while the stage has stopped reading (outbound ring full). Close codes
+ * are explained in the log: 1007 (bad API key or argument: not retried), 1008
  * with an unknown model (names --gemini-model: not retried), 1011 (server
  * error: retried).
  *
@@ -132,7 +132,7 @@ typedef struct vb_gemini_options {
 
 /* Liveness limits that are not settings. */
 #define VB_GEMINI_BACKLOG_STALL_BYTES (256u * 1024u) /* ~6 s of audio JSON */
-#define VB_GEMINI_BAD_MSG_MAX         5u /* unusable messages in a row */
+#define VB_GEMINI_BAD_MSG_MAX         5u   /* unusable messages in a row */
 #define VB_GEMINI_HOLD_MS             500u /* ping unanswered: hold audio */
 
 /* Fills `o` from the settings (pointers into `cfg`, which must outlive

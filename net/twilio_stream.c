@@ -118,6 +118,10 @@ typedef struct call {
     vb_hist_t *lat;
     uint64_t started_ns;
     vb_twilio_call_stats_t stats;
+    /* The fallback message is under way: however the stream ends now
+     * (our close, or Twilio's stop after the REST update), the outcome is
+     * "fallback". */
+    bool fallback;
 } call_t;
 
 struct vb_twilio_stream {
@@ -884,6 +888,7 @@ static void hangup_now(call_t *c, const char *why, const char *say)
     bool fallback = say != NULL;
     const char *outcome = fallback ? "fallback" : "hangup";
     c->hangup_pending = false;
+    c->fallback = fallback;
     const char *token = s->cfg.rest_auth_token;
     const char *account = s->cfg.rest_account_sid && *s->cfg.rest_account_sid
                               ? s->cfg.rest_account_sid
@@ -943,6 +948,8 @@ static void call_end(call_t *c, const char *reason)
     c->st = C_ENDED;
     if (!was_open)
         return;
+    if (c->fallback)
+        reason = "fallback";
     in_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason), vb_clock_now_ns());
     vb_metrics_gauge_add(s->shard, s->m_active, -1);
     for (int i = 0; outcomes[i] != NULL; i++)
@@ -1238,7 +1245,9 @@ static int add_series(vb_twilio_stream_t *s)
         ADD(VB_METRIC_COUNTER, "vb_calls_total",
             "Calls ended, by outcome: stop (Twilio ended the stream: the "
             "caller hung up), hangup (voxbridge ended it), disconnect "
-            "(the socket dropped), error (protocol failure), shutdown.",
+            "(the socket dropped), error (protocol failure), shutdown, "
+            "fallback (the model could not be reached: the caller was "
+            "told).",
             VB_LABELS("outcome", outcomes[i]), &s->m_outcome[i]);
     ADD(VB_METRIC_COUNTER, "vb_twilio_media_in_total",
         "`media` messages received from Twilio.", NULL, &s->m_frames_in);

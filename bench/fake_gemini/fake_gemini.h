@@ -37,9 +37,9 @@ typedef enum fg_mode {
  * or every one). */
 typedef enum fg_fault {
     FG_FAULT_NONE,
-    FG_FAULT_STALL,    /* after setupComplete: read nothing, write nothing */
-    FG_FAULT_DIE,      /* close 1011 right after every setupComplete */
-    FG_FAULT_GARBAGE,  /* after setupComplete: only unparsable messages */
+    FG_FAULT_STALL,     /* after setupComplete: read nothing, write nothing */
+    FG_FAULT_DIE,       /* close 1011 right after every setupComplete */
+    FG_FAULT_GARBAGE,   /* after setupComplete: only unparsable messages */
     FG_FAULT_REJECT401, /* the upgrade is answered 401 */
     FG_FAULT_REJECT403, /* the upgrade is answered 403 */
 } fg_fault_t;

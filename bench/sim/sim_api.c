@@ -6,8 +6,9 @@
  * canceled) hangs the call up; Twiml= (validated like a webhook's answer,
  * at most 4000 characters) replaces its TwiML: the stream ends and the new
  * document runs (its <Say> texts are reported as heard); Url= ends the
- * stream and the call (fetching it is not simulated). Answers Twilio-shaped JSON (the Call resource, or
- * {code, message, more_info, status}). One request per connection.
+ * stream and the call (fetching it is not simulated). Answers Twilio-shaped
+ * JSON (the Call resource, or {code, message, more_info, status}). One request
+ * per connection.
  */
 #include <stdlib.h>
 #include <string.h>
