@@ -130,13 +130,20 @@ TEST_T(gemini_sending_only_garbage_is_replaced, 90)
     replaced_case("garbage", "invalid", "why=\"only unusable messages\"");
 }
 
+/* How voxbridge reaches Twilio's REST API in a fallback case. */
+typedef enum {
+    REST_SIM,  /* vb-sim's API: the call is updated with Twiml= */
+    REST_NONE, /* no credentials: the stream is closed */
+    REST_DEAD, /* credentials, but nobody answers: closed after the error */
+} rest_t;
+
 /* The model cannot be reached: the caller hears FALLBACK and the call
- * ends. `fake_args` NULL: no Gemini at all (a closed port). `rest`: the
- * REST API is vb-sim's, else voxbridge has none. Returns the voxbridge log
- * (for the caller's checks). */
-static char *fallback_case(const char *const *fake_args, bool rest,
+ * ends. `fake_args` NULL: no Gemini at all (a closed port). Returns the
+ * voxbridge log (for the caller's checks). */
+static char *fallback_case(const char *const *fake_args, rest_t how,
                            const char *failure, int *setups)
 {
+    bool rest = how == REST_SIM;
     rig_t r;
     rig_init(&r);
     const char *audio = bursts(&r, 20);
@@ -148,13 +155,16 @@ static char *fallback_case(const char *const *fake_args, bool rest,
     int api_port = proc_free_port();
     snprintf(api, sizeof(api), "http://127.0.0.1:%d", api_port);
     snprintf(apil, sizeof(apil), "127.0.0.1:%d", api_port);
-    if (rest)
-        rig_vb(&r,
-               (const char *const[]){"--twilio-api-url", api, "--fallback-say",
-                                     FALLBACK, NULL},
-               NULL);
-    else
+    char dead[64];
+    snprintf(dead, sizeof(dead), "http://127.0.0.1:%d", proc_free_port());
+    if (how == REST_NONE)
         vb_without_rest(&r);
+    else
+        rig_vb(&r,
+               (const char *const[]){"--twilio-api-url",
+                                     how == REST_SIM ? api : dead,
+                                     "--fallback-say", FALLBACK, NULL},
+               NULL);
     sim_t s;
     sim_start(&r, &s, 0, audio, NULL,
               (const char *const[]){"--api-listen", apil, NULL});
@@ -165,7 +175,10 @@ static char *fallback_case(const char *const *fake_args, bool rest,
     assert_sim_ok(out, vblog);
     double said = dfield(out, "said_after_s");
     printf("  fallback heard %.2f s after the stream started (%s, %s)\n", said,
-           failure, rest ? "REST Twiml update" : "TwiML after <Connect>");
+           failure,
+           rest               ? "REST Twiml update"
+           : how == REST_DEAD ? "REST failed, TwiML after <Connect>"
+                              : "TwiML after <Connect>");
     if (field(out, "says_after_stream") != 1 ||
         strstr(out, "said=\"" FALLBACK "\"") == NULL)
         vb_test_fail(__FILE__, __LINE__, "fallback not heard:\n%s\n%s", out,
@@ -196,12 +209,20 @@ static char *fallback_case(const char *const *fake_args, bool rest,
 
 TEST_T(gemini_down_caller_hears_the_fallback_through_rest, 90)
 {
-    free(fallback_case(NULL, true, "gemini_retries_exhausted", NULL));
+    free(fallback_case(NULL, REST_SIM, "gemini_retries_exhausted", NULL));
 }
 
 TEST_T(gemini_down_caller_hears_the_fallback_without_rest, 90)
 {
-    free(fallback_case(NULL, false, "gemini_retries_exhausted", NULL));
+    free(fallback_case(NULL, REST_NONE, "gemini_retries_exhausted", NULL));
+}
+
+TEST_T(gemini_down_and_rest_unreachable_the_stream_close_says_it, 90)
+{
+    char *vblog =
+        fallback_case(NULL, REST_DEAD, "gemini_retries_exhausted", NULL);
+    ASSERT_STR_CONTAINS(vblog, "REST hang-up failed");
+    free(vblog);
 }
 
 TEST_T(gemini_dying_after_every_setup_ends_the_call_after_bounded_tries, 90)
@@ -210,7 +231,7 @@ TEST_T(gemini_dying_after_every_setup_ends_the_call_after_bounded_tries, 90)
     char *vblog =
         fallback_case((const char *const[]){"--mode", "echo", "--fault",
                                             "die-after-setup", NULL},
-                      true, "gemini_retries_exhausted", &setups);
+                      REST_SIM, "gemini_retries_exhausted", &setups);
     /* Pre-connect and stream each get reconnect_max (3) + 1 connections
      * at most: the budget does not come back on setupComplete. */
     printf("  %d connections set up before the call ended\n", setups);
@@ -223,9 +244,22 @@ TEST_T(gemini_refusing_the_key_ends_the_call_at_once, 90)
 {
     char *vblog = fallback_case(
         (const char *const[]){"--mode", "echo", "--fault", "reject-401", NULL},
-        false, "gemini_rejected", NULL);
+        REST_NONE, "gemini_rejected", NULL);
     ASSERT_STR_CONTAINS(vblog, "http_status=401");
     /* Not retried. */
     ASSERT_NULL(strstr(vblog, "gemini reconnect scheduled"));
+    free(vblog);
+}
+
+/* Gemini accepts the connection and the setup but never completes it: the
+ * call ends at --gemini-recover-timeout-ms (5 s), long before the 10 s
+ * connect timeout would even start a retry. */
+TEST_T(gemini_never_ready_ends_the_call_at_the_recovery_deadline, 90)
+{
+    char *vblog = fallback_case(
+        (const char *const[]){"--mode", "echo", "--setup-delay-ms", "60000",
+                              NULL},
+        REST_SIM, "gemini_recovery_timeout", NULL);
+    ASSERT_STR_CONTAINS(vblog, "no working gemini connection for 5000 ms");
     free(vblog);
 }
