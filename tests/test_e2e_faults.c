@@ -256,10 +256,10 @@ TEST_T(gemini_refusing_the_key_ends_the_call_at_once, 90)
  * connect timeout would even start a retry. */
 TEST_T(gemini_never_ready_ends_the_call_at_the_recovery_deadline, 90)
 {
-    char *vblog = fallback_case(
-        (const char *const[]){"--mode", "echo", "--setup-delay-ms", "60000",
-                              NULL},
-        REST_SIM, "gemini_recovery_timeout", NULL);
+    char *vblog =
+        fallback_case((const char *const[]){"--mode", "echo",
+                                            "--setup-delay-ms", "60000", NULL},
+                      REST_SIM, "gemini_recovery_timeout", NULL);
     ASSERT_STR_CONTAINS(vblog, "no working gemini connection for 5000 ms");
     free(vblog);
 }
