@@ -60,6 +60,13 @@ typedef struct conn {
     bool resumed, goaway, by_us, active, dead;
     int busy;
     uint64_t t_start, deadline;
+    /* Liveness: when READY, the last pong (or READY), the outstanding
+     * ping (0: none), the last ping sent, since when the send backlog has
+     * been over the stall mark (0: it is not), unusable messages in a row,
+     * and why the tick must drop it (NULL: it need not). */
+    uint64_t t_ready, t_alive, ping_at, last_ping, backlog_since;
+    unsigned bad_run;
+    const char *lost;
 } conn_t;
 
 typedef enum {
@@ -86,6 +93,8 @@ struct call {
     uint8_t *abuf;
     size_t acap, ahead, alen;
     uint64_t t_created, prepare_deadline, retry_at, hangup_at;
+    uint64_t wait_since; /* open and no READY connection since; 0: has one */
+    int fail;            /* FAIL_* once ended for a failure, else -1 */
     unsigned attempts, total_attempts, nconn;
     uint32_t seq_out;
     uint64_t audio_dropped, audio_sent;
@@ -107,9 +116,23 @@ enum {
 static const char *const close_labels[CLOSE_COUNT] = {
     "1000", "1001", "1007", "1008", "1011", "abnormal", "other"};
 
-enum { RC_GOAWAY, RC_CLOSED, RC_FAILED, RC_TIMEOUT, RC_COUNT };
-static const char *const reconnect_labels[RC_COUNT] = {"goaway", "closed",
-                                                       "failed", "timeout"};
+enum {
+    RC_GOAWAY,
+    RC_CLOSED,
+    RC_FAILED,
+    RC_TIMEOUT,
+    RC_UNRESPONSIVE,
+    RC_INVALID,
+    RC_COUNT
+};
+static const char *const reconnect_labels[RC_COUNT] = {
+    "goaway", "closed", "failed", "timeout", "unresponsive", "invalid"};
+
+/* Why a call was ended because the model could not be reached. */
+enum { FAIL_REJECTED, FAIL_CERT, FAIL_RETRIES, FAIL_RECOVER, FAIL_COUNT };
+static const char *const fail_labels[FAIL_COUNT] = {
+    "gemini_rejected", "gemini_certificate", "gemini_retries_exhausted",
+    "gemini_recovery_timeout"};
 
 enum { TOK_PROMPT, TOK_RESPONSE, TOK_THOUGHTS, TOK_TOTAL, TOK_COUNT };
 static const char *const token_labels[TOK_COUNT] = {"prompt", "response",
@@ -133,6 +156,7 @@ struct vb_gemini_stage {
     vb_gemini_options_t *o;
     /* Owned copies of the option strings. */
     char *url, *api_key, *greeting, *dtmf_text, *transcript_dir, *prompt;
+    char *fallback_say;
     char *model, *voice, *language;
     char *key_header;
     const char *headers[2];
@@ -161,13 +185,13 @@ struct vb_gemini_stage {
     vb_metric_t m_active, m_setup, m_lat_in, m_lat_out, m_wait_in, m_full;
     vb_metric_t m_reconnect[RC_COUNT], m_close[CLOSE_COUNT];
     vb_metric_t m_tokens[TOK_COUNT], m_drop[DROP_COUNT], m_how[HOW_COUNT];
-    vb_metric_t m_bad_msg;
+    vb_metric_t m_bad_msg, m_failed[FAIL_COUNT];
 };
 
 static void conn_kill(conn_t *c);
 static void conn_release(conn_t *c, uint16_t code, const char *reason);
 static int conn_open(call_t *call, how_t how);
-static void call_end(call_t *call, const char *reason);
+static void call_end(call_t *call, int fail, const char *reason);
 static void schedule_retry(call_t *call, int why, const char *what);
 
 static const char *lid(const call_t *call)
@@ -217,6 +241,11 @@ void vb_gemini_options_from_config(vb_gemini_options_t *o, const vb_config_t *c)
     o->greeting = c->greeting;
     o->dtmf_text = c->dtmf_text;
     o->transcript_dir = c->transcript_dir;
+    o->fallback_say = c->fallback_say;
+    o->ping_interval_ms = (uint32_t)c->gemini_ping_interval_ms;
+    o->pong_timeout_ms = (uint32_t)c->gemini_pong_timeout_ms;
+    o->recover_timeout_ms = (uint32_t)c->gemini_recover_timeout_ms;
+    o->healthy_ms = (uint32_t)c->gemini_healthy_ms;
 }
 
 /* ------------------------------------------------------------------ */
@@ -479,9 +508,14 @@ static int send_audio(vb_gemini_stage_t *s, conn_t *c, const uint8_t *pcm,
 
 static bool can_stream(const call_t *call)
 {
-    return call->cur != NULL && call->cur->st == CONN_READY &&
-           call->cur->ws != NULL && !call->cur->goaway && call->nxt == NULL &&
-           !call->ended;
+    const conn_t *c = call->cur;
+    if (c == NULL || c->st != CONN_READY || c->ws == NULL || c->goaway ||
+        c->lost != NULL || call->nxt != NULL || call->ended)
+        return false;
+    /* A ping unanswered for a while: the connection may be dead, so the
+     * audio waits in the buffer (the pong or a replacement flushes it). */
+    return c->ping_at == 0 || vb_clock_now_ns() - c->ping_at <
+                                  (uint64_t)VB_GEMINI_HOLD_MS * 1000000u;
 }
 
 /* Sends the buffered caller audio, oldest first, in 100 ms messages. */
@@ -596,9 +630,10 @@ static bool contains(const char *hay, const char *needle)
 }
 
 /* Decides what a lost connection means for its call and says so in the
- * log. Returns true when retrying is pointless (the call ends). */
-static bool explain_loss(call_t *call, conn_t *c, const vb_ws_close_info_t *i,
-                         char *why, size_t whysz)
+ * log. Returns a FAIL_* when retrying is pointless (the call ends), else
+ * -1. */
+static int explain_loss(call_t *call, conn_t *c, const vb_ws_close_info_t *i,
+                        char *why, size_t whysz)
 {
     vb_gemini_stage_t *s = c->s;
     const char *id = lid(call);
@@ -610,7 +645,7 @@ static bool explain_loss(call_t *call, conn_t *c, const vb_ws_close_info_t *i,
                      "and the setup settings (voice, language, VAD)");
         snprintf(why, whysz, "gemini rejected the session (1007: %s)",
                  i->reason);
-        return true;
+        return FAIL_REJECTED;
     }
     if (code == 1008) {
         if (contains(i->reason, "not found for API version") ||
@@ -622,7 +657,7 @@ static bool explain_loss(call_t *call, conn_t *c, const vb_ws_close_info_t *i,
                          "set --gemini-model (VOXBRIDGE_GEMINI_MODEL) to a "
                          "current Live model, see docs/gemini.md");
             snprintf(why, whysz, "gemini model %s not found (1008)", s->model);
-            return true;
+            return FAIL_REJECTED;
         }
         if (c->resumed) {
             /* A stale or unknown handle: start a fresh session. */
@@ -630,12 +665,12 @@ static bool explain_loss(call_t *call, conn_t *c, const vb_ws_close_info_t *i,
                         "code=1008 reason=%s action=%s", i->reason,
                         "new session without history");
             call->handle[0] = '\0';
-            return false;
+            return -1;
         }
         vb_log_error(id, "gemini closed the session for a policy reason",
                      "code=1008 reason=%s", i->reason);
         snprintf(why, whysz, "gemini policy violation (1008: %s)", i->reason);
-        return true;
+        return FAIL_REJECTED;
     }
     if (i->err == VB_ECERT || i->err == VB_EAUTH ||
         (i->http_status >= 400 && i->http_status < 500)) {
@@ -648,7 +683,7 @@ static bool explain_loss(call_t *call, conn_t *c, const vb_ws_close_info_t *i,
                                           "GEMINI_API_KEY");
         snprintf(why, whysz, "gemini connection refused (%s, HTTP %d)",
                  vb_err_name(i->err), i->http_status);
-        return true;
+        return i->err == VB_ECERT ? FAIL_CERT : FAIL_REJECTED;
     }
     if (code == 1011)
         vb_log_warn(id, "gemini server error, reconnecting",
@@ -659,7 +694,7 @@ static bool explain_loss(call_t *call, conn_t *c, const vb_ws_close_info_t *i,
                     "code=%u reason=%s err=%s state=%d attempt=%u",
                     (unsigned)code, i->reason, vb_err_name(i->err), (int)c->st,
                     call->attempts + 1);
-    return false;
+    return -1;
 }
 
 static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
@@ -675,6 +710,7 @@ static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
     bool was_cur = call != NULL && call->cur == c;
     bool was_ready = c->st == CONN_READY;
     bool goaway = c->goaway;
+    uint64_t t_alive = c->t_alive;
     conn_detach(c);
     if (call == NULL || by_us || call->ended) {
         if (call != NULL && !by_us)
@@ -684,12 +720,14 @@ static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
         return;
     }
     char why[200] = "";
-    bool fatal = explain_loss(call, c, info, why, sizeof(why));
+    int fail = explain_loss(call, c, info, why, sizeof(why));
     conn_free(c);
-    if (fatal) {
-        call_end(call, why);
+    if (fail >= 0) {
+        call_end(call, fail, why);
         return;
     }
+    if (was_cur && was_ready && call->open && call->wait_since == 0)
+        call->wait_since = t_alive;
     if (was_cur && goaway && call->nxt != NULL)
         return; /* the replacement is already on its way */
     if (call->nxt != NULL)
@@ -739,7 +777,9 @@ static void conn_ready(conn_t *c)
     conn_t *old = call->cur;
     call->cur = c;
     call->nxt = NULL;
-    call->attempts = 0;
+    call->wait_since = 0;
+    c->t_ready = c->t_alive = c->last_ping = now;
+    /* The retry budget comes back only after healthy_ms (on_tick). */
     vb_log_info(lid(call), "gemini session ready",
                 "conn=%u resumed=%d setup_ms=%.1f buffered_ms=%zu", c->n,
                 c->resumed, (double)(now - c->t_start) / 1e6,
@@ -796,7 +836,6 @@ static void on_go_away(conn_t *c, const vb_gemini_event_t *ev)
     if (call->handle[0] == '\0')
         vb_log_warn(lid(call), "no resumption handle yet", "action=%s",
                     "new session without history");
-    call->attempts = 0;
     if (conn_open(call, HOW_RESUME) != 0)
         schedule_retry(call, RC_FAILED, "could not open a new connection");
 }
@@ -916,10 +955,31 @@ static void ws_on_message(vb_ws_t *ws, bool text, const uint8_t *data,
         VB_LOG_RATELIMITED(VB_LOG_WARN, 5000, lid(c->call),
                            "unusable gemini message ignored",
                            "err=%s bytes=%zu", vb_err_name(rc), len);
+        /* The tick drops it: not from inside its own callback. */
+        if (++c->bad_run >= VB_GEMINI_BAD_MSG_MAX && c->lost == NULL)
+            c->lost = "only unusable messages";
+    } else if (rc == 0) {
+        c->bad_run = 0;
     }
     if (c->dead)
         conn_free(c);
     ring_out_bell(s);
+}
+
+static void ws_on_pong(vb_ws_t *ws, const uint8_t *data, size_t len, void *ud)
+{
+    (void)ws;
+    (void)data;
+    (void)len;
+    conn_t *c = ud;
+    if (c->dead || c->call == NULL)
+        return;
+    bool held = c->ping_at != 0;
+    c->ping_at = 0;
+    c->t_alive = vb_clock_now_ns();
+    /* Audio held while the ping was unanswered goes out now, in order. */
+    if (held && c->call->open && c->call->cur == c)
+        abuf_flush(c->s, c->call);
 }
 
 static int conn_open(call_t *call, how_t how)
@@ -963,6 +1023,7 @@ static int conn_open(call_t *call, how_t how)
         .on_message = ws_on_message,
         .on_close = ws_on_close,
         .on_open = ws_on_open,
+        .on_pong = ws_on_pong,
     };
     if (call->nxt != NULL)
         conn_kill(call->nxt);
@@ -1003,6 +1064,7 @@ static call_t *call_new(vb_gemini_stage_t *s, const char *sid)
         return NULL;
     }
     call->s = s;
+    call->fail = -1;
     snprintf(call->sid, sizeof(call->sid), "%s", sid);
     call->t_created = vb_clock_now_ns();
     call->next = s->calls;
@@ -1018,9 +1080,11 @@ static void call_free(vb_gemini_stage_t *s, call_t *call, const char *why)
     tr_flush(s, call, false);
     if (call->open)
         vb_log_info(lid(call), "gemini call finished",
-                    "why=%s seconds=%.1f connections=%u reconnects=%u "
-                    "audio_sent=%llu audio_dropped=%llu tokens=%lld",
-                    why, (double)(vb_clock_now_ns() - call->t_created) / 1e9,
+                    "why=%s failure=%s seconds=%.1f connections=%u "
+                    "reconnects=%u audio_sent=%llu audio_dropped=%llu "
+                    "tokens=%lld",
+                    why, call->fail >= 0 ? fail_labels[call->fail] : "none",
+                    (double)(vb_clock_now_ns() - call->t_created) / 1e9,
                     call->nconn, call->nconn > 0 ? call->nconn - 1 : 0,
                     (unsigned long long)call->audio_sent,
                     (unsigned long long)call->audio_dropped,
@@ -1043,21 +1107,39 @@ static void call_free(vb_gemini_stage_t *s, call_t *call, const char *why)
     free(call);
 }
 
-/* Ends the call politely: HANGUP with the reason (if the stream is open),
- * connections closed. The call's state stays until CALL_CLOSE (or, for a
- * call that never opened, until the next tick). */
-static void call_end(call_t *call, const char *reason)
+/* The fallback text cut to one message at a UTF-8 character boundary. */
+static size_t fallback_len(const char *text)
+{
+    size_t n = text != NULL ? strlen(text) : 0;
+    if (n > VB_MSG_DATA_MAX) {
+        n = VB_MSG_DATA_MAX;
+        while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80)
+            n--;
+    }
+    return n;
+}
+
+/* Ends the call politely because the model cannot be reached (`fail`, a
+ * FAIL_*): HANGUP with the fallback text (if the stream is open), so the
+ * caller is told before the call ends; connections closed. The call's
+ * state stays until CALL_CLOSE (or, for a call that never opened, until
+ * the next tick). */
+static void call_end(call_t *call, int fail, const char *reason)
 {
     if (call->ended)
         return;
     vb_gemini_stage_t *s = call->s;
     call->ended = true;
     call->retry_at = 0;
-    vb_log_error(lid(call), "ending the call: gemini unavailable", "why=%s",
-                 reason);
+    call->fail = fail;
+    vb_log_error(lid(call), "ending the call: gemini unavailable",
+                 "why=%s failure=%s fallback=%d", reason, fail_labels[fail],
+                 s->o->fallback_say != NULL && s->o->fallback_say[0] != '\0');
     if (call->open) {
-        out_emit(s, call, VB_MSG_HANGUP, 0, reason, strlen(reason),
-                 vb_clock_now_ns());
+        vb_metrics_counter_add(s->shard, s->m_failed[fail], 1);
+        const char *say = s->o->fallback_say;
+        out_emit(s, call, VB_MSG_HANGUP, VB_MSG_HANGUP_FALLBACK, say,
+                 fallback_len(say), vb_clock_now_ns());
         ring_out_bell(s);
     } else {
         call->reap = true;
@@ -1073,6 +1155,8 @@ static void schedule_retry(call_t *call, int why, const char *what)
     vb_gemini_stage_t *s = call->s;
     if (call->ended || s->stopping)
         return;
+    if (call->open && call->cur == NULL && call->wait_since == 0)
+        call->wait_since = vb_clock_now_ns();
     call->attempts++;
     call->total_attempts++;
     if (call->attempts > s->o->reconnect_max ||
@@ -1081,7 +1165,7 @@ static void schedule_retry(call_t *call, int why, const char *what)
         snprintf(reason, sizeof(reason),
                  "gemini connection lost (%s) after %u attempts", what,
                  call->attempts - 1);
-        call_end(call, reason);
+        call_end(call, FAIL_RETRIES, reason);
         return;
     }
     vb_metrics_counter_add(s->shard, s->m_reconnect[why], 1);
@@ -1178,6 +1262,8 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
     call->open = true;
     call->id = m->call;
     call->prepare_deadline = 0;
+    if (call->cur == NULL || call->cur->st != CONN_READY)
+        call->wait_since = vb_clock_now_ns();
     s->by_slot[m->call.slot] = call;
     vb_log_info(lid(call), "gemini call open",
                 "lane=%d slot=%u preconnected=%d ready=%d", s->o->lane,
@@ -1307,6 +1393,70 @@ static void on_bell(uv_async_t *a)
     drain(a->data);
 }
 
+/* Drops a connection that stopped answering (or only sends garbage) and
+ * has it replaced with the handle, as after a 1011 close. */
+static void conn_lost(conn_t *c, int rc_why, const char *what, uint64_t now)
+{
+    call_t *call = c->call;
+    bool was_cur = call->cur == c;
+    vb_log_warn(lid(call), "gemini connection unresponsive, replacing it",
+                "conn=%u why=%s state=%d silent_ms=%llu pending=%zu", c->n,
+                what, (int)c->st,
+                (unsigned long long)(c->t_alive != 0 && now > c->t_alive
+                                         ? (now - c->t_alive) / 1000000u
+                                         : 0),
+                c->ws != NULL ? vb_ws_pending(c->ws) : (size_t)0);
+    if (was_cur && call->open && call->wait_since == 0)
+        call->wait_since = c->t_alive != 0 ? c->t_alive : now;
+    conn_kill(c);
+    if (was_cur && call->nxt != NULL)
+        return; /* a replacement is already on its way */
+    schedule_retry(call, rc_why, what);
+}
+
+/* Pings, pong deadline, send backlog, garbage: one connection per call. */
+static void conn_check(vb_gemini_stage_t *s, conn_t *c, uint64_t now)
+{
+    if (c == NULL || c->ws == NULL || c->st == CONN_CONNECTING ||
+        vb_ws_state(c->ws) != VB_WS_OPEN)
+        return;
+    const vb_gemini_options_t *o = s->o;
+    if (c->lost != NULL) {
+        conn_lost(c, RC_INVALID, c->lost, now);
+        return;
+    }
+    if (s->paused) {
+        /* We are not reading: no pong can arrive. Start afresh later. */
+        c->ping_at = 0;
+        c->last_ping = now;
+        c->backlog_since = 0;
+        return;
+    }
+    uint64_t timeout = (uint64_t)o->pong_timeout_ms * 1000000u;
+    if (c->ping_at != 0 && now - c->ping_at >= timeout) {
+        conn_lost(c, RC_UNRESPONSIVE, "ping unanswered", now);
+        return;
+    }
+    if (vb_ws_pending(c->ws) > VB_GEMINI_BACKLOG_STALL_BYTES) {
+        if (c->backlog_since == 0) {
+            c->backlog_since = now;
+        } else if (now - c->backlog_since >= timeout) {
+            conn_lost(c, RC_UNRESPONSIVE, "send backlog not draining", now);
+            return;
+        }
+    } else {
+        c->backlog_since = 0;
+    }
+    if (c->ping_at == 0 &&
+        now - c->last_ping >= (uint64_t)o->ping_interval_ms * 1000000u) {
+        if (c->t_alive == 0)
+            c->t_alive = now;
+        c->last_ping = now;
+        if (vb_ws_send_ping(c->ws, "vb", 2) == 0)
+            c->ping_at = now;
+    }
+}
+
 static void on_tick(uv_timer_t *t)
 {
     vb_gemini_stage_t *s = t->data;
@@ -1323,6 +1473,28 @@ static void on_tick(uv_timer_t *t)
             vb_log_info(lid(call), "pre-connected gemini session not claimed",
                         "ttl_ms=%u", s->o->prepare_ttl_ms);
             call_free(s, call, "not claimed");
+            continue;
+        }
+        if (!call->ended) {
+            conn_check(s, call->cur, now);
+            conn_check(s, call->nxt, now);
+        }
+        if (call->cur != NULL && call->cur->st == CONN_READY &&
+            call->attempts > 0 &&
+            now - call->cur->t_ready >= (uint64_t)s->o->healthy_ms * 1000000u) {
+            vb_log_debug(lid(call), "gemini connection healthy",
+                         "conn=%u attempts_restored=%u", call->cur->n,
+                         call->attempts);
+            call->attempts = 0;
+        }
+        if (call->open && !call->ended && call->wait_since != 0 &&
+            now - call->wait_since >=
+                (uint64_t)s->o->recover_timeout_ms * 1000000u) {
+            char reason[160];
+            snprintf(reason, sizeof(reason),
+                     "no working gemini connection for %u ms",
+                     s->o->recover_timeout_ms);
+            call_end(call, FAIL_RECOVER, reason);
             continue;
         }
         if (call->nxt != NULL && call->nxt->st != CONN_READY &&
@@ -1453,6 +1625,12 @@ static int add_series(vb_gemini_stage_t *s)
                             "Audio or messages the gemini stage dropped, by "
                             "reason.",
                             VB_LABELS("reason", drop_labels[i]), &s->m_drop[i]);
+    for (int i = 0; rc == 0 && i < FAIL_COUNT; i++)
+        rc = vb_metrics_add(m, VB_METRIC_COUNTER, "vb_calls_failed_total",
+                            "Calls ended with the fallback message because "
+                            "the model could not be reached, by reason.",
+                            VB_LABELS("reason", fail_labels[i]),
+                            &s->m_failed[i]);
     for (int i = 0; rc == 0 && i < HOW_COUNT; i++)
         rc = vb_metrics_add(m, VB_METRIC_COUNTER, "vb_gemini_sessions_total",
                             "Gemini connections started, by why.",
@@ -1495,6 +1673,7 @@ static void free_strings(vb_gemini_stage_t *s)
     free(s->greeting);
     free(s->dtmf_text);
     free(s->transcript_dir);
+    free(s->fallback_say);
     free(s->prompt);
     free(s->model);
     free(s->voice);
@@ -1530,6 +1709,14 @@ int vb_gemini_stage_create(vb_gemini_stage_t **out,
         o->reconnect_backoff_ms = 250;
     if (o->hangup_grace_ms == 0)
         o->hangup_grace_ms = 5000;
+    if (o->ping_interval_ms == 0)
+        o->ping_interval_ms = 1000;
+    if (o->pong_timeout_ms == 0)
+        o->pong_timeout_ms = 2000;
+    if (o->recover_timeout_ms == 0)
+        o->recover_timeout_ms = 5000;
+    if (o->healthy_ms == 0)
+        o->healthy_ms = 10000;
 
     if (o->setup.model == NULL || o->setup.model[0] == '\0') {
         vb_log_error(NULL, "no Gemini model configured", "hint=%s",
@@ -1551,6 +1738,7 @@ int vb_gemini_stage_create(vb_gemini_stage_t **out,
     s->greeting = dup_or_null(o->greeting);
     s->dtmf_text = dup_or_null(o->dtmf_text);
     s->transcript_dir = dup_or_null(o->transcript_dir);
+    s->fallback_say = dup_or_null(o->fallback_say);
     if (s->url == NULL || s->model == NULL)
         goto fail;
     if (o->system_prompt_file != NULL && o->system_prompt_file[0] != '\0') {
@@ -1579,6 +1767,7 @@ int vb_gemini_stage_create(vb_gemini_stage_t **out,
     o->greeting = s->greeting;
     o->dtmf_text = s->dtmf_text;
     o->transcript_dir = s->transcript_dir;
+    o->fallback_say = s->fallback_say;
     o->system_prompt_file = NULL;
     o->setup.model = s->model;
     o->setup.voice = s->voice;

@@ -32,8 +32,26 @@
  * flushed to the new one and the old one closed (1000). An unexpected
  * close or a failed connect is retried with the handle, with exponential
  * backoff, a bounded number of times; then the call is ended politely
- * (HANGUP with the reason, and a log line saying why). Close codes are
- * explained in the log: 1007 (bad API key or argument: not retried), 1008
+ * (HANGUP with VB_MSG_HANGUP_FALLBACK and the fallback text, so twilio-io
+ * has the caller told; a log line and vb_calls_failed_total{reason} say
+ * why). The budget (reconnect_max) comes back only once a connection has
+ * been READY for healthy_ms, so a service that dies after every
+ * setupComplete ends the call after reconnect_max + 1 connections. An
+ * open call that has had no READY connection for recover_timeout_ms
+ * (counted from the last sign of life of the connection it lost) is ended
+ * the same way, whatever attempts remain.
+ *
+ * Liveness: every open connection is pinged every ping_interval_ms. A ping
+ * unanswered for pong_timeout_ms (the service stopped reading, stopped
+ * writing, or the path is half-open), a send backlog
+ * (vb_ws_pending) above VB_GEMINI_BACKLOG_STALL_BYTES for as long, or
+ * VB_GEMINI_BAD_MSG_MAX unusable messages in a row mark the connection
+ * lost: it is dropped and replaced with the resumption handle like a 1011
+ * close. While a ping has been unanswered for VB_GEMINI_HOLD_MS caller
+ * audio is held in the call's buffer rather than written to a connection
+ * that may be dead; the pong flushes it, a replacement gets it. The checks
+ * pause while the stage has stopped reading (outbound ring full). Close codes
+ * are explained in the log: 1007 (bad API key or argument: not retried), 1008
  * with an unknown model (names --gemini-model: not retried), 1011 (server
  * error: retried).
  *
@@ -93,7 +111,29 @@ typedef struct vb_gemini_options {
     uint32_t reconnect_max;      /* attempts after a loss; 0: 3 */
     uint32_t reconnect_backoff_ms; /* first delay, doubled; 0: 250 */
     uint32_t hangup_grace_ms; /* end_call -> HANGUP at the latest; 0: 5000 */
+    /* Liveness (see DESIGN): a ping every ping_interval_ms on each open
+     * connection; one unanswered for pong_timeout_ms, or a send backlog
+     * over VB_GEMINI_BACKLOG_STALL_BYTES for as long, or
+     * VB_GEMINI_BAD_MSG_MAX unusable messages in a row, and the connection
+     * is lost. 0: 1000 / 2000. */
+    uint32_t ping_interval_ms;
+    uint32_t pong_timeout_ms;
+    /* Most time an open call goes without a working connection (from the
+     * last sign of life of the one it lost) before it is ended with the
+     * fallback message; 0: 5000. */
+    uint32_t recover_timeout_ms;
+    /* A connection READY this long restores the reconnect budget
+     * (reconnect_max); 0: 10000. */
+    uint32_t healthy_ms;
+    /* Text the caller hears when the model cannot be reached; travels in
+     * the HANGUP message (VB_MSG_HANGUP_FALLBACK). NULL/"": none. */
+    const char *fallback_say;
 } vb_gemini_options_t;
+
+/* Liveness limits that are not settings. */
+#define VB_GEMINI_BACKLOG_STALL_BYTES (256u * 1024u) /* ~6 s of audio JSON */
+#define VB_GEMINI_BAD_MSG_MAX         5u   /* unusable messages in a row */
+#define VB_GEMINI_HOLD_MS             500u /* ping unanswered: hold audio */
 
 /* Fills `o` from the settings (pointers into `cfg`, which must outlive
  * `o`): URL, key, CA file, model, voice, language, temperature, prompt or

@@ -174,7 +174,21 @@
     X(output_transcription, BOOL, "VOXBRIDGE_OUTPUT_TRANSCRIPTION", "true", 0, \
       0, NULL, "ask for transcripts of the model")                             \
     X(dtmf_text, STR, "VOXBRIDGE_DTMF_TEXT", "The caller pressed the %s key.", \
-      0, 0, NULL, "text told to the model on a key press (%s is the digit)")
+      0, 0, NULL, "text told to the model on a key press (%s is the digit)")   \
+    X(gemini_ping_interval_ms, INT, "VOXBRIDGE_GEMINI_PING_INTERVAL_MS",       \
+      "1000", 100, 60000, NULL,                                                \
+      "WebSocket ping interval on each Gemini connection")                     \
+    X(gemini_pong_timeout_ms, INT, "VOXBRIDGE_GEMINI_PONG_TIMEOUT_MS", "2000", \
+      100, 60000, NULL,                                                        \
+      "a Gemini connection whose ping (or send backlog) waits this long is "   \
+      "replaced")                                                              \
+    X(gemini_recover_timeout_ms, INT, "VOXBRIDGE_GEMINI_RECOVER_TIMEOUT_MS",   \
+      "5000", 500, 600000, NULL,                                               \
+      "a call without a working Gemini connection this long hears "            \
+      "--fallback-say and ends")                                               \
+    X(gemini_healthy_ms, INT, "VOXBRIDGE_GEMINI_HEALTHY_MS", "10000", 100,     \
+      3600000, NULL,                                                           \
+      "a Gemini connection up this long restores the reconnect budget")
 
 typedef struct vb_config {
 #define VB__CFG_FIELD_STR    char *

@@ -30,6 +30,11 @@
     X(CONN)       /* ingress hands a socket to twilio-io */                 \
     X(PREPARE)    /* ingress asks gemini to pre-connect for a call */
 
+/* vb_msg_t.flags of HANGUP: the model cannot be reached; data[] holds the
+ * text the caller should hear before the call ends (UTF-8, may be empty).
+ * Without it data[] is a reason for the log. */
+#define VB_MSG_HANGUP_FALLBACK 1u
+
 typedef enum vb_msg_kind {
 #define VB__MSG_KIND(name) VB_MSG_##name,
     VB_MSG_KIND_MAP(VB__MSG_KIND)

@@ -2,3 +2,6 @@
 # (tests/test_e2e.c). Threaded end to end, so CI runs it again under
 # ThreadSanitizer: that run is the 10-call TSan run of the whole server.
 THREADED_TESTS += test_e2e
+# Gemini faults (tests/test_e2e_faults.c): replacement of a stalled or
+# garbage connection, and the fallback message when the model is gone.
+THREADED_TESTS += test_e2e_faults

@@ -164,6 +164,44 @@ static int split_url(const char *url, vb_ws_url_t *u)
     return vb_ws_url_parse(tmp, u) == 0 ? 0 : VB_EINVAL;
 }
 
+/* application/x-www-form-urlencoded: unreserved bytes as they are, space
+ * as '+', everything else %XX. *out is malloc'd. */
+static int form_body(const vb_twilio_rest_req_t *req, char **out, size_t *len)
+{
+    static const char status[] = "Status=completed";
+    static const char hex[] = "0123456789ABCDEF";
+    if (req->twiml == NULL) {
+        *out = strdup(status);
+        *len = sizeof(status) - 1;
+        return *out != NULL ? 0 : VB_ENOMEM;
+    }
+    size_t n = strlen(req->twiml);
+    if (n > VB_TWILIO_REST_TWIML_MAX)
+        return VB_EINVAL;
+    char *b = malloc(sizeof("Twiml=") + 3 * n);
+    if (b == NULL)
+        return VB_ENOMEM;
+    size_t w = 0;
+    memcpy(b, "Twiml=", 6);
+    w = 6;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)req->twiml[i];
+        if (isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+            b[w++] = (char)ch;
+        } else if (ch == ' ') {
+            b[w++] = '+';
+        } else {
+            b[w++] = '%';
+            b[w++] = hex[ch >> 4];
+            b[w++] = hex[ch & 15];
+        }
+    }
+    b[w] = '\0';
+    *out = b;
+    *len = w;
+    return 0;
+}
+
 static int build_request(rest_t *r, const vb_ws_url_t *u,
                          const vb_twilio_rest_req_t *req)
 {
@@ -180,7 +218,13 @@ static int build_request(rest_t *r, const vb_ws_url_t *u,
     size_t blen = strlen(u->target);
     while (blen > 0 && u->target[blen - 1] == '/')
         blen--;
-    static const char body[] = "Status=completed";
+    char *body = NULL;
+    size_t body_len = 0;
+    int brc = form_body(req, &body, &body_len);
+    if (brc != 0) {
+        memset(auth, 0, sizeof(auth));
+        return brc;
+    }
     char host[300];
     if (u->port_explicit)
         snprintf(host, sizeof(host), strchr(u->host, ':') ? "[%s]:%u" : "%s:%u",
@@ -188,10 +232,13 @@ static int build_request(rest_t *r, const vb_ws_url_t *u,
     else
         snprintf(host, sizeof(host), strchr(u->host, ':') ? "[%s]" : "%s",
                  u->host);
-    size_t cap = blen + strlen(host) + alen + 512;
+    size_t cap = blen + strlen(host) + alen + body_len + 512;
     r->request = malloc(cap);
-    if (r->request == NULL)
+    if (r->request == NULL) {
+        free(body);
+        memset(auth, 0, sizeof(auth));
         return VB_ENOMEM;
+    }
     n = snprintf(r->request, cap,
                  "POST %.*s/2010-04-01/Accounts/%s/Calls/%s.json HTTP/1.1\r\n"
                  "Host: %s\r\n"
@@ -202,8 +249,9 @@ static int build_request(rest_t *r, const vb_ws_url_t *u,
                  "Content-Length: %zu\r\n"
                  "Connection: close\r\n\r\n%s",
                  (int)blen, u->target, req->account_sid, req->call_sid, host,
-                 auth, sizeof(body) - 1, body);
+                 auth, body_len, body);
     memset(auth, 0, sizeof(auth));
+    free(body);
     if (n < 0 || (size_t)n >= cap)
         return VB_EINVAL;
     r->request_len = (size_t)n;

@@ -4,7 +4,10 @@
  *
  *   POST {api}/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json
  *   Authorization: Basic base64(AccountSid:AuthToken)
- *   Status=completed
+ *   Status=completed                 (hang up now), or
+ *   Twiml=<Response>...</Response>   (replace the call's TwiML: the media
+ *                                     stream ends and the new TwiML runs,
+ *                                     e.g. a <Say> then <Hangup/>)
  *
  * over HTTPS (mbedTLS, net/tls.h) for https:// base URLs, or plain HTTP for
  * http:// (the simulator on loopback). One request per call, asynchronous
@@ -31,13 +34,19 @@ typedef struct vb_twilio_rest_req {
     const char *call_sid;    /* CA... */
     vb_tls_config_t *tls;    /* client config for https://; borrowed */
     uint32_t timeout_ms;     /* whole request; 0 = 10000 */
+    /* NULL: Status=completed. Else a TwiML document sent as Twiml= (form
+     * encoded here; at most VB_TWILIO_REST_TWIML_MAX bytes, Twilio's own
+     * limit is 4000 characters). */
+    const char *twiml;
 } vb_twilio_rest_req_t;
+
+#define VB_TWILIO_REST_TWIML_MAX 4000u
 
 /* Starts the request on `loop`; `cb` fires exactly once, later, unless this
  * returns an error. Strings are copied. Errors (nothing started, no
  * callback): VB_EINVAL (missing field, bad URL, SIDs with characters other
- * than letters and digits), VB_ECONFIG (https:// without a TLS config),
- * VB_ENOMEM. Loop thread. */
+ * than letters and digits, TwiML longer than VB_TWILIO_REST_TWIML_MAX),
+ * VB_ECONFIG (https:// without a TLS config), VB_ENOMEM. Loop thread. */
 int vb_twilio_rest_hangup(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
                           vb_twilio_rest_cb cb, void *ud);
 

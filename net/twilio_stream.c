@@ -29,6 +29,7 @@
 #include "net/tcp.h"
 #include "net/twilio_msg.h"
 #include "net/twilio_rest.h"
+#include "net/twiml.h"
 #include "net/ws.h"
 
 #define FRAME_BYTES       160 /* 20 ms of 8 kHz μ-law */
@@ -148,6 +149,10 @@ typedef struct call {
     vb_hist_t *lat;
     uint64_t started_ns;
     vb_twilio_call_stats_t stats;
+    /* The fallback message is under way: however the stream ends now
+     * (our close, or Twilio's stop after the REST update), the outcome is
+     * "fallback". */
+    bool fallback;
 } call_t;
 
 struct vb_twilio_stream {
@@ -176,7 +181,7 @@ struct vb_twilio_stream {
     uint32_t *reap;
     uint32_t nreap;
     vb_metric_t m_err[E_COUNT], m_rej[R_COUNT];
-    vb_metric_t m_outcome[6];
+    vb_metric_t m_outcome[7];
     vb_metric_t m_calls, m_active, m_frames_in, m_frames_out, m_marks_sent,
         m_marks_echoed, m_clears, m_seq_gaps, m_out_dropped, m_stale,
         m_ring_full, m_wait_out, m_lat_out, m_lat_in, m_barge, m_in_dropped,
@@ -196,12 +201,13 @@ static bool sid_taken(vb_twilio_stream_t *s, const char *sid, size_t len);
 static void sid_remember(vb_twilio_stream_t *s, const char *sid);
 static uint32_t preauth_slots(const vb_twilio_stream_t *s);
 static void hangup_begin(call_t *c);
-static void hangup_now(call_t *c, const char *why);
+static void hangup_now(call_t *c, const char *why, const char *say);
 static void call_end(call_t *c, const char *reason);
 
 /* Values of vb_calls_total{outcome}; call_end() reasons map onto them. */
-static const char *const outcomes[] = {
-    "stop", "hangup", "disconnect", "error", "shutdown", "timeout", NULL};
+static const char *const outcomes[] = {"stop",     "hangup",   "disconnect",
+                                       "error",    "shutdown", "timeout",
+                                       "fallback", NULL};
 static void call_maybe_free(call_t *c);
 
 static int64_t default_now_s(void)
@@ -541,7 +547,17 @@ static void drain_out(vb_twilio_stream_t *s)
             break;
         case VB_MSG_HANGUP:
             send_media(c);
-            hangup_begin(c);
+            if (m->flags & VB_MSG_HANGUP_FALLBACK) {
+                /* The model is gone: tell the caller now, no goodbye to
+                 * wait for. */
+                char say[VB_MSG_DATA_MAX + 1];
+                memcpy(say, m->data, m->len);
+                say[m->len] = '\0';
+                if (c->ws != NULL && !c->closing)
+                    hangup_now(c, "model unavailable", say);
+            } else {
+                hangup_begin(c);
+            }
             break;
         case VB_MSG_CALL_CLOSE:
             send_media(c);
@@ -765,7 +781,7 @@ static void on_mark(call_t *c, const vb_twilio_msg_t *m)
     in_push(c, VB_MSG_MARK, cleared ? VB_TWILIO_MARK_CLEARED : 0,
             m->mark.name.p, len, vb_clock_now_ns());
     if (c->hangup_pending && c->hangup_marks > 0 && --c->hangup_marks == 0)
-        hangup_now(c, "goodbye played");
+        hangup_now(c, "goodbye played", NULL);
 }
 
 static void on_text(call_t *c, const uint8_t *data, size_t len)
@@ -931,18 +947,24 @@ static void call_fatal(call_t *c, uint16_t code, const char *reason)
 /* ---- hang-up after the goodbye ---- */
 
 #define DEFAULT_HANGUP_GRACE_MS 3000u
+/* The fallback's REST update gets this long before the stream is closed
+ * instead (the TwiML after <Connect> then says the same text): it bounds
+ * the time from the model's failure to the caller hearing it. */
+#define FALLBACK_REST_TIMEOUT_MS 2000u
 
 typedef struct rest_ctx {
     vb_twilio_stream_t *s;
     vb_call_id_t id;
+    bool fallback;
 } rest_ctx_t;
 
-static void close_normal(call_t *c, const char *reason)
+/* `outcome` is a vb_calls_total outcome: "hangup" or "fallback". */
+static void close_normal(call_t *c, const char *outcome, const char *reason)
 {
     if (c->ws == NULL || c->closing)
         return;
     c->closing = true;
-    call_end(c, "hangup");
+    call_end(c, outcome);
     vb_ws_close(c->ws, VB_WS_CLOSE_NORMAL, reason);
 }
 
@@ -950,12 +972,15 @@ static void rest_done(int status, void *ud)
 {
     rest_ctx_t *x = ud;
     call_t *c = lookup(x->s, x->id);
+    bool fallback = x->fallback;
     free(x);
     if (c == NULL)
         return; /* Twilio already ended the stream */
     /* Either way the stream ends now: after a 200 Twilio tears it down
-     * anyway; after a failure closing it runs the TwiML after <Connect>. */
-    close_normal(c, status == 200 ? "hangup" : "hangup (REST failed)");
+     * anyway (and runs the new TwiML); after a failure closing it runs the
+     * TwiML after <Connect>, which has the fallback <Say>. */
+    close_normal(c, fallback ? "fallback" : "hangup",
+                 status == 200 ? "hangup" : "hangup (REST failed)");
 }
 
 /* Queues a mark behind the audio already sent; the call ends when it is
@@ -976,23 +1001,41 @@ static void hangup_begin(call_t *c)
     vb_log_info(c->label, "hang-up requested: waiting for the goodbye to play",
                 "marks_in_flight=%u", c->hangup_marks);
     if (c->hangup_marks == 0)
-        hangup_now(c, "nothing queued");
+        hangup_now(c, "nothing queued", NULL);
 }
 
-static void hangup_now(call_t *c, const char *why)
+/* Ends the call. `say` NULL: a goodbye already played, REST
+ * Status=completed. Else the model could not be reached: REST replaces the
+ * call's TwiML with <Say>say</Say><Hangup/>; without REST (or when it
+ * fails) closing the stream runs the TwiML after <Connect>, whose fallback
+ * <Say> is the same text. */
+static void hangup_now(call_t *c, const char *why, const char *say)
 {
     vb_twilio_stream_t *s = c->s;
+    bool fallback = say != NULL;
+    const char *outcome = fallback ? "fallback" : "hangup";
     c->hangup_pending = false;
+    c->fallback = fallback;
     const char *token = s->cfg.rest_auth_token;
     const char *account = s->cfg.rest_account_sid && *s->cfg.rest_account_sid
                               ? s->cfg.rest_account_sid
                               : c->account_sid;
     if (token == NULL || *token == '\0' || s->cfg.rest_api_url == NULL ||
         *s->cfg.rest_api_url == '\0') {
-        vb_log_info(c->label, "hanging up by closing the stream", "why=%s",
-                    why);
-        close_normal(c, "hangup");
+        vb_log_info(c->label, "hanging up by closing the stream",
+                    "why=%s fallback=%d", why, fallback);
+        close_normal(c, outcome, "hangup");
         return;
+    }
+    char *twiml = NULL;
+    if (fallback && say[0] != '\0') {
+        vb_twiml_t t;
+        size_t tlen;
+        vb_twiml_init(&t);
+        vb_twiml_say(&t, say);
+        vb_twiml_hangup(&t);
+        if (vb_twiml_finish(&t, &twiml, &tlen) != 0)
+            twiml = NULL; /* then Status=completed; logged below */
     }
     rest_ctx_t *x = malloc(sizeof(*x));
     vb_twilio_rest_req_t req = {
@@ -1001,21 +1044,26 @@ static void hangup_now(call_t *c, const char *why)
         .auth_token = token,
         .call_sid = c->label,
         .tls = s->cfg.rest_tls,
+        .timeout_ms = fallback ? FALLBACK_REST_TIMEOUT_MS : 0,
+        .twiml = twiml,
     };
     int rc = x ? 0 : VB_ENOMEM;
     if (x != NULL) {
         x->s = s;
         x->id = c->id;
+        x->fallback = fallback;
         rc = vb_twilio_rest_hangup(&s->loop, &req, rest_done, x);
     }
+    free(twiml);
     if (rc != 0) {
         free(x);
         vb_log_warn(c->label, "REST hang-up not possible: closing the stream",
-                    "err=%s", vb_err_name(rc));
-        close_normal(c, "hangup");
+                    "err=%s fallback=%d", vb_err_name(rc), fallback);
+        close_normal(c, outcome, "hangup");
         return;
     }
-    vb_log_info(c->label, "hanging up through the REST API", "why=%s", why);
+    vb_log_info(c->label, "hanging up through the REST API",
+                "why=%s fallback=%d twiml=%d", why, fallback, twiml != NULL);
 }
 
 static void call_end(call_t *c, const char *reason)
@@ -1027,6 +1075,8 @@ static void call_end(call_t *c, const char *reason)
     c->st = C_ENDED;
     if (!was_open)
         return;
+    if (c->fallback)
+        reason = "fallback";
     in_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason), vb_clock_now_ns());
     sid_remember(s, c->label);
     vb_metrics_gauge_add(s->shard, s->m_active, -1);
@@ -1235,6 +1285,8 @@ static void adopt(vb_twilio_stream_t *s, int fd, const uint8_t *pre,
         goto fail_pooled;
     }
     c->ws = ws;
+    /* A stranger's unread pongs stop its reading early (raised at start). */
+    vb_ws_set_max_pending_out(ws, VB_TWILIO_PREAUTH_MAX_OUT);
     return;
 fail_pooled:
     call_free(c);
@@ -1288,6 +1340,7 @@ static int promote(call_t *c, const char **why)
         return VB_WS_CLOSE_INTERNAL;
     }
     vb_hist_init(lat);
+    vb_ws_set_max_pending_out(c->ws, 0); /* the default for calls */
     free(c->json);
     c->json = json;
     c->json_cap = maxm;
@@ -1407,7 +1460,7 @@ static void sweep_cb(uv_timer_t *t)
                         (unsigned long long)((now - c->last_in_ns) / 1000000));
             call_fatal_as(c, VB_WS_CLOSE_POLICY, "no media", "timeout");
         } else if (c->hangup_pending && now > c->hangup_deadline_ns) {
-            hangup_now(c, "mark echo overdue");
+            hangup_now(c, "mark echo overdue", NULL);
         } else if (max_ns != 0 && !c->hangup_pending &&
                    now > c->started_ns + max_ns) {
             vb_log_info(c->label, "maximum call duration reached", "max_s=%u",
@@ -1512,7 +1565,8 @@ static int add_series(vb_twilio_stream_t *s)
             "Calls ended, by outcome: stop (Twilio ended the stream: the "
             "caller hung up), hangup (voxbridge ended it), disconnect "
             "(the socket dropped), error (protocol failure), shutdown, "
-            "timeout (no media from Twilio).",
+            "timeout (no media from Twilio), fallback (the model could "
+            "not be reached: the caller was told).",
             VB_LABELS("outcome", outcomes[i]), &s->m_outcome[i]);
     ADD(VB_METRIC_COUNTER, "vb_twilio_media_in_total",
         "`media` messages received from Twilio.", NULL, &s->m_frames_in);

@@ -74,6 +74,7 @@ typedef struct vb_twilio_open {
 /* Limits of a stream before its `start` has verified (see the config). */
 #define VB_TWILIO_PREAUTH_MAX_MESSAGE (8u * 1024u)
 #define VB_TWILIO_PREAUTH_MAX_BYTES   (32u * 1024u)
+#define VB_TWILIO_PREAUTH_MAX_OUT     (16u * 1024u) /* unsent bytes */
 
 /* Inbound rate limit: media faster than VB_TWILIO_RATE_X times real time
  * (8000 μ-law bytes/s), beyond a burst of VB_TWILIO_RATE_BURST_MS of

@@ -788,12 +788,15 @@ TEST_T(model_not_found_1008_ends_the_call, 60)
     push_open(e, "CA-1008");
     push_frame(e, 1);
     int h = wait_out(e, VB_MSG_HANGUP, 5000);
-    char reason[VB_MSG_DATA_MAX + 1];
-    memcpy(reason, e->got[h].data, e->got[h].len);
-    reason[e->got[h].len] = '\0';
-    ASSERT_STR_CONTAINS(reason, "no-such-model");
+    ASSERT_EQ(e->got[h].flags, VB_MSG_HANGUP_FALLBACK);
+    ASSERT_EQ(e->got[h].len, 0); /* no fallback text configured */
     usleep(300000);
     const char *text = read_all(e->logpath);
+    ASSERT_STR_CONTAINS(text, "no-such-model");
+    ASSERT_STR_CONTAINS(text, "failure=gemini_rejected");
+    ASSERT_EQ(metric(e, VB_METRIC_COUNTER, "vb_calls_failed_total", "reason",
+                     "gemini_rejected"),
+              1);
     ASSERT_STR_CONTAINS(text, "gemini model not found");
     ASSERT_STR_CONTAINS(text, "--gemini-model");
     ASSERT_STR_CONTAINS(text, "code=1008");
@@ -872,18 +875,25 @@ TEST_T(server_gone_ends_the_call_after_bounded_retries, 60)
     fake_start(&e->fake, true, NULL);
     vb_gemini_options_t o;
     env_options(e, &o, true);
+    o.fallback_say = "Sorry, goodbye.";
     fake_stop(&e->fake); /* nobody listens on that port any more */
     env_start(e, &o);
     push_open(e, "CA-gone");
     int h = wait_out(e, VB_MSG_HANGUP, 10000);
-    char reason[VB_MSG_DATA_MAX + 1];
-    memcpy(reason, e->got[h].data, e->got[h].len);
-    reason[e->got[h].len] = '\0';
-    ASSERT_STR_CONTAINS(reason, "after 3 attempts");
+    ASSERT_EQ(e->got[h].flags, VB_MSG_HANGUP_FALLBACK);
+    char say[VB_MSG_DATA_MAX + 1];
+    memcpy(say, e->got[h].data, e->got[h].len);
+    say[e->got[h].len] = '\0';
+    ASSERT_STR_EQ(say, "Sorry, goodbye.");
     ASSERT_EQ(metric(e, VB_METRIC_COUNTER, "vb_gemini_reconnects_total",
                      "reason", "failed"),
               3);
-    ASSERT_STR_CONTAINS(read_all(e->logpath), "ending the call");
+    ASSERT_EQ(metric(e, VB_METRIC_COUNTER, "vb_calls_failed_total", "reason",
+                     "gemini_retries_exhausted"),
+              1);
+    const char *text = read_all(e->logpath);
+    ASSERT_STR_CONTAINS(text, "ending the call");
+    ASSERT_STR_CONTAINS(text, "after 3 attempts");
     env_stop(e);
     free(e);
 }
@@ -1006,6 +1016,126 @@ TEST_T(untrusted_certificate_or_wrong_path_end_the_call, 60)
     cJSON *log = fake_log(&e->fake);
     ASSERT_EQ(count_type(log, "http", 0), 1);
     cJSON_Delete(log);
+    env_stop(e);
+    free(e);
+}
+
+/* The first connection stops reading and writing after setupComplete:
+ * its ping goes unanswered, it is dropped and a second one resumes with
+ * the handle; the audio held meanwhile reaches the new one. */
+TEST_T(stalled_connection_is_replaced_with_the_handle, 60)
+{
+    make_certs();
+    env_t *e = calloc(1, sizeof(*e));
+    const char *extra[] = {"--fault", "stall", "--fault-conn", "1", NULL};
+    fake_start(&e->fake, true, extra);
+    vb_gemini_options_t o;
+    env_options(e, &o, true);
+    o.ping_interval_ms = 200;
+    o.pong_timeout_ms = 400;
+    env_start(e, &o);
+    push_open(e, "CA-stall");
+    wait_log(&e->fake, "fault", 1, 5000);
+    for (int k = 0; k < 50; k++) {
+        push_frame(e, (int16_t)k);
+        usleep(20000);
+    }
+    wait_log(&e->fake, "setup", 2, 5000);
+    cJSON *log = fake_log(&e->fake);
+    const cJSON *s2 = find_type(log, "setup", 1);
+    ASSERT_TRUE(cJSON_IsTrue(cJSON_GetObjectItem(s2, "resumed")));
+    cJSON_Delete(log);
+    /* Audio sent after the hold started reaches the new connection. */
+    uint64_t end = vb_clock_now_ns() + 5000000000ull;
+    int on2 = 0;
+    while (on2 == 0 && vb_clock_now_ns() < end) {
+        log = fake_log(&e->fake);
+        on2 = count_type(log, "audio", 2);
+        cJSON_Delete(log);
+        usleep(20000);
+    }
+    ASSERT_GT(on2, 0);
+    ASSERT_EQ(metric(e, VB_METRIC_COUNTER, "vb_gemini_reconnects_total",
+                     "reason", "unresponsive"),
+              1);
+    const char *text = read_all(e->logpath);
+    ASSERT_STR_CONTAINS(text, "why=\"ping unanswered\"");
+    ASSERT_NULL(strstr(text, "ending the call"));
+    env_stop(e);
+    free(e);
+}
+
+/* A service that closes 1011 after every setupComplete: the budget does
+ * not come back on setupComplete, so the call ends after reconnect_max + 1
+ * connections. */
+TEST_T(death_after_every_setup_exhausts_the_budget, 60)
+{
+    make_certs();
+    env_t *e = calloc(1, sizeof(*e));
+    const char *extra[] = {"--fault", "die-after-setup", NULL};
+    fake_start(&e->fake, true, extra);
+    vb_gemini_options_t o;
+    env_options(e, &o, true);
+    env_start(e, &o);
+    push_open(e, "CA-die");
+    int h = wait_out(e, VB_MSG_HANGUP, 10000);
+    ASSERT_EQ(e->got[h].flags, VB_MSG_HANGUP_FALLBACK);
+    usleep(300000);
+    cJSON *log = fake_log(&e->fake);
+    ASSERT_EQ(count_type(log, "setup", 0), 4);
+    cJSON_Delete(log);
+    ASSERT_EQ(metric(e, VB_METRIC_COUNTER, "vb_calls_failed_total", "reason",
+                     "gemini_retries_exhausted"),
+              1);
+    env_stop(e);
+    free(e);
+}
+
+/* Only unusable messages after setup: the connection is replaced. */
+TEST_T(garbage_only_connection_is_replaced, 60)
+{
+    make_certs();
+    env_t *e = calloc(1, sizeof(*e));
+    const char *extra[] = {"--fault", "garbage", "--fault-conn", "1", NULL};
+    fake_start(&e->fake, true, extra);
+    vb_gemini_options_t o;
+    env_options(e, &o, true);
+    env_start(e, &o);
+    push_open(e, "CA-junk");
+    wait_log(&e->fake, "setup", 2, 5000);
+    ASSERT_EQ(metric(e, VB_METRIC_COUNTER, "vb_gemini_reconnects_total",
+                     "reason", "invalid"),
+              1);
+    ASSERT_GE(metric(e, VB_METRIC_COUNTER, "vb_gemini_bad_messages_total", NULL,
+                     NULL),
+              (int64_t)VB_GEMINI_BAD_MSG_MAX);
+    env_stop(e);
+    free(e);
+}
+
+/* A connection that never completes setup: the call ends at the recovery
+ * deadline, long before the connect timeout. */
+TEST_T(no_ready_connection_within_recover_timeout_ends_the_call, 60)
+{
+    make_certs();
+    env_t *e = calloc(1, sizeof(*e));
+    const char *extra[] = {"--setup-delay-ms", "30000", NULL};
+    fake_start(&e->fake, true, extra);
+    vb_gemini_options_t o;
+    env_options(e, &o, true);
+    o.connect_timeout_ms = 20000;
+    o.recover_timeout_ms = 800;
+    env_start(e, &o);
+    uint64_t t0 = vb_clock_now_ns();
+    push_open(e, "CA-slow");
+    int h = wait_out(e, VB_MSG_HANGUP, 10000);
+    double s_taken = (double)(vb_clock_now_ns() - t0) / 1e9;
+    printf("  ended %.2f s after the call opened (recover timeout 0.8 s)\n",
+           s_taken);
+    ASSERT_EQ(e->got[h].flags, VB_MSG_HANGUP_FALLBACK);
+    ASSERT_EQ(metric(e, VB_METRIC_COUNTER, "vb_calls_failed_total", "reason",
+                     "gemini_recovery_timeout"),
+              1);
     env_stop(e);
     free(e);
 }

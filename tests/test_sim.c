@@ -455,9 +455,10 @@ TEST_T(sim_call_server_hangs_up, 60)
     fx_stop(f);
 }
 
-/* Posts Twilio's hang-up to vb-sim's REST API as voxbridge would. */
-static int rest_hangup(int port, const char *account, const char *call,
-                       const char *token)
+/* Posts a Calls update with form `body` to vb-sim's REST API as voxbridge
+ * would; returns the HTTP status. */
+static int rest_post(int port, const char *account, const char *call,
+                     const char *token, const char *body)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET,
@@ -470,8 +471,7 @@ static int rest_hangup(int port, const char *account, const char *call,
     mbedtls_base64_encode((unsigned char *)b64, sizeof b64, &bl,
                           (const unsigned char *)cred, strlen(cred));
     b64[bl] = '\0';
-    const char *body = "Status=completed";
-    char req[1024];
+    char req[4096];
     int n = snprintf(req, sizeof req,
                      "POST /2010-04-01/Accounts/%s/Calls/%s.json HTTP/1.1\r\n"
                      "Host: 127.0.0.1\r\nAuthorization: Basic %s\r\n"
@@ -493,6 +493,12 @@ static int rest_hangup(int port, const char *account, const char *call,
     resp[got] = '\0';
     close(fd);
     return atoi(resp + 9);
+}
+
+static int rest_hangup(int port, const char *account, const char *call,
+                       const char *token)
+{
+    return rest_post(port, account, call, token, "Status=completed");
 }
 
 TEST_T(sim_call_rest_hangup, 60)
@@ -518,6 +524,44 @@ TEST_T(sim_call_rest_hangup, 60)
     ASSERT_STR_CONTAINS(sum, "result=ok");
     ASSERT_EQ(rc, 0);
     ASSERT_STR_CONTAINS(sum, "ended_by=rest");
+    ASSERT_EQ(field(sum, "rest_requests"), 1);
+    ASSERT_EQ(field(sum, "protocol_errors"), 0);
+    /* Status=completed hangs up: no TwiML runs after the stream. */
+    ASSERT_EQ(field(sum, "says_after_stream"), 0);
+    ASSERT_EQ(field(sum, "twiml_replaced"), 0);
+    wait_flag(&f->closed);
+    fx_stop(f);
+}
+
+/* A Calls update with Twiml=: a broken document is refused (400, the call
+ * goes on); a valid one ends the stream and runs, its <Say> heard. */
+TEST_T(sim_call_rest_twiml_update_runs_the_new_twiml, 60)
+{
+    fx_t *f = fx_start(END_REST);
+    char wav[512], heard[512];
+    snprintf(wav, sizeof wav, "%s/in.wav", vb_test_tmpdir());
+    snprintf(heard, sizeof heard, "%s/heard.wav", vb_test_tmpdir());
+    uint8_t caller[800];
+    make_caller_audio(caller, sizeof caller);
+    write_wav(wav, caller, sizeof caller);
+    run_t r;
+    sim_spawn(f, &r, wav, heard, "15", NULL);
+    wait_flag(&f->opened);
+    const char *acct = f->open.account_sid, *sid = f->open.call_sid;
+    ASSERT_EQ(rest_post(f->api_port, acct, sid, TOKEN,
+                        "Twiml=%3CResponse%3E%3CSay%3Eunclosed"),
+              400);
+    ASSERT_EQ(rest_post(f->api_port, acct, sid, TOKEN,
+                        "Twiml=%3CResponse%3E%3CSay%3EBye+now%2E%3C%2FSay%3E"
+                        "%3CHangup%2F%3E%3C%2FResponse%3E"),
+              200);
+    char sum[2048];
+    int rc = sim_wait(&r, sum, sizeof sum);
+    ASSERT_STR_CONTAINS(sum, "result=ok");
+    ASSERT_EQ(rc, 0);
+    ASSERT_EQ(field(sum, "twiml_replaced"), 1);
+    ASSERT_EQ(field(sum, "says_after_stream"), 1);
+    ASSERT_STR_CONTAINS(sum, "said=\"Bye now.\"");
     ASSERT_EQ(field(sum, "rest_requests"), 1);
     ASSERT_EQ(field(sum, "protocol_errors"), 0);
     wait_flag(&f->closed);

@@ -76,6 +76,8 @@ static void on_done(int status, void *ud)
     calls++;
 }
 
+static const char *twiml_arg; /* NULL: Status=completed */
+
 static int run_request(server_t *s, const char *token, uint32_t timeout_ms)
 {
     uv_loop_t loop;
@@ -88,6 +90,7 @@ static int run_request(server_t *s, const char *token, uint32_t timeout_ms)
         .auth_token = token,
         .call_sid = "CAfedcba9876543210fedcba9876543210",
         .timeout_ms = timeout_ms,
+        .twiml = twiml_arg,
     };
     result = 0;
     calls = 0;
@@ -223,4 +226,48 @@ TEST(rest_response_interim_1xx_is_skipped)
         "2\r\n{}\r\n0\r\n\r\n";
     for (size_t chunk = 0; chunk < 8; chunk++)
         ASSERT_EQ(vb_twilio_rest_parse_response(r, strlen(r), chunk), 401);
+}
+
+/* The fallback: the call's TwiML replaced by a <Say> and <Hangup/>, sent
+ * form-encoded as Twiml= (the Calls update resource's parameter). */
+TEST(rest_update_sends_twiml_form_encoded)
+{
+    static server_t s = {.reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                  "\r\n{}"};
+    server_start(&s);
+    twiml_arg = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say>"
+                "Sorry &amp; goodbye.</Say><Hangup/></Response>";
+    ASSERT_EQ(run_request(&s, "s3cr3t", 5000), 200);
+    twiml_arg = NULL;
+    pthread_join(s.th, NULL);
+    static const char body[] =
+        "Twiml=%3C%3Fxml+version%3D%221.0%22+encoding%3D%22UTF-8%22%3F%3E"
+        "%3CResponse%3E%3CSay%3ESorry+%26amp%3B+goodbye.%3C%2FSay%3E"
+        "%3CHangup%2F%3E%3C%2FResponse%3E";
+    const char *got = strstr(s.request, "\r\n\r\n");
+    ASSERT_NOT_NULL(got);
+    ASSERT_STR_EQ(got + 4, body);
+    char cl[64];
+    snprintf(cl, sizeof(cl), "\r\nContent-Length: %zu\r\n", sizeof(body) - 1);
+    ASSERT_STR_CONTAINS(s.request, cl);
+    ASSERT_NULL(strstr(s.request, "Status="));
+    close(s.lfd);
+}
+
+TEST(rest_update_refuses_twiml_over_the_limit)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    static char big[VB_TWILIO_REST_TWIML_MAX + 2];
+    memset(big, 'a', sizeof(big) - 1);
+    vb_twilio_rest_req_t req = {
+        .api_url = "http://127.0.0.1:9/",
+        .account_sid = "AC0123456789abcdef0123456789abcdef",
+        .auth_token = "t",
+        .call_sid = "CAfedcba9876543210fedcba9876543210",
+        .twiml = big,
+    };
+    ASSERT_EQ(vb_twilio_rest_hangup(&loop, &req, on_done, NULL), VB_EINVAL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
 }

@@ -33,6 +33,17 @@ typedef enum fg_mode {
     FG_SCRIPT,
 } fg_mode_t;
 
+/* --fault: how the service misbehaves (on the --fault-conn-th connection,
+ * or every one). */
+typedef enum fg_fault {
+    FG_FAULT_NONE,
+    FG_FAULT_STALL,     /* after setupComplete: read nothing, write nothing */
+    FG_FAULT_DIE,       /* close 1011 right after every setupComplete */
+    FG_FAULT_GARBAGE,   /* after setupComplete: only unparsable messages */
+    FG_FAULT_REJECT401, /* the upgrade is answered 401 */
+    FG_FAULT_REJECT403, /* the upgrade is answered 403 */
+} fg_fault_t;
+
 /* One timed event of a --script file (JSON lines). */
 typedef struct fg_event {
     int64_t at_ms; /* after setupComplete of the connection */
@@ -65,6 +76,8 @@ typedef struct fg_opts {
     int tone_hz;
     int vad_threshold; /* RMS of a 20 ms frame counted as speech */
     bool style31;      /* combined parts and empty serverContent */
+    fg_fault_t fault;
+    int fault_conn; /* 0: every connection; N: only the N-th */
     const char *models[32];
     int nmodels;
 } fg_opts_t;
@@ -102,6 +115,13 @@ void fg_log(fg_server_t *srv, int conn, cJSON *o);
 fg_conn_t *fg_live_new(fg_server_t *srv, int id, const char *auth);
 const vb_ws_callbacks_t *fg_live_callbacks(void);
 void fg_live_set_ws(fg_conn_t *c, vb_ws_t *ws);
+
+/* True if --fault applies to connection `id`. */
+static inline bool fg_fault_on(const fg_server_t *srv, int id)
+{
+    return srv->o.fault != FG_FAULT_NONE &&
+           (srv->o.fault_conn == 0 || srv->o.fault_conn == id);
+}
 
 /* Loads the script file into srv->events. Returns 0 or -1 (printed). */
 int fg_script_load(fg_server_t *srv, const char *path);

@@ -82,7 +82,12 @@ struct fg_conn {
     uint64_t goaway_at, close_at;
     bool goaway_sent;
     int turns;
+    /* --fault */
+    bool stalled, garbage;
+    uint64_t next_garbage_at;
 };
+
+#define GARBAGE_EVERY_MS 50
 
 static uint64_t now_ms(fg_conn_t *c)
 {
@@ -989,8 +994,10 @@ static void on_message(vb_ws_t *ws, bool text, const uint8_t *data, size_t len,
     fg_conn_t *c = ud;
     if (c->ws == NULL)
         c->ws = ws;
-    if (c->closing)
+    if (c->closing || c->stalled)
         return;
+    if (c->garbage && c->ready)
+        return; /* a broken service: input goes nowhere */
     if (!vb_gemini_json_depth_ok((const char *)data, len, 64)) {
         reject(c, "JSON nested too deep");
         return;
@@ -1182,6 +1189,26 @@ static void send_setup_complete(fg_conn_t *c)
     c->ready = true;
     c->t_ready = now_ms(c);
     send_resumption(c, true);
+    if (!fg_fault_on(c->srv, c->id))
+        return;
+    switch (c->srv->o.fault) {
+    case FG_FAULT_STALL:
+        /* Nothing more is read (so pings go unanswered) or written. */
+        logf_kv(c, "fault", "mode", "stall");
+        c->stalled = true;
+        vb_ws_read_pause(c->ws, true);
+        break;
+    case FG_FAULT_DIE:
+        logf_kv(c, "fault", "mode", "die-after-setup");
+        close_conn(c, 1011, "Internal error occurred.");
+        break;
+    case FG_FAULT_GARBAGE:
+        logf_kv(c, "fault", "mode", "garbage");
+        c->garbage = true;
+        break;
+    default:
+        break;
+    }
 }
 
 static void pace_response(fg_conn_t *c, uint64_t now)
@@ -1233,6 +1260,16 @@ static void on_tick(uv_timer_t *t)
     uint64_t now = now_ms(c);
     if (c->setup_done && !c->ready && now >= c->setup_due)
         send_setup_complete(c);
+    if (c->stalled || c->closing)
+        return;
+    if (c->garbage) {
+        if (now >= c->next_garbage_at) {
+            static const char junk[] = "{\"serverContent\": <not json>";
+            c->next_garbage_at = now + GARBAGE_EVERY_MS;
+            vb_ws_send_binary(c->ws, junk, sizeof(junk) - 1);
+        }
+        return;
+    }
     if (c->ready) {
         fg_server_t *srv = c->srv;
         while (!c->closing && c->script_pos < srv->nevents &&

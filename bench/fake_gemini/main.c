@@ -7,7 +7,15 @@
  *                  [--setup-delay-ms N] [--first-audio-delay-ms N]
  *                  [--lifetime-s N] [--goaway-lead-ms N] [--tone-ms N]
  *                  [--tone-hz N] [--vad-threshold RMS] [--style 2.5|3.1]
- *                  [--model ID]...
+ *                  [--model ID]... [--fault MODE [--fault-conn N]]
+ *
+ * --fault stall|die-after-setup|garbage|reject-401|reject-403 makes the
+ * service misbehave (on the N-th connection only with --fault-conn N):
+ * stall: after setupComplete it stops reading the socket and writes
+ * nothing (pings go unanswered, the client's backlog grows); die: a 1011
+ * close right after every setupComplete; garbage: after setupComplete only
+ * messages that are not JSON; reject-401/403: the WebSocket upgrade is
+ * refused with that HTTP status, as for a bad key at the front end.
  *
  * Prints "listening on HOST:PORT" (the bound port when PORT is 0) once it
  * accepts connections. TLS when --cert/--key are given, plain otherwise.
@@ -143,6 +151,13 @@ static void on_http(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
         resp->status = 400;
         resp->body = "websocket upgrade required\n";
         resp->body_len = 27;
+    } else if (fg_fault_on(srv, u->id) &&
+               (srv->o.fault == FG_FAULT_REJECT401 ||
+                srv->o.fault == FG_FAULT_REJECT403)) {
+        bool f401 = srv->o.fault == FG_FAULT_REJECT401;
+        resp->status = f401 ? 401 : 403;
+        resp->body = f401 ? "API key not valid\n" : "permission denied\n";
+        resp->body_len = strlen(resp->body);
     } else {
         char accept[29];
         if (vb_http_ws_accept(key, accept) != 0) {
@@ -283,7 +298,10 @@ static void usage(FILE *f)
             "       [--setup-delay-ms N]\n"
             "       [--first-audio-delay-ms N] [--lifetime-s N]\n"
             "       [--goaway-lead-ms N] [--tone-ms N] [--tone-hz N]\n"
-            "       [--vad-threshold RMS] [--style 2.5|3.1] [--model ID]...\n");
+            "       [--vad-threshold RMS] [--style 2.5|3.1] [--model ID]...\n"
+            "       [--fault stall|die-after-setup|garbage|reject-401|"
+            "reject-403]\n"
+            "       [--fault-conn N]\n");
 }
 
 static int int_arg(const char *flag, const char *v, int lo, int hi)
@@ -361,6 +379,21 @@ int main(int argc, char **argv)
             o->vad_threshold = int_arg(a, v, 1, 32767);
         else if (strcmp(a, "--style") == 0)
             o->style31 = strcmp(v, "3.1") == 0;
+        else if (strcmp(a, "--fault") == 0) {
+            static const char *const names[] = {
+                "none",    "stall",      "die-after-setup",
+                "garbage", "reject-401", "reject-403"};
+            int f = -1;
+            for (int k = 0; k < 6; k++)
+                if (strcmp(v, names[k]) == 0)
+                    f = k;
+            if (f < 0) {
+                fprintf(stderr, "vb-fake-gemini: bad --fault %s\n", v);
+                return 2;
+            }
+            o->fault = (fg_fault_t)f;
+        } else if (strcmp(a, "--fault-conn") == 0)
+            o->fault_conn = int_arg(a, v, 0, 1000000);
         else if (strcmp(a, "--model") == 0) {
             if (o->nmodels < 32)
                 o->models[o->nmodels++] = v;

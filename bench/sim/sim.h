@@ -190,6 +190,13 @@ typedef struct sim_call_result {
     double first_audio_ms; /* stream start to first media received */
     double duration_s;     /* webhook to done */
     uint64_t late_ticks;   /* media ticks sent > 5 ms late */
+    /* <Say> verbs run after the stream ended (the TwiML after <Connect>,
+     * or TwiML from a REST update): their texts joined by " | " (cut to
+     * the buffer), how many, and stream start to the first of them. */
+    char said[1024];
+    unsigned says_after_stream;
+    double said_after_s; /* -1: none */
+    bool twiml_replaced; /* a REST update's Twiml= ran */
 } sim_call_result_t;
 
 typedef void (*sim_call_done_cb)(sim_call_t *c, void *ud);
@@ -221,6 +228,9 @@ sim_call_t *sim_api_find(sim_api_t *api, const char *call_sid);
 void sim_api_register(sim_api_t *api, sim_call_t *c, const char *call_sid);
 void sim_api_unregister(sim_api_t *api, sim_call_t *c);
 void sim_call_rest_update(sim_call_t *c, const char *status, bool replace);
+/* A REST update with a valid Twiml= document: the stream ends (stop,
+ * close) and `t` runs instead of the rest of the call's TwiML. Takes `t`. */
+void sim_call_rest_twiml(sim_call_t *c, sim_twiml_t *t);
 const char *sim_call_account_sid(const sim_call_t *c);
 
 /* `vb-sim load ...` (argv[0] is "load"); see sim_load.c. */

@@ -3,9 +3,12 @@
  * vb-sim REST server: the one Twilio API call voxbridge makes (spec §6),
  * POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json with HTTP
  * Basic auth AccountSid:AuthToken and a form body. Status=completed (or
- * canceled) hangs the call up; Twiml= or Url= replaces its TwiML, which
- * also ends the stream. Answers Twilio-shaped JSON (the Call resource, or
- * {code, message, more_info, status}). One request per connection.
+ * canceled) hangs the call up; Twiml= (validated like a webhook's answer,
+ * at most 4000 characters) replaces its TwiML: the stream ends and the new
+ * document runs (its <Say> texts are reported as heard); Url= ends the
+ * stream and the call (fetching it is not simulated). Answers Twilio-shaped
+ * JSON (the Call resource, or {code, message, more_info, status}). One request
+ * per connection.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +20,7 @@
 #include "llhttp.h"
 
 #define API_MAX_REQ (64 * 1024)
+#define TWIML_MAX   4000 /* Twilio's limit on the Twiml parameter */
 
 typedef struct reg {
     char sid[40];
@@ -233,7 +237,25 @@ static void handle(conn_t *c)
                       "Nothing to update (Status, Twiml or Url)");
         return;
     }
-    sim_call_rest_update(call, has_status ? status : "", has_twiml || has_url);
+    if (has_twiml && strlen(twiml) > TWIML_MAX) {
+        respond_error(c, 400, "Bad Request", 21220,
+                      "Twiml exceeds 4000 characters");
+        return;
+    }
+    if (has_twiml && !has_status) {
+        /* Twilio validates the document before it touches the call. */
+        sim_twiml_t t;
+        char err[256];
+        if (sim_twiml_parse(twiml, strlen(twiml), &t, err, sizeof err) != 0) {
+            char msg[400];
+            snprintf(msg, sizeof msg, "Document parse failure: %s", err);
+            respond_error(c, 400, "Bad Request", 12100, msg);
+            return;
+        }
+        sim_call_rest_twiml(call, &t);
+    } else {
+        sim_call_rest_update(call, has_status ? status : "", has_url);
+    }
     char json[512];
     snprintf(json, sizeof json,
              "{\"sid\":\"%s\",\"account_sid\":\"%s\",\"status\":\"%s\","

@@ -73,8 +73,9 @@ struct sim_call {
     size_t ctype_len;
     bool resp_done;
 
-    /* TwiML. */
-    sim_twiml_t twiml;
+    /* TwiML; the one a REST update replaced stays until the call is freed
+     * (`connect` points into it). */
+    sim_twiml_t twiml, twiml_old;
     size_t verb;
 
     /* Stream. */
@@ -166,6 +167,7 @@ static void handle_closed(uv_handle_t *h)
         free(c->marks);
         free(c->heard);
         sim_twiml_free(&c->twiml);
+        sim_twiml_free(&c->twiml_old);
         free(c);
     }
 }
@@ -938,6 +940,18 @@ static void next_verb(sim_call_t *c)
         switch (v->kind) {
         case SIM_VERB_SAY:
             vlog(c, "<Say> %s", v->text);
+            if (c->st == S_AFTER) {
+                /* What the caller hears once the stream is over. */
+                sim_call_result_t *r = &c->r;
+                size_t n = strlen(r->said);
+                if (r->says_after_stream++ == 0)
+                    r->said_after_s =
+                        c->t_start != 0
+                            ? (double)(vb_clock_now_ns() - c->t_start) / 1e9
+                            : 0;
+                snprintf(r->said + n, sizeof r->said - n, "%s%s",
+                         n > 0 ? " | " : "", v->text ? v->text : "");
+            }
             continue;
         case SIM_VERB_PAUSE:
             if (c->o.pause_scale > 0) {
@@ -987,6 +1001,33 @@ void sim_call_rest_update(sim_call_t *c, const char *status, bool replace)
     finish(c, NULL);
 }
 
+void sim_call_rest_twiml(sim_call_t *c, sim_twiml_t *t)
+{
+    c->r.rest_hangups++;
+    vlog(c, "REST update: Twiml (%zu verbs)", t->nverbs);
+    if (c->finished) {
+        sim_twiml_free(t);
+        return;
+    }
+    sim_twiml_free(&c->twiml_old);
+    c->twiml_old = c->twiml;
+    c->twiml = *t;
+    memset(t, 0, sizeof(*t));
+    c->verb = 0;
+    c->r.twiml_replaced = true;
+    if (c->st == S_STREAM && c->ws != NULL) {
+        /* Twilio ends the stream (stop, close), then runs the new TwiML. */
+        send_stop_and_close(c, "REST update (Twiml)");
+        return;
+    }
+    if (c->st == S_STREAM) {
+        after_stream(c);
+        return;
+    }
+    c->st = S_AFTER;
+    next_verb(c);
+}
+
 void sim_call_hangup(sim_call_t *c)
 {
     if (c->finished)
@@ -1012,6 +1053,7 @@ int sim_call_start(uv_loop_t *loop, sim_api_t *api, const sim_call_opts_t *o,
     sim_call_t *c = calloc(1, sizeof *c);
     if (c == NULL)
         return -1;
+    c->r.said_after_s = -1;
     c->loop = loop;
     c->api = api;
     c->o = *o;
@@ -1063,7 +1105,8 @@ void sim_call_print_summary(const sim_call_t *c, FILE *f)
             "odd_sized_media=%llu marks_received=%llu marks_echoed=%llu "
             "clears=%llu protocol_errors=%llu rest_requests=%llu "
             "ended_by=%s close_code=%d first_audio_ms=%.1f late_ticks=%llu "
-            "duration_s=%.3f",
+            "duration_s=%.3f says_after_stream=%u said_after_s=%.3f "
+            "twiml_replaced=%d",
             r->call_sid, r->ok ? "ok" : "fail",
             r->stream_sid[0] ? r->stream_sid : "-", r->webhook_status,
             (unsigned long long)r->frames_sent,
@@ -1083,7 +1126,10 @@ void sim_call_print_summary(const sim_call_t *c, FILE *f)
             : r->closed_by_server ? "server"
                                   : "none",
             r->close_code, r->first_audio_ms, (unsigned long long)r->late_ticks,
-            r->duration_s);
+            r->duration_s, r->says_after_stream, r->said_after_s,
+            r->twiml_replaced);
+    if (r->says_after_stream > 0)
+        fprintf(f, " said=\"%s\"", r->said);
     if (!r->ok)
         fprintf(f, " error=\"%s\"", r->error);
     fputc('\n', f);
