@@ -5,3 +5,6 @@ THREADED_TESTS += test_e2e
 # Gemini faults (tests/test_e2e_faults.c): replacement of a stalled or
 # garbage connection, and the fallback message when the model is gone.
 THREADED_TESTS += test_e2e_faults
+# Outsiders (tests/test_e2e_abuse.c): unauthenticated streams, a ping flood,
+# a reused token, media faster than real time, silence — beside a real call.
+THREADED_TESTS += test_e2e_abuse

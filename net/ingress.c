@@ -88,6 +88,16 @@ struct vb_ingress {
     uint32_t *lane_inflight;
     pend_t *pend;
     uint32_t pend_cap, pend_head, pend_n, pend_total;
+    /* Calls answered within a stream-token lifetime, by CallSid hash
+     * (direct-mapped: a collision forgets the older call): a replayed
+     * webhook gets the same answer and takes no more capacity. */
+    struct answered {
+        uint64_t hash;
+        int64_t expiry_s; /* of the stream token */
+        uint32_t lane;
+    } * ans;
+    uint32_t ans_cap;
+    vb_metric_t replays;
     uint32_t rr;
 
     uv_loop_t loop;
@@ -238,6 +248,31 @@ static void pend_consume(vb_ingress_t *g, uint32_t lane)
     }
 }
 
+static uint64_t sid_hash(const char *sid)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *sid; sid++)
+        h = (h ^ (uint8_t)*sid) * 1099511628211ull;
+    return h;
+}
+
+/* The answer already given to this CallSid, while its token is valid. */
+static struct answered *answered_find(vb_ingress_t *g, const char *sid,
+                                      int64_t now_s)
+{
+    uint64_t h = sid_hash(sid);
+    struct answered *a = &g->ans[h % g->ans_cap];
+    return a->hash == h && a->expiry_s > now_s ? a : NULL;
+}
+
+static void answered_put(vb_ingress_t *g, const char *sid, uint32_t lane,
+                         int64_t expiry_s)
+{
+    uint64_t h = sid_hash(sid);
+    g->ans[h % g->ans_cap] =
+        (struct answered){.hash = h, .expiry_s = expiry_s, .lane = lane};
+}
+
 static int64_t lane_load(const vb_ingress_t *g, uint32_t lane)
 {
     return vb_ingress_lane_calls(g, lane) + g->lane_pending[lane];
@@ -335,6 +370,12 @@ static int register_metrics(vb_ingress_t *g)
         rc = vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_calls_rejected_total",
                             "Calls answered with the busy message, by reason.",
                             VB_LABELS("reason", "busy"), &g->rejected_busy);
+    if (rc == 0)
+        rc = vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_webhook_replays_total",
+                            "Voice webhooks for a CallSid already answered "
+                            "(retried or replayed): the same answer again, "
+                            "no new capacity.",
+                            NULL, &g->replays);
     if (rc == 0)
         rc = vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_calls_rejected_total",
                             "Calls answered with the busy message, by reason.",
@@ -647,8 +688,10 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     }
     uint64_t now = vb_clock_now_ns();
     pend_prune(g, now);
+    int64_t now_s = (int64_t)vb_clock_wall_s();
+    struct answered *prev = answered_find(g, call, now_s);
     bool draining = vb_ingress_draining(g);
-    if (draining || total_load(g) >= g->cfg->max_calls) {
+    if (prev == NULL && (draining || total_load(g) >= g->cfg->max_calls)) {
         vb_metrics_counter_add(
             g->shard, draining ? g->rejected_draining : g->rejected_busy, 1);
         vb_log_info(call, "call refused", "reason=%s calls=%lld max=%lld",
@@ -657,8 +700,10 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
         busy_twiml(g, resp);
         goto out;
     }
-    uint32_t lane = least_loaded(g);
-    int64_t expiry = (int64_t)vb_clock_wall_s() + g->cfg->stream_token_ttl;
+    /* A replay (Twilio retrying, or someone repeating a signed request)
+     * gets the first answer: same lane, same token lifetime. */
+    uint32_t lane = prev ? prev->lane : least_loaded(g);
+    int64_t expiry = prev ? prev->expiry_s : now_s + g->cfg->stream_token_ttl;
     char token[VB_TWILIO_TOKEN_LEN + 1];
     if (vb_twilio_sig_token_create(g->key, call, lane, expiry, token) != 0) {
         set_text(resp, 500, "cannot create stream token\n");
@@ -687,8 +732,17 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     resp->status = 200;
     resp->content_type = "text/xml";
     resp->body_len = len;
+    if (prev != NULL) {
+        vb_metrics_counter_add(g->shard, g->replays, 1);
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call,
+                           "voice webhook repeated: same answer, no new "
+                           "capacity",
+                           "lane=%u client=%s", lane, client);
+        goto out;
+    }
     pend_push(g, lane, now);
     push_prepare(g, lane, call, expiry, req->t_start_ns);
+    answered_put(g, call, lane, expiry);
     vb_log_info(call, "call answered", "lane=%u client=%s", lane, client);
 out:
     vb_form_free(&f);
@@ -1247,8 +1301,10 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     g->lane_inflight = calloc(g->nlanes, sizeof(*g->lane_inflight));
     g->pend_cap = (uint32_t)c->max_calls + 1;
     g->pend = calloc(g->pend_cap, sizeof(*g->pend));
+    g->ans_cap = (uint32_t)c->max_calls * 4 + 64;
+    g->ans = calloc(g->ans_cap, sizeof(*g->ans));
     if (g->active == NULL || g->lane_pending == NULL ||
-        g->lane_inflight == NULL || g->pend == NULL)
+        g->lane_inflight == NULL || g->pend == NULL || g->ans == NULL)
         goto fail;
     for (uint32_t i = 0; i < g->nlanes; i++)
         atomic_init(&g->active[i], 0);
@@ -1381,6 +1437,7 @@ void vb_ingress_destroy(vb_ingress_t *g)
     free(g->lane_pending);
     free(g->lane_inflight);
     free(g->pend);
+    free(g->ans);
     free(g->public_base);
     free(g->stream_base);
     free(g);

@@ -123,6 +123,7 @@ typedef struct call {
     /* Buffers allocated when `start` verifies (json: a small one before). */
     char *json; /* max_message + 1 */
     size_t json_cap;
+    char *json_next; /* the full-size one, swapped in after `start` */
     uint8_t *audio;
     size_t audio_cap;
     char *out;
@@ -826,6 +827,11 @@ static void on_text(call_t *c, const uint8_t *data, size_t len)
         break;
     case VB_TWILIO_EV_START:
         on_start(c, &m);
+        if (c->json_next != NULL) { /* m pointed into the small buffer */
+            free(c->json);
+            c->json = c->json_next;
+            c->json_next = NULL;
+        }
         break;
     case VB_TWILIO_EV_MEDIA:
         on_media(c, &m, t_origin);
@@ -1136,6 +1142,7 @@ static void call_free(call_t *c)
         s->npre--;
     }
     free(c->json);
+    free(c->json_next);
     free(c->audio);
     free(c->out);
     free(c->batch);
@@ -1341,8 +1348,7 @@ static int promote(call_t *c, const char **why)
     }
     vb_hist_init(lat);
     vb_ws_set_max_pending_out(c->ws, 0); /* the default for calls */
-    free(c->json);
-    c->json = json;
+    c->json_next = json; /* `start` is parsed in c->json: swap it later */
     c->json_cap = maxm;
     c->audio = audio;
     c->audio_cap = audio_cap;

@@ -498,9 +498,9 @@ static inline int ws_close_code(int fd, int ms)
     }
 }
 
-/* Opens a media stream on lane 0 by hand and sends `connected` and a
- * `start` for `call` carrying `token`; returns the socket. */
-static inline int forged_stream(int port, const char *call, const char *token)
+/* Opens a WebSocket to the stream path of lane 0 by hand, without a
+ * signature; returns the socket after the 101. */
+static inline int ws_upgrade(int port)
 {
     int fd = tc_connect(port);
     tc_send_str(fd, "GET /media-stream/0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -518,6 +518,14 @@ static inline int forged_stream(int port, const char *call, const char *token)
     }
     head[got] = '\0';
     ASSERT_STR_CONTAINS(head, "101 Switching Protocols");
+    return fd;
+}
+
+/* Opens a media stream on lane 0 by hand and sends `connected` and a
+ * `start` for `call` carrying `token`; returns the socket. */
+static inline int forged_stream(int port, const char *call, const char *token)
+{
+    int fd = ws_upgrade(port);
     ws_text(fd, "{\"event\":\"connected\",\"protocol\":\"Call\","
                 "\"version\":\"1.0.0\"}");
     char start[1024];

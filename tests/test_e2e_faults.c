@@ -42,15 +42,15 @@ static void vb_without_rest(rig_t *r)
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", r->vb_port);
     snprintf(pub, sizeof(pub), "http://127.0.0.1:%d", r->vb_port);
     snprintf(gurl, sizeof(gurl), "ws://127.0.0.1:%d" GPATH, r->fake_port);
-    const char *argv[] = {bin,      "--listen",
-                          listen,   "--public-url",
-                          pub,      "--gemini-url",
-                          gurl,     "--fallback-say",
-                          FALLBACK, NULL};
+    const char *argv[] = {
+        bin,      "--listen",         listen,        "--public-url",
+        pub,      "--gemini-url",     gurl,          "--fallback-say",
+        FALLBACK, "--metrics-listen", "127.0.0.1:0", NULL};
     const char *env[] = {"VOXBRIDGE_STREAM_SECRET=" SECRET,
                          "GEMINI_API_KEY=" API_KEY, NULL};
     r->vb = proc_spawn(argv, env, r->vb_log);
     ASSERT_EQ(proc_wait_port(r->vb_log, r->vb, proc_ms(10000)), r->vb_port);
+    r->vb_admin_port = rig_admin_port(r->vb_log, r->vb, proc_ms(10000));
 }
 
 /* 1 s tone bursts with 1 s gaps: each burst is an utterance the echo

@@ -967,6 +967,51 @@ TEST_T(ingress_no_lanes_answers_503, 30)
     fx_stop(f);
 }
 
+TEST_T(ingress_replayed_webhook_takes_no_more_capacity, 30)
+{
+    fx_opts_t o = {.args = {"--public-url", PUBLIC, "--twilio-auth-token",
+                            TOKEN, "--max-calls", "2", "--lanes", "2", NULL}};
+    fx_t *f = fx_start(&o);
+    tc_resp_t r;
+    char first[256], url[256];
+    char *req = webhook("/webhook/voice", CALL_BODY("CA200"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    ASSERT_TRUE(twiml_attr(r.body, "<Stream", "url", first, sizeof(first)));
+    tc_free_resp(&r);
+    /* The same signed request 50 more times: the same stream URL, and
+     * still room for one other call. */
+    for (int i = 0; i < 50; i++) {
+        ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+        ASSERT_TRUE(twiml_attr(r.body, "<Stream", "url", url, sizeof(url)));
+        ASSERT_STR_EQ(url, first);
+        tc_free_resp(&r);
+    }
+    free(req);
+    ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 200);
+    tc_free_resp(&r);
+    req = webhook("/webhook/voice", CALL_BODY("CA201"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    ASSERT_STR_CONTAINS(r.body, "<Connect>");
+    tc_free_resp(&r);
+    free(req);
+    /* Now at --max-calls: a third call is busy, a replay of the first is
+     * still answered as before. */
+    req = webhook("/webhook/voice", CALL_BODY("CA202"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    ASSERT_TRUE(strstr(r.body, "<Connect>") == NULL);
+    tc_free_resp(&r);
+    free(req);
+    req = webhook("/webhook/voice", CALL_BODY("CA200"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    ASSERT_STR_CONTAINS(r.body, "<Connect>");
+    tc_free_resp(&r);
+    free(req);
+    char *m = get_metrics(f->admin_port);
+    ASSERT_STR_CONTAINS(m, "vb_webhook_replays_total 51\n");
+    free(m);
+    fx_stop(f);
+}
+
 TEST_T(ingress_capacity_draining_and_lane_choice, 30)
 {
     fx_opts_t o = {.args = {"--public-url", PUBLIC, "--twilio-auth-token",
