@@ -45,7 +45,6 @@
 #include "net/twilio_stream.h"
 #include "tests/ws_frames.h"
 
-#define CALL_SID        "CA0123456789abcdef0123456789abcdef"
 #define STREAM_SID      "MZ0123456789abcdef0123456789abcdef"
 #define ACCT_SID        "AC0123456789abcdef0123456789abcdef"
 #define NOW_S           1767225600 /* the stage's clock: 2026-01-01 */
@@ -76,6 +75,10 @@ static struct {
     vb_twilio_stream_t *st;
     int lfd;
     struct sockaddr_in addr;
+    /* A fresh CallSid each run: a stream token opens one stream, so a
+     * CallSid that already streamed would be refused ("already used"). */
+    char sid[40];
+    uint64_t runs;
     char token[VB_TWILIO_TOKEN_LEN + 1], token_lane1[VB_TWILIO_TOKEN_LEN + 1],
         token_expired[VB_TWILIO_TOKEN_LEN + 1];
 } g;
@@ -108,13 +111,6 @@ static void setup(void)
         abort();
     g.m = vb_metrics_create();
     if (g.m == NULL || vb_twilio_sig_key_init(&g.key, "fuzz secret") != 0)
-        abort();
-    if (vb_twilio_sig_token_create(&g.key, CALL_SID, 0, NOW_S + 300, g.token) !=
-            0 ||
-        vb_twilio_sig_token_create(&g.key, CALL_SID, 1, NOW_S + 300,
-                                   g.token_lane1) != 0 ||
-        vb_twilio_sig_token_create(&g.key, CALL_SID, 0, NOW_S - 1,
-                                   g.token_expired) != 0)
         abort();
     vb_twilio_stream_config_t cfg = {
         .lane = 0,
@@ -189,7 +185,7 @@ static void rec_start(run_t *r, const uint8_t *p, size_t n)
         "\",\"callSid\":\"%s\",\"tracks\":[\"inbound\"],\"mediaFormat\":{"
         "\"encoding\":\"%s\",\"sampleRate\":%d,\"channels\":1},"
         "\"customParameters\":{%s}},\"streamSid\":\"" STREAM_SID "\"}",
-        (unsigned long long)r->seq++, (flags & 8) ? "CA1" : CALL_SID,
+        (unsigned long long)r->seq++, (flags & 8) ? "CA1" : g.sid,
         (flags & 16) ? "audio/l16" : "audio/x-mulaw",
         (flags & 32) ? 16000 : 8000, params);
     put_text(r, json, (size_t)k);
@@ -285,8 +281,8 @@ static void build(run_t *r, const uint8_t *data, size_t size)
                          "{\"event\":\"stop\",\"sequenceNumber\":\"%llu\","
                          "\"streamSid\":\"" STREAM_SID "\",\"stop\":{"
                          "\"accountSid\":\"" ACCT_SID "\",\"callSid\":"
-                         "\"" CALL_SID "\"}}",
-                         (unsigned long long)r->seq++);
+                         "\"%s\"}}",
+                         (unsigned long long)r->seq++, g.sid);
             put_text(r, json, (size_t)k);
             break;
         case REC_FRAME: /* [fin|rsv|op][mask?] payload */
@@ -412,6 +408,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (size == 0)
         return 0;
+    snprintf(g.sid, sizeof(g.sid), "CA%032llx", (unsigned long long)g.runs++);
+    if (vb_twilio_sig_token_create(&g.key, g.sid, 0, NOW_S + 300, g.token) !=
+            0 ||
+        vb_twilio_sig_token_create(&g.key, g.sid, 1, NOW_S + 300,
+                                   g.token_lane1) != 0 ||
+        vb_twilio_sig_token_create(&g.key, g.sid, 0, NOW_S - 1,
+                                   g.token_expired) != 0)
+        abort();
     uint8_t pre_sel = data[0];
     r->len = 0;
     r->nout = 0;
