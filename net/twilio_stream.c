@@ -53,6 +53,8 @@
 #define SWEEP_MS           100
 #define MARK_NAME_MAX      VB_MSG_DATA_MAX
 #define CLOSE_TIMEOUT_MS   1000u /* peer's close frame after ours */
+/* A stranger younger than this is not evicted for a newcomer. */
+#define PREAUTH_MIN_AGE_NS (250ull * 1000000ull)
 
 const char *const vb_twilio_error_reasons[] = {
     "invalid_json",     "missing_field",
@@ -1158,6 +1160,23 @@ static void call_maybe_free(call_t *c)
         call_free(c);
 }
 
+/* Sends a close frame straight to a socket we will not serve. */
+static void reject_fd(int fd, uint16_t code, const char *reason)
+{
+    uint8_t f[2 + 2 + 64];
+    size_t rl = strlen(reason);
+    if (rl > 60)
+        rl = 60;
+    f[0] = 0x88;
+    f[1] = (uint8_t)(2 + rl);
+    f[2] = (uint8_t)(code >> 8);
+    f[3] = (uint8_t)code;
+    memcpy(f + 4, reason, rl);
+    ssize_t w = write(fd, f, 4 + rl);
+    (void)w; /* best effort */
+    close(fd);
+}
+
 static uint32_t preauth_cap(const vb_twilio_stream_t *s)
 {
     return s->cfg.max_preauth ? s->cfg.max_preauth : DEFAULT_PREAUTH;
@@ -1181,22 +1200,29 @@ static void preauth_make_room(vb_twilio_stream_t *s, const char *peer)
                             : DEFAULT_PER_PEER;
     uint32_t live = 0, mine = 0;
     call_t *oldest = NULL, *oldest_mine = NULL;
+    /* Only a stranger that has had time to send `start` is a victim: a
+     * burst of real streams handed off together is not evicted before its
+     * first messages are read (the array's spare half holds it). */
+    uint64_t now = vb_clock_now_ns();
+    uint64_t ripe = now > PREAUTH_MIN_AGE_NS ? now - PREAUTH_MIN_AGE_NS : 0;
     for (uint32_t i = 0; i < preauth_slots(s); i++) {
         call_t *c = s->pre[i];
         if (c == NULL || c->closing || c->st == C_ENDED)
             continue;
         live++;
-        if (oldest == NULL || c->adopted_ns < oldest->adopted_ns)
+        bool old = c->adopted_ns <= ripe;
+        if (old && (oldest == NULL || c->adopted_ns < oldest->adopted_ns))
             oldest = c;
         if (strcmp(c->peer, peer) == 0) {
             mine++;
-            if (oldest_mine == NULL || c->adopted_ns < oldest_mine->adopted_ns)
+            if (old && (oldest_mine == NULL ||
+                        c->adopted_ns < oldest_mine->adopted_ns))
                 oldest_mine = c;
         }
     }
-    call_t *victim = mine >= per_peer         ? oldest_mine
-                     : live >= preauth_cap(s) ? oldest
-                                              : NULL;
+    call_t *victim = mine >= per_peer && oldest_mine != NULL ? oldest_mine
+                     : live >= preauth_cap(s)                ? oldest
+                                                             : NULL;
     if (victim == NULL)
         return;
     vb_metrics_counter_add(s->shard, s->m_rej[R_PREAUTH_FULL], 1);
@@ -1224,6 +1250,8 @@ static uint32_t preauth_index(vb_twilio_stream_t *s)
             (oldest == NULL || c->adopted_ns < oldest->adopted_ns))
             oldest = c;
     }
+    if (oldest == NULL)
+        return UINT32_MAX; /* all live and young: a burst past twice the cap */
     uint32_t i = oldest->pre_idx;
     if (oldest->ws != NULL) {
         vb_ws_destroy(oldest->ws); /* not inside its callbacks: drain_conn */
@@ -1240,6 +1268,14 @@ static void adopt(vb_twilio_stream_t *s, int fd, const uint8_t *pre,
 {
     preauth_make_room(s, peer);
     uint32_t idx = preauth_index(s);
+    if (idx == UINT32_MAX) {
+        vb_metrics_counter_add(s->shard, s->m_rej[R_PREAUTH_FULL], 1);
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, NULL,
+                           "twilio stream refused: pre-auth pool full",
+                           "peer=%s lane=%d", peer, s->cfg.lane);
+        reject_fd(fd, 1013, "too many streams waiting for start");
+        return;
+    }
     call_t *c = calloc(1, sizeof *c);
     if (c == NULL)
         goto fail;

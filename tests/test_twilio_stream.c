@@ -851,6 +851,8 @@ TEST_T(full_preauth_pool_evicts_the_oldest_stranger, 30)
     client_t *idle[3];
     for (int i = 0; i < 3; i++)
         idle[i] = connect_client(f);
+    /* Strangers younger than 250 ms are never evicted: let these age. */
+    usleep(300000);
     /* The fourth stranger pushes out the first. */
     client_t *late = connect_client(f);
     expect_close(idle[0], 1013, "waiting for start");
@@ -875,6 +877,7 @@ TEST_T(per_peer_bound_evicts_that_peers_oldest, 30)
     fx_over.per_peer = 2; /* every test connection has the same peer */
     fixture_t *f = fx_start(0, 2, 1, 64, 20000);
     client_t *a = connect_client(f), *b = connect_client(f);
+    usleep(300000); /* past the minimum age of a victim */
     client_t *c = connect_client(f);
     expect_close(a, 1013, "waiting for start");
     ASSERT_EQ(rejected(f, "preauth_full"), 1);
