@@ -201,7 +201,33 @@ TEST_T(reused_token_fast_media_and_silence_leave_a_real_call_alone, 120)
     char *vblog = rig_vb_stop(&r);
     rig_stop(&r);
     assert_sim_ok(out, vblog);
-    assert_nothing_lost(m);
+    /* Nothing of the real call was lost. The fast stream's own audio may
+     * overflow its session's prebuffer (process-wide counters would show
+     * that), so the real call is judged by its own summary line. */
+    static const char *const zero[] = {"vb_twilio_protocol_errors_total",
+                                       "vb_twilio_inbound_dropped_bytes_total",
+                                       "vb_twilio_audio_dropped_bytes_total",
+                                       "vb_twilio_sequence_gaps_total",
+                                       "vb_dsp_errors_total",
+                                       NULL};
+    for (int i = 0; zero[i] != NULL; i++)
+        ASSERT_EQ(msum(m, zero[i], NULL), 0);
+    int real = 0;
+    for (char *l = vblog; l != NULL && *l; l = strchr(l, '\n')) {
+        l += *l == '\n';
+        char *e = strchr(l, '\n');
+        size_t n = e ? (size_t)(e - l) : strlen(l);
+        char line[2048];
+        snprintf(line, sizeof(line), "%.*s", (int)(n < 2047 ? n : 2047), l);
+        if (strstr(line, "gemini call finished") == NULL ||
+            strstr(line, "CAtwice") || strstr(line, "CAfast"))
+            continue;
+        real++;
+        if (strstr(line, "audio_dropped=0 ") == NULL)
+            vb_test_fail(__FILE__, __LINE__, "the real call lost audio: %s",
+                         line);
+    }
+    ASSERT_EQ(real, 1);
     ASSERT_EQ(msum(m, "vb_twilio_stream_rejected_total", "duplicate"), 1);
     ASSERT_GT(msum(m, "vb_twilio_inbound_throttled_bytes_total", NULL), 0);
     ASSERT_EQ(msum(m, "vb_calls_total", "timeout"), 1);
