@@ -63,18 +63,31 @@ run_level() { # resampler calls
     local fpid=$!
     pids+=("$fpid")
     wait_for "$d/fake.out" '^listening on' 10
-    local gport port mport
+    local gport port mport vpid try
     gport=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$d/fake.out" | head -n1)
-    port=$(free_port)
-    mport=$(free_port)
-    GEMINI_API_KEY=bench-key TWILIO_AUTH_TOKEN=bench-token \
-        "$build/voxbridge" --listen "127.0.0.1:$port" \
-        --metrics-listen "127.0.0.1:$mport" \
-        --public-url "http://127.0.0.1:$port" --lanes 2 --max-calls 600 \
-        --resampler "$rs" \
-        --gemini-url "ws://127.0.0.1:$gport/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent" \
-        > "$d/voxbridge.log" 2>&1 &
-    local vpid=$!
+    # A free port can be taken by someone else before voxbridge binds it:
+    # pick new ones and start again when it says so.
+    for try in 1 2 3; do
+        port=$(free_port)
+        mport=$(free_port)
+        GEMINI_API_KEY=bench-key TWILIO_AUTH_TOKEN=bench-token \
+            "$build/voxbridge" --listen "127.0.0.1:$port" \
+            --metrics-listen "127.0.0.1:$mport" \
+            --public-url "http://127.0.0.1:$port" --lanes 2 --max-calls 600 \
+            --resampler "$rs" \
+            --gemini-url "ws://127.0.0.1:$gport/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent" \
+            > "$d/voxbridge.log" 2>&1 &
+        vpid=$!
+        local waited=0
+        while [ "$waited" -lt 400 ] && kill -0 "$vpid" 2>/dev/null &&
+              ! grep -q 'msg="voxbridge ready"' "$d/voxbridge.log"; do
+            sleep 0.05
+            waited=$((waited + 1))
+        done
+        grep -q 'msg="cannot listen"' "$d/voxbridge.log" || break
+        wait "$vpid" 2>/dev/null || true
+        echo "bench: port taken, starting voxbridge again" >&2
+    done
     pids+=("$vpid")
     wait_for "$d/voxbridge.log" 'msg="voxbridge ready"' 20
     sleep 1
