@@ -81,7 +81,7 @@ typedef struct vb_twilio_open {
  * audio, is dropped before it reaches dsp (counted); a call whose dropped
  * excess passes VB_TWILIO_RATE_CLOSE_MS of audio is closed (1008). */
 #define VB_TWILIO_RATE_X        2
-#define VB_TWILIO_RATE_BURST_MS 3000
+#define VB_TWILIO_RATE_BURST_MS 10000
 #define VB_TWILIO_RATE_CLOSE_MS 5000
 
 /* Payload of CALL_CLOSE on the inbound ring: a short reason ("stop",
