@@ -145,11 +145,12 @@ enum {
     DROP_NOT_OPEN,
     DROP_WS_FULL,
     DROP_ENDED,
+    DROP_UNSENT,
     DROP_COUNT
 };
 static const char *const drop_labels[DROP_COUNT] = {
-    "prebuffer_overflow", "backlog_full",   "stale_call",
-    "call_not_open",      "socket_backlog", "call_ended"};
+    "prebuffer_overflow", "backlog_full", "stale_call",     "call_not_open",
+    "socket_backlog",     "call_ended",   "unsent_at_close"};
 
 struct vb_gemini_stage {
     vb_gemini_stage_config_t cfg;
@@ -506,11 +507,18 @@ static int send_audio(vb_gemini_stage_t *s, conn_t *c, const uint8_t *pcm,
     return rc;
 }
 
+/* The current connection is set up and nothing replaces it. */
+static bool can_send(const call_t *call)
+{
+    const conn_t *c = call->cur;
+    return c != NULL && c->st == CONN_READY && c->ws != NULL && !c->goaway &&
+           c->lost == NULL && call->nxt == NULL && !call->ended;
+}
+
 static bool can_stream(const call_t *call)
 {
     const conn_t *c = call->cur;
-    if (c == NULL || c->st != CONN_READY || c->ws == NULL || c->goaway ||
-        c->lost != NULL || call->nxt != NULL || call->ended)
+    if (!can_send(call))
         return false;
     /* A ping unanswered for a while: the connection may be dead, so the
      * audio waits in the buffer (the pong or a replacement flushes it). */
@@ -518,11 +526,13 @@ static bool can_stream(const call_t *call)
                                   (uint64_t)VB_GEMINI_HOLD_MS * 1000000u;
 }
 
-/* Sends the buffered caller audio, oldest first, in 100 ms messages. */
-static void abuf_flush(vb_gemini_stage_t *s, call_t *call)
+/* Sends the buffered caller audio, oldest first, in 100 ms messages;
+ * `closing`: the caller has gone, so audio held back only for an
+ * unanswered ping goes out now (the model still gets the whole turn). */
+static void abuf_send(vb_gemini_stage_t *s, call_t *call, bool closing)
 {
     uint8_t chunk[FLUSH_CHUNK];
-    while (call->alen > 0 && can_stream(call)) {
+    while (call->alen > 0 && (closing ? can_send(call) : can_stream(call))) {
         size_t n = call->alen < FLUSH_CHUNK ? call->alen : FLUSH_CHUNK;
         for (size_t i = 0; i < n; i++)
             chunk[i] = call->abuf[(call->ahead + i) % call->acap];
@@ -531,6 +541,11 @@ static void abuf_flush(vb_gemini_stage_t *s, call_t *call)
         call->ahead = (call->ahead + n) % call->acap;
         call->alen -= n;
     }
+}
+
+static void abuf_flush(vb_gemini_stage_t *s, call_t *call)
+{
+    abuf_send(s, call, false);
 }
 
 static void send_text(call_t *call, conn_t *c, const char *text)
@@ -1356,8 +1371,17 @@ static void handle_in(vb_gemini_stage_t *s, const vb_msg_t *m)
         break;
     case VB_MSG_CALL_CLOSE: {
         call_t *call = lookup(s, m->call);
-        if (call != NULL)
-            call_free(s, call, "call closed");
+        if (call == NULL)
+            break;
+        abuf_send(s, call, true);
+        if (call->alen > 0) { /* no connection could take it: say so */
+            call->audio_dropped += call->alen;
+            vb_metrics_counter_add(s->shard, s->m_drop[DROP_UNSENT], 1);
+            vb_log_warn(lid(call),
+                        "caller audio not sent before the call closed",
+                        "bytes=%zu", call->alen);
+        }
+        call_free(s, call, "call closed");
         break;
     }
     case VB_MSG_PREPARE:
