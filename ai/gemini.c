@@ -24,7 +24,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/msg.h"
-#include "core/thread.h"
+#include "core/stage.h"
 #include "net/ingress.h"
 #include "net/tcp.h"
 #include "net/tls.h"
@@ -164,26 +164,20 @@ struct vb_gemini_stage {
     vb_ws_url_t u;
     vb_tls_config_t *tls;
 
-    uv_loop_t loop;
-    uv_async_t bell, stop;
-    uv_timer_t tick, retry;
-    vb_thread_t thread;
+    vb_stage_t st;
+    uv_timer_t tick; /* runs only while the stage holds a call */
     bool stopping;
 
     call_t **by_slot;
     call_t *calls;
     unsigned ncalls;
 
-    vb_msg_t *backlog; /* FIFO of messages waiting for `out` room */
-    size_t bl_head, bl_len, bl_cap;
-    bool paused;
-    uint32_t pushed; /* since the last doorbell check */
+    bool paused; /* `out` is full: no connection is read */
 
     char *ajson; /* realtimeInput scratch */
     size_t ajson_cap;
 
-    vb_metrics_shard_t *shard;
-    vb_metric_t m_active, m_setup, m_lat_in, m_lat_out, m_wait_in, m_full;
+    vb_metric_t m_active, m_setup, m_lat_in, m_lat_out;
     vb_metric_t m_reconnect[RC_COUNT], m_close[CLOSE_COUNT];
     vb_metric_t m_tokens[TOK_COUNT], m_drop[DROP_COUNT], m_how[HOW_COUNT];
     vb_metric_t m_bad_msg, m_failed[FAIL_COUNT];
@@ -194,6 +188,7 @@ static void conn_release(conn_t *c, uint16_t code, const char *reason);
 static int conn_open(call_t *call, how_t how);
 static void call_end(call_t *call, int fail, const char *reason);
 static void schedule_retry(call_t *call, int why, const char *what);
+static void on_tick(uv_timer_t *t);
 
 static const char *lid(const call_t *call)
 {
@@ -253,14 +248,6 @@ void vb_gemini_options_from_config(vb_gemini_options_t *o, const vb_config_t *c)
 /* outbound ring with an ordered overflow queue                        */
 /* ------------------------------------------------------------------ */
 
-static void ring_out_bell(vb_gemini_stage_t *s)
-{
-    if (s->pushed > 0 && s->cfg.out_bell != NULL &&
-        vb_ring_wake_needed(s->cfg.out, s->pushed))
-        uv_async_send(s->cfg.out_bell);
-    s->pushed = 0;
-}
-
 static void for_each_conn_pause(vb_gemini_stage_t *s, bool pause)
 {
     for (call_t *c = s->calls; c != NULL; c = c->next) {
@@ -271,131 +258,54 @@ static void for_each_conn_pause(vb_gemini_stage_t *s, bool pause)
     }
 }
 
-static void on_retry(uv_timer_t *t)
+/* The channel to dsp filled (`on`) or drained: stop or resume reading
+ * every Gemini connection, so TCP pushes back; nothing is dropped. */
+static void out_pressure(void *ud, bool on)
 {
-    vb_gemini_stage_t *s = t->data;
-    while (s->bl_len > 0) {
-        vb_msg_t *m = vb_ring_reserve(s->cfg.out);
-        if (m == NULL)
-            break;
-        *m = s->backlog[s->bl_head];
-        m->t_enqueue = vb_clock_now_ns();
-        vb_ring_commit(s->cfg.out);
-        s->pushed++;
-        s->bl_head = (s->bl_head + 1) % s->bl_cap;
-        s->bl_len--;
-    }
-    ring_out_bell(s);
-    if (s->bl_len == 0) {
-        uv_timer_stop(&s->retry);
-        if (s->paused) {
-            s->paused = false;
-            for_each_conn_pause(s, false);
-        }
-    }
+    vb_gemini_stage_t *s = ud;
+    s->paused = on;
+    for_each_conn_pause(s, on);
 }
 
-static int backlog_push(vb_gemini_stage_t *s, const vb_msg_t *m)
+static bool is_call_audio(const vb_msg_t *m, void *ud)
 {
-    if (s->bl_len == s->bl_cap) {
-        if (s->bl_cap >= BACKLOG_MAX)
-            return VB_ENOSPC;
-        size_t cap = s->bl_cap ? s->bl_cap * 2 : 64;
-        vb_msg_t *nb = malloc(cap * sizeof(*nb));
-        if (nb == NULL)
-            return VB_ENOMEM;
-        for (size_t i = 0; i < s->bl_len; i++)
-            nb[i] = s->backlog[(s->bl_head + i) % s->bl_cap];
-        free(s->backlog);
-        s->backlog = nb;
-        s->bl_cap = cap;
-        s->bl_head = 0;
-    }
-    s->backlog[(s->bl_head + s->bl_len) % s->bl_cap] = *m;
-    s->bl_len++;
-    return 0;
+    const vb_call_id_t *id = ud;
+    return m->kind == VB_MSG_AUDIO && vb_call_id_eq(m->call, *id);
 }
 
-/* Drops queued model audio of one call (barge-in): it must never play
+/* Drops parked model audio of one call (barge-in): it must never play
  * after the CLEAR that follows. */
 static void backlog_purge_audio(vb_gemini_stage_t *s, vb_call_id_t id)
 {
-    size_t w = 0;
-    for (size_t i = 0; i < s->bl_len; i++) {
-        vb_msg_t *m = &s->backlog[(s->bl_head + i) % s->bl_cap];
-        if (m->kind == VB_MSG_AUDIO && vb_call_id_eq(m->call, id))
-            continue;
-        if (w != i)
-            s->backlog[(s->bl_head + w) % s->bl_cap] = *m;
-        w++;
-    }
-    s->bl_len = w;
+    vb_chan_spill_purge(s->cfg.out, is_call_audio, &id);
 }
 
-/* Sends one message to dsp; keeps order behind anything already queued. */
+/* Sends one message to dsp; keeps order behind anything already parked. */
 static void out_emit(vb_gemini_stage_t *s, call_t *call, uint8_t kind,
                      uint8_t flags, const void *data, size_t len,
                      uint64_t t_origin)
 {
     if (!call->open)
         return;
-    if (len > VB_MSG_DATA_MAX)
-        len = VB_MSG_DATA_MAX;
-    uint64_t now = vb_clock_now_ns();
-    vb_msg_t *m = s->bl_len == 0 ? vb_ring_reserve(s->cfg.out) : NULL;
-    vb_msg_t tmp;
-    vb_msg_t *w = m != NULL ? m : &tmp;
-    w->kind = kind;
-    w->flags = flags;
-    w->len = (uint16_t)len;
-    w->seq = call->seq_out++;
-    w->call = call->id;
-    w->t_origin = t_origin;
-    w->t_enqueue = now;
-    if (len > 0)
-        memcpy(w->data, data, len);
-    if (m != NULL) {
-        vb_ring_commit(s->cfg.out);
-        s->pushed++;
-        if (t_origin != 0 && now > t_origin)
-            vb_metrics_observe_ns(s->shard, s->m_lat_out, now - t_origin);
-        return;
-    }
-    if (s->bl_len == 0)
-        vb_metrics_counter_add(s->shard, s->m_full, 1);
-    if (backlog_push(s, &tmp) != 0) {
-        vb_metrics_counter_add(s->shard, s->m_drop[DROP_BACKLOG], 1);
+    vb_chan_t *out = s->cfg.out;
+    if (len > out->data_max)
+        len = out->data_max;
+    vb_msg_t *m =
+        vb_chan_begin(out, kind, flags, call->id, call->seq_out++, t_origin);
+    if (m == NULL) {
+        vb_metrics_counter_add(s->st.shard, s->m_drop[DROP_BACKLOG], 1);
         VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, lid(call),
                            "gemini output queue full, message dropped",
                            "kind=%s", vb_msg_kind_name(kind));
         return;
     }
-    if (!s->paused) {
-        s->paused = true;
-        for_each_conn_pause(s, true);
-    }
-    if (!uv_is_active((uv_handle_t *)&s->retry))
-        uv_timer_start(&s->retry, on_retry, 1, 1);
-}
-
-/* TEXT in slot-sized pieces, cut at UTF-8 character boundaries. */
-static void out_text(vb_gemini_stage_t *s, call_t *call, uint8_t flags,
-                     const char *text, uint64_t t_origin)
-{
-    size_t len = strlen(text);
-    while (len > 0) {
-        size_t n = len;
-        if (n > VB_MSG_DATA_MAX) {
-            n = VB_MSG_DATA_MAX;
-            while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80)
-                n--;
-            if (n == 0)
-                n = VB_MSG_DATA_MAX;
-        }
-        out_emit(s, call, VB_MSG_TEXT, flags, text, n, t_origin);
-        text += n;
-        len -= n;
-    }
+    if (len > 0)
+        memcpy(m->data, data, len);
+    m->len = (uint16_t)len;
+    vb_chan_end(out, m);
+    if (m->t_enqueue != 0 && t_origin != 0 && m->t_enqueue > t_origin)
+        vb_metrics_observe_ns(s->st.shard, s->m_lat_out,
+                              m->t_enqueue - t_origin);
 }
 
 /* ------------------------------------------------------------------ */
@@ -479,7 +389,7 @@ static void abuf_push(vb_gemini_stage_t *s, call_t *call, const uint8_t *p,
         call->ahead = (call->ahead + drop) % call->acap;
         call->alen -= drop;
         call->audio_dropped += drop;
-        vb_metrics_counter_add(s->shard, s->m_drop[DROP_PREBUFFER], 1);
+        vb_metrics_counter_add(s->st.shard, s->m_drop[DROP_PREBUFFER], 1);
         VB_LOG_RATELIMITED(VB_LOG_WARN, 2000, lid(call),
                            "caller audio buffer full, oldest audio dropped",
                            "bytes=%zu", drop);
@@ -586,7 +496,7 @@ static void conn_detach(conn_t *c)
     }
     if (c->active) {
         c->active = false;
-        vb_metrics_gauge_add(c->s->shard, c->s->m_active, -1);
+        vb_metrics_gauge_add(c->s->st.shard, c->s->m_active, -1);
     }
 }
 
@@ -718,7 +628,7 @@ static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
     vb_gemini_stage_t *s = c->s;
     c->ws = NULL;
     vb_ws_destroy(ws);
-    vb_metrics_counter_add(s->shard,
+    vb_metrics_counter_add(s->st.shard,
                            s->m_close[close_index(info->code_received)], 1);
     call_t *call = c->call;
     bool by_us = c->by_us;
@@ -784,7 +694,7 @@ static void conn_ready(conn_t *c)
     vb_gemini_stage_t *s = c->s;
     call_t *call = c->call;
     uint64_t now = vb_clock_now_ns();
-    vb_metrics_observe_ns(s->shard, s->m_setup, now - c->t_start);
+    vb_metrics_observe_ns(s->st.shard, s->m_setup, now - c->t_start);
     if (call->nxt != c) {
         /* setupComplete twice, or on a connection we let go: ignore. */
         return;
@@ -844,7 +754,7 @@ static void on_go_away(conn_t *c, const vb_gemini_event_t *ev)
     c->goaway = true;
     if (call->cur != c || call->nxt != NULL || call->ended)
         return;
-    vb_metrics_counter_add(s->shard, s->m_reconnect[RC_GOAWAY], 1);
+    vb_metrics_counter_add(s->st.shard, s->m_reconnect[RC_GOAWAY], 1);
     vb_log_info(lid(call), "gemini goAway, switching connection",
                 "time_left_ms=%lld conn=%u have_handle=%d",
                 (long long)ev->time_left_ms, c->n, call->handle[0] != 0);
@@ -878,22 +788,19 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
             break;
         }
         if (!call->open || call->ended) {
-            vb_metrics_counter_add(s->shard, s->m_drop[DROP_NOT_OPEN], 1);
+            vb_metrics_counter_add(s->st.shard, s->m_drop[DROP_NOT_OPEN], 1);
             break;
         }
         out_emit(s, call, VB_MSG_AUDIO, 0, ev->data, ev->len, now);
         break;
     case VB_GEMINI_EV_TEXT:
         tr_append(call, 1, ev->text);
-        out_text(s, call, VB_GEMINI_TEXT_PART, ev->text, now);
         break;
     case VB_GEMINI_EV_INPUT_TRANSCRIPT:
         tr_append(call, 0, ev->text);
-        out_text(s, call, VB_GEMINI_TEXT_CALLER, ev->text, now);
         break;
     case VB_GEMINI_EV_OUTPUT_TRANSCRIPT:
         tr_append(call, 1, ev->text);
-        out_text(s, call, VB_GEMINI_TEXT_MODEL, ev->text, now);
         break;
     case VB_GEMINI_EV_INTERRUPTED:
         backlog_purge_audio(s, call->id);
@@ -937,7 +844,7 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
                                       ev->usage.thoughts, ev->usage.total};
         for (int i = 0; i < TOK_COUNT; i++)
             if (v[i] > 0)
-                vb_metrics_counter_add(s->shard, s->m_tokens[i],
+                vb_metrics_counter_add(s->st.shard, s->m_tokens[i],
                                        (uint64_t)v[i]);
         if (ev->usage.total > 0)
             call->tokens += ev->usage.total;
@@ -966,7 +873,7 @@ static void ws_on_message(vb_ws_t *ws, bool text, const uint8_t *data,
     int rc = vb_gemini_parse(c->parser, data, len, on_event, c);
     c->busy--;
     if (rc != 0 && rc != VB_ECANCELED) {
-        vb_metrics_counter_add(s->shard, s->m_bad_msg, 1);
+        vb_metrics_counter_add(s->st.shard, s->m_bad_msg, 1);
         VB_LOG_RATELIMITED(VB_LOG_WARN, 5000, lid(c->call),
                            "unusable gemini message ignored",
                            "err=%s bytes=%zu", vb_err_name(rc), len);
@@ -978,7 +885,6 @@ static void ws_on_message(vb_ws_t *ws, bool text, const uint8_t *data,
     }
     if (c->dead)
         conn_free(c);
-    ring_out_bell(s);
 }
 
 static void ws_on_pong(vb_ws_t *ws, const uint8_t *data, size_t len, void *ud)
@@ -1009,7 +915,8 @@ static int conn_open(call_t *call, how_t how)
     c->resumed = how == HOW_RESUME && call->handle[0] != '\0';
     c->t_start = vb_clock_now_ns();
     c->deadline = c->t_start + (uint64_t)s->o->connect_timeout_ms * 1000000u;
-    vb_gemini_limits_t lim = {.max_message = s->o->max_message};
+    vb_gemini_limits_t lim = {.max_message = s->o->max_message,
+                              .audio_chunk = s->cfg.out->data_max};
     int rc = vb_gemini_parser_create(&lim, &c->parser);
     if (rc != 0) {
         free(c);
@@ -1017,10 +924,10 @@ static int conn_open(call_t *call, how_t how)
     }
     vb_transport_t *t = NULL;
     if (s->u.secure)
-        rc = vb_tls_connect(&s->loop, s->tls, s->u.host, s->u.port, NULL,
+        rc = vb_tls_connect(&s->st.loop, s->tls, s->u.host, s->u.port, NULL,
                             lid(call), &t);
     else
-        rc = vb_tcp_connect(&s->loop, s->u.host, s->u.port, &t);
+        rc = vb_tcp_connect(&s->st.loop, s->u.host, s->u.port, &t);
     if (rc != 0) {
         vb_log_warn(lid(call), "gemini connect failed", "host=%s err=%s",
                     s->u.host, vb_err_name(rc));
@@ -1043,7 +950,7 @@ static int conn_open(call_t *call, how_t how)
     if (call->nxt != NULL)
         conn_kill(call->nxt);
     call->nxt = c;
-    rc = vb_ws_connect(&s->loop, t, &wcfg, &cb, c, s->url,
+    rc = vb_ws_connect(&s->st.loop, t, &wcfg, &cb, c, s->url,
                        s->key_header ? s->headers : NULL, &c->ws);
     if (rc != 0) {
         call->nxt = NULL;
@@ -1054,8 +961,8 @@ static int conn_open(call_t *call, how_t how)
         return rc;
     }
     c->active = true;
-    vb_metrics_gauge_add(s->shard, s->m_active, 1);
-    vb_metrics_counter_add(s->shard, s->m_how[how], 1);
+    vb_metrics_gauge_add(s->st.shard, s->m_active, 1);
+    vb_metrics_counter_add(s->st.shard, s->m_how[how], 1);
     if (s->paused)
         vb_ws_read_pause(c->ws, true);
     vb_log_debug(lid(call), "gemini connecting", "conn=%u how=%s", c->n,
@@ -1072,6 +979,8 @@ static call_t *call_new(vb_gemini_stage_t *s, const char *sid)
     call_t *call = calloc(1, sizeof(*call));
     if (call == NULL)
         return NULL;
+    if (!s->stopping && !uv_is_active((uv_handle_t *)&s->tick))
+        uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
     call->acap = (size_t)s->o->prebuffer_ms * BYTES_PER_MS_IN;
     call->abuf = malloc(call->acap);
     if (call->abuf == NULL) {
@@ -1151,11 +1060,10 @@ static void call_end(call_t *call, int fail, const char *reason)
                  "why=%s failure=%s fallback=%d", reason, fail_labels[fail],
                  s->o->fallback_say != NULL && s->o->fallback_say[0] != '\0');
     if (call->open) {
-        vb_metrics_counter_add(s->shard, s->m_failed[fail], 1);
+        vb_metrics_counter_add(s->st.shard, s->m_failed[fail], 1);
         const char *say = s->o->fallback_say;
         out_emit(s, call, VB_MSG_HANGUP, VB_MSG_HANGUP_FALLBACK, say,
                  fallback_len(say), vb_clock_now_ns());
-        ring_out_bell(s);
     } else {
         call->reap = true;
     }
@@ -1183,7 +1091,7 @@ static void schedule_retry(call_t *call, int why, const char *what)
         call_end(call, FAIL_RETRIES, reason);
         return;
     }
-    vb_metrics_counter_add(s->shard, s->m_reconnect[why], 1);
+    vb_metrics_counter_add(s->st.shard, s->m_reconnect[why], 1);
     uint64_t delay_ms = (uint64_t)s->o->reconnect_backoff_ms
                         << (call->attempts - 1 < 10 ? call->attempts - 1 : 10);
     call->retry_at = vb_clock_now_ns() + delay_ms * 1000000u;
@@ -1298,11 +1206,11 @@ static void on_audio(vb_gemini_stage_t *s, const vb_msg_t *m)
 {
     call_t *call = lookup(s, m->call);
     if (call == NULL) {
-        vb_metrics_counter_add(s->shard, s->m_drop[DROP_STALE], 1);
+        vb_metrics_counter_add(s->st.shard, s->m_drop[DROP_STALE], 1);
         return;
     }
     if (call->ended) {
-        vb_metrics_counter_add(s->shard, s->m_drop[DROP_ENDED], 1);
+        vb_metrics_counter_add(s->st.shard, s->m_drop[DROP_ENDED], 1);
         return;
     }
     if (can_stream(call) && call->alen > 0) {
@@ -1317,12 +1225,13 @@ static void on_audio(vb_gemini_stage_t *s, const vb_msg_t *m)
         if (rc == 0) {
             uint64_t now = vb_clock_now_ns();
             if (m->t_origin != 0 && now > m->t_origin)
-                vb_metrics_observe_ns(s->shard, s->m_lat_in, now - m->t_origin);
+                vb_metrics_observe_ns(s->st.shard, s->m_lat_in,
+                                      now - m->t_origin);
             return;
         }
         if (rc == VB_ENOSPC) {
             call->audio_dropped += m->len;
-            vb_metrics_counter_add(s->shard, s->m_drop[DROP_WS_FULL], 1);
+            vb_metrics_counter_add(s->st.shard, s->m_drop[DROP_WS_FULL], 1);
             VB_LOG_RATELIMITED(VB_LOG_WARN, 2000, lid(call),
                                "gemini socket backlog, caller audio dropped",
                                "bytes=%u", (unsigned)m->len);
@@ -1357,8 +1266,10 @@ static void on_dtmf(vb_gemini_stage_t *s, const vb_msg_t *m)
     vb_log_info(lid(call), "key press told to the model", "digit=%s", digit);
 }
 
-static void handle_in(vb_gemini_stage_t *s, const vb_msg_t *m)
+/* One message from dsp or the ingress. */
+static bool in_one(void *ud, const vb_msg_t *m)
 {
+    vb_gemini_stage_t *s = ud;
     switch (m->kind) {
     case VB_MSG_CALL_OPEN:
         on_call_open(s, m);
@@ -1376,7 +1287,7 @@ static void handle_in(vb_gemini_stage_t *s, const vb_msg_t *m)
         abuf_send(s, call, true);
         if (call->alen > 0) { /* no connection could take it: say so */
             call->audio_dropped += call->alen;
-            vb_metrics_counter_add(s->shard, s->m_drop[DROP_UNSENT], 1);
+            vb_metrics_counter_add(s->st.shard, s->m_drop[DROP_UNSENT], 1);
             vb_log_warn(lid(call),
                         "caller audio not sent before the call closed",
                         "bytes=%zu", call->alen);
@@ -1388,33 +1299,9 @@ static void handle_in(vb_gemini_stage_t *s, const vb_msg_t *m)
         on_prepare(s, m);
         break;
     default:
-        break; /* MARK echoes and the like: nothing for the model */
+        break;
     }
-}
-
-static void drain(vb_gemini_stage_t *s)
-{
-    if (s->cfg.prepare != NULL) {
-        vb_msg_t *m;
-        while ((m = vb_ring_peek(s->cfg.prepare)) != NULL) {
-            handle_in(s, m);
-            vb_ring_release(s->cfg.prepare);
-        }
-    }
-    vb_msg_t *m;
-    while ((m = vb_ring_peek(s->cfg.in)) != NULL) {
-        uint64_t now = vb_clock_now_ns();
-        if (m->t_enqueue != 0 && now > m->t_enqueue)
-            vb_metrics_observe_ns(s->shard, s->m_wait_in, now - m->t_enqueue);
-        handle_in(s, m);
-        vb_ring_release(s->cfg.in);
-    }
-    ring_out_bell(s);
-}
-
-static void on_bell(uv_async_t *a)
-{
-    drain(a->data);
+    return true;
 }
 
 /* Drops a connection that stopped answering (or only sends garbage) and
@@ -1545,7 +1432,8 @@ static void on_tick(uv_timer_t *t)
                 conn_release(call->cur, 1000, "call ended");
         }
     }
-    ring_out_bell(s);
+    if (s->calls == NULL)
+        uv_timer_stop(&s->tick); /* idle lanes arm no timer */
 }
 
 /* ------------------------------------------------------------------ */
@@ -1557,9 +1445,11 @@ static void close_cb(uv_handle_t *h)
     (void)h;
 }
 
-static void on_stop(uv_async_t *a)
+/* On the stage thread as it stops: every connection dropped, every
+ * call freed, then our timer closes. */
+static void on_stop(void *ud)
 {
-    vb_gemini_stage_t *s = a->data;
+    vb_gemini_stage_t *s = ud;
     s->stopping = true;
     while (s->calls != NULL) {
         call_t *call = s->calls;
@@ -1569,27 +1459,7 @@ static void on_stop(uv_async_t *a)
             conn_kill(call->nxt);
         call_free(s, call, "stopping");
     }
-    uv_close((uv_handle_t *)&s->bell, close_cb);
-    uv_close((uv_handle_t *)&s->stop, close_cb);
     uv_close((uv_handle_t *)&s->tick, close_cb);
-    uv_close((uv_handle_t *)&s->retry, close_cb);
-}
-
-static void thread_main(void *arg)
-{
-    vb_gemini_stage_t *s = arg;
-    char name[16];
-    snprintf(name, sizeof(name), "vb-gemini-%d", s->o->lane);
-    pthread_setname_np(pthread_self(), name);
-    s->shard = vb_metrics_shard_create(s->cfg.metrics);
-    if (s->shard == NULL) {
-        vb_log_error(NULL, "gemini stage could not get a metrics shard",
-                     "lane=%d", s->o->lane);
-        abort();
-    }
-    uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
-    drain(s);
-    uv_run(&s->loop, UV_RUN_DEFAULT);
 }
 
 static int add_series(vb_gemini_stage_t *s)
@@ -1614,15 +1484,6 @@ static int add_series(vb_gemini_stage_t *s)
                              "Time from a message's origin (its bytes reaching "
                              "the process) to its exit from a stage.",
                              VB_LABELS("stage", "gemini_out"), &s->m_lat_out);
-    rc = rc ? rc
-            : vb_metrics_add(m, VB_METRIC_HISTOGRAM, "vb_ring_wait_seconds",
-                             "Time messages wait in a ring.",
-                             VB_LABELS("ring", "dsp_to_gemini"), &s->m_wait_in);
-    rc = rc ? rc
-            : vb_metrics_add(m, VB_METRIC_COUNTER, "vb_ring_full_total",
-                             "Times a producer found a ring full and held its "
-                             "message back.",
-                             VB_LABELS("ring", "gemini_to_dsp"), &s->m_full);
     rc = rc ? rc
             : vb_metrics_add(m, VB_METRIC_COUNTER,
                              "vb_gemini_bad_messages_total",
@@ -1819,15 +1680,22 @@ int vb_gemini_stage_create(vb_gemini_stage_t **out,
     }
     if ((rc = add_series(s)) != 0)
         goto fail;
-    if (uv_loop_init(&s->loop) != 0) {
-        rc = VB_ESYS;
+    char name[16];
+    snprintf(name, sizeof(name), "vb-gemini-%d", o->lane);
+    if ((rc = vb_stage_init(&s->st, name, cfg->metrics, on_stop, s)) != 0)
         goto fail;
-    }
-    uv_async_init(&s->loop, &s->bell, on_bell);
-    uv_async_init(&s->loop, &s->stop, on_stop);
-    uv_timer_init(&s->loop, &s->tick);
-    uv_timer_init(&s->loop, &s->retry);
-    s->bell.data = s->stop.data = s->tick.data = s->retry.data = s;
+    vb_stage_fn on[VB_MSG_KIND_COUNT] = {0}, prep_on[VB_MSG_KIND_COUNT] = {0};
+    on[VB_MSG_CALL_OPEN] = on[VB_MSG_AUDIO] = on[VB_MSG_DTMF] =
+        on[VB_MSG_CALL_CLOSE] = in_one;
+    prep_on[VB_MSG_PREPARE] = in_one;
+    if ((cfg->prepare != NULL &&
+         (rc = vb_stage_listen(&s->st, cfg->prepare, prep_on)) != 0) ||
+        (rc = vb_stage_listen(&s->st, cfg->in, on)) != 0 ||
+        (rc = vb_stage_produce(&s->st, cfg->out)) != 0)
+        goto fail;
+    vb_chan_on_pressure(cfg->out, out_pressure, s);
+    uv_timer_init(&s->st.loop, &s->tick);
+    s->tick.data = s;
     vb_log_info(NULL, "gemini stage ready",
                 "lane=%d host=%s port=%u tls=%d model=%s voice=%s key=%s",
                 o->lane, s->u.host, (unsigned)s->u.port, s->u.secure, s->model,
@@ -1836,6 +1704,7 @@ int vb_gemini_stage_create(vb_gemini_stage_t **out,
     *out = s;
     return 0;
 fail:
+    vb_stage_destroy(&s->st);
     vb_tls_config_destroy(s->tls);
     free_strings(s);
     free(s->ajson);
@@ -1844,41 +1713,25 @@ fail:
     return rc;
 }
 
-uv_async_t *vb_gemini_stage_bell(vb_gemini_stage_t *s)
-{
-    return &s->bell;
-}
-
-void vb_gemini_stage_set_out_bell(vb_gemini_stage_t *s, uv_async_t *bell)
-{
-    s->cfg.out_bell = bell;
-}
-
 int vb_gemini_stage_start(vb_gemini_stage_t *s)
 {
-    return vb_thread_start(&s->thread, thread_main, s);
+    return vb_stage_start(&s->st);
 }
 
 void vb_gemini_stage_stop(vb_gemini_stage_t *s)
 {
     if (s != NULL)
-        vb_thread_stop(&s->thread, &s->stop);
+        vb_stage_stop(&s->st);
 }
 
 void vb_gemini_stage_destroy(vb_gemini_stage_t *s)
 {
     if (s == NULL)
         return;
-    vb_gemini_stage_stop(s);
-    if (!uv_is_closing((uv_handle_t *)&s->bell)) {
-        on_stop(&s->stop);
-        uv_run(&s->loop, UV_RUN_DEFAULT);
-    }
-    uv_loop_close(&s->loop);
+    vb_stage_destroy(&s->st);
     vb_tls_config_destroy(s->tls);
     free_strings(s);
     free(s->ajson);
     free(s->by_slot);
-    free(s->backlog);
     free(s);
 }

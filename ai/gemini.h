@@ -55,18 +55,20 @@
  * with an unknown model (names --gemini-model: not retried), 1011 (server
  * error: retried).
  *
- * Model output: audio parts become AUDIO messages of at most 1 KiB;
- * `interrupted` becomes CLEAR at once (model audio still waiting for ring
- * room is dropped first); turnComplete becomes TURN_END; transcripts become
- * TEXT (flags VB_GEMINI_TEXT_*) and one log line per utterance; the
- * built-in end_call tool is answered, then HANGUP follows the next
- * turnComplete (or a grace period). When the outbound ring is full the
- * messages wait in a stage queue in order, every connection stops reading
- * (TCP pushes back on the server) and a 1 ms timer retries.
+ * Model output: audio parts become AUDIO messages of at most the outbound
+ * channel's data_max (20 ms); `interrupted` becomes CLEAR at once (model
+ * audio still parked for ring room is dropped first); turnComplete becomes
+ * TURN_END; transcripts stay here (one log line per utterance, the
+ * transcript file): nothing downstream reads them. The built-in end_call
+ * tool is answered, then HANGUP follows the next turnComplete (or a grace
+ * period). When the outbound ring is full the messages are parked in the
+ * channel's spill in order and the pressure hook stops every connection
+ * reading (TCP pushes back on the server) until it drains
+ * (core/chan.h).
  *
  * The API key travels only in the x-goog-api-key handshake header and is
- * never logged. All state is touched by the stage thread only; other
- * threads ring the doorbell after pushing to the prepare or inbound ring.
+ * never logged. All state is touched by the stage thread only (a
+ * core/stage.h stage); other threads reach it through its channels.
  */
 #ifndef VB_AI_GEMINI_H
 #define VB_AI_GEMINI_H
@@ -78,14 +80,9 @@
 #include <uv.h>
 
 #include "ai/gemini_proto.h"
+#include "core/chan.h"
 #include "core/config.h"
 #include "core/metrics.h"
-#include "core/ring.h"
-
-/* vb_msg_t.flags of TEXT messages on the outbound ring. */
-#define VB_GEMINI_TEXT_CALLER 1u /* inputTranscription chunk */
-#define VB_GEMINI_TEXT_MODEL  2u /* outputTranscription chunk */
-#define VB_GEMINI_TEXT_PART   3u /* a text part of the model's turn */
 
 #define VB_GEMINI_PROMPT_FILE_MAX (256u * 1024u)
 
@@ -144,10 +141,9 @@ void vb_gemini_options_from_config(vb_gemini_options_t *o,
 
 typedef struct vb_gemini_stage_config {
     vb_gemini_options_t opt;
-    vb_ring_t *prepare;   /* consumer end: PREPARE from ingress; may be NULL */
-    vb_ring_t *in;        /* consumer end: from dsp */
-    vb_ring_t *out;       /* producer end: to dsp */
-    uv_async_t *out_bell; /* rung when `out` gets work; may be NULL */
+    vb_chan_t *prepare; /* consumed: PREPARE from ingress; may be NULL */
+    vb_chan_t *in;      /* consumed: from dsp */
+    vb_chan_t *out;     /* produced: to dsp (audio cut to its data_max) */
     vb_metrics_t *metrics;
 } vb_gemini_stage_config_t;
 
@@ -155,23 +151,13 @@ typedef struct vb_gemini_stage vb_gemini_stage_t;
 
 /* Creates the stage: copies the options, reads the prompt file, checks the
  * URL, loads the CA bundle for wss://, registers the metric series, sets up
- * the loop and doorbell. Does not start the thread. Rings and metrics are
- * borrowed and must outlive the stage. Errors: VB_EINVAL (missing ring or
- * metrics, max_calls 0), VB_ECONFIG (bad URL, unreadable prompt file, no
- * model; logged), VB_ENOENT / VB_ECERT (CA bundle), VB_ENOMEM, VB_ESYS.
- * Main thread. */
+ * the loop, and attaches to its channels. Does not start the thread.
+ * Channels and metrics are borrowed and must outlive the stage. Errors:
+ * VB_EINVAL (missing ring or metrics, max_calls 0), VB_ECONFIG (bad URL,
+ * unreadable prompt file, no model; logged), VB_ENOENT / VB_ECERT (CA bundle),
+ * VB_ENOMEM, VB_ESYS. Main thread. */
 int vb_gemini_stage_create(vb_gemini_stage_t **out,
                            const vb_gemini_stage_config_t *cfg);
-
-/* The doorbell producers of `prepare` and `in` ring (uv_async_send) when
- * vb_ring_wake_needed() says so. Valid from create to destroy; any thread.
- */
-uv_async_t *vb_gemini_stage_bell(vb_gemini_stage_t *s);
-
-/* Sets the doorbell of the `out` ring's consumer after create (the dsp
- * stage and this one each need the other's bell; create both, then
- * connect them). Main thread, before vb_gemini_stage_start(). */
-void vb_gemini_stage_set_out_bell(vb_gemini_stage_t *s, uv_async_t *bell);
 
 /* Starts the thread. Returns 0, VB_EBUSY, VB_ESYS. Main thread. */
 int vb_gemini_stage_start(vb_gemini_stage_t *s);

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A lane's rings (ARCHITECTURE.md §1-2). A lane is one twilio-io, one dsp
- * and one gemini thread; a call lives on one lane for its whole life. The
- * stage threads themselves are created by the composition root
- * (core/main.c), which passes each stage the ends of these rings it owns:
+ * A lane's channels (ARCHITECTURE.md §1-2). A lane is one twilio-io, one
+ * dsp and one gemini thread; a call lives on one lane for its whole life.
+ * The stage threads themselves are created by the composition root
+ * (core/main.c); each stage attaches itself to the channels it consumes
+ * and produces (core/stage.h), so nothing is wired by hand:
  *
  *   ingress   --conn------> twilio-io     handed-off stream sockets
  *   ingress   --prepare---> gemini        pre-connect at webhook time
@@ -12,35 +13,53 @@
  *   gemini    --gm_to_dsp-> dsp           PCM16 24 kHz + control
  *   dsp       --dsp_to_tw-> twilio-io     μ-law frames + control
  *
- * Every ring is SPSC and carries vb_msg_t (core/msg.h).
+ * Every channel is an SPSC ring of vb_msg_t (core/msg.h) whose slots are
+ * sized to the payload it carries (VB_LANE_*_DATA).
  */
 #ifndef VB_CORE_LANE_H
 #define VB_CORE_LANE_H
 
 #include <stdint.h>
 
-#include "core/ring.h"
+#include "core/chan.h"
+#include "core/metrics.h"
 
-typedef struct vb_lane_rings {
-    vb_ring_t conn;
-    vb_ring_t prepare;
-    vb_ring_t tw_to_dsp;
-    vb_ring_t dsp_to_gm;
-    vb_ring_t gm_to_dsp;
-    vb_ring_t dsp_to_tw;
-} vb_lane_rings_t;
+/* Largest payload per channel. One 20 ms μ-law frame is 160 bytes (the
+ * channel from twilio-io takes 256: CALL_OPEN carries three SIDs); it
+ * becomes 640 bytes of 16 kHz PCM16; model audio travels in 20 ms pieces
+ * of 24 kHz PCM16 (960 bytes); the channel to twilio-io also carries the
+ * fallback text of a HANGUP, so it keeps full slots. */
+#define VB_LANE_TW_TO_DSP_DATA 256u
+#define VB_LANE_DSP_TO_GM_DATA 640u
+#define VB_LANE_GM_TO_DSP_DATA 960u
+#define VB_LANE_DSP_TO_TW_DATA VB_MSG_DATA_MAX
 
-/* Audio ring size for `max_calls` calls: about 2 s of 20 ms frames per
- * call at the lane's capacity, a power of two, at least 256 and at most
- * 65536 slots. */
-uint32_t vb_lane_audio_slots(uint32_t max_calls);
+/* Messages parked beyond a full ring before the producer drops (and
+ * counts) audio; control messages are parked the same way. */
+#define VB_LANE_SPILL_MAX 4096u
 
-/* Creates all six rings (control rings: 256 slots; audio rings:
- * `audio_slots`, a power of two). Returns 0, VB_EINVAL or VB_ENOMEM; on
- * failure nothing stays allocated. Main thread, before the stages start. */
-int vb_lane_rings_init(vb_lane_rings_t *l, uint32_t audio_slots);
+typedef struct vb_lane_chans {
+    vb_chan_t conn;
+    vb_chan_t prepare;
+    vb_chan_t tw_to_dsp;
+    vb_chan_t dsp_to_gm;
+    vb_chan_t gm_to_dsp;
+    vb_chan_t dsp_to_tw;
+} vb_lane_chans_t;
 
-/* Frees the rings; accepts NULL. After every stage of the lane stopped. */
-void vb_lane_rings_destroy(vb_lane_rings_t *l);
+/* Audio ring depth for a lane carrying up to `calls` calls: the frames in
+ * flight between two threads, not seconds of audio (a full ring holds its
+ * producer back, never drops): 4 per call, a power of two in 256..4096. */
+uint32_t vb_lane_audio_slots(uint32_t calls);
+
+/* Creates all six channels (control: 256 slots; audio: `audio_slots`, a
+ * power of two) with their ring series in `metrics` (may be NULL).
+ * Returns 0, VB_EINVAL, VB_ENOMEM or VB_ENOSPC; on failure nothing stays
+ * allocated. Main thread, before the stages are created. */
+int vb_lane_chans_init(vb_lane_chans_t *l, uint32_t audio_slots,
+                       vb_metrics_t *metrics);
+
+/* Frees the channels; accepts NULL. After every stage of the lane stopped. */
+void vb_lane_chans_destroy(vb_lane_chans_t *l);
 
 #endif

@@ -12,10 +12,10 @@
  * for active calls to end or --drain-timeout; a second one stops at once.
  *
  * Lanes (ARCHITECTURE.md §1-2): --lanes times a twilio-io, a dsp and a
- * gemini thread, joined by the six SPSC rings of core/lane.h. Each stage is
- * created with its rings, then the doorbells are crossed (each producer
- * rings its consumer), then all threads start, the ingress last. Stopping
- * runs the other way: ingress first (no new work), then the lanes.
+ * gemini thread, joined by the six channels of core/lane.h. Each stage is
+ * created on its channels (it attaches itself as their consumer or
+ * producer, doorbells included), then all threads start, the ingress last.
+ * Stopping runs the other way: ingress first (no new work), then the lanes.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -46,7 +46,7 @@
 /* ---- lanes ---- */
 
 typedef struct lane {
-    vb_lane_rings_t rings;
+    vb_lane_chans_t ch;
     vb_twilio_stream_t *tw;
     vb_dsp_stage_t *dsp;
     vb_gemini_stage_t *gm;
@@ -99,7 +99,7 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
     uint32_t share = (max_calls + ls->n - 1) / ls->n;
     for (uint32_t i = 0; i < ls->n; i++) {
         lane_t *l = &ls->l[i];
-        rc = vb_lane_rings_init(&l->rings, vb_lane_audio_slots(share));
+        rc = vb_lane_chans_init(&l->ch, vb_lane_audio_slots(share), metrics);
         if (rc != 0)
             return rc;
         vb_gemini_stage_config_t gc;
@@ -107,9 +107,9 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
         vb_gemini_options_from_config(&gc.opt, cfg);
         gc.opt.lane = (int)i;
         gc.opt.max_calls = max_calls;
-        gc.prepare = &l->rings.prepare;
-        gc.in = &l->rings.dsp_to_gm;
-        gc.out = &l->rings.gm_to_dsp;
+        gc.prepare = &l->ch.prepare;
+        gc.in = &l->ch.dsp_to_gm;
+        gc.out = &l->ch.gm_to_dsp;
         gc.metrics = metrics;
         if ((rc = vb_gemini_stage_create(&l->gm, &gc)) != 0) {
             vb_log_error(NULL, "cannot create the gemini stage",
@@ -120,10 +120,10 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
             .lane = (int)i,
             .max_calls = max_calls,
             .dsp = {backend, (int)cfg->resampler_quality},
-            .in_from_twilio = &l->rings.tw_to_dsp,
-            .in_to_gemini = &l->rings.dsp_to_gm,
-            .out_from_gemini = &l->rings.gm_to_dsp,
-            .out_to_twilio = &l->rings.dsp_to_tw,
+            .in_from_twilio = &l->ch.tw_to_dsp,
+            .in_to_gemini = &l->ch.dsp_to_gm,
+            .out_from_gemini = &l->ch.gm_to_dsp,
+            .out_to_twilio = &l->ch.dsp_to_tw,
             .metrics = metrics,
         };
         if ((rc = vb_dsp_stage_create(&l->dsp, &dc)) != 0) {
@@ -143,10 +143,9 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
             .max_call_s = (uint32_t)cfg->max_call_duration,
             .token_ttl_s = (uint32_t)cfg->stream_token_ttl,
             .token_key = key,
-            .conn_in = &l->rings.conn,
-            .in_to_dsp = &l->rings.tw_to_dsp,
-            .out_from_dsp = &l->rings.dsp_to_tw,
-            .dsp_bell = vb_dsp_stage_bell(l->dsp),
+            .conn_in = &l->ch.conn,
+            .in_to_dsp = &l->ch.tw_to_dsp,
+            .out_from_dsp = &l->ch.dsp_to_tw,
             .metrics = metrics,
             .calls_changed = calls_changed,
             .calls_ud = ls,
@@ -160,15 +159,9 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
                          "lane=%u err=%s", i, vb_err_name(rc));
             return rc;
         }
-        /* Each consumer's doorbell goes to its producer. */
-        vb_dsp_stage_set_bells(l->dsp, vb_gemini_stage_bell(l->gm),
-                               vb_twilio_stream_bell(l->tw));
-        vb_gemini_stage_set_out_bell(l->gm, vb_dsp_stage_bell(l->dsp));
         ls->sinks[i] = (vb_ingress_lane_t){
-            .conn_ring = &l->rings.conn,
-            .conn_wake = vb_twilio_stream_bell(l->tw),
-            .prepare_ring = &l->rings.prepare,
-            .prepare_wake = vb_gemini_stage_bell(l->gm),
+            .conn = &l->ch.conn,
+            .prepare = &l->ch.prepare,
         };
     }
     return 0;
@@ -211,7 +204,7 @@ static void lanes_destroy(lanes_t *ls)
         vb_twilio_stream_destroy(ls->l[i].tw);
         vb_dsp_stage_destroy(ls->l[i].dsp);
         vb_gemini_stage_destroy(ls->l[i].gm);
-        vb_lane_rings_destroy(&ls->l[i].rings);
+        vb_lane_chans_destroy(&ls->l[i].ch);
     }
 out:
     vb_tls_config_destroy(ls->rest_tls);

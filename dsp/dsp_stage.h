@@ -13,58 +13,47 @@
  *             turns it into a mark); CLEAR: drop pending audio, reset the
  *             resampler, forward at once; others forwarded in order.
  *
- * DESIGN. Per-call state (vb_dsp_t) lives in a table indexed by the call
- * id's slot and checked against its generation; it is created on CALL_OPEN
- * and freed on CALL_CLOSE (the only allocations). A message is consumed
- * only when the output ring has room for everything it can produce, so a
- * full ring never drops audio: the stage leaves the message in its input
- * ring, counts vb_ring_full_total{ring}, and retries on a 1 ms timer (TCP
- * pushes back upstream once the rings fill). Each output message keeps the
- * t_origin of the input it came from; the stage records
- * vb_stage_latency_seconds{stage="dsp_in"|"dsp_out"} (origin to exit) and
- * vb_ring_wait_seconds{ring} (time spent in its input rings).
+ * DESIGN. A core/stage.h stage with two inputs and two outputs
+ * (core/chan.h channels). Per-call state (vb_dsp_t) lives in a table
+ * indexed by the call id's slot and checked against its generation; it is
+ * created on CALL_OPEN and freed on CALL_CLOSE (the only allocations). A
+ * message is consumed only when the output channel has room for
+ * everything it can produce, so a full ring never drops audio: the
+ * message stays in its input ring (held, vb_ring_full_total{ring}
+ * counted) and the stage retries on its 1 ms timer, which runs only while
+ * something is held (TCP pushes back upstream once the rings fill). Each
+ * output message keeps the t_origin of the input it came from; the stage
+ * records vb_stage_latency_seconds{stage="dsp_in"|"dsp_out"} (origin to
+ * exit); the channels record vb_ring_wait_seconds{ring}.
  */
 #ifndef VB_DSP_DSP_STAGE_H
 #define VB_DSP_DSP_STAGE_H
 
 #include <uv.h>
 
+#include "core/chan.h"
 #include "core/metrics.h"
-#include "core/ring.h"
 #include "dsp/dsp.h"
 
 typedef struct vb_dsp_stage_config {
     int lane;            /* for logs and thread name */
     uint32_t max_calls;  /* call table size; call slots must be below it */
     vb_dsp_config_t dsp; /* resampler backend and quality */
-    vb_ring_t *in_from_twilio;  /* consumer end */
-    vb_ring_t *in_to_gemini;    /* producer end */
-    vb_ring_t *out_from_gemini; /* consumer end */
-    vb_ring_t *out_to_twilio;   /* producer end */
-    uv_async_t *gemini_bell; /* rung when in_to_gemini gets work; may be NULL */
-    uv_async_t
-        *twilio_bell; /* rung when out_to_twilio gets work; may be NULL */
+    vb_chan_t *in_from_twilio;  /* consumed here */
+    vb_chan_t *in_to_gemini;    /* produced here (data_max >= 4) */
+    vb_chan_t *out_from_gemini; /* consumed here */
+    vb_chan_t *out_to_twilio;   /* produced here (data_max >= 160) */
     vb_metrics_t *metrics;
 } vb_dsp_stage_config_t;
 
 typedef struct vb_dsp_stage vb_dsp_stage_t;
 
-/* Creates the stage (loop, doorbell, call table, metrics series); does not
- * start the thread. Rings are borrowed and must outlive the stage. Errors:
+/* Creates the stage (loop, call table, metrics series) and attaches it to
+ * its channels; does not start the thread. Channels are borrowed and must
+ * outlive the stage. Errors:
  * VB_EINVAL, VB_ECONFIG (the DSP configuration is refused; logged),
  * VB_ENOMEM, VB_ESYS. Main thread. */
 int vb_dsp_stage_create(vb_dsp_stage_t **out, const vb_dsp_stage_config_t *cfg);
-
-/* The doorbell producers ring (uv_async_send) after pushing to
- * in_from_twilio or out_from_gemini when vb_ring_wake_needed() says so.
- * Valid from create to destroy; any thread may send it. */
-uv_async_t *vb_dsp_stage_bell(vb_dsp_stage_t *s);
-
-/* Sets the consumers' doorbells after create, for wiring stages that each
- * need the other's bell (create all, then connect). Main thread, before
- * start. */
-void vb_dsp_stage_set_bells(vb_dsp_stage_t *s, uv_async_t *gemini_bell,
-                            uv_async_t *twilio_bell);
 
 /* Starts the thread. Returns 0 or VB_ESYS. Main thread. */
 int vb_dsp_stage_start(vb_dsp_stage_t *s);

@@ -1,5 +1,5 @@
 # Lanes: the DSP stage thread and (later) the lane wiring.
-THREADED_TESTS += test_dsp_stage
+THREADED_TESTS += test_dsp_stage test_chan
 
 # `make demo`: one whole call against the fake Gemini, no credentials.
 .PHONY: demo

@@ -638,9 +638,10 @@ static void push_prepare(vb_ingress_t *g, uint32_t lane, const char *sid,
                          int64_t expiry, uint64_t t_start)
 {
     vb_ingress_lane_t *l = g->lanes ? &g->lanes[lane] : NULL;
-    if (l == NULL || l->prepare_ring == NULL)
+    if (l == NULL || l->prepare == NULL)
         return;
-    vb_msg_t *m = vb_ring_reserve(l->prepare_ring);
+    vb_msg_t *m = vb_chan_begin(l->prepare, VB_MSG_PREPARE, 0,
+                                (vb_call_id_t){0, 0}, 0, t_start);
     if (m == NULL) {
         /* Only an optimisation: the stream opens its session at start. */
         VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, sid, "prepare ring full",
@@ -652,15 +653,9 @@ static void push_prepare(vb_ingress_t *g, uint32_t lane, const char *sid,
     snprintf(p.call_sid, sizeof(p.call_sid), "%s", sid);
     p.lane = lane;
     p.expiry_s = expiry;
-    memset(m, 0, offsetof(vb_msg_t, data));
-    m->kind = VB_MSG_PREPARE;
     m->len = sizeof(p);
-    m->t_origin = t_start;
-    m->t_enqueue = vb_clock_now_ns();
     memcpy(m->data, &p, sizeof(p));
-    vb_ring_commit(l->prepare_ring);
-    if (vb_ring_wake_needed(l->prepare_ring, 1) && l->prepare_wake)
-        uv_async_send(l->prepare_wake);
+    vb_chan_end(l->prepare, m);
 }
 
 static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
@@ -869,7 +864,7 @@ static void route_stream(vb_ingress_t *g, const vb_http_req_t *req,
     uint32_t lane = want_lane >= 0 && (uint64_t)want_lane < g->nlanes
                         ? (uint32_t)want_lane
                         : least_loaded(g);
-    vb_ring_t *r = g->lanes[lane].conn_ring;
+    vb_ring_t *r = &g->lanes[lane].conn->ring;
     uint32_t used = vb_ring_count(r) + g->lane_inflight[lane];
     if (used >= vb_ring_capacity(r)) {
         vb_metrics_counter_add(g->shard, g->handoff[H_RING_FULL], 1);
@@ -929,7 +924,9 @@ static void on_detach(void *ud, int fd, const char *extra, size_t n, void *arg,
     }
     if (n > 0)
         memcpy(c.extra, extra, n);
-    vb_msg_t *m = vb_ring_reserve(l->conn_ring);
+    uint64_t now = vb_clock_now_ns();
+    vb_msg_t *m =
+        vb_chan_begin(l->conn, VB_MSG_CONN, 0, (vb_call_id_t){0, 0}, 0, now);
     if (m == NULL) {
         /* Space was checked before the 101 (in-flight included), so this
          * means a second producer: our invariant is broken. */
@@ -938,16 +935,9 @@ static void on_detach(void *ud, int fd, const char *extra, size_t n, void *arg,
         vb_ingress_conn_release(&c);
         return;
     }
-    uint64_t now = vb_clock_now_ns();
-    memset(m, 0, offsetof(vb_msg_t, data));
-    m->kind = VB_MSG_CONN;
     m->len = sizeof(c);
-    m->t_origin = now;
-    m->t_enqueue = now;
     memcpy(m->data, &c, sizeof(c));
-    vb_ring_commit(l->conn_ring);
-    if (vb_ring_wake_needed(l->conn_ring, 1) && l->conn_wake != NULL)
-        uv_async_send(l->conn_wake);
+    vb_chan_end(l->conn, m);
     vb_metrics_counter_add(g->shard, g->handoff[H_OK], 1);
     vb_log_info(NULL, "stream handed off", "lane=%u peer=%s early_bytes=%zu",
                 lane, c.peer, n);
@@ -1314,8 +1304,11 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
             goto fail;
         memcpy(g->lanes, o->lanes, g->nlanes * sizeof(*g->lanes));
         for (uint32_t i = 0; i < g->nlanes; i++)
-            if (g->lanes[i].conn_ring == NULL ||
-                vb_ring_slot_size(g->lanes[i].conn_ring) < sizeof(vb_msg_t)) {
+            if (g->lanes[i].conn == NULL ||
+                g->lanes[i].conn->data_max < sizeof(vb_ingress_conn_t) ||
+                (g->lanes[i].prepare != NULL &&
+                 g->lanes[i].prepare->data_max <
+                     sizeof(vb_ingress_prepare_t))) {
                 rc = VB_EINVAL;
                 goto fail;
             }

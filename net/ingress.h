@@ -41,6 +41,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "core/chan.h"
 #include "core/config.h"
 #include "core/metrics.h"
 #include "core/msg.h"
@@ -60,13 +61,12 @@
 #define VB_INGRESS_MIN_CONNS    16 /* floor of the derived --max-connections */
 #define VB_INGRESS_MIN_PER_PEER 16 /* floor of the derived per-peer limit */
 
-/* Where one lane takes handed-off work. The rings must be created with
- * vb_msg_ring_init(); ingress is their only producer. */
+/* Where one lane takes handed-off work (core/chan.h channels with room
+ * for the payloads below; the ingress is their only producer, and each
+ * push rings the consumer at once). */
 typedef struct vb_ingress_lane {
-    vb_ring_t *conn_ring;    /* VB_MSG_CONN to the lane's twilio-io */
-    uv_async_t *conn_wake;   /* its doorbell (uv_async_send is thread-safe) */
-    vb_ring_t *prepare_ring; /* optional: VB_MSG_PREPARE to gemini */
-    uv_async_t *prepare_wake;
+    vb_chan_t *conn;    /* VB_MSG_CONN to the lane's twilio-io */
+    vb_chan_t *prepare; /* optional: VB_MSG_PREPARE to gemini */
 } vb_ingress_lane_t;
 
 #define VB_INGRESS_CONN_SIGNED 1u /* X-Twilio-Signature verified */

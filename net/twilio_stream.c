@@ -24,7 +24,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
-#include "core/thread.h"
+#include "core/stage.h"
 #include "net/ingress.h"
 #include "net/tcp.h"
 #include "net/twilio_msg.h"
@@ -134,9 +134,6 @@ typedef struct call {
     size_t batch_len;
     uint64_t batch_origin;
     bool dirty;
-    /* Inbound messages waiting for ring space, in order. */
-    vb_msg_t *ovf;
-    uint32_t ovf_head, ovf_len, ovf_cap;
     /* Clear generation of each mark in flight, oldest first. */
     uint32_t *mark_gen; /* MARK_FIFO */
     uint32_t mk_head, mk_len, clear_gen;
@@ -160,12 +157,9 @@ typedef struct call {
 
 struct vb_twilio_stream {
     vb_twilio_stream_config_t cfg;
-    uv_loop_t loop;
-    uv_async_t bell, stop;
-    uv_timer_t retry, sweep;
-    vb_thread_t thread;
+    vb_stage_t st;
+    uv_timer_t sweep; /* runs only while a stream is open */
     bool stopping, paused;
-    vb_metrics_shard_t *shard;
     call_t **calls;
     call_t **pre; /* unauthenticated streams, cfg.max_preauth slots */
     uint32_t npre;
@@ -186,9 +180,9 @@ struct vb_twilio_stream {
     vb_metric_t m_err[E_COUNT], m_rej[R_COUNT];
     vb_metric_t m_outcome[7];
     vb_metric_t m_calls, m_active, m_frames_in, m_frames_out, m_marks_sent,
-        m_marks_echoed, m_clears, m_seq_gaps, m_out_dropped, m_stale,
-        m_ring_full, m_wait_out, m_lat_out, m_lat_in, m_barge, m_in_dropped,
-        m_throttled, m_preauth, m_sig_unverified;
+        m_marks_echoed, m_clears, m_seq_gaps, m_out_dropped, m_stale, m_lat_out,
+        m_lat_in, m_barge, m_in_dropped, m_throttled, m_preauth,
+        m_sig_unverified;
     pthread_mutex_t stats_mu;
     vb_twilio_call_stats_t last;
     uint64_t ended;
@@ -212,6 +206,7 @@ static const char *const outcomes[] = {"stop",     "hangup",   "disconnect",
                                        "error",    "shutdown", "timeout",
                                        "fallback", NULL};
 static void call_maybe_free(call_t *c);
+static void sweep_arm(vb_twilio_stream_t *s);
 
 static int64_t default_now_s(void)
 {
@@ -237,125 +232,38 @@ static void set_paused(vb_twilio_stream_t *s, bool pause)
     }
 }
 
-static void fill_msg(vb_msg_t *m, const call_t *c, uint8_t kind, uint8_t flags,
-                     uint32_t seq, const void *data, size_t len,
-                     uint64_t t_origin)
+/* The inbound channel filled (`on`) or drained: stop or resume reading
+ * every stream, so TCP pushes back on Twilio; nothing is dropped. */
+static void in_pressure(void *ud, bool on)
 {
-    m->kind = kind;
-    m->flags = flags;
-    m->len = (uint16_t)len;
-    m->seq = seq;
-    m->call = c->id;
-    m->t_origin = t_origin;
-    m->t_enqueue = 0;
-    if (len > 0)
-        memcpy(m->data, data, len);
+    set_paused(ud, on);
 }
 
-static void retry_cb(uv_timer_t *t);
-
-/* Queues one inbound message for the call, in order. Never drops: when the
- * ring is full the message waits in the call's overflow queue (bounded by
- * OVF_MAX; beyond it, audio is dropped and counted). */
+/* Queues one inbound message for the call, in order. Never drops control
+ * messages; audio only past the channel's spill (counted), which takes a
+ * peer that keeps sending after TCP back-pressure set in. */
 static void in_push(call_t *c, uint8_t kind, uint8_t flags, const void *data,
                     size_t len, uint64_t t_origin)
 {
     vb_twilio_stream_t *s = c->s;
-    uint32_t seq = c->seq_in++;
-    if (c->ovf_len == 0) {
-        vb_msg_t *m = vb_ring_reserve(s->cfg.in_to_dsp);
-        if (m != NULL) {
-            fill_msg(m, c, kind, flags, seq, data, len, t_origin);
-            m->t_enqueue = vb_clock_now_ns();
-            vb_ring_commit(s->cfg.in_to_dsp);
-            if (t_origin != 0 && m->t_enqueue > t_origin)
-                vb_metrics_observe_ns(s->shard, s->m_lat_in,
-                                      m->t_enqueue - t_origin);
-            if (vb_ring_wake_needed(s->cfg.in_to_dsp, 1) &&
-                s->cfg.dsp_bell != NULL)
-                uv_async_send(s->cfg.dsp_bell);
-            return;
-        }
-        vb_metrics_counter_add(s->shard, s->m_ring_full, 1);
-        set_paused(s, true);
-        uv_timer_start(&s->retry, retry_cb, 1, 1);
+    vb_chan_t *ch = s->cfg.in_to_dsp;
+    vb_msg_t *m = vb_chan_begin(ch, kind, flags, c->id, c->seq_in++, t_origin);
+    if (m == NULL) {
+        vb_metrics_counter_add(s->st.shard, s->m_in_dropped, len);
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call_label(c),
+                           "inbound overflow full, audio dropped",
+                           "bytes=%zu kind=%s", len, vb_msg_kind_name(kind));
+        return;
     }
-    /* Coalesce audio into the last parked message when it fits. */
-    if (kind == VB_MSG_AUDIO && c->ovf_len > 0) {
-        vb_msg_t *last = &c->ovf[(c->ovf_head + c->ovf_len - 1) % c->ovf_cap];
-        if (last->kind == VB_MSG_AUDIO && last->len + len <= VB_MSG_DATA_MAX) {
-            memcpy(last->data + last->len, data, len);
-            last->len = (uint16_t)(last->len + len);
-            return;
-        }
-    }
-    if (c->ovf_len == c->ovf_cap) {
-        uint32_t cap = c->ovf_cap ? c->ovf_cap * 2 : 16;
-        if (cap > OVF_MAX && kind == VB_MSG_AUDIO) {
-            /* Only reachable by a peer that keeps sending after TCP
-             * backpressure set in; the sequence gap shows downstream. */
-            vb_metrics_counter_add(s->shard, s->m_in_dropped, len);
-            VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call_label(c),
-                               "inbound overflow full, audio dropped",
-                               "bytes=%zu", len);
-            return;
-        }
-        if (cap > OVF_MAX)
-            cap = c->ovf_cap + 16; /* control messages are never dropped */
-        vb_msg_t *n = malloc((size_t)cap * sizeof *n);
-        if (n == NULL) {
-            vb_log_error(call_label(c), "out of memory for inbound overflow",
-                         NULL);
-            return;
-        }
-        for (uint32_t i = 0; i < c->ovf_len; i++)
-            n[i] = c->ovf[(c->ovf_head + i) % c->ovf_cap];
-        free(c->ovf);
-        c->ovf = n;
-        c->ovf_head = 0;
-        c->ovf_cap = cap;
-    }
-    vb_msg_t *m = &c->ovf[(c->ovf_head + c->ovf_len) % c->ovf_cap];
-    fill_msg(m, c, kind, flags, seq, data, len, t_origin);
-    c->ovf_len++;
-}
-
-/* Moves parked messages into the ring; true when the call's queue is
- * empty afterwards. */
-static bool ovf_drain(call_t *c)
-{
-    vb_twilio_stream_t *s = c->s;
-    uint32_t pushed = 0;
-    while (c->ovf_len > 0) {
-        vb_msg_t *m = vb_ring_reserve(s->cfg.in_to_dsp);
-        if (m == NULL)
-            break;
-        *m = c->ovf[c->ovf_head];
-        m->t_enqueue = vb_clock_now_ns();
-        vb_ring_commit(s->cfg.in_to_dsp);
-        pushed++;
-        c->ovf_head = (c->ovf_head + 1) % c->ovf_cap;
-        c->ovf_len--;
-    }
-    if (pushed > 0 && vb_ring_wake_needed(s->cfg.in_to_dsp, pushed) &&
-        s->cfg.dsp_bell != NULL)
-        uv_async_send(s->cfg.dsp_bell);
-    return c->ovf_len == 0;
-}
-
-static void retry_cb(uv_timer_t *t)
-{
-    vb_twilio_stream_t *s = t->data;
-    for (uint32_t i = 0; i < s->cfg.max_calls; i++) {
-        call_t *c = s->calls[i];
-        if (c == NULL || c->ovf_len == 0)
-            continue;
-        if (!ovf_drain(c))
-            return; /* ring full again: keep waiting */
-        call_maybe_free(c);
-    }
-    uv_timer_stop(&s->retry);
-    set_paused(s, false);
+    if (len > ch->data_max)
+        len = ch->data_max;
+    if (len > 0)
+        memcpy(m->data, data, len);
+    m->len = (uint16_t)len;
+    vb_chan_end(ch, m);
+    uint64_t now = m->t_enqueue != 0 ? m->t_enqueue : vb_clock_now_ns();
+    if (t_origin != 0 && now > t_origin)
+        vb_metrics_observe_ns(s->st.shard, s->m_lat_in, now - t_origin);
 }
 
 /* ---- errors ---- */
@@ -363,7 +271,7 @@ static void retry_cb(uv_timer_t *t)
 static void count_error(call_t *c, int e, const char *field)
 {
     vb_twilio_stream_t *s = c->s;
-    vb_metrics_counter_add(s->shard, s->m_err[e], 1);
+    vb_metrics_counter_add(s->st.shard, s->m_err[e], 1);
     c->stats.protocol_errors++;
     VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call_label(c),
                        "twilio protocol error", "reason=%s field=%s",
@@ -409,9 +317,9 @@ static void send_media(call_t *c)
     uint64_t now = vb_clock_now_ns();
     c->stats.frames_out++;
     c->stats.bytes_out += n;
-    vb_metrics_counter_add(s->shard, s->m_frames_out, 1);
+    vb_metrics_counter_add(s->st.shard, s->m_frames_out, 1);
     if (c->batch_origin != 0 && now > c->batch_origin) {
-        vb_metrics_observe_ns(s->shard, s->m_lat_out, now - c->batch_origin);
+        vb_metrics_observe_ns(s->st.shard, s->m_lat_out, now - c->batch_origin);
         vb_hist_record(c->lat, now - c->batch_origin);
     }
     uint64_t begin = c->play_end_ns > now ? c->play_end_ns : now;
@@ -437,7 +345,7 @@ static void send_mark(call_t *c, const char *name, size_t len)
     if (send_json(c, c->out, o) < 0)
         return;
     c->stats.marks_sent++;
-    vb_metrics_counter_add(s->shard, s->m_marks_sent, 1);
+    vb_metrics_counter_add(s->st.shard, s->m_marks_sent, 1);
     if (c->mk_len < MARK_FIFO) {
         c->mark_gen[(c->mk_head + c->mk_len) % MARK_FIFO] = c->clear_gen;
         c->mk_len++;
@@ -463,9 +371,9 @@ static void send_clear(call_t *c, uint64_t t_origin)
     c->play_end_ns = now;
     c->clear_gen++;
     c->stats.clears++;
-    vb_metrics_counter_add(s->shard, s->m_clears, 1);
+    vb_metrics_counter_add(s->st.shard, s->m_clears, 1);
     if (t_origin != 0 && now > t_origin)
-        vb_metrics_observe_ns(s->shard, s->m_barge, now - t_origin);
+        vb_metrics_observe_ns(s->st.shard, s->m_barge, now - t_origin);
 }
 
 static void mark_dirty(call_t *c)
@@ -483,7 +391,7 @@ static void out_audio(call_t *c, const vb_msg_t *m)
         s->cfg.max_pending ? s->cfg.max_pending : DEFAULT_PENDING;
     if (vb_ws_pending(c->ws) > max_pending) {
         c->stats.out_dropped += m->len;
-        vb_metrics_counter_add(s->shard, s->m_out_dropped, m->len);
+        vb_metrics_counter_add(s->st.shard, s->m_out_dropped, m->len);
         VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call_label(c),
                            "twilio socket not draining, audio dropped",
                            "bytes=%u", (unsigned)m->len);
@@ -518,65 +426,56 @@ static call_t *lookup(vb_twilio_stream_t *s, vb_call_id_t id)
     return c;
 }
 
-static void drain_out(vb_twilio_stream_t *s)
+/* One message from dsp for a call's stream. */
+static bool out_one(void *ud, const vb_msg_t *m)
 {
-    vb_ring_t *r = s->cfg.out_from_dsp;
-    vb_msg_t *m;
-    while ((m = vb_ring_peek(r)) != NULL) {
-        uint64_t now = vb_clock_now_ns();
-        if (m->t_enqueue != 0 && now > m->t_enqueue)
-            vb_metrics_observe_ns(s->shard, s->m_wait_out, now - m->t_enqueue);
-        call_t *c = lookup(s, m->call);
-        if (c == NULL || c->st != C_STREAMING || c->ws == NULL || c->closing) {
-            vb_metrics_counter_add(s->shard, s->m_stale, 1);
-            vb_ring_release(r);
-            continue;
-        }
-        switch (m->kind) {
-        case VB_MSG_AUDIO:
-            out_audio(c, m);
-            break;
-        case VB_MSG_MARK:
-            send_mark(c, (const char *)m->data, m->len);
-            break;
-        case VB_MSG_TURN_END: {
-            char name[32];
-            int n = snprintf(name, sizeof name, "turn-%u", ++c->turn);
-            send_mark(c, name, (size_t)n);
-            break;
-        }
-        case VB_MSG_CLEAR:
-            send_clear(c, m->t_origin);
-            break;
-        case VB_MSG_HANGUP:
-            send_media(c);
-            if (m->flags & VB_MSG_HANGUP_FALLBACK) {
-                /* The model is gone: tell the caller now, no goodbye to
-                 * wait for. */
-                char say[VB_MSG_DATA_MAX + 1];
-                memcpy(say, m->data, m->len);
-                say[m->len] = '\0';
-                if (c->ws != NULL && !c->closing)
-                    hangup_now(c, "model unavailable", say);
-            } else {
-                hangup_begin(c);
-            }
-            break;
-        case VB_MSG_CALL_CLOSE:
-            send_media(c);
-            if (c->ws == NULL || c->closing)
-                break;
-            c->closing = true;
-            call_end(c, "hangup");
-            vb_ws_close(c->ws, VB_WS_CLOSE_NORMAL,
-                        m->kind == VB_MSG_HANGUP ? "hangup" : "call ended");
-            break;
-        default:
-            break;
-        }
-        vb_ring_release(r);
+    vb_twilio_stream_t *s = ud;
+    call_t *c = lookup(s, m->call);
+    if (c == NULL || c->st != C_STREAMING || c->ws == NULL || c->closing) {
+        vb_metrics_counter_add(s->st.shard, s->m_stale, 1);
+        return true;
     }
-    /* The ring ran dry: send partial batches rather than let audio wait. */
+    switch (m->kind) {
+    case VB_MSG_AUDIO:
+        out_audio(c, m);
+        break;
+    case VB_MSG_MARK:
+        send_mark(c, (const char *)m->data, m->len);
+        break;
+    case VB_MSG_TURN_END: {
+        char name[32];
+        int n = snprintf(name, sizeof name, "turn-%u", ++c->turn);
+        send_mark(c, name, (size_t)n);
+        break;
+    }
+    case VB_MSG_CLEAR:
+        send_clear(c, m->t_origin);
+        break;
+    case VB_MSG_HANGUP:
+        send_media(c);
+        if (m->flags & VB_MSG_HANGUP_FALLBACK) {
+            /* The model is gone: tell the caller now, no goodbye to
+             * wait for. */
+            char say[VB_MSG_DATA_MAX + 1];
+            memcpy(say, m->data, m->len);
+            say[m->len] = '\0';
+            if (c->ws != NULL && !c->closing)
+                hangup_now(c, "model unavailable", say);
+        } else {
+            hangup_begin(c);
+        }
+        break;
+    default:
+        break;
+    }
+    return true;
+}
+
+/* After a pass over the inputs: send partial batches rather than let
+ * audio wait for the next message. */
+static void out_drained(void *ud)
+{
+    vb_twilio_stream_t *s = ud;
     for (uint32_t i = 0; i < s->ndirty; i++) {
         call_t *c = s->calls[s->dirty[i]];
         if (c != NULL) {
@@ -602,7 +501,7 @@ static void track_seq(call_t *c, const vb_twilio_msg_t *m)
 {
     if (c->have_seq && m->seq != c->last_seq + 1) {
         c->stats.seq_gaps++;
-        vb_metrics_counter_add(c->s->shard, c->s->m_seq_gaps, 1);
+        vb_metrics_counter_add(c->s->st.shard, c->s->m_seq_gaps, 1);
     }
     c->have_seq = true;
     c->last_seq = m->seq;
@@ -646,7 +545,7 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
                 : rc == VB_TWILIO_TOKEN_EXPIRED    ? R_EXPIRED
                 : rc == VB_TWILIO_TOKEN_WRONG_LANE ? R_WRONG_LANE
                                                    : R_FORGED;
-        vb_metrics_counter_add(s->shard, s->m_rej[r], 1);
+        vb_metrics_counter_add(s->st.shard, s->m_rej[r], 1);
         vb_log_warn(m->start.call_sid.p, "stream rejected",
                     "reason=%s lane=%d token_lane=%d", why, s->cfg.lane, tlane);
         char reason[64];
@@ -655,7 +554,7 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
         return;
     }
     if (sid_taken(s, m->start.call_sid.p, m->start.call_sid.len)) {
-        vb_metrics_counter_add(s->shard, s->m_rej[R_DUPLICATE], 1);
+        vb_metrics_counter_add(s->st.shard, s->m_rej[R_DUPLICATE], 1);
         vb_log_warn(m->start.call_sid.p, "stream rejected",
                     "reason=duplicate lane=%d peer=%s", s->cfg.lane, c->peer);
         call_fatal(c, VB_WS_CLOSE_POLICY, "stream token already used");
@@ -684,8 +583,8 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
     c->rate_t_ns = 0; /* a full bucket: clamped to RATE_BURST on use */
     c->opened = true;
     in_push(c, VB_MSG_CALL_OPEN, 0, &open, sizeof open, vb_clock_now_ns());
-    vb_metrics_counter_add(s->shard, s->m_calls, 1);
-    vb_metrics_gauge_add(s->shard, s->m_active, 1);
+    vb_metrics_counter_add(s->st.shard, s->m_calls, 1);
+    vb_metrics_gauge_add(s->st.shard, s->m_active, 1);
     if (s->cfg.calls_changed != NULL)
         s->cfg.calls_changed(s->cfg.calls_ud, s->cfg.lane, 1);
     vb_log_info(c->label, "stream started", "stream=%s lane=%d slot=%u",
@@ -721,11 +620,12 @@ static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
     }
     c->stats.frames_in++;
     c->stats.bytes_in += n;
-    vb_metrics_counter_add(s->shard, s->m_frames_in, 1);
+    vb_metrics_counter_add(s->st.shard, s->m_frames_in, 1);
     if (!rate_take(c, n, t_origin))
         return;
-    for (size_t off = 0; off < n; off += VB_MSG_DATA_MAX) {
-        size_t k = n - off < VB_MSG_DATA_MAX ? n - off : VB_MSG_DATA_MAX;
+    size_t max = s->cfg.in_to_dsp->data_max;
+    for (size_t off = 0; off < n; off += max) {
+        size_t k = n - off < max ? n - off : max;
         in_push(c, VB_MSG_AUDIO, 0, c->audio + off, k, t_origin);
     }
 }
@@ -747,7 +647,7 @@ static bool rate_take(call_t *c, size_t n, uint64_t now)
         return true;
     }
     c->rate_excess += n;
-    vb_metrics_counter_add(s->shard, s->m_throttled, n);
+    vb_metrics_counter_add(s->st.shard, s->m_throttled, n);
     VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call_label(c),
                        "media faster than real time: dropped",
                        "bytes=%zu excess=%llu", n,
@@ -778,11 +678,7 @@ static void on_mark(call_t *c, const vb_twilio_msg_t *m)
     c->stats.marks_echoed++;
     if (cleared)
         c->stats.marks_cleared++;
-    vb_metrics_counter_add(s->shard, s->m_marks_echoed, 1);
-    size_t len =
-        m->mark.name.len < MARK_NAME_MAX ? m->mark.name.len : MARK_NAME_MAX;
-    in_push(c, VB_MSG_MARK, cleared ? VB_TWILIO_MARK_CLEARED : 0,
-            m->mark.name.p, len, vb_clock_now_ns());
+    vb_metrics_counter_add(s->st.shard, s->m_marks_echoed, 1);
     if (c->hangup_pending && c->hangup_marks > 0 && --c->hangup_marks == 0)
         hangup_now(c, "goodbye played", NULL);
 }
@@ -799,7 +695,7 @@ static void on_text(call_t *c, const uint8_t *data, size_t len)
         c->preauth_bytes += len;
         if (len > VB_TWILIO_PREAUTH_MAX_MESSAGE ||
             c->preauth_bytes > VB_TWILIO_PREAUTH_MAX_BYTES) {
-            vb_metrics_counter_add(c->s->shard, c->s->m_rej[R_PREAUTH_LIMIT],
+            vb_metrics_counter_add(c->s->st.shard, c->s->m_rej[R_PREAUTH_LIMIT],
                                    1);
             call_fatal(c,
                        len > VB_TWILIO_PREAUTH_MAX_MESSAGE ? VB_WS_CLOSE_TOO_BIG
@@ -1060,7 +956,7 @@ static void hangup_now(call_t *c, const char *why, const char *say)
         x->s = s;
         x->id = c->id;
         x->fallback = fallback;
-        rc = vb_twilio_rest_hangup(&s->loop, &req, rest_done, x);
+        rc = vb_twilio_rest_hangup(&s->st.loop, &req, rest_done, x);
     }
     free(twiml);
     if (rc != 0) {
@@ -1087,10 +983,10 @@ static void call_end(call_t *c, const char *reason)
         reason = "fallback";
     in_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason), vb_clock_now_ns());
     sid_remember(s, c->label);
-    vb_metrics_gauge_add(s->shard, s->m_active, -1);
+    vb_metrics_gauge_add(s->st.shard, s->m_active, -1);
     for (int i = 0; outcomes[i] != NULL; i++)
         if (strcmp(reason, outcomes[i]) == 0)
-            vb_metrics_counter_add(s->shard, s->m_outcome[i], 1);
+            vb_metrics_counter_add(s->st.shard, s->m_outcome[i], 1);
     if (s->cfg.calls_changed != NULL)
         s->cfg.calls_changed(s->cfg.calls_ud, s->cfg.lane, -1);
     uint64_t now = vb_clock_now_ns();
@@ -1150,13 +1046,12 @@ static void call_free(call_t *c)
     free(c->batch);
     free(c->mark_gen);
     free(c->lat);
-    free(c->ovf);
     free(c);
 }
 
 static void call_maybe_free(call_t *c)
 {
-    if (c->ws == NULL && c->ovf_len == 0 && c->st == C_ENDED)
+    if (c->ws == NULL && c->st == C_ENDED)
         call_free(c);
 }
 
@@ -1225,7 +1120,7 @@ static void preauth_make_room(vb_twilio_stream_t *s, const char *peer)
                                                              : NULL;
     if (victim == NULL)
         return;
-    vb_metrics_counter_add(s->shard, s->m_rej[R_PREAUTH_FULL], 1);
+    vb_metrics_counter_add(s->st.shard, s->m_rej[R_PREAUTH_FULL], 1);
     VB_LOG_RATELIMITED(
         VB_LOG_WARN, 1000, victim->label, "unauthenticated stream evicted",
         "why=%s peer=%s lane=%d",
@@ -1258,7 +1153,6 @@ static uint32_t preauth_index(vb_twilio_stream_t *s)
         oldest->ws = NULL;
     }
     call_end(oldest, "error");
-    oldest->ovf_len = 0; /* never opened: nothing parked */
     call_free(oldest);
     return i;
 }
@@ -1269,7 +1163,7 @@ static void adopt(vb_twilio_stream_t *s, int fd, const uint8_t *pre,
     preauth_make_room(s, peer);
     uint32_t idx = preauth_index(s);
     if (idx == UINT32_MAX) {
-        vb_metrics_counter_add(s->shard, s->m_rej[R_PREAUTH_FULL], 1);
+        vb_metrics_counter_add(s->st.shard, s->m_rej[R_PREAUTH_FULL], 1);
         VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, NULL,
                            "twilio stream refused: pre-auth pool full",
                            "peer=%s lane=%d", peer, s->cfg.lane);
@@ -1297,9 +1191,10 @@ static void adopt(vb_twilio_stream_t *s, int fd, const uint8_t *pre,
     c->start_deadline_ns = c->adopted_ns + ms * 1000000ull;
     s->pre[idx] = c;
     s->npre++;
-    vb_metrics_counter_add(s->shard, s->m_preauth, 1);
+    sweep_arm(s);
+    vb_metrics_counter_add(s->st.shard, s->m_preauth, 1);
     vb_transport_t *t = NULL;
-    int rc = vb_tcp_adopt(&s->loop, fd, &t);
+    int rc = vb_tcp_adopt(&s->st.loop, fd, &t);
     fd = -1; /* owned by the transport now, or closed */
     if (rc < 0) {
         vb_log_warn(NULL, "twilio stream: cannot adopt socket", "err=%s",
@@ -1317,7 +1212,7 @@ static void adopt(vb_twilio_stream_t *s, int fd, const uint8_t *pre,
         .on_close = ws_on_close,
     };
     vb_ws_t *ws = NULL;
-    rc = vb_ws_attach(&s->loop, t, &wc, &cb, c, pre, pre_len, &ws);
+    rc = vb_ws_attach(&s->st.loop, t, &wc, &cb, c, pre, pre_len, &ws);
     if (rc == VB_ECLOSED) {
         /* Closed by the hand-off bytes already; on_close cleaned up. */
         return;
@@ -1353,7 +1248,7 @@ static int promote(call_t *c, const char **why)
     while (slot < s->cfg.max_calls && s->calls[slot] != NULL)
         slot++;
     if (slot == s->cfg.max_calls) {
-        vb_metrics_counter_add(s->shard, s->m_rej[R_LANE_FULL], 1);
+        vb_metrics_counter_add(s->st.shard, s->m_rej[R_LANE_FULL], 1);
         *why = "lane full";
         return 1013;
     }
@@ -1440,36 +1335,39 @@ static void sid_remember(vb_twilio_stream_t *s, const char *sid)
     u->until_ns = vb_clock_now_ns() + (uint64_t)ttl * 1000000000ull;
 }
 
-static void drain_conn(vb_twilio_stream_t *s)
+/* A handed-off socket, or (while stopping) one to close. */
+static void conn_take(vb_twilio_stream_t *s, const vb_msg_t *m)
 {
-    vb_msg_t *m;
-    while ((m = vb_ring_peek(s->cfg.conn_in)) != NULL) {
-        vb_ingress_conn_t cc;
-        int kind = m->kind;
-        int rc = vb_ingress_conn_get(m, &cc);
-        vb_ring_release(s->cfg.conn_in);
-        if (rc < 0) {
-            vb_log_error(NULL, "twilio stream: bad conn message", "kind=%s",
-                         vb_msg_kind_name(kind));
-            continue;
-        }
-        if (s->stopping) {
-            vb_ingress_conn_release(&cc);
-            continue;
-        }
-        cc.peer[sizeof cc.peer - 1] = '\0';
-        adopt(s, cc.fd, (const uint8_t *)cc.extra, cc.extra_len, cc.peer);
-        free(cc.extra);
+    vb_ingress_conn_t cc;
+    if (vb_ingress_conn_get(m, &cc) < 0) {
+        vb_log_error(NULL, "twilio stream: bad conn message", "kind=%s",
+                     vb_msg_kind_name(m->kind));
+        return;
     }
+    if (s->stopping) {
+        vb_ingress_conn_release(&cc);
+        return;
+    }
+    cc.peer[sizeof cc.peer - 1] = '\0';
+    adopt(s, cc.fd, (const uint8_t *)cc.extra, cc.extra_len, cc.peer);
+    free(cc.extra);
+}
+
+static bool conn_one(void *ud, const vb_msg_t *m)
+{
+    conn_take(ud, m);
+    return true;
 }
 
 /* ---- loop plumbing ---- */
 
-static void bell_cb(uv_async_t *a)
+static void sweep_cb(uv_timer_t *t);
+
+/* The sweep timer runs while any stream is open (pre-auth or call). */
+static void sweep_arm(vb_twilio_stream_t *s)
 {
-    vb_twilio_stream_t *s = a->data;
-    drain_conn(s);
-    drain_out(s);
+    if (!s->stopping && !uv_is_active((uv_handle_t *)&s->sweep))
+        uv_timer_start(&s->sweep, sweep_cb, SWEEP_MS, SWEEP_MS);
 }
 
 static void sweep_cb(uv_timer_t *t)
@@ -1480,7 +1378,7 @@ static void sweep_cb(uv_timer_t *t)
         call_t *c = s->pre[i];
         if (c != NULL && c->st == C_CONNECTED && !c->closing &&
             now > c->start_deadline_ns) {
-            vb_metrics_counter_add(s->shard, s->m_rej[R_NO_START], 1);
+            vb_metrics_counter_add(s->st.shard, s->m_rej[R_NO_START], 1);
             VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, c->label,
                                "twilio stream sent no valid start",
                                "peer=%s lane=%d", c->peer, s->cfg.lane);
@@ -1492,8 +1390,10 @@ static void sweep_cb(uv_timer_t *t)
                                            : DEFAULT_MEDIA_MS) *
         1000000ull;
     uint64_t max_ns = (uint64_t)s->cfg.max_call_s * 1000000000ull;
+    bool busy = s->npre > 0;
     for (uint32_t i = 0; i < s->cfg.max_calls; i++) {
         call_t *c = s->calls[i];
+        busy |= c != NULL;
         if (c == NULL || c->st != C_STREAMING || c->closing)
             continue;
         if (now > c->last_in_ns + idle_ns) {
@@ -1511,6 +1411,8 @@ static void sweep_cb(uv_timer_t *t)
             hangup_begin(c);
         }
     }
+    if (!busy)
+        uv_timer_stop(&s->sweep);
 }
 
 static void close_cb(uv_handle_t *h)
@@ -1518,11 +1420,17 @@ static void close_cb(uv_handle_t *h)
     (void)h;
 }
 
-static void stop_cb(uv_async_t *a)
+/* On the stage thread as it stops: every stream closes (1001), every
+ * call's CALL_CLOSE goes down the lane, then our handles close. */
+static void on_stop(void *ud)
 {
-    vb_twilio_stream_t *s = a->data;
+    vb_twilio_stream_t *s = ud;
     s->stopping = true;
-    drain_conn(s);
+    vb_msg_t *m;
+    while ((m = vb_chan_peek(s->cfg.conn_in)) != NULL) {
+        conn_take(s, m);
+        vb_chan_release(s->cfg.conn_in);
+    }
     for (uint32_t i = 0; i < s->cfg.max_calls; i++) {
         call_t *c = s->calls[i];
         if (c == NULL)
@@ -1535,7 +1443,6 @@ static void stop_cb(uv_async_t *a)
             c->ws = NULL;
         }
         call_end(c, "shutdown");
-        ovf_drain(c);
         call_free(c);
     }
     for (uint32_t i = 0; i < preauth_slots(s); i++) {
@@ -1551,21 +1458,9 @@ static void stop_cb(uv_async_t *a)
         call_end(c, "shutdown");
         call_free(c);
     }
-    uv_close((uv_handle_t *)&s->bell, close_cb);
-    uv_close((uv_handle_t *)&s->stop, close_cb);
-    uv_close((uv_handle_t *)&s->retry, close_cb);
     uv_close((uv_handle_t *)&s->sweep, close_cb);
     uv_close((uv_handle_t *)&s->reaper, close_cb);
     s->nreap = 0;
-}
-
-static void thread_main(void *arg)
-{
-    vb_twilio_stream_t *s = arg;
-    char name[16];
-    snprintf(name, sizeof name, "vb-twilio-%d", s->cfg.lane);
-    pthread_setname_np(pthread_self(), name);
-    uv_run(&s->loop, UV_RUN_DEFAULT);
 }
 
 int vb_twilio_stream_error_metric(vb_metrics_t *m, const char *reason,
@@ -1641,12 +1536,6 @@ static int add_series(vb_twilio_stream_t *s)
     ADD(VB_METRIC_COUNTER, "vb_twilio_stale_messages_total",
         "Outbound messages for a call the twilio-io stage no longer has.", NULL,
         &s->m_stale);
-    ADD(VB_METRIC_COUNTER, "vb_ring_full_total",
-        "Times a producer found a ring full and held its message back.",
-        VB_LABELS("ring", "twilio_to_dsp"), &s->m_ring_full);
-    ADD(VB_METRIC_HISTOGRAM, "vb_ring_wait_seconds",
-        "Time messages wait in a ring.", VB_LABELS("ring", "dsp_to_twilio"),
-        &s->m_wait_out);
     ADD(VB_METRIC_HISTOGRAM, "vb_stage_latency_seconds",
         "Time from a message's origin (its bytes reaching the process) to "
         "its exit from a stage.",
@@ -1674,9 +1563,8 @@ int vb_twilio_stream_create(vb_twilio_stream_t **out,
         cfg->media_batch > MAX_BATCH || cfg->lane < 0 ||
         cfg->lane > VB_TWILIO_TOKEN_MAX_LANE ||
         (cfg->max_message != 0 && cfg->max_message < 1024) ||
-        vb_ring_slot_size(cfg->in_to_dsp) < sizeof(vb_msg_t) ||
-        vb_ring_slot_size(cfg->out_from_dsp) < sizeof(vb_msg_t) ||
-        vb_ring_slot_size(cfg->conn_in) < sizeof(vb_msg_t))
+        cfg->in_to_dsp->data_max < sizeof(vb_twilio_open_t) ||
+        cfg->conn_in->data_max < sizeof(vb_ingress_conn_t))
         return VB_EINVAL;
     int rc = VB_ENOMEM;
     vb_twilio_stream_t *s = calloc(1, sizeof *s);
@@ -1697,25 +1585,28 @@ int vb_twilio_stream_create(vb_twilio_stream_t **out,
     rc = add_series(s);
     if (rc < 0)
         goto fail;
-    s->shard = vb_metrics_shard_create(cfg->metrics);
-    if (s->shard == NULL) {
-        rc = VB_ENOMEM;
+    char name[16];
+    snprintf(name, sizeof name, "vb-twilio-%d", cfg->lane);
+    if ((rc = vb_stage_init(&s->st, name, cfg->metrics, on_stop, s)) != 0)
         goto fail;
-    }
-    rc = VB_ESYS;
-    if (uv_loop_init(&s->loop) != 0)
+    vb_stage_fn conn_on[VB_MSG_KIND_COUNT] = {0},
+                out_on[VB_MSG_KIND_COUNT] = {0};
+    conn_on[VB_MSG_CONN] = conn_one;
+    out_on[VB_MSG_AUDIO] = out_on[VB_MSG_MARK] = out_on[VB_MSG_TURN_END] =
+        out_on[VB_MSG_CLEAR] = out_on[VB_MSG_HANGUP] = out_one;
+    if ((rc = vb_stage_listen(&s->st, cfg->conn_in, conn_on)) != 0 ||
+        (rc = vb_stage_listen(&s->st, cfg->out_from_dsp, out_on)) != 0 ||
+        (rc = vb_stage_produce(&s->st, cfg->in_to_dsp)) != 0)
         goto fail;
-    uv_async_init(&s->loop, &s->bell, bell_cb);
-    uv_async_init(&s->loop, &s->stop, stop_cb);
-    uv_timer_init(&s->loop, &s->retry);
-    uv_timer_init(&s->loop, &s->sweep);
-    uv_check_init(&s->loop, &s->reaper);
-    s->bell.data = s->stop.data = s->retry.data = s->sweep.data = s;
-    s->reaper.data = s;
-    uv_timer_start(&s->sweep, sweep_cb, SWEEP_MS, SWEEP_MS);
+    s->st.after_drain = out_drained;
+    vb_chan_on_pressure(cfg->in_to_dsp, in_pressure, s);
+    uv_timer_init(&s->st.loop, &s->sweep);
+    uv_check_init(&s->st.loop, &s->reaper);
+    s->sweep.data = s->reaper.data = s;
     *out = s;
     return 0;
 fail:
+    vb_stage_destroy(&s->st);
     free(s->calls);
     free(s->pre);
     free(s->used);
@@ -1727,32 +1618,22 @@ fail:
     return rc;
 }
 
-uv_async_t *vb_twilio_stream_bell(vb_twilio_stream_t *s)
-{
-    return &s->bell;
-}
-
 int vb_twilio_stream_start(vb_twilio_stream_t *s)
 {
-    return vb_thread_start(&s->thread, thread_main, s);
+    return vb_stage_start(&s->st);
 }
 
 void vb_twilio_stream_stop(vb_twilio_stream_t *s)
 {
     if (s != NULL)
-        vb_thread_stop(&s->thread, &s->stop);
+        vb_stage_stop(&s->st);
 }
 
 void vb_twilio_stream_destroy(vb_twilio_stream_t *s)
 {
     if (s == NULL)
         return;
-    if (!uv_is_closing((uv_handle_t *)&s->bell)) {
-        /* Never started: run the shutdown on this thread. */
-        stop_cb(&s->stop);
-    }
-    uv_run(&s->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&s->loop);
+    vb_stage_destroy(&s->st);
     free(s->calls);
     free(s->pre);
     free(s->used);
@@ -1774,10 +1655,10 @@ uint64_t vb_twilio_stream_last_stats(vb_twilio_stream_t *s,
     return n;
 }
 
-int vb_twilio_stream_handoff(vb_ring_t *conn_ring, uv_async_t *bell, int fd,
-                             const uint8_t *pre, size_t pre_len)
+int vb_twilio_stream_handoff(vb_chan_t *conn, int fd, const uint8_t *pre,
+                             size_t pre_len)
 {
-    if (conn_ring == NULL || fd < 0 || (pre == NULL && pre_len > 0) ||
+    if (conn == NULL || fd < 0 || (pre == NULL && pre_len > 0) ||
         pre_len > UINT32_MAX)
         return VB_EINVAL;
     vb_ingress_conn_t cc;
@@ -1791,18 +1672,11 @@ int vb_twilio_stream_handoff(vb_ring_t *conn_ring, uv_async_t *bell, int fd,
         memcpy(cc.extra, pre, pre_len);
         cc.extra_len = (uint32_t)pre_len;
     }
-    vb_msg_t *m = vb_ring_reserve(conn_ring);
-    if (m == NULL) {
+    uint64_t now = vb_clock_now_ns();
+    if (vb_chan_send(conn, VB_MSG_CONN, 0, (vb_call_id_t){0, 0}, 0, now, &cc,
+                     sizeof cc) != 0) {
         free(cc.extra);
         return VB_ENOSPC;
     }
-    memset(m, 0, offsetof(vb_msg_t, data));
-    m->kind = VB_MSG_CONN;
-    m->len = (uint16_t)sizeof cc;
-    memcpy(m->data, &cc, sizeof cc);
-    m->t_origin = m->t_enqueue = vb_clock_now_ns();
-    vb_ring_commit(conn_ring);
-    if (vb_ring_wake_needed(conn_ring, 1) && bell != NULL)
-        uv_async_send(bell);
     return 0;
 }

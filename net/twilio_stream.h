@@ -25,13 +25,15 @@
  * slot (so the call id, slot + generation, exists from then on) and the
  * per-call buffers (JSON scratch, decoded audio, outgoing JSON, output
  * batch, mark FIFO), so the
- * media path allocates nothing. When the inbound ring is full the stage
- * stops reading every socket, parks messages that were already read in a
- * per-call overflow queue (audio coalesced), counts vb_ring_full_total
- * {ring="twilio_to_dsp"}, and retries on a 1 ms timer: TCP pushes back and
- * nothing is dropped. Outbound audio is cut into `media` messages of
- * media_batch 160-byte frames; a partial batch is flushed when the
- * outbound ring runs dry or before a mark, clear or close.
+ * media path allocates nothing. The stage is a core/stage.h stage: when
+ * the inbound channel is full, messages already read are parked in the
+ * channel's spill (core/chan.h), vb_ring_full_total{ring="twilio_to_dsp"}
+ * counts it, and the channel's pressure hook stops reading every socket
+ * until it drains: TCP pushes back and nothing is dropped. Mark echoes are
+ * handled here and not sent down the lane (nobody there needs them). Outbound
+ * audio is cut into `media` messages of media_batch 160-byte frames; a partial
+ * batch is flushed when the outbound ring runs dry or before a mark, clear or
+ * close.
  *
  * Malformed input is counted in vb_twilio_protocol_errors_total{reason}
  * and logged (rate-limited) with the call; the message is dropped and the
@@ -54,9 +56,9 @@
 
 #include <uv.h>
 
+#include "core/chan.h"
 #include "core/metrics.h"
 #include "core/msg.h"
-#include "core/ring.h"
 #include "net/tls.h"
 #include "net/twilio_sig.h"
 
@@ -119,10 +121,9 @@ typedef struct vb_twilio_stream_config {
     /* Stream-token key and clock (Unix seconds; NULL = time(NULL)). */
     const vb_twilio_sig_key_t *token_key;
     int64_t (*now_s)(void);
-    vb_ring_t *conn_in;      /* consumer end: CONN messages */
-    vb_ring_t *in_to_dsp;    /* producer end */
-    vb_ring_t *out_from_dsp; /* consumer end */
-    uv_async_t *dsp_bell;    /* rung when in_to_dsp gets work; may be NULL */
+    vb_chan_t *conn_in;      /* consumed: CONN messages */
+    vb_chan_t *in_to_dsp;    /* produced (data_max >= sizeof open) */
+    vb_chan_t *out_from_dsp; /* consumed */
     vb_metrics_t *metrics;
     /* Optional: told on the stage thread when a call opens (+1) and ends
      * (-1), e.g. vb_ingress_calls_add() for lane choice and /readyz. */
@@ -158,17 +159,12 @@ typedef struct vb_twilio_call_stats {
     uint64_t out_dropped; /* outbound audio bytes dropped (peer too slow) */
 } vb_twilio_call_stats_t;
 
-/* Creates the stage: loop, doorbell, call table, metrics series. Does not
- * start the thread. Rings, key and metrics are borrowed and must outlive
- * the stage. Errors: VB_EINVAL (missing ring/key/metrics, bad limits),
- * VB_ENOMEM, VB_ESYS. Main thread. */
+/* Creates the stage: loop, call table, metrics series, attached to its
+ * channels. Does not start the thread. Channels, key and metrics are
+ * borrowed and must outlive the stage. Errors: VB_EINVAL (missing
+ * ring/key/metrics, bad limits), VB_ENOMEM, VB_ESYS. Main thread. */
 int vb_twilio_stream_create(vb_twilio_stream_t **out,
                             const vb_twilio_stream_config_t *cfg);
-
-/* The doorbell the producers of conn_in and out_from_dsp ring
- * (uv_async_send) when vb_ring_wake_needed() says so. Valid from create to
- * destroy; any thread. */
-uv_async_t *vb_twilio_stream_bell(vb_twilio_stream_t *s);
 
 /* Starts the thread. Returns 0, VB_EBUSY (already started), VB_ESYS. Main
  * thread. */
@@ -189,13 +185,13 @@ uint64_t vb_twilio_stream_last_stats(vb_twilio_stream_t *s,
 
 /* Hands a socket to a stage the way the ingress does (net/ingress.h): pushes
  * a VB_MSG_CONN message (vb_ingress_conn_t) with `fd` and a copy of the
- * bytes already read past the upgrade request (`pre`) onto `conn_ring` and
- * rings `bell` if needed. The socket must already have had its 101 response
+ * bytes already read past the upgrade request (`pre`) onto `conn` (which
+ * rings the stage). The socket must already have had its 101 response
  * written. On success the stage owns `fd`. Returns 0, VB_ENOSPC (ring full:
- * the caller still owns fd), VB_ENOMEM, VB_EINVAL. Only the conn ring's
+ * the caller still owns fd), VB_ENOMEM, VB_EINVAL. Only the conn channel's
  * producer thread; for tests and tools (the ingress has its own). */
-int vb_twilio_stream_handoff(vb_ring_t *conn_ring, uv_async_t *bell, int fd,
-                             const uint8_t *pre, size_t pre_len);
+int vb_twilio_stream_handoff(vb_chan_t *conn, int fd, const uint8_t *pre,
+                             size_t pre_len);
 
 /* Registers the stage's metric series in `m` (done by create; exposed so
  * that a test can look ids up). Stores the id of

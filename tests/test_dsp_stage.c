@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The DSP stage thread between real rings: conversion, ordering, control
  * forwarding, back-pressure without loss, stale-call drops. */
+#include "core/chan.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/msg.h"
@@ -11,20 +12,30 @@
 #include <time.h>
 
 typedef struct rig {
-    vb_ring_t tw_in, gm_in, gm_out, tw_out;
+    vb_chan_t tw_in, gm_in, gm_out, tw_out;
     vb_metrics_t *metrics;
     vb_dsp_stage_t *stage;
 } rig_t;
 
 static rig_t rig;
 
+/* A channel as a lane has it (core/lane.h sizes), without metrics. */
+static int chan_up(vb_chan_t *c, const char *name, uint32_t cap,
+                   uint32_t data_max)
+{
+    vb_chan_config_t cfg = {name, cap, data_max, 0, NULL};
+    return vb_chan_init(c, &cfg);
+}
+
 static void rig_up(uint32_t out_cap)
 {
-    ASSERT_EQ(vb_msg_ring_init(&rig.tw_in, 256), 0);
-    ASSERT_EQ(vb_msg_ring_init(&rig.gm_in, out_cap), 0);
-    ASSERT_EQ(vb_msg_ring_init(&rig.gm_out, 256), 0);
-    ASSERT_EQ(vb_msg_ring_init(&rig.tw_out, out_cap), 0);
     rig.metrics = vb_metrics_create();
+    ASSERT_EQ(chan_up(&rig.tw_in, "twilio_to_dsp", 256, 256), 0);
+    ASSERT_EQ(chan_up(&rig.gm_in, "dsp_to_gemini", out_cap, 640), 0);
+    ASSERT_EQ(chan_up(&rig.gm_out, "gemini_to_dsp", 256, VB_MSG_DATA_MAX), 0);
+    vb_chan_config_t tw = {"dsp_to_twilio", out_cap, VB_MSG_DATA_MAX, 0,
+                           rig.metrics};
+    ASSERT_EQ(vb_chan_init(&rig.tw_out, &tw), 0);
     vb_dsp_stage_config_t cfg = {
         .lane = 0,
         .max_calls = 8,
@@ -43,33 +54,25 @@ static void rig_down(void)
 {
     vb_dsp_stage_destroy(rig.stage);
     vb_metrics_destroy(rig.metrics);
-    vb_ring_destroy(&rig.tw_in);
-    vb_ring_destroy(&rig.gm_in);
-    vb_ring_destroy(&rig.gm_out);
-    vb_ring_destroy(&rig.tw_out);
+    vb_chan_destroy(&rig.tw_in);
+    vb_chan_destroy(&rig.gm_in);
+    vb_chan_destroy(&rig.gm_out);
+    vb_chan_destroy(&rig.tw_out);
 }
 
-static void push(vb_ring_t *r, uint8_t kind, vb_call_id_t call, uint32_t seq,
+/* Pushes as a producer without a stage: each push rings the stage. */
+static void push(vb_chan_t *c, uint8_t kind, vb_call_id_t call, uint32_t seq,
                  const void *data, size_t len)
 {
-    vb_msg_t *m;
-    while ((m = vb_ring_reserve(r)) == NULL)
+    while (vb_chan_send(c, kind, 0, call, seq, vb_clock_now_ns(), data, len) !=
+           0)
         nanosleep(&(struct timespec){0, 100000}, NULL);
-    m->kind = kind;
-    m->flags = 0;
-    m->len = (uint16_t)len;
-    m->seq = seq;
-    m->call = call;
-    m->t_origin = m->t_enqueue = vb_clock_now_ns();
-    if (len)
-        memcpy(m->data, data, len);
-    vb_ring_commit(r);
-    uv_async_send(vb_dsp_stage_bell(rig.stage));
 }
 
 /* Pops one message, waiting up to 10 s (scaled). */
-static void pop(vb_ring_t *r, vb_msg_t *out)
+static void pop(vb_chan_t *c, vb_msg_t *out)
 {
+    vb_ring_t *r = &c->ring;
     uint64_t deadline =
         vb_clock_now_ns() + (uint64_t)(10e9 * vb_test_slowdown());
     while (vb_ring_try_pop(r, out) != 0) {
@@ -172,7 +175,7 @@ TEST(dsp_stage_outbound_frames_flush_clear_with_backpressure)
     size_t ng = 0;
     bool turn_end = false;
     while (!turn_end) {
-        if (off < 24000 && vb_ring_count(&rig.gm_out) < 200) {
+        if (off < 24000 && vb_ring_count(&rig.gm_out.ring) < 200) {
             size_t k = 1 + rng() % 512;
             if (k > 24000 - off)
                 k = 24000 - off;
@@ -181,7 +184,7 @@ TEST(dsp_stage_outbound_frames_flush_clear_with_backpressure)
             if (off == 24000)
                 push(&rig.gm_out, VB_MSG_TURN_END, CALL, seq++, NULL, 0);
         }
-        if (rng() % 3 == 0 && vb_ring_try_pop(&rig.tw_out, &m) == 0) {
+        if (rng() % 3 == 0 && vb_ring_try_pop(&rig.tw_out.ring, &m) == 0) {
             if (m.kind == VB_MSG_TURN_END) {
                 turn_end = true;
             } else {
@@ -243,8 +246,8 @@ TEST(dsp_stage_outbound_frames_flush_clear_with_backpressure)
 
 TEST(dsp_stage_refuses_bad_config)
 {
-    vb_ring_t r;
-    ASSERT_EQ(vb_msg_ring_init(&r, 4), 0);
+    vb_chan_t r;
+    ASSERT_EQ(chan_up(&r, "any", 4, VB_MSG_DATA_MAX), 0);
     vb_metrics_t *m = vb_metrics_create();
     vb_dsp_stage_t *s = NULL;
     vb_dsp_stage_config_t cfg = {
@@ -261,5 +264,5 @@ TEST(dsp_stage_refuses_bad_config)
     ASSERT_EQ(vb_dsp_stage_create(&s, &cfg), VB_EINVAL);
     vb_dsp_stage_destroy(NULL);
     vb_metrics_destroy(m);
-    vb_ring_destroy(&r);
+    vb_chan_destroy(&r);
 }

@@ -21,6 +21,7 @@
 #include "ai/gemini.h"
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/lane.h"
 #include "core/log.h"
 #include "core/msg.h"
 #include "net/ingress.h"
@@ -208,7 +209,7 @@ static void wait_log(const fake_t *f, const char *type, int n, int ms)
 
 typedef struct env {
     fake_t fake;
-    vb_ring_t in, out, prepare;
+    vb_chan_t in, out, prepare;
     vb_metrics_t *m;
     vb_gemini_stage_t *s;
     uint32_t out_cap;
@@ -249,11 +250,17 @@ static void env_start(env_t *e, const vb_gemini_options_t *o)
     int fd = open(e->logpath, O_CREAT | O_TRUNC | O_WRONLY | O_APPEND, 0600);
     ASSERT_GE(fd, 0);
     vb_log_set_fd(fd);
-    ASSERT_EQ(vb_msg_ring_init(&e->in, 1024), 0);
-    ASSERT_EQ(vb_msg_ring_init(&e->out, e->out_cap ? e->out_cap : 4096), 0);
-    ASSERT_EQ(vb_msg_ring_init(&e->prepare, 64), 0);
     e->m = vb_metrics_create();
     ASSERT_NOT_NULL(e->m);
+    /* Channels as a lane has them (core/lane.h), spill included. */
+    vb_chan_config_t in = {"dsp_to_gemini", 1024, VB_LANE_DSP_TO_GM_DATA, 0,
+                           e->m};
+    vb_chan_config_t out = {"gemini_to_dsp", e->out_cap ? e->out_cap : 4096,
+                            VB_LANE_GM_TO_DSP_DATA, VB_LANE_SPILL_MAX, e->m};
+    vb_chan_config_t prep = {"ingress_to_gemini", 64, VB_MSG_DATA_MAX, 0, e->m};
+    ASSERT_EQ(vb_chan_init(&e->in, &in), 0);
+    ASSERT_EQ(vb_chan_init(&e->out, &out), 0);
+    ASSERT_EQ(vb_chan_init(&e->prepare, &prep), 0);
     vb_gemini_stage_config_t cfg = {
         .opt = *o,
         .prepare = &e->prepare,
@@ -265,7 +272,7 @@ static void env_start(env_t *e, const vb_gemini_options_t *o)
     uv_loop_init(&e->bell_loop);
     uv_async_init(&e->bell_loop, &e->bell, on_bell);
     e->bell.data = e;
-    vb_gemini_stage_set_out_bell(e->s, &e->bell);
+    e->out.bell = &e->bell; /* the test consumes `out` without a stage */
     ASSERT_EQ(vb_gemini_stage_start(e->s), 0);
 }
 
@@ -282,34 +289,26 @@ static void env_stop(env_t *e)
     vb_gemini_stage_destroy(e->s);
     bell_close(e);
     fake_stop(&e->fake);
-    vb_ring_destroy(&e->in);
-    vb_ring_destroy(&e->out);
-    vb_ring_destroy(&e->prepare);
+    vb_chan_destroy(&e->in);
+    vb_chan_destroy(&e->out);
+    vb_chan_destroy(&e->prepare);
     vb_metrics_destroy(e->m);
 }
 
 static const vb_call_id_t CALL = {.slot = 3, .gen = 7};
 
-static void push(env_t *e, vb_ring_t *r, uint8_t kind, const void *data,
+/* Pushes as a producer without a stage (each push rings the stage). */
+static void push(env_t *e, vb_chan_t *c, uint8_t kind, const void *data,
                  size_t len)
 {
-    vb_msg_t *m;
     uint64_t end = vb_clock_now_ns() + 5000000000ull;
-    while ((m = vb_ring_reserve(r)) == NULL) {
+    uint32_t seq = e->seq++;
+    while (vb_chan_send(c, kind, 0, CALL, seq, vb_clock_now_ns(), data, len) !=
+           0) {
         if (vb_clock_now_ns() > end)
             vb_test_fail(__FILE__, __LINE__, "ring full");
         usleep(1000);
     }
-    memset(m, 0, offsetof(vb_msg_t, data));
-    m->kind = kind;
-    m->len = (uint16_t)len;
-    m->seq = e->seq++;
-    m->call = CALL;
-    m->t_origin = m->t_enqueue = vb_clock_now_ns();
-    if (len > 0)
-        memcpy(m->data, data, len);
-    vb_ring_commit(r);
-    uv_async_send(vb_gemini_stage_bell(e->s));
 }
 
 static void push_prepare(env_t *e, const char *sid, int64_t expiry_s)
@@ -357,7 +356,7 @@ static int wait_out(env_t *e, int kind, int ms)
     for (;;) {
         vb_msg_t m;
         uv_run(&e->bell_loop, UV_RUN_NOWAIT);
-        while (vb_ring_try_pop(&e->out, &m) == 0) {
+        while (vb_ring_try_pop(&e->out.ring, &m) == 0) {
             ASSERT_LT(e->ngot, 4096);
             e->got[e->ngot++] = m;
             if (m.kind == kind)
@@ -445,9 +444,10 @@ TEST_T(setup_fields_audio_mime_and_echo_turn, 60)
             ASSERT_EQ(m->len % 2, 0);
             model_bytes += m->len;
         }
-        if (m->kind == VB_MSG_TEXT && m->flags == VB_GEMINI_TEXT_CALLER)
-            caller_text = true;
+        /* Transcripts stay in the stage: no TEXT goes down the lane. */
+        ASSERT_NE(m->kind, VB_MSG_TEXT);
     }
+    caller_text = strstr(read_all(e->logpath), "role=caller") != NULL;
     /* 0.5 s of speech echoed at 24 kHz (the VAD trims a frame or two). */
     ASSERT_GT(model_bytes, 20000);
     ASSERT_TRUE(caller_text);
@@ -941,10 +941,8 @@ TEST_T(full_outbound_ring_holds_audio_in_order, 60)
     size_t bytes = 0;
     for (int i = 0; i < turn; i++) {
         ASSERT_EQ(e->got[i].seq, (uint32_t)i); /* nothing lost or reordered */
-        if (e->got[i].kind == VB_MSG_AUDIO)
-            bytes += e->got[i].len;
-        else
-            ASSERT_EQ(e->got[i].kind, VB_MSG_TEXT);
+        ASSERT_EQ(e->got[i].kind, VB_MSG_AUDIO);
+        bytes += e->got[i].len;
     }
     ASSERT_EQ(bytes, 2000 * 24 * 2);
     ASSERT_GT(metric(e, VB_METRIC_COUNTER, "vb_ring_full_total", "ring",
@@ -998,9 +996,9 @@ TEST_T(untrusted_certificate_or_wrong_path_end_the_call, 60)
     vb_gemini_stage_stop(e->s);
     vb_gemini_stage_destroy(e->s);
     bell_close(e);
-    vb_ring_destroy(&e->in);
-    vb_ring_destroy(&e->out);
-    vb_ring_destroy(&e->prepare);
+    vb_chan_destroy(&e->in);
+    vb_chan_destroy(&e->out);
+    vb_chan_destroy(&e->prepare);
     vb_metrics_destroy(e->m);
 
     /* A wrong endpoint path: HTTP 404 on the upgrade, not retried. */

@@ -43,7 +43,7 @@ typedef struct consumer {
     uv_loop_t loop;
     uv_async_t stop;
     uint32_t n;
-    vb_ring_t rings[4];
+    vb_chan_t rings[4];
     uv_async_t wakes[4];
     vb_ingress_lane_t sinks[4];
     pthread_t thr;
@@ -96,7 +96,7 @@ static void consume_one(consumer_t *c, const vb_msg_t *m)
 static void wake_cb(uv_async_t *a)
 {
     consumer_t *c = a->loop->data;
-    vb_ring_t *r = a->data;
+    vb_ring_t *r = &((vb_chan_t *)a->data)->ring;
     if (c->hold)
         return;
     vb_msg_t *m;
@@ -129,11 +129,13 @@ static void consumer_start(consumer_t *c, uint32_t n, uint32_t slots)
     ASSERT_EQ(uv_loop_init(&c->loop), 0);
     c->loop.data = c;
     for (uint32_t i = 0; i < n; i++) {
-        ASSERT_EQ(vb_msg_ring_init(&c->rings[i], slots), 0);
+        vb_chan_config_t cc = {"ingress_to_twilio", slots, VB_MSG_DATA_MAX, 0,
+                               NULL};
+        ASSERT_EQ(vb_chan_init(&c->rings[i], &cc), 0);
         ASSERT_EQ(uv_async_init(&c->loop, &c->wakes[i], wake_cb), 0);
         c->wakes[i].data = &c->rings[i];
-        c->sinks[i].conn_ring = &c->rings[i];
-        c->sinks[i].conn_wake = &c->wakes[i];
+        c->rings[i].bell = &c->wakes[i]; /* consumed without a stage */
+        c->sinks[i].conn = &c->rings[i];
     }
     ASSERT_EQ(uv_async_init(&c->loop, &c->stop, cstop_cb), 0);
     c->stop.data = c;
@@ -151,13 +153,13 @@ static void consumer_stop(consumer_t *c)
     ASSERT_EQ(uv_loop_close(&c->loop), 0);
     for (uint32_t i = 0; i < c->n; i++) {
         vb_msg_t *m;
-        while ((m = vb_ring_peek(&c->rings[i])) != NULL) {
+        while ((m = vb_chan_peek(&c->rings[i])) != NULL) {
             vb_ingress_conn_t conn;
             ASSERT_EQ(vb_ingress_conn_get(m, &conn), 0);
             vb_ingress_conn_release(&conn);
-            vb_ring_release(&c->rings[i]);
+            vb_chan_release(&c->rings[i]);
         }
-        vb_ring_destroy(&c->rings[i]);
+        vb_chan_destroy(&c->rings[i]);
     }
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);

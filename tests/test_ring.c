@@ -261,17 +261,24 @@ TEST_T(ring_doorbell_never_lost, 120)
 
 #include "core/lane.h"
 
-TEST(lane_rings_sizes)
+TEST(lane_channel_sizes)
 {
+    /* Frames in flight, not seconds of audio: 4 per call, 256..4096. */
     ASSERT_EQ(vb_lane_audio_slots(1), 256);
-    ASSERT_EQ(vb_lane_audio_slots(200), 32768);
-    ASSERT_EQ(vb_lane_audio_slots(100000), 65536);
-    vb_lane_rings_t l;
-    ASSERT_EQ(vb_lane_rings_init(&l, 512), 0);
-    ASSERT_EQ(vb_ring_capacity(&l.conn), 256);
-    ASSERT_EQ(vb_ring_capacity(&l.dsp_to_tw), 512);
-    ASSERT_EQ(vb_ring_slot_size(&l.gm_to_dsp) >= sizeof(vb_msg_t), 1);
-    vb_lane_rings_destroy(&l);
-    ASSERT_EQ(vb_lane_rings_init(&l, 1000), VB_EINVAL);
-    vb_lane_rings_destroy(NULL);
+    ASSERT_EQ(vb_lane_audio_slots(200), 1024);
+    ASSERT_EQ(vb_lane_audio_slots(300), 2048);
+    ASSERT_EQ(vb_lane_audio_slots(100000), 4096);
+    vb_lane_chans_t l;
+    ASSERT_EQ(vb_lane_chans_init(&l, 512, NULL), 0);
+    ASSERT_EQ(vb_ring_capacity(&l.conn.ring), 256);
+    ASSERT_EQ(vb_ring_capacity(&l.dsp_to_tw.ring), 512);
+    /* Slots sized to their payload: a μ-law frame's slot is small. */
+    ASSERT_EQ(l.tw_to_dsp.data_max, VB_LANE_TW_TO_DSP_DATA);
+    ASSERT_LT(vb_ring_slot_size(&l.tw_to_dsp.ring), 320);
+    ASSERT_GE(vb_ring_slot_size(&l.gm_to_dsp.ring),
+              offsetof(vb_msg_t, data) + VB_LANE_GM_TO_DSP_DATA);
+    ASSERT_GE(vb_ring_slot_size(&l.dsp_to_tw.ring), sizeof(vb_msg_t));
+    vb_lane_chans_destroy(&l);
+    ASSERT_EQ(vb_lane_chans_init(&l, 1000, NULL), VB_EINVAL);
+    vb_lane_chans_destroy(NULL);
 }

@@ -27,6 +27,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/err.h"
+#include "core/lane.h"
 #include "core/log.h"
 #include "dsp/g711.h"
 #include "net/ingress.h"
@@ -45,7 +46,7 @@ typedef struct fx {
     vb_config_t cfg;
     vb_metrics_t *m;
     vb_twilio_sig_key_t key;
-    vb_ring_t conn, in, out;
+    vb_chan_t conn, in, out;
     vb_twilio_stream_t *st;
     vb_ingress_t *g;
     int port, api_port;
@@ -74,16 +75,9 @@ static int free_port(void)
 static void push_out(fx_t *f, vb_call_id_t id, uint8_t kind, const void *d,
                      size_t n)
 {
-    vb_msg_t m;
-    memset(&m, 0, sizeof m);
-    m.kind = kind;
-    m.call = id;
-    m.seq = f->out_seq++;
-    m.len = (uint16_t)n;
-    m.t_origin = m.t_enqueue = vb_clock_now_ns();
-    if (n > 0)
-        memcpy(m.data, d, n);
-    while (vb_ring_try_push(&f->out, &m, sizeof m) != 0)
+    uint32_t seq = f->out_seq++;
+    while (vb_chan_send(&f->out, kind, 0, id, seq, vb_clock_now_ns(), d, n) !=
+           0)
         usleep(1000);
 }
 
@@ -93,7 +87,7 @@ static void *dsp_main(void *arg)
     fx_t *f = arg;
     vb_msg_t m;
     while (!f->stop) {
-        if (vb_ring_try_pop(&f->in, &m) != 0) {
+        if (vb_ring_try_pop(&f->in.ring, &m) != 0) {
             usleep(1000);
             continue;
         }
@@ -106,7 +100,6 @@ static void *dsp_main(void *arg)
             push_out(f, m.call, VB_MSG_MARK, "greet", 5);
             if (f->mode == END_SERVER)
                 push_out(f, m.call, VB_MSG_HANGUP, NULL, 0);
-            uv_async_send(vb_twilio_stream_bell(f->st));
             break;
         case VB_MSG_AUDIO:
             if (f->rx_len + m.len > f->rx_cap) {
@@ -156,9 +149,13 @@ static fx_t *fx_start(end_mode_t mode)
               0);
     f->m = vb_metrics_create();
     ASSERT_EQ(vb_twilio_sig_key_init(&f->key, SECRET), 0);
-    ASSERT_EQ(vb_msg_ring_init(&f->conn, 16), 0);
-    ASSERT_EQ(vb_msg_ring_init(&f->in, 1024), 0);
-    ASSERT_EQ(vb_msg_ring_init(&f->out, 1024), 0);
+    vb_chan_config_t cc = {"ingress_to_twilio", 16, VB_MSG_DATA_MAX, 0, NULL};
+    vb_chan_config_t ic = {"twilio_to_dsp", 1024, VB_LANE_TW_TO_DSP_DATA,
+                           VB_LANE_SPILL_MAX, NULL};
+    vb_chan_config_t oc = {"dsp_to_twilio", 1024, VB_MSG_DATA_MAX, 0, NULL};
+    ASSERT_EQ(vb_chan_init(&f->conn, &cc), 0);
+    ASSERT_EQ(vb_chan_init(&f->in, &ic), 0);
+    ASSERT_EQ(vb_chan_init(&f->out, &oc), 0);
     vb_twilio_stream_config_t sc = {
         .lane = 0,
         .max_calls = 8,
@@ -171,8 +168,7 @@ static fx_t *fx_start(end_mode_t mode)
     };
     ASSERT_EQ(vb_twilio_stream_create(&f->st, &sc), 0);
     ASSERT_EQ(vb_twilio_stream_start(f->st), 0);
-    vb_ingress_lane_t lane = {.conn_ring = &f->conn,
-                              .conn_wake = vb_twilio_stream_bell(f->st)};
+    vb_ingress_lane_t lane = {.conn = &f->conn};
     vb_ingress_opts_t io = {
         .cfg = &f->cfg, .metrics = f->m, .stream_key = &f->key, .lanes = &lane};
     ASSERT_EQ(vb_ingress_create(&io, &f->g), 0);
@@ -188,9 +184,9 @@ static void fx_stop(fx_t *f)
     pthread_join(f->dsp, NULL);
     vb_twilio_stream_stop(f->st);
     vb_twilio_stream_destroy(f->st);
-    vb_ring_destroy(&f->conn);
-    vb_ring_destroy(&f->in);
-    vb_ring_destroy(&f->out);
+    vb_chan_destroy(&f->conn);
+    vb_chan_destroy(&f->in);
+    vb_chan_destroy(&f->out);
     vb_metrics_destroy(f->m);
     free(f->rx);
     free(f);

@@ -28,7 +28,7 @@ typedef struct world {
     vb_config_t cfg;
     vb_metrics_t *m;
     vb_ingress_t *g;
-    vb_ring_t rings[2];
+    vb_chan_t rings[2];
     vb_ingress_lane_t lanes[2];
     vb_http_server_cfg_t cb;
 } world_t;
@@ -56,9 +56,11 @@ static void world_init(world_t *w, bool secure)
         abort();
     w->m = vb_metrics_create();
     for (int i = 0; i < 2; i++) {
-        if (vb_msg_ring_init(&w->rings[i], 4) != 0)
+        vb_chan_config_t cc = {"ingress_to_twilio", 4, VB_MSG_DATA_MAX, 0,
+                               NULL};
+        if (vb_chan_init(&w->rings[i], &cc) != 0)
             abort();
-        w->lanes[i].conn_ring = &w->rings[i];
+        w->lanes[i].conn = &w->rings[i];
     }
     vb_ingress_opts_t o = {
         .cfg = &w->cfg, .metrics = w->m, .lanes = w->lanes, .no_listen = true};
@@ -72,11 +74,11 @@ static void drain_lanes(world_t *w)
 {
     for (int i = 0; i < 2; i++) {
         vb_msg_t *m;
-        while ((m = vb_ring_peek(&w->rings[i])) != NULL) {
+        while ((m = vb_chan_peek(&w->rings[i])) != NULL) {
             vb_ingress_conn_t c;
             if (vb_ingress_conn_get(m, &c) == 0)
                 vb_ingress_conn_release(&c);
-            vb_ring_release(&w->rings[i]);
+            vb_chan_release(&w->rings[i]);
         }
     }
 }

@@ -36,6 +36,7 @@
 
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/lane.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/msg.h"
@@ -69,7 +70,7 @@ enum {
 };
 
 static struct {
-    vb_ring_t conn, in, out;
+    vb_chan_t conn, in, out;
     vb_metrics_t *m;
     vb_twilio_sig_key_t key;
     vb_twilio_stream_t *st;
@@ -106,8 +107,12 @@ static void setup(void)
 {
     vb_log_set_level(VB_LOG_OFF);
     signal(SIGPIPE, SIG_IGN);
-    if (vb_msg_ring_init(&g.conn, 16) != 0 ||
-        vb_msg_ring_init(&g.in, 256) != 0 || vb_msg_ring_init(&g.out, 256) != 0)
+    vb_chan_config_t cc = {"ingress_to_twilio", 16, VB_MSG_DATA_MAX, 0, NULL};
+    vb_chan_config_t ic = {"twilio_to_dsp", 256, VB_LANE_TW_TO_DSP_DATA,
+                           VB_LANE_SPILL_MAX, NULL};
+    vb_chan_config_t oc = {"dsp_to_twilio", 256, VB_MSG_DATA_MAX, 0, NULL};
+    if (vb_chan_init(&g.conn, &cc) != 0 || vb_chan_init(&g.in, &ic) != 0 ||
+        vb_chan_init(&g.out, &oc) != 0)
         abort();
     g.m = vb_metrics_create();
     if (g.m == NULL || vb_twilio_sig_key_init(&g.key, "fuzz secret") != 0)
@@ -325,10 +330,10 @@ static void push_outbound(run_t *r, vb_call_id_t call)
         m.len = r->out[i].len;
         memcpy(m.data, r->out[i].data, m.len);
         m.t_origin = m.t_enqueue = vb_clock_now_ns();
-        if (vb_ring_try_push(&g.out, &m, sizeof(m)) != 0)
+        if (vb_ring_try_push(&g.out.ring, &m, sizeof(m)) != 0)
             break; /* full: what did not fit is not sent */
     }
-    uv_async_send(vb_twilio_stream_bell(g.st));
+    uv_async_send(g.out.bell);
 }
 
 typedef struct seen {
@@ -339,7 +344,7 @@ typedef struct seen {
 static void pop_inbound(run_t *r, seen_t *s)
 {
     vb_msg_t m;
-    while (vb_ring_try_pop(&g.in, &m) == 0) {
+    while (vb_ring_try_pop(&g.in.ring, &m) == 0) {
         if (m.kind == VB_MSG_CALL_OPEN) {
             if (s->open) /* one connection, one call */
                 abort();
@@ -370,8 +375,8 @@ static void pop_inbound(run_t *r, seen_t *s)
 static void wait_out_empty(void)
 {
     uint64_t deadline = vb_clock_now_ns() + 2000000000ull;
-    while (vb_ring_count(&g.out) > 0 && vb_clock_now_ns() < deadline) {
-        uv_async_send(vb_twilio_stream_bell(g.st));
+    while (vb_ring_count(&g.out.ring) > 0 && vb_clock_now_ns() < deadline) {
+        uv_async_send(g.out.bell);
         usleep(200);
     }
 }
@@ -437,8 +442,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ;
     if (sfd < 0)
         abort();
-    if (vb_twilio_stream_handoff(&g.conn, vb_twilio_stream_bell(g.st), sfd,
-                                 r->wire, pre) != 0)
+    if (vb_twilio_stream_handoff(&g.conn, sfd, r->wire, pre) != 0)
         abort();
 
     seen_t s = {0};
