@@ -10,11 +10,11 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <mbedtls/base64.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/b64.h"
 #include "core/err.h"
 
 #define UNKNOWN_SEEN_MAX 16
@@ -272,12 +272,7 @@ int vb_gemini_build_audio(const void *pcm, size_t pcm_bytes, unsigned rate,
         return VB_ENOSPC;
     size_t n = sizeof(audio_head) - 1;
     memcpy(buf, audio_head, n);
-    size_t olen = 0;
-    /* mbedtls_base64_encode wants room for a NUL as well; cap covers it. */
-    if (mbedtls_base64_encode((unsigned char *)buf + n, cap - n, &olen, pcm,
-                              pcm_bytes) != 0)
-        return VB_ENOSPC;
-    n += olen;
+    n += vb_b64_encode(buf + n, pcm, pcm_bytes); /* cap checked above */
     memcpy(buf + n, audio_mid, sizeof(audio_mid) - 1);
     n += sizeof(audio_mid) - 1;
     n += (size_t)snprintf(buf + n, cap - n, "%u", rate);
@@ -377,8 +372,10 @@ static int b64_val(unsigned char c)
     return -1;
 }
 
-int vb_gemini_b64_decode(const char *in, size_t len, uint8_t *out, size_t cap,
-                         size_t *n)
+/* Standard base64 without padding, or URL-safe: what the fast codec
+ * refuses. Bit at a time, but the service does not send these forms. */
+static int b64_decode_lenient(const char *in, size_t len, uint8_t *out,
+                              size_t cap, size_t *n)
 {
     /* Padding: strip up to two '=' at the end; then the length mod 4 must
      * not be 1 (that would carry fewer than 8 bits). */
@@ -412,6 +409,38 @@ int vb_gemini_b64_decode(const char *in, size_t len, uint8_t *out, size_t cap,
         return VB_EPROTO;
     *n = o;
     return 0;
+}
+
+/* True when the bits under the padding of the last group are zero, that is
+ * when re-encoding the bytes that group gave yields the group again. */
+static bool b64_tail_canonical(const char *in, size_t len, const uint8_t *out,
+                               size_t n)
+{
+    size_t k = n % 3;
+    if (k == 0)
+        return true;
+    char group[4];
+    vb_b64_encode(group, out + n - k, k);
+    return memcmp(group, in + len - 4, 4) == 0;
+}
+
+int vb_gemini_b64_decode(const char *in, size_t len, uint8_t *out, size_t cap,
+                         size_t *n)
+{
+    /* The service sends standard padded base64, which the table codec takes
+     * (both check the size the same way, before the characters). Whatever
+     * it refuses may still be URL-safe or unpadded: the lenient loop rules. */
+    size_t got = 0;
+    int rc = vb_b64_decode(out, cap, in, len, &got);
+    if (rc == 0) {
+        if (!b64_tail_canonical(in, len, out, got))
+            return VB_EPROTO;
+        *n = got;
+        return 0;
+    }
+    if (rc == VB_ENOSPC)
+        return VB_ENOSPC;
+    return b64_decode_lenient(in, len, out, cap, n);
 }
 
 int vb_gemini_parse_pcm_mime(const char *mime, unsigned *rate)

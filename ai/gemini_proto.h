@@ -8,7 +8,7 @@
  *
  * DESIGN. Client messages other than audio are built with cJSON and returned
  * malloc'd. Caller audio, 50 messages a second per call, is built without
- * allocating into a caller buffer (base64 by mbedTLS). A server message is
+ * allocating into a caller buffer (base64 by core/b64). A server message is
  * checked against the size and nesting limits before cJSON sees it (the
  * library's own nesting limit is a compile-time 1000), parsed into a tree,
  * and walked in a fixed order; each fact becomes one vb_gemini_event_t handed
@@ -205,9 +205,11 @@ const char *vb_gemini_event_name(int kind);
  * strings are skipped correctly). A cheap pre-check before cJSON. */
 bool vb_gemini_json_depth_ok(const char *data, size_t len, unsigned max_depth);
 
-/* Decodes standard or URL-safe base64 (padding optional, no whitespace)
- * into out. Returns 0 and *n, VB_EPROTO (bad character or length),
- * VB_ENOSPC (cap < 3 * ceil(len / 4)). */
+/* Decodes standard or URL-safe base64 (padding optional, no whitespace;
+ * the bits under the padding must be zero) into out. Standard padded input,
+ * what the service sends, goes through core/b64's table codec; the other
+ * forms through a slower loop. Returns 0 and *n, VB_EPROTO (bad character
+ * or length), VB_ENOSPC (cap < 3 * ceil(len / 4)). */
 int vb_gemini_b64_decode(const char *in, size_t len, uint8_t *out, size_t cap,
                          size_t *n);
 

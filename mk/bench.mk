@@ -9,3 +9,8 @@ bench: $(PROGS)
 
 bench-quick: $(PROGS)
 	bench/scripts/bench.sh $(BUILD) quick
+
+# core/b64 against mbedTLS's base64, 160 B and 1 KiB payloads (MB/s).
+.PHONY: bench-b64
+bench-b64: $(BUILD)/bench_b64
+	$(BUILD)/bench_b64

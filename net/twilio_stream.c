@@ -19,8 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <mbedtls/base64.h>
-
+#include "core/b64.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -305,11 +304,9 @@ static void send_media(call_t *c)
         c->out, c->out_cap,
         "{\"event\":\"media\",\"streamSid\":\"%s\",\"media\":{\"payload\":\"",
         c->stream_sid);
-    size_t b64 = 0;
-    if (mbedtls_base64_encode((unsigned char *)c->out + o, c->out_cap - o, &b64,
-                              c->batch, n) != 0)
+    if (o >= c->out_cap || vb_b64_encoded_len(n) + 3 > c->out_cap - o)
         return; /* out_cap is sized for a full batch; cannot happen */
-    o += b64;
+    o += vb_b64_encode(c->out + o, c->batch, n);
     memcpy(c->out + o, "\"}}", 3);
     o += 3;
     if (send_json(c, c->out, o) < 0)
@@ -611,9 +608,8 @@ static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
     c->last_chunk = m->media.chunk_n;
     size_t n = 0;
     if (m->media.payload.len == 0 ||
-        mbedtls_base64_decode(c->audio, c->audio_cap, &n,
-                              (const unsigned char *)m->media.payload.p,
-                              m->media.payload.len) != 0 ||
+        vb_b64_decode(c->audio, c->audio_cap, m->media.payload.p,
+                      m->media.payload.len, &n) != 0 ||
         n == 0) {
         count_error(c, E_BAD_BASE64, "media.payload");
         return;
