@@ -73,7 +73,7 @@ PROGS :=
 
 .DEFAULT_GOAL := all
 .SECONDARY:
-.PHONY: all deps test test-threaded bench-ring format format-check check-deps clean
+.PHONY: all deps test test-threaded stress bench-ring format format-check check-deps clean
 all: $(LIBVB) $(TEST_BINS) $(PROGS)
 
 deps:
@@ -122,6 +122,16 @@ test: $(TEST_BINS) $(PROGS)
 
 test-threaded: $(THREADED_TESTS:%=$(BUILD)/tests/%) $(PROGS)
 	@tests/run.sh $(BUILD) $(THREADED_TESTS)
+
+# Long stress runs, kept out of `make test` (which runs a short version):
+# the ring's two-thread stress with STRESS_ITEMS items, per-item sequence
+# checks; SANITIZER=thread runs it under ThreadSanitizer. The time limit
+# grows with the count (VB_TEST_SLOW scales the case's 120 s).
+STRESS_ITEMS ?= $(if $(filter thread,$(SANITIZER)),5000000,50000000)
+stress: $(BUILD)/tests/test_ring
+	VB_BUILD_DIR=$(BUILD) VB_STRESS_ITEMS=$(STRESS_ITEMS) \
+	  VB_TEST_SLOW=$$(( $(STRESS_ITEMS) / 10000000 + 1 )) \
+	  $(BUILD)/tests/test_ring ring_two_thread_stress
 
 bench-ring: $(BUILD)/bench_ring
 	$(BUILD)/bench_ring
