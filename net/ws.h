@@ -295,13 +295,18 @@ int vb_ws_client_request(const vb_ws_url_t *url, const char *key,
                          size_t *len);
 
 /* Checks the server's response to a request made with `key`. `buf` holds
- * the bytes received so far. Returns 0 with *consumed = length of the
- * response head (bytes after it are WebSocket frames); VB_EAGAIN when the
- * head is incomplete; VB_EMSGSIZE when the head exceeds 16 KiB;
- * VB_EAUTH for status 401/403; VB_EPROTO for anything else wrong (status
- * not 101, missing/bad Upgrade, Connection or Sec-WebSocket-Accept, an
- * extension or subprotocol we did not ask for). *http_status gets the
- * status when one was parsed (else 0); may be NULL. */
+ * the bytes received so far (parsed afresh by llhttp on each call, so a
+ * head split over reads is fine). Header names match in any case, and
+ * repeated Upgrade or Connection headers count as one list. Returns 0
+ * with *consumed = length of the response head (bytes after it are
+ * WebSocket frames); VB_EAGAIN when the head is incomplete; VB_EMSGSIZE
+ * when the head exceeds 16 KiB; VB_EAUTH for status 401/403; VB_EPROTO
+ * for anything else wrong (not HTTP/1.1, a malformed head, status not
+ * 101, missing/bad Upgrade, Connection or Sec-WebSocket-Accept, two
+ * Sec-WebSocket-Accept headers, an extension or subprotocol we did not
+ * ask for); VB_EINVAL for a NULL buf or key, or a key that is not a
+ * valid Sec-WebSocket-Key. *http_status gets the status once the status
+ * line is complete (else 0); may be NULL. */
 int vb_ws_client_check_response(const char *buf, size_t len, const char *key,
                                 size_t *consumed, int *http_status);
 
