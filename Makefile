@@ -33,17 +33,25 @@ endif
 LLHTTP_DIR  := /usr/share/llhttp
 LLHTTP_INC  := /usr/share/include/llhttp
 
-CPPFLAGS += -I. -I$(LLHTTP_INC) -D_GNU_SOURCE -MMD -MP
-CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -pthread $(WARN)
-LDFLAGS  += -pthread
+# What every compile needs, whatever CFLAGS says; mk/fuzz.mk builds from
+# the same two. CFLAGS (default -O2 -g) is the user's optimisation and
+# debug choice: given on the command line (make CFLAGS=-O0) it replaces
+# only that, since `override` appends the project's flags to it, never
+# drops them.
+BASE_CPPFLAGS := -I. -I$(LLHTTP_INC) -D_GNU_SOURCE -MMD -MP
+STD_CFLAGS    := -std=c11 -pthread
+
+override CPPFLAGS += $(BASE_CPPFLAGS)
+CFLAGS            ?= -O2 -g
+override CFLAGS   += $(STD_CFLAGS) $(WARN)
+override LDFLAGS  += -pthread
 ifneq ($(SANITIZER),)
-  CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
-  LDFLAGS += -fsanitize=$(SANITIZER)
+  override CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
+  override LDFLAGS += -fsanitize=$(SANITIZER)
   ifeq ($(SANITIZER),thread)
-    CPPFLAGS += -DVB_SANITIZE_THREAD=1
+    override CPPFLAGS += -DVB_SANITIZE_THREAD=1
   else
-    CFLAGS   += -fno-sanitize-recover=all
+    override CFLAGS   += -fno-sanitize-recover=all
   endif
 endif
 
