@@ -282,9 +282,4 @@ bool vb_http_has_token(const char *value, const char *token);
 /* Standard reason phrase of a status ("Not Found"); "Unknown" otherwise. */
 const char *vb_http_status_text(int status);
 
-/* Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2: base64 of
- * SHA-1 of key + GUID) into `out` (28 characters + NUL). Returns 0,
- * VB_EINVAL when the key is not base64 of 16 bytes, VB_EIO. */
-int vb_http_ws_accept(const char *key, char out[29]);
-
 #endif

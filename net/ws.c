@@ -1305,6 +1305,26 @@ int vb_ws_url_parse(const char *url, vb_ws_url_t *out)
     return 0;
 }
 
+int vb_ws_url_parse_http(const char *url, vb_ws_url_t *out)
+{
+    if (url == NULL || out == NULL)
+        return VB_EINVAL;
+    const char *scheme, *rest;
+    if (strncmp(url, "https://", 8) == 0) {
+        scheme = "wss://";
+        rest = url + 8;
+    } else if (strncmp(url, "http://", 7) == 0) {
+        scheme = "ws://";
+        rest = url + 7;
+    } else {
+        return VB_EINVAL;
+    }
+    char tmp[2400];
+    if (snprintf(tmp, sizeof tmp, "%s%s", scheme, rest) >= (int)sizeof tmp)
+        return VB_EMSGSIZE;
+    return vb_ws_url_parse(tmp, out);
+}
+
 int vb_ws_accept_key(const char *client_key, char *out, size_t cap)
 {
     if (client_key == NULL || out == NULL || cap < VB_WS_ACCEPT_LEN + 1)

@@ -276,9 +276,18 @@ typedef struct vb_ws_url {
  * fragment, control characters) or VB_EMSGSIZE (a part too long). */
 int vb_ws_url_parse(const char *url, vb_ws_url_t *out);
 
+/* Parses an http:// or https:// URL with the same grammar (secure for
+ * https, default ports 80 / 443): the one splitter for the REST client and
+ * vb-sim's webhook. Returns 0, VB_EINVAL (not http/https, or what
+ * vb_ws_url_parse refuses) or VB_EMSGSIZE (a part too long). */
+int vb_ws_url_parse_http(const char *url, vb_ws_url_t *out);
+
 /* The Sec-WebSocket-Accept value for a client key: base64(SHA-1(key +
- * GUID)), NUL-terminated in out (>= VB_WS_ACCEPT_LEN + 1 bytes). Returns 0
- * or VB_EINVAL (key not 24 base64 chars decoding to 16 bytes). */
+ * GUID)), NUL-terminated in out (>= VB_WS_ACCEPT_LEN + 1 bytes); the one
+ * copy both ends use (the client's check, ingress's upgrade, the fake
+ * Gemini). Any thread. Returns 0, VB_EINVAL (key NULL or not 24 base64
+ * chars decoding to 16 bytes, out NULL or too small) or VB_EIO (SHA-1
+ * failed). */
 int vb_ws_accept_key(const char *client_key, char *out, size_t cap);
 
 /* A fresh random Sec-WebSocket-Key into out (>= VB_WS_KEY_LEN + 1). Returns

@@ -153,34 +153,44 @@ static inline const char *proc_wait_log(const char *log, const char *needle,
     }
 }
 
-/* voxbridge's public port from its `msg=listening ... role=public` line. */
-static inline int proc_wait_port(const char *log, pid_t pid, int ms)
+/* The port of voxbridge's listener with `role` ("public", "admin") from
+ * its `msg=listening ... role=<role> ... port=N` log line, waiting up to
+ * `ms`; fails the case if the server exits first or the line never comes. */
+static inline int proc_wait_role_port(const char *log, pid_t pid,
+                                      const char *role, int ms)
 {
+    char want[32];
+    snprintf(want, sizeof(want), "role=%s", role);
     double end = tc_now_ms() + ms;
     for (;;) {
         char *text = proc_read_file(log);
-        const char *p = text ? strstr(text, "msg=listening") : NULL;
-        while (p != NULL) {
+        for (const char *p = text ? strstr(text, "msg=listening") : NULL;
+             p != NULL; p = strstr(p + 1, "msg=listening")) {
             const char *eol = strchr(p, '\n');
-            const char *role = strstr(p, "role=public");
+            const char *r = strstr(p, want);
             const char *q = strstr(p, "port=");
-            if (role != NULL && q != NULL && (eol == NULL || role < eol) &&
+            if (r != NULL && q != NULL && (eol == NULL || r < eol) &&
                 (eol == NULL || q < eol)) {
                 int port = atoi(q + 5);
                 free(text);
                 return port;
             }
-            p = strstr(p + 1, "msg=listening");
         }
         if (pid > 0 && proc_exited(pid))
             vb_test_fail(__FILE__, __LINE__, "server exited early:\n%s",
                          text ? text : "");
         if (tc_now_ms() > end)
-            vb_test_fail(__FILE__, __LINE__, "no listening line in %s:\n%s",
-                         log, text ? text : "");
+            vb_test_fail(__FILE__, __LINE__, "no %s listening line in %s:\n%s",
+                         role, log, text ? text : "");
         free(text);
         usleep(10000);
     }
+}
+
+/* voxbridge's public port. */
+static inline int proc_wait_port(const char *log, pid_t pid, int ms)
+{
+    return proc_wait_role_port(log, pid, "public", ms);
 }
 
 /* A loopback port for a server this test case starts, free now and

@@ -172,6 +172,14 @@ TEST(accept_key_rfc6455_vector)
     ASSERT_EQ(vb_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ=!", out, sizeof out),
               VB_EINVAL);
     ASSERT_EQ(vb_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", out, 10), VB_EINVAL);
+    /* Not base64 of exactly 16 bytes. */
+    ASSERT_EQ(vb_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ", out, sizeof out),
+              VB_EINVAL);
+    ASSERT_EQ(vb_ws_accept_key("dGhlIHNhbXBsZSBub25jZXg=", out, sizeof out),
+              VB_EINVAL);
+    ASSERT_EQ(vb_ws_accept_key("!!!!!!!!!!!!!!!!!!!!!!==", out, sizeof out),
+              VB_EINVAL);
+    ASSERT_EQ(vb_ws_accept_key(NULL, out, sizeof out), VB_EINVAL);
 }
 
 TEST(client_key_is_random_base64)
@@ -182,6 +190,25 @@ TEST(client_key_is_random_base64)
     ASSERT_EQ(strlen(a), VB_WS_KEY_LEN);
     ASSERT_TRUE(strcmp(a, b) != 0);
     ASSERT_EQ(vb_ws_accept_key(a, acc, sizeof acc), 0);
+}
+
+TEST(url_parse_http)
+{
+    vb_ws_url_t u;
+    ASSERT_EQ(vb_ws_url_parse_http("https://api.twilio.com/2010-04-01", &u), 0);
+    ASSERT_TRUE(u.secure);
+    ASSERT_STR_EQ(u.host, "api.twilio.com");
+    ASSERT_EQ(u.port, 443);
+    ASSERT_STR_EQ(u.target, "/2010-04-01");
+    ASSERT_EQ(vb_ws_url_parse_http("http://127.0.0.1:8080", &u), 0);
+    ASSERT_TRUE(!u.secure);
+    ASSERT_EQ(u.port, 8080);
+    ASSERT_TRUE(u.port_explicit);
+    ASSERT_STR_EQ(u.target, "/");
+    ASSERT_EQ(vb_ws_url_parse_http("ws://h/", &u), VB_EINVAL);
+    ASSERT_EQ(vb_ws_url_parse_http("http://", &u), VB_EINVAL);
+    ASSERT_EQ(vb_ws_url_parse_http("http://h:99999/", &u), VB_EINVAL);
+    ASSERT_EQ(vb_ws_url_parse_http(NULL, &u), VB_EINVAL);
 }
 
 TEST(url_parse)
