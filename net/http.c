@@ -1502,11 +1502,6 @@ size_t vb_http_server_connections(const vb_http_server_t *s)
     return atomic_load_explicit(&s->nconns, memory_order_relaxed);
 }
 
-bool vb_http_server_accept_paused(const vb_http_server_t *s)
-{
-    return s->accept_paused;
-}
-
 void vb_http_server_close(vb_http_server_t *s)
 {
     if (s == NULL || s->closing)

@@ -259,9 +259,6 @@ int vb_http_server_listen(vb_http_server_t *s, const char *host, int port,
 /* Number of open connections. Any thread (a relaxed read). */
 size_t vb_http_server_connections(const vb_http_server_t *s);
 
-/* True while accepting is paused for lack of descriptors. */
-bool vb_http_server_accept_paused(const vb_http_server_t *s);
-
 /* Starts closing every listener and connection (pending detaches report
  * fd -1). The loop must then run until those handles are closed before
  * vb_http_server_destroy(). */
