@@ -33,17 +33,25 @@ endif
 LLHTTP_DIR  := /usr/share/llhttp
 LLHTTP_INC  := /usr/share/include/llhttp
 
-CPPFLAGS += -I. -I$(LLHTTP_INC) -D_GNU_SOURCE -MMD -MP
-CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -pthread $(WARN)
-LDFLAGS  += -pthread
+# What every compile needs, whatever CFLAGS says; mk/fuzz.mk builds from
+# the same two. CFLAGS (default -O2 -g) is the user's optimisation and
+# debug choice: given on the command line (make CFLAGS=-O0) it replaces
+# only that, since `override` appends the project's flags to it, never
+# drops them.
+BASE_CPPFLAGS := -I. -I$(LLHTTP_INC) -D_GNU_SOURCE -MMD -MP
+STD_CFLAGS    := -std=c11 -pthread
+
+override CPPFLAGS += $(BASE_CPPFLAGS)
+CFLAGS            ?= -O2 -g
+override CFLAGS   += $(STD_CFLAGS) $(WARN)
+override LDFLAGS  += -pthread
 ifneq ($(SANITIZER),)
-  CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
-  LDFLAGS += -fsanitize=$(SANITIZER)
+  override CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
+  override LDFLAGS += -fsanitize=$(SANITIZER)
   ifeq ($(SANITIZER),thread)
-    CPPFLAGS += -DVB_SANITIZE_THREAD=1
+    override CPPFLAGS += -DVB_SANITIZE_THREAD=1
   else
-    CFLAGS   += -fno-sanitize-recover=all
+    override CFLAGS   += -fno-sanitize-recover=all
   endif
 endif
 
@@ -73,7 +81,7 @@ PROGS :=
 
 .DEFAULT_GOAL := all
 .SECONDARY:
-.PHONY: all deps test test-threaded bench-ring format format-check check-deps clean
+.PHONY: all deps test test-threaded stress bench-ring format format-check check-deps clean
 all: $(LIBVB) $(TEST_BINS) $(PROGS)
 
 deps:
@@ -122,6 +130,16 @@ test: $(TEST_BINS) $(PROGS)
 
 test-threaded: $(THREADED_TESTS:%=$(BUILD)/tests/%) $(PROGS)
 	@tests/run.sh $(BUILD) $(THREADED_TESTS)
+
+# Long stress runs, kept out of `make test` (which runs a short version):
+# the ring's two-thread stress with STRESS_ITEMS items, per-item sequence
+# checks; SANITIZER=thread runs it under ThreadSanitizer. The time limit
+# grows with the count (VB_TEST_SLOW scales the case's 120 s).
+STRESS_ITEMS ?= $(if $(filter thread,$(SANITIZER)),5000000,50000000)
+stress: $(BUILD)/tests/test_ring
+	VB_BUILD_DIR=$(BUILD) VB_STRESS_ITEMS=$(STRESS_ITEMS) \
+	  VB_TEST_SLOW=$$(( $(STRESS_ITEMS) / 10000000 + 1 )) \
+	  $(BUILD)/tests/test_ring ring_two_thread_stress
 
 bench-ring: $(BUILD)/bench_ring
 	$(BUILD)/bench_ring

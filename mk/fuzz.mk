@@ -19,12 +19,18 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 10
 FUZZ_TIMEOUT ?= 10
 FUZZ_NAMES   := $(sort $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
-FUZZ_DIR     := $(BUILD)/fuzz
+FUZZ_DIR     := build/fuzz
 FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
 FUZZ_LIB     := $(FUZZ_DIR)/libvb-fuzz.a
-FUZZ_CFLAGS  := -g -O1 -std=c11 -pthread -fno-omit-frame-pointer \
+# One set of flags for everything built here, the library objects and the
+# targets alike: the project's includes, defines and C standard (the same
+# BASE_CPPFLAGS and STD_CFLAGS as the main build), -O1 -g, ASan+UBSan, and
+# the project's warnings (llhttp's objects alone silence them). Neither
+# CFLAGS nor SANITIZER reaches them: a fuzz build is always this one, in
+# build/fuzz/ whatever SANITIZER says.
+FUZZ_CFLAGS  := $(STD_CFLAGS) -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZ_CPPFLAGS := -I. -I$(LLHTTP_INC) -D_GNU_SOURCE -MMD -MP \
+FUZZ_CPPFLAGS := $(BASE_CPPFLAGS) \
                  -DVB_FUZZ_TLS_DIR='"$(CURDIR)/tests/fuzz/tls"'
 
 # Longest input each target is given (-max_len); the default fits them all.
@@ -39,8 +45,8 @@ FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_DIR)/obj/%.o) \
 
 $(FUZZ_DIR)/obj/%.o: %.c | deps
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link \
-	  -c $< -o $@
+	$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(FUZZ_CFLAGS) $(WARN) \
+	  -fsanitize=fuzzer-no-link -c $< -o $@
 
 $(FUZZ_DIR)/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c | deps
 	@mkdir -p $(@D)

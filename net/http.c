@@ -19,8 +19,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <llhttp.h>
-#include <mbedtls/base64.h>
-#include <mbedtls/md.h>
 #include <netdb.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -32,6 +30,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "net/hash.h"
 
 void vb_http_limits_default(vb_http_limits_t *l)
 {
@@ -130,29 +129,6 @@ bool vb_http_has_token(const char *value, const char *token)
         p += n;
     }
     return false;
-}
-
-int vb_http_ws_accept(const char *key, char out[29])
-{
-    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    unsigned char raw[32], sha[20], buf[64 + sizeof(guid)];
-    size_t n = 0, kl = key ? strlen(key) : 0;
-    if (kl != 24 ||
-        mbedtls_base64_decode(raw, sizeof(raw), &n, (const unsigned char *)key,
-                              kl) != 0 ||
-        n != 16)
-        return VB_EINVAL;
-    memcpy(buf, key, kl);
-    memcpy(buf + kl, guid, sizeof(guid) - 1);
-    int rc = mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_SHA1), buf,
-                        kl + sizeof(guid) - 1, sha);
-    if (rc != 0) {
-        vb_log_error(NULL, "SHA-1 failed", "mbedtls=-0x%04x", -rc);
-        return VB_EIO;
-    }
-    mbedtls_base64_encode((unsigned char *)out, 29, &n, sha, sizeof(sha));
-    out[28] = '\0';
-    return 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -938,10 +914,7 @@ static void peer_key(const struct sockaddr_storage *ss, uint8_t key[17])
 
 static peer_t **peer_slot(vb_http_server_t *s, const uint8_t key[17])
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (int i = 0; i < 17; i++)
-        h = (h ^ key[i]) * 16777619u;
-    peer_t **pp = &s->peers[h % PEER_BUCKETS];
+    peer_t **pp = &s->peers[vb_hash_fnv1a64(key, 17) % PEER_BUCKETS];
     while (*pp != NULL && memcmp((*pp)->key, key, 17) != 0)
         pp = &(*pp)->next;
     return pp;
@@ -1527,11 +1500,6 @@ int vb_http_server_listen(vb_http_server_t *s, const char *host, int port,
 size_t vb_http_server_connections(const vb_http_server_t *s)
 {
     return atomic_load_explicit(&s->nconns, memory_order_relaxed);
-}
-
-bool vb_http_server_accept_paused(const vb_http_server_t *s)
-{
-    return s->accept_paused;
 }
 
 void vb_http_server_close(vb_http_server_t *s)

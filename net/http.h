@@ -259,9 +259,6 @@ int vb_http_server_listen(vb_http_server_t *s, const char *host, int port,
 /* Number of open connections. Any thread (a relaxed read). */
 size_t vb_http_server_connections(const vb_http_server_t *s);
 
-/* True while accepting is paused for lack of descriptors. */
-bool vb_http_server_accept_paused(const vb_http_server_t *s);
-
 /* Starts closing every listener and connection (pending detaches report
  * fd -1). The loop must then run until those handles are closed before
  * vb_http_server_destroy(). */
@@ -281,10 +278,5 @@ bool vb_http_has_token(const char *value, const char *token);
 
 /* Standard reason phrase of a status ("Not Found"); "Unknown" otherwise. */
 const char *vb_http_status_text(int status);
-
-/* Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2: base64 of
- * SHA-1 of key + GUID) into `out` (28 characters + NUL). Returns 0,
- * VB_EINVAL when the key is not base64 of 16 bytes, VB_EIO. */
-int vb_http_ws_accept(const char *key, char out[29]);
 
 #endif

@@ -25,7 +25,9 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "net/form.h"
+#include "net/hash.h"
 #include "net/twiml.h"
+#include "net/ws.h"
 
 enum route {
     R_VOICE,
@@ -250,10 +252,7 @@ static void pend_consume(vb_ingress_t *g, uint32_t lane)
 
 static uint64_t sid_hash(const char *sid)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *sid; sid++)
-        h = (h ^ (uint8_t)*sid) * 1099511628211ull;
-    return h;
+    return vb_hash_fnv1a64(sid, strlen(sid));
 }
 
 /* The answer already given to this CallSid, while its token is valid. */
@@ -805,8 +804,8 @@ static void route_stream(vb_ingress_t *g, const vb_http_req_t *req,
         vb_http_resp_header(resp, "Sec-WebSocket-Version", "13");
         return;
     }
-    char accept[29];
-    if (vb_http_ws_accept(key, accept) != 0) {
+    char accept[VB_WS_ACCEPT_LEN + 1];
+    if (vb_ws_accept_key(key, accept, sizeof accept) != 0) {
         set_text(resp, 400, "invalid Sec-WebSocket-Key\n");
         return;
     }

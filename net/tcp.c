@@ -63,7 +63,8 @@ typedef struct tcp {
 
 static const vb_transport_ops_t tcp_ops;
 
-int vb_tcp_err_from_uv(int e)
+/* Maps a libuv error code to a VB_E* code. */
+static int tcp_err_from_uv(int e)
 {
     switch (e) {
     case 0:
@@ -163,7 +164,7 @@ static void tcp_shutdown_cb(uv_shutdown_t *req, int status)
     if (c->closing)
         tcp_close_handles(c);
     else if (status < 0 && status != UV_ECANCELED)
-        tcp_fail(c, vb_tcp_err_from_uv(status));
+        tcp_fail(c, tcp_err_from_uv(status));
     tcp_unref(c);
 }
 
@@ -197,7 +198,7 @@ static void tcp_flush(tcp_t *c)
     int r = uv_write(&c->wr, (uv_stream_t *)&c->h, &b, 1, tcp_write_cb);
     if (r < 0) {
         c->fly.len = 0;
-        tcp_fail(c, vb_tcp_err_from_uv(r));
+        tcp_fail(c, tcp_err_from_uv(r));
         return;
     }
     c->in_flight = true;
@@ -213,7 +214,7 @@ static void tcp_write_cb(uv_write_t *req, int status)
         if (c->closing)
             tcp_close_handles(c);
         else if (status != UV_ECANCELED)
-            tcp_fail(c, vb_tcp_err_from_uv(status));
+            tcp_fail(c, tcp_err_from_uv(status));
     } else if (c->pend.len > 0) {
         tcp_flush(c);
     } else {
@@ -240,7 +241,7 @@ static int tcp_write(vb_transport_t *t, const void *data, size_t len)
         if (n == UV_EAGAIN || n == UV_ENOSYS)
             n = 0;
         if (n < 0) {
-            int err = vb_tcp_err_from_uv(n);
+            int err = tcp_err_from_uv(n);
             tcp_fail(c, err);
             return VB_ECLOSED;
         }
@@ -282,7 +283,7 @@ static void tcp_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         vb_transport_emit_event(&c->base, VB_TRANSPORT_EOF, 0);
         return;
     }
-    tcp_fail(c, vb_tcp_err_from_uv((int)n));
+    tcp_fail(c, tcp_err_from_uv((int)n));
 }
 
 static int tcp_read_start(vb_transport_t *t)
@@ -295,7 +296,7 @@ static int tcp_read_start(vb_transport_t *t)
         return 0;
     int r = uv_read_start((uv_stream_t *)&c->h, tcp_alloc_cb, tcp_read_cb);
     if (r < 0)
-        return vb_tcp_err_from_uv(r);
+        return tcp_err_from_uv(r);
     c->reading = true;
     return 0;
 }
@@ -360,7 +361,7 @@ static int tcp_peer_name(const vb_transport_t *t, char *buf, size_t cap)
         return VB_EINVAL;
     int r = uv_tcp_getpeername(&c->h, (struct sockaddr *)&ss, &len);
     if (r < 0)
-        return vb_tcp_err_from_uv(r);
+        return tcp_err_from_uv(r);
     char ip[64];
     int port;
     if (ss.ss_family == AF_INET6) {
@@ -448,7 +449,7 @@ int vb_tcp_adopt(uv_loop_t *loop, int fd, vb_transport_t **out)
         close(fd);
         c->closing = true;
         tcp_close_handles(c);
-        return vb_tcp_err_from_uv(r);
+        return tcp_err_from_uv(r);
     }
     uv_tcp_nodelay(&c->h, 1);
     tcp_keepalive(c);
@@ -463,7 +464,7 @@ static void tcp_connect_cb(uv_connect_t *req, int status)
     if (c->closing) {
         tcp_close_handles(c);
     } else if (status < 0) {
-        tcp_fail(c, vb_tcp_err_from_uv(status));
+        tcp_fail(c, tcp_err_from_uv(status));
     } else {
         c->st = TCP_OPEN;
         uv_tcp_nodelay(&c->h, 1);
@@ -485,13 +486,13 @@ static void tcp_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     if (c->closing) {
         tcp_close_handles(c);
     } else if (status < 0 || res == NULL) {
-        tcp_fail(c, status < 0 ? vb_tcp_err_from_uv(status) : VB_ENOENT);
+        tcp_fail(c, status < 0 ? tcp_err_from_uv(status) : VB_ENOENT);
     } else {
         c->st = TCP_CONNECTING;
         c->conn.data = c;
         int r = uv_tcp_connect(&c->conn, &c->h, res->ai_addr, tcp_connect_cb);
         if (r < 0)
-            tcp_fail(c, vb_tcp_err_from_uv(r));
+            tcp_fail(c, tcp_err_from_uv(r));
         else
             c->refs++;
     }
@@ -523,7 +524,7 @@ int vb_tcp_connect(uv_loop_t *loop, const char *host, uint16_t port,
     if (r < 0) {
         c->closing = true;
         tcp_close_handles(c);
-        return vb_tcp_err_from_uv(r);
+        return tcp_err_from_uv(r);
     }
     c->gai_active = true;
     c->refs++;

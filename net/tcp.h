@@ -39,7 +39,4 @@ int vb_tcp_connect(uv_loop_t *loop, const char *host, uint16_t port,
 #define VB_TCP_KEEPALIVE_INTVL_S 5
 #define VB_TCP_KEEPALIVE_CNT     3
 
-/* Maps a libuv error code to a VB_E* code. */
-int vb_tcp_err_from_uv(int uv_err);
-
 #endif

@@ -83,7 +83,9 @@ static const vb_transport_ops_t tls_ops;
 /* errors                                                              */
 /* ------------------------------------------------------------------ */
 
-int vb_tls_err_from_mbedtls(int ret)
+/* Maps an mbedTLS error code to VB_ECERT (verification), VB_ENOMEM, or
+ * VB_ETLS. */
+static int tls_err_from_mbedtls(int ret)
 {
     switch (ret) {
     case MBEDTLS_ERR_X509_CERT_VERIFY_FAILED:
@@ -407,7 +409,7 @@ static int ssl_write_all(tls_t *c, const uint8_t *p, size_t len)
             vb_log_warn(log_id(c), "tls write failed",
                         "peer=%s mbedtls=-0x%04x err=%s", c->name, (unsigned)-r,
                         e);
-            return vb_tls_err_from_mbedtls(r);
+            return tls_err_from_mbedtls(r);
         }
         p += r;
         len -= (size_t)r;
@@ -497,7 +499,7 @@ static void step_handshake(tls_t *c)
     mbed_errtext(r, e, sizeof(e));
     vb_log_warn(log_id(c), "tls handshake failed",
                 "peer=%s mbedtls=-0x%04x reason=%s", c->name, (unsigned)-r, e);
-    tls_fail(c, vb_tls_err_from_mbedtls(r));
+    tls_fail(c, tls_err_from_mbedtls(r));
 }
 
 static void emit_eof(tls_t *c)
@@ -543,7 +545,7 @@ static void drain_reads(tls_t *c)
         mbed_errtext(r, e, sizeof(e));
         vb_log_warn(log_id(c), "tls read failed",
                     "peer=%s mbedtls=-0x%04x err=%s", c->name, (unsigned)-r, e);
-        tls_fail(c, vb_tls_err_from_mbedtls(r));
+        tls_fail(c, tls_err_from_mbedtls(r));
         return;
     }
 }
@@ -808,7 +810,7 @@ int vb_tls_wrap(uv_loop_t *loop, vb_tls_config_t *cfg, vb_transport_t *lower,
         vb_log_error(log_id(c), "tls session setup failed",
                      "peer=%s mbedtls=-0x%04x err=%s", c->name, (unsigned)-r,
                      e);
-        int rc = vb_tls_err_from_mbedtls(r);
+        int rc = tls_err_from_mbedtls(r);
         tls_close(&c->base);
         return rc;
     }

@@ -93,10 +93,6 @@ uint32_t vb_tls_verify_flags(const vb_transport_t *t);
  * usage", "weak signature", "other"; "ok" for 0. Static string. */
 const char *vb_tls_verify_reason(uint32_t flags);
 
-/* Maps an mbedTLS error code to VB_ECERT (verification), VB_ENOMEM, or
- * VB_ETLS. */
-int vb_tls_err_from_mbedtls(int ret);
-
 /* Replaces the random generator of `c` for transports created afterwards:
  * `f_rng(p_rng, buf, len)` fills `buf` and returns 0. Only for repeatable
  * runs (the TLS fuzz target replays recorded handshakes); a configuration

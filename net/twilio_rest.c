@@ -143,27 +143,6 @@ static void on_event(vb_transport_t *t, vb_transport_event_t ev, int err,
     }
 }
 
-/* Accepts http(s)://host[:port][/base]; reuses the WebSocket URL splitter,
- * whose grammar is the same but for the scheme. */
-static int split_url(const char *url, vb_ws_url_t *u)
-{
-    char tmp[2300];
-    const char *rest;
-    const char *scheme;
-    if (strncmp(url, "https://", 8) == 0) {
-        scheme = "wss://";
-        rest = url + 8;
-    } else if (strncmp(url, "http://", 7) == 0) {
-        scheme = "ws://";
-        rest = url + 7;
-    } else {
-        return VB_EINVAL;
-    }
-    if (snprintf(tmp, sizeof(tmp), "%s%s", scheme, rest) >= (int)sizeof(tmp))
-        return VB_EINVAL;
-    return vb_ws_url_parse(tmp, u) == 0 ? 0 : VB_EINVAL;
-}
-
 /* application/x-www-form-urlencoded: unreserved bytes as they are, space
  * as '+', everything else %XX. *out is malloc'd. */
 static int form_body(const vb_twilio_rest_req_t *req, char **out, size_t *len)
@@ -266,7 +245,7 @@ int vb_twilio_rest_hangup(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
         req->auth_token == NULL || *req->auth_token == '\0')
         return VB_EINVAL;
     vb_ws_url_t u;
-    if (split_url(req->api_url, &u) != 0)
+    if (vb_ws_url_parse_http(req->api_url, &u) != 0)
         return VB_EINVAL;
     if (u.secure && req->tls == NULL)
         return VB_ECONFIG;

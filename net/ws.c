@@ -32,7 +32,6 @@
  */
 #include "net/ws.h"
 
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,12 +39,14 @@
 #include <strings.h>
 #include <sys/random.h>
 
+#include <llhttp.h>
 #include <mbedtls/base64.h>
 #include <mbedtls/sha1.h>
 #include <wslay/wslay.h>
 
 #include "core/err.h"
 #include "core/log.h"
+#include "net/http.h"
 
 #define WS_GUID             "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_HS_MAX           (16u * 1024u)
@@ -1304,6 +1305,26 @@ int vb_ws_url_parse(const char *url, vb_ws_url_t *out)
     return 0;
 }
 
+int vb_ws_url_parse_http(const char *url, vb_ws_url_t *out)
+{
+    if (url == NULL || out == NULL)
+        return VB_EINVAL;
+    const char *scheme, *rest;
+    if (strncmp(url, "https://", 8) == 0) {
+        scheme = "wss://";
+        rest = url + 8;
+    } else if (strncmp(url, "http://", 7) == 0) {
+        scheme = "ws://";
+        rest = url + 7;
+    } else {
+        return VB_EINVAL;
+    }
+    char tmp[2400];
+    if (snprintf(tmp, sizeof tmp, "%s%s", scheme, rest) >= (int)sizeof tmp)
+        return VB_EMSGSIZE;
+    return vb_ws_url_parse(tmp, out);
+}
+
 int vb_ws_accept_key(const char *client_key, char *out, size_t cap)
 {
     if (client_key == NULL || out == NULL || cap < VB_WS_ACCEPT_LEN + 1)
@@ -1404,25 +1425,106 @@ int vb_ws_client_request(const vb_ws_url_t *url, const char *key,
     return 0;
 }
 
-/* True if the comma-separated header value holds `token` (any case). */
-static bool ws_has_token(const char *v, size_t vl, const char *token)
+/* What llhttp reports of a handshake response, header by header
+ * (vb_ws_client_check_response). A header's name and value are collected
+ * whole (llhttp may hand them over in pieces) and judged when the value
+ * ends; values longer than `value` matter only for the headers we check. */
+typedef struct ws_resp {
+    const char *want; /* the Sec-WebSocket-Accept we expect */
+    char name[32];
+    size_t name_len;
+    char value[256];
+    size_t value_len;
+    bool name_long, value_long;
+    int status;
+    bool up, conn, acc, bad, head_done;
+    int accepts;
+} ws_resp_t;
+
+static int ws_resp_append(char *dst, size_t cap, size_t *len, bool *too_long,
+                          const char *at, size_t n)
 {
-    size_t tl = strlen(token);
-    size_t i = 0;
-    while (i < vl) {
-        while (i < vl && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-            i++;
-        size_t s = i;
-        while (i < vl && v[i] != ',')
-            i++;
-        size_t e = i;
-        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
-            e--;
-        if (e - s == tl && strncasecmp(v + s, token, tl) == 0)
-            return true;
+    if (*len + n >= cap) {
+        *too_long = true;
+        return 0;
     }
-    return false;
+    memcpy(dst + *len, at, n);
+    *len += n;
+    return 0;
 }
+
+static int ws_resp_on_field(llhttp_t *p, const char *at, size_t n)
+{
+    ws_resp_t *r = p->data;
+    return ws_resp_append(r->name, sizeof r->name, &r->name_len, &r->name_long,
+                          at, n);
+}
+
+static int ws_resp_on_value(llhttp_t *p, const char *at, size_t n)
+{
+    ws_resp_t *r = p->data;
+    return ws_resp_append(r->value, sizeof r->value, &r->value_len,
+                          &r->value_long, at, n);
+}
+
+static int ws_resp_on_status_complete(llhttp_t *p)
+{
+    ws_resp_t *r = p->data;
+    r->status = p->status_code;
+    /* The opening handshake is HTTP/1.1 (RFC 6455 §4.1). */
+    return p->http_major == 1 && p->http_minor == 1 ? 0 : -1;
+}
+
+static bool ws_resp_is(const ws_resp_t *r, const char *name)
+{
+    return !r->name_long && r->name_len == strlen(name) &&
+           strncasecmp(r->name, name, r->name_len) == 0;
+}
+
+/* Repeated Upgrade or Connection headers combine into one list (RFC 9110
+ * §5.3), so a token in any of them counts; a second Sec-WebSocket-Accept
+ * is ambiguous and fails the handshake. */
+static int ws_resp_on_value_complete(llhttp_t *p)
+{
+    ws_resp_t *r = p->data;
+    r->value[r->value_len] = '\0';
+    bool up = ws_resp_is(r, "Upgrade"), conn = ws_resp_is(r, "Connection");
+    bool acc = ws_resp_is(r, "Sec-WebSocket-Accept");
+    if ((up || conn || acc) && r->value_long) {
+        r->bad = true;
+    } else if (up) {
+        r->up |= vb_http_has_token(r->value, "websocket");
+    } else if (conn) {
+        r->conn |= vb_http_has_token(r->value, "upgrade");
+    } else if (acc) {
+        r->accepts++;
+        r->acc = r->value_len == VB_WS_ACCEPT_LEN &&
+                 memcmp(r->value, r->want, VB_WS_ACCEPT_LEN) == 0;
+    } else if (ws_resp_is(r, "Sec-WebSocket-Extensions") ||
+               ws_resp_is(r, "Sec-WebSocket-Protocol")) {
+        r->bad = true; /* we asked for neither */
+    }
+    r->name_len = r->value_len = 0;
+    r->name_long = r->value_long = false;
+    return 0;
+}
+
+/* The head is all we read: llhttp stops right after it, whatever the
+ * status, and the bytes that follow are WebSocket frames. */
+static int ws_resp_on_headers_complete(llhttp_t *p)
+{
+    ws_resp_t *r = p->data;
+    r->head_done = true;
+    return 2;
+}
+
+static const llhttp_settings_t ws_resp_settings = {
+    .on_header_field = ws_resp_on_field,
+    .on_header_value = ws_resp_on_value,
+    .on_status_complete = ws_resp_on_status_complete,
+    .on_header_value_complete = ws_resp_on_value_complete,
+    .on_headers_complete = ws_resp_on_headers_complete,
+};
 
 int vb_ws_client_check_response(const char *buf, size_t len, const char *key,
                                 size_t *consumed, int *http_status)
@@ -1431,76 +1533,34 @@ int vb_ws_client_check_response(const char *buf, size_t len, const char *key,
         *http_status = 0;
     if (buf == NULL || key == NULL)
         return VB_EINVAL;
-    size_t scan = len < WS_HS_MAX ? len : WS_HS_MAX;
-    size_t head = 0;
-    for (size_t i = 3; i < scan; i++) {
-        if (buf[i] == '\n' && buf[i - 1] == '\r' && buf[i - 2] == '\n' &&
-            buf[i - 3] == '\r') {
-            head = i + 1;
-            break;
-        }
-    }
-    /* Parse the status as soon as the first line is complete so a failure
-     * can report it even if the head never finishes. */
-    const char *eol = memchr(buf, '\n', scan);
-    int status = 0;
-    if (eol != NULL) {
-        if (eol - buf < 12 || strncmp(buf, "HTTP/1.1 ", 9) != 0 ||
-            !isdigit((unsigned char)buf[9]) ||
-            !isdigit((unsigned char)buf[10]) ||
-            !isdigit((unsigned char)buf[11]) ||
-            (buf[12] != ' ' && buf[12] != '\r'))
-            return VB_EPROTO;
-        status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
-        if (http_status != NULL)
-            *http_status = status;
-    }
-    if (head == 0)
-        return len >= WS_HS_MAX ? VB_EMSGSIZE : VB_EAGAIN;
-    if (status == 401 || status == 403)
-        return VB_EAUTH;
-    if (status != 101)
-        return VB_EPROTO;
+    ws_resp_t r = {0};
     char want[VB_WS_ACCEPT_LEN + 1];
     if (vb_ws_accept_key(key, want, sizeof want) < 0)
         return VB_EINVAL;
-    bool up = false, conn = false, acc = false;
-    const char *p = eol + 1, *end = buf + head - 2; /* before final CRLF */
-    while (p < end) {
-        const char *le = memchr(p, '\n', (size_t)(end - p) + 1);
-        if (le == NULL || le == p || le[-1] != '\r')
-            return VB_EPROTO;
-        const char *colon = memchr(p, ':', (size_t)(le - p));
-        if (colon == NULL || colon == p)
-            return VB_EPROTO;
-        size_t nl = (size_t)(colon - p);
-        const char *v = colon + 1;
-        const char *ve = le - 1;
-        while (v < ve && (*v == ' ' || *v == '\t'))
-            v++;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-            ve--;
-        size_t vl = (size_t)(ve - v);
-        if (nl == 7 && strncasecmp(p, "Upgrade", 7) == 0) {
-            up = ws_has_token(v, vl, "websocket");
-        } else if (nl == 10 && strncasecmp(p, "Connection", 10) == 0) {
-            conn = ws_has_token(v, vl, "upgrade");
-        } else if (nl == 20 &&
-                   strncasecmp(p, "Sec-WebSocket-Accept", 20) == 0) {
-            acc = vl == VB_WS_ACCEPT_LEN &&
-                  memcmp(v, want, VB_WS_ACCEPT_LEN) == 0;
-        } else if ((nl == 24 &&
-                    strncasecmp(p, "Sec-WebSocket-Extensions", 24) == 0) ||
-                   (nl == 22 &&
-                    strncasecmp(p, "Sec-WebSocket-Protocol", 22) == 0)) {
-            return VB_EPROTO;
-        }
-        p = le + 1;
-    }
-    if (!up || !conn || !acc)
+    r.want = want;
+    /* The call is stateless: the bytes received so far are parsed afresh
+     * each time (a head is at most WS_HS_MAX bytes, and usually arrives
+     * in one read). */
+    size_t scan = len < WS_HS_MAX ? len : WS_HS_MAX;
+    llhttp_t parser;
+    llhttp_init(&parser, HTTP_RESPONSE, &ws_resp_settings);
+    parser.data = &r;
+    llhttp_errno_t e = llhttp_execute(&parser, buf, scan);
+    /* The status is reported as soon as the status line is complete, so
+     * a failure can name it even if the head never finishes. */
+    if (http_status != NULL)
+        *http_status = r.status;
+    if (e != HPE_OK && e != HPE_PAUSED_UPGRADE)
+        return VB_EPROTO;
+    if (!r.head_done)
+        return len >= WS_HS_MAX ? VB_EMSGSIZE : VB_EAGAIN;
+    if (r.status == 401 || r.status == 403)
+        return VB_EAUTH;
+    if (r.status != 101 || r.bad || !r.up || !r.conn || !r.acc ||
+        r.accepts != 1)
         return VB_EPROTO;
     if (consumed != NULL)
-        *consumed = head;
+        *consumed = (size_t)(llhttp_get_error_pos(&parser) - buf);
     return 0;
 }
 

@@ -276,9 +276,18 @@ typedef struct vb_ws_url {
  * fragment, control characters) or VB_EMSGSIZE (a part too long). */
 int vb_ws_url_parse(const char *url, vb_ws_url_t *out);
 
+/* Parses an http:// or https:// URL with the same grammar (secure for
+ * https, default ports 80 / 443): the one splitter for the REST client and
+ * vb-sim's webhook. Returns 0, VB_EINVAL (not http/https, or what
+ * vb_ws_url_parse refuses) or VB_EMSGSIZE (a part too long). */
+int vb_ws_url_parse_http(const char *url, vb_ws_url_t *out);
+
 /* The Sec-WebSocket-Accept value for a client key: base64(SHA-1(key +
- * GUID)), NUL-terminated in out (>= VB_WS_ACCEPT_LEN + 1 bytes). Returns 0
- * or VB_EINVAL (key not 24 base64 chars decoding to 16 bytes). */
+ * GUID)), NUL-terminated in out (>= VB_WS_ACCEPT_LEN + 1 bytes); the one
+ * copy both ends use (the client's check, ingress's upgrade, the fake
+ * Gemini). Any thread. Returns 0, VB_EINVAL (key NULL or not 24 base64
+ * chars decoding to 16 bytes, out NULL or too small) or VB_EIO (SHA-1
+ * failed). */
 int vb_ws_accept_key(const char *client_key, char *out, size_t cap);
 
 /* A fresh random Sec-WebSocket-Key into out (>= VB_WS_KEY_LEN + 1). Returns
@@ -295,13 +304,18 @@ int vb_ws_client_request(const vb_ws_url_t *url, const char *key,
                          size_t *len);
 
 /* Checks the server's response to a request made with `key`. `buf` holds
- * the bytes received so far. Returns 0 with *consumed = length of the
- * response head (bytes after it are WebSocket frames); VB_EAGAIN when the
- * head is incomplete; VB_EMSGSIZE when the head exceeds 16 KiB;
- * VB_EAUTH for status 401/403; VB_EPROTO for anything else wrong (status
- * not 101, missing/bad Upgrade, Connection or Sec-WebSocket-Accept, an
- * extension or subprotocol we did not ask for). *http_status gets the
- * status when one was parsed (else 0); may be NULL. */
+ * the bytes received so far (parsed afresh by llhttp on each call, so a
+ * head split over reads is fine). Header names match in any case, and
+ * repeated Upgrade or Connection headers count as one list. Returns 0
+ * with *consumed = length of the response head (bytes after it are
+ * WebSocket frames); VB_EAGAIN when the head is incomplete; VB_EMSGSIZE
+ * when the head exceeds 16 KiB; VB_EAUTH for status 401/403; VB_EPROTO
+ * for anything else wrong (not HTTP/1.1, a malformed head, status not
+ * 101, missing/bad Upgrade, Connection or Sec-WebSocket-Accept, two
+ * Sec-WebSocket-Accept headers, an extension or subprotocol we did not
+ * ask for); VB_EINVAL for a NULL buf or key, or a key that is not a
+ * valid Sec-WebSocket-Key. *http_status gets the status once the status
+ * line is complete (else 0); may be NULL. */
 int vb_ws_client_check_response(const char *buf, size_t len, const char *key,
                                 size_t *consumed, int *http_status);
 

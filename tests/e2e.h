@@ -85,39 +85,15 @@ static inline void rig_fake(rig_t *r, const char *const *extra)
     ASSERT_GT(r->fake_port, 0);
 }
 
+/* The admin listener's port (--metrics-listen). */
+static inline int rig_admin_port(const char *log, pid_t pid, int ms)
+{
+    return proc_wait_role_port(log, pid, "admin", ms);
+}
+
 /* Starts voxbridge pointed at the fake, signatures on, with `extra`
  * arguments; `wrap` (NULL-terminated, may be NULL) goes in front of the
  * binary (valgrind). */
-/* The admin listener's port from voxbridge's "listening ... role=admin"
- * line, found the way proc_wait_port finds the public one. */
-static inline int rig_admin_port(const char *log, pid_t pid, int ms)
-{
-    double end = tc_now_ms() + ms;
-    for (;;) {
-        char *text = proc_read_file(log);
-        for (const char *p = text ? strstr(text, "msg=listening") : NULL;
-             p != NULL; p = strstr(p + 1, "msg=listening")) {
-            const char *eol = strchr(p, '\n');
-            const char *role = strstr(p, "role=admin");
-            const char *q = strstr(p, "port=");
-            if (role != NULL && q != NULL && (eol == NULL || role < eol) &&
-                (eol == NULL || q < eol)) {
-                int port = atoi(q + 5);
-                free(text);
-                return port;
-            }
-        }
-        if (pid > 0 && proc_exited(pid))
-            vb_test_fail(__FILE__, __LINE__, "server exited early:\n%s",
-                         text ? text : "");
-        if (tc_now_ms() > end)
-            vb_test_fail(__FILE__, __LINE__, "no admin listening line in %s",
-                         log);
-        free(text);
-        usleep(10000);
-    }
-}
-
 static inline void rig_vb(rig_t *r, const char *const *extra,
                           const char *const *wrap)
 {

@@ -153,48 +153,104 @@ static inline const char *proc_wait_log(const char *log, const char *needle,
     }
 }
 
-/* voxbridge's public port from its `msg=listening ... role=public` line. */
-static inline int proc_wait_port(const char *log, pid_t pid, int ms)
+/* The port of voxbridge's listener with `role` ("public", "admin") from
+ * its `msg=listening ... role=<role> ... port=N` log line, waiting up to
+ * `ms`; fails the case if the server exits first or the line never comes. */
+static inline int proc_wait_role_port(const char *log, pid_t pid,
+                                      const char *role, int ms)
 {
+    char want[32];
+    snprintf(want, sizeof(want), "role=%s", role);
     double end = tc_now_ms() + ms;
     for (;;) {
         char *text = proc_read_file(log);
-        const char *p = text ? strstr(text, "msg=listening") : NULL;
-        while (p != NULL) {
+        for (const char *p = text ? strstr(text, "msg=listening") : NULL;
+             p != NULL; p = strstr(p + 1, "msg=listening")) {
             const char *eol = strchr(p, '\n');
-            const char *role = strstr(p, "role=public");
+            const char *r = strstr(p, want);
             const char *q = strstr(p, "port=");
-            if (role != NULL && q != NULL && (eol == NULL || role < eol) &&
+            if (r != NULL && q != NULL && (eol == NULL || r < eol) &&
                 (eol == NULL || q < eol)) {
                 int port = atoi(q + 5);
                 free(text);
                 return port;
             }
-            p = strstr(p + 1, "msg=listening");
         }
         if (pid > 0 && proc_exited(pid))
             vb_test_fail(__FILE__, __LINE__, "server exited early:\n%s",
                          text ? text : "");
         if (tc_now_ms() > end)
-            vb_test_fail(__FILE__, __LINE__, "no listening line in %s:\n%s",
-                         log, text ? text : "");
+            vb_test_fail(__FILE__, __LINE__, "no %s listening line in %s:\n%s",
+                         role, log, text ? text : "");
         free(text);
         usleep(10000);
     }
 }
 
-/* A loopback port that was free a moment ago. */
+/* voxbridge's public port. */
+static inline int proc_wait_port(const char *log, pid_t pid, int ms)
+{
+    return proc_wait_role_port(log, pid, "public", ms);
+}
+
+/* A loopback port for a server this test case starts, free now and
+ * reserved for the rest of the case's process.
+ *
+ * Test binaries run in parallel, so "bind :0, read the port, close" would
+ * race: the kernel may hand the same ephemeral port to another binary's
+ * :0 bind or outgoing connect before our server binds it. Ports come
+ * instead from below the ephemeral range (ip_local_port_range starts at
+ * 32768), which the kernel never picks on its own, and each is claimed
+ * with an open-file-description lock on its byte of one shared lock file:
+ * another test process skips a claimed port, and the claim ends when this
+ * process does (passed, failed or killed). A port some other program
+ * holds is skipped by the bind check. */
+#define PROC_PORT_LO 20000
+#define PROC_PORT_HI 32767
+
 static inline int proc_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ASSERT_GE(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ASSERT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    socklen_t len = sizeof(sa);
-    ASSERT_EQ(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
+    static int lock_fd = -1;
+    static pid_t lock_pid;
+    static int next;
+    if (lock_fd < 0 || lock_pid != getpid()) {
+        /* A forked case process takes its own description: locks of a
+         * shared one would not keep two cases apart. */
+        const char *tmp = getenv("TMPDIR");
+        char path[256];
+        snprintf(path, sizeof(path), "%s/vb-test-ports.lock",
+                 tmp != NULL && *tmp != '\0' ? tmp : "/tmp");
+        lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+        ASSERT_GE(lock_fd, 0);
+        lock_pid = getpid();
+        next = (int)((unsigned)getpid() * 2654435761u %
+                     (PROC_PORT_HI - PROC_PORT_LO + 1));
+    }
+    for (int tries = 0; tries <= PROC_PORT_HI - PROC_PORT_LO; tries++) {
+        int port = PROC_PORT_LO + next;
+        next = (next + 1) % (PROC_PORT_HI - PROC_PORT_LO + 1);
+        struct flock fl = {.l_type = F_WRLCK,
+                           .l_whence = SEEK_SET,
+                           .l_start = port,
+                           .l_len = 1};
+        if (fcntl(lock_fd, F_OFD_SETLK, &fl) != 0)
+            continue; /* another test process has it */
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ASSERT_GE(fd, 0);
+        int one = 1;
+        /* As libuv's bind does: a port left in TIME_WAIT is usable. */
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+        close(fd);
+        if (rc == 0)
+            return port; /* stays claimed until this process exits */
+    }
+    vb_test_fail(__FILE__, __LINE__, "no free loopback port in %d..%d",
+                 PROC_PORT_LO, PROC_PORT_HI);
+    return -1;
 }
 
 /* True once something accepts on loopback `port` (within `ms`). */

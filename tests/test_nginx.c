@@ -43,32 +43,6 @@
 #define port_open   proc_port_open
 #define sh          proc_sh
 
-/* The admin listener's port from the "listening ... role=admin" line. */
-static int wait_admin_port(const char *log, pid_t pid, int ms)
-{
-    double end = tc_now_ms() + ms;
-    for (;;) {
-        char *text = proc_read_file(log);
-        for (const char *p = text ? strstr(text, "msg=listening") : NULL;
-             p != NULL; p = strstr(p + 1, "msg=listening")) {
-            const char *eol = strchr(p, '\n');
-            const char *role = strstr(p, "role=admin");
-            const char *q = strstr(p, "port=");
-            if (role != NULL && q != NULL && (eol == NULL || role < eol) &&
-                (eol == NULL || q < eol)) {
-                int port = atoi(q + 5);
-                free(text);
-                return port;
-            }
-        }
-        if ((pid > 0 && proc_exited(pid)) || tc_now_ms() > end)
-            vb_test_fail(__FILE__, __LINE__, "no admin listener:\n%s",
-                         text ? text : "");
-        free(text);
-        usleep(10000);
-    }
-}
-
 static char *read_file(const char *path)
 {
     static char *last;
@@ -374,7 +348,8 @@ TEST_T(nginx_tls_proxy_signed_webhook_and_websocket, 120)
                          "VOXBRIDGE_STREAM_SECRET=" SECRET, NULL};
     pid_t vb = spawn(argv, env, vblog);
     int vb_port = wait_port(vblog, vb, deadline_ms(10000));
-    int admin_port = wait_admin_port(vblog, vb, deadline_ms(10000));
+    int admin_port =
+        proc_wait_role_port(vblog, vb, "admin", deadline_ms(10000));
 
     int ng_port = free_port();
     write_nginx_conf(dir, ng_port, vb_port);

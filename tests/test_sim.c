@@ -32,6 +32,7 @@
 #include "dsp/g711.h"
 #include "net/ingress.h"
 #include "net/twilio_stream.h"
+#include "tests/proc.h"
 #include "tests/test.h"
 
 extern char **environ;
@@ -59,18 +60,6 @@ typedef struct fx {
     size_t rx_len, rx_cap;
     uint32_t out_seq;
 } fx_t;
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t sl = sizeof a;
-    ASSERT_EQ(getsockname(fd, (struct sockaddr *)&a, &sl), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 static void push_out(fx_t *f, vb_call_id_t id, uint8_t kind, const void *d,
                      size_t n)
@@ -130,8 +119,8 @@ static fx_t *fx_start(end_mode_t mode)
         uint8_t u = (uint8_t)(i * 37 + 11);
         f->greet[i] = u == 0x7F ? 0x7E : u;
     }
-    f->port = free_port();
-    f->api_port = free_port();
+    f->port = proc_free_port();
+    f->api_port = proc_free_port();
     char listen[64], pub[64], api[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", f->port);
     snprintf(pub, sizeof pub, "http://127.0.0.1:%d", f->port);

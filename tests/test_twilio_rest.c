@@ -2,6 +2,7 @@
 /* The REST hang-up client against a scripted HTTP server on loopback. */
 #include "core/err.h"
 #include "net/twilio_rest.h"
+#include "tests/proc.h"
 #include "tests/test.h"
 
 #include <arpa/inet.h>
@@ -160,14 +161,7 @@ TEST(rest_hangup_reports_refusals_and_failures)
 
     /* Nobody listening. */
     server_t gone = {0};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, (struct sockaddr *)&a, sizeof(a));
-    socklen_t al = sizeof(a);
-    getsockname(fd, (struct sockaddr *)&a, &al);
-    gone.port = ntohs(a.sin_port);
-    close(fd);
+    gone.port = proc_free_port();
     ASSERT_EQ(run_request(&gone, "tok", 5000), VB_ECONNREFUSED);
 }
 

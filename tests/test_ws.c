@@ -172,6 +172,14 @@ TEST(accept_key_rfc6455_vector)
     ASSERT_EQ(vb_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ=!", out, sizeof out),
               VB_EINVAL);
     ASSERT_EQ(vb_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", out, 10), VB_EINVAL);
+    /* Not base64 of exactly 16 bytes. */
+    ASSERT_EQ(vb_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ", out, sizeof out),
+              VB_EINVAL);
+    ASSERT_EQ(vb_ws_accept_key("dGhlIHNhbXBsZSBub25jZXg=", out, sizeof out),
+              VB_EINVAL);
+    ASSERT_EQ(vb_ws_accept_key("!!!!!!!!!!!!!!!!!!!!!!==", out, sizeof out),
+              VB_EINVAL);
+    ASSERT_EQ(vb_ws_accept_key(NULL, out, sizeof out), VB_EINVAL);
 }
 
 TEST(client_key_is_random_base64)
@@ -182,6 +190,25 @@ TEST(client_key_is_random_base64)
     ASSERT_EQ(strlen(a), VB_WS_KEY_LEN);
     ASSERT_TRUE(strcmp(a, b) != 0);
     ASSERT_EQ(vb_ws_accept_key(a, acc, sizeof acc), 0);
+}
+
+TEST(url_parse_http)
+{
+    vb_ws_url_t u;
+    ASSERT_EQ(vb_ws_url_parse_http("https://api.twilio.com/2010-04-01", &u), 0);
+    ASSERT_TRUE(u.secure);
+    ASSERT_STR_EQ(u.host, "api.twilio.com");
+    ASSERT_EQ(u.port, 443);
+    ASSERT_STR_EQ(u.target, "/2010-04-01");
+    ASSERT_EQ(vb_ws_url_parse_http("http://127.0.0.1:8080", &u), 0);
+    ASSERT_TRUE(!u.secure);
+    ASSERT_EQ(u.port, 8080);
+    ASSERT_TRUE(u.port_explicit);
+    ASSERT_STR_EQ(u.target, "/");
+    ASSERT_EQ(vb_ws_url_parse_http("ws://h/", &u), VB_EINVAL);
+    ASSERT_EQ(vb_ws_url_parse_http("http://", &u), VB_EINVAL);
+    ASSERT_EQ(vb_ws_url_parse_http("http://h:99999/", &u), VB_EINVAL);
+    ASSERT_EQ(vb_ws_url_parse_http(NULL, &u), VB_EINVAL);
 }
 
 TEST(url_parse)
@@ -307,6 +334,105 @@ TEST(client_check_response)
     ASSERT_EQ(vb_ws_client_check_response(big, 20000, key, &used, &st),
               VB_EMSGSIZE);
     free(big);
+}
+
+/* The response head as llhttp parses it: header names in any case,
+ * repeated headers, a head split at every byte, statuses other than 101. */
+TEST(client_check_response_headers)
+{
+    const char *key = "dGhlIHNhbXBsZSBub25jZQ==";
+    size_t used = 0;
+    int st = 0;
+    const char *caps = "HTTP/1.1 101 Switching Protocols\r\n"
+                       "UPGRADE: WEBSOCKET\r\n"
+                       "connection: UPGRADE\r\n"
+                       "sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                       "\r\n";
+    ASSERT_EQ(vb_ws_client_check_response(caps, strlen(caps), key, &used, &st),
+              0);
+    ASSERT_EQ(used, strlen(caps));
+    /* Repeated Connection and Upgrade headers form one list. */
+    const char *dup = "HTTP/1.1 101 Switching Protocols\r\n"
+                      "Upgrade: h2c\r\n"
+                      "Upgrade: websocket\r\n"
+                      "Connection: keep-alive\r\n"
+                      "Connection: Upgrade\r\n"
+                      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                      "X-Other: 1\r\n"
+                      "\r\n";
+    ASSERT_EQ(vb_ws_client_check_response(dup, strlen(dup), key, &used, &st),
+              0);
+    ASSERT_EQ(used, strlen(dup));
+    /* Two accept values are ambiguous, even when both are right. */
+    const char *two = "HTTP/1.1 101 Switching Protocols\r\n"
+                      "Upgrade: websocket\r\n"
+                      "Connection: Upgrade\r\n"
+                      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                      "\r\n";
+    ASSERT_EQ(vb_ws_client_check_response(two, strlen(two), key, &used, &st),
+              VB_EPROTO);
+    /* A folded (obs-fold) Connection header reads as one value, as a user
+     * agent may unfold it (RFC 9112 §5.2). */
+    const char *fold = "HTTP/1.1 101 Switching Protocols\r\n"
+                       "Upgrade: websocket\r\n"
+                       "Connection: keep-alive,\r\n"
+                       " Upgrade\r\n"
+                       "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                       "\r\n";
+    ASSERT_EQ(vb_ws_client_check_response(fold, strlen(fold), key, &used, &st),
+              0);
+    ASSERT_EQ(used, strlen(fold));
+    /* A value too long to judge is refused for the headers we check. */
+    char longv[600];
+    snprintf(longv, sizeof longv,
+             "HTTP/1.1 101 Switching Protocols\r\n"
+             "Upgrade: websocket\r\n"
+             "Connection: %0300d, Upgrade\r\n"
+             "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+             "\r\n",
+             0);
+    ASSERT_EQ(
+        vb_ws_client_check_response(longv, strlen(longv), key, &used, &st),
+        VB_EPROTO);
+    /* Split anywhere: more bytes are needed until the blank line, and the
+     * status is known once its line is complete. */
+    const char *ok = "HTTP/1.1 101 Switching Protocols\r\n"
+                     "Upgrade: websocket\r\n"
+                     "Connection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                     "\r\n";
+    size_t line = strlen("HTTP/1.1 101 Switching Protocols\r\n");
+    for (size_t cut = 0; cut < strlen(ok); cut++) {
+        ASSERT_EQ(vb_ws_client_check_response(ok, cut, key, &used, &st),
+                  VB_EAGAIN);
+        ASSERT_EQ(st, cut >= line ? 101 : 0);
+    }
+    ASSERT_EQ(vb_ws_client_check_response(ok, strlen(ok), key, &used, &st), 0);
+    /* Statuses other than 101, with and without a body. */
+    const char *ok200 = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    ASSERT_EQ(
+        vb_ws_client_check_response(ok200, strlen(ok200), key, &used, &st),
+        VB_EPROTO);
+    ASSERT_EQ(st, 200);
+    const char *forb = "HTTP/1.1 403 Forbidden\r\n\r\n";
+    ASSERT_EQ(vb_ws_client_check_response(forb, strlen(forb), key, &used, &st),
+              VB_EAUTH);
+    ASSERT_EQ(st, 403);
+    const char *redir = "HTTP/1.1 301 Moved Permanently\r\n"
+                        "Location: wss://elsewhere/\r\n\r\n";
+    ASSERT_EQ(
+        vb_ws_client_check_response(redir, strlen(redir), key, &used, &st),
+        VB_EPROTO);
+    ASSERT_EQ(st, 301);
+    /* The handshake is HTTP/1.1; a bad status line fails at once. */
+    const char *v10 = "HTTP/1.0 101 Switching Protocols\r\n";
+    ASSERT_EQ(vb_ws_client_check_response(v10, strlen(v10), key, &used, &st),
+              VB_EPROTO);
+    const char *bad = "HTTP/1.1 1O1 Switching";
+    ASSERT_EQ(vb_ws_client_check_response(bad, strlen(bad), key, &used, &st),
+              VB_EPROTO);
+    ASSERT_EQ(vb_ws_client_check_response(NULL, 0, key, &used, &st), VB_EINVAL);
 }
 
 TEST(server_response)

@@ -159,8 +159,8 @@ static void on_http(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
         resp->body = f401 ? "API key not valid\n" : "permission denied\n";
         resp->body_len = strlen(resp->body);
     } else {
-        char accept[29];
-        if (vb_http_ws_accept(key, accept) != 0) {
+        char accept[VB_WS_ACCEPT_LEN + 1];
+        if (vb_ws_accept_key(key, accept, sizeof accept) != 0) {
             resp->status = 400;
             resp->body = "bad key\n";
             resp->body_len = 8;

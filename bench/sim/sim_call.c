@@ -239,38 +239,6 @@ const char *sim_call_account_sid(const sim_call_t *c)
 
 /* ---- transports ---- */
 
-typedef struct url_parts {
-    bool secure;
-    char host[256];
-    uint16_t port;
-    char target[2048];
-} url_parts_t;
-
-static int http_url_parse(const char *url, url_parts_t *u)
-{
-    /* Reuse the WebSocket URL splitter by swapping the scheme. */
-    char tmp[2400];
-    const char *rest;
-    memset(u, 0, sizeof *u);
-    if (strncmp(url, "http://", 7) == 0) {
-        rest = url + 7;
-        snprintf(tmp, sizeof tmp, "ws://%s", rest);
-    } else if (strncmp(url, "https://", 8) == 0) {
-        rest = url + 8;
-        snprintf(tmp, sizeof tmp, "wss://%s", rest);
-    } else {
-        return -1;
-    }
-    vb_ws_url_t w;
-    if (vb_ws_url_parse(tmp, &w) != 0)
-        return -1;
-    u->secure = w.secure;
-    snprintf(u->host, sizeof u->host, "%s", w.host);
-    u->port = w.port;
-    snprintf(u->target, sizeof u->target, "%s", w.target);
-    return 0;
-}
-
 static int open_transport(sim_call_t *c, bool secure, const char *host,
                           uint16_t port, vb_transport_t **out)
 {
@@ -423,8 +391,8 @@ static void h_event(vb_transport_t *t, vb_transport_event_t ev, int err,
 
 static int post_webhook(sim_call_t *c)
 {
-    url_parts_t u;
-    if (http_url_parse(c->webhook, &u) != 0) {
+    vb_ws_url_t u;
+    if (vb_ws_url_parse_http(c->webhook, &u) != 0) {
         finish(c, "bad webhook URL %s (need http:// or https://)", c->webhook);
         return -1;
     }
