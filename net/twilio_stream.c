@@ -11,6 +11,7 @@
  * produced still wait in its overflow queue.
  */
 #include "net/twilio_stream.h"
+#include "net/hash.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -1299,10 +1300,7 @@ static int promote(call_t *c, const char **why)
 
 static uint64_t sid_hash(const char *sid, size_t len)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t)sid[i]) * 1099511628211ull;
-    return h;
+    return vb_hash_fnv1a64(sid, len);
 }
 
 /* True when a stream for this CallSid is open on the lane or ended less
