@@ -11,7 +11,6 @@
  * produced still wait in its overflow queue.
  */
 #include "net/twilio_stream.h"
-#include "net/hash.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -25,6 +24,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/stage.h"
+#include "net/hash.h"
 #include "net/ingress.h"
 #include "net/tcp.h"
 #include "net/twilio_msg.h"
