@@ -9,6 +9,14 @@
 #   bench/scripts/bench.sh BUILD full    # make bench: the ramp, both resamplers
 #   bench/scripts/bench.sh BUILD quick   # make bench-quick: proves the harness
 #
+# voxbridge reaches the fake over TLS (wss://, as a deployment reaches
+# Gemini), trusting a test CA made here with openssl; BENCH_TRANSPORT=ws
+# selects plain WebSocket. Environment: BENCH_LEVELS (the calls per level,
+# e.g. "1 10 250"), BENCH_BEYOND (full mode: levels run after the list only
+# while the previous level passed and the rig kept up; default "750 1000"),
+# BENCH_RESAMPLERS, BENCH_STEADY_S, BENCH_PERF=0 (no perf stat),
+# BENCH_KEEP=1 (keep the per-level files), BENCH_RESULTS (output dir).
+#
 # Writes bench/results/<date>-<sha>[-<resampler>].json (+ latest*.json),
 # a PNG plot (full only) and prints a table. Fails when a level loses
 # frames, sees protocol errors or a failed call (in full mode: unless the
@@ -25,12 +33,18 @@ mkdir -p "$results"
 
 case $mode in
 full)
-    levels=${BENCH_LEVELS:-"1 10 50 100 250 500"}
+    levels=${BENCH_LEVELS:-"1 10 100 250 500"}
+    if [ -n "${BENCH_LEVELS:-}" ]; then
+        beyond=${BENCH_BEYOND:-}
+    else
+        beyond=${BENCH_BEYOND-"750 1000"}
+    fi
     resamplers=${BENCH_RESAMPLERS:-"speexdsp libsamplerate"}
     steady=${BENCH_STEADY_S:-32}
     ;;
 quick)
     levels=${BENCH_LEVELS:-"1 10"}
+    beyond=""
     resamplers=${BENCH_RESAMPLERS:-"speexdsp"}
     steady=${BENCH_STEADY_S:-6}
     ;;
@@ -52,6 +66,56 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 . "$here/lib.sh"
 
+for n in $levels $beyond; do
+    case $n in
+    '' | *[!0-9]* | 0)
+        echo "bench: bad level \"$n\" in BENCH_LEVELS/BENCH_BEYOND (calls, 1..9999)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+# The Gemini leg: wss:// to the fake with a test CA (default) or ws://.
+transport=${BENCH_TRANSPORT:-tls}
+gemini_path=/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent
+fake_tls=()
+vb_tls=()
+case $transport in
+tls)
+    command -v openssl > /dev/null || {
+        echo "bench: openssl is needed for BENCH_TRANSPORT=tls (or set BENCH_TRANSPORT=ws)" >&2
+        exit 2
+    }
+    (
+        cd "$work"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout ca.key -out ca.crt -days 2 -subj /CN=vb-bench-ca
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout fake.key -out fake.csr -subj /CN=localhost
+        printf 'subjectAltName=DNS:localhost\n' > fake.ext
+        openssl x509 -req -in fake.csr -CA ca.crt -CAkey ca.key \
+            -CAcreateserial -days 2 -extfile fake.ext -out fake.crt
+    ) > "$work/openssl.log" 2>&1 || {
+        echo "bench: cannot make the test CA:" >&2
+        cat "$work/openssl.log" >&2
+        exit 1
+    }
+    fake_tls=(--cert "$work/fake.crt" --key "$work/fake.key")
+    vb_tls=(--gemini-ca-file "$work/ca.crt")
+    gemini_scheme=wss
+    ;;
+ws)
+    gemini_scheme=ws
+    ;;
+*)
+    echo "bench: BENCH_TRANSPORT must be tls or ws, not \"$transport\"" >&2
+    exit 2
+    ;;
+esac
+perf_args() { # dir
+    [ "${BENCH_PERF:-1}" = 0 ] || printf '%s\n' --perf-stat "$1/perf.txt"
+}
+
 # One level: prints the row (one JSON line) on stdout.
 run_level() { # resampler calls
     local rs=$1 n=$2 ramp
@@ -59,11 +123,14 @@ run_level() { # resampler calls
     local d="$work/$rs-$n"
     mkdir -p "$d"
     "$build/vb-fake-gemini" --listen 127.0.0.1:0 --api-key bench-key \
-        --mode echo --timing "$d/fake.timing" > "$d/fake.out" 2>&1 &
+        --mode echo --timing "$d/fake.timing" "${fake_tls[@]}" \
+        > "$d/fake.out" 2>&1 &
     local fpid=$!
     pids+=("$fpid")
     wait_for "$d/fake.out" '^listening on' 10
-    local gport port mport vpid try
+    local gport port mport vpid try maxc=600
+    # Idle memory is set by --max-calls: 600 unless the level needs more.
+    [ "$n" -le "$maxc" ] || maxc=$n
     gport=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$d/fake.out" | head -n1)
     # A free port can be taken by someone else before voxbridge binds it:
     # pick new ones and start again when it says so.
@@ -73,10 +140,10 @@ run_level() { # resampler calls
         GEMINI_API_KEY=bench-key TWILIO_AUTH_TOKEN=bench-token \
             "$build/voxbridge" --listen "127.0.0.1:$port" \
             --metrics-listen "127.0.0.1:$mport" \
-            --public-url "http://127.0.0.1:$port" --lanes 2 --max-calls 600 \
-            --resampler "$rs" \
-            --gemini-url "ws://127.0.0.1:$gport/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent" \
-            > "$d/voxbridge.log" 2>&1 &
+            --public-url "http://127.0.0.1:$port" --lanes 2 \
+            --max-calls "$maxc" --resampler "$rs" \
+            --gemini-url "$gemini_scheme://localhost:$gport$gemini_path" \
+            "${vb_tls[@]}" > "$d/voxbridge.log" 2>&1 &
         vpid=$!
         local waited=0
         while [ "$waited" -lt 400 ] && kill -0 "$vpid" 2>/dev/null &&
@@ -95,8 +162,8 @@ run_level() { # resampler calls
     "$build/vb-sim" load --webhook "http://127.0.0.1:$port/webhook/voice" \
         --auth-token bench-token --calls "$n" --duration "$steady" \
         --ramp "$ramp" --fake-timing "$d/fake.timing" --server-pid "$vpid" \
-        --fake-pid "$fpid" --label "$rs" > "$d/row.json" 2> "$d/sim.err" ||
-        rc=$?
+        --fake-pid "$fpid" --label "$rs" $(perf_args "$d") \
+        > "$d/row.json" 2> "$d/sim.err" || rc=$?
     http_get "$mport" /metrics > "$d/metrics.txt" || true
     kill -TERM "$vpid" "$fpid" 2>/dev/null || true
     wait "$vpid" 2>/dev/null || true
@@ -116,7 +183,7 @@ run_level() { # resampler calls
         cat "$d/sim.err" >&2
         return 1
     fi
-    sed "s/}\$/$srv,\"server_drops\":$drops}/" "$d/row.json"
+    sed "s/}\$/$srv,\"server_drops\":$drops,\"transport\":\"$transport\",\"max_calls\":$maxc}/" "$d/row.json"
     if [ "$rc" -ne 0 ]; then
         echo "bench: $rs/$n calls failed (vb-sim exit $rc):" >&2
         head -20 "$d/sim.err" >&2
@@ -127,7 +194,9 @@ run_level() { # resampler calls
 
 fields="calls in_p50_ms in_p99_ms in_p999_ms out_p50_ms out_p99_ms out_p999_ms
 barge_in_p99_ms server_cpu_ms_per_call_s server_rss_kb rss_kb_per_call
-rig_cpu_pct frames_lost protocol_errors"
+rig_cpu_pct frames_lost protocol_errors server_rss_idle_kb window_frames_in
+window_frames_out server_ctxsw wakeups_per_frame ctxsw_per_call_s
+server_syscalls syscalls_per_frame syscalls_per_call_s"
 
 sha=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 date=$(date -u +%Y-%m-%d)
@@ -140,9 +209,22 @@ first=1
 for rs in $resamplers; do
     rows="$work/rows-$rs"
     : > "$rows"
-    for n in $levels; do
-        echo "bench: $rs, $n calls (steady ${steady}s) ..." >&2
+    # The levels past the list run only while the previous one passed
+    # with the rig keeping up: beyond that the machine is measured.
+    kept_up=1
+    for n in $levels ${beyond:+-} $beyond; do
+        if [ "$n" = - ]; then
+            beyond_on=1
+            continue
+        fi
+        if [ -n "${beyond_on:-}" ] && [ "$kept_up" = 0 ]; then
+            echo "bench: $rs: skipping $n calls (the previous level did not keep up)" >&2
+            continue
+        fi
+        echo "bench: $rs, $n calls (steady ${steady}s, $transport) ..." >&2
+        kept_up=1
         if ! run_level "$rs" "$n" >> "$rows"; then
+            kept_up=0
             # A full ramp goes past what two cores can carry: a level where
             # the rig itself is saturated is reported (flagged in the
             # table), not failed. Anything else fails the run.
@@ -152,7 +234,9 @@ for rs in $resamplers; do
                 status=1
             fi
         fi
+        tail -n1 "$rows" | grep -q '"rig_bound":false' || kept_up=0
     done
+    beyond_on=
     # Every row has every field.
     while read -r row; do
         for f in $fields; do
@@ -167,8 +251,8 @@ for rs in $resamplers; do
     out="$results/$date-$sha$suffix.json"
     [ "$mode" = quick ] && out="$work/quick-$rs.json"
     {
-        printf '{"machine":%s,"git_sha":"%s","date":"%s","mode":"%s","resampler":"%s","rows":[\n' \
-            "$machine" "$sha" "$date" "$mode" "$rs"
+        printf '{"machine":%s,"git_sha":"%s","date":"%s","mode":"%s","resampler":"%s","transport":"%s","rows":[\n' \
+            "$machine" "$sha" "$date" "$mode" "$rs" "$transport"
         sed '$!s/$/,/' "$rows"
         printf ']}\n'
     } > "$out"
@@ -176,7 +260,7 @@ for rs in $resamplers; do
         cp "$out" "$results/latest$suffix.json"
     fi
     echo
-    echo "== $rs ($mode, ${steady} s steady per level): $out"
+    echo "== $rs ($mode, $transport to the fake, ${steady} s steady per level): $out"
     awk -f "$here/bench_table.awk" "$rows"
     first=0
 done

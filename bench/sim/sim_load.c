@@ -18,16 +18,25 @@
  * stream is open (or ramp + 10 s, whichever comes first) and lasts
  * --duration seconds; then every call hangs up. Resource use of the
  * server and the rig (this process and --rig-pid) is read from /proc at
- * the window's edges. Timestamps (CLOCK_MONOTONIC) are stored in
+ * the window's edges, with the server's context switches (every thread's
+ * /proc/PID/task/TID/status) and the media frames both ways; with
+ * --perf-stat, `perf stat` counts the server's system calls between the
+ * same edges (started disabled once every stream is open, then enabled
+ * and disabled through its control pipe, so its start-up is outside the
+ * window). Timestamps (CLOCK_MONOTONIC) are stored in
  * preallocated per-call arrays and written to --timing once all calls are
  * over, so nothing is allocated, formatted or written per frame.
  */
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench/sim/sim.h"
@@ -41,11 +50,30 @@
 #define DTMF_REPS 4
 #define DTMF_N    (DTMF_REPS * 5)
 
+extern char **environ;
+
 typedef struct proc_sample {
     double cpu_s; /* utime + stime */
     long rss_kb;  /* VmRSS */
     long fds;     /* entries of /proc/PID/fd */
+    long threads; /* entries of /proc/PID/task */
+    /* voluntary + nonvoluntary_ctxt_switches summed over the threads */
+    unsigned long long ctxsw_vol, ctxsw_invol;
 } proc_sample_t;
+
+/* `perf stat` counting one process's system calls: spawned with its
+ * events disabled, enabled and disabled through its control pipe. */
+typedef struct perf_stat {
+    pid_t pid; /* 0: not running */
+    int ctl;   /* write end of its control pipe */
+    int ack;   /* read end of its acknowledgements */
+    const char *out;
+} perf_stat_t;
+
+/* Media frames both ways, summed over the calls at one instant. */
+typedef struct frame_count {
+    uint64_t sent, received;
+} frame_count_t;
 
 typedef struct load {
     uv_loop_t *loop;
@@ -62,6 +90,8 @@ typedef struct load {
     int server_pid, rig_pid;
     const char *fake_timing, *label;
     proc_sample_t srv0, srv1, srv_idle, srv_after, rig0, rig1, self0, self1;
+    frame_count_t fr0, fr1;
+    perf_stat_t perf;
 } load_t;
 
 /* ---- /proc ---- */
@@ -104,6 +134,131 @@ static void proc_read(int pid, proc_sample_t *s)
                 s->fds++;
         closedir(d);
     }
+    /* Context switches: every thread's own counts (the process's status
+     * file shows only the main thread's). */
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    d = opendir(path);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        s->threads++;
+        char tpath[300];
+        snprintf(tpath, sizeof tpath, "/proc/%d/task/%s/status", pid,
+                 e->d_name);
+        f = fopen(tpath, "r");
+        if (f == NULL)
+            continue; /* the thread has just exited */
+        while (fgets(buf, sizeof buf, f) != NULL) {
+            if (strncmp(buf, "voluntary_ctxt_switches:", 24) == 0)
+                s->ctxsw_vol += strtoull(buf + 24, NULL, 10);
+            else if (strncmp(buf, "nonvoluntary_ctxt_switches:", 27) == 0)
+                s->ctxsw_invol += strtoull(buf + 27, NULL, 10);
+        }
+        fclose(f);
+    }
+    closedir(d);
+}
+
+/* ---- perf stat: system calls of the server ---- */
+
+/* Starts `perf stat -e raw_syscalls:sys_enter -p PID` with its events
+ * disabled; its output goes to p->out. Without perf (or when it cannot
+ * attach) the count is reported as null, never as a failure. */
+static void perf_start(perf_stat_t *p, int pid)
+{
+    int ctl[2], ack[2];
+    if (p->out == NULL || pid <= 0 || p->pid > 0)
+        return;
+    if (pipe(ctl) != 0)
+        return;
+    if (pipe(ack) != 0) {
+        close(ctl[0]);
+        close(ctl[1]);
+        return;
+    }
+    char pid_s[16], control[48];
+    snprintf(pid_s, sizeof pid_s, "%d", pid);
+    snprintf(control, sizeof control, "fd:%d,%d", ctl[0], ack[1]);
+    const char *argv[] = {"perf",      "stat",  "-e", "raw_syscalls:sys_enter",
+                          "-x",        ",",     "-D", "-1",
+                          "--control", control, "-o", p->out,
+                          "-p",        pid_s,   NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addclose(&fa, ctl[1]);
+    posix_spawn_file_actions_addclose(&fa, ack[0]);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    /* Its errors (no permission, no such tracepoint) go to our stderr. */
+    pid_t child;
+    int rc = posix_spawnp(&child, "perf", &fa, NULL,
+                          (char *const *)(uintptr_t)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(ctl[0]);
+    close(ack[1]);
+    if (rc != 0) {
+        fprintf(stderr, "vb-sim load: no perf (%s): syscalls n/a\n",
+                strerror(rc));
+        close(ctl[1]);
+        close(ack[0]);
+        return;
+    }
+    /* A perf that died must not kill us with SIGPIPE (ignored in main),
+     * nor block us: its acknowledgements are not waited for. */
+    fcntl(ctl[1], F_SETFL, O_NONBLOCK);
+    p->pid = child;
+    p->ctl = ctl[1];
+    p->ack = ack[0];
+}
+
+static void perf_command(perf_stat_t *p, const char *cmd)
+{
+    if (p->pid > 0 && write(p->ctl, cmd, strlen(cmd)) < 0)
+        fprintf(stderr, "vb-sim load: perf control: %s\n", strerror(errno));
+}
+
+/* Stops perf and returns the count, or -1 when there is none. */
+static long long perf_finish(perf_stat_t *p)
+{
+    if (p->pid <= 0)
+        return -1;
+    kill(p->pid, SIGINT);
+    int st;
+    while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    close(p->ctl);
+    close(p->ack);
+    p->pid = 0;
+    FILE *f = fopen(p->out, "r");
+    if (f == NULL)
+        return -1;
+    char line[256];
+    long long n = -1;
+    while (fgets(line, sizeof line, f) != NULL) {
+        char *e;
+        long long v = strtoll(line, &e, 10);
+        /* "<not counted>" or "<not supported>" leave n at -1. */
+        if (e != line && *e == ',' && strstr(e, ",raw_syscalls:sys_enter,"))
+            n = v;
+    }
+    fclose(f);
+    return n;
+}
+
+static frame_count_t count_frames(const load_t *l)
+{
+    frame_count_t c = {0, 0};
+    for (int i = 0; i < l->started; i++) {
+        if (l->calls[i] == NULL)
+            continue;
+        const sim_call_result_t *r = sim_call_result(l->calls[i]);
+        c.sent += r->frames_sent;
+        c.received += r->media_received;
+    }
+    return c;
 }
 
 /* ---- the talk pattern ---- */
@@ -199,7 +354,9 @@ static void start_cb(uv_timer_t *t)
 static void end_cb(uv_timer_t *t)
 {
     load_t *l = t->data;
+    perf_command(&l->perf, "disable\n");
     l->w_end = vb_clock_now_ns();
+    l->fr1 = count_frames(l);
     proc_read(l->server_pid, &l->srv1);
     proc_read(l->rig_pid, &l->rig1);
     proc_read(getpid(), &l->self1);
@@ -213,10 +370,13 @@ static void end_cb(uv_timer_t *t)
 static void open_window(load_t *l)
 {
     l->window_open = true;
-    l->w_start = vb_clock_now_ns();
-    proc_read(l->server_pid, &l->srv0);
+    perf_start(&l->perf, l->server_pid); /* unless watch_cb did */
     proc_read(l->rig_pid, &l->rig0);
     proc_read(getpid(), &l->self0);
+    proc_read(l->server_pid, &l->srv0);
+    l->fr0 = count_frames(l);
+    l->w_start = vb_clock_now_ns();
+    perf_command(&l->perf, "enable\n");
     fprintf(stderr, "vb-sim load: steady window: %d calls, %.0f s\n", l->ncalls,
             l->duration_s);
     uv_timer_start(&l->end_timer, end_cb, (uint64_t)(l->duration_s * 1000), 0);
@@ -234,8 +394,12 @@ static void watch_cb(uv_timer_t *t)
         if (l->calls[i] != NULL && sim_call_result(l->calls[i])->stream_opened)
             open++;
     double since = (double)(vb_clock_now_ns() - l->t0) / 1e9;
-    if (open == l->ncalls && l->opened_all == 0)
+    if (open == l->ncalls && l->opened_all == 0) {
         l->opened_all = 1;
+        /* Attached now, counting from the window's start: every thread
+         * of the server exists by now and perf's start-up is over. */
+        perf_start(&l->perf, l->server_pid);
+    }
     if (l->opened_all > 0 && ++l->opened_all > 10) /* 1 s after */
         open_window(l);
     else if (since > l->ramp_s + 10.0 && l->started == l->ncalls)
@@ -482,6 +646,9 @@ static void usage(FILE *f)
                "                    docs/benchmarks.md)\n"
                "  --server-pid PID  voxbridge: CPU, RSS, fds from /proc\n"
                "  --fake-pid PID    vb-fake-gemini (rig CPU; also --rig-pid)\n"
+               "  --perf-stat FILE  count the server's system calls in the\n"
+               "                    window with perf stat (output to FILE;\n"
+               "                    null without perf)\n"
                "  --fake-timing F   vb-fake-gemini's --timing file: match it\n"
                "                    and print latencies (JSON row)\n"
                "  --label L         label of the JSON row\n"
@@ -507,6 +674,7 @@ int sim_load_main(int argc, char **argv)
         {"fake-pid", required_argument, NULL, 'g'},
         {"fake-timing", required_argument, NULL, 'F'},
         {"label", required_argument, NULL, 'L'},
+        {"perf-stat", required_argument, NULL, 'P'},
         {"api-listen", required_argument, NULL, 'l'},
         {"ca-file", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
@@ -560,6 +728,9 @@ int sim_load_main(int argc, char **argv)
             break;
         case 'L':
             l.label = optarg;
+            break;
+        case 'P':
+            l.perf.out = optarg;
             break;
         case 'l':
             listen = optarg;
@@ -648,6 +819,7 @@ int sim_load_main(int argc, char **argv)
     }
     uv_timer_stop(&l.start_timer);
     uv_timer_stop(&l.watch_timer);
+    long long syscalls = perf_finish(&l.perf);
 
     /* Summary. */
     int ok = 0;
@@ -713,6 +885,27 @@ int sim_load_main(int argc, char **argv)
         if (!matched)
             fprintf(stderr, "vb-sim load: cannot read %s\n", l.fake_timing);
     }
+    /* Wake-ups: every context switch of every server thread (a thread
+     * that blocks and is woken counts one voluntary switch; preemption
+     * counts nonvoluntary), per 20 ms media frame at the Twilio side,
+     * caller -> server and server -> caller together. */
+    unsigned long long csw_vol = l.srv1.ctxsw_vol - l.srv0.ctxsw_vol;
+    unsigned long long csw_invol = l.srv1.ctxsw_invol - l.srv0.ctxsw_invol;
+    unsigned long long csw = csw_vol + csw_invol;
+    uint64_t win_in = l.fr1.sent - l.fr0.sent;
+    uint64_t win_out = l.fr1.received - l.fr0.received;
+    double win_frames = (double)(win_in + win_out);
+    double call_sec = win * l.ncalls;
+    char sys_s[24] = "null", sys_frame_s[24] = "null", sys_cs_s[24] = "null";
+    if (syscalls >= 0) {
+        snprintf(sys_s, sizeof sys_s, "%lld", syscalls);
+        if (win_frames > 0)
+            snprintf(sys_frame_s, sizeof sys_frame_s, "%.3f",
+                     (double)syscalls / win_frames);
+        if (call_sec > 0)
+            snprintf(sys_cs_s, sizeof sys_cs_s, "%.1f",
+                     (double)syscalls / call_sec);
+    }
     char lost_s[24] = "null";
     if (matched)
         snprintf(lost_s, sizeof lost_s, "%llu", (unsigned long long)lost);
@@ -738,7 +931,12 @@ int sim_load_main(int argc, char **argv)
            "\"frames_lost\":%s"
            ",\"fake_unmapped_frames\":%llu,\"protocol_errors\":%llu"
            ",\"failed_calls\":%d,\"late_ticks\":%llu,\"clears\":%llu"
-           ",\"window_s\":%.3f}\n",
+           ",\"window_s\":%.3f,\"window_frames_in\":%llu"
+           ",\"window_frames_out\":%llu,\"server_threads\":%ld"
+           ",\"server_ctxsw\":%llu,\"server_ctxsw_voluntary\":%llu"
+           ",\"server_ctxsw_nonvoluntary\":%llu,\"wakeups_per_frame\":%.3f"
+           ",\"ctxsw_per_call_s\":%.1f,\"server_syscalls\":%s"
+           ",\"syscalls_per_frame\":%s,\"syscalls_per_call_s\":%s}\n",
            win > 0 ? srv_cpu * 1000.0 / (win * l.ncalls) : 0.0,
            win > 0 ? srv_cpu * 100.0 / win : 0.0, l.srv1.rss_kb,
            l.srv_idle.rss_kb,
@@ -748,7 +946,11 @@ int sim_load_main(int argc, char **argv)
            sim_pct + fake_pct > 80.0 || late_pct > 5.0 ? "true" : "false",
            (unsigned long long)frames, lost_s, (unsigned long long)m.unmapped,
            (unsigned long long)perr, l.ncalls - ok, (unsigned long long)late,
-           (unsigned long long)clears, win);
+           (unsigned long long)clears, win, (unsigned long long)win_in,
+           (unsigned long long)win_out, l.srv1.threads, csw, csw_vol, csw_invol,
+           win_frames > 0 ? (double)csw / win_frames : 0.0,
+           call_sec > 0 ? (double)csw / call_sec : 0.0, sys_s, sys_frame_s,
+           sys_cs_s);
     fflush(stdout);
 
     for (int i = 0; i < l.started; i++)
