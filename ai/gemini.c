@@ -25,10 +25,8 @@
 #include "core/log.h"
 #include "core/msg.h"
 #include "core/stage.h"
-#include "net/ingress.h"
 #include "net/tcp.h"
 #include "net/tls.h"
-#include "net/twilio_stream.h"
 #include "net/ws.h"
 
 #define TICK_MS           50
@@ -1118,10 +1116,10 @@ static call_t *lookup(vb_gemini_stage_t *s, vb_call_id_t id)
     return c != NULL && c->id.gen == id.gen ? c : NULL;
 }
 
-/* The CallSid of a CALL_OPEN (vb_twilio_open_t) payload. */
+/* The CallSid of a CALL_OPEN (vb_msg_open_t) payload. */
 static void open_sid(const vb_msg_t *m, char *out)
 {
-    vb_twilio_open_t o;
+    vb_msg_open_t o;
     memset(&o, 0, sizeof(o));
     memcpy(&o, m->data, m->len < sizeof(o) ? m->len : sizeof(o));
     o.call_sid[sizeof(o.call_sid) - 1] = '\0';
@@ -1130,8 +1128,8 @@ static void open_sid(const vb_msg_t *m, char *out)
 
 static void on_prepare(vb_gemini_stage_t *s, const vb_msg_t *m)
 {
-    vb_ingress_prepare_t p;
-    if (vb_ingress_prepare_get(m, &p) != 0) {
+    vb_msg_prepare_t p;
+    if (vb_msg_prepare_get(m, &p) != 0) {
         vb_log_warn(NULL, "malformed PREPARE message ignored", "len=%u",
                     (unsigned)m->len);
         return;

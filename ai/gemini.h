@@ -4,7 +4,7 @@
  * every Gemini Live connection of the lane's calls.
  *
  *   prepare   ingress --PREPARE--> [gemini]   pre-connect for a CallSid
- *   inbound   dsp --in--> [gemini]             CALL_OPEN (vb_twilio_open_t),
+ *   inbound   dsp --in--> [gemini]             CALL_OPEN (vb_msg_open_t),
  *                                              AUDIO (PCM16 16 kHz), DTMF,
  *                                              CALL_CLOSE; MARK ignored
  *   outbound  [gemini] --out--> dsp            AUDIO (PCM16 24 kHz, <= 1 KiB

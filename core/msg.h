@@ -66,6 +66,48 @@ static inline int vb_call_id_eq(vb_call_id_t a, vb_call_id_t b)
     return a.slot == b.slot && a.gen == b.gen;
 }
 
+/* ---- payloads, beside the message type so no consumer includes its
+ * producer ---- */
+
+/* CALL_OPEN (twilio-io -> dsp -> gemini): the call's identifiers. */
+typedef struct vb_msg_open {
+    char call_sid[64];    /* CA..., NUL-terminated */
+    char stream_sid[64];  /* MZ... */
+    char account_sid[64]; /* AC... */
+} vb_msg_open_t;
+
+#define VB_MSG_CONN_SIGNED 1u /* CONN: X-Twilio-Signature verified */
+
+/* CONN (ingress -> twilio-io): a handed-off socket. Copy it out with
+ * vb_msg_conn_get(); the consumer owns `fd` and `extra`. */
+typedef struct vb_msg_conn {
+    int32_t fd;         /* connected socket, non-blocking, close-on-exec */
+    uint32_t lane;      /* the lane it was routed to */
+    uint32_t flags;     /* VB_MSG_CONN_* */
+    uint32_t extra_len; /* bytes in `extra` */
+    char *extra;        /* malloc'd bytes received after the upgrade
+                         * request (the start of the WebSocket stream), or
+                         * NULL; the consumer frees it */
+    char peer[64];      /* client address for logs (X-Forwarded-For when
+                         * --trust-proxy) */
+} vb_msg_conn_t;
+
+/* PREPARE (ingress -> gemini): a call was answered on `lane`. */
+typedef struct vb_msg_prepare {
+    char call_sid[64]; /* NUL-terminated */
+    uint32_t lane;
+    int64_t expiry_s; /* the stream token's expiry (Unix seconds) */
+} vb_msg_prepare_t;
+
+/* Copies the payload of a CONN / PREPARE message. Returns 0, or VB_EINVAL
+ * if `m` is not of that kind or size. Any thread. */
+int vb_msg_conn_get(const vb_msg_t *m, vb_msg_conn_t *out);
+int vb_msg_prepare_get(const vb_msg_t *m, vb_msg_prepare_t *out);
+
+/* Closes the fd and frees `extra` of a connection the consumer does not
+ * keep; accepts NULL. */
+void vb_msg_conn_release(vb_msg_conn_t *c);
+
 /* Name of a kind ("AUDIO"), or "?" if out of range. Static; any thread. */
 const char *vb_msg_kind_name(int kind);
 

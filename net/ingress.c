@@ -130,39 +130,6 @@ struct vb_ingress {
 /* ---------------------------------------------------------------------- */
 /* messages                                                               */
 
-int vb_ingress_conn_get(const vb_msg_t *m, vb_ingress_conn_t *out)
-{
-    if (m->kind != VB_MSG_CONN || m->len != sizeof(*out))
-        return VB_EINVAL;
-    memcpy(out, m->data, sizeof(*out));
-    return 0;
-}
-
-int vb_ingress_prepare_get(const vb_msg_t *m, vb_ingress_prepare_t *out)
-{
-    if (m->kind != VB_MSG_PREPARE || m->len != sizeof(*out))
-        return VB_EINVAL;
-    memcpy(out, m->data, sizeof(*out));
-    return 0;
-}
-
-void vb_ingress_conn_release(vb_ingress_conn_t *c)
-{
-    if (c == NULL)
-        return;
-    if (c->fd >= 0)
-        close(c->fd);
-    free(c->extra);
-    c->fd = -1;
-    c->extra = NULL;
-    c->extra_len = 0;
-}
-
-_Static_assert(sizeof(vb_ingress_conn_t) <= VB_MSG_DATA_MAX,
-               "conn payload fits a message");
-_Static_assert(sizeof(vb_ingress_prepare_t) <= VB_MSG_DATA_MAX,
-               "prepare payload fits a message");
-
 /* ---------------------------------------------------------------------- */
 /* readiness                                                              */
 
@@ -526,7 +493,7 @@ static void client_addr(const vb_ingress_t *g, const vb_http_req_t *req,
 static bool sid_ok(const char *s)
 {
     size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n >= sizeof(((vb_ingress_prepare_t *)0)->call_sid))
+    if (n == 0 || n >= sizeof(((vb_msg_prepare_t *)0)->call_sid))
         return false;
     for (size_t i = 0; i < n; i++)
         if (!isalnum((unsigned char)s[i]))
@@ -647,7 +614,7 @@ static void push_prepare(vb_ingress_t *g, uint32_t lane, const char *sid,
                            "lane=%u", lane);
         return;
     }
-    vb_ingress_prepare_t p;
+    vb_msg_prepare_t p;
     memset(&p, 0, sizeof(p));
     snprintf(p.call_sid, sizeof(p.call_sid), "%s", sid);
     p.lane = lane;
@@ -837,7 +804,7 @@ static void route_stream(vb_ingress_t *g, const vb_http_req_t *req,
                                "action=%s",
                                client, require ? "refused" : "token decides");
         } else {
-            flags |= VB_INGRESS_CONN_SIGNED;
+            flags |= VB_MSG_CONN_SIGNED;
         }
     }
     if (require && sig_rc != 0) {
@@ -907,7 +874,7 @@ static void on_detach(void *ud, int fd, const char *extra, size_t n, void *arg,
         return;
     }
     vb_ingress_lane_t *l = &g->lanes[lane];
-    vb_ingress_conn_t c;
+    vb_msg_conn_t c;
     memset(&c, 0, sizeof(c));
     c.fd = fd;
     c.lane = lane;
@@ -931,7 +898,7 @@ static void on_detach(void *ud, int fd, const char *extra, size_t n, void *arg,
          * means a second producer: our invariant is broken. */
         vb_metrics_counter_add(g->shard, g->handoff[H_RING_FULL], 1);
         vb_log_error(NULL, "lane ring full after 101", "lane=%u", lane);
-        vb_ingress_conn_release(&c);
+        vb_msg_conn_release(&c);
         return;
     }
     m->len = sizeof(c);
@@ -1304,10 +1271,9 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
         memcpy(g->lanes, o->lanes, g->nlanes * sizeof(*g->lanes));
         for (uint32_t i = 0; i < g->nlanes; i++)
             if (g->lanes[i].conn == NULL ||
-                g->lanes[i].conn->data_max < sizeof(vb_ingress_conn_t) ||
+                g->lanes[i].conn->data_max < sizeof(vb_msg_conn_t) ||
                 (g->lanes[i].prepare != NULL &&
-                 g->lanes[i].prepare->data_max <
-                     sizeof(vb_ingress_prepare_t))) {
+                 g->lanes[i].prepare->data_max < sizeof(vb_msg_prepare_t))) {
                 rc = VB_EINVAL;
                 goto fail;
             }

@@ -25,7 +25,7 @@
  * Hand-off. After the 101 is written the socket is dup()ed and the libuv
  * handle closed (net/http.h); the new fd and the bytes already read after
  * the upgrade request travel as a VB_MSG_CONN message (payload
- * vb_ingress_conn_t) on the lane's conn ring, and the lane's doorbell is
+ * vb_msg_conn_t) on the lane's conn ring, and the lane's doorbell is
  * rung when the ring may have been empty. The ring's free space is checked
  * before answering 101, counting hand-offs still in flight, so a 101 is
  * never followed by a full ring: a full ring answers 503 instead.
@@ -69,37 +69,7 @@ typedef struct vb_ingress_lane {
     vb_chan_t *prepare; /* optional: VB_MSG_PREPARE to gemini */
 } vb_ingress_lane_t;
 
-#define VB_INGRESS_CONN_SIGNED 1u /* X-Twilio-Signature verified */
-
-/* Payload of a VB_MSG_CONN message (msg.data, msg.len = sizeof). Copy it
- * out with vb_ingress_conn_get(); the consumer owns `fd` and `extra`. */
-typedef struct vb_ingress_conn {
-    int32_t fd;         /* connected socket, non-blocking, close-on-exec */
-    uint32_t lane;      /* the lane it was routed to */
-    uint32_t flags;     /* VB_INGRESS_CONN_* */
-    uint32_t extra_len; /* bytes in `extra` */
-    char *extra;        /* malloc'd bytes received after the upgrade
-                         * request (the start of the WebSocket stream), or
-                         * NULL; the consumer frees it */
-    char peer[64];      /* client address for logs (X-Forwarded-For when
-                         * --trust-proxy) */
-} vb_ingress_conn_t;
-
-/* Payload of a VB_MSG_PREPARE message: a call was answered on `lane`. */
-typedef struct vb_ingress_prepare {
-    char call_sid[64]; /* NUL-terminated */
-    uint32_t lane;
-    int64_t expiry_s; /* the stream token's expiry (Unix seconds) */
-} vb_ingress_prepare_t;
-
-/* Copies the payload of a VB_MSG_CONN / VB_MSG_PREPARE message. Returns 0
- * or VB_EINVAL if `m` is not of that kind. Any thread. */
-int vb_ingress_conn_get(const vb_msg_t *m, vb_ingress_conn_t *out);
-int vb_ingress_prepare_get(const vb_msg_t *m, vb_ingress_prepare_t *out);
-
-/* Closes the fd and frees `extra` of a connection the consumer does not
- * keep; accepts NULL. */
-void vb_ingress_conn_release(vb_ingress_conn_t *c);
+/* The payloads this module sends (CONN, PREPARE) are in core/msg.h. */
 
 typedef struct vb_ingress_opts {
     const vb_config_t *cfg; /* borrowed; must outlive the ingress */

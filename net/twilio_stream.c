@@ -570,7 +570,7 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
     c->stream_sid_len = m->stream_sid.len;
     snprintf(c->label, sizeof c->label, "%s", m->start.call_sid.p);
     track_seq(c, m);
-    vb_twilio_open_t open;
+    vb_msg_open_t open;
     memset(&open, 0, sizeof open);
     memcpy(open.call_sid, m->start.call_sid.p, m->start.call_sid.len);
     memcpy(open.stream_sid, m->stream_sid.p, m->stream_sid.len);
@@ -1332,14 +1332,14 @@ static void sid_remember(vb_twilio_stream_t *s, const char *sid)
 /* A handed-off socket, or (while stopping) one to close. */
 static void conn_take(vb_twilio_stream_t *s, const vb_msg_t *m)
 {
-    vb_ingress_conn_t cc;
-    if (vb_ingress_conn_get(m, &cc) < 0) {
+    vb_msg_conn_t cc;
+    if (vb_msg_conn_get(m, &cc) < 0) {
         vb_log_error(NULL, "twilio stream: bad conn message", "kind=%s",
                      vb_msg_kind_name(m->kind));
         return;
     }
     if (s->stopping) {
-        vb_ingress_conn_release(&cc);
+        vb_msg_conn_release(&cc);
         return;
     }
     cc.peer[sizeof cc.peer - 1] = '\0';
@@ -1557,8 +1557,8 @@ int vb_twilio_stream_create(vb_twilio_stream_t **out,
         cfg->media_batch > MAX_BATCH || cfg->lane < 0 ||
         cfg->lane > VB_TWILIO_TOKEN_MAX_LANE ||
         (cfg->max_message != 0 && cfg->max_message < 1024) ||
-        cfg->in_to_dsp->data_max < sizeof(vb_twilio_open_t) ||
-        cfg->conn_in->data_max < sizeof(vb_ingress_conn_t))
+        cfg->in_to_dsp->data_max < sizeof(vb_msg_open_t) ||
+        cfg->conn_in->data_max < sizeof(vb_msg_conn_t))
         return VB_EINVAL;
     int rc = VB_ENOMEM;
     vb_twilio_stream_t *s = calloc(1, sizeof *s);
@@ -1655,7 +1655,7 @@ int vb_twilio_stream_handoff(vb_chan_t *conn, int fd, const uint8_t *pre,
     if (conn == NULL || fd < 0 || (pre == NULL && pre_len > 0) ||
         pre_len > UINT32_MAX)
         return VB_EINVAL;
-    vb_ingress_conn_t cc;
+    vb_msg_conn_t cc;
     memset(&cc, 0, sizeof cc);
     cc.fd = fd;
     snprintf(cc.peer, sizeof cc.peer, "handoff");

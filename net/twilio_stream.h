@@ -4,7 +4,7 @@
  * connections, one libuv loop, three rings.
  *
  *   conn      ingress --CONN--> [twilio-io]   an upgraded socket to adopt
- *                                             (payload vb_ingress_conn_t)
+ *                                             (payload vb_msg_conn_t)
  *   inbound   [twilio-io] --in--> dsp         CALL_OPEN, AUDIO (μ-law 8 kHz
  *                                             as received), DTMF, MARK
  *                                             (echo), CALL_CLOSE
@@ -62,16 +62,7 @@
 #include "net/tls.h"
 #include "net/twilio_sig.h"
 
-/* Payload of CALL_OPEN on the inbound ring (in vb_msg_t.data). */
-typedef struct vb_twilio_open {
-    char call_sid[64];    /* CA... */
-    char stream_sid[64];  /* MZ... */
-    char account_sid[64]; /* AC... */
-} vb_twilio_open_t;
-
-/* Flag on an inbound MARK: the echo came because of a `clear` (the audio
- * before the mark was discarded, not played). */
-#define VB_TWILIO_MARK_CLEARED 1u
+/* The CALL_OPEN payload this stage sends is vb_msg_open_t (core/msg.h). */
 
 /* Limits of a stream before its `start` has verified (see the config). */
 #define VB_TWILIO_PREAUTH_MAX_MESSAGE (8u * 1024u)
@@ -184,7 +175,7 @@ uint64_t vb_twilio_stream_last_stats(vb_twilio_stream_t *s,
                                      vb_twilio_call_stats_t *out);
 
 /* Hands a socket to a stage the way the ingress does (net/ingress.h): pushes
- * a VB_MSG_CONN message (vb_ingress_conn_t) with `fd` and a copy of the
+ * a VB_MSG_CONN message (vb_msg_conn_t) with `fd` and a copy of the
  * bytes already read past the upgrade request (`pre`) onto `conn` (which
  * rings the stage). The socket must already have had its 101 response
  * written. On success the stage owns `fd`. Returns 0, VB_ENOSPC (ring full:

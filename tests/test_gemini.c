@@ -24,8 +24,6 @@
 #include "core/lane.h"
 #include "core/log.h"
 #include "core/msg.h"
-#include "net/ingress.h"
-#include "net/twilio_stream.h"
 #include "tests/test.h"
 
 #define API_KEY "test-key-123"
@@ -313,7 +311,7 @@ static void push(env_t *e, vb_chan_t *c, uint8_t kind, const void *data,
 
 static void push_prepare(env_t *e, const char *sid, int64_t expiry_s)
 {
-    vb_ingress_prepare_t p;
+    vb_msg_prepare_t p;
     memset(&p, 0, sizeof(p));
     snprintf(p.call_sid, sizeof(p.call_sid), "%s", sid);
     p.expiry_s = expiry_s;
@@ -322,7 +320,7 @@ static void push_prepare(env_t *e, const char *sid, int64_t expiry_s)
 
 static void push_open(env_t *e, const char *sid)
 {
-    vb_twilio_open_t p;
+    vb_msg_open_t p;
     memset(&p, 0, sizeof(p));
     snprintf(p.call_sid, sizeof(p.call_sid), "%s", sid);
     snprintf(p.stream_sid, sizeof(p.stream_sid), "MZ-%s", sid);

@@ -58,8 +58,8 @@ typedef struct consumer {
 
 static void consume_one(consumer_t *c, const vb_msg_t *m)
 {
-    vb_ingress_conn_t conn;
-    ASSERT_EQ(vb_ingress_conn_get(m, &conn), 0);
+    vb_msg_conn_t conn;
+    ASSERT_EQ(vb_msg_conn_get(m, &conn), 0);
     got_t g;
     memset(&g, 0, sizeof(g));
     g.lane = conn.lane;
@@ -85,7 +85,7 @@ static void consume_one(consumer_t *c, const vb_msg_t *m)
     memcpy(ack + 4, g.data, g.len); /* binary: no string functions */
     ssize_t n = (ssize_t)g.len + 4;
     ASSERT_EQ(send(conn.fd, ack, (size_t)n, MSG_NOSIGNAL), n);
-    vb_ingress_conn_release(&conn);
+    vb_msg_conn_release(&conn);
     pthread_mutex_lock(&c->mu);
     if (c->ngot < 8)
         c->got[c->ngot++] = g;
@@ -154,9 +154,9 @@ static void consumer_stop(consumer_t *c)
     for (uint32_t i = 0; i < c->n; i++) {
         vb_msg_t *m;
         while ((m = vb_chan_peek(&c->rings[i])) != NULL) {
-            vb_ingress_conn_t conn;
-            ASSERT_EQ(vb_ingress_conn_get(m, &conn), 0);
-            vb_ingress_conn_release(&conn);
+            vb_msg_conn_t conn;
+            ASSERT_EQ(vb_msg_conn_get(m, &conn), 0);
+            vb_msg_conn_release(&conn);
             vb_chan_release(&c->rings[i]);
         }
         vb_chan_destroy(&c->rings[i]);
@@ -773,7 +773,7 @@ TEST_T(ingress_websocket_handoff_bytes_intact, 30)
     tc_send(c->fd, payload + 100, plen - 100);
     got_t g = consumer_wait(&f->cons, 1);
     ASSERT_EQ(g.lane, 1);
-    ASSERT_EQ(g.flags & VB_INGRESS_CONN_SIGNED, VB_INGRESS_CONN_SIGNED);
+    ASSERT_EQ(g.flags & VB_MSG_CONN_SIGNED, VB_MSG_CONN_SIGNED);
     ASSERT_EQ(g.len, plen);
     ASSERT_MEM_EQ(g.data, payload, plen);
     /* The lane thread answers on the same socket. */

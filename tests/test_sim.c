@@ -54,7 +54,7 @@ typedef struct fx {
     end_mode_t mode;
     pthread_t dsp;
     _Atomic bool stop, opened, closed;
-    vb_twilio_open_t open; /* written before `opened` is set */
+    vb_msg_open_t open; /* written before `opened` is set */
     uint8_t greet[GREET_N * 160];
     uint8_t *rx; /* inbound audio, in order */
     size_t rx_len, rx_cap;

@@ -386,8 +386,8 @@ static vb_call_id_t expect_open(fixture_t *f)
     vb_msg_t m;
     ASSERT_TRUE(pop_in(f, &m, 5000));
     ASSERT_EQ(m.kind, VB_MSG_CALL_OPEN);
-    ASSERT_EQ(m.len, sizeof(vb_twilio_open_t));
-    vb_twilio_open_t o;
+    ASSERT_EQ(m.len, sizeof(vb_msg_open_t));
+    vb_msg_open_t o;
     memcpy(&o, m.data, sizeof o);
     ASSERT_STR_EQ(o.call_sid, CALL_SID);
     ASSERT_STR_EQ(o.stream_sid, STREAM_SID);

@@ -75,9 +75,9 @@ static void drain_lanes(world_t *w)
     for (int i = 0; i < 2; i++) {
         vb_msg_t *m;
         while ((m = vb_chan_peek(&w->rings[i])) != NULL) {
-            vb_ingress_conn_t c;
-            if (vb_ingress_conn_get(m, &c) == 0)
-                vb_ingress_conn_release(&c);
+            vb_msg_conn_t c;
+            if (vb_msg_conn_get(m, &c) == 0)
+                vb_msg_conn_release(&c);
             vb_chan_release(&w->rings[i]);
         }
     }
