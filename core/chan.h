@@ -96,7 +96,10 @@ void vb_chan_on_pressure(vb_chan_t *c, void (*fn)(void *ud, bool on), void *ud);
 /* Starts a message: a ring slot (or, when the ring is full or older
  * messages are parked, a spill slot) with kind, flags, call, seq and
  * t_origin filled in and len 0. Write at most c->data_max bytes of data,
- * set len, then vb_chan_end(). Returns NULL only for AUDIO when the spill
+ * set len, then vb_chan_end(). A message begun and never ended is
+abandoned: nothing is published and the next vb_chan_begin() returns the
+same slot (a producer may decode into a slot and then refuse it). Returns NULL
+only for AUDIO when the spill
  * is full, or when the channel has no spill (spill_max 0) and the ring
  * is full, or out of memory: the caller counts the drop. */
 vb_msg_t *vb_chan_begin(vb_chan_t *c, uint8_t kind, uint8_t flags,

@@ -117,18 +117,29 @@ static bool inbound_one(void *ud, const vb_msg_t *m)
         for (size_t off = 0; off < m->len; off += s->in_chunk) {
             size_t k = m->len - off < s->in_chunk ? m->len - off : s->in_chunk,
                    n;
-            int rc = vb_dsp_inbound(c->dsp, m->data + off, k, s->pcm,
-                                    sizeof(s->pcm) / sizeof(s->pcm[0]), &n);
+            /* Resampled straight into the reserved slot (room was checked;
+             * slot payloads are 16-byte aligned). */
+            vb_msg_t *o = vb_chan_begin(out, VB_MSG_AUDIO, m->flags, m->call,
+                                        c->seq_in, m->t_origin);
+            if (o == NULL)
+                break; /* not reached: this stage never spills */
+            int rc = vb_dsp_inbound(c->dsp, m->data + off, k,
+                                    (int16_t *)(void *)o->data,
+                                    out->data_max / sizeof(int16_t), &n);
             if (rc != 0) {
                 vb_metrics_counter_add(s->st.shard, s->m_dsp_err, 1);
                 VB_LOG_RATELIMITED(VB_LOG_ERROR, 1000, NULL,
                                    "inbound dsp failed", "lane=%d err=%s",
                                    s->cfg.lane, vb_err_name(rc));
                 vb_dsp_reset(c->dsp);
-                break;
+                break; /* the slot is abandoned, never published */
             }
-            emit(s, out, m, VB_MSG_AUDIO, s->pcm, n * sizeof(int16_t),
-                 &c->seq_in, s->m_lat_in);
+            o->len = (uint16_t)(n * sizeof(int16_t));
+            c->seq_in++;
+            vb_chan_end(out, o);
+            if (m->t_origin != 0 && o->t_enqueue > m->t_origin)
+                vb_metrics_observe_ns(s->st.shard, s->m_lat_in,
+                                      o->t_enqueue - m->t_origin);
         }
     } else {
         uint32_t seq0 = 0;

@@ -607,10 +607,38 @@ static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
         c->stats.chunk_gaps++;
     c->have_chunk = true;
     c->last_chunk = m->media.chunk_n;
-    size_t n = 0;
-    if (m->media.payload.len == 0 ||
-        vb_b64_decode(c->audio, c->audio_cap, m->media.payload.p,
-                      m->media.payload.len, &n) != 0 ||
+    size_t n = 0, plen = m->media.payload.len;
+    vb_chan_t *ch = s->cfg.in_to_dsp;
+    if (plen > 0 && vb_b64_decoded_max(plen) <= ch->data_max) {
+        /* One frame: decoded straight into its slot (left unpublished, and
+         * so abandoned, if it is refused below). */
+        vb_msg_t *o =
+            vb_chan_begin(ch, VB_MSG_AUDIO, 0, c->id, c->seq_in, t_origin);
+        if (o != NULL) {
+            if (vb_b64_decode(o->data, ch->data_max, m->media.payload.p, plen,
+                              &n) != 0 ||
+                n == 0) {
+                count_error(c, E_BAD_BASE64, "media.payload");
+                return;
+            }
+            c->stats.frames_in++;
+            c->stats.bytes_in += n;
+            vb_metrics_counter_add(s->st.shard, s->m_frames_in, 1);
+            if (!rate_take(c, n, t_origin))
+                return;
+            o->len = (uint16_t)n;
+            c->seq_in++;
+            vb_chan_end(ch, o);
+            if (o->t_enqueue > t_origin && t_origin != 0)
+                vb_metrics_observe_ns(s->st.shard, s->m_lat_in,
+                                      o->t_enqueue - t_origin);
+            return;
+        }
+        /* The spill is full: the copying path below counts the drop. */
+    }
+    if (plen == 0 ||
+        vb_b64_decode(c->audio, c->audio_cap, m->media.payload.p, plen, &n) !=
+            0 ||
         n == 0) {
         count_error(c, E_BAD_BASE64, "media.payload");
         return;
@@ -620,7 +648,7 @@ static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
     vb_metrics_counter_add(s->st.shard, s->m_frames_in, 1);
     if (!rate_take(c, n, t_origin))
         return;
-    size_t max = s->cfg.in_to_dsp->data_max;
+    size_t max = ch->data_max;
     for (size_t off = 0; off < n; off += max) {
         size_t k = n - off < max ? n - off : max;
         in_push(c, VB_MSG_AUDIO, 0, c->audio + off, k, t_origin);
