@@ -100,6 +100,20 @@ $(BUILD)/%.o: %.c | deps
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
+# `voxbridge --version` and vb_build_info: the version and the commit, in a
+# header rewritten only when they change (so main.o is rebuilt then, and
+# only then). VERSION may be set on the command line.
+VERSION ?= 0.4.0
+VB_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+VERSION_H := $(BUILD)/gen/vb_version.h
+.PHONY: FORCE
+$(VERSION_H): FORCE
+	@mkdir -p $(@D)
+	@printf '#define VB_VERSION "%s"\n#define VB_COMMIT "%s"\n' '$(VERSION)' '$(VB_COMMIT)' > $@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
+$(BUILD)/core/main.o: $(VERSION_H)
+$(BUILD)/core/main.o: override CPPFLAGS += -I$(BUILD)/gen
+
 # llhttp ships as generated C in node-llhttp; it is not ours, so no strict warnings.
 # Its sources exist only once `deps` has installed the package, so they are
 # targets made by `deps` (a parallel build on a clean machine waits for it).

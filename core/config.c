@@ -327,7 +327,8 @@ void vb_config_usage(FILE *out, const char *prog)
     fprintf(out,
             "usage: %s [options]\n\n"
             "Every option can also be set by its environment variable; flags "
-            "win over the\nenvironment, which wins over the default.\n\n",
+            "win over the\nenvironment, which wins over the default.\n"
+            "--version prints the version and commit; --help this text.\n\n",
             prog);
     for (size_t i = 0; i < NSETTINGS; i++) {
         const setting_t *s = &settings[i];

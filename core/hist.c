@@ -4,18 +4,21 @@
 
 #include <string.h>
 
-/* Prometheus bounds: dense where bridge-added latency lives (sub-ms to a few
- * hundred ms), sparse out to the 60 s ceiling. Written in ns so the
- * comparison in the hot path is integer-only. */
+/* Prometheus bounds: from 10 µs (a stage's median is tens of µs), dense
+ * where bridge-added latency lives (sub-ms to a few hundred ms), sparse out
+ * to the 60 s ceiling. Written in ns so the comparison in the hot path is
+ * integer-only. */
 static const uint64_t le_ns[VB_HIST_NLE] = {
-    100000,     250000,      500000,      1000000,     2000000,    5000000,
-    10000000,   20000000,    40000000,    60000000,    80000000,   100000000,
-    150000000,  200000000,   300000000,   500000000,   1000000000, 2000000000,
-    5000000000, 10000000000, 30000000000, 60000000000,
+    10000,      25000,      50000,       100000,      250000,
+    500000,     1000000,    2000000,     5000000,     10000000,
+    20000000,   40000000,   60000000,    80000000,    100000000,
+    150000000,  200000000,  300000000,   500000000,   1000000000,
+    2000000000, 5000000000, 10000000000, 30000000000, 60000000000,
 };
 static const double le_s[VB_HIST_NLE] = {
-    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08,
-    0.1,    0.15,    0.2,    0.3,   0.5,   1,     2,    5,    10,   30,   60,
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005,
+    0.01,    0.02,     0.04,    0.06,   0.08,    0.1,    0.15,  0.2,   0.3,
+    0.5,     1,        2,       5,      10,      30,     60,
 };
 
 /* Single-writer increment: no RMW needed, only untorn 64-bit accesses. */

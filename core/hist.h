@@ -24,7 +24,7 @@
 #define VB_HIST_MAX_BITS 36 /* values at or above 2^36 ns (68.7 s) overflow */
 #define VB_HIST_NBUCKETS \
     (2 + (VB_HIST_MAX_BITS - VB_HIST_MIN_BITS) * VB_HIST_SUB)
-#define VB_HIST_NLE 22 /* finite Prometheus bounds, see vb_hist_le_seconds */
+#define VB_HIST_NLE 25 /* finite Prometheus bounds, see vb_hist_le_seconds */
 
 typedef struct vb_hist {
     _Atomic uint64_t _count;

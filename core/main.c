@@ -43,6 +43,8 @@
 #include "net/twilio_sig.h"
 #include "net/twilio_stream.h"
 
+#include "vb_version.h" /* generated in build/gen by the Makefile */
+
 /* ---- lanes ---- */
 
 typedef struct lane {
@@ -272,10 +274,33 @@ static void raise_fd_limit(void)
                     (unsigned long long)rl.rlim_max);
 }
 
+/* vb_build_info{version,commit} 1, recorded through a shard of the main
+ * thread's own. Returns 0 or VB_E*. */
+static int add_build_info(vb_metrics_t *m)
+{
+    vb_metric_t id;
+    int rc = vb_metrics_add(
+        m, VB_METRIC_GAUGE, "vb_build_info",
+        "Always 1; the labels say which build runs.",
+        VB_LABELS("version", VB_VERSION, "commit", VB_COMMIT), &id);
+    if (rc != 0)
+        return rc;
+    vb_metrics_shard_t *sh = vb_metrics_shard_create(m);
+    if (sh == NULL)
+        return VB_ENOMEM;
+    vb_metrics_gauge_set(sh, id, 1);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     vb_config_t cfg;
     char err[512];
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("voxbridge %s (commit %s)\n", VB_VERSION, VB_COMMIT);
+            return 0;
+        }
     int rc =
         vb_config_load(&cfg, argc, (const char *const *)argv, err, sizeof(err));
     if (rc == 1) {
@@ -303,7 +328,8 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    vb_log_info(NULL, "voxbridge starting", "pid=%ld", (long)getpid());
+    vb_log_info(NULL, "voxbridge starting", "pid=%ld version=%s commit=%s",
+                (long)getpid(), VB_VERSION, VB_COMMIT);
     log_config(&cfg);
     raise_fd_limit();
 
@@ -313,7 +339,7 @@ int main(int argc, char **argv)
     vb_ingress_t *ingress = NULL;
     lanes_t lanes;
     memset(&lanes, 0, sizeof(lanes));
-    if (metrics == NULL)
+    if (metrics == NULL || add_build_info(metrics) != 0)
         goto out;
     if (vb_twilio_sig_key_init(&key, cfg.stream_secret) != 0)
         goto out;

@@ -2,6 +2,7 @@
 /* Metrics registry and Prometheus rendering; design notes in metrics.h. */
 #include "core/metrics.h"
 
+#include <dirent.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -10,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "core/err.h"
 
@@ -448,5 +451,132 @@ int vb_metrics_render(vb_metrics_t *m, char **out, size_t *len)
     }
     *out = b.p;
     *len = b.len;
+    return 0;
+}
+
+/* ---- process series (read at scrape time) ---- */
+
+/* utime, stime (clock ticks), starttime (ticks after boot), vsize (bytes)
+ * and rss (pages) from /proc/self/stat. Returns 0 or -1. */
+static int read_stat(unsigned long long *ticks, unsigned long long *start,
+                     unsigned long long *vsize, long long *rss)
+{
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name may hold spaces and parentheses: skip past the last
+     * ')'. Fields from there: state(3) ... utime(14) stime(15) ...
+     * starttime(22) vsize(23) rss(24). */
+    const char *p = strrchr(buf, ')');
+    if (p == NULL)
+        return -1;
+    unsigned long long ut, st;
+    if (sscanf(p + 2,
+               "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d "
+               "%*d %*d %*d %*d %llu %llu %lld",
+               &ut, &st, start, vsize, rss) != 5)
+        return -1;
+    *ticks = ut + st;
+    return 0;
+}
+
+static long long boot_time(void)
+{
+    char line[256];
+    long long bt = -1;
+    FILE *f = fopen("/proc/stat", "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "btime %lld", &bt) == 1)
+            break;
+    fclose(f);
+    return bt;
+}
+
+static long long open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    long long n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory stream's own descriptor */
+}
+
+int vb_metrics_append_process(char **text, size_t *len)
+{
+    char *buf = NULL;
+    size_t blen = 0;
+    FILE *f = open_memstream(&buf, &blen);
+    if (f == NULL)
+        return VB_ENOMEM;
+    long hz = sysconf(_SC_CLK_TCK);
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned long long ticks, start, vsize;
+    long long rss, bt = boot_time();
+    if (hz > 0 && read_stat(&ticks, &start, &vsize, &rss) == 0) {
+        fprintf(f,
+                "# HELP process_cpu_seconds_total Total user and system CPU "
+                "time spent in seconds.\n"
+                "# TYPE process_cpu_seconds_total counter\n"
+                "process_cpu_seconds_total %.2f\n",
+                (double)ticks / (double)hz);
+        fprintf(f,
+                "# HELP process_resident_memory_bytes Resident memory size in "
+                "bytes.\n"
+                "# TYPE process_resident_memory_bytes gauge\n"
+                "process_resident_memory_bytes %lld\n",
+                rss * (long long)page);
+        fprintf(f,
+                "# HELP process_virtual_memory_bytes Virtual memory size in "
+                "bytes.\n"
+                "# TYPE process_virtual_memory_bytes gauge\n"
+                "process_virtual_memory_bytes %llu\n",
+                vsize);
+        if (bt >= 0)
+            fprintf(f,
+                    "# HELP process_start_time_seconds Start time of the "
+                    "process since unix epoch in seconds.\n"
+                    "# TYPE process_start_time_seconds gauge\n"
+                    "process_start_time_seconds %.2f\n",
+                    (double)bt + (double)start / (double)hz);
+    }
+    long long fds = open_fds();
+    if (fds >= 0)
+        fprintf(f,
+                "# HELP process_open_fds Number of open file descriptors.\n"
+                "# TYPE process_open_fds gauge\n"
+                "process_open_fds %lld\n",
+                fds);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        fprintf(f,
+                "# HELP process_max_fds Maximum number of open file "
+                "descriptors.\n"
+                "# TYPE process_max_fds gauge\n"
+                "process_max_fds %llu\n",
+                (unsigned long long)rl.rlim_cur);
+    if (fclose(f) != 0 || buf == NULL) {
+        free(buf);
+        return VB_ENOMEM;
+    }
+    char *n = realloc(*text, *len + blen + 1);
+    if (n == NULL) {
+        free(buf);
+        return VB_ENOMEM;
+    }
+    memcpy(n + *len, buf, blen + 1);
+    *text = n;
+    *len += blen;
+    free(buf);
     return 0;
 }

@@ -82,4 +82,12 @@ int vb_metrics_hist(vb_metrics_t *m, vb_metric_t id, vb_hist_t *out);
  * VB_ENOMEM. Any thread; takes the registry mutex. */
 int vb_metrics_render(vb_metrics_t *m, char **out, size_t *len);
 
+/* Appends the standard process series (process_cpu_seconds_total,
+ * process_resident_memory_bytes, process_virtual_memory_bytes,
+ * process_open_fds, process_max_fds, process_start_time_seconds), read
+ * from /proc/self now, to the malloc'd text of vb_metrics_render() (*text
+ * is reallocated, *len updated). A value that cannot be read is left out.
+ * Returns 0 or VB_ENOMEM (then *text is unchanged). Any thread. */
+int vb_metrics_append_process(char **text, size_t *len);
+
 #endif

@@ -1040,6 +1040,11 @@ static void route_metrics(vb_ingress_t *g, const vb_http_req_t *req,
         set_text(resp, 500, "out of memory\n");
         return;
     }
+    if (vb_metrics_append_process(&text, &len) != 0) {
+        free(text);
+        set_text(resp, 500, "out of memory\n");
+        return;
+    }
     resp->status = 200;
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
     resp->body_owned = text;

@@ -664,3 +664,76 @@ TEST_T(a_failing_case_leaves_no_server_running, 60)
                      "failed case",
                      alive, (int)pids[0], (int)pids[1]);
 }
+
+/* `--version`, vb_build_info and the standard process series, on a server
+ * with a call in progress. */
+TEST_T(version_build_info_and_process_series, 90)
+{
+    char cmd[512], line[256] = {0};
+    snprintf(cmd, sizeof(cmd), "'%s/voxbridge' --version", proc_build_dir());
+    FILE *p = popen(cmd, "r");
+    ASSERT_NOT_NULL(p);
+    ASSERT_NOT_NULL(fgets(line, sizeof(line), p));
+    ASSERT_EQ(pclose(p), 0);
+    char version[64] = {0}, commit[64] = {0};
+    ASSERT_EQ(sscanf(line, "voxbridge %63s (commit %63[^)])", version, commit),
+              2);
+
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    make_sox(audio, "synth 1 sine 300 vol 0.4 pad 0 3");
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r, NULL, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--tail", "1", NULL});
+    /* Scrape while the call runs: it is the busy process that counts. */
+    uint64_t end = vb_clock_now_ns() + (uint64_t)proc_ms(10000) * 1000000u;
+    char *m = NULL;
+    for (;;) {
+        m = metrics(&r);
+        if (msum(m, "vb_calls_active", NULL) == 1 || vb_clock_now_ns() > end)
+            break;
+        free(m);
+        usleep(50000);
+    }
+    char want[256];
+    snprintf(want, sizeof(want),
+             "vb_build_info{version=\"%s\",commit=\"%s\"} 1\n", version,
+             commit);
+    ASSERT_STR_CONTAINS(m, want);
+    static const char *const series[] = {"process_cpu_seconds_total",
+                                         "process_resident_memory_bytes",
+                                         "process_virtual_memory_bytes",
+                                         "process_open_fds",
+                                         "process_max_fds",
+                                         "process_start_time_seconds"};
+    for (size_t i = 0; i < sizeof(series) / sizeof(series[0]); i++) {
+        snprintf(want, sizeof(want), "\n%s ", series[i]);
+        ASSERT_STR_CONTAINS(m, want);
+    }
+    ASSERT_GT(msum(m, "process_resident_memory_bytes", NULL), 1e6);
+    ASSERT_GT(msum(m, "process_virtual_memory_bytes", NULL),
+              msum(m, "process_resident_memory_bytes", NULL));
+    ASSERT_GE(msum(m, "process_cpu_seconds_total", NULL),
+              0); /* ticks of 10 ms */
+    double fds = msum(m, "process_open_fds", NULL);
+    ASSERT_GT(fds, 4); /* listeners, loop fds, the call's two sockets */
+    ASSERT_GT(msum(m, "process_max_fds", NULL), fds);
+    double age =
+        (double)time(NULL) - msum(m, "process_start_time_seconds", NULL);
+    ASSERT_GT(age, -5);
+    ASSERT_LT(age, 600);
+    /* Histograms start at 10 µs. */
+    ASSERT_STR_CONTAINS(m, "vb_stage_latency_seconds_bucket{stage=\"dsp_in\","
+                           "le=\"1e-05\"}");
+    free(m);
+    char *out = sim_wait(&r, &s);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    ASSERT_STR_CONTAINS(vblog, "version=");
+    free(out);
+    free(vblog);
+}

@@ -116,7 +116,8 @@ TEST(hist_prometheus_buckets_are_exact)
     size_t n;
     const double *le = vb_hist_le_seconds(&n);
     ASSERT_EQ(n, VB_HIST_NLE);
-    ASSERT_NEAR(le[0], 0.0001, 1e-12);
+    ASSERT_NEAR(le[0], 0.00001, 1e-12);
+    ASSERT_NEAR(le[3], 0.0001, 1e-12);
     ASSERT_NEAR(le[n - 1], 60, 1e-9);
     vb_hist_init(&h);
     /* Values right at and just above bounds land on the correct side. */
@@ -127,10 +128,12 @@ TEST(hist_prometheus_buckets_are_exact)
     vb_hist_record(&h, 60000000001ull); /* +Inf only */
     uint64_t cum[VB_HIST_NLE + 1];
     vb_hist_cumulative(&h, cum);
-    ASSERT_UEQ(cum[0], 1);
-    ASSERT_UEQ(cum[1], 2);
-    ASSERT_UEQ(cum[2], 2);
-    ASSERT_UEQ(cum[3], 3);
+    ASSERT_UEQ(cum[0], 0); /* le 10 µs */
+    ASSERT_UEQ(cum[2], 0); /* le 50 µs */
+    ASSERT_UEQ(cum[3], 1);
+    ASSERT_UEQ(cum[4], 2);
+    ASSERT_UEQ(cum[5], 2);
+    ASSERT_UEQ(cum[6], 3);
     ASSERT_UEQ(cum[VB_HIST_NLE - 2], 3);
     ASSERT_UEQ(cum[VB_HIST_NLE - 1], 4);
     ASSERT_UEQ(cum[VB_HIST_NLE], 5);
