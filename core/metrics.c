@@ -138,16 +138,16 @@ static int add_locked(vb_metrics_t *m, vb_metric_type_t type, const char *name,
                       vb_metric_t *id)
 {
     int nlabels = 0;
-    if (!valid_name(name, true) || type > VB_METRIC_HISTOGRAM)
+    if (!valid_name(name, true) || type > VB_METRIC_HISTOGRAM_LONG)
         return VB_EINVAL;
+    bool hist = type == VB_METRIC_HISTOGRAM || type == VB_METRIC_HISTOGRAM_LONG;
     if (labels != NULL) {
         for (; labels[2 * nlabels] != NULL; nlabels++) {
             if (nlabels == VB_METRICS_MAX_LABELS ||
                 labels[2 * nlabels + 1] == NULL ||
                 !valid_name(labels[2 * nlabels], false) ||
                 strncmp(labels[2 * nlabels], "__", 2) == 0 ||
-                (type == VB_METRIC_HISTOGRAM &&
-                 strcmp(labels[2 * nlabels], "le") == 0))
+                (hist && strcmp(labels[2 * nlabels], "le") == 0))
                 return VB_EINVAL;
         }
     }
@@ -172,7 +172,6 @@ static int add_locked(vb_metrics_t *m, vb_metric_type_t type, const char *name,
             }
         }
     }
-    bool hist = type == VB_METRIC_HISTOGRAM;
     if (hist ? m->nhists == VB_METRICS_MAX_HISTS
              : m->nscalars == VB_METRICS_MAX_SCALARS)
         return VB_ENOSPC;
@@ -389,8 +388,10 @@ static void put_labels(buf_t *b, const series_t *s, const char *le)
     buf_put(b, "}", 1);
 }
 
+/* `scale`: 1, or 1000 for a long histogram (recorded in µs, see
+ * metrics.h), whose bounds and sum are then 1000 times larger. */
 static void render_hist(buf_t *b, vb_metrics_t *m, const series_t *s,
-                        vb_hist_t *tmp)
+                        vb_hist_t *tmp, double scale)
 {
     const char *name = s->fam->name;
     size_t nle;
@@ -401,7 +402,7 @@ static void render_hist(buf_t *b, vb_metrics_t *m, const series_t *s,
     for (size_t i = 0; i <= nle; i++) {
         char lbuf[32];
         if (i < nle)
-            snprintf(lbuf, sizeof(lbuf), "%g", le[i]);
+            snprintf(lbuf, sizeof(lbuf), "%g", le[i] * scale);
         else
             strcpy(lbuf, "+Inf");
         buf_printf(b, "%s_bucket", name);
@@ -410,7 +411,7 @@ static void render_hist(buf_t *b, vb_metrics_t *m, const series_t *s,
     }
     buf_printf(b, "%s_sum", name);
     put_labels(b, s, NULL);
-    buf_printf(b, " %.9f\n", (double)vb_hist_sum_ns(tmp) / 1e9);
+    buf_printf(b, " %.9f\n", (double)vb_hist_sum_ns(tmp) * scale / 1e9);
     buf_printf(b, "%s_count", name);
     put_labels(b, s, NULL);
     buf_printf(b, " %" PRIu64 "\n", vb_hist_count(tmp));
@@ -418,7 +419,8 @@ static void render_hist(buf_t *b, vb_metrics_t *m, const series_t *s,
 
 int vb_metrics_render(vb_metrics_t *m, char **out, size_t *len)
 {
-    static const char *const type_names[] = {"counter", "gauge", "histogram"};
+    static const char *const type_names[] = {"counter", "gauge", "histogram",
+                                             "histogram"};
     buf_t b = {0};
     vb_hist_t *tmp = malloc(sizeof(*tmp));
     if (tmp == NULL)
@@ -434,8 +436,10 @@ int vb_metrics_render(vb_metrics_t *m, char **out, size_t *len)
             series_t *s = &m->series[i];
             if (s->fam != fam)
                 continue;
-            if (fam->type == VB_METRIC_HISTOGRAM) {
-                render_hist(&b, m, s, tmp);
+            if (fam->type == VB_METRIC_HISTOGRAM ||
+                fam->type == VB_METRIC_HISTOGRAM_LONG) {
+                render_hist(&b, m, s, tmp,
+                            fam->type == VB_METRIC_HISTOGRAM_LONG ? 1000 : 1);
                 continue;
             }
             buf_put(&b, fam->name, strlen(fam->name));

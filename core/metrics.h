@@ -29,6 +29,10 @@ typedef enum vb_metric_type {
     VB_METRIC_COUNTER,
     VB_METRIC_GAUGE,
     VB_METRIC_HISTOGRAM,
+    /* A histogram of long durations (calls): recorded in µs with
+     * vb_metrics_observe_long(), exported with every bound and the sum
+     * 1000 times larger, so its buckets run from 10 ms to 60000 s. */
+    VB_METRIC_HISTOGRAM_LONG,
 } vb_metric_type_t;
 
 typedef struct vb_metrics vb_metrics_t;
@@ -69,6 +73,11 @@ void vb_metrics_counter_add(vb_metrics_shard_t *s, vb_metric_t id, uint64_t n);
 void vb_metrics_gauge_add(vb_metrics_shard_t *s, vb_metric_t id, int64_t n);
 void vb_metrics_gauge_set(vb_metrics_shard_t *s, vb_metric_t id, int64_t v);
 void vb_metrics_observe_ns(vb_metrics_shard_t *s, vb_metric_t id, uint64_t ns);
+static inline void vb_metrics_observe_long(vb_metrics_shard_t *s,
+                                           vb_metric_t id, uint64_t ns)
+{
+    vb_metrics_observe_ns(s, id, ns / 1000u);
+}
 
 /* Current value summed over shards; any thread. For tests and reports. */
 int64_t vb_metrics_value(vb_metrics_t *m, vb_metric_t id);

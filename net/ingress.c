@@ -118,6 +118,7 @@ struct vb_ingress {
     vb_metric_t sigfail[3]; /* voice, status, stream */
     vb_metric_t status_id[NSTATUSES];
     vb_metric_t rejected_busy, rejected_draining;
+    vb_metric_t g_ready, g_draining, g_max_calls; /* set at each scrape */
     vb_metric_t insecure;
     vb_metric_t handoff[H_COUNT];
     vb_metric_t conn_event[VB_HTTP_EV_COUNT];
@@ -347,6 +348,20 @@ static int register_metrics(vb_ingress_t *g)
                             "Calls answered with the busy message, by reason.",
                             VB_LABELS("reason", "draining"),
                             &g->rejected_draining);
+    if (rc == 0)
+        rc = vb_metrics_add(g->m, VB_METRIC_GAUGE, "vb_ready",
+                            "1 while /readyz answers 200 (not draining, "
+                            "below --max-calls).",
+                            NULL, &g->g_ready);
+    if (rc == 0)
+        rc = vb_metrics_add(g->m, VB_METRIC_GAUGE, "vb_draining",
+                            "1 from SIGTERM until the process exits.", NULL,
+                            &g->g_draining);
+    if (rc == 0)
+        rc = vb_metrics_add(g->m, VB_METRIC_GAUGE, "vb_max_calls",
+                            "--max-calls: the capacity vb_calls_active is "
+                            "measured against.",
+                            NULL, &g->g_max_calls);
     if (rc == 0)
         rc = vb_metrics_add(g->m, VB_METRIC_GAUGE, "vb_insecure_mode",
                             "1 when Twilio signatures are not verified "
@@ -1036,6 +1051,13 @@ static void route_metrics(vb_ingress_t *g, const vb_http_req_t *req,
     }
     char *text;
     size_t len;
+    pend_prune(g, vb_clock_now_ns());
+    bool draining = vb_ingress_draining(g);
+    vb_metrics_gauge_set(g->shard, g->g_draining, draining);
+    vb_metrics_gauge_set(g->shard, g->g_ready,
+                         !draining &&
+                             total_load(g) < (int64_t)g->cfg->max_calls);
+    vb_metrics_gauge_set(g->shard, g->g_max_calls, g->cfg->max_calls);
     if (vb_metrics_render(g->m, &text, &len) != 0) {
         set_text(resp, 500, "out of memory\n");
         return;

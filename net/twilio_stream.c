@@ -51,6 +51,7 @@
 #define DEFAULT_MAX_ERRORS 100u
 #define DEFAULT_PENDING    (1024u * 1024u)
 #define SWEEP_MS           100
+#define VOICE_LEVEL        328 /* mean |sample| of a spoken frame */
 #define MARK_NAME_MAX      VB_MSG_DATA_MAX
 #define CLOSE_TIMEOUT_MS   1000u /* peer's close frame after ours */
 /* A stranger younger than this is not evicted for a newcomer. */
@@ -148,6 +149,10 @@ typedef struct call {
      * in -> media written), and when the stream started. */
     vb_hist_t *lat;
     uint64_t started_ns;
+    /* Response latency: when the caller last spoke (a frame above
+     * VOICE_LEVEL), and whether the model's answer is already playing. */
+    uint64_t voice_ns;
+    bool answering;
     vb_twilio_call_stats_t stats;
     /* The fallback message is under way: however the stream ends now
      * (our close, or Twilio's stop after the REST update), the outcome is
@@ -182,7 +187,7 @@ struct vb_twilio_stream {
     vb_metric_t m_calls, m_active, m_frames_in, m_frames_out, m_marks_sent,
         m_marks_echoed, m_clears, m_seq_gaps, m_out_dropped, m_stale, m_lat_out,
         m_lat_in, m_barge, m_in_dropped, m_throttled, m_preauth,
-        m_sig_unverified;
+        m_sig_unverified, m_response, m_duration;
     pthread_mutex_t stats_mu;
     vb_twilio_call_stats_t last;
     uint64_t ended;
@@ -216,6 +221,22 @@ static int64_t default_now_s(void)
 static const char *call_label(const call_t *c)
 {
     return c->label;
+}
+
+/* Mean magnitude of a μ-law frame on the 16-bit scale above VOICE_LEVEL
+ * (about -40 dBFS): the caller is speaking. G.711 decode without a table:
+ * ((mantissa << 3) + bias) << exponent, minus the bias. */
+static bool ulaw_voiced(const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return false;
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned u = (unsigned)~p[i] & 0xFFu;
+        unsigned e = (u >> 4) & 7u, mant = u & 0x0Fu;
+        sum += (((mant << 3) + 0x84u) << e) - 0x84u;
+    }
+    return sum > (uint64_t)VOICE_LEVEL * n;
 }
 
 /* ---- inbound ring with overflow ---- */
@@ -316,6 +337,15 @@ static void send_media(call_t *c)
     c->stats.frames_out++;
     c->stats.bytes_out += n;
     vb_metrics_counter_add(s->st.shard, s->m_frames_out, 1);
+    if (!c->answering) {
+        /* The first model audio of an answer: the caller has waited since
+         * the end of their speech. */
+        c->answering = true;
+        if (c->voice_ns != 0 && now > c->voice_ns)
+            vb_metrics_observe_ns(s->st.shard, s->m_response,
+                                  now - c->voice_ns);
+        c->voice_ns = 0;
+    }
     if (c->batch_origin != 0 && now > c->batch_origin) {
         vb_metrics_observe_ns(s->st.shard, s->m_lat_out, now - c->batch_origin);
         vb_hist_record(c->lat, now - c->batch_origin);
@@ -356,6 +386,7 @@ static void send_clear(call_t *c, uint64_t t_origin)
     uint64_t now = vb_clock_now_ns();
     c->stats.bytes_cleared += c->batch_len; /* never sent */
     c->batch_len = 0;
+    c->answering = false;
     if (c->ws == NULL || c->st != C_STREAMING || c->closing)
         return;
     size_t o = (size_t)snprintf(c->out, c->out_cap,
@@ -441,6 +472,7 @@ static bool out_one(void *ud, const vb_msg_t *m)
         send_mark(c, (const char *)m->data, m->len);
         break;
     case VB_MSG_TURN_END: {
+        c->answering = false;
         char name[32];
         int n = snprintf(name, sizeof name, "turn-%u", ++c->turn);
         send_mark(c, name, (size_t)n);
@@ -626,6 +658,8 @@ static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
             vb_metrics_counter_add(s->st.shard, s->m_frames_in, 1);
             if (!rate_take(c, n, t_origin))
                 return;
+            if (ulaw_voiced(o->data, n))
+                c->voice_ns = t_origin;
             o->len = (uint16_t)n;
             c->seq_in++;
             vb_chan_end(ch, o);
@@ -648,6 +682,8 @@ static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
     vb_metrics_counter_add(s->st.shard, s->m_frames_in, 1);
     if (!rate_take(c, n, t_origin))
         return;
+    if (ulaw_voiced(c->audio, n))
+        c->voice_ns = t_origin;
     size_t max = ch->data_max;
     for (size_t off = 0; off < n; off += max) {
         size_t k = n - off < max ? n - off : max;
@@ -1015,6 +1051,7 @@ static void call_end(call_t *c, const char *reason)
     if (s->cfg.calls_changed != NULL)
         s->cfg.calls_changed(s->cfg.calls_ud, s->cfg.lane, -1);
     uint64_t now = vb_clock_now_ns();
+    vb_metrics_observe_long(s->st.shard, s->m_duration, now - c->started_ns);
     uint64_t unplayed =
         c->play_end_ns > now ? (c->play_end_ns - now) / NS_PER_MULAW_BYTE : 0;
     uint64_t gone = c->stats.bytes_cleared + unplayed;
@@ -1566,6 +1603,15 @@ static int add_series(vb_twilio_stream_t *s)
         "Time from a message's origin (its bytes reaching the process) to "
         "its exit from a stage.",
         VB_LABELS("stage", "twilio_in"), &s->m_lat_in);
+    ADD(VB_METRIC_HISTOGRAM, "vb_response_latency_seconds",
+        "Time from the end of the caller's speech (the last inbound frame "
+        "above -40 dBFS) to the first audio of the model's answer written "
+        "to Twilio: what the caller waits, the model's own turn detection "
+        "included.",
+        NULL, &s->m_response);
+    ADD(VB_METRIC_HISTOGRAM_LONG, "vb_call_duration_seconds",
+        "Duration of calls from `start` to their end, any outcome.", NULL,
+        &s->m_duration);
     ADD(VB_METRIC_HISTOGRAM, "vb_barge_in_seconds",
         "Time from the model's interruption to `clear` written to Twilio.",
         NULL, &s->m_barge);

@@ -728,8 +728,29 @@ TEST_T(version_build_info_and_process_series, 90)
     /* Histograms start at 10 µs. */
     ASSERT_STR_CONTAINS(m, "vb_stage_latency_seconds_bucket{stage=\"dsp_in\","
                            "le=\"1e-05\"}");
+    ASSERT_EQ(msum(m, "vb_ready", NULL), 1);
+    ASSERT_EQ(msum(m, "vb_draining", NULL), 0);
+    ASSERT_GT(msum(m, "vb_max_calls", NULL), 0);
     free(m);
     char *out = sim_wait(&r, &s);
+    /* After the call: its duration, and how long the caller waited for the
+     * echo of the tone (the fake answers once it hears silence). */
+    m = metrics(&r);
+    ASSERT_EQ(msum(m, "vb_call_duration_seconds_count", NULL), 1);
+    double dur = msum(m, "vb_call_duration_seconds_sum", NULL);
+    ASSERT_GT(dur, 3);
+    ASSERT_LT(dur, 30);
+    ASSERT_STR_CONTAINS(m, "vb_call_duration_seconds_bucket{le=\"60000\"} 1");
+    double nresp = msum(m, "vb_response_latency_seconds_count", NULL);
+    ASSERT_GE(nresp, 1);
+    double resp = msum(m, "vb_response_latency_seconds_sum", NULL) / nresp;
+    printf("  response latency %.3f s over %g answers, call %.1f s\n", resp,
+           nresp, dur);
+    if (!(resp > 0))
+        vb_test_fail(__FILE__, __LINE__, "response latency %g:\n%.3000s", resp,
+                     strstr(m, "vb_response_latency_seconds_bucket"));
+    ASSERT_LT(resp, 5);
+    free(m);
     char *vblog = rig_vb_stop(&r);
     rig_stop(&r);
     assert_sim_ok(out, vblog);
