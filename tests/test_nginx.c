@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The server binary (build/voxbridge), alone and behind Debian's nginx.
- * nginx runs on loopback with the site from docs/deployment.md (TLS
- * termination with a test CA made here by openssl, WebSocket upgrade
- * headers, long stream timeouts), in a scratch prefix, in the foreground;
- * the test talks TLS to it with mbedTLS and passes a signed webhook and a
- * Media Streams upgrade through to voxbridge. Both processes are stopped by
- * their pids; voxbridge must exit 0 on SIGTERM (under ASan that also means
- * no leaks).
+ * nginx runs on loopback with the site read from docs/deployment.md (only
+ * its listen addresses, certificate paths, host name and upstream port
+ * replaced; TLS with a test CA made here by openssl), in a scratch prefix,
+ * in the foreground; the test talks TLS to it with mbedTLS, passes a signed
+ * webhook and a Media Streams upgrade through to voxbridge, and checks that
+ * a client's own X-Forwarded-* headers are overwritten on every location.
+ * Both processes are stopped by their pids; voxbridge must exit 0 on
+ * SIGTERM (under ASan that also means no leaks).
  */
 #include <fcntl.h>
 #include <mbedtls/ctr_drbg.h>
@@ -180,14 +181,112 @@ static void ws_send_text(tls_t *t, const char *text)
     tls_send(t, (const char *)buf, n);
 }
 
-/* ---- the site (kept in step with docs/deployment.md) ---- */
+/* ---- the site, read from docs/deployment.md ---- */
 
-static void write_nginx_conf(const char *dir, int nginx_port, int vb_port)
+/* Replaces the one line of `site` whose trimmed text is `line` with
+ * `with` (an indented copy); fails when it is not there exactly once, so
+ * the test and the document cannot drift apart. Returns the new malloc'd
+ * text and frees `site`. */
+static char *site_replace_line(char *site, const char *line, const char *with)
+{
+    const char *hit = NULL;
+    int hits = 0;
+    for (const char *p = site; *p != '\0';) {
+        const char *eol = strchr(p, '\n');
+        size_t len = eol != NULL ? (size_t)(eol - p) : strlen(p);
+        const char *t = p;
+        while (t < p + len && *t == ' ')
+            t++;
+        size_t tl = (size_t)(p + len - t);
+        if (tl == strlen(line) && memcmp(t, line, tl) == 0) {
+            hit = p;
+            hits++;
+        }
+        p += len + (eol != NULL);
+    }
+    if (hits != 1)
+        vb_test_fail(__FILE__, __LINE__,
+                     "docs/deployment.md site: \"%s\" found %d times", line,
+                     hits);
+    size_t at = (size_t)(hit - site);
+    size_t old = strcspn(hit, "\n");
+    size_t n = strlen(site) - old + strlen(with) + 8;
+    char *out = malloc(n);
+    ASSERT_NOT_NULL(out);
+    snprintf(out, n, "%.*s    %s%s", (int)at, site, with, hit + old);
+    free(site);
+    return out;
+}
+
+/* The ```nginx block of docs/deployment.md with its listen addresses,
+ * certificate paths, host name and upstream port made local; everything
+ * else (headers, locations, timeouts) exactly as documented. */
+static char *doc_site(const char *dir, int https_port, int http_port,
+                      int vb_port)
+{
+    char *doc = proc_read_file("docs/deployment.md");
+    if (doc == NULL)
+        vb_test_fail(__FILE__, __LINE__,
+                     "docs/deployment.md: run from the repository root");
+    const char *from = strstr(doc, "```nginx\n");
+    ASSERT_NOT_NULL(from);
+    from += strlen("```nginx\n");
+    const char *to = strstr(from, "\n```");
+    ASSERT_NOT_NULL(to);
+    char *site = strndup(from, (size_t)(to - from) + 1);
+    ASSERT_NOT_NULL(site);
+    free(doc);
+    char with[700];
+    snprintf(with, sizeof(with), "server 127.0.0.1:%d;", vb_port);
+    site = site_replace_line(site, "server 127.0.0.1:8080;", with);
+    snprintf(with, sizeof(with), "listen 127.0.0.1:%d;", http_port);
+    site = site_replace_line(site, "listen 80;", with);
+    snprintf(with, sizeof(with), "listen 127.0.0.1:%d ssl;", https_port);
+    site = site_replace_line(
+        site,
+        "listen 443 ssl;     # HTTP/1.1: nginx 1.22 cannot carry WebSockets "
+        "over h2",
+        with);
+    snprintf(with, sizeof(with), "ssl_certificate %s/server.crt;", dir);
+    site = site_replace_line(site,
+                             "ssl_certificate     /etc/letsencrypt/live/"
+                             "voice.example.com/fullchain.pem;",
+                             with);
+    snprintf(with, sizeof(with), "ssl_certificate_key %s/server.key;", dir);
+    site = site_replace_line(site,
+                             "ssl_certificate_key /etc/letsencrypt/live/"
+                             "voice.example.com/privkey.pem;",
+                             with);
+    /* Both server blocks answer for the test's host name. */
+    int names = 0;
+    for (char *p = strstr(site, "server_name voice.example.com;"); p != NULL;
+         p = strstr(p, "server_name voice.example.com;")) {
+        char *rest = strdup(p + strlen("server_name voice.example.com;"));
+        ASSERT_NOT_NULL(rest);
+        size_t at = (size_t)(p - site);
+        size_t n = at + strlen("server_name " HOST ";") + strlen(rest) + 1;
+        char *out = malloc(n);
+        ASSERT_NOT_NULL(out);
+        snprintf(out, n, "%.*sserver_name " HOST ";%s", (int)at, site, rest);
+        free(rest);
+        free(site);
+        site = out;
+        p = site + at + strlen("server_name " HOST ";");
+        names++;
+    }
+    ASSERT_EQ(names, 2);
+    ASSERT_TRUE(strstr(site, "example.com") == NULL);
+    return site;
+}
+
+static void write_nginx_conf(const char *dir, int https_port, int http_port,
+                             int vb_port)
 {
     char path[600];
     snprintf(path, sizeof(path), "%s/nginx.conf", dir);
     FILE *f = fopen(path, "w");
     ASSERT_NOT_NULL(f);
+    char *site = doc_site(dir, https_port, http_port, vb_port);
     fprintf(f,
             "daemon off;\nmaster_process off;\nworker_processes 1;\n"
             "%s"
@@ -200,48 +299,11 @@ static void write_nginx_conf(const char *dir, int nginx_port, int vb_port)
             "  fastcgi_temp_path %s/fastcgi;\n"
             "  uwsgi_temp_path %s/uwsgi;\n"
             "  scgi_temp_path %s/scgi;\n"
-            "  map $http_upgrade $connection_upgrade {\n"
-            "    default upgrade;\n"
-            "    ''      close;\n"
-            "  }\n"
-            "  upstream voxbridge {\n"
-            "    server 127.0.0.1:%d;\n"
-            "    keepalive 16;\n"
-            "  }\n"
-            "  server {\n"
-            "    listen 127.0.0.1:%d ssl;\n"
-            "    server_name " HOST ";\n"
-            "    ssl_certificate %s/server.crt;\n"
-            "    ssl_certificate_key %s/server.key;\n"
-            "    ssl_protocols TLSv1.2 TLSv1.3;\n"
-            "    client_max_body_size 64k;\n"
-            "    proxy_set_header Host $host;\n"
-            "    proxy_set_header X-Forwarded-For $remote_addr;\n"
-            "    proxy_set_header X-Forwarded-Proto $scheme;\n"
-            "    proxy_set_header X-Forwarded-Host $host;\n"
-            "    location /media-stream {\n"
-            "      proxy_pass http://voxbridge;\n"
-            "      proxy_http_version 1.1;\n"
-            "      proxy_set_header Upgrade $http_upgrade;\n"
-            "      proxy_set_header Connection $connection_upgrade;\n"
-            "      proxy_set_header Host $host;\n"
-            "      proxy_set_header X-Forwarded-For $remote_addr;\n"
-            "      proxy_set_header X-Forwarded-Proto $scheme;\n"
-            "      proxy_set_header X-Forwarded-Host $host;\n"
-            "      proxy_buffering off;\n"
-            "      proxy_read_timeout 3600s;\n"
-            "      proxy_send_timeout 3600s;\n"
-            "    }\n"
-            "    location / {\n"
-            "      proxy_pass http://voxbridge;\n"
-            "      proxy_http_version 1.1;\n"
-            "      proxy_set_header Connection \"\";\n"
-            "      proxy_read_timeout 15s;\n"
-            "    }\n"
-            "  }\n"
+            "%s"
             "}\n",
             geteuid() == 0 ? "user root;\n" : "", dir, dir, dir, dir, dir, dir,
-            dir, dir, vb_port, nginx_port, dir, dir);
+            dir, dir, site);
+    free(site);
     fclose(f);
 }
 
@@ -319,7 +381,15 @@ TEST_T(voxbridge_logs_config_without_secrets_and_stops_on_sigterm, 60)
     ASSERT_TRUE(strstr(text, "NOT verified") == NULL);
 }
 
-TEST_T(nginx_tls_proxy_signed_webhook_and_websocket, 120)
+/* voxbridge (behind a proxy: --trust-proxy, signatures on, two lanes, an
+ * admin listener) and nginx with the documented site in front of it. */
+typedef struct site {
+    char vblog[600], nglog[600], ca[600];
+    pid_t vb, ng;
+    int vb_port, admin_port, https_port, http_port;
+} site_t;
+
+static void site_start(site_t *s)
 {
     if (access("/usr/sbin/nginx", X_OK) != 0)
         vb_test_fail(__FILE__, __LINE__,
@@ -327,12 +397,12 @@ TEST_T(nginx_tls_proxy_signed_webhook_and_websocket, 120)
     const char *dir = vb_test_tmpdir();
     make_certs(dir);
 
-    char bin[512], vblog[600], nglog[600], conf[600], ca[600];
+    char bin[512], conf[600];
     snprintf(bin, sizeof(bin), "%s/voxbridge", build_dir());
-    snprintf(vblog, sizeof(vblog), "%s/voxbridge.log", dir);
-    snprintf(nglog, sizeof(nglog), "%s/nginx.out", dir);
+    snprintf(s->vblog, sizeof(s->vblog), "%s/voxbridge.log", dir);
+    snprintf(s->nglog, sizeof(s->nglog), "%s/nginx.out", dir);
     snprintf(conf, sizeof(conf), "%s/nginx.conf", dir);
-    snprintf(ca, sizeof(ca), "%s/ca.crt", dir);
+    snprintf(s->ca, sizeof(s->ca), "%s/ca.crt", dir);
     const char *argv[] = {bin,
                           "--listen",
                           "127.0.0.1:0",
@@ -346,32 +416,76 @@ TEST_T(nginx_tls_proxy_signed_webhook_and_websocket, 120)
                           NULL};
     const char *env[] = {"TWILIO_AUTH_TOKEN=" TOKEN,
                          "VOXBRIDGE_STREAM_SECRET=" SECRET, NULL};
-    pid_t vb = spawn(argv, env, vblog);
-    int vb_port = wait_port(vblog, vb, deadline_ms(10000));
-    int admin_port =
-        proc_wait_role_port(vblog, vb, "admin", deadline_ms(10000));
+    s->vb = spawn(argv, env, s->vblog);
+    s->vb_port = wait_port(s->vblog, s->vb, deadline_ms(10000));
+    s->admin_port =
+        proc_wait_role_port(s->vblog, s->vb, "admin", deadline_ms(10000));
 
-    int ng_port = free_port();
-    write_nginx_conf(dir, ng_port, vb_port);
+    s->https_port = free_port();
+    s->http_port = free_port();
+    write_nginx_conf(dir, s->https_port, s->http_port, s->vb_port);
     char prefix[600];
     snprintf(prefix, sizeof(prefix), "%s/", dir);
-    const char *ngargv[] = {
-        "/usr/sbin/nginx", "-p", prefix, "-c", conf, "-e", nglog, NULL};
-    pid_t ng = spawn(ngargv, NULL, nglog);
-    if (!port_open(ng_port, deadline_ms(10000)))
+    const char *ngargv[] = {"/usr/sbin/nginx", "-p", prefix, "-c", conf, "-e",
+                            s->nglog,          NULL};
+    s->ng = spawn(ngargv, NULL, s->nglog);
+    if (!port_open(s->https_port, deadline_ms(10000)))
         vb_test_fail(__FILE__, __LINE__, "nginx did not start: %s",
-                     read_file(nglog));
+                     read_file(s->nglog));
+}
 
-    /* 1. A signed webhook, over TLS, through the proxy. */
-    const char *body = "AccountSid=AC0&CallSid=CAnginx1&CallStatus=ringing"
-                       "&From=%2B14155550123&To=%2B18005550100&Caller=%2B1415"
-                       "5550123&FromCity=";
-    char url[256], sig[VB_TWILIO_SIG_LEN + 1];
-    snprintf(url, sizeof(url), "%s/webhook/voice", PUBLIC);
+/* Stops nginx, then voxbridge (which must exit 0); returns its log. */
+static char *site_stop(site_t *s)
+{
+    kill(s->ng, SIGQUIT);
+    ASSERT_GE(reap(s->ng, deadline_ms(10000)), 0);
+    kill(s->vb, SIGTERM);
+    int vst = reap(s->vb, deadline_ms(15000));
+    char *text = read_file(s->vblog);
+    if (vst != 0)
+        vb_test_fail(__FILE__, __LINE__, "voxbridge exit %d:\n%s", vst, text);
+    return text;
+}
+
+/* A webhook body and its signature over the public URL. */
+static void signed_webhook(const char *call_sid, char *body, size_t bsz,
+                           char sig[VB_TWILIO_SIG_LEN + 1])
+{
+    snprintf(body, bsz,
+             "AccountSid=AC0&CallSid=%s&CallStatus=ringing"
+             "&From=%%2B14155550123&To=%%2B18005550100&Caller=%%2B1415"
+             "5550123&FromCity=",
+             call_sid);
     vb_form_t form;
     ASSERT_EQ(vb_form_parse(&form, body, strlen(body), 0), 0);
-    ASSERT_EQ(vb_twilio_sig_compute(TOKEN, url, &form, sig), 0);
+    ASSERT_EQ(vb_twilio_sig_compute(TOKEN, PUBLIC "/webhook/voice", &form, sig),
+              0);
     vb_form_free(&form);
+}
+
+TEST_T(nginx_tls_proxy_signed_webhook_and_websocket, 120)
+{
+    site_t site;
+    site_start(&site);
+    int ng_port = site.https_port;
+    const char *ca = site.ca, *vblog = site.vblog;
+    int admin_port = site.admin_port;
+
+    /* 0. Plain HTTP is sent to https:// by the site's port-80 server. */
+    tc_resp_t rr;
+    ASSERT_EQ(tc_request(site.http_port,
+                         "GET /webhook/voice HTTP/1.1\r\nHost: " HOST
+                         "\r\nConnection: close\r\n\r\n",
+                         &rr, deadline_ms(5000)),
+              301);
+    char loc[256];
+    ASSERT_TRUE(tc_header(rr.head, "Location", loc, sizeof(loc)));
+    ASSERT_STR_EQ(loc, PUBLIC "/webhook/voice");
+    tc_free_resp(&rr);
+
+    /* 1. A signed webhook, over TLS, through the proxy. */
+    char body[512], url[256], sig[VB_TWILIO_SIG_LEN + 1];
+    signed_webhook("CAnginx1", body, sizeof(body), sig);
     char req[2048];
     snprintf(req, sizeof(req),
              "POST /webhook/voice HTTP/1.1\r\nHost: " HOST "\r\n"
@@ -483,15 +597,71 @@ TEST_T(nginx_tls_proxy_signed_webhook_and_websocket, 120)
     ASSERT_STR_CONTAINS(metrics, "vb_http_connections_refused_total{reason="
                                  "\"per_peer\"} 0\n");
 
-    kill(ng, SIGQUIT);
-    ASSERT_GE(reap(ng, deadline_ms(10000)), 0);
-    kill(vb, SIGTERM);
-    int vst = reap(vb, deadline_ms(15000));
-    char *text = read_file(vblog);
-    if (vst != 0)
-        vb_test_fail(__FILE__, __LINE__, "voxbridge exit %d:\n%s", vst, text);
+    char *text = site_stop(&site);
     /* Forwarded headers reach the logs when trusted. */
     ASSERT_STR_CONTAINS(text, "msg=\"call answered\" call=CAnginx1");
     ASSERT_STR_CONTAINS(text, "client=127.0.0.1");
     ASSERT_STR_CONTAINS(text, "msg=\"stream handed off\"");
+}
+
+/* A client's own X-Forwarded-* headers never reach voxbridge through the
+ * documented site, on either location: nginx overwrites them with the
+ * client address it saw, so --trust-proxy logs that and not the spoof. */
+TEST_T(nginx_site_overwrites_spoofed_forwarded_headers, 120)
+{
+    site_t site;
+    site_start(&site);
+    const char *spoof = "X-Forwarded-For: 203.0.113.7, 198.51.100.9\r\n"
+                        "X-Forwarded-Host: spoofed.example.net\r\n"
+                        "X-Forwarded-Proto: http\r\n";
+
+    /* location /: a signed webhook carrying forged forwarding headers. */
+    char body[512], sig[VB_TWILIO_SIG_LEN + 1], req[2048];
+    signed_webhook("CAspoof1", body, sizeof(body), sig);
+    snprintf(req, sizeof(req),
+             "POST /webhook/voice HTTP/1.1\r\nHost: " HOST "\r\n%s"
+             "Content-Type: application/x-www-form-urlencoded\r\n"
+             "X-Twilio-Signature: %s\r\nContent-Length: %zu\r\n\r\n%s",
+             spoof, sig, strlen(body), body);
+    tls_t *t = tls_open(site.https_port, site.ca);
+    tls_send(t, req, strlen(req));
+    char head[4096], doc[4096];
+    ASSERT_EQ(tls_response(t, head, sizeof(head), doc, sizeof(doc)), 200);
+    ASSERT_STR_CONTAINS(doc, "<Stream url=\"wss://" HOST "/media-stream/");
+    tls_close(t);
+
+    /* location /media-stream: an upgrade with forged headers and a wrong
+     * signature, which voxbridge logs with the client address. */
+    snprintf(req, sizeof(req),
+             "GET /media-stream/0 HTTP/1.1\r\nHost: " HOST "\r\n%s"
+             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             "Sec-WebSocket-Version: 13\r\n"
+             "X-Twilio-Signature: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
+             spoof);
+    t = tls_open(site.https_port, site.ca);
+    tls_send(t, req, strlen(req));
+    ASSERT_EQ(tls_response(t, head, sizeof(head), doc, sizeof(doc)), 101);
+    tls_close(t);
+    /* Wait for the line before stopping: the hand-off is asynchronous. */
+    char *seen;
+    proc_wait_log(site.vblog, "route=stream reason=mismatch", site.vb,
+                  deadline_ms(10000), &seen);
+    free(seen);
+
+    char *text = site_stop(&site);
+    const char *answered = strstr(text, "msg=\"call answered\" call=CAspoof1");
+    ASSERT_NOT_NULL(answered);
+    char line[512];
+    snprintf(line, sizeof(line), "%.*s", (int)strcspn(answered, "\n"),
+             answered);
+    ASSERT_STR_CONTAINS(line, " client=127.0.0.1");
+    const char *stream = strstr(text, "route=stream reason=mismatch");
+    snprintf(line, sizeof(line), "%.*s", (int)strcspn(stream, "\n"), stream);
+    ASSERT_STR_CONTAINS(line, " client=127.0.0.1 ");
+    if (strstr(text, "203.0.113.7") != NULL ||
+        strstr(text, "198.51.100.9") != NULL ||
+        strstr(text, "spoofed.example.net") != NULL)
+        vb_test_fail(__FILE__, __LINE__,
+                     "a spoofed header reached voxbridge:\n%s", text);
 }
