@@ -96,7 +96,8 @@ size_t vb_gemini_audio_msg_cap(size_t pcm_bytes);
 
 /* Builds {"realtimeInput":{"audio":{"data":"<base64>","mimeType":
  * "audio/pcm;rate=<rate>"}}} into `buf` (NUL-terminated; *len excludes the
- * NUL). Does not allocate. Errors: VB_EINVAL (odd byte count, rate 0),
+ * NUL). Does not allocate. Errors: VB_EINVAL (odd byte count, rate 0, NULL
+ * buf, or NULL pcm with bytes),
  * VB_ENOSPC (cap < vb_gemini_audio_msg_cap()). Any thread. */
 int vb_gemini_build_audio(const void *pcm, size_t pcm_bytes, unsigned rate,
                           char *buf, size_t cap, size_t *len);
@@ -186,10 +187,12 @@ void vb_gemini_parser_destroy(vb_gemini_parser_t *p); /* accepts NULL */
  * outputTranscription, generationComplete, interrupted, turnComplete,
  * waitingForInput; toolCall calls; toolCallCancellation ids; goAway;
  * sessionResumptionUpdate; usageMetadata; unknown types. An empty
- * serverContent yields nothing. Errors: VB_EMSGSIZE (over max_message),
- * VB_EPROTO (not JSON, not an object, nested too deep, bad base64, odd PCM
- * length, a field of the wrong type), VB_ECANCELED (cb stopped); events
- * delivered before an error stand. Allocates (cJSON) per call. */
+ * serverContent yields nothing. Errors: VB_EINVAL (NULL p or cb, NULL data
+ * with len > 0), VB_EMSGSIZE (over max_message), VB_EPROTO (not JSON, not
+ * an object, nested too deep, bad base64, odd PCM length, a field of the
+ * wrong type), VB_ENOMEM (printing a tool call's args, keeping an unknown key),
+ * VB_ECANCELED (cb stopped); events delivered before an error stand. Allocates
+ * (cJSON) per call. */
 int vb_gemini_parse(vb_gemini_parser_t *p, const void *data, size_t len,
                     vb_gemini_event_cb cb, void *ud);
 

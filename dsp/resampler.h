@@ -91,10 +91,10 @@ int vb_resampler_process(vb_resampler_t *r, const int16_t *in, size_t n_in,
                          int16_t *out, size_t out_cap, size_t *n_out);
 
 /* Forgets all past input: the next output is what a fresh state would
- * produce. Returns 0 or VB_EIO. Never allocates. speexdsp just clears its
- * history (tens of ns); libsamplerate is re-primed, which costs roughly a
- * filter length of work (13 us for SINC_MEDIUM 24k -> 8k, docs/dsp.md).
- * The state's thread only. */
+ * produce. Returns 0, VB_EINVAL (NULL) or VB_EIO. Never allocates. speexdsp
+ * just clears its history (tens of ns); libsamplerate is re-primed, which costs
+ * roughly a filter length of work (13 us for SINC_MEDIUM 24k -> 8k,
+ * docs/dsp.md). The state's thread only. */
 int vb_resampler_reset(vb_resampler_t *r);
 
 /* The pure delay of the state in output samples (may be fractional for

@@ -93,7 +93,7 @@ typedef struct vb_ingress_prepare {
 } vb_ingress_prepare_t;
 
 /* Copies the payload of a VB_MSG_CONN / VB_MSG_PREPARE message. Returns 0
- * or VB_EINVAL if `m` is not of that kind. Any thread. */
+ * or VB_EINVAL if `m` is not of that kind or size. Any thread. */
 int vb_ingress_conn_get(const vb_msg_t *m, vb_ingress_conn_t *out);
 int vb_ingress_prepare_get(const vb_msg_t *m, vb_ingress_prepare_t *out);
 
@@ -118,8 +118,11 @@ typedef struct vb_ingress vb_ingress_t;
 /* Creates the ingress: validates the settings it uses, registers its
  * metrics, binds --listen (and --metrics-listen) so a bad address fails
  * here, synchronously. Nothing runs until vb_ingress_start(). Returns 0,
- * VB_ECONFIG (logged: bad address, auth token without --public-url),
- * VB_EIO (bind failed), VB_ENOMEM, VB_ESYS. Main thread. */
+ * VB_EINVAL (missing cfg or metrics, a lane channel whose data_max is too
+ * small), VB_ECONFIG (logged: bad address, auth token without
+ * --public-url), VB_EIO (bind failed, or hashing the stream secret),
+ * VB_ENOSPC (metrics registry full), VB_ENOMEM, VB_ESYS (loop, or no
+ * randomness for the stream key). Main thread. */
 int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out);
 
 /* Starts the ingress thread. Returns 0, VB_EBUSY (already started) or
