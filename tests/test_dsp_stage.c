@@ -60,13 +60,19 @@ static void rig_down(void)
     vb_chan_destroy(&rig.tw_out);
 }
 
-/* Pushes as a producer without a stage: each push rings the stage. */
+/* Pushes as a producer without a stage: each push rings the stage. Waits
+ * up to 10 s (scaled) for room. */
 static void push(vb_chan_t *c, uint8_t kind, vb_call_id_t call, uint32_t seq,
                  const void *data, size_t len)
 {
+    uint64_t deadline =
+        vb_clock_now_ns() + (uint64_t)(10e9 * vb_test_slowdown());
     while (vb_chan_send(c, kind, 0, call, seq, vb_clock_now_ns(), data, len) !=
-           0)
+           0) {
+        if (vb_clock_now_ns() > deadline)
+            vb_test_fail(__FILE__, __LINE__, "timed out waiting for room");
         nanosleep(&(struct timespec){0, 100000}, NULL);
+    }
 }
 
 /* Pops one message, waiting up to 10 s (scaled). */
@@ -174,7 +180,12 @@ TEST(dsp_stage_outbound_frames_flush_clear_with_backpressure)
     static uint8_t got[60 * 160];
     size_t ng = 0;
     bool turn_end = false;
+    uint64_t deadline =
+        vb_clock_now_ns() + (uint64_t)(20e9 * vb_test_slowdown());
     while (!turn_end) {
+        if (vb_clock_now_ns() > deadline)
+            vb_test_fail(__FILE__, __LINE__, "no TURN_END after %zu frames",
+                         ng);
         if (off < 24000 && vb_ring_count(&rig.gm_out.ring) < 200) {
             size_t k = 1 + rng() % 512;
             if (k > 24000 - off)
