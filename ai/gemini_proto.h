@@ -167,11 +167,6 @@ typedef struct vb_gemini_limits {
                          * even; 0: VB_GEMINI_DEFAULT_AUDIO_CHUNK */
 } vb_gemini_limits_t;
 
-/* Counters of things skipped, for metrics and tests. */
-typedef struct vb_gemini_parse_stats {
-    uint64_t messages, thoughts_skipped, parts_skipped, unknown_types;
-} vb_gemini_parse_stats_t;
-
 typedef struct vb_gemini_parser vb_gemini_parser_t;
 
 /* Creates a parser (lim NULL: defaults); allocates the audio scratch
@@ -196,12 +191,6 @@ void vb_gemini_parser_destroy(vb_gemini_parser_t *p); /* accepts NULL */
 int vb_gemini_parse(vb_gemini_parser_t *p, const void *data, size_t len,
                     vb_gemini_event_cb cb, void *ud);
 
-void vb_gemini_parser_stats(const vb_gemini_parser_t *p,
-                            vb_gemini_parse_stats_t *out);
-
-/* Name of an event kind ("AUDIO"); static. */
-const char *vb_gemini_event_name(int kind);
-
 /* ---- helpers shared with the fake server ---- */
 
 /* True if `data` is nested no deeper than max_depth (objects and arrays;
@@ -223,5 +212,17 @@ int vb_gemini_parse_pcm_mime(const char *mime, unsigned *rate);
 /* Parses a protobuf Duration string ("50s", "1.5s") into ms. Returns 0 or
  * VB_EPROTO. */
 int vb_gemini_parse_duration_ms(const char *s, int64_t *ms);
+
+/* ---- for tests and tools ---- */
+/* Used by tests, not by the stage; it stays here because the parser is
+ * opaque. */
+
+/* Counters of things skipped. */
+typedef struct vb_gemini_parse_stats {
+    uint64_t messages, thoughts_skipped, parts_skipped, unknown_types;
+} vb_gemini_parse_stats_t;
+
+void vb_gemini_parser_stats(const vb_gemini_parser_t *p,
+                            vb_gemini_parse_stats_t *out);
 
 #endif

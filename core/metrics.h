@@ -70,16 +70,20 @@ void vb_metrics_gauge_add(vb_metrics_shard_t *s, vb_metric_t id, int64_t n);
 void vb_metrics_gauge_set(vb_metrics_shard_t *s, vb_metric_t id, int64_t v);
 void vb_metrics_observe_ns(vb_metrics_shard_t *s, vb_metric_t id, uint64_t ns);
 
+/* Renders every series as Prometheus text 0.0.4 into a malloc'd string
+ * (*out, NUL-terminated, caller frees) of *len bytes. Returns 0 or
+ * VB_ENOMEM. Any thread; takes the registry mutex. */
+int vb_metrics_render(vb_metrics_t *m, char **out, size_t *len);
+
+/* ---- for tests and tools ---- */
+/* Used by tests, not by the server (which only renders); they stay here
+ * because they read the shards under the registry lock. */
+
 /* Current value summed over shards; any thread. For tests and reports. */
 int64_t vb_metrics_value(vb_metrics_t *m, vb_metric_t id);
 
 /* Merges a histogram series over all shards into `out` (initialised here);
  * returns VB_EINVAL if `id` is not a histogram. Any thread. */
 int vb_metrics_hist(vb_metrics_t *m, vb_metric_t id, vb_hist_t *out);
-
-/* Renders every series as Prometheus text 0.0.4 into a malloc'd string
- * (*out, NUL-terminated, caller frees) of *len bytes. Returns 0 or
- * VB_ENOMEM. Any thread; takes the registry mutex. */
-int vb_metrics_render(vb_metrics_t *m, char **out, size_t *len);
 
 #endif

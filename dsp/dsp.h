@@ -113,6 +113,10 @@ int vb_dsp_reset(vb_dsp_t *d);
 /* Pure resampler delay of one direction, in ns (constant per state). */
 uint64_t vb_dsp_delay_ns(const vb_dsp_t *d, vb_dsp_dir_t dir);
 
+/* ---- for tests and tools ---- */
+/* Used by tests, not by the pipeline; it stays here because the state is
+ * opaque. */
+
 /* Bytes of μ-law waiting in the partial outbound frame (0..159). */
 size_t vb_dsp_pending(const vb_dsp_t *d);
 

@@ -105,14 +105,15 @@ double vb_resampler_delay(const vb_resampler_t *r);
 /* The same delay in nanoseconds, rounded. */
 uint64_t vb_resampler_delay_ns(const vb_resampler_t *r);
 
+/* Parses "speexdsp" or "libsamplerate" into *out. Returns 0 or VB_EINVAL. */
+int vb_resampler_backend_parse(const char *name, vb_resampler_backend_t *out);
+
+/* ---- for tests and tools ---- */
+/* Used by tests, not by the pipeline; it stays here because the state is
+ * opaque. */
+
 /* The effective quality (the default resolved) and the config it was made
  * with. */
 const vb_resampler_config_t *vb_resampler_config(const vb_resampler_t *r);
-
-/* "speexdsp" / "libsamplerate" for a backend, "?" otherwise. Static. */
-const char *vb_resampler_backend_name(vb_resampler_backend_t backend);
-
-/* Parses "speexdsp" or "libsamplerate" into *out. Returns 0 or VB_EINVAL. */
-int vb_resampler_backend_parse(const char *name, vb_resampler_backend_t *out);
 
 #endif

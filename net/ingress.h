@@ -129,10 +129,6 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out);
  * VB_ESYS. Main thread. */
 int vb_ingress_start(vb_ingress_t *g);
 
-/* Bound port of the public (admin = false) or admin listener; 0 if none.
- * Any thread after create. */
-int vb_ingress_port(const vb_ingress_t *g, bool admin);
-
 /* Stops the thread: closes listeners and connections, ends the loop,
  * joins. Connections already handed off are not affected. Idempotent.
  * Any thread but the ingress thread. */
@@ -163,5 +159,13 @@ int64_t vb_ingress_calls_active(const vb_ingress_t *g);
  * its server, for driving a vb_http_session_t without the thread. Call
  * them only on one thread, and never while the ingress thread runs. */
 void vb_ingress_http_callbacks(vb_ingress_t *g, vb_http_server_cfg_t *out);
+
+/* ---- for tests and tools ---- */
+/* Used by tests, not by the server; it stays here because the ingress
+ * is opaque. */
+
+/* Bound port of the public (admin = false) or admin listener; 0 if none.
+ * Any thread after create. */
+int vb_ingress_port(const vb_ingress_t *g, bool admin);
 
 #endif

@@ -83,15 +83,19 @@ int vb_tls_connect(uv_loop_t *loop, vb_tls_config_t *cfg, const char *host,
                    uint16_t port, const char *server_name, const char *log_id,
                    vb_transport_t **out);
 
-/* The mbedTLS certificate verification flags of a client transport whose
- * handshake failed with VB_ECERT (0 otherwise). `t` must be a TLS
- * transport. */
-uint32_t vb_tls_verify_flags(const vb_transport_t *t);
-
 /* Short text for verification flags, most telling first: "expired", "not
  * yet valid", "wrong name", "untrusted", "revoked", "missing", "bad key
  * usage", "weak signature", "other"; "ok" for 0. Static string. */
 const char *vb_tls_verify_reason(uint32_t flags);
+
+/* ---- for tests and tools ---- */
+/* Used by tests and the TLS fuzz target, not by the server; they stay
+ * here because the transport and the configuration are opaque. */
+
+/* The mbedTLS certificate verification flags of a client transport whose
+ * handshake failed with VB_ECERT (0 otherwise). `t` must be a TLS
+ * transport. */
+uint32_t vb_tls_verify_flags(const vb_transport_t *t);
 
 /* Replaces the random generator of `c` for transports created afterwards:
  * `f_rng(p_rng, buf, len)` fills `buf` and returns 0. Only for repeatable

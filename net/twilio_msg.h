@@ -97,9 +97,6 @@ int vb_twilio_msg_parse(char *buf, size_t len, vb_twilio_msg_t *m,
 /* Returns the value of customParameters[name], or NULL. */
 const char *vb_twilio_msg_param(const vb_twilio_msg_t *m, const char *name);
 
-/* Name of an event ("media"); "unknown" for VB_TWILIO_EV_UNKNOWN. */
-const char *vb_twilio_event_name(vb_twilio_event_t ev);
-
 /* Writes `s` (len bytes) as a JSON string body (no quotes) into out,
  * escaping '"', '\\' and control characters. Returns the bytes written, or
  * 0 if `cap` is too small for the result (a non-empty input always writes

@@ -38,14 +38,6 @@
 #define VB_TWILIO_SIG_PORT_VARIANTS  1u /* also with the port removed/added */
 #define VB_TWILIO_SIG_SLASH_VARIANTS 2u /* also with/without a trailing '/' */
 
-/* Computes the signature of `url` and `params` (NULL: none) with `token`
- * into `out` (VB_TWILIO_SIG_LEN characters and a NUL). Returns 0,
- * VB_EINVAL (NULL token or url), VB_ENOMEM, VB_EIO (HMAC failed; logged).
- * Any thread. */
-int vb_twilio_sig_compute(const char *token, const char *url,
-                          const vb_form_t *params,
-                          char out[VB_TWILIO_SIG_LEN + 1]);
-
 /* Checks `sig` (the header value, `sig_len` bytes) against `url` and
  * `params`, and against the URL variants `flags` ask for. Returns 0 when
  * one matches, VB_EAUTH when none does (or `sig` is NULL), VB_EINVAL
@@ -118,5 +110,18 @@ const char *vb_twilio_sig_token_reason(int rc);
  * Returns true when equal. */
 bool vb_twilio_sig_equal(const void *a, size_t alen, const void *b,
                          size_t blen);
+
+/* ---- for tests and tools ---- */
+/* Used by tests and the fuzz target to sign requests, not by the server,
+ * which only verifies; it stays here because it shares the HMAC over the
+ * sorted parameters with vb_twilio_sig_verify(). */
+
+/* Computes the signature of `url` and `params` (NULL: none) with `token`
+ * into `out` (VB_TWILIO_SIG_LEN characters and a NUL). Returns 0,
+ * VB_EINVAL (NULL token or url), VB_ENOMEM, VB_EIO (HMAC failed; logged).
+ * Any thread. */
+int vb_twilio_sig_compute(const char *token, const char *url,
+                          const vb_form_t *params,
+                          char out[VB_TWILIO_SIG_LEN + 1]);
 
 #endif

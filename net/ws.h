@@ -161,14 +161,6 @@ typedef struct vb_ws_config {
     const char *log_id;
 } vb_ws_config_t;
 
-/* Creates a sans-I/O endpoint in state OPEN (callbacks are copied; `cb`
- * may live on the stack). Output goes to cb->on_output. Returns 0 and
- * *out, VB_EINVAL (missing on_message/on_output, bad role), VB_ENOMEM. Any
- * thread; the
- * endpoint is then used by that thread only. */
-int vb_ws_create(const vb_ws_config_t *cfg, const vb_ws_callbacks_t *cb,
-                 void *ud, vb_ws_t **out);
-
 /* Frees the endpoint and closes its transport if it has one (no close frame
  * is sent: call vb_ws_close() first for a clean close). Accepts NULL. Safe
  * inside any callback of this endpoint. */
@@ -220,17 +212,6 @@ size_t vb_ws_pending(const vb_ws_t *ws);
  * small budget while a connection is unauthenticated and the normal one
  * after. Takes effect at the next frame boundary. */
 void vb_ws_set_max_pending_out(vb_ws_t *ws, size_t max_pending_out);
-
-/* True while output back-pressure has reading stopped (transport glue). */
-bool vb_ws_out_stalled(const vb_ws_t *ws);
-
-/* Counters since creation. */
-typedef struct vb_ws_stats {
-    uint64_t msgs_in, msgs_out, bytes_in, bytes_out, pings_in;
-    /* Times output back-pressure stopped reading. */
-    uint64_t out_stalls;
-} vb_ws_stats_t;
-void vb_ws_get_stats(const vb_ws_t *ws, vb_ws_stats_t *out);
 
 /* ---- transport glue (loop thread) ---- */
 
@@ -327,17 +308,34 @@ int vb_ws_client_request(const vb_ws_url_t *url, const char *key,
 int vb_ws_client_check_response(const char *buf, size_t len, const char *key,
                                 size_t *consumed, int *http_status);
 
-/* Writes the server's "101 Switching Protocols" response for a client key
- * into buf (NUL-terminated); *len gets its length. Returns 0, VB_EINVAL
- * (bad key), VB_EIO (SHA-1 failed), VB_ENOSPC (buf NULL or too small). */
-int vb_ws_server_response(const char *client_key, char *buf, size_t cap,
-                          size_t *len);
-
 /* True if `data` is valid UTF-8 (RFC 3629: no overlongs, surrogates or
  * code points above U+10FFFF). */
 bool vb_ws_utf8_valid(const uint8_t *data, size_t len);
 
 /* True if `code` may appear in a close frame on the wire. */
 bool vb_ws_close_code_valid(uint16_t code);
+
+/* ---- for tests and tools ---- */
+/* Used by tests and the WebSocket fuzz target (the sans-I/O endpoint, fed
+ * by hand), not by the server, which attaches to transports; they stay
+ * here because the endpoint is opaque. */
+
+/* Creates a sans-I/O endpoint in state OPEN (callbacks are copied; `cb`
+ * may live on the stack). Output goes to cb->on_output. Returns 0 and
+ * *out, VB_EINVAL (missing on_message/on_output, bad role), VB_ENOMEM. Any
+ * thread; the endpoint is then used by that thread only. */
+int vb_ws_create(const vb_ws_config_t *cfg, const vb_ws_callbacks_t *cb,
+                 void *ud, vb_ws_t **out);
+
+/* True while output back-pressure has reading stopped (transport glue). */
+bool vb_ws_out_stalled(const vb_ws_t *ws);
+
+/* Counters since creation. */
+typedef struct vb_ws_stats {
+    uint64_t msgs_in, msgs_out, bytes_in, bytes_out, pings_in;
+    /* Times output back-pressure stopped reading. */
+    uint64_t out_stalls;
+} vb_ws_stats_t;
+void vb_ws_get_stats(const vb_ws_t *ws, vb_ws_stats_t *out);
 
 #endif

@@ -7,6 +7,7 @@
 #include "core/msg.h"
 #include "dsp/dsp_stage.h"
 #include "dsp/g711.h"
+#include "tests/g711_sample.h"
 #include "tests/test.h"
 
 #include <time.h>
@@ -108,7 +109,7 @@ TEST(dsp_stage_inbound_converts_in_order)
     ASSERT_EQ(m.seq, 0);
     for (uint32_t f = 0; f < 50; f++) {
         for (int i = 0; i < 160; i++)
-            ulaw[i] = vb_g711_ulaw_encode_sample(
+            ulaw[i] = ulaw_encode1(
                 (int16_t)(8000 * sin(2 * M_PI * 440 * (f * 160 + i) / 8000.0)));
         push(&rig.tw_in, VB_MSG_AUDIO, CALL, f + 1, ulaw, sizeof(ulaw));
         size_t n;
@@ -236,7 +237,7 @@ TEST(dsp_stage_outbound_frames_flush_clear_with_backpressure)
             break;
         ASSERT_TRUE(cleared); /* 300 loud samples make < 1 frame: held */
         for (int i = 0; i < 160; i++) {
-            int16_t v = vb_g711_ulaw_decode_sample(m.data[i]);
+            int16_t v = ulaw_decode1(m.data[i]);
             ASSERT_LT(abs(v), 64);
         }
         after++;
