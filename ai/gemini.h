@@ -153,9 +153,10 @@ typedef struct vb_gemini_stage vb_gemini_stage_t;
  * URL, loads the CA bundle for wss://, registers the metric series, sets up
  * the loop, and attaches to its channels. Does not start the thread.
  * Channels and metrics are borrowed and must outlive the stage. Errors:
- * VB_EINVAL (missing ring or metrics, max_calls 0), VB_ECONFIG (bad URL,
- * unreadable prompt file, no model; logged), VB_ENOENT / VB_ECERT (CA bundle),
- * VB_ENOMEM, VB_ESYS. Main thread. */
+ * VB_EINVAL (missing channel or metrics, max_calls 0), VB_ECONFIG (bad URL,
+ * unreadable or too large prompt file, no model, an API key with a line
+ * break; logged), VB_ENOENT / VB_ECERT / VB_ETLS (CA bundle, TLS setup),
+ * VB_ENOMEM, VB_ENOSPC (metrics registry full), VB_ESYS. Main thread. */
 int vb_gemini_stage_create(vb_gemini_stage_t **out,
                            const vb_gemini_stage_config_t *cfg);
 

@@ -28,31 +28,6 @@ struct vb_gemini_parser {
     vb_gemini_parse_stats_t stats;
 };
 
-static const char *const event_names[VB_GEMINI_EV_KIND_COUNT] = {
-    [VB_GEMINI_EV_SETUP_COMPLETE] = "SETUP_COMPLETE",
-    [VB_GEMINI_EV_AUDIO] = "AUDIO",
-    [VB_GEMINI_EV_TEXT] = "TEXT",
-    [VB_GEMINI_EV_INPUT_TRANSCRIPT] = "INPUT_TRANSCRIPT",
-    [VB_GEMINI_EV_OUTPUT_TRANSCRIPT] = "OUTPUT_TRANSCRIPT",
-    [VB_GEMINI_EV_GENERATION_COMPLETE] = "GENERATION_COMPLETE",
-    [VB_GEMINI_EV_INTERRUPTED] = "INTERRUPTED",
-    [VB_GEMINI_EV_TURN_COMPLETE] = "TURN_COMPLETE",
-    [VB_GEMINI_EV_WAITING_FOR_INPUT] = "WAITING_FOR_INPUT",
-    [VB_GEMINI_EV_TOOL_CALL] = "TOOL_CALL",
-    [VB_GEMINI_EV_TOOL_CANCEL] = "TOOL_CANCEL",
-    [VB_GEMINI_EV_GO_AWAY] = "GO_AWAY",
-    [VB_GEMINI_EV_RESUMPTION] = "RESUMPTION",
-    [VB_GEMINI_EV_USAGE] = "USAGE",
-    [VB_GEMINI_EV_UNKNOWN] = "UNKNOWN",
-};
-
-const char *vb_gemini_event_name(int kind)
-{
-    if (kind < 0 || kind >= VB_GEMINI_EV_KIND_COUNT)
-        return "?";
-    return event_names[kind];
-}
-
 /* ------------------------------------------------------------------ */
 /* building                                                            */
 /* ------------------------------------------------------------------ */

@@ -96,7 +96,8 @@ size_t vb_gemini_audio_msg_cap(size_t pcm_bytes);
 
 /* Builds {"realtimeInput":{"audio":{"data":"<base64>","mimeType":
  * "audio/pcm;rate=<rate>"}}} into `buf` (NUL-terminated; *len excludes the
- * NUL). Does not allocate. Errors: VB_EINVAL (odd byte count, rate 0),
+ * NUL). Does not allocate. Errors: VB_EINVAL (odd byte count, rate 0, NULL
+ * buf, or NULL pcm with bytes),
  * VB_ENOSPC (cap < vb_gemini_audio_msg_cap()). Any thread. */
 int vb_gemini_build_audio(const void *pcm, size_t pcm_bytes, unsigned rate,
                           char *buf, size_t cap, size_t *len);
@@ -166,11 +167,6 @@ typedef struct vb_gemini_limits {
                          * even; 0: VB_GEMINI_DEFAULT_AUDIO_CHUNK */
 } vb_gemini_limits_t;
 
-/* Counters of things skipped, for metrics and tests. */
-typedef struct vb_gemini_parse_stats {
-    uint64_t messages, thoughts_skipped, parts_skipped, unknown_types;
-} vb_gemini_parse_stats_t;
-
 typedef struct vb_gemini_parser vb_gemini_parser_t;
 
 /* Creates a parser (lim NULL: defaults); allocates the audio scratch
@@ -186,18 +182,14 @@ void vb_gemini_parser_destroy(vb_gemini_parser_t *p); /* accepts NULL */
  * outputTranscription, generationComplete, interrupted, turnComplete,
  * waitingForInput; toolCall calls; toolCallCancellation ids; goAway;
  * sessionResumptionUpdate; usageMetadata; unknown types. An empty
- * serverContent yields nothing. Errors: VB_EMSGSIZE (over max_message),
- * VB_EPROTO (not JSON, not an object, nested too deep, bad base64, odd PCM
- * length, a field of the wrong type), VB_ECANCELED (cb stopped); events
- * delivered before an error stand. Allocates (cJSON) per call. */
+ * serverContent yields nothing. Errors: VB_EINVAL (NULL p or cb, NULL data
+ * with len > 0), VB_EMSGSIZE (over max_message), VB_EPROTO (not JSON, not
+ * an object, nested too deep, bad base64, odd PCM length, a field of the
+ * wrong type), VB_ENOMEM (printing a tool call's args, keeping an unknown key),
+ * VB_ECANCELED (cb stopped); events delivered before an error stand. Allocates
+ * (cJSON) per call. */
 int vb_gemini_parse(vb_gemini_parser_t *p, const void *data, size_t len,
                     vb_gemini_event_cb cb, void *ud);
-
-void vb_gemini_parser_stats(const vb_gemini_parser_t *p,
-                            vb_gemini_parse_stats_t *out);
-
-/* Name of an event kind ("AUDIO"); static. */
-const char *vb_gemini_event_name(int kind);
 
 /* ---- helpers shared with the fake server ---- */
 
@@ -220,5 +212,17 @@ int vb_gemini_parse_pcm_mime(const char *mime, unsigned *rate);
 /* Parses a protobuf Duration string ("50s", "1.5s") into ms. Returns 0 or
  * VB_EPROTO. */
 int vb_gemini_parse_duration_ms(const char *s, int64_t *ms);
+
+/* ---- for tests and tools ---- */
+/* Used by tests, not by the stage; it stays here because the parser is
+ * opaque. */
+
+/* Counters of things skipped. */
+typedef struct vb_gemini_parse_stats {
+    uint64_t messages, thoughts_skipped, parts_skipped, unknown_types;
+} vb_gemini_parse_stats_t;
+
+void vb_gemini_parser_stats(const vb_gemini_parser_t *p,
+                            vb_gemini_parse_stats_t *out);
 
 #endif

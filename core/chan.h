@@ -110,7 +110,8 @@ vb_msg_t *vb_chan_begin(vb_chan_t *c, uint8_t kind, uint8_t flags,
 void vb_chan_end(vb_chan_t *c, vb_msg_t *m);
 
 /* begin + copy + end. `len` is cut to data_max (callers split longer
- * payloads first). Returns 0, or VB_ENOSPC when the spill is full. */
+ * payloads first). Returns 0, or VB_ENOSPC whenever vb_chan_begin() finds
+ * no slot (spill full, ring full with no spill, or out of memory). */
 int vb_chan_send(vb_chan_t *c, uint8_t kind, uint8_t flags, vb_call_id_t call,
                  uint32_t seq, uint64_t t_origin, const void *data, size_t len);
 

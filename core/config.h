@@ -205,7 +205,8 @@ typedef struct vb_config {
 
 /* Fills `c` from defaults, then the environment, then argv[1..argc-1].
  * Returns 0; 1 when --help was given (nothing else is validated); or
- * VB_ECONFIG with a one-line reason in `err` naming the flag and variable.
+ * VB_ECONFIG with a one-line reason in `err` naming the flag and variable;
+ * or VB_ENOMEM ("out of memory" in `err`).
  * Free with vb_config_free() whatever the result. Main thread, at start. */
 int vb_config_load(vb_config_t *c, int argc, const char *const *argv, char *err,
                    size_t errsz);

@@ -38,8 +38,6 @@ typedef enum vb_log_format {
 /* Process-wide settings; any thread, usually once at start. */
 void vb_log_set_level(vb_log_level_t level);
 void vb_log_set_format(vb_log_format_t format);
-/* Redirects output to `fd` (default 2); for tests. */
-void vb_log_set_fd(int fd);
 vb_log_level_t vb_log_get_level(void);
 
 /* Parses "debug|info|warn|error|off" / "logfmt|json". Returns 0 or
@@ -87,5 +85,12 @@ int64_t vb_log_limit_take(vb_log_limit_t *l, uint64_t interval_ns);
                        __VA_ARGS__, (long long)vb_sup_);               \
         }                                                              \
     } while (0)
+
+/* ---- for tests and tools ---- */
+/* Used by tests, not by the server; it stays here because the output fd
+ * is the module's own state. */
+
+/* Redirects output to `fd` (default 2). Any thread, before logging. */
+void vb_log_set_fd(int fd);
 
 #endif

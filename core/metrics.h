@@ -79,13 +79,6 @@ static inline void vb_metrics_observe_long(vb_metrics_shard_t *s,
     vb_metrics_observe_ns(s, id, ns / 1000u);
 }
 
-/* Current value summed over shards; any thread. For tests and reports. */
-int64_t vb_metrics_value(vb_metrics_t *m, vb_metric_t id);
-
-/* Merges a histogram series over all shards into `out` (initialised here);
- * returns VB_EINVAL if `id` is not a histogram. Any thread. */
-int vb_metrics_hist(vb_metrics_t *m, vb_metric_t id, vb_hist_t *out);
-
 /* Renders every series as Prometheus text 0.0.4 into a malloc'd string
  * (*out, NUL-terminated, caller frees) of *len bytes. Returns 0 or
  * VB_ENOMEM. Any thread; takes the registry mutex. */
@@ -98,5 +91,16 @@ int vb_metrics_render(vb_metrics_t *m, char **out, size_t *len);
  * is reallocated, *len updated). A value that cannot be read is left out.
  * Returns 0 or VB_ENOMEM (then *text is unchanged). Any thread. */
 int vb_metrics_append_process(char **text, size_t *len);
+
+/* ---- for tests and tools ---- */
+/* Used by tests, not by the server (which only renders); they stay here
+ * because they read the shards under the registry lock. */
+
+/* Current value summed over shards; any thread. For tests and reports. */
+int64_t vb_metrics_value(vb_metrics_t *m, vb_metric_t id);
+
+/* Merges a histogram series over all shards into `out` (initialised here);
+ * returns VB_EINVAL if `id` is not a histogram. Any thread. */
+int vb_metrics_hist(vb_metrics_t *m, vb_metric_t id, vb_hist_t *out);
 
 #endif

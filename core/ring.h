@@ -54,10 +54,6 @@ int vb_ring_init(vb_ring_t *r, uint32_t capacity, uint32_t slot_size);
 /* Frees the storage; `r` may be zeroed or NULL. No thread may use it after. */
 void vb_ring_destroy(vb_ring_t *r);
 
-/* Testing aid: empties the ring and places both indices at `index`, so tests
- * can cross 2^32. Neither side may be running. */
-void vb_ring_reset_at(vb_ring_t *r, uint32_t index);
-
 static inline uint32_t vb_ring_capacity(const vb_ring_t *r)
 {
     return r->_mask + 1;
@@ -111,11 +107,6 @@ static inline void vb_ring_commit(vb_ring_t *r)
  * left as it was. Returns 0, VB_ENOSPC when full, VB_EMSGSIZE if too long. */
 int vb_ring_try_push(vb_ring_t *r, const void *data, size_t len);
 
-/* Copies up to `n` whole slots from `slots` (n * slot_size bytes, packed) and
- * publishes them with one release store. Returns how many were pushed (0..n).
- */
-uint32_t vb_ring_push_bulk(vb_ring_t *r, const void *slots, uint32_t n);
-
 /* After pushing `pushed` items, tells the producer whether to ring the
  * consumer's doorbell: true when the ring may have been empty before them.
  * Uses seq_cst operations that pair with those in the consumer's empty path,
@@ -162,6 +153,19 @@ static inline void vb_ring_release(vb_ring_t *r)
 /* Copies the oldest slot (all slot_size bytes) into `out`. Returns 0 or
  * VB_EAGAIN when empty. */
 int vb_ring_try_pop(vb_ring_t *r, void *out);
+
+/* ---- for tests and tools ---- */
+/* Used by the ring's tests, not by the pipeline or its bench; they stay
+ * here because they work on the indices directly. */
+
+/* Testing aid: empties the ring and places both indices at `index`, so tests
+ * can cross 2^32. Neither side may be running. */
+void vb_ring_reset_at(vb_ring_t *r, uint32_t index);
+
+/* Copies up to `n` whole slots from `slots` (n * slot_size bytes, packed) and
+ * publishes them with one release store. Returns how many were pushed (0..n).
+ */
+uint32_t vb_ring_push_bulk(vb_ring_t *r, const void *slots, uint32_t n);
 
 /* Copies up to `n` slots into `out` (packed) and frees them with one release
  * store. Returns how many were popped. */

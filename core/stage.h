@@ -88,8 +88,8 @@ typedef struct vb_stage {
 
 /* Sets up the loop and its handles (nothing started). `name` becomes the
  * thread name (at most 15 characters kept); `on_stop` (may be NULL) closes
- * the owner's handles. Returns 0, VB_ESYS, VB_ENOMEM or VB_ENOSPC (metrics).
- * Main thread. */
+ * the owner's handles. Returns 0, VB_EINVAL (NULL st, name or metrics),
+ * VB_ESYS (loop), VB_ENOMEM or VB_ENOSPC (metrics). Main thread. */
 int vb_stage_init(vb_stage_t *st, const char *name, vb_metrics_t *metrics,
                   void (*on_stop)(void *ud), void *ud);
 

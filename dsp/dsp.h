@@ -103,15 +103,19 @@ int vb_dsp_flush(vb_dsp_t *d, uint8_t *frames, size_t max_frames,
 
 /* Barge-in: drops the pending partial frame and resets the outbound
  * resampler, so nothing received before the clear is ever emitted after it.
- * Returns 0 or VB_EIO. Never allocates. */
+ * Returns 0, VB_EINVAL (NULL) or VB_EIO. Never allocates. */
 int vb_dsp_clear(vb_dsp_t *d);
 
-/* Resets both directions to the fresh state (e.g. after VB_EIO). Returns 0
- * or VB_EIO. */
+/* Resets both directions to the fresh state (e.g. after VB_EIO). Returns 0,
+ * VB_EINVAL (NULL) or VB_EIO. */
 int vb_dsp_reset(vb_dsp_t *d);
 
 /* Pure resampler delay of one direction, in ns (constant per state). */
 uint64_t vb_dsp_delay_ns(const vb_dsp_t *d, vb_dsp_dir_t dir);
+
+/* ---- for tests and tools ---- */
+/* Used by tests, not by the pipeline; it stays here because the state is
+ * opaque. */
 
 /* Bytes of μ-law waiting in the partial outbound frame (0..159). */
 size_t vb_dsp_pending(const vb_dsp_t *d);

@@ -51,11 +51,13 @@ typedef struct vb_dsp_stage vb_dsp_stage_t;
 /* Creates the stage (loop, call table, metrics series) and attaches it to
  * its channels; does not start the thread. Channels are borrowed and must
  * outlive the stage. Errors:
- * VB_EINVAL, VB_ECONFIG (the DSP configuration is refused; logged),
- * VB_ENOMEM, VB_ESYS. Main thread. */
+ * VB_EINVAL (missing channel or metrics, max_calls 0, a data_max too small),
+ * VB_ECONFIG (the DSP configuration is refused; logged), VB_ENOMEM,
+ * VB_ENOSPC (metrics registry full), VB_ESYS. Main thread. */
 int vb_dsp_stage_create(vb_dsp_stage_t **out, const vb_dsp_stage_config_t *cfg);
 
-/* Starts the thread. Returns 0 or VB_ESYS. Main thread. */
+/* Starts the thread. Returns 0, VB_EBUSY (already started) or VB_ESYS.
+ * Main thread. */
 int vb_dsp_stage_start(vb_dsp_stage_t *s);
 
 /* Stops the loop and joins the thread; calls still open are freed. Main

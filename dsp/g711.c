@@ -193,25 +193,3 @@ void vb_g711_alaw_decode(int16_t *dst, const uint8_t *src, size_t n)
     for (size_t i = 0; i < n; i++)
         dst[i] = alaw_decode_table[src[i]];
 }
-
-uint8_t vb_g711_ulaw_encode_sample(int16_t x)
-{
-    tables_ready();
-    return ulaw_encode_table[ulaw_index(x)];
-}
-
-uint8_t vb_g711_alaw_encode_sample(int16_t x)
-{
-    tables_ready();
-    return alaw_encode_table[alaw_index(x)];
-}
-
-int16_t vb_g711_ulaw_decode_sample(uint8_t code)
-{
-    return ulaw_decode_table[code];
-}
-
-int16_t vb_g711_alaw_decode_sample(uint8_t code)
-{
-    return alaw_decode_table[code];
-}

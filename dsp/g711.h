@@ -39,11 +39,4 @@ void vb_g711_alaw_encode(uint8_t *dst, const int16_t *src, size_t n);
 void vb_g711_ulaw_decode(int16_t *dst, const uint8_t *src, size_t n);
 void vb_g711_alaw_decode(int16_t *dst, const uint8_t *src, size_t n);
 
-/* One sample at a time; same results as the buffer forms. Prefer those on
- * hot paths (these check the one-time table set-up on every call). */
-uint8_t vb_g711_ulaw_encode_sample(int16_t x);
-uint8_t vb_g711_alaw_encode_sample(int16_t x);
-int16_t vb_g711_ulaw_decode_sample(uint8_t code);
-int16_t vb_g711_alaw_decode_sample(uint8_t code);
-
 #endif

@@ -61,17 +61,6 @@ static uint32_t gcd(uint32_t a, uint32_t b)
     return a;
 }
 
-const char *vb_resampler_backend_name(vb_resampler_backend_t backend)
-{
-    switch (backend) {
-    case VB_RESAMPLER_SPEEXDSP:
-        return "speexdsp";
-    case VB_RESAMPLER_LIBSAMPLERATE:
-        return "libsamplerate";
-    }
-    return "?";
-}
-
 int vb_resampler_backend_parse(const char *name, vb_resampler_backend_t *out)
 {
     if (name == NULL || out == NULL)

@@ -91,10 +91,10 @@ int vb_resampler_process(vb_resampler_t *r, const int16_t *in, size_t n_in,
                          int16_t *out, size_t out_cap, size_t *n_out);
 
 /* Forgets all past input: the next output is what a fresh state would
- * produce. Returns 0 or VB_EIO. Never allocates. speexdsp just clears its
- * history (tens of ns); libsamplerate is re-primed, which costs roughly a
- * filter length of work (13 us for SINC_MEDIUM 24k -> 8k, docs/dsp.md).
- * The state's thread only. */
+ * produce. Returns 0, VB_EINVAL (NULL) or VB_EIO. Never allocates. speexdsp
+ * just clears its history (tens of ns); libsamplerate is re-primed, which costs
+ * roughly a filter length of work (13 us for SINC_MEDIUM 24k -> 8k,
+ * docs/dsp.md). The state's thread only. */
 int vb_resampler_reset(vb_resampler_t *r);
 
 /* The pure delay of the state in output samples (may be fractional for
@@ -105,14 +105,15 @@ double vb_resampler_delay(const vb_resampler_t *r);
 /* The same delay in nanoseconds, rounded. */
 uint64_t vb_resampler_delay_ns(const vb_resampler_t *r);
 
+/* Parses "speexdsp" or "libsamplerate" into *out. Returns 0 or VB_EINVAL. */
+int vb_resampler_backend_parse(const char *name, vb_resampler_backend_t *out);
+
+/* ---- for tests and tools ---- */
+/* Used by tests, not by the pipeline; it stays here because the state is
+ * opaque. */
+
 /* The effective quality (the default resolved) and the config it was made
  * with. */
 const vb_resampler_config_t *vb_resampler_config(const vb_resampler_t *r);
-
-/* "speexdsp" / "libsamplerate" for a backend, "?" otherwise. Static. */
-const char *vb_resampler_backend_name(vb_resampler_backend_t backend);
-
-/* Parses "speexdsp" or "libsamplerate" into *out. Returns 0 or VB_EINVAL. */
-int vb_resampler_backend_parse(const char *name, vb_resampler_backend_t *out);
 
 #endif

@@ -88,17 +88,16 @@ typedef struct vb_ingress vb_ingress_t;
 /* Creates the ingress: validates the settings it uses, registers its
  * metrics, binds --listen (and --metrics-listen) so a bad address fails
  * here, synchronously. Nothing runs until vb_ingress_start(). Returns 0,
- * VB_ECONFIG (logged: bad address, auth token without --public-url),
- * VB_EIO (bind failed), VB_ENOMEM, VB_ESYS. Main thread. */
+ * VB_EINVAL (missing cfg or metrics, a lane channel whose data_max is too
+ * small), VB_ECONFIG (logged: bad address, auth token without
+ * --public-url), VB_EIO (bind failed, or hashing the stream secret),
+ * VB_ENOSPC (metrics registry full), VB_ENOMEM, VB_ESYS (loop, or no
+ * randomness for the stream key). Main thread. */
 int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out);
 
 /* Starts the ingress thread. Returns 0, VB_EBUSY (already started) or
  * VB_ESYS. Main thread. */
 int vb_ingress_start(vb_ingress_t *g);
-
-/* Bound port of the public (admin = false) or admin listener; 0 if none.
- * Any thread after create. */
-int vb_ingress_port(const vb_ingress_t *g, bool admin);
 
 /* Stops the thread: closes listeners and connections, ends the loop,
  * joins. Connections already handed off are not affected. Idempotent.
@@ -130,5 +129,13 @@ int64_t vb_ingress_calls_active(const vb_ingress_t *g);
  * its server, for driving a vb_http_session_t without the thread. Call
  * them only on one thread, and never while the ingress thread runs. */
 void vb_ingress_http_callbacks(vb_ingress_t *g, vb_http_server_cfg_t *out);
+
+/* ---- for tests and tools ---- */
+/* Used by tests, not by the server; it stays here because the ingress
+ * is opaque. */
+
+/* Bound port of the public (admin = false) or admin listener; 0 if none.
+ * Any thread after create. */
+int vb_ingress_port(const vb_ingress_t *g, bool admin);
 
 #endif

@@ -42,15 +42,15 @@
 typedef struct vb_tls_config vb_tls_config_t;
 
 /* Client configuration trusting the CAs in `ca_file` (PEM bundle; NULL or
- * "" means VB_TLS_SYSTEM_CA_FILE). Errors: VB_ENOENT (file missing or
- * unreadable), VB_ECERT (no usable certificate in it), VB_ETLS (mbedTLS
- * setup), VB_ENOMEM. Logs the cause. */
+ * "" means VB_TLS_SYSTEM_CA_FILE). Errors: VB_EINVAL (NULL out), VB_ENOENT
+ * (file missing or unreadable), VB_ECERT (no usable certificate in it), VB_ETLS
+ * (mbedTLS setup), VB_ENOMEM. Logs the cause. */
 int vb_tls_config_client(const char *ca_file, vb_tls_config_t **out);
 
 /* Server configuration presenting the PEM certificate chain `cert_file`
- * (leaf first) and its private key `key_file`. Errors: VB_ENOENT, VB_ECERT
- * (unparsable certificate or key, or key not matching), VB_ETLS,
- * VB_ENOMEM. */
+ * (leaf first) and its private key `key_file`. Errors: VB_EINVAL (NULL
+ * argument), VB_ENOENT, VB_ECERT (unparsable certificate or key, or key not
+ * matching), VB_ETLS, VB_ENOMEM. Logs the cause. */
 int vb_tls_config_server(const char *cert_file, const char *key_file,
                          vb_tls_config_t **out);
 
@@ -67,8 +67,8 @@ void vb_tls_config_destroy(vb_tls_config_t *c);
  * still connecting. Client role (client config): `server_name` is the name
  * to send as SNI and to verify the certificate against (required). Server
  * role: `server_name` is ignored. `log_id` (NULL or a call id) is copied
- * for log lines. Returns 0 and *out, VB_EINVAL, VB_ENOMEM, VB_ETLS. Loop
- * thread. */
+ * for log lines. Returns 0 and *out, VB_EINVAL, VB_ENOMEM, VB_ETLS, or
+ * what `lower`'s read_start returns (VB_ECLOSED, ...). Loop thread. */
 int vb_tls_wrap(uv_loop_t *loop, vb_tls_config_t *cfg, vb_transport_t *lower,
                 const char *server_name, const char *log_id,
                 vb_transport_t **out);
@@ -78,20 +78,24 @@ int vb_tls_wrap(uv_loop_t *loop, vb_tls_config_t *cfg, vb_transport_t *lower,
  * handler as VB_TRANSPORT_CONNECTED, or VB_TRANSPORT_ERROR with VB_ECERT
  * (verification failed), VB_ETLS (handshake failed), VB_ETIMEDOUT, or the
  * TCP errors (VB_ECONNREFUSED, VB_ENOENT, VB_EIO). Returns 0 and *out,
- * VB_EINVAL, VB_ENOMEM. Loop thread. */
+ * VB_EINVAL, VB_ENOMEM, VB_ETLS (session setup). Loop thread. */
 int vb_tls_connect(uv_loop_t *loop, vb_tls_config_t *cfg, const char *host,
                    uint16_t port, const char *server_name, const char *log_id,
                    vb_transport_t **out);
-
-/* The mbedTLS certificate verification flags of a client transport whose
- * handshake failed with VB_ECERT (0 otherwise). `t` must be a TLS
- * transport. */
-uint32_t vb_tls_verify_flags(const vb_transport_t *t);
 
 /* Short text for verification flags, most telling first: "expired", "not
  * yet valid", "wrong name", "untrusted", "revoked", "missing", "bad key
  * usage", "weak signature", "other"; "ok" for 0. Static string. */
 const char *vb_tls_verify_reason(uint32_t flags);
+
+/* ---- for tests and tools ---- */
+/* Used by tests and the TLS fuzz target, not by the server; they stay
+ * here because the transport and the configuration are opaque. */
+
+/* The mbedTLS certificate verification flags of a client transport whose
+ * handshake failed with VB_ECERT (0 otherwise). `t` must be a TLS
+ * transport. */
+uint32_t vb_tls_verify_flags(const vb_transport_t *t);
 
 /* Replaces the random generator of `c` for transports created afterwards:
  * `f_rng(p_rng, buf, len)` fills `buf` and returns 0. Only for repeatable

@@ -53,10 +53,12 @@ typedef void (*vb_transport_event_cb)(vb_transport_t *t,
 
 typedef struct vb_transport_ops {
     /* Queues `len` bytes (copied) for sending. Returns 0, VB_ECLOSED after
-     * shutdown/close or an error, VB_ENOMEM. */
+     * shutdown/close or an error, VB_ENOSPC (the queue would pass
+     * VB_TCP_MAX_QUEUED), VB_ENOMEM. */
     int (*write)(vb_transport_t *t, const void *data, size_t len);
     /* Starts/stops delivering reads. A new transport starts reading as soon
-     * as a handler is set. Returns 0 or VB_ECLOSED / VB_EIO. */
+     * as a handler is set. read_start returns 0, VB_ECLOSED, or VB_EINVAL /
+     * VB_ENOMEM / VB_EIO (libuv refused, translated); read_stop returns 0. */
     int (*read_start)(vb_transport_t *t);
     int (*read_stop)(vb_transport_t *t);
     /* Flushes queued bytes, then closes the write side (TCP FIN, TLS

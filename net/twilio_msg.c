@@ -613,26 +613,6 @@ const char *vb_twilio_msg_param(const vb_twilio_msg_t *m, const char *name)
     return NULL;
 }
 
-const char *vb_twilio_event_name(vb_twilio_event_t ev)
-{
-    switch (ev) {
-    case VB_TWILIO_EV_CONNECTED:
-        return "connected";
-    case VB_TWILIO_EV_START:
-        return "start";
-    case VB_TWILIO_EV_MEDIA:
-        return "media";
-    case VB_TWILIO_EV_DTMF:
-        return "dtmf";
-    case VB_TWILIO_EV_MARK:
-        return "mark";
-    case VB_TWILIO_EV_STOP:
-        return "stop";
-    default:
-        return "unknown";
-    }
-}
-
 size_t vb_twilio_json_escape(const char *s, size_t len, char *out, size_t cap)
 {
     static const char hex[] = "0123456789abcdef";

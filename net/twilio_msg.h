@@ -87,7 +87,8 @@ typedef struct vb_twilio_msg_error {
  * buffer needs len + 1 bytes). On success fills *m (its strings point into
  * buf) and returns 0. Errors, with *err filled: VB_EPROTO (not JSON, not an
  * object, nesting too deep, trailing bytes), VB_ENOENT (a required field is
- * missing), VB_EINVAL (a field has the wrong type or format). Unknown
+ * missing), VB_EINVAL (a field has the wrong type or format, too many
+ * customParameters; also, with *err empty, a NULL buf or m). Unknown
  * events return 0 with m->event == VB_TWILIO_EV_UNKNOWN. Any thread;
  * reentrant. */
 int vb_twilio_msg_parse(char *buf, size_t len, vb_twilio_msg_t *m,
@@ -95,9 +96,6 @@ int vb_twilio_msg_parse(char *buf, size_t len, vb_twilio_msg_t *m,
 
 /* Returns the value of customParameters[name], or NULL. */
 const char *vb_twilio_msg_param(const vb_twilio_msg_t *m, const char *name);
-
-/* Name of an event ("media"); "unknown" for VB_TWILIO_EV_UNKNOWN. */
-const char *vb_twilio_event_name(vb_twilio_event_t ev);
 
 /* Writes `s` (len bytes) as a JSON string body (no quotes) into out,
  * escaping '"', '\\' and control characters. Returns the bytes written, or

@@ -46,7 +46,8 @@ typedef struct vb_twilio_rest_req {
  * returns an error. Strings are copied. Errors (nothing started, no
  * callback): VB_EINVAL (missing field, bad URL, SIDs with characters other
  * than letters and digits, TwiML longer than VB_TWILIO_REST_TWIML_MAX),
- * VB_ECONFIG (https:// without a TLS config), VB_ENOMEM. Loop thread. */
+ * VB_ECONFIG (https:// without a TLS config), VB_ENOMEM, VB_ETLS (TLS
+ * session setup failed), or the transport's write error. Loop thread. */
 int vb_twilio_rest_hangup(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
                           vb_twilio_rest_cb cb, void *ud);
 

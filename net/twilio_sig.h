@@ -38,17 +38,11 @@
 #define VB_TWILIO_SIG_PORT_VARIANTS  1u /* also with the port removed/added */
 #define VB_TWILIO_SIG_SLASH_VARIANTS 2u /* also with/without a trailing '/' */
 
-/* Computes the signature of `url` and `params` (NULL: none) with `token`
- * into `out` (VB_TWILIO_SIG_LEN characters and a NUL). Returns 0,
- * VB_EINVAL (NULL token or url), VB_ENOMEM. Any thread. */
-int vb_twilio_sig_compute(const char *token, const char *url,
-                          const vb_form_t *params,
-                          char out[VB_TWILIO_SIG_LEN + 1]);
-
 /* Checks `sig` (the header value, `sig_len` bytes) against `url` and
  * `params`, and against the URL variants `flags` ask for. Returns 0 when
- * one matches, VB_EAUTH when none does (or `sig` is NULL), VB_EINVAL,
- * VB_ENOMEM. Constant-time in the signature bytes. Any thread. */
+ * one matches, VB_EAUTH when none does (or `sig` is NULL), VB_EINVAL
+ * (NULL token or url), VB_ENOMEM, VB_EIO (HMAC failed). Constant-time in the
+ * signature bytes. Any thread. */
 int vb_twilio_sig_verify(const char *token, const char *url,
                          const vb_form_t *params, const char *sig,
                          size_t sig_len, unsigned flags);
@@ -81,13 +75,16 @@ typedef struct vb_twilio_sig_key {
 /* Sets up the stream-token key from `secret` (its bytes; longer than 64
  * are hashed with SHA-256 as HMAC itself would), or 32 random bytes from
  * getrandom(2) when `secret` is NULL or empty (then tokens verify only in
- * this process). Returns 0 or VB_ESYS (no randomness). Any thread; the key
+ * this process). Returns 0, VB_ESYS (no randomness) or VB_EIO (hashing a
+ * long secret failed). Any thread; the key
  * is read-only afterwards and may be shared by threads. */
 int vb_twilio_sig_key_init(vb_twilio_sig_key_t *k, const char *secret);
 
 /* Writes the token for `call_sid` on `lane` (0..VB_TWILIO_TOKEN_MAX_LANE)
  * valid until `expiry_s` (Unix seconds) into `out`
- * (VB_TWILIO_TOKEN_LEN + 1 bytes). Returns 0 or VB_EINVAL. Any thread. */
+ * (VB_TWILIO_TOKEN_LEN + 1 bytes). Returns 0, VB_EINVAL (NULL key or
+ * call_sid, lane out of range) or VB_EIO (HMAC failed; logged). Any
+ * thread. */
 int vb_twilio_sig_token_create(const vb_twilio_sig_key_t *k,
                                const char *call_sid, uint32_t lane,
                                int64_t expiry_s,
@@ -113,5 +110,18 @@ const char *vb_twilio_sig_token_reason(int rc);
  * Returns true when equal. */
 bool vb_twilio_sig_equal(const void *a, size_t alen, const void *b,
                          size_t blen);
+
+/* ---- for tests and tools ---- */
+/* Used by tests and the fuzz target to sign requests, not by the server,
+ * which only verifies; it stays here because it shares the HMAC over the
+ * sorted parameters with vb_twilio_sig_verify(). */
+
+/* Computes the signature of `url` and `params` (NULL: none) with `token`
+ * into `out` (VB_TWILIO_SIG_LEN characters and a NUL). Returns 0,
+ * VB_EINVAL (NULL token or url), VB_ENOMEM, VB_EIO (HMAC failed; logged).
+ * Any thread. */
+int vb_twilio_sig_compute(const char *token, const char *url,
+                          const vb_form_t *params,
+                          char out[VB_TWILIO_SIG_LEN + 1]);
 
 #endif

@@ -153,7 +153,8 @@ typedef struct vb_twilio_call_stats {
 /* Creates the stage: loop, call table, metrics series, attached to its
  * channels. Does not start the thread. Channels, key and metrics are
  * borrowed and must outlive the stage. Errors: VB_EINVAL (missing
- * ring/key/metrics, bad limits), VB_ENOMEM, VB_ESYS. Main thread. */
+ * channel/key/metrics, bad limits, a data_max too small), VB_ENOMEM,
+ * VB_ENOSPC (metrics registry full), VB_ESYS. Main thread. */
 int vb_twilio_stream_create(vb_twilio_stream_t **out,
                             const vb_twilio_stream_config_t *cfg);
 
@@ -178,15 +179,17 @@ uint64_t vb_twilio_stream_last_stats(vb_twilio_stream_t *s,
  * a VB_MSG_CONN message (vb_msg_conn_t) with `fd` and a copy of the
  * bytes already read past the upgrade request (`pre`) onto `conn` (which
  * rings the stage). The socket must already have had its 101 response
- * written. On success the stage owns `fd`. Returns 0, VB_ENOSPC (ring full:
- * the caller still owns fd), VB_ENOMEM, VB_EINVAL. Only the conn channel's
+ * written. On success the stage owns `fd`. Returns 0, VB_ENOSPC (no room in
+ * the channel: the caller still owns fd), VB_ENOMEM, VB_EINVAL (NULL conn,
+ * negative fd, NULL pre with pre_len). Only the conn channel's
  * producer thread; for tests and tools (the ingress has its own). */
 int vb_twilio_stream_handoff(vb_chan_t *conn, int fd, const uint8_t *pre,
                              size_t pre_len);
 
 /* Registers the stage's metric series in `m` (done by create; exposed so
  * that a test can look ids up). Stores the id of
- * vb_twilio_protocol_errors_total{reason} in *id. Returns 0 or VB_E*. */
+ * vb_twilio_protocol_errors_total{reason} in *id. Returns what
+ * vb_metrics_add() returns: 0, VB_EINVAL, VB_ENOSPC or VB_ENOMEM. */
 int vb_twilio_stream_error_metric(vb_metrics_t *m, const char *reason,
                                   vb_metric_t *id);
 

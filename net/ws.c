@@ -1563,23 +1563,3 @@ int vb_ws_client_check_response(const char *buf, size_t len, const char *key,
         *consumed = (size_t)(llhttp_get_error_pos(&parser) - buf);
     return 0;
 }
-
-int vb_ws_server_response(const char *client_key, char *buf, size_t cap,
-                          size_t *len)
-{
-    char acc[VB_WS_ACCEPT_LEN + 1];
-    int r = vb_ws_accept_key(client_key, acc, sizeof acc);
-    if (r < 0)
-        return r;
-    size_t pos = 0;
-    if (buf == NULL ||
-        !ws_appendf(buf, cap, &pos,
-                    "HTTP/1.1 101 Switching Protocols\r\n"
-                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                    "Sec-WebSocket-Accept: %s\r\n\r\n",
-                    acc))
-        return VB_ENOSPC;
-    if (len != NULL)
-        *len = pos;
-    return 0;
-}

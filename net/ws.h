@@ -161,13 +161,6 @@ typedef struct vb_ws_config {
     const char *log_id;
 } vb_ws_config_t;
 
-/* Creates a sans-I/O endpoint in state OPEN (callbacks are copied; `cb`
- * may live on the stack). Output goes to cb->on_output. Returns 0 and
- * *out, VB_EINVAL (missing on_message/on_output), VB_ENOMEM. Any thread; the
- * endpoint is then used by that thread only. */
-int vb_ws_create(const vb_ws_config_t *cfg, const vb_ws_callbacks_t *cb,
-                 void *ud, vb_ws_t **out);
-
 /* Frees the endpoint and closes its transport if it has one (no close frame
  * is sent: call vb_ws_close() first for a clean close). Accepts NULL. Safe
  * inside any callback of this endpoint. */
@@ -186,17 +179,22 @@ void vb_ws_feed_eof(vb_ws_t *ws);
 
 /* Queues a message (the bytes are copied) and sends it at once as far as
  * the transport allows. Text must be valid UTF-8 (not checked here).
- * Returns 0, VB_ECLOSED if a close frame was already sent or received,
- * VB_EMSGSIZE (> 2^31 bytes), VB_ENOMEM, or an output error. */
+ * Returns 0, VB_EAGAIN (client handshake not done yet), VB_ECLOSED if a
+ * close frame was already sent or received or output failed before,
+ * VB_EMSGSIZE (> 2^31 bytes), VB_ENOMEM, VB_ESYS (no randomness for the
+ * client's mask), or an output error (the transport's write or
+ * on_output's return). */
 int vb_ws_send_text(vb_ws_t *ws, const char *data, size_t len);
 int vb_ws_send_binary(vb_ws_t *ws, const void *data, size_t len);
-/* Ping with up to 125 bytes of payload (VB_EINVAL if longer). */
+/* Ping with up to 125 bytes of payload. Returns 0, VB_EINVAL (longer),
+ * VB_EAGAIN (client handshake not done yet), VB_ECLOSED, VB_ENOMEM. */
 int vb_ws_send_ping(vb_ws_t *ws, const void *data, size_t len);
 
 /* Starts the close handshake with `code` (1000..4999 except the reserved
  * 1004-1006, 1015; VB_EINVAL otherwise) and a reason (NULL or text, cut to
  * VB_WS_REASON_MAX bytes). Messages queued before it are sent first.
- * Returns 0, or VB_ECLOSED if a close frame was already sent. */
+ * Returns 0, VB_ECLOSED if a close frame was already sent (or the endpoint
+ * is CLOSED), VB_ENOMEM. */
 int vb_ws_close(vb_ws_t *ws, uint16_t code, const char *reason);
 
 vb_ws_state_t vb_ws_state(const vb_ws_t *ws);
@@ -214,17 +212,6 @@ size_t vb_ws_pending(const vb_ws_t *ws);
  * small budget while a connection is unauthenticated and the normal one
  * after. Takes effect at the next frame boundary. */
 void vb_ws_set_max_pending_out(vb_ws_t *ws, size_t max_pending_out);
-
-/* True while output back-pressure has reading stopped (transport glue). */
-bool vb_ws_out_stalled(const vb_ws_t *ws);
-
-/* Counters since creation. */
-typedef struct vb_ws_stats {
-    uint64_t msgs_in, msgs_out, bytes_in, bytes_out, pings_in;
-    /* Times output back-pressure stopped reading. */
-    uint64_t out_stalls;
-} vb_ws_stats_t;
-void vb_ws_get_stats(const vb_ws_t *ws, vb_ws_stats_t *out);
 
 /* ---- transport glue (loop thread) ---- */
 
@@ -246,8 +233,10 @@ int vb_ws_attach(uv_loop_t *loop, vb_transport_t *t, const vb_ws_config_t *cfg,
  * `headers` (NULL or a NULL-terminated array of "Name: value" strings, no
  * CRLF, e.g. "x-goog-api-key: ..."). Takes ownership of `t`. on_open fires
  * after a valid 101 response; a failure fires on_close with err set and
- * http_status. Returns 0 and *out (state CONNECTING), VB_EINVAL (bad URL or
- * header), VB_ENOMEM; on error `t` is closed. */
+ * http_status. Returns 0 and *out (state CONNECTING), VB_EINVAL (bad URL,
+ * header or argument), VB_EMSGSIZE (a URL part too long), VB_ENOSPC (the
+ * request head over 16 KiB), VB_ESYS (no randomness for the key),
+ * VB_ENOMEM, or the transport's write error; on error `t` is closed. */
 int vb_ws_connect(uv_loop_t *loop, vb_transport_t *t, const vb_ws_config_t *cfg,
                   const vb_ws_callbacks_t *cb, void *ud, const char *url,
                   const char *const *headers, vb_ws_t **out);
@@ -291,14 +280,14 @@ int vb_ws_url_parse_http(const char *url, vb_ws_url_t *out);
 int vb_ws_accept_key(const char *client_key, char *out, size_t cap);
 
 /* A fresh random Sec-WebSocket-Key into out (>= VB_WS_KEY_LEN + 1). Returns
- * 0 or VB_ESYS (no randomness). */
+ * 0, VB_EINVAL (out NULL or too small) or VB_ESYS (no randomness). */
 int vb_ws_client_key(char *out, size_t cap);
 
 /* Writes the client's opening request (GET target HTTP/1.1, Host with the
  * port when not default, Upgrade, Connection, Sec-WebSocket-Key,
  * Sec-WebSocket-Version: 13, then `headers`, then CRLF) into buf; *len gets
- * its length (NUL-terminated too). Returns 0, VB_EINVAL (a header without
- * ':' or with CR/LF), VB_ENOSPC (buf too small). */
+ * its length (NUL-terminated too). Returns 0, VB_EINVAL (a NULL argument,
+ * or a header without ':' or with CR/LF), VB_ENOSPC (buf too small). */
 int vb_ws_client_request(const vb_ws_url_t *url, const char *key,
                          const char *const *headers, char *buf, size_t cap,
                          size_t *len);
@@ -319,17 +308,34 @@ int vb_ws_client_request(const vb_ws_url_t *url, const char *key,
 int vb_ws_client_check_response(const char *buf, size_t len, const char *key,
                                 size_t *consumed, int *http_status);
 
-/* Writes the server's "101 Switching Protocols" response for a client key
- * into buf (NUL-terminated); *len gets its length. Returns 0, VB_EINVAL
- * (bad key), VB_ENOSPC. */
-int vb_ws_server_response(const char *client_key, char *buf, size_t cap,
-                          size_t *len);
-
 /* True if `data` is valid UTF-8 (RFC 3629: no overlongs, surrogates or
  * code points above U+10FFFF). */
 bool vb_ws_utf8_valid(const uint8_t *data, size_t len);
 
 /* True if `code` may appear in a close frame on the wire. */
 bool vb_ws_close_code_valid(uint16_t code);
+
+/* ---- for tests and tools ---- */
+/* Used by tests and the WebSocket fuzz target (the sans-I/O endpoint, fed
+ * by hand), not by the server, which attaches to transports; they stay
+ * here because the endpoint is opaque. */
+
+/* Creates a sans-I/O endpoint in state OPEN (callbacks are copied; `cb`
+ * may live on the stack). Output goes to cb->on_output. Returns 0 and
+ * *out, VB_EINVAL (missing on_message/on_output, bad role), VB_ENOMEM. Any
+ * thread; the endpoint is then used by that thread only. */
+int vb_ws_create(const vb_ws_config_t *cfg, const vb_ws_callbacks_t *cb,
+                 void *ud, vb_ws_t **out);
+
+/* True while output back-pressure has reading stopped (transport glue). */
+bool vb_ws_out_stalled(const vb_ws_t *ws);
+
+/* Counters since creation. */
+typedef struct vb_ws_stats {
+    uint64_t msgs_in, msgs_out, bytes_in, bytes_out, pings_in;
+    /* Times output back-pressure stopped reading. */
+    uint64_t out_stalls;
+} vb_ws_stats_t;
+void vb_ws_get_stats(const vb_ws_t *ws, vb_ws_stats_t *out);
 
 #endif

@@ -7,6 +7,7 @@
 #include "core/msg.h"
 #include "dsp/dsp_stage.h"
 #include "dsp/g711.h"
+#include "tests/g711_sample.h"
 #include "tests/test.h"
 
 #include <time.h>
@@ -60,13 +61,19 @@ static void rig_down(void)
     vb_chan_destroy(&rig.tw_out);
 }
 
-/* Pushes as a producer without a stage: each push rings the stage. */
+/* Pushes as a producer without a stage: each push rings the stage. Waits
+ * up to 10 s (scaled) for room. */
 static void push(vb_chan_t *c, uint8_t kind, vb_call_id_t call, uint32_t seq,
                  const void *data, size_t len)
 {
+    uint64_t deadline =
+        vb_clock_now_ns() + (uint64_t)(10e9 * vb_test_slowdown());
     while (vb_chan_send(c, kind, 0, call, seq, vb_clock_now_ns(), data, len) !=
-           0)
+           0) {
+        if (vb_clock_now_ns() > deadline)
+            vb_test_fail(__FILE__, __LINE__, "timed out waiting for room");
         nanosleep(&(struct timespec){0, 100000}, NULL);
+    }
 }
 
 /* Pops one message, waiting up to 10 s (scaled). */
@@ -102,7 +109,7 @@ TEST(dsp_stage_inbound_converts_in_order)
     ASSERT_EQ(m.seq, 0);
     for (uint32_t f = 0; f < 50; f++) {
         for (int i = 0; i < 160; i++)
-            ulaw[i] = vb_g711_ulaw_encode_sample(
+            ulaw[i] = ulaw_encode1(
                 (int16_t)(8000 * sin(2 * M_PI * 440 * (f * 160 + i) / 8000.0)));
         push(&rig.tw_in, VB_MSG_AUDIO, CALL, f + 1, ulaw, sizeof(ulaw));
         size_t n;
@@ -174,7 +181,12 @@ TEST(dsp_stage_outbound_frames_flush_clear_with_backpressure)
     static uint8_t got[60 * 160];
     size_t ng = 0;
     bool turn_end = false;
+    uint64_t deadline =
+        vb_clock_now_ns() + (uint64_t)(20e9 * vb_test_slowdown());
     while (!turn_end) {
+        if (vb_clock_now_ns() > deadline)
+            vb_test_fail(__FILE__, __LINE__, "no TURN_END after %zu frames",
+                         ng);
         if (off < 24000 && vb_ring_count(&rig.gm_out.ring) < 200) {
             size_t k = 1 + rng() % 512;
             if (k > 24000 - off)
@@ -225,7 +237,7 @@ TEST(dsp_stage_outbound_frames_flush_clear_with_backpressure)
             break;
         ASSERT_TRUE(cleared); /* 300 loud samples make < 1 frame: held */
         for (int i = 0; i < 160; i++) {
-            int16_t v = vb_g711_ulaw_decode_sample(m.data[i]);
+            int16_t v = ulaw_decode1(m.data[i]);
             ASSERT_LT(abs(v), 64);
         }
         after++;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "dsp/g711.h"
+#include "tests/g711_sample.h"
 #include "tests/test.h"
 
 /* ---- G.191 oracle -------------------------------------------------- */
@@ -134,36 +135,34 @@ static long check_encoder(enc_fn enc, oracle_fn compress, oracle_fn expand,
 TEST(ulaw_decode_matches_g191_all_codes)
 {
     for (int c = 0; c < 256; c++) {
-        ASSERT_EQ(vb_g711_ulaw_decode_sample((uint8_t)c),
-                  g191_ulaw_expand((short)c));
+        ASSERT_EQ(ulaw_decode1((uint8_t)c), g191_ulaw_expand((short)c));
     }
 }
 
 TEST(alaw_decode_matches_g191_all_codes)
 {
     for (int c = 0; c < 256; c++) {
-        ASSERT_EQ(vb_g711_alaw_decode_sample((uint8_t)c),
-                  g191_alaw_expand((short)c));
+        ASSERT_EQ(alaw_decode1((uint8_t)c), g191_alaw_expand((short)c));
     }
 }
 
 TEST(decode_extremes_and_zeros)
 {
-    ASSERT_EQ(vb_g711_ulaw_decode_sample(0xFF), 0);
-    ASSERT_EQ(vb_g711_ulaw_decode_sample(0x7F), 0);
-    ASSERT_EQ(vb_g711_ulaw_decode_sample(0x80), 32124);
-    ASSERT_EQ(vb_g711_ulaw_decode_sample(0x00), -32124);
-    ASSERT_EQ(vb_g711_ulaw_decode_sample(VB_G711_ULAW_SILENCE), 0);
+    ASSERT_EQ(ulaw_decode1(0xFF), 0);
+    ASSERT_EQ(ulaw_decode1(0x7F), 0);
+    ASSERT_EQ(ulaw_decode1(0x80), 32124);
+    ASSERT_EQ(ulaw_decode1(0x00), -32124);
+    ASSERT_EQ(ulaw_decode1(VB_G711_ULAW_SILENCE), 0);
     /* A-law has no zero: its silence is the smallest positive level. */
-    ASSERT_EQ(vb_g711_alaw_decode_sample(VB_G711_ALAW_SILENCE), 8);
-    ASSERT_EQ(vb_g711_alaw_decode_sample(0x55), -8);
-    ASSERT_EQ(vb_g711_alaw_decode_sample(0xAA), 32256);
-    ASSERT_EQ(vb_g711_alaw_decode_sample(0x2A), -32256);
+    ASSERT_EQ(alaw_decode1(VB_G711_ALAW_SILENCE), 8);
+    ASSERT_EQ(alaw_decode1(0x55), -8);
+    ASSERT_EQ(alaw_decode1(0xAA), 32256);
+    ASSERT_EQ(alaw_decode1(0x2A), -32256);
     /* Only the two μ-law zero codes decode to 0; A-law never does. */
     int uzero = 0, azero = 0;
     for (int c = 0; c < 256; c++) {
-        uzero += vb_g711_ulaw_decode_sample((uint8_t)c) == 0;
-        azero += vb_g711_alaw_decode_sample((uint8_t)c) == 0;
+        uzero += ulaw_decode1((uint8_t)c) == 0;
+        azero += alaw_decode1((uint8_t)c) == 0;
     }
     ASSERT_EQ(uzero, 2);
     ASSERT_EQ(azero, 0);
@@ -173,8 +172,8 @@ TEST(decode_extremes_and_zeros)
 
 TEST(ulaw_encode_matches_g191_all_inputs)
 {
-    long differ = check_encoder(vb_g711_ulaw_encode_sample, g191_ulaw_compress,
-                                g191_ulaw_expand, 4);
+    long differ =
+        check_encoder(ulaw_encode1, g191_ulaw_compress, g191_ulaw_expand, 4);
     /* Our rounding is G.191's own (g711.h), so there is no boundary case
      * at all. */
     ASSERT_EQ(differ, 0);
@@ -182,8 +181,8 @@ TEST(ulaw_encode_matches_g191_all_inputs)
 
 TEST(alaw_encode_matches_g191_all_inputs)
 {
-    long differ = check_encoder(vb_g711_alaw_encode_sample, g191_alaw_compress,
-                                g191_alaw_expand, 16);
+    long differ =
+        check_encoder(alaw_encode1, g191_alaw_compress, g191_alaw_expand, 16);
     ASSERT_EQ(differ, 0);
 }
 
@@ -240,19 +239,19 @@ TEST(encoder_contract_checker_is_sensitive)
 
 TEST(encode_extremes_and_zero_codes)
 {
-    ASSERT_EQ(vb_g711_ulaw_encode_sample(INT16_MAX), 0x80);
-    ASSERT_EQ(vb_g711_ulaw_encode_sample(INT16_MIN), 0x00);
-    ASSERT_EQ(vb_g711_alaw_encode_sample(INT16_MAX), 0xAA);
-    ASSERT_EQ(vb_g711_alaw_encode_sample(INT16_MIN), 0x2A);
+    ASSERT_EQ(ulaw_encode1(INT16_MAX), 0x80);
+    ASSERT_EQ(ulaw_encode1(INT16_MIN), 0x00);
+    ASSERT_EQ(alaw_encode1(INT16_MAX), 0xAA);
+    ASSERT_EQ(alaw_encode1(INT16_MIN), 0x2A);
     /* 0..3 -> +0 (0xFF); -4..-1 -> -0 (0x7F), mirror images about -1/2. */
     for (int x = 0; x <= 3; x++)
-        ASSERT_EQ(vb_g711_ulaw_encode_sample((int16_t)x), 0xFF);
+        ASSERT_EQ(ulaw_encode1((int16_t)x), 0xFF);
     for (int x = -4; x <= -1; x++)
-        ASSERT_EQ(vb_g711_ulaw_encode_sample((int16_t)x), 0x7F);
-    ASSERT_EQ(vb_g711_ulaw_encode_sample(4), 0xFE);
-    ASSERT_EQ(vb_g711_ulaw_encode_sample(-5), 0x7E);
-    ASSERT_EQ(vb_g711_alaw_encode_sample(0), VB_G711_ALAW_SILENCE);
-    ASSERT_EQ(vb_g711_alaw_encode_sample(-1), 0x55);
+        ASSERT_EQ(ulaw_encode1((int16_t)x), 0x7F);
+    ASSERT_EQ(ulaw_encode1(4), 0xFE);
+    ASSERT_EQ(ulaw_encode1(-5), 0x7E);
+    ASSERT_EQ(alaw_encode1(0), VB_G711_ALAW_SILENCE);
+    ASSERT_EQ(alaw_encode1(-1), 0x55);
 }
 
 TEST(encoders_are_symmetric_about_minus_half)
@@ -260,10 +259,8 @@ TEST(encoders_are_symmetric_about_minus_half)
     /* x and -1-x get codes that differ only in the sign bit. */
     for (int x = 0; x <= INT16_MAX; x++) {
         int16_t p = (int16_t)x, n = (int16_t)(-1 - x);
-        ASSERT_EQ(vb_g711_ulaw_encode_sample(p) ^ 0x80,
-                  vb_g711_ulaw_encode_sample(n));
-        ASSERT_EQ(vb_g711_alaw_encode_sample(p) ^ 0x80,
-                  vb_g711_alaw_encode_sample(n));
+        ASSERT_EQ(ulaw_encode1(p) ^ 0x80, ulaw_encode1(n));
+        ASSERT_EQ(alaw_encode1(p) ^ 0x80, alaw_encode1(n));
     }
 }
 
@@ -271,8 +268,8 @@ TEST(ulaw_round_trip_is_identity_for_255_codes)
 {
     int identical = 0;
     for (int c = 0; c < 256; c++) {
-        int16_t lin = vb_g711_ulaw_decode_sample((uint8_t)c);
-        uint8_t back = vb_g711_ulaw_encode_sample(lin);
+        int16_t lin = ulaw_decode1((uint8_t)c);
+        uint8_t back = ulaw_encode1(lin);
         if (back == c)
             identical++;
         else
@@ -285,8 +282,8 @@ TEST(ulaw_round_trip_is_identity_for_255_codes)
 TEST(alaw_round_trip_is_identity_for_all_codes)
 {
     for (int c = 0; c < 256; c++) {
-        int16_t lin = vb_g711_alaw_decode_sample((uint8_t)c);
-        ASSERT_EQ(vb_g711_alaw_encode_sample(lin), c);
+        int16_t lin = alaw_decode1((uint8_t)c);
+        ASSERT_EQ(alaw_encode1(lin), c);
     }
 }
 
@@ -299,8 +296,8 @@ TEST(buffer_forms_equal_sample_forms)
     vb_g711_ulaw_encode(ucodes, lin, 65536);
     vb_g711_alaw_encode(acodes, lin, 65536);
     for (int i = 0; i < 65536; i++) {
-        ASSERT_EQ(ucodes[i], vb_g711_ulaw_encode_sample(lin[i]));
-        ASSERT_EQ(acodes[i], vb_g711_alaw_encode_sample(lin[i]));
+        ASSERT_EQ(ucodes[i], ulaw_encode1(lin[i]));
+        ASSERT_EQ(acodes[i], alaw_encode1(lin[i]));
     }
     uint8_t codes[256];
     int16_t u[256], a[256];
@@ -309,8 +306,8 @@ TEST(buffer_forms_equal_sample_forms)
     vb_g711_ulaw_decode(u, codes, 256);
     vb_g711_alaw_decode(a, codes, 256);
     for (int c = 0; c < 256; c++) {
-        ASSERT_EQ(u[c], vb_g711_ulaw_decode_sample((uint8_t)c));
-        ASSERT_EQ(a[c], vb_g711_alaw_decode_sample((uint8_t)c));
+        ASSERT_EQ(u[c], ulaw_decode1((uint8_t)c));
+        ASSERT_EQ(a[c], alaw_decode1((uint8_t)c));
     }
     vb_g711_ulaw_encode(ucodes, lin, 0); /* n = 0 is a no-op */
 }

@@ -388,6 +388,74 @@ static char *read_all(const char *path)
     return buf;
 }
 
+/* Waits until the stage's log holds `needle`; returns the whole log. */
+static char *wait_text(env_t *e, const char *needle, int ms)
+{
+    uint64_t end =
+        vb_clock_now_ns() + (uint64_t)(ms * vb_test_slowdown()) * 1000000u;
+    for (;;) {
+        char *text = read_all(e->logpath);
+        if (strstr(text, needle) != NULL)
+            return text;
+        if (vb_clock_now_ns() > end)
+            vb_test_fail(__FILE__, __LINE__, "the log never said \"%s\"",
+                         needle);
+        usleep(10000);
+    }
+}
+
+/* Waits until a metric series reads `want` (the stage records on its own
+ * thread, not necessarily before the message the test waited for). */
+static void wait_metric(env_t *e, vb_metric_type_t t, const char *name,
+                        const char *label, const char *value, int64_t want,
+                        int ms)
+{
+    uint64_t end =
+        vb_clock_now_ns() + (uint64_t)(ms * vb_test_slowdown()) * 1000000u;
+    for (;;) {
+        int64_t v = metric(e, t, name, label, value);
+        if (v == want)
+            return;
+        if (vb_clock_now_ns() > end)
+            vb_test_fail(__FILE__, __LINE__, "%s{%s=%s} is %lld, wanted %lld",
+                         name, label ? label : "", value ? value : "",
+                         (long long)v, (long long)want);
+        usleep(10000);
+    }
+}
+
+/* Frame number after the last one in the fake's last audio line (0: none). */
+static int audio_next(const cJSON *log)
+{
+    int next = 0;
+    const cJSON *l;
+    cJSON_ArrayForEach(l, log)
+    {
+        if (strcmp(str_at(l, "type"), "audio") == 0)
+            next = (int)num_at(l, "last") + 1;
+    }
+    return next;
+}
+
+/* Waits until the fake has logged audio up to frame n - 1. */
+static void wait_audio(const fake_t *f, int n, int ms)
+{
+    uint64_t end =
+        vb_clock_now_ns() + (uint64_t)(ms * vb_test_slowdown()) * 1000000u;
+    for (;;) {
+        cJSON *log = fake_log(f);
+        int next = audio_next(log);
+        cJSON_Delete(log);
+        if (next >= n)
+            return;
+        if (vb_clock_now_ns() > end)
+            vb_test_fail(__FILE__, __LINE__,
+                         "fake logged audio up to frame %d, wanted %d",
+                         next - 1, n - 1);
+        usleep(10000);
+    }
+}
+
 static const cJSON *jpath(const cJSON *o, const char *p)
 {
     char buf[256];
@@ -591,8 +659,7 @@ TEST_T(audio_before_setup_complete_is_buffered_in_order, 60)
         push_frame(e, (int16_t)k);
         usleep(5000);
     }
-    wait_log(&e->fake, "audio", 1, 5000);
-    usleep(300000);
+    wait_audio(&e->fake, 40, 5000);
     cJSON *log = fake_log(&e->fake);
     ASSERT_EQ(count_type(log, "error", 0), 0);
     int next = 0;
@@ -747,7 +814,7 @@ TEST_T(unexpected_1011_reconnects_with_handle, 60)
         usleep(20000);
     }
     wait_log(&e->fake, "setup", 2, 5000);
-    usleep(300000);
+    wait_audio(&e->fake, 60, 5000);
     cJSON *log = fake_log(&e->fake);
     const cJSON *s2 = find_type(log, "setup", 1);
     ASSERT_TRUE(cJSON_IsTrue(cJSON_GetObjectItem(s2, "resumed")));
@@ -788,16 +855,14 @@ TEST_T(model_not_found_1008_ends_the_call, 60)
     int h = wait_out(e, VB_MSG_HANGUP, 5000);
     ASSERT_EQ(e->got[h].flags, VB_MSG_HANGUP_FALLBACK);
     ASSERT_EQ(e->got[h].len, 0); /* no fallback text configured */
-    usleep(300000);
-    const char *text = read_all(e->logpath);
+    /* The stage logs and counts around the HANGUP it pushed: poll. */
+    wait_text(e, "failure=gemini_rejected", 5000);
+    wait_text(e, "gemini model not found", 5000);
+    const char *text = wait_text(e, "code=1008", 5000);
     ASSERT_STR_CONTAINS(text, "no-such-model");
-    ASSERT_STR_CONTAINS(text, "failure=gemini_rejected");
-    ASSERT_EQ(metric(e, VB_METRIC_COUNTER, "vb_calls_failed_total", "reason",
-                     "gemini_rejected"),
-              1);
-    ASSERT_STR_CONTAINS(text, "gemini model not found");
     ASSERT_STR_CONTAINS(text, "--gemini-model");
-    ASSERT_STR_CONTAINS(text, "code=1008");
+    wait_metric(e, VB_METRIC_COUNTER, "vb_calls_failed_total", "reason",
+                "gemini_rejected", 1, 5000);
     cJSON *log = fake_log(&e->fake);
     ASSERT_EQ(count_type(log, "http", 0), 1); /* not retried */
     cJSON_Delete(log);
@@ -969,9 +1034,8 @@ TEST_T(unclaimed_preconnect_expires, 60)
     ASSERT_EQ((int)num_at(cl, "code_received"), 1000);
     cJSON_Delete(log);
     ASSERT_STR_CONTAINS(read_all(e->logpath), "not claimed");
-    usleep(100000);
-    ASSERT_EQ(
-        metric(e, VB_METRIC_GAUGE, "vb_gemini_sessions_active", NULL, NULL), 0);
+    wait_metric(e, VB_METRIC_GAUGE, "vb_gemini_sessions_active", NULL, NULL, 0,
+                5000);
     env_stop(e);
     free(e);
 }
@@ -1076,13 +1140,13 @@ TEST_T(death_after_every_setup_exhausts_the_budget, 60)
     push_open(e, "CA-die");
     int h = wait_out(e, VB_MSG_HANGUP, 10000);
     ASSERT_EQ(e->got[h].flags, VB_MSG_HANGUP_FALLBACK);
-    usleep(300000);
+    /* The HANGUP follows the last attempt, so no fifth setup can come. */
+    wait_log(&e->fake, "setup", 4, 5000);
     cJSON *log = fake_log(&e->fake);
     ASSERT_EQ(count_type(log, "setup", 0), 4);
     cJSON_Delete(log);
-    ASSERT_EQ(metric(e, VB_METRIC_COUNTER, "vb_calls_failed_total", "reason",
-                     "gemini_retries_exhausted"),
-              1);
+    wait_metric(e, VB_METRIC_COUNTER, "vb_calls_failed_total", "reason",
+                "gemini_retries_exhausted", 1, 5000);
     env_stop(e);
     free(e);
 }

@@ -129,6 +129,35 @@ static int64_t metric(fixture_t *f, const char *reason)
     return vb_metrics_value(f->m, id);
 }
 
+/* Waits until the calls_changed hook has brought f->calls to `want`: the
+ * stage calls it after pushing CALL_OPEN / CALL_CLOSE, so a test that has
+ * popped one of those may still be ahead of it. */
+static bool wait_calls(fixture_t *f, int want, int ms)
+{
+    uint64_t deadline = vb_clock_now_ns() + (uint64_t)ms * 1000000ull *
+                                                (uint64_t)vb_test_slowdown();
+    while (f->calls != want) {
+        if (vb_clock_now_ns() > deadline)
+            return false;
+        usleep(1000);
+    }
+    return true;
+}
+
+/* Waits until the protocol error counter for `reason` is above zero; false
+ * when `ms` (scaled) pass first. */
+static bool wait_metric(fixture_t *f, const char *reason, int ms)
+{
+    uint64_t deadline = vb_clock_now_ns() + (uint64_t)ms * 1000000ull *
+                                                (uint64_t)vb_test_slowdown();
+    while (metric(f, reason) == 0) {
+        if (vb_clock_now_ns() > deadline)
+            return false;
+        usleep(1000);
+    }
+    return true;
+}
+
 static int64_t rejected(fixture_t *f, const char *reason)
 {
     vb_metric_t id;
@@ -411,7 +440,7 @@ TEST_T(valid_stream_reaches_ring_byte_exact_and_in_order, 30)
     send_start(c, make_token(f, 0, (int64_t)time(NULL) + 60, CALL_SID),
                "audio/x-mulaw");
     vb_call_id_t id = expect_open(f);
-    ASSERT_EQ(f->calls, 1);
+    ASSERT_TRUE(wait_calls(f, 1, 5000));
     uint64_t before = vb_clock_now_ns();
     enum { N = 150 };
     for (unsigned i = 0; i < N; i++) {
@@ -451,7 +480,7 @@ TEST_T(valid_stream_reaches_ring_byte_exact_and_in_order, 30)
     ASSERT_MEM_EQ(m.data, "stop", 4);
     expect_close(c, 1000, NULL);
     ASSERT_TRUE(!pop_in(f, &m, 50));
-    ASSERT_EQ(f->calls, 0);
+    ASSERT_TRUE(wait_calls(f, 0, 5000));
     vb_twilio_call_stats_t st;
     ASSERT_EQ(vb_twilio_stream_last_stats(f->st, &st), 1);
     ASSERT_EQ(st.frames_in, N);
@@ -690,10 +719,8 @@ TEST_T(fatal_cases_close_with_codes, 30)
         vb_msg_t m;
         ASSERT_TRUE(!pop_in(f, &m, 100));
         /* The metric is written by the stage thread just before or after
-         * the close frame leaves; give it a moment. */
-        for (int k = 0; k < 200 && metric(f, cases[i].metric) == 0; k++)
-            usleep(5000);
-        ASSERT_GT(metric(f, cases[i].metric), 0);
+         * the close frame leaves. */
+        ASSERT_TRUE(wait_metric(f, cases[i].metric, 5000));
         client_close(c);
         fx_stop(f);
     }
@@ -740,7 +767,13 @@ TEST_T(inbound_ring_full_pushes_back_without_loss, 30)
         mulaw_pattern(mu, sizeof mu, i);
         send_media(c, mu, sizeof mu);
     }
-    usleep(200000);
+    /* Nothing is read until the stage has filled the ring and parked. */
+    uint64_t deadline =
+        vb_clock_now_ns() + 5000000000ull * (uint64_t)vb_test_slowdown();
+    while (vb_ring_count(&f->in.ring) < vb_ring_capacity(&f->in.ring)) {
+        ASSERT_LT(vb_clock_now_ns(), deadline);
+        usleep(1000);
+    }
     vb_call_id_t id = expect_open(f);
     /* Audio may come coalesced; the byte stream must be exact. */
     size_t total = 0;
@@ -839,7 +872,7 @@ TEST_T(unauthenticated_streams_take_no_call_slot, 30)
     client_t *c = connect_client(f);
     start_call(f, c, 0);
     expect_open(f);
-    ASSERT_EQ(f->calls, 1);
+    ASSERT_TRUE(wait_calls(f, 1, 5000));
     ASSERT_EQ(counter(f, "vb_twilio_streams_unauthenticated_total"), 5);
     ASSERT_EQ(rejected(f, "lane_full"), 0);
     client_close(c);
@@ -932,7 +965,7 @@ TEST_T(one_stream_per_call_and_token_single_use, 30)
     start_call(f, b, 0);
     expect_close(b, 1008, "already used");
     ASSERT_EQ(rejected(f, "duplicate"), 1);
-    ASSERT_EQ(f->calls, 1);
+    ASSERT_TRUE(wait_calls(f, 1, 5000));
     /* After the call ended, the token does not open another. */
     send_text(a,
               "{\"event\":\"stop\",\"sequenceNumber\":\"9\","
@@ -994,7 +1027,7 @@ TEST_T(silent_stream_is_closed_after_the_media_timeout, 30)
     expect_close(c, 1008, "no media");
     vb_msg_t m;
     ASSERT_TRUE(pop_kind(f, &m, VB_MSG_CALL_CLOSE, 5000));
-    ASSERT_EQ(f->calls, 0);
+    ASSERT_TRUE(wait_calls(f, 0, 5000));
     vb_metric_t id;
     ASSERT_EQ(vb_metrics_add(f->m, VB_METRIC_COUNTER, "vb_calls_total", "",
                              VB_LABELS("outcome", "timeout"), &id),

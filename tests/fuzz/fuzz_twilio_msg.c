@@ -51,7 +51,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check_str(&m.start.param_value[i], buf, size);
         }
         (void)vb_twilio_msg_param(&m, "streamToken");
-        (void)vb_twilio_event_name(m.event);
     } else if (err.reason == NULL || err.field == NULL) {
         abort();
     }
