@@ -621,6 +621,31 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
                 c->stream_sid, s->cfg.lane, (unsigned)c->id.slot);
 }
 
+/* Decodes a media payload into `dst` (`cap` bytes) and admits it:
+ * counted, paid for under the rate limit, the caller's voice noted.
+ * Returns the decoded length, or 0 when it is refused (counted). */
+static size_t media_take(call_t *c, const vb_twilio_msg_t *m, uint8_t *dst,
+                         size_t cap, uint64_t t_origin)
+{
+    vb_twilio_stream_t *s = c->s;
+    size_t n = 0;
+    if (m->media.payload.len == 0 ||
+        vb_b64_decode(dst, cap, m->media.payload.p, m->media.payload.len, &n) !=
+            0 ||
+        n == 0) {
+        count_error(c, E_BAD_BASE64, "media.payload");
+        return 0;
+    }
+    c->stats.frames_in++;
+    c->stats.bytes_in += n;
+    vb_metrics_counter_add(s->st.shard, s->m_frames_in, 1);
+    if (!rate_take(c, n, t_origin))
+        return 0;
+    if (ulaw_voiced(dst, n))
+        c->voice_ns = t_origin;
+    return n;
+}
+
 static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
 {
     vb_twilio_stream_t *s = c->s;
@@ -639,27 +664,17 @@ static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
         c->stats.chunk_gaps++;
     c->have_chunk = true;
     c->last_chunk = m->media.chunk_n;
-    size_t n = 0, plen = m->media.payload.len;
+    size_t plen = m->media.payload.len;
     vb_chan_t *ch = s->cfg.in_to_dsp;
     if (plen > 0 && vb_b64_decoded_max(plen) <= ch->data_max) {
         /* One frame: decoded straight into its slot (left unpublished, and
-         * so abandoned, if it is refused below). */
+         * so abandoned, if it is refused). */
         vb_msg_t *o =
             vb_chan_begin(ch, VB_MSG_AUDIO, 0, c->id, c->seq_in, t_origin);
         if (o != NULL) {
-            if (vb_b64_decode(o->data, ch->data_max, m->media.payload.p, plen,
-                              &n) != 0 ||
-                n == 0) {
-                count_error(c, E_BAD_BASE64, "media.payload");
+            size_t n = media_take(c, m, o->data, ch->data_max, t_origin);
+            if (n == 0)
                 return;
-            }
-            c->stats.frames_in++;
-            c->stats.bytes_in += n;
-            vb_metrics_counter_add(s->st.shard, s->m_frames_in, 1);
-            if (!rate_take(c, n, t_origin))
-                return;
-            if (ulaw_voiced(o->data, n))
-                c->voice_ns = t_origin;
             o->len = (uint16_t)n;
             c->seq_in++;
             vb_chan_end(ch, o);
@@ -668,22 +683,9 @@ static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
                                       o->t_enqueue - t_origin);
             return;
         }
-        /* The spill is full: the copying path below counts the drop. */
+        /* The spill is full: in_push() below counts the drop. */
     }
-    if (plen == 0 ||
-        vb_b64_decode(c->audio, c->audio_cap, m->media.payload.p, plen, &n) !=
-            0 ||
-        n == 0) {
-        count_error(c, E_BAD_BASE64, "media.payload");
-        return;
-    }
-    c->stats.frames_in++;
-    c->stats.bytes_in += n;
-    vb_metrics_counter_add(s->st.shard, s->m_frames_in, 1);
-    if (!rate_take(c, n, t_origin))
-        return;
-    if (ulaw_voiced(c->audio, n))
-        c->voice_ns = t_origin;
+    size_t n = media_take(c, m, c->audio, c->audio_cap, t_origin);
     size_t max = ch->data_max;
     for (size_t off = 0; off < n; off += max) {
         size_t k = n - off < max ? n - off : max;
