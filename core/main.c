@@ -10,6 +10,9 @@
  * so no handler runs inside a loop. The first SIGTERM/SIGINT sets the
  * ingress draining (/readyz 503, new calls hear the busy message) and waits
  * for active calls to end or --drain-timeout; a second one stops at once.
+ * SIGHUP (logrotate, `systemctl reload`) never stops the server: it is
+ * logged and calls go on (the log is stderr, reopened by whoever holds it;
+ * nothing else is reloadable yet).
  *
  * Lanes (ARCHITECTURE.md §1-2): --lanes times a twilio-io, a dsp and a
  * gemini thread, joined by the six channels of core/lane.h. Each stage is
@@ -245,6 +248,10 @@ static void drain(vb_ingress_t *g, const sigset_t *set, int64_t timeout_s)
     while (vb_ingress_calls_active(g) > 0 && vb_clock_now_ns() < end) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         int sig = sigtimedwait(set, NULL, &ts);
+        if (sig == SIGHUP) {
+            vb_log_info(NULL, "SIGHUP while draining: ignored", NULL);
+            continue;
+        }
         if (sig > 0) {
             vb_log_warn(NULL, "second signal: stopping now", "signal=%d", sig);
             return;
@@ -325,6 +332,7 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -373,8 +381,13 @@ int main(int argc, char **argv)
                 (long long)cfg.lanes, (long long)cfg.max_calls);
 
     int sig = 0;
-    while (sigwait(&set, &sig) != 0)
-        ;
+    while (sigwait(&set, &sig) != 0 || sig == SIGHUP)
+        if (sig == SIGHUP) {
+            vb_log_info(NULL, "SIGHUP: nothing to reload, calls go on",
+                        "calls=%lld",
+                        (long long)vb_ingress_calls_active(ingress));
+            sig = 0;
+        }
     vb_log_info(NULL, "signal received: draining", "signal=%d", sig);
     vb_ingress_set_draining(ingress, true);
     drain(ingress, &set, cfg.drain_timeout);

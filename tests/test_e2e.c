@@ -758,3 +758,49 @@ TEST_T(version_build_info_and_process_series, 90)
     free(out);
     free(vblog);
 }
+
+/* SIGHUP (logrotate, `systemctl reload`) never stops the server: a live
+ * call completes, new calls are still taken, /readyz stays 200. */
+TEST_T(sighup_keeps_live_calls_and_the_server, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    make_sox(audio, "synth 1 sine 300 vol 0.4 pad 0 2");
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r, NULL, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--tail", "1", NULL});
+    char *text;
+    proc_wait_log(r.vb_log, "msg=\"stream started\"", r.vb, proc_ms(10000),
+                  &text);
+    free(text);
+    kill(r.vb, SIGHUP);
+    proc_wait_log(r.vb_log, "SIGHUP: nothing to reload", r.vb, proc_ms(5000),
+                  &text);
+    free(text);
+    char *out = sim_wait(&r, &s);
+    assert_sim_ok(out, NULL);
+    free(out);
+    ASSERT_TRUE(!proc_exited(r.vb));
+    tc_resp_t resp = {0};
+    ASSERT_EQ(tc_request(r.vb_port, "GET /readyz HTTP/1.1\r\n\r\n", &resp,
+                         proc_ms(5000)),
+              200);
+    tc_free_resp(&resp);
+    /* And a call after it is taken as usual. */
+    sim_t s2;
+    sim_start(&r, &s2, 1, audio, NULL,
+              (const char *const[]){"--tail", "1", NULL});
+    out = sim_wait(&r, &s2);
+    char *m = metrics(&r);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    ASSERT_EQ(msum(m, "vb_calls_total", "outcome=\"stop\""), 2);
+    ASSERT_EQ(msum(m, "vb_calls_rejected_total", NULL), 0);
+    free(m);
+    free(out);
+    free(vblog);
+}
