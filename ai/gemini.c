@@ -1029,12 +1029,13 @@ static void call_free(vb_gemini_stage_t *s, call_t *call, const char *why)
     free(call);
 }
 
-/* The fallback text cut to one message at a UTF-8 character boundary. */
-static size_t fallback_len(const char *text)
+/* The fallback text cut to one message of `max` bytes at a UTF-8
+ * character boundary. */
+static size_t fallback_len(const char *text, size_t max)
 {
     size_t n = text != NULL ? strlen(text) : 0;
-    if (n > VB_MSG_DATA_MAX) {
-        n = VB_MSG_DATA_MAX;
+    if (n > max) {
+        n = max;
         while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80)
             n--;
     }
@@ -1061,7 +1062,7 @@ static void call_end(call_t *call, int fail, const char *reason)
         vb_metrics_counter_add(s->st.shard, s->m_failed[fail], 1);
         const char *say = s->o->fallback_say;
         out_emit(s, call, VB_MSG_HANGUP, VB_MSG_HANGUP_FALLBACK, say,
-                 fallback_len(say), vb_clock_now_ns());
+                 fallback_len(say, s->cfg.out->data_max), vb_clock_now_ns());
     } else {
         call->reap = true;
     }
@@ -1457,7 +1458,8 @@ static void on_stop(void *ud)
             conn_kill(call->nxt);
         call_free(s, call, "stopping");
     }
-    uv_close((uv_handle_t *)&s->tick, close_cb);
+    if (s->tick.data != NULL) /* a create that failed early never made it */
+        uv_close((uv_handle_t *)&s->tick, close_cb);
 }
 
 static int add_series(vb_gemini_stage_t *s)

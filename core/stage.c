@@ -87,6 +87,10 @@ static void drain(vb_stage_t *st)
                 progress = took = true;
             }
         }
+        /* Ring downstream after every pass, not only at the end of the
+         * loop iteration: a long drain must not leave consumers asleep. */
+        for (uint32_t i = 0; i < st->nout; i++)
+            vb_chan_flush(st->out[i]);
     }
     st->held = held;
     st->draining = false;
@@ -166,11 +170,25 @@ static void close_all(vb_stage_t *st)
     uv_close((uv_handle_t *)&st->check, close_cb);
 }
 
+/* What the owner's on_stop pushed (every call's CALL_CLOSE) goes into the
+ * rings while they have room; what cannot is said, not dropped silently. */
+static void flush_outputs(vb_stage_t *st)
+{
+    for (uint32_t i = 0; i < st->nout; i++) {
+        vb_chan_t *c = st->out[i];
+        if (!vb_chan_unspill(c) && c->sp_len > 0)
+            vb_log_warn(NULL, "stage stopped with messages still parked",
+                        "stage=%s ring=%s messages=%u", st->name, c->name,
+                        (unsigned)c->sp_len);
+        vb_chan_flush(c);
+    }
+}
+
 static void on_stop(uv_async_t *a)
 {
     vb_stage_t *st = a->data;
     close_all(st);
-    vb_stage_flush(st); /* what on_stop pushed */
+    flush_outputs(st);
     if (st->nlater > 0)
         run_later(st);
 }
@@ -267,6 +285,7 @@ void vb_stage_destroy(vb_stage_t *st)
     if (!st->closed) {
         /* Never started: close the handles on this thread. */
         close_all(st);
+        flush_outputs(st);
         uv_run(&st->loop, UV_RUN_DEFAULT);
         if (st->nlater > 0)
             run_later(st);

@@ -17,9 +17,11 @@
  *   message: the place to write out what the pass gathered (one socket
  *   write for several frames).
  * - Outputs: vb_stage_produce() registers a channel this stage writes; at
- *   the end of every loop iteration (a prepare and a check handle) each
- *   output's doorbell is rung once for all the messages of that iteration,
- *   and spilled messages arm the retry timer.
+ *   the end of every loop iteration (a prepare and a check handle) and
+ *   after every drain pass, each output's doorbell is rung once for all the
+ *   messages since, and spilled messages arm the retry timer. On stop,
+ *   what the owner's on_stop pushed goes into the rings while they have
+ *   room; anything still parked is logged.
  * - Timers: the retry timer runs only while an input is held or an output
  *   has spilled messages; the stage arms no periodic timer of its own.
  * - One contract: create (vb_stage_init) -> wire -> start -> stop (any
@@ -121,8 +123,11 @@ void vb_stage_kick(vb_stage_t *st);
  * (then fn has not been queued). Stage thread. */
 int vb_stage_defer(vb_stage_t *st, void (*fn)(void *), void *arg);
 
-/* Arms the retry timer (1 ms) if it is not running: an output spilled
- * or the owner holds work. Stage thread. */
+/* Arms the retry timer (1 ms) if it is not running. Each tick moves
+ * spilled messages on and drains the inputs again (a held message is
+ * offered again); it stops once nothing is spilled or held. It runs no
+ * owner code: an owner with work of its own arms its own timer. Stage
+ * thread. */
 void vb_stage_retry_soon(vb_stage_t *st);
 
 /* Rings every output's doorbell now (work pushed outside the loop, e.g.

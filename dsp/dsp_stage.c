@@ -26,7 +26,8 @@ struct vb_dsp_stage {
     vb_dsp_stage_config_t cfg;
     vb_stage_t st;
     call_t *calls;
-    size_t in_chunk; /* μ-law bytes per message toward gemini */
+    size_t in_chunk;        /* μ-law bytes per message toward gemini */
+    bool held_in, held_out; /* a message is held: counted once */
     vb_metric_t m_lat_in, m_lat_out, m_stale, m_dsp_err;
     int16_t pcm[VB_MSG_DATA_MAX / 2];
     uint8_t frames[OUT_FRAMES_CAP * VB_DSP_FRAME_BYTES];
@@ -103,9 +104,12 @@ static bool inbound_one(void *ud, const vb_msg_t *m)
                         ? (uint32_t)((m->len + s->in_chunk - 1) / s->in_chunk)
                         : 1;
     if (vb_chan_room(out) < need) {
-        vb_chan_full(out);
+        if (!s->held_in)
+            vb_chan_full(out);
+        s->held_in = true;
         return false;
     }
+    s->held_in = false;
     if (m->kind == VB_MSG_CALL_OPEN)
         call_open(s, m);
     call_t *c = lookup(s, m->call);
@@ -173,9 +177,12 @@ static bool outbound_one(void *ud, const vb_msg_t *m)
     else if (m->kind == VB_MSG_TURN_END)
         need = VB_DSP_FLUSH_FRAMES_MAX + 1;
     if (vb_chan_room(out) < need) {
-        vb_chan_full(out);
+        if (!s->held_out)
+            vb_chan_full(out);
+        s->held_out = true;
         return false;
     }
+    s->held_out = false;
     call_t *c = lookup(s, m->call);
     uint32_t seq0 = 0;
     size_t n = 0;

@@ -164,7 +164,7 @@ struct vb_twilio_stream {
     vb_twilio_stream_config_t cfg;
     vb_stage_t st;
     uv_timer_t sweep; /* runs only while a stream is open */
-    bool stopping, paused;
+    bool stopping, paused, handles;
     call_t **calls;
     call_t **pre; /* unauthenticated streams, cfg.max_preauth slots */
     uint32_t npre;
@@ -1519,8 +1519,10 @@ static void on_stop(void *ud)
         call_end(c, "shutdown");
         call_free(c);
     }
-    uv_close((uv_handle_t *)&s->sweep, close_cb);
-    uv_close((uv_handle_t *)&s->reaper, close_cb);
+    if (s->handles) { /* a create that failed early never made them */
+        uv_close((uv_handle_t *)&s->sweep, close_cb);
+        uv_close((uv_handle_t *)&s->reaper, close_cb);
+    }
     s->nreap = 0;
 }
 
@@ -1673,6 +1675,7 @@ int vb_twilio_stream_create(vb_twilio_stream_t **out,
     uv_timer_init(&s->st.loop, &s->sweep);
     uv_check_init(&s->st.loop, &s->reaper);
     s->sweep.data = s->reaper.data = s;
+    s->handles = true;
     *out = s;
     return 0;
 fail:
