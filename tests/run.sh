@@ -6,7 +6,7 @@
 #
 # Binaries run in parallel, VB_TEST_JOBS at a time (default: twice nproc, what
 # measured fastest on a 2-core machine, where most cases wait on real-time
-# audio; 1 runs them one after another). Each
+# audio; nproc for the sanitized builds; 1 runs them one after another). Each
 # binary's output is collected and printed as one block when it finishes, so
 # blocks never interleave. Binaries are independent: each case has its own
 # scratch directory, and servers get ports from proc_free_port, which reserves
@@ -22,7 +22,11 @@ case "$build" in
 esac
 export VB_BUILD_DIR=$build
 outer=${VB_TEST_BINARY_TIMEOUT:-1800}
-jobs=${VB_TEST_JOBS:-$((2 * $(nproc 2>/dev/null || echo 1)))}
+# Sanitized binaries are CPU-bound rather than waiting on audio: one per
+# core, so their timing-sensitive cases keep the headroom they assume.
+per_core=2
+case "$build" in */tsan|*/asan) per_core=1 ;; esac
+jobs=${VB_TEST_JOBS:-$((per_core * $(nproc 2>/dev/null || echo 1)))}
 [[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: VB_TEST_JOBS must be a positive integer, not '$jobs'"; exit 2; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vb-run.XXXXXX") || exit 2

@@ -1023,7 +1023,9 @@ TEST_T(unclaimed_preconnect_expires, 60)
     fake_start(&e->fake, true, extra);
     vb_gemini_options_t o;
     env_options(e, &o, true);
-    o.prepare_ttl_ms = 300;
+    /* Long enough for the TLS handshake and setup of a sanitized fake on a
+     * busy machine (the session must be set up before it expires). */
+    o.prepare_ttl_ms = (uint32_t)(1000 * vb_test_slowdown());
     env_start(e, &o);
     push_prepare(e, "CA-never", 0);
     wait_log(&e->fake, "setup", 1, 5000);
