@@ -42,7 +42,10 @@ static const char enc12[2 * 4096] = {ROWS16(0), ROWS16(16), ROWS16(32),
      : (c) == '+'               ? 62             \
      : (c) == '/'               ? 63             \
                                 : BAD)
-#define DV4(c)  DV(c), DV((c) + 1), DV((c) + 2), DV((c) + 3)
+/* The cast: every arm of DV is evaluated as a constant, and those not taken
+ * may not fit a byte (clang warns). */
+#define DVB(c)  ((uint8_t)(DV(c)))
+#define DV4(c)  DVB(c), DVB((c) + 1), DVB((c) + 2), DVB((c) + 3)
 #define DV16(c) DV4(c), DV4((c) + 4), DV4((c) + 8), DV4((c) + 12)
 #define DV64(c) DV16(c), DV16((c) + 16), DV16((c) + 32), DV16((c) + 48)
 
