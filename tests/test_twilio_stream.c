@@ -158,6 +158,25 @@ static bool wait_metric(fixture_t *f, const char *reason, int ms)
     return true;
 }
 
+/* Waits until Twilio's mark echoes handled reach `n`
+ * (vb_twilio_marks_echoed_total): they no longer go down the lane, so this
+ * is how a case knows the stage has read one. */
+static bool wait_echoed(fixture_t *f, int64_t n, int ms)
+{
+    vb_metric_t id;
+    ASSERT_EQ(vb_metrics_add(f->m, VB_METRIC_COUNTER,
+                             "vb_twilio_marks_echoed_total", "", NULL, &id),
+              0);
+    uint64_t deadline = vb_clock_now_ns() + (uint64_t)ms * 1000000ull *
+                                                (uint64_t)vb_test_slowdown();
+    while (vb_metrics_value(f->m, id) < n) {
+        if (vb_clock_now_ns() > deadline)
+            return false;
+        usleep(1000);
+    }
+    return true;
+}
+
 static int64_t rejected(fixture_t *f, const char *reason)
 {
     vb_metric_t id;
@@ -1081,8 +1100,9 @@ TEST_T(outbound_media_marks_clear_and_hangup_arrive_as_sent, 30)
              "\",\"mark\":{\"name\":\"resp-1 \\\"quoted\\\"\"}}");
     send_text(c, echo);
     vb_msg_t m;
-    /* Echoes are handled here, not sent down the lane (the stats at the
-     * end count them). */
+    /* Echoes are handled here, not sent down the lane: wait until it is
+     * read, so it is not taken for one cleared by what follows. */
+    ASSERT_TRUE(wait_echoed(f, 1, 5000));
     /* A mark, then clear: its echo counts as cleared. */
     push_out(f, id, VB_MSG_AUDIO, frames[0], 160, false);
     push_out(f, id, VB_MSG_MARK, "m2", 2, false);
@@ -1094,6 +1114,7 @@ TEST_T(outbound_media_marks_clear_and_hangup_arrive_as_sent, 30)
     expect_event(c, "mark", "turn-1");
     send_text(c, "{\"event\":\"mark\",\"sequenceNumber\":\"4\",\"streamSid\":"
                  "\"" STREAM_SID "\",\"mark\":{\"name\":\"m2\"}}");
+    ASSERT_TRUE(wait_echoed(f, 2, 5000));
     /* Hang-up: a "hangup" mark goes out behind the audio; the stream
      * closes (1000) only once every mark up to it is echoed, i.e. the
      * goodbye has played; then CALL_CLOSE goes downstream. */
