@@ -170,8 +170,6 @@ struct vb_gemini_stage {
     call_t *calls;
     unsigned ncalls;
 
-    bool paused; /* `out` is full: no connection is read */
-
     char *ajson; /* realtimeInput scratch */
     size_t ajson_cap;
 
@@ -260,9 +258,7 @@ static void for_each_conn_pause(vb_gemini_stage_t *s, bool pause)
  * every Gemini connection, so TCP pushes back; nothing is dropped. */
 static void out_pressure(void *ud, bool on)
 {
-    vb_gemini_stage_t *s = ud;
-    s->paused = on;
-    for_each_conn_pause(s, on);
+    for_each_conn_pause(ud, on);
 }
 
 static bool is_call_audio(const vb_msg_t *m, void *ud)
@@ -961,7 +957,7 @@ static int conn_open(call_t *call, how_t how)
     c->active = true;
     vb_metrics_gauge_add(s->st.shard, s->m_active, 1);
     vb_metrics_counter_add(s->st.shard, s->m_how[how], 1);
-    if (s->paused)
+    if (vb_chan_pressured(s->cfg.out))
         vb_ws_read_pause(c->ws, true);
     vb_log_debug(lid(call), "gemini connecting", "conn=%u how=%s", c->n,
                  how_names[how]);
@@ -1335,7 +1331,7 @@ static void conn_check(vb_gemini_stage_t *s, conn_t *c, uint64_t now)
         conn_lost(c, RC_INVALID, c->lost, now);
         return;
     }
-    if (s->paused) {
+    if (vb_chan_pressured(s->cfg.out)) {
         /* We are not reading: no pong can arrive. Start afresh later. */
         c->ping_at = 0;
         c->last_ping = now;

@@ -64,8 +64,8 @@ typedef struct vb_chan {
     uint32_t data_max;
     /* Wiring, set before the threads start. */
     struct vb_stage *producer; /* NULL: rings at once */
-    struct vb_stage *consumer; /* NULL: nobody to wake (a polling test) */
-    uv_async_t *bell;          /* consumer's doorbell, or NULL */
+    uv_async_t *bell; /* the consuming stage's doorbell; NULL: nobody to
+                       * wake (a polling test) */
     void (*on_pressure)(void *ud, bool on);
     void *pressure_ud;
     /* Producer side. */

@@ -252,7 +252,6 @@ int vb_stage_listen(vb_stage_t *st, vb_chan_t *c,
     vb_stage_input_t *in = &st->in[st->nin++];
     in->chan = c;
     memcpy(in->on, on, sizeof(in->on));
-    c->consumer = st;
     c->bell = &st->bell;
     return 0;
 }

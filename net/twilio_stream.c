@@ -164,7 +164,7 @@ struct vb_twilio_stream {
     vb_twilio_stream_config_t cfg;
     vb_stage_t st;
     uv_timer_t sweep; /* runs only while a stream is open */
-    bool stopping, paused, handles;
+    bool stopping, handles;
     call_t **calls;
     call_t **pre; /* unauthenticated streams, cfg.max_preauth slots */
     uint32_t npre;
@@ -239,25 +239,19 @@ static bool ulaw_voiced(const uint8_t *p, size_t n)
     return sum > (uint64_t)VOICE_LEVEL * n;
 }
 
-/* ---- inbound ring with overflow ---- */
+/* ---- inbound channel ---- */
 
-static void set_paused(vb_twilio_stream_t *s, bool pause)
+/* The inbound channel filled (`on`) or drained (the channel calls this on
+ * changes only): stop or resume reading every stream, so TCP pushes back
+ * on Twilio; nothing is dropped. */
+static void in_pressure(void *ud, bool on)
 {
-    if (s->paused == pause)
-        return;
-    s->paused = pause;
+    vb_twilio_stream_t *s = ud;
     for (uint32_t i = 0; i < s->cfg.max_calls; i++) {
         call_t *c = s->calls[i];
         if (c != NULL && c->ws != NULL)
-            vb_ws_read_pause(c->ws, pause);
+            vb_ws_read_pause(c->ws, on);
     }
-}
-
-/* The inbound channel filled (`on`) or drained: stop or resume reading
- * every stream, so TCP pushes back on Twilio; nothing is dropped. */
-static void in_pressure(void *ud, bool on)
-{
-    set_paused(ud, on);
 }
 
 /* Queues one inbound message for the call, in order. Never drops control
@@ -1358,7 +1352,7 @@ static int promote(call_t *c, const char **why)
     c->id.slot = slot;
     c->id.gen = s->gens[slot];
     s->calls[slot] = c;
-    if (s->paused)
+    if (vb_chan_pressured(s->cfg.in_to_dsp))
         vb_ws_read_pause(c->ws, true);
     return 0;
 }
