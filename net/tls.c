@@ -68,6 +68,9 @@ typedef struct tls {
     tls_state_t st;
     bool closed, want_read, lower_reading, lower_eof, eof_sent;
     bool shutdown_req, shutdown_done, in_ssl;
+    bool out_paused;  /* reading stopped: unsent output over the cap */
+    bool in_read;     /* inside mbedtls_ssl_read() */
+    bool read_output; /* that read wrote something (an alert...) */
     int deferred_err; /* lower error seen while in_ssl */
     uint32_t verify_flags;
     buf_t rx;    /* ciphertext from the lower transport */
@@ -346,6 +349,8 @@ static int bio_send(void *ctx, const unsigned char *data, size_t len)
     tls_t *c = ctx;
     if (c->lower == NULL || c->deferred_err != 0)
         return MBEDTLS_ERR_NET_SEND_FAILED;
+    if (c->in_read)
+        c->read_output = true;
     if (vb_transport_write(c->lower, data, len) != 0)
         return MBEDTLS_ERR_NET_SEND_FAILED;
     return (int)len;
@@ -429,6 +434,7 @@ static void do_shutdown(tls_t *c)
 }
 
 static void drain_reads(tls_t *c);
+static void on_kick(uv_timer_t *h);
 
 static void handshake_done(tls_t *c)
 {
@@ -450,7 +456,7 @@ static void handshake_done(tls_t *c)
         do_shutdown(c);
     /* The lower transport read on through the handshake whatever the
      * upper layer asked; from now on its wish applies. */
-    if (!c->want_read)
+    if (!c->want_read || c->out_paused)
         set_lower_reading(c, false);
     vb_transport_emit_event(&c->base, VB_TRANSPORT_CONNECTED, 0);
     if (c->closed || c->st != TLS_OPEN)
@@ -511,13 +517,39 @@ static void emit_eof(tls_t *c)
     vb_transport_emit_event(&c->base, VB_TRANSPORT_EOF, 0);
 }
 
+/* Input can make output the upper layer never asked for: an alert for
+ * each renegotiation request, which a peer that does not read could send
+ * without end. When reading made output and the unsent output is over
+ * VB_TLS_MAX_PENDING_OUTPUT, the peer is not read until it takes it (the
+ * drain, in on_lower_event, resumes reading). What the upper layer writes
+ * is its own back-pressure to manage (net/ws.c) and pauses nothing here. */
+static bool out_over_cap(tls_t *c)
+{
+    if (c->out_paused)
+        return true;
+    if (!c->read_output)
+        return false;
+    c->read_output = false;
+    size_t pending = c->lower ? vb_transport_pending(c->lower) : 0;
+    if (pending <= VB_TLS_MAX_PENDING_OUTPUT)
+        return false;
+    c->out_paused = true;
+    set_lower_reading(c, false);
+    VB_LOG_RATELIMITED(VB_LOG_INFO, 1000, log_id(c),
+                       "tls output backlog, reading paused",
+                       "peer=%s pending=%zu cap=%u", c->name, pending,
+                       (unsigned)VB_TLS_MAX_PENDING_OUTPUT);
+    return true;
+}
+
 /* Decrypts and delivers as long as the upper layer wants bytes. */
 static void drain_reads(tls_t *c)
 {
-    while (!c->closed && c->st == TLS_OPEN && c->want_read && !c->eof_sent) {
-        c->in_ssl = true;
+    while (!c->closed && c->st == TLS_OPEN && c->want_read && !c->eof_sent &&
+           !out_over_cap(c)) {
+        c->in_ssl = c->in_read = true;
         int r = mbedtls_ssl_read(&c->ssl, c->plain, TLS_PLAIN_BUF);
-        c->in_ssl = false;
+        c->in_ssl = c->in_read = false;
         if (c->deferred_err != 0) {
             tls_fail(c, c->deferred_err);
             return;
@@ -611,6 +643,13 @@ static void on_lower_event(vb_transport_t *t, vb_transport_event_t ev, int err,
         tls_fail(c, err ? err : VB_EIO);
         break;
     case VB_TRANSPORT_DRAINED:
+        if (c->out_paused) {
+            c->out_paused = false;
+            if (c->st == TLS_OPEN && c->want_read) {
+                set_lower_reading(c, true);
+                uv_timer_start(&c->kick, on_kick, 0, 0);
+            }
+        }
         if (c->st == TLS_OPEN && c->early.len == 0)
             vb_transport_emit_event(&c->base, VB_TRANSPORT_DRAINED, 0);
         break;
@@ -666,7 +705,7 @@ static int tls_read_start(vb_transport_t *t)
     if (c->closed || c->st == TLS_FAILED)
         return VB_ECLOSED;
     c->want_read = true;
-    set_lower_reading(c, true);
+    set_lower_reading(c, !c->out_paused);
     /* Records already buffered (in rx or inside mbedTLS) would otherwise
      * wait for the next lower read; deliver them from the loop, not from
      * inside this call, which may itself be inside a read callback. */

@@ -38,6 +38,11 @@
 #define VB_TLS_SYSTEM_CA_FILE       "/etc/ssl/certs/ca-certificates.crt"
 #define VB_TLS_DEFAULT_HANDSHAKE_MS 10000u
 #define VB_TLS_MAX_BUFFERED_INPUT   (1024u * 1024u)
+/* Unsent ciphertext above which the peer is no longer read until it takes
+ * it (output TLS makes by itself, e.g. an alert per renegotiation request,
+ * stays bounded). Above the WebSocket cap, which acts first for what the
+ * application writes. */
+#define VB_TLS_MAX_PENDING_OUTPUT (1024u * 1024u)
 
 typedef struct vb_tls_config vb_tls_config_t;
 

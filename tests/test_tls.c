@@ -9,6 +9,7 @@
  * mid-handshake fail with the right codes.
  */
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <stdbool.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -85,6 +86,7 @@ typedef struct server {
     bool raw;    /* accept TCP but never speak TLS */
     bool hangup; /* close right after accept */
     bool echo;
+    bool small_sndbuf; /* the kernel holds little of what waits */
     size_t got;
     bool got_eof;
     int port;
@@ -122,6 +124,10 @@ static void on_conn(uv_stream_t *l, int status)
     uv_os_fd_t fd;
     ASSERT_EQ(uv_fileno((uv_handle_t *)tmp, &fd), 0);
     int dupfd = dup(fd);
+    if (s->small_sndbuf) {
+        int small = 4096;
+        setsockopt(dupfd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    }
     uv_close((uv_handle_t *)tmp, (uv_close_cb)free);
     vb_transport_t *tcp = NULL;
     ASSERT_EQ(vb_tcp_adopt(s->loop, dupfd, &tcp), 0);
@@ -509,5 +515,188 @@ TEST_T(server_config_cannot_connect, 10)
               VB_EINVAL);
     ASSERT_NULL(t);
     vb_tls_config_destroy(sc);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+/* ---- a peer that asks to renegotiate without end and never reads ---- */
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+typedef struct reneg_peer {
+    int port;
+    const char *ca;
+    atomic_int hellos;   /* renegotiation requests sent */
+    atomic_bool stuck;   /* a send timed out: the server stopped reading */
+    atomic_bool drain;   /* main thread: now read everything */
+    atomic_bool resumed; /* requests went through again after the drain */
+    atomic_bool done;
+    int fd;
+    bool deaf; /* after the handshake: the TLS stack reads nothing */
+} reneg_peer_t;
+
+static int peer_send(void *ctx, const unsigned char *buf, size_t len)
+{
+    ssize_t n = send(((reneg_peer_t *)ctx)->fd, buf, len, MSG_NOSIGNAL);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK
+                   ? MBEDTLS_ERR_SSL_WANT_WRITE
+                   : MBEDTLS_ERR_NET_SEND_FAILED;
+    return (int)n;
+}
+
+static int peer_recv(void *ctx, unsigned char *buf, size_t len)
+{
+    reneg_peer_t *p = ctx;
+    if (p->deaf)
+        return MBEDTLS_ERR_SSL_WANT_READ;
+    ssize_t n = recv(p->fd, buf, len, 0);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK
+                   ? MBEDTLS_ERR_SSL_WANT_READ
+                   : MBEDTLS_ERR_NET_RECV_FAILED;
+    return (int)n;
+}
+
+static void *reneg_main(void *arg)
+{
+    reneg_peer_t *p = arg;
+    int fd = p->fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)p->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+        goto out;
+    struct timeval tv = {.tv_sec = 1};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+
+    mbedtls_entropy_context ent;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_x509_crt ca;
+    mbedtls_ssl_config conf;
+    mbedtls_ssl_context ssl;
+    mbedtls_entropy_init(&ent);
+    mbedtls_ctr_drbg_init(&drbg);
+    mbedtls_x509_crt_init(&ca);
+    mbedtls_ssl_config_init(&conf);
+    mbedtls_ssl_init(&ssl);
+    if (mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &ent, NULL, 0) ||
+        mbedtls_x509_crt_parse_file(&ca, p->ca) ||
+        mbedtls_ssl_config_defaults(&conf, MBEDTLS_SSL_IS_CLIENT,
+                                    MBEDTLS_SSL_TRANSPORT_STREAM,
+                                    MBEDTLS_SSL_PRESET_DEFAULT))
+        goto tls_out;
+    mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &drbg);
+    mbedtls_ssl_conf_ca_chain(&conf, &ca, NULL);
+    mbedtls_ssl_conf_authmode(&conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    mbedtls_ssl_conf_renegotiation(&conf, MBEDTLS_SSL_RENEGOTIATION_ENABLED);
+    if (mbedtls_ssl_setup(&ssl, &conf) ||
+        mbedtls_ssl_set_hostname(&ssl, "localhost"))
+        goto tls_out;
+    mbedtls_ssl_set_bio(&ssl, p, peer_send, peer_recv, NULL);
+    if (mbedtls_ssl_handshake(&ssl) != 0)
+        goto tls_out;
+    p->deaf = true;
+    /* Each request is a ClientHello under the session's keys; the server
+     * refuses it with an alert, which this peer never reads. Marking the
+     * renegotiation as over (0: MBEDTLS_SSL_INITIAL_HANDSHAKE, in the
+     * library's internal header) lets the next call send a fresh one. */
+    while (!atomic_load(&p->done)) {
+        ssl.renego_status = 0;
+        ssl.state = MBEDTLS_SSL_HANDSHAKE_OVER;
+        int r = mbedtls_ssl_renegotiate(&ssl);
+        while (r == MBEDTLS_ERR_SSL_WANT_WRITE && !atomic_load(&p->done)) {
+            atomic_store(&p->stuck, true);
+            if (atomic_load(&p->drain)) {
+                /* Takes everything, until a second passes with nothing. */
+                unsigned char sink[16384];
+                while (recv(fd, sink, sizeof sink, 0) > 0)
+                    ;
+            }
+            r = mbedtls_ssl_renegotiate(&ssl); /* goes on flushing */
+        }
+        if (r != 0 && r != MBEDTLS_ERR_SSL_WANT_READ)
+            break;
+        if (atomic_load(&p->drain) && atomic_load(&p->stuck))
+            atomic_store(&p->resumed, true);
+        atomic_fetch_add(&p->hellos, 1);
+    }
+tls_out:
+    mbedtls_ssl_free(&ssl);
+    mbedtls_ssl_config_free(&conf);
+    mbedtls_x509_crt_free(&ca);
+    mbedtls_ctr_drbg_free(&drbg);
+    mbedtls_entropy_free(&ent);
+out:
+    close(fd);
+    atomic_store(&p->done, true);
+    return NULL;
+}
+
+TEST_T(renegotiation_flood_from_a_peer_that_never_reads_is_bounded, 60)
+{
+    make_certs();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    server_t s;
+    server_start(&s, &loop, "good.crt");
+    s.echo = false;
+    s.small_sndbuf = true;
+    reneg_peer_t p = {.port = s.port, .ca = file("ca.crt")};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, reneg_main, &p), 0);
+
+    /* The server stops reading once its refusals pile up unread: the
+     * peer's sends stall, and what waits in the server stays bounded. */
+    size_t most = 0;
+    uint64_t end = uv_now(&loop) + (uint64_t)(30000 * vb_test_slowdown());
+    while (!atomic_load(&p.stuck) && !atomic_load(&p.done) &&
+           uv_now(&loop) < end) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        if (s.conn != NULL && vb_transport_pending(s.conn) > most)
+            most = vb_transport_pending(s.conn);
+        usleep(200);
+    }
+    ASSERT_TRUE(atomic_load(&p.stuck));
+    ASSERT_TRUE(!atomic_load(&p.done)); /* not closed: only paused */
+    for (int i = 0; i < 200; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        if (s.conn != NULL && vb_transport_pending(s.conn) > most)
+            most = vb_transport_pending(s.conn);
+        usleep(1000);
+    }
+    int stalled_at = atomic_load(&p.hellos);
+    fprintf(stderr, "requests sent before the stall: %d, most unsent: %zu\n",
+            stalled_at, most);
+    /* One read's worth of refusals may land past the cap. */
+    ASSERT_LE(most, (size_t)VB_TLS_MAX_PENDING_OUTPUT + 256u * 1024u);
+    ASSERT_GT(most, (size_t)VB_TLS_MAX_PENDING_OUTPUT / 2);
+    ASSERT_EQ(s.got, 0);
+
+    /* Once the peer takes what waits, the server reads it again. */
+    atomic_store(&p.drain, true);
+    end = uv_now(&loop) + (uint64_t)(30000 * vb_test_slowdown());
+    while (!atomic_load(&p.resumed) && !atomic_load(&p.done) &&
+           uv_now(&loop) < end) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(200);
+    }
+    ASSERT_TRUE(atomic_load(&p.resumed));
+    atomic_store(&p.done, true);
+    while (pthread_join(th, NULL) != 0)
+        ;
+    server_stop(&s);
+    drain_loop(&loop);
     ASSERT_EQ(uv_loop_close(&loop), 0);
 }
