@@ -35,6 +35,7 @@ typedef struct rest {
     size_t request_len;
     char call_sid[64];
     int status;
+    size_t received; /* response bytes so far */
     bool done;
 } rest_t;
 
@@ -110,6 +111,16 @@ static void on_read(vb_transport_t *t, const uint8_t *data, size_t len,
 {
     (void)t;
     rest_t *r = ud;
+    if (r->done)
+        return;
+    r->received += len;
+    if (r->received > VB_TWILIO_REST_MAX_RESPONSE) {
+        /* The status, if it came, is the answer; the rest is not read. */
+        vb_log_warn(r->call_sid, "REST response too large", "bytes=%zu cap=%u",
+                    r->received, (unsigned)VB_TWILIO_REST_MAX_RESPONSE);
+        finish(r, r->status >= 200 ? r->status : VB_EMSGSIZE);
+        return;
+    }
     enum llhttp_errno e = llhttp_execute(&r->parser, (const char *)data, len);
     if (r->done)
         return;

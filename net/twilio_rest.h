@@ -42,6 +42,11 @@ typedef struct vb_twilio_rest_req {
 
 #define VB_TWILIO_REST_TWIML_MAX 4000u
 
+/* Most response bytes read (head and body; Twilio's call resource is a few
+ * KB). Beyond it the request ends: with the status if one came, else
+ * VB_EMSGSIZE; the connection is closed. */
+#define VB_TWILIO_REST_MAX_RESPONSE (64u * 1024u)
+
 /* Starts the request on `loop`; `cb` fires exactly once, later, unless this
  * returns an error. Strings are copied. Errors (nothing started, no
  * callback): VB_EINVAL (missing field, bad URL, SIDs with characters other
@@ -54,7 +59,8 @@ int vb_twilio_rest_hangup(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
 /* Runs `len` bytes through the response handling of a request, as if the
  * server had sent them in pieces of `chunk` bytes (0: all at once) and then
  * closed the connection, and returns what the callback would get: the HTTP
- * status, or VB_EPROTO (malformed) or VB_ECLOSED (no status before EOF).
+ * status, or VB_EPROTO (malformed), VB_ECLOSED (no status before EOF) or
+ * VB_EMSGSIZE (over VB_TWILIO_REST_MAX_RESPONSE before a status).
  * VB_ESYS or VB_ENOMEM when it cannot run. Runs its own short-lived loop;
  * any thread. Exposed for the fuzz target (tests/fuzz/fuzz_twilio_rest.c)
  * and tests. */

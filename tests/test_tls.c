@@ -9,8 +9,8 @@
  * mid-handshake fail with the right codes.
  */
 #include <fcntl.h>
-#include <sys/socket.h>
 #include <stdbool.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>

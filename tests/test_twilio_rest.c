@@ -222,6 +222,29 @@ TEST(rest_response_interim_1xx_is_skipped)
         ASSERT_EQ(vb_twilio_rest_parse_response(r, strlen(r), chunk), 401);
 }
 
+TEST(rest_response_is_read_up_to_a_cap)
+{
+    /* An endless head, or a body that never ends: the request ends at the
+     * cap instead of reading on until the time limit. */
+    size_t n = VB_TWILIO_REST_MAX_RESPONSE + 4096;
+    char *big = malloc(n + 1);
+    ASSERT_TRUE(big != NULL);
+    const char *pad = "HTTP/1.1 200 OK\r\nX-Pad: ";
+    memcpy(big, pad, strlen(pad));
+    memset(big + strlen(pad), 'a', n - strlen(pad));
+    big[n] = '\0';
+    ASSERT_EQ(vb_twilio_rest_parse_response(big, n, 1000), VB_EMSGSIZE);
+    const char *head = "HTTP/1.1 200 OK\r\nContent-Length: 999999\r\n\r\n";
+    memcpy(big, head, strlen(head));
+    memset(big + strlen(head), '{', n - strlen(head));
+    ASSERT_EQ(vb_twilio_rest_parse_response(big, n, 1000), 200);
+    /* Under the cap, a long body is read in full as before. */
+    ASSERT_EQ(
+        vb_twilio_rest_parse_response(big, VB_TWILIO_REST_MAX_RESPONSE, 1000),
+        200);
+    free(big);
+}
+
 /* The fallback: the call's TwiML replaced by a <Say> and <Hangup/>, sent
  * form-encoded as Twiml= (the Calls update resource's parameter). */
 TEST(rest_update_sends_twiml_form_encoded)
