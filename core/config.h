@@ -32,6 +32,9 @@
     X(public_url, STR, "VOXBRIDGE_PUBLIC_URL", "", 0, 0, NULL,                 \
       "URL Twilio uses to reach this server, e.g. https://voice.example.com; " \
       "signatures are checked against it")                                     \
+    X(public_url_aliases, STR, "VOXBRIDGE_PUBLIC_URL_ALIASES", "", 0, 0, NULL, \
+      "other URLs Twilio may call, comma-separated (e.g. a second hostname "   \
+      "on the number); signatures made for them are accepted too")             \
     X(lanes, INT, "VOXBRIDGE_LANES", "1", 1, 64, NULL,                         \
       "pipeline lanes (twilio-io + dsp + gemini threads each)")                \
     X(max_calls, INT, "VOXBRIDGE_MAX_CALLS", "200", 1, 100000, NULL,           \
@@ -97,6 +100,11 @@
     X(twilio_auth_token, SECRET, "TWILIO_AUTH_TOKEN", "", 0, 0, NULL,          \
       "Twilio auth token: verifies X-Twilio-Signature, authenticates REST "    \
       "hang-up")                                                               \
+    X(twilio_shared_keys, SECRET, "TWILIO_WEBHOOK_SHARED_KEYS", "", 0, 0,      \
+      NULL,                                                                    \
+      "SharedKey secrets for webhooks a Webhook Setting signs (named in "      \
+      "X-Twilio-Webhooks-Signature-Settings): KS...:secret, comma-separated, " \
+      "or one bare secret for any key")                                        \
     X(twilio_account_sid, STR, "TWILIO_ACCOUNT_SID", "", 0, 0, NULL,           \
       "Twilio account SID for the REST hang-up")                               \
     X(twilio_api_url, STR, "VOXBRIDGE_TWILIO_API_URL",                         \

@@ -57,9 +57,11 @@ enum handoff_result { H_OK, H_RING_FULL, H_NO_LANES, H_FAILED, H_COUNT };
 static const char *const handoff_names[H_COUNT] = {"ok", "ring_full",
                                                    "no_lanes", "failed"};
 
-#define LISTENER_PUBLIC 0
-#define LISTENER_ADMIN  1
-#define CONSUMED        UINT32_MAX
+#define LISTENER_PUBLIC            0
+#define LISTENER_ADMIN             1
+#define CONSUMED                   UINT32_MAX
+#define VB_INGRESS_MAX_ALIASES     8 /* --public-url-aliases */
+#define VB_INGRESS_MAX_SHARED_KEYS 8 /* TWILIO_WEBHOOK_SHARED_KEYS */
 
 typedef struct pend {
     uint32_t lane; /* CONSUMED once its stream arrived */
@@ -76,6 +78,14 @@ struct vb_ingress {
     uint32_t nlanes;
     bool verify;
     char *public_base; /* public URL without trailing '/', or NULL */
+    /* Signatures: the public URL and its aliases (no trailing '/'), and
+     * the SharedKey secrets (sid "" matches any key). */
+    char *sig_base[VB_INGRESS_MAX_ALIASES + 1];
+    size_t n_sig_base;
+    struct {
+        char *sid, *secret;
+    } shared[VB_INGRESS_MAX_SHARED_KEYS];
+    size_t n_shared;
     char *stream_base; /* its ws(s):// form, or NULL */
     bool admin_split;
     uint64_t started_ns;
@@ -417,6 +427,16 @@ static bool path_is(const vb_http_req_t *req, const char *path)
     return req->path_len == n && memcmp(req->target, path, n) == 0;
 }
 
+/* The path, or the path and a trailing '/' (a webhook URL configured
+ * either way reaches the same route). */
+static bool path_is_or_slash(const vb_http_req_t *req, const char *path)
+{
+    size_t n = strlen(path);
+    return path_is(req, path) ||
+           (req->path_len == n + 1 && memcmp(req->target, path, n) == 0 &&
+            req->target[n] == '/');
+}
+
 /* Stream path, optionally followed by "/<lane>" (or a bare "/"). Sets
  * *lane to the lane number or -1. */
 static bool stream_path_match(const vb_ingress_t *g, const vb_http_req_t *req,
@@ -465,9 +485,9 @@ static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
         return adminish ? R_SYSTEM : R_OTHER;
     if (admin && g->admin_split)
         return R_OTHER;
-    if (path_is(req, g->cfg->webhook_path))
+    if (path_is_or_slash(req, g->cfg->webhook_path))
         return R_VOICE;
-    if (path_is(req, g->cfg->status_path))
+    if (path_is_or_slash(req, g->cfg->status_path))
         return R_STATUS;
     if (stream_path_match(g, req, lane))
         return R_STREAM;
@@ -544,6 +564,35 @@ static int read_params(const vb_http_req_t *req, vb_form_t *f,
     return 0;
 }
 
+/* The key and algorithm a webhook was signed with: the Auth Token and
+ * HMAC-SHA1, unless X-Twilio-Webhooks-Signature-Settings names a SharedKey
+ * and its algorithm. Returns the number of keys in keys[] (0: none fits;
+ * *why says so), or -1 for an algorithm not implemented. */
+static int signing_keys(const vb_ingress_t *g, const vb_http_req_t *req,
+                        const char **keys, int *alg, const char **why)
+{
+    const char *settings =
+        vb_http_req_header(req, VB_TWILIO_SIG_SETTINGS_HEADER);
+    *alg = VB_TWILIO_SIG_HMAC_SHA1;
+    if (settings == NULL) {
+        keys[0] = g->cfg->twilio_auth_token;
+        return 1;
+    }
+    char sid[64];
+    if (vb_twilio_sig_settings_parse(settings, sid, sizeof sid, alg) != 0) {
+        *why = "unsupported signature settings";
+        return -1;
+    }
+    int n = 0;
+    for (size_t i = 0; i < g->n_shared; i++)
+        if (*g->shared[i].sid == '\0' || strcmp(g->shared[i].sid, sid) == 0)
+            keys[n++] = g->shared[i].secret;
+    if (n == 0)
+        *why = g->n_shared == 0 ? "shared key not configured"
+                                : "unknown shared key";
+    return n;
+}
+
 /* Verifies X-Twilio-Signature of a webhook; answers 403 when it fails. */
 static bool check_signature(vb_ingress_t *g, int route,
                             const vb_http_req_t *req, const vb_form_t *f,
@@ -553,24 +602,41 @@ static bool check_signature(vb_ingress_t *g, int route,
     if (!g->verify)
         return true;
     const char *sig = vb_http_req_header(req, "X-Twilio-Signature");
-    char *url = malloc(strlen(g->public_base) + req->target_len + 1);
-    if (url == NULL) {
+    const char *keys[VB_INGRESS_MAX_SHARED_KEYS];
+    const char *why = sig == NULL ? "missing" : "mismatch";
+    int alg;
+    int nk = sig == NULL ? 0 : signing_keys(g, req, keys, &alg, &why);
+    char *urls[VB_INGRESS_MAX_ALIASES + 1];
+    size_t nu = 0;
+    int rc = VB_EAUTH;
+    for (size_t i = 0; nk > 0 && i < g->n_sig_base; i++) {
+        urls[nu] = malloc(strlen(g->sig_base[i]) + req->target_len + 1);
+        if (urls[nu] == NULL)
+            break;
+        sprintf(urls[nu], "%s%s", g->sig_base[i], req->target);
+        nu++;
+    }
+    if (nk > 0 && nu < g->n_sig_base) {
+        rc = VB_ENOMEM;
+    } else {
+        for (int k = 0; k < nk && rc != 0; k++)
+            rc = vb_twilio_sig_verify_urls(
+                alg, keys[k], (const char *const *)urls, nu, posted ? f : NULL,
+                sig, strlen(sig),
+                VB_TWILIO_SIG_PORT_VARIANTS | VB_TWILIO_SIG_QUERY_VARIANTS);
+    }
+    for (size_t i = 0; i < nu; i++)
+        free(urls[i]);
+    if (rc == 0)
+        return true;
+    if (rc == VB_ENOMEM) {
         set_text(resp, 500, "out of memory\n");
         return false;
     }
-    sprintf(url, "%s%s", g->public_base, req->target);
-    int rc = sig == NULL
-                 ? VB_EAUTH
-                 : vb_twilio_sig_verify(g->cfg->twilio_auth_token, url,
-                                        posted ? f : NULL, sig, strlen(sig),
-                                        VB_TWILIO_SIG_PORT_VARIANTS);
-    free(url);
-    if (rc == 0)
-        return true;
     vb_metrics_counter_add(g->shard, g->sigfail[route], 1);
     VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call, "twilio signature rejected",
-                       "route=%s reason=%s client=%s", route_names[route],
-                       sig == NULL ? "missing" : "mismatch", client);
+                       "route=%s reason=%s client=%s", route_names[route], why,
+                       client);
     set_text(resp, 403, "invalid X-Twilio-Signature\n");
     return false;
 }
@@ -1234,12 +1300,86 @@ static int listen_on(vb_ingress_t *g, const char *addr, int tag, int *port)
     return rc;
 }
 
+/* Splits a comma-separated list into trimmed, non-empty items; calls
+ * `each` with each. Returns the first error `each` gives. */
+static int split_list(const char *list,
+                      int (*each)(vb_ingress_t *, const char *, size_t),
+                      vb_ingress_t *g)
+{
+    for (const char *p = list; *p != '\0';) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ",");
+        size_t m = n;
+        while (m > 0 && p[m - 1] == ' ')
+            m--;
+        int rc = m > 0 ? each(g, p, m) : 0;
+        if (rc != 0)
+            return rc;
+        p += n;
+    }
+    return 0;
+}
+
+static int add_sig_base(vb_ingress_t *g, const char *u, size_t n)
+{
+    while (n > 0 && u[n - 1] == '/')
+        n--;
+    if (!(n > 8 && strncmp(u, "https://", 8) == 0) &&
+        !(n > 7 && strncmp(u, "http://", 7) == 0)) {
+        vb_log_error(NULL, "invalid --public-url-aliases entry",
+                     "url=\"%.*s\" want=\"http(s)://host[:port][/path]\"",
+                     (int)n, u);
+        return VB_ECONFIG;
+    }
+    if (g->n_sig_base >= VB_INGRESS_MAX_ALIASES + 1) {
+        vb_log_error(NULL, "too many --public-url-aliases", "max=%d",
+                     VB_INGRESS_MAX_ALIASES);
+        return VB_ECONFIG;
+    }
+    if ((g->sig_base[g->n_sig_base] = strndup(u, n)) == NULL)
+        return VB_ENOMEM;
+    g->n_sig_base++;
+    return 0;
+}
+
+static int add_shared_key(vb_ingress_t *g, const char *s, size_t n)
+{
+    if (g->n_shared >= VB_INGRESS_MAX_SHARED_KEYS) {
+        vb_log_error(NULL, "too many TWILIO_WEBHOOK_SHARED_KEYS", "max=%d",
+                     VB_INGRESS_MAX_SHARED_KEYS);
+        return VB_ECONFIG;
+    }
+    /* "KS<32 hex>:secret" names its key; anything else is a bare secret. */
+    const char *colon = memchr(s, ':', n);
+    size_t sl = colon && colon - s == 34 && s[0] == 'K' && s[1] == 'S'
+                    ? (size_t)(colon - s)
+                    : 0;
+    g->shared[g->n_shared].sid = strndup(s, sl);
+    g->shared[g->n_shared].secret =
+        strndup(sl ? colon + 1 : s, sl ? n - sl - 1 : n);
+    if (g->shared[g->n_shared].sid == NULL ||
+        g->shared[g->n_shared].secret == NULL) {
+        free(g->shared[g->n_shared].sid);
+        free(g->shared[g->n_shared].secret);
+        return VB_ENOMEM;
+    }
+    g->n_shared++;
+    return 0;
+}
+
 /* "https://h/x/" -> "https://h/x"; the ws form replaces the scheme. */
 static int derive_urls(vb_ingress_t *g)
 {
     const char *pu = g->cfg->public_url;
+    int rc = split_list(g->cfg->twilio_shared_keys, add_shared_key, g);
+    if (rc != 0)
+        return rc;
     if (*pu == '\0')
         return 0;
+    if ((rc = add_sig_base(g, pu, strlen(pu))) != 0 ||
+        (rc = split_list(g->cfg->public_url_aliases, add_sig_base, g)) != 0)
+        return rc;
     size_t n = strlen(pu);
     while (n > 0 && pu[n - 1] == '/')
         n--;
@@ -1425,5 +1565,11 @@ void vb_ingress_destroy(vb_ingress_t *g)
     free(g->ans);
     free(g->public_base);
     free(g->stream_base);
+    for (size_t i = 0; i < g->n_sig_base; i++)
+        free(g->sig_base[i]);
+    for (size_t i = 0; i < g->n_shared; i++) {
+        free(g->shared[i].sid);
+        free(g->shared[i].secret);
+    }
     free(g);
 }

@@ -44,15 +44,19 @@ static int pair_cmp(const void *pa, const void *pb)
     return c ? c : bytes_cmp(a->value, a->value_len, b->value, b->value_len);
 }
 
-/* Raw HMAC-SHA1 of url + sorted params. */
-static int sig_mac(const char *token, const char *url,
-                   const vb_form_pair_t *const *sorted, size_t n,
-                   unsigned char mac[20])
+/* Raw HMAC (SHA-1: 20 bytes, SHA-256: 32) of url + sorted params. */
+static int sig_mac_alg(int alg, const char *token, const char *url,
+                       const vb_form_pair_t *const *sorted, size_t n,
+                       unsigned char *mac)
 {
     mbedtls_md_context_t ctx;
     mbedtls_md_init(&ctx);
-    int rc =
-        mbedtls_md_setup(&ctx, mbedtls_md_info_from_type(MBEDTLS_MD_SHA1), 1);
+    int rc = mbedtls_md_setup(
+        &ctx,
+        mbedtls_md_info_from_type(alg == VB_TWILIO_SIG_HMAC_SHA256
+                                      ? MBEDTLS_MD_SHA256
+                                      : MBEDTLS_MD_SHA1),
+        1);
     if (rc == 0)
         rc = mbedtls_md_hmac_starts(&ctx, (const unsigned char *)token,
                                     strlen(token));
@@ -74,10 +78,17 @@ static int sig_mac(const char *token, const char *url,
         rc = mbedtls_md_hmac_finish(&ctx, mac);
     mbedtls_md_free(&ctx);
     if (rc != 0) {
-        vb_log_error(NULL, "HMAC-SHA1 failed", "mbedtls=-0x%04x", -rc);
+        vb_log_error(NULL, "webhook HMAC failed", "mbedtls=-0x%04x", -rc);
         return rc == MBEDTLS_ERR_MD_ALLOC_FAILED ? VB_ENOMEM : VB_EIO;
     }
     return 0;
+}
+
+static int sig_mac(const char *token, const char *url,
+                   const vb_form_pair_t *const *sorted, size_t n,
+                   unsigned char mac[20])
+{
+    return sig_mac_alg(VB_TWILIO_SIG_HMAC_SHA1, token, url, sorted, n, mac);
 }
 
 static int sort_params(const vb_form_t *params, const vb_form_pair_t ***out,
@@ -220,6 +231,362 @@ out:
     free(sorted);
     free(buf);
     return rc;
+}
+
+/* ---- the SDK's URL re-encodings ---- */
+
+/* Appends to a growing string; false when it would not fit. */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf_t;
+
+static bool sb_putc(sbuf_t *b, char c)
+{
+    if (b->len + 1 >= b->cap)
+        return false;
+    b->p[b->len++] = c;
+    b->p[b->len] = '\0';
+    return true;
+}
+
+static bool sb_put(sbuf_t *b, const char *s, size_t n)
+{
+    if (b->len + n >= b->cap)
+        return false;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return true;
+}
+
+static bool sb_pct(sbuf_t *b, unsigned char c)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+    return sb_put(b, e, 3);
+}
+
+/* The bytes WHATWG URL serialisation percent-encodes in a special URL's
+ * path and query (controls, space, non-ASCII and a few more); '%' itself
+ * is kept, so an existing escape stays as it is. */
+static bool whatwg_encodes(unsigned char c, bool query)
+{
+    if (c <= 0x20 || c >= 0x7f || c == '"' || c == '<' || c == '>')
+        return true;
+    return query ? c == '\'' : (c == '`' || c == '{' || c == '}');
+}
+
+int vb_twilio_sig_whatwg_variant(const char *url, char *out, size_t outsz)
+{
+    sbuf_t b = {out, 0, outsz};
+    if (outsz == 0)
+        return VB_ENOSPC;
+    out[0] = '\0';
+    const char *sep = strstr(url, "://");
+    if (sep == NULL)
+        return VB_EINVAL;
+    const char *path = sep + 3 + strcspn(sep + 3, "/?#");
+    if (!sb_put(&b, url, (size_t)(path - url)))
+        return VB_ENOSPC;
+    bool query = false;
+    for (const char *p = path; *p != '\0' && *p != '#'; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '?' && !query) {
+            query = true;
+            if (!sb_putc(&b, '?'))
+                return VB_ENOSPC;
+            continue;
+        }
+        if (whatwg_encodes(c, query) ? !sb_pct(&b, c) : !sb_putc(&b, (char)c))
+            return VB_ENOSPC;
+    }
+    return 0;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* querystring.unescape: '+' is a space, %XX a byte, a bad escape kept. */
+static size_t qs_unescape(const char *s, size_t n, char *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '+') {
+            out[k++] = ' ';
+        } else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
+                   hexval(s[i + 2]) >= 0) {
+            out[k++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+            i += 2;
+        } else {
+            out[k++] = s[i];
+        }
+    }
+    return k;
+}
+
+/* querystring.escape keeps letters, digits and -_.!~*'() only. */
+static bool qs_escape(sbuf_t *b, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c >= '0' && c <= '9') || strchr("-_.!~*'()", c) != NULL;
+        if (c == 0 || !(keep ? sb_putc(b, (char)c) : sb_pct(b, c)))
+            return false;
+    }
+    return true;
+}
+
+typedef struct qs_pair {
+    char *key, *val;
+    size_t klen, vlen;
+    int group; /* index of the first pair with this key */
+} qs_pair_t;
+
+/* A JavaScript object's integer-like keys ("0".."4294967294", no leading
+ * zero) come first, in numeric order; the others keep insertion order. */
+static bool js_index(const char *k, size_t n, uint64_t *v)
+{
+    if (n == 0 || n > 10 || (n > 1 && k[0] == '0'))
+        return false;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k[i] < '0' || k[i] > '9')
+            return false;
+        x = x * 10 + (uint64_t)(k[i] - '0');
+    }
+    *v = x;
+    return x < 4294967295u;
+}
+
+#define QS_MAX_KEYS 1000 /* querystring.parse's default maxKeys */
+
+int vb_twilio_sig_legacy_query_variant(const char *url, char *out, size_t outsz)
+{
+    if (outsz == 0)
+        return VB_ENOSPC;
+    out[0] = '\0';
+    const char *q = strchr(url, '?');
+    if (q == NULL || q[1] == '\0' || q[1] == '#')
+        return VB_EINVAL; /* no query: the SDK uses the URL as it is */
+    size_t qlen = strcspn(q + 1, "#");
+    qs_pair_t *v = calloc(QS_MAX_KEYS, sizeof(*v));
+    char *dec = malloc(2 * qlen + 2);
+    int rc = v && dec ? 0 : VB_ENOMEM;
+    size_t n = 0, used = 0;
+    for (const char *p = q + 1, *end = q + 1 + qlen; rc == 0 && p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if (stop > p && n < QS_MAX_KEYS) {
+            const char *eq = memchr(p, '=', (size_t)(stop - p));
+            const char *kend = eq ? eq : stop;
+            qs_pair_t *x = &v[n];
+            x->key = dec + used;
+            x->klen = qs_unescape(p, (size_t)(kend - p), x->key);
+            used += x->klen + 1;
+            x->val = dec + used;
+            x->vlen =
+                eq ? qs_unescape(eq + 1, (size_t)(stop - eq - 1), x->val) : 0;
+            used += x->vlen + 1;
+            x->group = (int)n;
+            for (size_t j = 0; j < n; j++)
+                if (v[j].klen == x->klen &&
+                    memcmp(v[j].key, x->key, x->klen) == 0) {
+                    x->group = v[j].group;
+                    break;
+                }
+            n++;
+        }
+        p = stop + 1;
+    }
+    sbuf_t b = {out, 0, outsz};
+    if (rc == 0 && !sb_put(&b, url, (size_t)(q - url) + 1))
+        rc = VB_ENOSPC;
+    /* Key order as the object holds them: integer-like keys by value, then
+     * the rest in first-seen order; each key's values in arrival order. */
+    bool first = true;
+    for (int pass = 0; rc == 0 && pass < 2; pass++) {
+        size_t left = n;
+        uint64_t last = 0;
+        bool have_last = false;
+        while (rc == 0 && left-- > 0) {
+            int pick = -1;
+            uint64_t best = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (v[i].group != (int)i)
+                    continue;
+                uint64_t idx;
+                bool is_idx = js_index(v[i].key, v[i].klen, &idx);
+                if (pass == 0) {
+                    if (!is_idx || (have_last && idx <= last) ||
+                        (pick >= 0 && idx >= best))
+                        continue;
+                    pick = (int)i;
+                    best = idx;
+                } else if (!is_idx && v[i].klen != (size_t)-1) {
+                    pick = (int)i;
+                    break;
+                }
+            }
+            if (pick < 0)
+                break;
+            if (pass == 0) {
+                last = best;
+                have_last = true;
+            }
+            for (size_t j = (size_t)pick; rc == 0 && j < n; j++) {
+                if (v[j].group != pick)
+                    continue;
+                if ((!first && !sb_putc(&b, '&')) ||
+                    !qs_escape(&b, v[pick].key, v[pick].klen) ||
+                    !sb_putc(&b, '=') || !qs_escape(&b, v[j].val, v[j].vlen))
+                    rc = VB_ENOSPC;
+                first = false;
+            }
+            if (pass == 1)
+                v[pick].klen = (size_t)-1; /* emitted */
+        }
+    }
+    free(v);
+    free(dec);
+    if (rc != 0)
+        out[0] = '\0';
+    return rc;
+}
+
+/* ---- several URLs, both algorithms ---- */
+
+int vb_twilio_sig_settings_parse(const char *header, char *key, size_t keysz,
+                                 int *alg)
+{
+    if (header == NULL || alg == NULL || key == NULL || keysz == 0)
+        return VB_EINVAL;
+    key[0] = '\0';
+    *alg = 0;
+    bool have_alg = false;
+    for (const char *p = header; *p != '\0';) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ",");
+        const char *eq = memchr(p, '=', n);
+        if (eq != NULL) {
+            size_t kl = (size_t)(eq - p);
+            const char *val = eq + 1;
+            size_t vl = n - kl - 1;
+            while (vl > 0 && val[vl - 1] == ' ')
+                vl--;
+            if (kl == 3 && strncmp(p, "key", 3) == 0) {
+                if (vl >= keysz)
+                    return VB_EINVAL;
+                memcpy(key, val, vl);
+                key[vl] = '\0';
+            } else if (kl == 9 && strncmp(p, "algorithm", 9) == 0) {
+                have_alg = true;
+                if (vl == 9 && strncmp(val, "HMAC_SHA1", 9) == 0)
+                    *alg = VB_TWILIO_SIG_HMAC_SHA1;
+                else if (vl == 11 && strncmp(val, "HMAC_SHA256", 11) == 0)
+                    *alg = VB_TWILIO_SIG_HMAC_SHA256;
+            }
+        }
+        p += n;
+    }
+    if (!have_alg)
+        *alg = VB_TWILIO_SIG_HMAC_SHA1;
+    return *alg != 0 ? 0 : VB_ENOTSUP;
+}
+
+int vb_twilio_sig_verify_urls(int alg, const char *key, const char *const *urls,
+                              size_t n_urls, const vb_form_t *params,
+                              const char *sig, size_t sig_len, unsigned flags)
+{
+    if (key == NULL || urls == NULL || n_urls == 0 ||
+        (alg != VB_TWILIO_SIG_HMAC_SHA1 && alg != VB_TWILIO_SIG_HMAC_SHA256))
+        return VB_EINVAL;
+    if (sig == NULL)
+        return VB_EAUTH;
+    const vb_form_pair_t **sorted = NULL;
+    size_t n;
+    int rc = sort_params(params, &sorted, &n);
+    if (rc != 0)
+        return rc;
+    size_t maxlen = 0;
+    for (size_t i = 0; i < n_urls; i++) {
+        if (urls[i] == NULL) {
+            free(sorted);
+            return VB_EINVAL;
+        }
+        if (strlen(urls[i]) > maxlen)
+            maxlen = strlen(urls[i]);
+    }
+    /* Per URL: as given, re-encoded as the SDK's URL parser does, and the
+     * SDK's legacy query re-encoding of that; each with and without its
+     * port, each with and without a trailing '/' when asked. */
+    size_t cap = 3 * maxlen + 32;
+    char *buf = malloc(12 * cap);
+    if (buf == NULL) {
+        free(sorted);
+        return VB_ENOMEM;
+    }
+    bool ok = false;
+    size_t maclen = alg == VB_TWILIO_SIG_HMAC_SHA256 ? 32 : 20;
+    for (size_t u = 0; rc == 0 && u < n_urls; u++) {
+        const char *cand[12];
+        size_t nc = 0;
+        cand[nc++] = urls[u];
+        if (flags & VB_TWILIO_SIG_QUERY_VARIANTS) {
+            char *w = buf + nc * cap;
+            if (vb_twilio_sig_whatwg_variant(urls[u], w, cap) == 0 &&
+                strcmp(w, urls[u]) != 0)
+                cand[nc++] = w;
+            char *l = buf + nc * cap;
+            if (vb_twilio_sig_legacy_query_variant(cand[nc - 1], l, cap) == 0 &&
+                strcmp(l, cand[nc - 1]) != 0)
+                cand[nc++] = l;
+        }
+        if (flags & VB_TWILIO_SIG_PORT_VARIANTS) {
+            size_t have = nc;
+            for (size_t i = 0; i < have; i++)
+                if (vb_twilio_sig_port_variant(cand[i], buf + nc * cap, cap) ==
+                    0) {
+                    cand[nc] = buf + nc * cap;
+                    nc++;
+                }
+        }
+        if (flags & VB_TWILIO_SIG_SLASH_VARIANTS) {
+            size_t have = nc;
+            for (size_t i = 0; i < have && nc < 12; i++)
+                if (slash_variant(cand[i], buf + nc * cap, cap) == 0) {
+                    cand[nc] = buf + nc * cap;
+                    nc++;
+                }
+        }
+        for (size_t i = 0; rc == 0 && i < nc; i++) {
+            unsigned char mac[32];
+            char want[48];
+            size_t olen = 0;
+            if ((rc = sig_mac_alg(alg, key, cand[i], sorted, n, mac)) != 0)
+                break;
+            mbedtls_base64_encode((unsigned char *)want, sizeof want, &olen,
+                                  mac, maclen);
+            /* Every candidate is compared, so timing does not tell which
+             * one matched. */
+            ok |= vb_twilio_sig_equal(want, olen, sig, sig_len);
+        }
+    }
+    free(buf);
+    free(sorted);
+    if (rc != 0)
+        return rc;
+    return ok ? 0 : VB_EAUTH;
 }
 
 /* ---- stream tokens ---- */

@@ -37,6 +37,17 @@
 /* Flags for vb_twilio_sig_verify(). */
 #define VB_TWILIO_SIG_PORT_VARIANTS  1u /* also with the port removed/added */
 #define VB_TWILIO_SIG_SLASH_VARIANTS 2u /* also with/without a trailing '/' */
+/* also the SDK's re-encodings of the URL: as its URL parser serialises it
+ * (' in the query as %27...), and its legacy querystring round trip
+ * (+ as %20...); twilio-node validateRequest() tries both */
+#define VB_TWILIO_SIG_QUERY_VARIANTS 4u
+
+/* Signature algorithms. The Auth Token signs with HMAC-SHA1. A Webhook
+ * Setting with a SharedKey signs with that key and the algorithm named in
+ * X-Twilio-Webhooks-Signature-Settings (the signed string is the same). */
+#define VB_TWILIO_SIG_HMAC_SHA1       1
+#define VB_TWILIO_SIG_HMAC_SHA256     2
+#define VB_TWILIO_SIG_SETTINGS_HEADER "X-Twilio-Webhooks-Signature-Settings"
 
 /* Checks `sig` (the header value, `sig_len` bytes) against `url` and
  * `params`, and against the URL variants `flags` ask for. Returns 0 when
@@ -46,6 +57,34 @@
 int vb_twilio_sig_verify(const char *token, const char *url,
                          const vb_form_t *params, const char *sig,
                          size_t sig_len, unsigned flags);
+
+/* Checks `sig` made with `alg` and `key` against each of `urls` (the
+ * public URLs the request may have been made to, each with the request's
+ * path and query) and the variants `flags` ask for. Returns 0 when one
+ * matches, VB_EAUTH when none does (or `sig` is NULL), VB_EINVAL (NULL key,
+ * no URL, unknown alg), VB_ENOMEM, VB_EIO. Constant-time in the signature
+ * bytes. Any thread. */
+int vb_twilio_sig_verify_urls(int alg, const char *key, const char *const *urls,
+                              size_t n_urls, const vb_form_t *params,
+                              const char *sig, size_t sig_len, unsigned flags);
+
+/* Parses X-Twilio-Webhooks-Signature-Settings ("key=KS...,algorithm=
+ * HMAC_SHA256"): the key's SID into `key` ("" if absent), the algorithm
+ * into *alg (HMAC_SHA1 when the header names none). Returns 0, VB_ENOTSUP
+ * for an algorithm this does not implement, VB_EINVAL (NULL argument, a key
+ * SID longer than `keysz`). Any thread. */
+int vb_twilio_sig_settings_parse(const char *header, char *key, size_t keysz,
+                                 int *alg);
+
+/* The SDK's re-encodings of `url` into `out`: as its URL parser serialises
+ * it (path and query bytes outside the allowed set percent-encoded, the
+ * fragment dropped), and its legacy querystring round trip (the query
+ * decoded, '+' as space, and encoded again; integer-like keys first, as a
+ * JavaScript object orders them). Return 0, VB_EINVAL (no "scheme://";
+ * for the second, no query), VB_ENOSPC, VB_ENOMEM. Exposed for tests. */
+int vb_twilio_sig_whatwg_variant(const char *url, char *out, size_t outsz);
+int vb_twilio_sig_legacy_query_variant(const char *url, char *out,
+                                       size_t outsz);
 
 /* Writes the port variant of `url` into `out` (`outsz` bytes): without its
  * port if it has one, else with the scheme's default port (443 for https

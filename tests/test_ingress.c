@@ -10,6 +10,9 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 
+#include <mbedtls/base64.h>
+#include <mbedtls/md.h>
+
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/err.h"
@@ -503,6 +506,131 @@ TEST_T(ingress_signed_webhook_twiml_and_token, 30)
     tc_free_resp(&r);
     free(req);
     ASSERT_TRUE(log_contains(f, "msg=\"call answered\" call=CAfeed01 lane=0"));
+    fx_stop(f);
+}
+
+/* A POST to `path` signed with `alg` and `key` over `signed_url`, with
+ * `extra` header lines. */
+static char *signed_post(const char *path, const char *body,
+                         const char *signed_url, int alg, const char *key,
+                         const char *extra)
+{
+    vb_form_t f;
+    ASSERT_EQ(vb_form_parse(&f, body, strlen(body), 0), 0);
+    /* The signed string, built here: URL then name+value sorted. */
+    char data[4096];
+    size_t n = (size_t)snprintf(data, sizeof data, "%s", signed_url);
+    const vb_form_pair_t *v[64];
+    ASSERT_LE(f.n, 64);
+    for (size_t i = 0; i < f.n; i++)
+        v[i] = &f.pairs[i];
+    for (size_t i = 1; i < f.n; i++)
+        for (size_t j = i; j > 0 && strcmp(v[j - 1]->name, v[j]->name) > 0;
+             j--) {
+            const vb_form_pair_t *t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    for (size_t i = 0; i < f.n; i++)
+        n += (size_t)snprintf(data + n, sizeof data - n, "%s%s", v[i]->name,
+                              v[i]->value);
+    vb_form_free(&f);
+    unsigned char mac[32];
+    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(
+        alg == VB_TWILIO_SIG_HMAC_SHA256 ? MBEDTLS_MD_SHA256 : MBEDTLS_MD_SHA1);
+    ASSERT_EQ(mbedtls_md_hmac(md, (const unsigned char *)key, strlen(key),
+                              (const unsigned char *)data, n, mac),
+              0);
+    char sig[64];
+    size_t olen;
+    ASSERT_EQ(mbedtls_base64_encode((unsigned char *)sig, sizeof sig, &olen,
+                                    mac, mbedtls_md_get_size(md)),
+              0);
+    size_t cap = strlen(body) + 2048;
+    char *req = malloc(cap);
+    snprintf(req, cap,
+             "POST %s HTTP/1.1\r\nHost: internal:8080\r\n"
+             "Content-Type: application/x-www-form-urlencoded\r\n"
+             "X-Twilio-Signature: %s\r\n%sContent-Length: %zu\r\n\r\n%s",
+             path, sig, extra ? extra : "", strlen(body), body);
+    return req;
+}
+
+#define SHARED_SID "KS0123456789abcdef0123456789abcdef"
+#define SETTINGS_256                                        \
+    "X-Twilio-Webhooks-Signature-Settings: key=" SHARED_SID \
+    ",algorithm=HMAC_SHA256\r\n"
+
+TEST_T(ingress_every_signature_form_the_sdk_accepts, 30)
+{
+    fx_opts_t o = {.args = {"--public-url", PUBLIC, "--twilio-auth-token",
+                            TOKEN, "--public-url-aliases",
+                            "https://second.example.test/, "
+                            "https://third.example.test",
+                            "--twilio-shared-keys",
+                            SHARED_SID ":shared-one,KSffffffffffffffffffffffff"
+                                       "ffffffff:shared-two",
+                            NULL}};
+    fx_t *f = fx_start(&o);
+    const char *body = CALL_BODY("CA5");
+    tc_resp_t r;
+    struct {
+        const char *path, *signed_url, *key, *extra;
+        int alg, status;
+    } v[] = {
+        /* The Auth Token, HMAC-SHA1, over the public URL. */
+        {"/webhook/voice", PUBLIC "/webhook/voice", TOKEN, NULL,
+         VB_TWILIO_SIG_HMAC_SHA1, 200},
+        /* A second hostname on the number. */
+        {"/webhook/voice", "https://second.example.test/webhook/voice", TOKEN,
+         NULL, VB_TWILIO_SIG_HMAC_SHA1, 200},
+        {"/webhook/voice", "https://third.example.test:443/webhook/voice",
+         TOKEN, NULL, VB_TWILIO_SIG_HMAC_SHA1, 200},
+        {"/webhook/voice", "https://fourth.example.test/webhook/voice", TOKEN,
+         NULL, VB_TWILIO_SIG_HMAC_SHA1, 403},
+        /* A webhook URL configured with a trailing '/'. */
+        {"/webhook/voice/", PUBLIC "/webhook/voice/", TOKEN, NULL,
+         VB_TWILIO_SIG_HMAC_SHA1, 200},
+        /* The query as the SDK's URL parser writes it (' as %27), and as
+         * its legacy querystring does ('+' as %20). */
+        {"/webhook/voice?n=It's+here", PUBLIC "/webhook/voice?n=It%27s+here",
+         TOKEN, NULL, VB_TWILIO_SIG_HMAC_SHA1, 200},
+        {"/webhook/voice?n=It's+here", PUBLIC "/webhook/voice?n=It's%20here",
+         TOKEN, NULL, VB_TWILIO_SIG_HMAC_SHA1, 200},
+        /* A Webhook Setting's SharedKey with HMAC-SHA256. */
+        {"/webhook/voice", PUBLIC "/webhook/voice", "shared-one", SETTINGS_256,
+         VB_TWILIO_SIG_HMAC_SHA256, 200},
+        /* ... only with the key the header names. */
+        {"/webhook/voice", PUBLIC "/webhook/voice", "shared-two", SETTINGS_256,
+         VB_TWILIO_SIG_HMAC_SHA256, 403},
+        /* ... and not with the Auth Token once the header is there. */
+        {"/webhook/voice", PUBLIC "/webhook/voice", TOKEN, SETTINGS_256,
+         VB_TWILIO_SIG_HMAC_SHA256, 403},
+        {"/webhook/voice", PUBLIC "/webhook/voice", "shared-one",
+         "X-Twilio-Webhooks-Signature-Settings: key=" SHARED_SID
+         ",algorithm=HMAC_SHA512\r\n",
+         VB_TWILIO_SIG_HMAC_SHA256, 403},
+        /* Status callbacks take the same forms. */
+        {"/webhook/status/", PUBLIC "/webhook/status/", "shared-one",
+         SETTINGS_256, VB_TWILIO_SIG_HMAC_SHA256, 204},
+    };
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        const char *b = strncmp(v[i].path, "/webhook/status", 15) == 0
+                            ? "CallSid=CA5&CallStatus=completed&AccountSid=AC0"
+                            : body;
+        char *req = signed_post(v[i].path, b, v[i].signed_url, v[i].alg,
+                                v[i].key, v[i].extra);
+        int st = tc_request(f->port, req, &r, MS);
+        if (st != v[i].status)
+            fprintf(stderr, "case %zu: %s signed over %s\n", i, v[i].path,
+                    v[i].signed_url);
+        ASSERT_EQ(st, v[i].status);
+        tc_free_resp(&r);
+        free(req);
+    }
+    /* The first refusal is logged with its reason (the rest are within
+     * the same second, rate-limited). */
+    ASSERT_TRUE(log_contains(f, "route=voice reason=mismatch"));
     fx_stop(f);
 }
 

@@ -356,3 +356,182 @@ TEST(token_long_secret_hashed_like_hmac)
     ASSERT_EQ(vb_twilio_sig_token_create(&k, "CA1", 2, 100, tok), 0);
     ASSERT_EQ(vb_twilio_sig_token_verify(&k, tok, "CA1", 2, 0, NULL), 2);
 }
+
+/* ---- the SDK's re-encodings, SharedKey signatures ---- */
+
+TEST(sig_whatwg_variant_encodes_as_the_sdk_url_parser)
+{
+    char out[256];
+    ASSERT_EQ(vb_twilio_sig_whatwg_variant("https://a.test/p?Body=It's+amazing",
+                                           out, sizeof out),
+              0);
+    ASSERT_STR_EQ(out, "https://a.test/p?Body=It%27s+amazing");
+    /* Path: a space and braces are encoded, ' is not; a query's " and <
+     * are; an existing escape and the fragment's removal as the parser
+     * does. */
+    ASSERT_EQ(vb_twilio_sig_whatwg_variant(
+                  "https://a.test/a b/{x}'?q=\"<%41>#frag", out, sizeof out),
+              0);
+    ASSERT_STR_EQ(out, "https://a.test/a%20b/%7Bx%7D'?q=%22%3C%41%3E");
+    ASSERT_EQ(vb_twilio_sig_whatwg_variant("https://a.test/\xc3\xa9", out,
+                                           sizeof out),
+              0);
+    ASSERT_STR_EQ(out, "https://a.test/%C3%A9");
+    ASSERT_EQ(vb_twilio_sig_whatwg_variant("no-scheme", out, sizeof out),
+              VB_EINVAL);
+    /* "https://a.test/'?%27": 20 characters and the NUL. */
+    ASSERT_EQ(vb_twilio_sig_whatwg_variant("https://a.test/'?'", out, 21), 0);
+    ASSERT_EQ(vb_twilio_sig_whatwg_variant("https://a.test/'?'", out, 20),
+              VB_ENOSPC);
+}
+
+TEST(sig_legacy_query_variant_round_trips_as_node_querystring)
+{
+    static const char *const v[][2] = {
+        /* '+' is a space, encoded %20; ' is kept. */
+        {"https://a.test/p?foo=1&bar=2&Body=It%27s+amazing",
+         "https://a.test/p?foo=1&bar=2&Body=It's%20amazing"},
+        /* Integer-like keys first, by value; a repeated key's values go
+         * together at its first place. */
+        {"https://a.test/p?b=1&2=x&1=y&b=3&01=z",
+         "https://a.test/p?1=y&2=x&b=1&b=3&01=z"},
+        /* A bad escape stays, its '%' then encoded; no '=' is an empty
+         * value; empty pairs vanish. */
+        {"https://a.test/p?a=%zz&flag&&c=%2B",
+         "https://a.test/p?a=%25zz&flag=&c=%2B"},
+        {"https://a.test/p?x=a/b:c@d", "https://a.test/p?x=a%2Fb%3Ac%40d"},
+    };
+    char out[256];
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        ASSERT_EQ(vb_twilio_sig_legacy_query_variant(v[i][0], out, sizeof out),
+                  0);
+        ASSERT_STR_EQ(out, v[i][1]);
+    }
+    ASSERT_EQ(
+        vb_twilio_sig_legacy_query_variant("https://a.test/p", out, sizeof out),
+        VB_EINVAL);
+}
+
+static void v2_verify(const char *url, const char *sig, unsigned flags,
+                      int want)
+{
+    vb_form_t f = form(V2_PARAMS);
+    const char *urls[] = {url};
+    ASSERT_EQ(vb_twilio_sig_verify_urls(VB_TWILIO_SIG_HMAC_SHA1, "12345", urls,
+                                        1, &f, sig, strlen(sig), flags),
+              want);
+    vb_form_free(&f);
+}
+
+TEST(sig_sdk_reencodings_verify)
+{
+    /* The SDK's test passes the raw ' and validates a hash made over %27
+     * (spec §5.5, V2's last row). */
+    const char *raw = "https://mycompany.com/myapp.php?foo=1&bar=2&Body="
+                      "It's+amazing";
+    v2_verify(raw, "TfZzewPq8wqrGlMfyAud8+/IvJ0=", 0, VB_EAUTH);
+    v2_verify(raw, "TfZzewPq8wqrGlMfyAud8+/IvJ0=", VB_TWILIO_SIG_QUERY_VARIANTS,
+              0);
+    /* With the port too. */
+    v2_verify("https://mycompany.com:443/myapp.php?foo=1&bar=2&Body="
+              "It's+amazing",
+              "TfZzewPq8wqrGlMfyAud8+/IvJ0=",
+              VB_TWILIO_SIG_QUERY_VARIANTS | VB_TWILIO_SIG_PORT_VARIANTS, 0);
+    /* A hash over the legacy form (%20 for the '+') verifies for the URL as
+     * received. */
+    vb_form_t f = form(V2_PARAMS);
+    char sig[VB_TWILIO_SIG_LEN + 1];
+    ASSERT_EQ(vb_twilio_sig_compute("12345",
+                                    "https://mycompany.com/myapp.php?foo=1&"
+                                    "bar=2&Body=It's%20amazing",
+                                    &f, sig),
+              0);
+    vb_form_free(&f);
+    v2_verify(raw, sig, 0, VB_EAUTH);
+    v2_verify(raw, sig, VB_TWILIO_SIG_QUERY_VARIANTS, 0);
+    /* Several public URLs: any one may be the one called. */
+    const char *urls[] = {"https://other.test/myapp.php?foo=1&bar=2",
+                          "https://mycompany.com/myapp.php?foo=1&bar=2"};
+    f = form(V2_PARAMS);
+    const char *good = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
+    ASSERT_EQ(vb_twilio_sig_verify_urls(VB_TWILIO_SIG_HMAC_SHA1, "12345", urls,
+                                        2, &f, good, strlen(good), 0),
+              0);
+    ASSERT_EQ(vb_twilio_sig_verify_urls(VB_TWILIO_SIG_HMAC_SHA1, "12345", urls,
+                                        1, &f, good, strlen(good), 0),
+              VB_EAUTH);
+    vb_form_free(&f);
+}
+
+/* HMAC-SHA256 of `data` keyed by `key`, base64, from openssl (independent
+ * of the code under test). */
+static void openssl_sha256(const char *key, const char *data, char *out,
+                           size_t n)
+{
+    char path[512], cmd[1024];
+    snprintf(path, sizeof path, "%s/data", vb_test_tmpdir());
+    FILE *fp = fopen(path, "w");
+    ASSERT_TRUE(fp != NULL);
+    fputs(data, fp);
+    fclose(fp);
+    snprintf(cmd, sizeof cmd,
+             "openssl dgst -sha256 -hmac '%s' -binary < '%s' | base64", key,
+             path);
+    FILE *p = popen(cmd, "r");
+    ASSERT_TRUE(p != NULL);
+    ASSERT_TRUE(fgets(out, (int)n, p) != NULL);
+    pclose(p);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+TEST(sig_shared_key_hmac_sha256)
+{
+    const char *url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+    char want[64];
+    /* The signed string is the same: URL then the sorted parameters. */
+    openssl_sha256("shared-secret",
+                   "https://mycompany.com/myapp.php?foo=1&bar=2CallSid"
+                   "CA1234567890ABCDECaller+14158675309Digits1234From"
+                   "+14158675309To+18005551212",
+                   want, sizeof want);
+    ASSERT_EQ(strlen(want), 44);
+    vb_form_t f = form(V2_PARAMS);
+    const char *urls[] = {url};
+    ASSERT_EQ(vb_twilio_sig_verify_urls(VB_TWILIO_SIG_HMAC_SHA256,
+                                        "shared-secret", urls, 1, &f, want,
+                                        strlen(want), 0),
+              0);
+    ASSERT_EQ(vb_twilio_sig_verify_urls(VB_TWILIO_SIG_HMAC_SHA1,
+                                        "shared-secret", urls, 1, &f, want,
+                                        strlen(want), 0),
+              VB_EAUTH);
+    ASSERT_EQ(vb_twilio_sig_verify_urls(VB_TWILIO_SIG_HMAC_SHA256, "other",
+                                        urls, 1, &f, want, strlen(want), 0),
+              VB_EAUTH);
+    ASSERT_EQ(vb_twilio_sig_verify_urls(7, "shared-secret", urls, 1, &f, want,
+                                        strlen(want), 0),
+              VB_EINVAL);
+    vb_form_free(&f);
+}
+
+TEST(sig_settings_header_parse)
+{
+    char key[64];
+    int alg;
+    ASSERT_EQ(
+        vb_twilio_sig_settings_parse(
+            "key=KS0123456789abcdef0123456789abcdef,algorithm=HMAC_SHA256", key,
+            sizeof key, &alg),
+        0);
+    ASSERT_STR_EQ(key, "KS0123456789abcdef0123456789abcdef");
+    ASSERT_EQ(alg, VB_TWILIO_SIG_HMAC_SHA256);
+    ASSERT_EQ(vb_twilio_sig_settings_parse("algorithm=HMAC_SHA1, key=KS1", key,
+                                           sizeof key, &alg),
+              0);
+    ASSERT_STR_EQ(key, "KS1");
+    ASSERT_EQ(alg, VB_TWILIO_SIG_HMAC_SHA1);
+    ASSERT_EQ(vb_twilio_sig_settings_parse("key=KS1,algorithm=HMAC_SHA512", key,
+                                           sizeof key, &alg),
+              VB_ENOTSUP);
+    ASSERT_EQ(vb_twilio_sig_settings_parse("key=KS1", key, 3, &alg), VB_EINVAL);
+}
