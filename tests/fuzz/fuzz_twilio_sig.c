@@ -173,6 +173,20 @@ static void check_signature(const uint8_t *data, size_t size)
         abort();
     char variant[512];
     (void)vb_twilio_sig_port_variant(url, variant, sizeof(variant));
+    /* The SDK's re-encodings, and every form together, both algorithms. */
+    (void)vb_twilio_sig_whatwg_variant(url, variant, sizeof(variant));
+    (void)vb_twilio_sig_legacy_query_variant(url, variant, sizeof(variant));
+    const char *urls[] = {url, "https://alias.test/p?x=1"};
+    rc = vb_twilio_sig_verify_urls(
+        strlen(s) & 1 ? VB_TWILIO_SIG_HMAC_SHA256 : VB_TWILIO_SIG_HMAC_SHA1,
+        "fuzz-key", urls, 2, &form, s, strlen(s),
+        VB_TWILIO_SIG_PORT_VARIANTS | VB_TWILIO_SIG_QUERY_VARIANTS |
+            VB_TWILIO_SIG_SLASH_VARIANTS);
+    if (rc != 0 && rc != VB_EAUTH && rc != VB_ENOMEM)
+        abort();
+    char key_sid[64];
+    int alg;
+    (void)vb_twilio_sig_settings_parse(s, key_sid, sizeof key_sid, &alg);
     vb_form_free(&form);
     free(buf);
 }
