@@ -267,7 +267,8 @@ static void assign(jp_t *j, jt_t t, const vb_twilio_str_t *s, double num)
             } else if (strcmp(s->p, "outbound") == 0) {
                 m->start.tracks |= VB_TWILIO_TRACK_OUTBOUND;
             } else {
-                mark_bad(j, "start.tracks");
+                /* A track name added later is not a malformed start. */
+                m->start.tracks |= VB_TWILIO_TRACK_OTHER;
             }
             return;
         }

@@ -41,6 +41,7 @@ typedef struct vb_twilio_str {
 
 #define VB_TWILIO_TRACK_INBOUND  1u
 #define VB_TWILIO_TRACK_OUTBOUND 2u
+#define VB_TWILIO_TRACK_OTHER    4u /* a name this does not know */
 
 typedef struct vb_twilio_msg {
     vb_twilio_event_t event;

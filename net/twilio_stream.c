@@ -287,6 +287,15 @@ static void count_error(call_t *c, int e, const char *field)
 {
     vb_twilio_stream_t *s = c->s;
     vb_metrics_counter_add(s->st.shard, s->m_err[e], 1);
+    if (e == E_UNKNOWN_EVENT) {
+        /* An event added after this was written: counted and skipped,
+         * never a reason to end the call. */
+        c->stats.unknown_events++;
+        if (c->stats.unknown_events == 1)
+            vb_log_info(call_label(c), "twilio event not understood, ignored",
+                        "event=%s", field ? field : "");
+        return;
+    }
     c->stats.protocol_errors++;
     VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call_label(c),
                        "twilio protocol error", "reason=%s field=%s",

@@ -147,7 +147,8 @@ typedef struct vb_twilio_call_stats {
     uint64_t clears, dtmf;                /* clears sent, digits received */
     uint64_t bytes_played, bytes_cleared; /* estimated from 8000 B/s */
     uint64_t protocol_errors;
-    uint64_t out_dropped; /* outbound audio bytes dropped (peer too slow) */
+    uint64_t unknown_events; /* events not understood (skipped) */
+    uint64_t out_dropped;    /* outbound audio bytes dropped (peer too slow) */
 } vb_twilio_call_stats_t;
 
 /* Creates the stage: loop, call table, metrics series, attached to its

@@ -660,8 +660,57 @@ TEST_T(malformed_messages_are_counted_and_survived, 30)
     ASSERT_EQ(m.kind, VB_MSG_CALL_CLOSE);
     vb_twilio_call_stats_t st;
     ASSERT_EQ(vb_twilio_stream_last_stats(f->st, &st), 1);
-    ASSERT_EQ(st.protocol_errors, ncases + 1);
+    /* Every case and the binary frame, less the unknown event, which is
+     * counted apart: it never ends a call. */
+    ASSERT_EQ(st.protocol_errors, ncases);
+    ASSERT_EQ(st.unknown_events, 1);
     ASSERT_GT(st.seq_gaps, 0);
+    client_close(c);
+    fx_stop(f);
+}
+
+TEST_T(unknown_events_and_track_names_never_end_a_call, 30)
+{
+    fixture_t *f = fx_start(0, 4, 1, 1024, 0);
+    client_t *c = connect_client(f);
+    send_text(c, "{\"event\":\"connected\",\"protocol\":\"Call\","
+                 "\"version\":\"1.0.0\"}");
+    /* A track name added later is not a malformed start. */
+    char json[1024];
+    snprintf(
+        json, sizeof json,
+        "{\"event\":\"start\",\"sequenceNumber\":\"1\","
+        "\"start\":{\"accountSid\":\"" ACCT_SID "\",\"streamSid\":\"" STREAM_SID
+        "\",\"callSid\":\"" CALL_SID
+        "\",\"tracks\":[\"inbound\",\"inbound_v2\"],"
+        "\"mediaFormat\":{\"encoding\":\"audio/x-mulaw\",\"sampleRate\":"
+        "8000,\"channels\":1},\"customParameters\":{\"streamToken\":\"%s\"}"
+        "},\"streamSid\":\"" STREAM_SID "\"}",
+        make_token(f, 0, (int64_t)time(NULL) + 60, CALL_SID));
+    send_text(c, json);
+    vb_call_id_t id = expect_open(f);
+    /* More events nobody knows than the protocol-error limit. */
+    for (int k = 0; k < 150; k++)
+        send_text(c, "{\"event\":\"futureEvent\",\"sequenceNumber\":\"2\","
+                     "\"streamSid\":\"" STREAM_SID "\",\"futureEvent\":{}}");
+    c->seq = 3;
+    uint8_t mu[160];
+    mulaw_pattern(mu, sizeof mu, 3);
+    send_media(c, mu, sizeof mu);
+    vb_msg_t m;
+    ASSERT_TRUE(pop_in(f, &m, 5000));
+    ASSERT_EQ(m.kind, VB_MSG_AUDIO);
+    ASSERT_TRUE(vb_call_id_eq(m.call, id));
+    ASSERT_MEM_EQ(m.data, mu, 160);
+    send_text(c, "{\"event\":\"stop\",\"sequenceNumber\":\"4\","
+                 "\"streamSid\":\"" STREAM_SID "\"}");
+    ASSERT_TRUE(pop_in(f, &m, 5000));
+    ASSERT_EQ(m.kind, VB_MSG_CALL_CLOSE);
+    vb_twilio_call_stats_t st;
+    ASSERT_EQ(vb_twilio_stream_last_stats(f->st, &st), 1);
+    ASSERT_EQ(st.unknown_events, 150);
+    ASSERT_EQ(st.protocol_errors, 0);
+    ASSERT_EQ(metric(f, "unknown_event"), 150);
     client_close(c);
     fx_stop(f);
 }
@@ -695,7 +744,7 @@ TEST_T(fatal_cases_close_with_codes, 30)
         {2, 1008, "unsupported media format", "unsupported_format"},
         {3, 1008, "malformed start", "missing_field"},
         {4, 1002, NULL, "ws_protocol"},
-        {5, 1008, "too many protocol errors", "unknown_event"},
+        {5, 1008, "too many protocol errors", "invalid_json"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fixture_t *f = fx_start(0, 4, 1, 64, 0);
@@ -731,7 +780,7 @@ TEST_T(fatal_cases_close_with_codes, 30)
         }
         case 5:
             for (int k = 0; k < 25; k++)
-                send_text(c, "{\"event\":\"nope\"}");
+                send_text(c, "[1]");
             break;
         }
         expect_close(c, cases[i].code, cases[i].reason);
