@@ -267,6 +267,16 @@ TEST_T(auth_and_path_are_checked, 30)
     run_until(&c, &c.closed, 5000);
     ASSERT_EQ(c.info.code_received, 1007);
     wc_done(&c);
+    /* The path @google/genai 3.x builds by default (API version v1). */
+    wc_connect(&c, f.port,
+               "/ws/google.ai.generativelanguage.v1.GenerativeService."
+               "BidiGenerateContent",
+               key_header);
+    run_until(&c, &c.open, 5000);
+    wc_send(&c, SETUP_OK);
+    wait_msgs(&c, 1, 5000);
+    ASSERT_TRUE(!c.closed);
+    wc_done(&c);
     wc_connect(&c, f.port, "/ws/nothing.here", key_header);
     run_until(&c, &c.closed, 5000);
     ASSERT_TRUE(!c.open);

@@ -37,8 +37,13 @@
 
 #define MAX_MESSAGE (16u * 1024u * 1024u)
 
+/* The API versions the SDKs build the path from: v1beta (the default of
+ * older SDKs), v1 (the default of @google/genai 3.x) and v1alpha (and its
+ * ephemeral-token method). */
 static const char *const paths[] = {
     "/ws/google.ai.generativelanguage.v1beta.GenerativeService."
+    "BidiGenerateContent",
+    "/ws/google.ai.generativelanguage.v1.GenerativeService."
     "BidiGenerateContent",
     "/ws/google.ai.generativelanguage.v1alpha.GenerativeService."
     "BidiGenerateContent",
