@@ -126,6 +126,9 @@ typedef struct vb_gemini_options {
     /* Text the caller hears when the model cannot be reached; travels in
      * the HANGUP message (VB_MSG_HANGUP_FALLBACK). NULL/"": none. */
     const char *fallback_say;
+    /* --max-call-duration, which twilio-io enforces for every call; an
+     * assistant's shorter max_call_s is ended here (0: no limit). */
+    uint32_t max_call_s;
 } vb_gemini_options_t;
 
 /* Liveness limits that are not settings. */

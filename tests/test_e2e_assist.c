@@ -444,3 +444,40 @@ TEST_T(stream_on_another_instance_gets_the_same_assistant, 120)
     free(blog);
     free(alog);
 }
+
+TEST_T(assistant_max_call_s_ends_the_call, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    make_sox(audio, "synth 8 sine 300 vol 0.3");
+    const char *file =
+        assist_file(&r, "{\"assistants\": {\"brief\": {\"max_call_s\": 2}}}");
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    char api[64], apil[64];
+    int api_port = proc_free_port();
+    snprintf(api, sizeof(api), "http://127.0.0.1:%d", api_port);
+    snprintf(apil, sizeof(apil), "127.0.0.1:%d", api_port);
+    rig_vb(&r,
+           (const char *const[]){"--assistants", file, "--twilio-api-url", api,
+                                 "--max-call-duration", "60", NULL},
+           NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--api-listen", apil, NULL});
+    char *out = sim_wait(&r, &s);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    char by[16];
+    if (strcmp(sfield(out, "ended_by", by, sizeof(by)), "rest") != 0)
+        vb_test_fail(__FILE__, __LINE__, "ended_by=%s\n%s\n%s", by, out, vblog);
+    /* Ended after about 2 s of its 8 s of audio: not before the limit,
+     * and long before the audio ran out. */
+    ASSERT_GE(field(out, "frames_sent"), 2 * 50);
+    ASSERT_LT(field(out, "frames_sent"), 6 * 50);
+    ASSERT_STR_CONTAINS(vblog, "msg=\"assistant's max_call_s reached: "
+                               "ending\"");
+    free(vblog);
+    free(out);
+}
