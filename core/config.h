@@ -192,7 +192,18 @@
       "--fallback-say and ends")                                               \
     X(gemini_healthy_ms, INT, "VOXBRIDGE_GEMINI_HEALTHY_MS", "10000", 100,     \
       3600000, NULL,                                                           \
-      "a Gemini connection up this long restores the reconnect budget")
+      "a Gemini connection up this long restores the reconnect budget")        \
+    /* business webhooks and tools */                                          \
+    X(webhook_secret, SECRET, "VOXBRIDGE_WEBHOOK_SECRET", "", 0, 0, NULL,      \
+      "key of the X-Voxbridge-Signature HMAC on requests to the assistant, "   \
+      "tool and events URLs (unsigned when unset)")                            \
+    X(webhook_ca_file, STR, "VOXBRIDGE_WEBHOOK_CA_FILE", "", 0, 0, NULL,       \
+      "CA bundle for https:// assistant, tool and events URLs (default: "      \
+      "system bundle)")                                                        \
+    X(tool_max_response_bytes, INT, "VOXBRIDGE_TOOL_MAX_RESPONSE_BYTES",       \
+      "65536", 1024, 1048576, NULL,                                            \
+      "largest tool response body; a larger one is refused and the model is "  \
+      "told so")
 
 typedef struct vb_config {
 #define VB__CFG_FIELD_STR    char *
