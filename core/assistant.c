@@ -835,13 +835,65 @@ static int load_transfer(loader_t *L, const cJSON *obj, const char *field,
     return 0;
 }
 
+/* Copies base's tools and transfer targets into `a`. */
+static int inherit_lists(loader_t *L, const vb_assistant_t *base,
+                         vb_assistant_t *a, bool tools, bool transfer)
+{
+    if (tools && base->n_tools > 0) {
+        if ((a->tools = calloc(base->n_tools, sizeof(*a->tools))) == NULL)
+            return oom(L);
+        for (size_t i = 0; i < base->n_tools; i++, a->n_tools++) {
+            const vb_assistant_tool_t *t = &base->tools[i];
+            vb_assistant_tool_t *o = &a->tools[i];
+            o->timeout_ms = t->timeout_ms;
+            if ((o->name = strdup(t->name)) == NULL ||
+                (o->description = dup_s(t->description)) == NULL ||
+                (o->url = strdup(t->url)) == NULL ||
+                (t->parameters != NULL &&
+                 (o->parameters = strdup(t->parameters)) == NULL)) {
+                a->n_tools++;
+                return oom(L);
+            }
+        }
+    }
+    if (transfer && base->n_transfer > 0) {
+        if ((a->transfer = calloc(base->n_transfer, sizeof(*a->transfer))) ==
+            NULL)
+            return oom(L);
+        for (size_t i = 0; i < base->n_transfer; i++, a->n_transfer++) {
+            vb_assistant_transfer_t *o = &a->transfer[i];
+            if ((o->name = strdup(base->transfer[i].name)) == NULL ||
+                (o->target = strdup(base->transfer[i].target)) == NULL) {
+                a->n_transfer++;
+                return oom(L);
+            }
+        }
+    }
+    return 0;
+}
+
+/* An assistant from `obj`, named `name`; fields it does not give come from
+ * `base` (its tools and transfer targets too when `inherit`). `field` is
+ * the path for messages. */
+static int load_assistant_as(loader_t *L, const cJSON *obj, const char *name,
+                             const char *field, const vb_assistant_t *base,
+                             bool inherit, vb_assistant_t **out);
+
 static int load_assistant(loader_t *L, const cJSON *obj,
                           const vb_assistant_t *base, vb_assistant_t **out)
 {
-    char field[256], f[512];
-    int rc;
+    char field[256];
     pathf(field, sizeof field, "assistants.%s", obj->string);
-    if (!name_ok(obj->string, VB_ASSISTANT_NAME_MAX, ".-"))
+    return load_assistant_as(L, obj, obj->string, field, base, false, out);
+}
+
+static int load_assistant_as(loader_t *L, const cJSON *obj, const char *name,
+                             const char *field, const vb_assistant_t *base,
+                             bool inherit, vb_assistant_t **out)
+{
+    char f[512];
+    int rc;
+    if (!name_ok(name, VB_ASSISTANT_NAME_MAX, ".-"))
         return fail(L, obj, field,
                     "an assistant name has 1 to %d letters, digits, '_', "
                     "'.' and '-'",
@@ -885,7 +937,7 @@ static int load_assistant(loader_t *L, const cJSON *obj,
         return oom(L);
     atomic_init(&a->_refs, 1);
     *out = a;
-    a->name = strdup(obj->string);
+    a->name = strdup(name);
     a->instructions = dup_s(instr ? instr : base->instructions);
     a->greeting = dup_s(greet ? greet : base->greeting);
     a->voice = dup_s(voice ? voice : base->voice);
@@ -913,12 +965,15 @@ static int load_assistant(loader_t *L, const cJSON *obj,
         a->record = cJSON_IsTrue(rec);
     }
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(obj, "tools");
+    const cJSON *tr = cJSON_GetObjectItemCaseSensitive(obj, "transfer");
+    if (inherit &&
+        (rc = inherit_lists(L, base, a, tools == NULL, tr == NULL)) != 0)
+        return rc;
     if (tools != NULL) {
         pathf(f, sizeof f, "%s.tools", field);
         if ((rc = load_tools(L, tools, f, a)) != 0)
             return rc;
     }
-    const cJSON *tr = cJSON_GetObjectItemCaseSensitive(obj, "transfer");
     if (tr != NULL) {
         pathf(f, sizeof f, "%s.transfer", field);
         if ((rc = load_transfer(L, tr, f, a)) != 0)
@@ -1095,6 +1150,38 @@ int vb_assistants_parse(const char *text, size_t len, const char *origin,
     }
     *out = s;
     return 0;
+}
+
+int vb_assistant_parse_override(const char *text, size_t len,
+                                const vb_assistant_t *base,
+                                vb_assistant_t **out, char *err, size_t errsz)
+{
+    char dummy[8];
+    if (err == NULL || errsz == 0) {
+        err = dummy;
+        errsz = sizeof dummy;
+    }
+    err[0] = '\0';
+    if (out != NULL)
+        *out = NULL;
+    if (text == NULL || base == NULL || out == NULL)
+        return VB_EINVAL;
+    loader_t L = {.origin = "answer", .err = err, .errsz = errsz};
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    if (root == NULL) {
+        snprintf(err, errsz, "not valid JSON");
+        return VB_ECONFIG;
+    }
+    int rc = cJSON_IsObject(root)
+                 ? load_assistant_as(&L, root, base->name, "assistant", base,
+                                     true, out)
+                 : fail(&L, NULL, "assistant", "must be an object");
+    if (rc != 0) {
+        vb_assistant_unref(*out);
+        *out = NULL;
+    }
+    cJSON_Delete(root);
+    return rc;
 }
 
 int vb_assistants_load_file(const char *path, const vb_assistant_t *base,

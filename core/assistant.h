@@ -115,6 +115,16 @@ bool vb_assistant_voice_known(const char *voice);
 int vb_assistant_from_config(const vb_config_t *c, vb_assistant_t **out,
                              char *err, size_t errsz);
 
+/* An assistant given for one call as a JSON object with the fields of
+ * the file's assistants (`text`, `len` bytes): fields it does not give,
+ * tools and transfer targets included, come from `base`, whose name it
+ * takes. Returns 0 and *out (one reference), VB_ECONFIG with "<field>:
+ * <why>" in `err` (no line: the text is not a file), VB_EINVAL, VB_ENOMEM.
+ * Any thread. */
+int vb_assistant_parse_override(const char *text, size_t len,
+                                const vb_assistant_t *base,
+                                vb_assistant_t **out, char *err, size_t errsz);
+
 /* ---- sets ---- */
 
 typedef struct vb_assistants vb_assistants_t;

@@ -46,6 +46,13 @@
       "JSON file of assistants picked by the called number "                   \
       "(docs/assistants.md); reloaded on SIGHUP (empty: the flags below "      \
       "make the one assistant)")                                               \
+    X(assistant_url, STR, "VOXBRIDGE_ASSISTANT_URL", "", 0, 0, NULL,           \
+      "POST call.incoming here for each new call and use the assistant it "    \
+      "answers (docs/assistants.md); empty: the number's assistant")           \
+    X(assistant_timeout_ms, INT, "VOXBRIDGE_ASSISTANT_TIMEOUT_MS", "1500",     \
+      100, 10000, NULL,                                                        \
+      "longest wait for --assistant-url; then the number's assistant "         \
+      "answers")                                                               \
     X(transcript_dir, STR, "VOXBRIDGE_TRANSCRIPT_DIR", "", 0, 0, NULL,         \
       "directory for per-call transcript JSONL files (empty: to the log)")     \
     /* HTTP ingress */                                                         \

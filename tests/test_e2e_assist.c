@@ -7,7 +7,13 @@
  * with a call live; a stream that lands on another instance gets the
  * assistant the first one picked, and only when its MAC holds.
  */
+#include <arpa/inet.h>
+#include <mbedtls/md.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "net/form.h"
@@ -480,4 +486,290 @@ TEST_T(assistant_max_call_s_ends_the_call, 90)
                                "ending\"");
     free(vblog);
     free(out);
+}
+
+/* ---- --assistant-url ---- */
+
+/* A business's assistant endpoint: one thread answering one request per
+ * connection, as `biz.mode` says, and keeping what it was sent. */
+static struct biz {
+    int fd, port;
+    pthread_t th;
+    _Atomic int stop;
+    _Atomic(const char *) mode;
+    _Atomic int requests;
+    _Atomic int live; /* connection threads running */
+    pthread_mutex_t mu;
+    char body[2048], sig[256], path[256];
+} biz;
+
+static void biz_reply(int fd, const char *status, const char *body)
+{
+    char out[2048];
+    int n = snprintf(out, sizeof out,
+                     "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     status, strlen(body), body);
+    ssize_t w = send(fd, out, (size_t)n, MSG_NOSIGNAL);
+    (void)w;
+}
+
+static void *biz_conn(void *arg);
+
+static void *biz_main(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&biz.stop)) {
+        int fd = accept(biz.fd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        if (atomic_load(&biz.stop)) {
+            close(fd);
+            break;
+        }
+        /* One thread per connection: a slow answer holds up no other. */
+        pthread_t t;
+        atomic_fetch_add(&biz.live, 1);
+        if (pthread_create(&t, NULL, biz_conn, (void *)(intptr_t)fd) != 0) {
+            atomic_fetch_sub(&biz.live, 1);
+            close(fd);
+        } else
+            pthread_detach(t);
+    }
+    return NULL;
+}
+
+static void *biz_conn(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    {
+        char req[8192];
+        size_t got = 0;
+        const char *end = NULL;
+        size_t clen = 0;
+        /* Head, then Content-Length bytes of body. */
+        while (got < sizeof req - 1) {
+            ssize_t k = recv(fd, req + got, sizeof req - 1 - got, 0);
+            if (k <= 0)
+                break;
+            got += (size_t)k;
+            req[got] = '\0';
+            end = strstr(req, "\r\n\r\n");
+            if (end != NULL) {
+                const char *cl = strcasestr(req, "Content-Length:");
+                clen = cl ? (size_t)atol(cl + 15) : 0;
+                if (got >= (size_t)(end + 4 - req) + clen)
+                    break;
+            }
+        }
+        if (end == NULL) {
+            close(fd);
+            return NULL;
+        }
+        pthread_mutex_lock(&biz.mu);
+        snprintf(biz.body, sizeof biz.body, "%.*s", (int)clen, end + 4);
+        const char *sh = strcasestr(req, "X-Voxbridge-Signature: ");
+        snprintf(biz.sig, sizeof biz.sig, "%.*s",
+                 sh ? (int)strcspn(sh + 23, "\r\n") : 0, sh ? sh + 23 : "");
+        snprintf(biz.path, sizeof biz.path, "%.*s", (int)strcspn(req, "\r\n"),
+                 req);
+        pthread_mutex_unlock(&biz.mu);
+        atomic_fetch_add(&biz.requests, 1);
+        const char *m = atomic_load(&biz.mode);
+        if (strcmp(m, "object") == 0)
+            biz_reply(fd, "200 OK",
+                      "{\"voice\": \"Leda\", \"instructions\": \"Per-call "
+                      "prompt.\", \"greeting\": \"Hello from the URL.\"}");
+        else if (strcmp(m, "named") == 0)
+            biz_reply(fd, "200 OK", "{\"assistant\": \"vip\"}");
+        else if (strcmp(m, "204") == 0)
+            biz_reply(fd, "204 No Content", "");
+        else if (strcmp(m, "slow") == 0) {
+            usleep(2500 * 1000);
+            biz_reply(fd, "200 OK", "{\"assistant\": \"vip\"}");
+        } else if (strcmp(m, "500") == 0)
+            biz_reply(fd, "500 Internal Server Error", "{}");
+        else if (strcmp(m, "garbage") == 0)
+            biz_reply(fd, "200 OK", "this is not json");
+        else if (strcmp(m, "unknown") == 0)
+            biz_reply(fd, "200 OK", "{\"assistant\": \"nobody\"}");
+        else
+            biz_reply(fd, "200 OK", "{\"voice\": \"Nobody\"}");
+        close(fd);
+    }
+    atomic_fetch_sub(&biz.live, 1);
+    return NULL;
+}
+
+static void biz_start(void)
+{
+    memset(&biz, 0, sizeof biz);
+    pthread_mutex_init(&biz.mu, NULL);
+    atomic_store(&biz.mode, "204");
+    biz.port = proc_free_port();
+    biz.fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(biz.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)biz.port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(biz.fd, (struct sockaddr *)&a, sizeof a), 0);
+    ASSERT_EQ(listen(biz.fd, 16), 0);
+    ASSERT_EQ(pthread_create(&biz.th, NULL, biz_main, NULL), 0);
+}
+
+static void biz_stop(void)
+{
+    atomic_store(&biz.stop, 1);
+    int fd = tc_connect(biz.port); /* wakes accept */
+    close(fd);
+    pthread_join(biz.th, NULL);
+    close(biz.fd);
+    /* The slow answer's thread finishes its sleep. */
+    while (atomic_load(&biz.live) > 0)
+        usleep(10000);
+}
+
+/* An HMAC of our own over "<t>.<body>", compared with the header. */
+static void assert_signed(const char *sig, const char *body, const char *key)
+{
+    long long t = 0;
+    char hex[65] = "";
+    ASSERT_EQ(sscanf(sig, "t=%lld,v1=%64[0-9a-f]", &t, hex), 2);
+    long long now = (long long)vb_clock_wall_s();
+    ASSERT_LT(t > now ? t - now : now - t, 60);
+    char msg[4096];
+    int n = snprintf(msg, sizeof msg, "%lld.%s", t, body);
+    unsigned char mac[32];
+    ASSERT_EQ(mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256),
+                              (const unsigned char *)key, strlen(key),
+                              (const unsigned char *)msg, (size_t)n, mac),
+              0);
+    char want[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(want + 2 * i, 3, "%02x", mac[i]);
+    ASSERT_STR_EQ(hex, want);
+}
+
+TEST_T(assistant_url_overrides_and_falls_back_within_the_bound, 150)
+{
+    rig_t r;
+    rig_init(&r);
+    biz_start();
+    const char *file = assist_file(&r, assistants_json);
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    char aurl[128];
+    snprintf(aurl, sizeof aurl, "http://127.0.0.1:%d/assistant", biz.port);
+    rig_vb(&r,
+           (const char *const[]){"--assistants", file, "--assistant-url", aurl,
+                                 "--assistant-timeout-ms", "600",
+                                 "--webhook-secret", "biz-secret", NULL},
+           NULL);
+    /* mode, the name the stream carries, the voice of the setup. */
+    static const struct {
+        const char *mode, *name, *voice;
+    } cases[] = {
+        {"object", "sales-bot", "Leda"},     {"named", "vip", "Fenrir"},
+        {"204", "sales-bot", "Charon"},      {"slow", "sales-bot", "Charon"},
+        {"500", "sales-bot", "Charon"},      {"garbage", "sales-bot", "Charon"},
+        {"badfield", "sales-bot", "Charon"}, {"unknown", "sales-bot", "Charon"},
+    };
+    const int n = (int)(sizeof cases / sizeof cases[0]);
+    double worst_fail_ms = 0;
+    for (int i = 0; i < n; i++) {
+        atomic_store(&biz.mode, cases[i].mode);
+        char sid[32];
+        snprintf(sid, sizeof sid, "CAurl%d", i);
+        double t0 = tc_now_ms();
+        char *twiml = webhook(&r, sid, "%2B18005550123");
+        double ms = tc_now_ms() - t0;
+        char name[128];
+        twiml_param(twiml, "assistant", name, sizeof name);
+        if (strcmp(name, cases[i].name) != 0)
+            vb_test_fail(__FILE__, __LINE__, "%s: assistant %s, not %s",
+                         cases[i].mode, name, cases[i].name);
+        ASSERT_STR_CONTAINS(twiml, "<Connect><Stream");
+        free(twiml);
+        printf("  %-8s webhook %.0f ms\n", cases[i].mode, ms);
+        /* Never longer than the bound, and a margin for a busy machine. */
+        ASSERT_LT(ms, 600 + 1000);
+        if (strcmp(cases[i].mode, "slow") == 0) {
+            ASSERT_GE(ms, 550);
+            worst_fail_ms = ms;
+        }
+        /* What the business got: the call, signed. */
+        pthread_mutex_lock(&biz.mu);
+        char body[2048], sig[256];
+        snprintf(body, sizeof body, "%s", biz.body);
+        snprintf(sig, sizeof sig, "%s", biz.sig);
+        pthread_mutex_unlock(&biz.mu);
+        char want[256];
+        snprintf(want, sizeof want,
+                 "{\"event\":\"call.incoming\",\"call\":{\"sid\":\"%s\","
+                 "\"account_sid\":\"AC0\",\"from\":\"+15550002222\",\"to\":"
+                 "\"+18005550123\",\"direction\":\"inbound\"}}",
+                 sid);
+        ASSERT_STR_EQ(body, want);
+        assert_signed(sig, body, "biz-secret");
+    }
+    ASSERT_EQ(atomic_load(&biz.requests), n);
+    printf("  timed-out webhook answered in %.0f ms (bound 600)\n",
+           worst_fail_ms);
+    /* Each call pre-connected with the assistant it got. */
+    uint64_t end = vb_clock_now_ns() + (uint64_t)proc_ms(15000) * 1000000u;
+    cJSON *evs = NULL;
+    for (;;) {
+        evs = fake_events(&r);
+        if (count_type(evs, "setup") >= n)
+            break;
+        if (vb_clock_now_ns() > end)
+            vb_test_fail(__FILE__, __LINE__, "%d setups, not %d",
+                         count_type(evs, "setup"), n);
+        cJSON_Delete(evs);
+        usleep(20000);
+    }
+    char *m = metrics(&r);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    biz_stop();
+    /* Pre-connects start in webhook order; match them by prompt/voice. */
+    int by_voice[4] = {0}; /* Leda, Fenrir, Charon, other */
+    const cJSON *e;
+    cJSON_ArrayForEach(e, evs) if (strcmp(ev_type(e), "setup") == 0)
+    {
+        const cJSON *msg = cJSON_GetObjectItem(e, "msg");
+        const char *v = setup_voice(msg);
+        int k = strcmp(v, "Leda") == 0     ? 0
+                : strcmp(v, "Fenrir") == 0 ? 1
+                : strcmp(v, "Charon") == 0 ? 2
+                                           : 3;
+        by_voice[k]++;
+        if (k == 0) {
+            /* The object's fields, the rest from the number's assistant. */
+            ASSERT_STR_EQ(setup_prompt(msg), "Per-call prompt.");
+        } else if (k == 1) {
+            ASSERT_STR_EQ(setup_prompt(msg), "VIP desk.");
+        } else if (k == 2) {
+            ASSERT_STR_EQ(setup_prompt(msg), "You sell Acme widgets.");
+        }
+    }
+    ASSERT_EQ(by_voice[0], 1);
+    ASSERT_EQ(by_voice[1], 1);
+    ASSERT_EQ(by_voice[2], n - 2);
+    ASSERT_EQ(by_voice[3], 0);
+    cJSON_Delete(evs);
+    ASSERT_EQ(msum(m, "vb_assistant_requests_total", "outcome=\"assistant\""),
+              1);
+    ASSERT_EQ(msum(m, "vb_assistant_requests_total", "outcome=\"named\""), 1);
+    ASSERT_EQ(msum(m, "vb_assistant_requests_total", "outcome=\"default\""), 1);
+    ASSERT_EQ(msum(m, "vb_assistant_requests_total", "outcome=\"timeout\""), 1);
+    ASSERT_EQ(msum(m, "vb_assistant_requests_total", "outcome=\"error\""), 1);
+    ASSERT_EQ(msum(m, "vb_assistant_requests_total", "outcome=\"invalid\""), 3);
+    /* Each fallback logged with its call. */
+    ASSERT_STR_CONTAINS(vblog, "call=CAurl3 outcome=timeout");
+    ASSERT_STR_CONTAINS(vblog, "call=CAurl4 outcome=error why=\"status 500\"");
+    ASSERT_STR_CONTAINS(vblog, "call=CAurl6 outcome=invalid");
+    ASSERT_STR_CONTAINS(vblog, "call=CAurl0 outcome=assistant");
+    free(m);
+    free(vblog);
 }
