@@ -387,3 +387,55 @@ TEST(assistant_voices)
     ASSERT_TRUE(!vb_assistant_voice_known(""));
     ASSERT_TRUE(!vb_assistant_voice_known(NULL));
 }
+
+TEST(assistant_override_inherits_from_the_number)
+{
+    vb_assistant_t *base = base_assistant();
+    vb_assistants_t *s = NULL;
+    ASSERT_EQ(vb_assistants_parse(good, strlen(good), "a.json", base, &s, err,
+                                  sizeof err),
+              0);
+    const vb_assistant_t *desk = vb_assistants_find(s, "front-desk");
+    vb_assistant_t *a = NULL;
+    const char *o = "{\"voice\": \"Leda\", \"instructions\": \"Per call.\"}";
+    ASSERT_EQ(
+        vb_assistant_parse_override(o, strlen(o), desk, &a, err, sizeof err),
+        0);
+    ASSERT_STR_EQ(a->name, "front-desk");
+    ASSERT_STR_EQ(a->voice, "Leda");
+    ASSERT_STR_EQ(a->instructions, "Per call.");
+    ASSERT_STR_EQ(a->greeting, "Hi!");
+    ASSERT_EQ(a->n_tools, 2);
+    ASSERT_STR_EQ(a->tools[0].parameters, desk->tools[0].parameters);
+    ASSERT_STR_EQ(vb_assistant_transfer_target(a, "support"),
+                  "sip:help@pbx.example.com");
+    ASSERT_EQ(a->max_call_s, 1800);
+    vb_assistant_unref(a);
+    /* Given lists replace the number's. */
+    o = "{\"tools\": [], \"transfer\": {\"boss\": \"+14155550111\"}}";
+    ASSERT_EQ(
+        vb_assistant_parse_override(o, strlen(o), desk, &a, err, sizeof err),
+        0);
+    ASSERT_EQ(a->n_tools, 0);
+    ASSERT_EQ(a->n_transfer, 1);
+    vb_assistant_unref(a);
+    /* Refused like a file's assistant, field named. */
+    o = "{\"voice\": \"Nobody\"}";
+    ASSERT_EQ(
+        vb_assistant_parse_override(o, strlen(o), desk, &a, err, sizeof err),
+        VB_ECONFIG);
+    ASSERT_NULL(a);
+    ASSERT_STR_CONTAINS(err, "assistant.voice: unknown voice");
+    o = "{\"colour\": 1}";
+    ASSERT_EQ(
+        vb_assistant_parse_override(o, strlen(o), desk, &a, err, sizeof err),
+        VB_ECONFIG);
+    ASSERT_STR_CONTAINS(err, "assistant.colour: unknown key");
+    ASSERT_EQ(vb_assistant_parse_override("[]", 2, desk, &a, err, sizeof err),
+              VB_ECONFIG);
+    ASSERT_EQ(vb_assistant_parse_override("nope", 4, desk, &a, err, sizeof err),
+              VB_ECONFIG);
+    ASSERT_STR_CONTAINS(err, "not valid JSON");
+    vb_assistants_unref(s);
+    vb_assistant_unref(base);
+}
