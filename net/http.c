@@ -269,6 +269,11 @@ static uint64_t session_deadline(const vb_http_session_t *s,
                                  const char **reason)
 {
     uint64_t d, req = request_deadline(s);
+    if (s->deferred) {
+        /* The handler bounds its own wait; this is the safety net. */
+        *reason = NULL;
+        return s->phase_start + (uint64_t)s->lim.request_timeout_ms * MS_NS;
+    }
     switch (s->phase) {
     case PH_HEAD:
         d = s->phase_start + (uint64_t)s->lim.header_timeout_ms * MS_NS;
@@ -584,7 +589,7 @@ static int on_message_complete(llhttp_t *p)
         s->def_close = !req.keep_alive || req.upgrade;
         s->def_http10 =
             req.keep_alive && p->http_major == 1 && p->http_minor == 0;
-        set_phase(s, PH_IDLE);
+        set_phase(s, PH_IDLE); /* with deferred: request_timeout_ms */
         s->out_full = true;
         return HPE_PAUSED;
     }
@@ -783,6 +788,7 @@ vb_http_action_t vb_http_session_answer(vb_http_session_t *s,
     }
     s->deferred = false;
     s->defer_arg = NULL;
+    set_phase(s, PH_IDLE); /* the idle time starts now */
     bool close = s->def_close || resp->close;
     write_response(s, resp, s->def_head_only, close, s->def_http10);
     free(resp->body_owned);

@@ -140,7 +140,9 @@ typedef struct vb_http_resp {
     /* Answer later: nothing is written now; the connection reads nothing
      * more (pipelined requests wait) until vb_http_server_answer() on
      * req->conn, or it closes first, when the server's on_abandon gets
-     * defer_arg. Only with a server (req->conn not NULL). */
+     * defer_arg. Only with a server (req->conn not NULL). A deferred
+     * answer not given within limits.request_timeout_ms closes the
+     * connection (on_abandon). */
     bool defer;
     void *defer_arg;
 } vb_http_resp_t;
