@@ -76,13 +76,13 @@ vb_assistant_t *vb_assistant_ref(const vb_assistant_t *ca)
 void vb_assistant_unref(const vb_assistant_t *ca)
 {
     vb_assistant_t *a = (vb_assistant_t *)(uintptr_t)ca;
-    /* Release orders this holder's reads before the free; the acquire
-     * fence pairs with the other holders' releases. */
+    /* acq_rel: the release orders this holder's reads before the free, the
+     * acquire (of the last one) pairs with the other holders' releases.
+     * (An acquire fence after a release decrement would do, but
+     * ThreadSanitizer does not model fences.) */
     if (a != NULL &&
-        atomic_fetch_sub_explicit(&a->_refs, 1, memory_order_release) == 1) {
-        atomic_thread_fence(memory_order_acquire);
+        atomic_fetch_sub_explicit(&a->_refs, 1, memory_order_acq_rel) == 1)
         assistant_free(a);
-    }
 }
 
 const vb_assistant_tool_t *vb_assistant_tool(const vb_assistant_t *a,
@@ -224,10 +224,8 @@ void vb_assistants_unref(vb_assistants_t *s)
 {
     /* As vb_assistant_unref(). */
     if (s != NULL &&
-        atomic_fetch_sub_explicit(&s->refs, 1, memory_order_release) == 1) {
-        atomic_thread_fence(memory_order_acquire);
+        atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
         set_free(s);
-    }
 }
 
 const vb_assistant_t *vb_assistants_default(const vb_assistants_t *s)
