@@ -80,6 +80,7 @@
 #include <uv.h>
 
 #include "ai/gemini_proto.h"
+#include "core/assistant.h"
 #include "core/chan.h"
 #include "core/config.h"
 #include "core/metrics.h"
@@ -125,6 +126,9 @@ typedef struct vb_gemini_options {
     /* Text the caller hears when the model cannot be reached; travels in
      * the HANGUP message (VB_MSG_HANGUP_FALLBACK). NULL/"": none. */
     const char *fallback_say;
+    /* --max-call-duration, which twilio-io enforces for every call; an
+     * assistant's shorter max_call_s is ended here (0: no limit). */
+    uint32_t max_call_s;
 } vb_gemini_options_t;
 
 /* Liveness limits that are not settings. */
@@ -145,6 +149,11 @@ typedef struct vb_gemini_stage_config {
     vb_chan_t *in;      /* consumed: from dsp */
     vb_chan_t *out;     /* produced: to dsp (audio cut to its data_max) */
     vb_metrics_t *metrics;
+    /* Assistants (borrowed, may be NULL): a call the webhook did not
+     * prepare here takes the one its stream names, else the default.
+     * Without it, and for a PREPARE without a context, the options above
+     * make the setup. */
+    vb_assistant_store_t *assistants;
 } vb_gemini_stage_config_t;
 
 typedef struct vb_gemini_stage vb_gemini_stage_t;

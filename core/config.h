@@ -45,6 +45,17 @@
       "debug|info|warn|error|off", "log threshold")                            \
     X(log_format, ENUM, "VOXBRIDGE_LOG_FORMAT", "logfmt", 0, 0, "logfmt|json", \
       "log line format")                                                       \
+    X(assistants, STR, "VOXBRIDGE_ASSISTANTS", "", 0, 0, NULL,                 \
+      "JSON file of assistants picked by the called number "                   \
+      "(docs/assistants.md); reloaded on SIGHUP (empty: the flags below "      \
+      "make the one assistant)")                                               \
+    X(assistant_url, STR, "VOXBRIDGE_ASSISTANT_URL", "", 0, 0, NULL,           \
+      "POST call.incoming here for each new call and use the assistant it "    \
+      "answers (docs/assistants.md); empty: the number's assistant")           \
+    X(assistant_timeout_ms, INT, "VOXBRIDGE_ASSISTANT_TIMEOUT_MS", "1500",     \
+      100, 10000, NULL,                                                        \
+      "longest wait for --assistant-url; then the number's assistant "         \
+      "answers")                                                               \
     X(transcript_dir, STR, "VOXBRIDGE_TRANSCRIPT_DIR", "", 0, 0, NULL,         \
       "directory for per-call transcript JSONL files (empty: to the log)")     \
     /* HTTP ingress */                                                         \
@@ -196,7 +207,18 @@
       "--fallback-say and ends")                                               \
     X(gemini_healthy_ms, INT, "VOXBRIDGE_GEMINI_HEALTHY_MS", "10000", 100,     \
       3600000, NULL,                                                           \
-      "a Gemini connection up this long restores the reconnect budget")
+      "a Gemini connection up this long restores the reconnect budget")        \
+    /* business webhooks and tools */                                          \
+    X(webhook_secret, SECRET, "VOXBRIDGE_WEBHOOK_SECRET", "", 0, 0, NULL,      \
+      "key of the X-Voxbridge-Signature HMAC on requests to the assistant, "   \
+      "tool and events URLs (unsigned when unset)")                            \
+    X(webhook_ca_file, STR, "VOXBRIDGE_WEBHOOK_CA_FILE", "", 0, 0, NULL,       \
+      "CA bundle for https:// assistant, tool and events URLs (default: "      \
+      "system bundle)")                                                        \
+    X(tool_max_response_bytes, INT, "VOXBRIDGE_TOOL_MAX_RESPONSE_BYTES",       \
+      "65536", 1024, 1048576, NULL,                                            \
+      "largest tool response body; a larger one is refused and the model is "  \
+      "told so")
 
 typedef struct vb_config {
 #define VB__CFG_FIELD_STR    char *

@@ -150,6 +150,12 @@ struct vb_http_session {
     void *ud;
     int listener;
     char peer[64];
+    void *conn;
+
+    /* A response the handler will give later (vb_http_resp_t.defer), and
+     * how to write it then. */
+    bool deferred, def_head_only, def_close, def_http10;
+    void *defer_arg;
 
     /* Current request head. */
     char *head;
@@ -263,6 +269,11 @@ static uint64_t session_deadline(const vb_http_session_t *s,
                                  const char **reason)
 {
     uint64_t d, req = request_deadline(s);
+    if (s->deferred) {
+        /* The handler bounds its own wait; this is the safety net. */
+        *reason = NULL;
+        return s->phase_start + (uint64_t)s->lim.request_timeout_ms * MS_NS;
+    }
     switch (s->phase) {
     case PH_HEAD:
         d = s->phase_start + (uint64_t)s->lim.header_timeout_ms * MS_NS;
@@ -561,11 +572,27 @@ static int on_message_complete(llhttp_t *p)
     req.listener = s->listener;
     req.peer = s->peer;
     req.t_start_ns = s->t_start;
+    req.conn = s->conn;
 
     vb_http_resp_t resp;
     memset(&resp, 0, sizeof(resp));
     resp.status = 500;
     s->handler(s->ud, &req, &resp);
+
+    if (resp.defer && s->conn != NULL && !resp.upgrade) {
+        /* Nothing is written now; what follows this request waits behind
+         * it (out_full keeps it, as for a full output). */
+        free(resp.body_owned);
+        s->deferred = true;
+        s->defer_arg = resp.defer_arg;
+        s->def_head_only = p->method == HTTP_HEAD;
+        s->def_close = !req.keep_alive || req.upgrade;
+        s->def_http10 =
+            req.keep_alive && p->http_major == 1 && p->http_minor == 0;
+        set_phase(s, PH_IDLE); /* with deferred: request_timeout_ms */
+        s->out_full = true;
+        return HPE_PAUSED;
+    }
 
     bool upgrade = resp.upgrade && resp.status == 101;
     /* An upgrade the handler refused: the client may already be sending
@@ -618,6 +645,7 @@ int vb_http_session_create(const vb_http_session_cfg_t *cfg,
         return VB_ENOMEM;
     s->lim = cfg->limits;
     s->handler = cfg->handler;
+    s->conn = cfg->conn;
     s->on_error = cfg->on_error;
     s->ud = cfg->ud;
     s->listener = cfg->listener;
@@ -720,7 +748,7 @@ vb_http_action_t vb_http_session_feed(vb_http_session_t *s, const char *data,
 {
     if (s->action != VB_HTTP_CONTINUE || len == 0)
         return s->action;
-    if (s->pending_len > 0) {
+    if (s->pending_len > 0 || s->deferred) {
         /* Blocked: queue behind what is held back. */
         char *p = realloc(s->pending, s->pending_len + len);
         if (p == NULL) {
@@ -737,12 +765,42 @@ vb_http_action_t vb_http_session_feed(vb_http_session_t *s, const char *data,
 
 bool vb_http_session_blocked(const vb_http_session_t *s)
 {
-    return s->action == VB_HTTP_CONTINUE && s->pending_len > 0;
+    return s->action == VB_HTTP_CONTINUE && (s->pending_len > 0 || s->deferred);
+}
+
+bool vb_http_session_deferred(const vb_http_session_t *s)
+{
+    return s->deferred;
+}
+
+void *vb_http_session_defer_arg(const vb_http_session_t *s)
+{
+    return s->defer_arg;
+}
+
+vb_http_action_t vb_http_session_answer(vb_http_session_t *s,
+                                        vb_http_resp_t *resp)
+{
+    if (!s->deferred) {
+        free(resp->body_owned);
+        resp->body_owned = NULL;
+        return s->action;
+    }
+    s->deferred = false;
+    s->defer_arg = NULL;
+    set_phase(s, PH_IDLE); /* the idle time starts now */
+    bool close = s->def_close || resp->close;
+    write_response(s, resp, s->def_head_only, close, s->def_http10);
+    free(resp->body_owned);
+    resp->body_owned = NULL;
+    if (close && s->action == VB_HTTP_CONTINUE)
+        s->action = VB_HTTP_CLOSE;
+    return s->action;
 }
 
 vb_http_action_t vb_http_session_resume(vb_http_session_t *s)
 {
-    if (s->action != VB_HTTP_CONTINUE || s->pending_len == 0)
+    if (s->action != VB_HTTP_CONTINUE || s->pending_len == 0 || s->deferred)
         return s->action;
     char *p = s->pending;
     size_t n = s->pending_len;
@@ -1010,6 +1068,14 @@ static void conn_close(conn_t *c)
     if (c->state == C_DETACHING && c->srv->cfg.on_detach != NULL)
         c->srv->cfg.on_detach(c->srv->cfg.ud, -1, NULL, 0,
                               vb_http_session_detach_arg(c->sess), c->peer);
+    if (c->sess != NULL && vb_http_session_deferred(c->sess) &&
+        c->srv->cfg.on_abandon != NULL) {
+        void *arg = vb_http_session_defer_arg(c->sess);
+        /* Answered by nobody now. */
+        c->sess->deferred = false;
+        c->sess->defer_arg = NULL;
+        c->srv->cfg.on_abandon(c->srv->cfg.ud, arg);
+    }
     c->state = C_DEAD;
     conn_unlink(c);
     uv_close((uv_handle_t *)&c->timer, conn_free_cb);
@@ -1241,6 +1307,21 @@ static void timer_cb(uv_timer_t *t)
         conn_close(c); /* linger over, or the output never drained */
 }
 
+int vb_http_server_answer(void *conn, vb_http_resp_t *resp)
+{
+    conn_t *c = conn;
+    if (c == NULL || c->state != C_OPEN || c->sess == NULL ||
+        !vb_http_session_deferred(c->sess)) {
+        free(resp->body_owned);
+        resp->body_owned = NULL;
+        return VB_ESTALE;
+    }
+    conn_apply(c, vb_http_session_answer(c->sess, resp));
+    /* Reading resumes, and held-back requests are answered, once this
+     * answer is written (conn_after_write). */
+    return 0;
+}
+
 static void emit(vb_http_server_t *s, vb_http_event_t ev)
 {
     if (s->cfg.on_event != NULL)
@@ -1338,6 +1419,7 @@ static void conn_start(vb_http_server_t *s, int tag, int fd,
         .ud = s->cfg.ud,
         .listener = tag,
         .peer = c->peer,
+        .conn = c,
     };
     if (vb_http_session_create(&sc, &c->sess) != 0 ||
         uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0) {

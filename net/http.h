@@ -117,6 +117,9 @@ typedef struct vb_http_req {
     int listener;        /* tag of the listener that accepted the socket */
     const char *peer;    /* "addr:port" of the socket peer */
     uint64_t t_start_ns; /* first byte of this request (core/clock.h) */
+    /* The connection, for vb_http_server_answer() after a deferred
+     * response; NULL for a session without a server. */
+    void *conn;
 } vb_http_req_t;
 
 #define VB_HTTP_RESP_HEADERS_MAX 1024
@@ -134,6 +137,14 @@ typedef struct vb_http_resp {
     bool close;       /* close the connection after this response */
     bool upgrade;     /* 101 accepted: detach the socket after this response */
     void *detach_arg; /* passed to the server's on_detach */
+    /* Answer later: nothing is written now; the connection reads nothing
+     * more (pipelined requests wait) until vb_http_server_answer() on
+     * req->conn, or it closes first, when the server's on_abandon gets
+     * defer_arg. Only with a server (req->conn not NULL). A deferred
+     * answer not given within limits.request_timeout_ms closes the
+     * connection (on_abandon). */
+    bool defer;
+    void *defer_arg;
 } vb_http_resp_t;
 
 /* Appends a header line; VB_ENOSPC when the headers buffer is full,
@@ -172,6 +183,7 @@ typedef struct vb_http_session_cfg {
     void *ud;
     int listener;
     const char *peer; /* copied; NULL: "" */
+    void *conn;       /* the transport's handle, given to handlers */
 } vb_http_session_cfg_t;
 
 /* Creates a session. Returns 0, VB_EINVAL (no handler), VB_ENOMEM. */
@@ -191,8 +203,22 @@ vb_http_action_t vb_http_session_feed(vb_http_session_t *s, const char *data,
  * output, and call vb_http_session_resume() once it has drained. */
 bool vb_http_session_blocked(const vb_http_session_t *s);
 
-/* Parses the held-back input; returns the action, as a feed does. */
+/* Parses the held-back input; returns the action, as a feed does. Does
+ * nothing while a response is deferred. */
 vb_http_action_t vb_http_session_resume(vb_http_session_t *s);
+
+/* A deferred response (vb_http_resp_t.defer) is outstanding, and the
+ * handler's defer_arg for it. While deferred the session is blocked. */
+bool vb_http_session_deferred(const vb_http_session_t *s);
+void *vb_http_session_defer_arg(const vb_http_session_t *s);
+
+/* Queues the deferred response (`resp` as a handler fills it; its
+ * body_owned is freed) and unblocks the session; returns the action (CLOSE
+ * when the request or `resp` asked for it). Held-back input is parsed by a
+ * later vb_http_session_resume(). Without a deferred response: nothing,
+ * returns the action. */
+vb_http_action_t vb_http_session_answer(vb_http_session_t *s,
+                                        vb_http_resp_t *resp);
 
 /* The connection's timer fired: queues 408 if a request is under way and
  * returns VB_HTTP_CLOSE. */
@@ -235,12 +261,18 @@ typedef enum vb_http_event {
 } vb_http_event_t;
 typedef void (*vb_http_event_fn)(void *ud, vb_http_event_t ev);
 
+/* A connection closed (client gone, timeout, server closing) while its
+ * response was deferred: `defer_arg` will never be answered. Loop
+ * thread. */
+typedef void (*vb_http_abandon_fn)(void *ud, void *defer_arg);
+
 typedef struct vb_http_server_cfg {
     vb_http_limits_t limits;
     vb_http_handler_fn handler;
-    vb_http_error_fn on_error;   /* may be NULL */
-    vb_http_detach_fn on_detach; /* required if the handler upgrades */
-    vb_http_event_fn on_event;   /* may be NULL */
+    vb_http_error_fn on_error;     /* may be NULL */
+    vb_http_detach_fn on_detach;   /* required if the handler upgrades */
+    vb_http_event_fn on_event;     /* may be NULL */
+    vb_http_abandon_fn on_abandon; /* required if the handler defers */
     void *ud;
 } vb_http_server_cfg_t;
 
@@ -255,6 +287,12 @@ int vb_http_server_create(uv_loop_t *loop, const vb_http_server_cfg_t *cfg,
  * many listeners; up to 4), VB_ENOMEM. */
 int vb_http_server_listen(vb_http_server_t *s, const char *host, int port,
                           int tag, int *bound_port);
+
+/* Answers the deferred response of connection `conn` (a req->conn) with
+ * `resp` (body_owned is freed in any case). Returns 0, or VB_ESTALE when
+ * the connection has no deferred response. Loop thread, never from inside
+ * the handler that deferred. */
+int vb_http_server_answer(void *conn, vb_http_resp_t *resp);
 
 /* Number of open connections. Any thread (a relaxed read). */
 size_t vb_http_server_connections(const vb_http_server_t *s);

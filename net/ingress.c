@@ -24,6 +24,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "net/assistant_url.h"
 #include "net/form.h"
 #include "net/hash.h"
 #include "net/twiml.h"
@@ -74,6 +75,10 @@ struct vb_ingress {
     vb_metrics_shard_t *shard;
     vb_twilio_sig_key_t own_key;
     const vb_twilio_sig_key_t *key;
+    vb_assistant_store_t *assistants; /* borrowed, or NULL */
+    /* --assistant-url: the client on this loop (and its TLS), outcomes. */
+    vb_assistant_url_t *aurl;
+    vb_metric_t asst_outcome[VB_AURL_COUNT];
     vb_ingress_lane_t *lanes; /* NULL: no sinks */
     uint32_t nlanes;
     bool verify;
@@ -318,6 +323,14 @@ static void count_request(vb_ingress_t *g, int route, int status,
 static int register_metrics(vb_ingress_t *g)
 {
     int rc = 0;
+    for (int i = 0; rc == 0 && i < VB_AURL_COUNT; i++)
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_COUNTER, "vb_assistant_requests_total",
+            "call.incoming requests to --assistant-url, by outcome "
+            "(timeout, error and invalid fall back to the number's "
+            "assistant).",
+            VB_LABELS("outcome", vb_assistant_url_outcome(i)),
+            &g->asst_outcome[i]);
     /* The series every deployment sees, so they exist at 0 from start. */
     static const struct {
         int route, code;
@@ -681,18 +694,24 @@ static void stream_base(vb_ingress_t *g, const vb_http_req_t *req, char *out,
              host && *host ? host : "localhost");
 }
 
+/* Hands the call's context (owned from here on) to the lane's gemini
+ * stage with the PREPARE. */
 static void push_prepare(vb_ingress_t *g, uint32_t lane, const char *sid,
-                         int64_t expiry, uint64_t t_start)
+                         int64_t expiry, uint64_t t_start, vb_call_ctx_t *ctx)
 {
     vb_ingress_lane_t *l = g->lanes ? &g->lanes[lane] : NULL;
-    if (l == NULL || l->prepare == NULL)
+    if (l == NULL || l->prepare == NULL) {
+        vb_call_ctx_destroy(ctx);
         return;
+    }
     vb_msg_t *m = vb_chan_begin(l->prepare, VB_MSG_PREPARE, 0,
                                 (vb_call_id_t){0, 0}, 0, t_start);
     if (m == NULL) {
-        /* Only an optimisation: the stream opens its session at start. */
+        /* Only an optimisation: the stream opens its session at start,
+         * with the assistant its parameters name. */
         VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, sid, "prepare ring full",
                            "lane=%u", lane);
+        vb_call_ctx_destroy(ctx);
         return;
     }
     vb_msg_prepare_t p;
@@ -700,9 +719,185 @@ static void push_prepare(vb_ingress_t *g, uint32_t lane, const char *sid,
     snprintf(p.call_sid, sizeof(p.call_sid), "%s", sid);
     p.lane = lane;
     p.expiry_s = expiry;
+    p.ctx = ctx;
     m->len = sizeof(p);
     memcpy(m->data, &p, sizeof(p));
     vb_chan_end(l->prepare, m);
+}
+
+/* What the TwiML and the PREPARE of one answered call need. */
+typedef struct call_info {
+    char call[64], account[64], from[64], to[64], direction[32];
+    char client[64];
+    char url[1024];
+    char token[VB_TWILIO_TOKEN_LEN + 1];
+    uint32_t lane;
+    int64_t expiry;
+    uint64_t t_start;
+} call_info_t;
+
+/* The TwiML connecting the stream, its parameters naming `aname` (NULL:
+ * none) under the assistant MAC. Returns 0, or -1 with a 500 in `resp`. */
+static int twiml_for(vb_ingress_t *g, const call_info_t *ci, const char *aname,
+                     vb_http_resp_t *resp)
+{
+    char amac[VB_TWILIO_ASSISTANT_MAC_LEN + 1] = "";
+    if (aname != NULL && vb_twilio_sig_assistant_mac(
+                             g->key, ci->call, ci->token, aname, amac) != 0)
+        aname = NULL;
+    vb_twiml_param_t params[] = {
+        {VB_TWILIO_TOKEN_PARAM, ci->token},
+        {"CallSid", ci->call},
+        {"From", ci->from[0] ? ci->from : NULL},
+        {"To", ci->to[0] ? ci->to : NULL},
+        {VB_TWILIO_ASSISTANT_PARAM, aname},
+        {VB_TWILIO_ASSISTANT_MAC_PARAM, amac},
+    };
+    vb_twiml_t t;
+    vb_twiml_init(&t);
+    vb_twiml_say(&t, g->cfg->say);
+    vb_twiml_connect_stream(&t, ci->url, params, aname != NULL ? 6 : 4);
+    vb_twiml_say(&t, g->cfg->fallback_say);
+    vb_twiml_hangup(&t);
+    size_t len;
+    if (vb_twiml_finish(&t, &resp->body_owned, &len) != 0) {
+        set_text(resp, 500, "out of memory\n");
+        return -1;
+    }
+    resp->status = 200;
+    resp->content_type = "text/xml";
+    resp->body_len = len;
+    return 0;
+}
+
+/* The assistant is known: the gemini stage pre-connects with it. */
+static void call_prepare(vb_ingress_t *g, const call_info_t *ci,
+                         const vb_assistant_t *asst, bool listed,
+                         const char *source)
+{
+    vb_call_ctx_t *ctx = NULL;
+    if (asst != NULL &&
+        (ctx = vb_call_ctx_create(ci->call, ci->account, ci->from, ci->to,
+                                  ci->direction, asst)) == NULL)
+        vb_log_warn(ci->call,
+                    "out of memory for the call context: the stream "
+                    "brings the assistant",
+                    NULL);
+    push_prepare(g, ci->lane, ci->call, ci->expiry, ci->t_start, ctx);
+    vb_log_info(ci->call, "call answered",
+                "lane=%u client=%s assistant=%s listed=%d source=%s", ci->lane,
+                ci->client, asst ? asst->name : "-", listed, source);
+}
+
+/* ---- --assistant-url ---- */
+
+typedef struct asst_req {
+    vb_ingress_t *g;
+    void *conn; /* the webhook's connection, answered when this ends */
+    vb_assistant_url_req_t *h;
+    call_info_t ci;
+    vb_assistants_t *set;         /* a reference */
+    const vb_assistant_t *number; /* the number's, from `set` */
+    bool listed;
+} asst_req_t;
+
+static void asst_req_free(asst_req_t *r)
+{
+    vb_assistants_unref(r->set);
+    free(r);
+}
+
+/* The assistant request ended: answers the deferred webhook with
+ * `chosen` (a reference, or NULL: the number's assistant) and starts the
+ * pre-connect with it. */
+static void asst_done(void *ud, int outcome, vb_assistant_t *chosen,
+                      const char *why)
+{
+    asst_req_t *r = ud;
+    vb_ingress_t *g = r->g;
+    r->h = NULL;
+    const vb_assistant_t *a = chosen != NULL ? chosen : r->number;
+    double ms = (double)(vb_clock_now_ns() - r->ci.t_start) / 1e6;
+    vb_metrics_counter_add(g->shard, g->asst_outcome[outcome], 1);
+    if (outcome >= VB_AURL_TIMEOUT)
+        vb_log_warn(r->ci.call,
+                    "assistant request failed: the number's assistant "
+                    "answers",
+                    "outcome=%s why=%s assistant=%s webhook_ms=%.1f",
+                    vb_assistant_url_outcome(outcome), why, a->name, ms);
+    else
+        vb_log_info(r->ci.call, "assistant request answered",
+                    "outcome=%s assistant=%s webhook_ms=%.1f",
+                    vb_assistant_url_outcome(outcome), a->name, ms);
+    vb_http_resp_t resp;
+    memset(&resp, 0, sizeof(resp));
+    resp.status = 500;
+    /* An assistant object travels to another instance as the name of the
+     * assistant it was built on (docs/assistants.md). */
+    twiml_for(g, &r->ci, a->name, &resp);
+    count_request(g, R_VOICE, resp.status, r->ci.t_start);
+    vb_http_server_answer(r->conn, &resp);
+    call_prepare(g, &r->ci, a, r->listed,
+                 outcome < VB_AURL_TIMEOUT ? "assistant_url" : "number");
+    vb_assistant_unref(chosen);
+    asst_req_free(r);
+}
+
+/* Starts the call.incoming request and defers the webhook's answer.
+ * Returns 0 (the request holds a reference on `set`), or -1: answer at
+ * once with the number's assistant. */
+static int asst_request(vb_ingress_t *g, const vb_http_req_t *req,
+                        vb_http_resp_t *resp, const call_info_t *ci,
+                        vb_assistants_t *set, const vb_assistant_t *number,
+                        bool listed)
+{
+    if (req->conn == NULL)
+        return -1;
+    asst_req_t *r = calloc(1, sizeof(*r));
+    vb_call_ctx_t *ctx = vb_call_ctx_create(ci->call, ci->account, ci->from,
+                                            ci->to, ci->direction, NULL);
+    int rc = VB_ENOMEM;
+    if (r != NULL && ctx != NULL) {
+        r->g = g;
+        r->conn = req->conn;
+        r->ci = *ci;
+        r->set = vb_assistants_ref(set);
+        r->number = number;
+        r->listed = listed;
+        rc = vb_assistant_url_request(g->aurl, ctx, set, number, asst_done, r,
+                                      &r->h);
+    }
+    vb_call_ctx_destroy(ctx);
+    if (rc != 0) {
+        vb_metrics_counter_add(g->shard, g->asst_outcome[VB_AURL_ERROR], 1);
+        vb_log_warn(ci->call,
+                    "assistant request not sent: the number's assistant "
+                    "answers",
+                    "err=%s", vb_err_name(rc));
+        if (r != NULL)
+            asst_req_free(r);
+        return -1;
+    }
+    resp->defer = true;
+    resp->defer_arg = r;
+    return 0;
+}
+
+/* The webhook's connection closed before the answer: nobody waits. */
+static void on_abandon(void *ud, void *arg)
+{
+    vb_ingress_t *g = ud;
+    asst_req_t *r = arg;
+    if (r == NULL)
+        return;
+    /* After stop the requester is gone, and its requests with it. */
+    if (g->aurl != NULL)
+        vb_assistant_url_cancel(r->h);
+    vb_log_warn(r->ci.call,
+                "voice webhook connection closed while the assistant "
+                "request was pending",
+                NULL);
+    asst_req_free(r);
 }
 
 static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
@@ -715,6 +910,7 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     char client[64];
     client_addr(g, req, client, sizeof(client));
     vb_form_t f = {0};
+    vb_assistants_t *set = NULL;
     bool posted;
     if (read_params(req, &f, resp, &posted) != 0)
         goto out;
@@ -754,26 +950,39 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     char base[512], url[1024];
     stream_base(g, req, base, sizeof(base));
     snprintf(url, sizeof(url), "%s%s/%u", base, g->cfg->stream_path, lane);
-    vb_twiml_param_t params[] = {
-        {VB_TWILIO_TOKEN_PARAM, token},
-        {"CallSid", call},
-        {"From", vb_form_get(&f, "From")},
-        {"To", vb_form_get(&f, "To")},
-    };
-    vb_twiml_t t;
-    vb_twiml_init(&t);
-    vb_twiml_say(&t, g->cfg->say);
-    vb_twiml_connect_stream(&t, url, params, 4);
-    vb_twiml_say(&t, g->cfg->fallback_say);
-    vb_twiml_hangup(&t);
-    size_t len;
-    if (vb_twiml_finish(&t, &resp->body_owned, &len) != 0) {
-        set_text(resp, 500, "out of memory\n");
+    /* The called number picks the assistant (or --assistant-url, below);
+     * its name travels in the stream's parameters, bound to the call and
+     * token by a MAC, so an instance that did not answer this webhook
+     * answers with the same one (docs/assistants.md). */
+    call_info_t ci;
+    memset(&ci, 0, sizeof ci);
+    snprintf(ci.call, sizeof ci.call, "%s", call);
+    snprintf(ci.account, sizeof ci.account, "%s",
+             vb_form_get(&f, "AccountSid") ? vb_form_get(&f, "AccountSid")
+                                           : "");
+    snprintf(ci.from, sizeof ci.from, "%s",
+             vb_form_get(&f, "From") ? vb_form_get(&f, "From") : "");
+    snprintf(ci.to, sizeof ci.to, "%s",
+             vb_form_get(&f, "To") ? vb_form_get(&f, "To") : "");
+    snprintf(ci.direction, sizeof ci.direction, "%s",
+             vb_form_get(&f, "Direction") ? vb_form_get(&f, "Direction") : "");
+    snprintf(ci.client, sizeof ci.client, "%s", client);
+    snprintf(ci.url, sizeof ci.url, "%s", url);
+    snprintf(ci.token, sizeof ci.token, "%s", token);
+    ci.lane = lane;
+    ci.expiry = expiry;
+    ci.t_start = req->t_start_ns;
+    set = vb_assistant_store_get(g->assistants);
+    bool matched = false;
+    const vb_assistant_t *asst = vb_assistants_for_number(set, ci.to, &matched);
+    if (prev == NULL && g->aurl != NULL && asst != NULL &&
+        asst_request(g, req, resp, &ci, set, asst, matched) == 0) {
+        pend_push(g, lane, now);
+        answered_put(g, call, lane, expiry);
         goto out;
     }
-    resp->status = 200;
-    resp->content_type = "text/xml";
-    resp->body_len = len;
+    if (twiml_for(g, &ci, asst ? asst->name : NULL, resp) != 0)
+        goto out;
     if (prev != NULL) {
         vb_metrics_counter_add(g->shard, g->replays, 1);
         VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call,
@@ -783,10 +992,10 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
         goto out;
     }
     pend_push(g, lane, now);
-    push_prepare(g, lane, call, expiry, req->t_start_ns);
     answered_put(g, call, lane, expiry);
-    vb_log_info(call, "call answered", "lane=%u client=%s", lane, client);
+    call_prepare(g, &ci, asst, matched, "number");
 out:
+    vb_assistants_unref(set);
     vb_form_free(&f);
 }
 
@@ -1183,6 +1392,8 @@ static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
         set_text(resp, 404, "not found\n");
         break;
     }
+    if (resp->defer)
+        return; /* counted when answered */
     count_request(g, route, resp->status, req->t_start_ns);
     vb_log_debug(NULL, "http request", "method=%s path=%.*s status=%d peer=%s",
                  req->method_name,
@@ -1264,6 +1475,7 @@ void vb_ingress_http_callbacks(vb_ingress_t *g, vb_http_server_cfg_t *out)
     out->on_error = on_http_error;
     out->on_detach = on_detach;
     out->on_event = on_http_event;
+    out->on_abandon = on_abandon;
     out->ud = g;
 }
 
@@ -1273,6 +1485,10 @@ void vb_ingress_http_callbacks(vb_ingress_t *g, vb_http_server_cfg_t *out)
 static void stop_cb(uv_async_t *a)
 {
     vb_ingress_t *g = a->data;
+    /* Requests in flight are cancelled (no callbacks); their webhooks'
+     * connections close next and are abandoned. */
+    vb_assistant_url_destroy(g->aurl);
+    g->aurl = NULL;
     vb_http_server_close(g->http);
     uv_close((uv_handle_t *)&g->stop_async, NULL);
 }
@@ -1405,6 +1621,7 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     if (g == NULL)
         return VB_ENOMEM;
     g->cfg = c;
+    g->assistants = o->assistants;
     g->m = o->metrics;
     g->nlanes = c->lanes > 0 ? (uint32_t)c->lanes : 1;
     g->verify = *c->twilio_auth_token != '\0';
@@ -1465,6 +1682,8 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
         goto fail;
     }
     g->loop_ok = true;
+    if ((rc = vb_assistant_url_create(&g->loop, c, &g->aurl)) != 0)
+        goto fail;
     if (uv_async_init(&g->loop, &g->stop_async, stop_cb) != 0) {
         rc = VB_ESYS;
         goto fail;
@@ -1548,6 +1767,8 @@ void vb_ingress_destroy(vb_ingress_t *g)
     if (g->loop_ok) {
         if (!g->started) {
             /* Never ran: close what create opened, on this thread. */
+            vb_assistant_url_destroy(g->aurl);
+            g->aurl = NULL;
             vb_http_server_close(g->http);
             if (g->async_ok)
                 uv_close((uv_handle_t *)&g->stop_async, NULL);

@@ -1196,3 +1196,79 @@ TEST_T(http_server_unread_pipelined_responses_stop_reading, 90)
     tc_close(c);
     srv_stop(f);
 }
+
+/* A handler that defers /later and answers the rest at once. */
+static void defer_handler(void *ud, const vb_http_req_t *req,
+                          vb_http_resp_t *resp)
+{
+    int *n = ud;
+    (*n)++;
+    if (req->path_len == 6 && memcmp(req->target, "/later", 6) == 0) {
+        resp->defer = true;
+        resp->defer_arg = n;
+        return;
+    }
+    resp->status = 200;
+    resp->body = "now";
+    resp->body_len = 3;
+}
+
+TEST(http_session_deferred_answer_keeps_order)
+{
+    int calls = 0, conn = 0;
+    vb_http_session_cfg_t cfg = {.handler = defer_handler,
+                                 .ud = &calls,
+                                 .peer = "127.0.0.1:9",
+                                 .conn = &conn};
+    vb_http_limits_default(&cfg.limits);
+    vb_http_session_t *s;
+    ASSERT_EQ(vb_http_session_create(&cfg, &s), 0);
+    outbuf_t o = {.len = 0};
+    /* A deferred request with a pipelined one behind it, in one read. */
+    const char in[] = "GET /later HTTP/1.1\r\nHost: a\r\n\r\n"
+                      "GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+    ASSERT_EQ(vb_http_session_feed(s, in, strlen(in)), VB_HTTP_CONTINUE);
+    drain(s, &o);
+    ASSERT_EQ(o.len, 0);
+    ASSERT_EQ(calls, 1);
+    ASSERT_TRUE(vb_http_session_deferred(s));
+    ASSERT_TRUE(vb_http_session_blocked(s));
+    ASSERT_TRUE(vb_http_session_defer_arg(s) == &calls);
+    /* More input and a resume change nothing while it is deferred. */
+    const char more[] = "GET /third HTTP/1.1\r\nHost: a\r\n\r\n";
+    ASSERT_EQ(vb_http_session_feed(s, more, strlen(more)), VB_HTTP_CONTINUE);
+    ASSERT_EQ(vb_http_session_resume(s), VB_HTTP_CONTINUE);
+    drain(s, &o);
+    ASSERT_EQ(o.len, 0);
+    ASSERT_EQ(calls, 1);
+    /* The answer goes out first, then the held requests are answered. */
+    vb_http_resp_t r;
+    memset(&r, 0, sizeof r);
+    r.status = 200;
+    r.body_owned = strdup("later");
+    r.body_len = 5;
+    ASSERT_EQ(vb_http_session_answer(s, &r), VB_HTTP_CONTINUE);
+    ASSERT_NULL(r.body_owned);
+    ASSERT_TRUE(!vb_http_session_deferred(s));
+    ASSERT_EQ(vb_http_session_resume(s), VB_HTTP_CONTINUE);
+    drain(s, &o);
+    ASSERT_EQ(calls, 3);
+    ASSERT_EQ(count(o.b, "HTTP/1.1 200"), 3);
+    const char *a = strstr(o.b, "later"), *b = strstr(o.b, "now");
+    ASSERT_TRUE(a != NULL && b != NULL && a < b);
+    /* Answering again: nothing. */
+    memset(&r, 0, sizeof r);
+    ASSERT_EQ(vb_http_session_answer(s, &r), VB_HTTP_CONTINUE);
+    vb_http_session_destroy(s);
+
+    /* Without a server (no conn) a deferral is ignored: 500 at once. */
+    cfg.conn = NULL;
+    calls = 0;
+    ASSERT_EQ(vb_http_session_create(&cfg, &s), 0);
+    o.len = 0;
+    const char one[] = "GET /later HTTP/1.1\r\nHost: a\r\n\r\n";
+    vb_http_session_feed(s, one, strlen(one));
+    drain(s, &o);
+    ASSERT_STR_CONTAINS(o.b, "HTTP/1.1 500");
+    vb_http_session_destroy(s);
+}
