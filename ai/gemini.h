@@ -125,6 +125,12 @@ typedef struct vb_gemini_options {
     /* Text the caller hears when the model cannot be reached; travels in
      * the HANGUP message (VB_MSG_HANGUP_FALLBACK). NULL/"": none. */
     const char *fallback_say;
+    /* Optional: told each session's verdict on the configuration, on the
+     * stage thread: ok at setupComplete, not ok (with the reason) when the
+     * service rejects the key or setup (HTTP 401/403, close 1007, close
+     * 1008). Readiness counts these (net/ingress.h). */
+    void (*on_verdict)(void *ud, bool ok, const char *why);
+    void *verdict_ud;
 } vb_gemini_options_t;
 
 /* Liveness limits that are not settings. */

@@ -38,6 +38,18 @@
       "concurrent calls accepted; beyond it callers hear the busy message")    \
     X(drain_timeout, INT, "VOXBRIDGE_DRAIN_TIMEOUT", "30", 0, 86400, NULL,     \
       "seconds live calls may continue after SIGTERM before they are ended")   \
+    X(drain_grace, INT, "VOXBRIDGE_DRAIN_GRACE", "5", 0, 3600, NULL,           \
+      "seconds after SIGTERM during which webhooks are still answered "        \
+      "(/readyz 503 at once); then webhooks get 503 and the public listener "  \
+      "closes once no answered call's stream is awaited")                      \
+    X(instance_id, STR, "VOXBRIDGE_INSTANCE_ID", "", 0, 0, NULL,               \
+      "name of this instance in stream URLs (letters, digits, '.', '_', "      \
+      "'-'; at most 63; empty: the hostname)")                                 \
+    X(log_file, STR, "VOXBRIDGE_LOG_FILE", "", 0, 0, NULL,                     \
+      "append the log to this file, reopened on SIGHUP (empty: stderr)")       \
+    X(check, BOOL, "VOXBRIDGE_CHECK", "false", 0, 0, NULL,                     \
+      "validate the settings, open one Gemini session, print the outcome "     \
+      "and exit (0 when it works)")                                            \
     X(log_level, ENUM, "VOXBRIDGE_LOG_LEVEL", "info", 0, 0,                    \
       "debug|info|warn|error|off", "log threshold")                            \
     X(log_format, ENUM, "VOXBRIDGE_LOG_FORMAT", "logfmt", 0, 0, "logfmt|json", \
