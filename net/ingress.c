@@ -1148,10 +1148,10 @@ static char *system_json(vb_ingress_t *g)
              c->gemini_url);
     int last = atomic_load(&g->gm_last);
     cJSON_AddStringToObject(gem, "state",
-                            !*c->gemini_api_key ? "no_api_key"
-                            : gm_bad            ? "rejected"
-                            : last == GM_OK     ? "ok"
-                                                : "configured");
+                            gm_bad                ? "rejected"
+                            : !*c->gemini_api_key ? "no_api_key"
+                            : last == GM_OK       ? "ok"
+                                                  : "configured");
     char why[200];
     gemini_why(g, why, sizeof(why));
     cJSON_AddStringToObject(gem, "last_outcome",
