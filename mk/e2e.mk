@@ -8,3 +8,7 @@ THREADED_TESTS += test_e2e_faults
 # Outsiders (tests/test_e2e_abuse.c): unauthenticated streams, a ping flood,
 # a reused token, media faster than real time, silence — beside a real call.
 THREADED_TESTS += test_e2e_abuse
+# Operations (tests/test_e2e_ops.c): three instances behind real nginx
+# restarted in turn under continuous calls, sticky streams (one Gemini
+# session per call), Gemini readiness and --check, SIGHUP log reopen.
+THREADED_TESTS += test_e2e_ops
