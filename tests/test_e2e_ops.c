@@ -20,6 +20,7 @@
 #include <stdatomic.h>
 #include <sys/stat.h>
 
+#include "net/form.h"
 #include "tests/e2e.h"
 
 #define NINST 3
@@ -592,4 +593,79 @@ TEST_T(sighup_reopens_the_log_file_and_keeps_the_live_call, 120)
     free(before);
     free(after);
     free(out);
+}
+
+/* A signed voice webhook for `sid` as Twilio would post it to the public
+ * URL `pub`; returns the status, the body in `body`. */
+static int post_webhook(int port, const char *pub, const char *sid, char *body,
+                        size_t bsz)
+{
+    char form[256], url[256], sig[VB_TWILIO_SIG_LEN + 1], req[1024];
+    snprintf(form, sizeof(form),
+             "AccountSid=AC0&CallSid=%s&CallStatus=ringing&From=%%2B1415555"
+             "0123&To=%%2B18005550100",
+             sid);
+    vb_form_t f;
+    ASSERT_EQ(vb_form_parse(&f, form, strlen(form), 0), 0);
+    snprintf(url, sizeof(url), "%s/webhook/voice", pub);
+    ASSERT_EQ(vb_twilio_sig_compute(TOKEN, url, &f, sig), 0);
+    vb_form_free(&f);
+    snprintf(req, sizeof(req),
+             "POST /webhook/voice HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Content-Type: application/x-www-form-urlencoded\r\n"
+             "X-Twilio-Signature: %s\r\nContent-Length: %zu\r\n\r\n%s",
+             sig, strlen(form), form);
+    tc_resp_t resp = {0};
+    int st = tc_request(port, req, &resp, proc_ms(10000));
+    snprintf(body, bsz, "%s", resp.body ? resp.body : "");
+    tc_free_resp(&resp);
+    return st;
+}
+
+TEST_T(nginx_retries_webhooks_a_draining_instance_refuses, 120)
+{
+    static ops_t o;
+    ops_start(&o, (const int[]){1, 1, 1});
+    char pub[64], body[4096];
+    snprintf(pub, sizeof(pub), "http://127.0.0.1:%d", o.ng_port);
+    /* vb-a answers a call whose stream never comes: it keeps its listener
+     * open for that stream through the drain. */
+    ASSERT_EQ(post_webhook(o.port[0], pub, "CAheld", body, sizeof(body)), 200);
+    ASSERT_STR_CONTAINS(body, "/media-stream/vb-a/0\"");
+    kill(o.vb[0], SIGTERM);
+    char *text;
+    proc_wait_log(o.log[0], "msg=\"drain grace over", o.vb[0], proc_ms(10000),
+                  &text);
+    free(text);
+    ASSERT_TRUE(proc_port_open(o.port[0], 1));
+    ASSERT_EQ(readyz(o.port[0], body, sizeof(body)), 503);
+    ASSERT_STR_EQ(body, "draining\n");
+    /* Through nginx (round robin), every new call is answered by another
+     * instance: vb-a's 503s were retried. */
+    for (int k = 0; k < 6; k++) {
+        char sid[32];
+        snprintf(sid, sizeof(sid), "CAretry%d", k);
+        int st = post_webhook(o.ng_port, pub, sid, body, sizeof(body));
+        if (st != 200 || strstr(body, "<Connect>") == NULL ||
+            strstr(body, "/media-stream/vb-a/") != NULL)
+            vb_test_fail(__FILE__, __LINE__, "webhook %d: %d %s", k, st, body);
+    }
+    text = proc_read_file(o.log[0]);
+    ASSERT_STR_CONTAINS(text, "reason=draining status=503");
+    free(text);
+    /* The held call's stream would still be served: a second signal ends
+     * the wait. */
+    kill(o.vb[0], SIGTERM);
+    inst_stop(&o, 0);
+    /* vb-b and vb-c hold the retried calls, whose streams never come
+     * either: a second signal for them too. */
+    for (int i = 1; i < NINST; i++) {
+        kill(o.vb[i], SIGTERM);
+        proc_wait_log(o.log[i], "msg=\"signal received: draining\"", o.vb[i],
+                      proc_ms(10000), &text);
+        free(text);
+        inst_stop(&o, i);
+    }
+    nginx_stop(&o);
+    rig_stop(&o.r);
 }
