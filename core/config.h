@@ -104,7 +104,7 @@
       "<Say> text after the stream ends unexpectedly, before <Hangup/>")       \
     X(busy_say, STR, "VOXBRIDGE_BUSY_SAY",                                     \
       "Sorry, all our lines are busy. Please call again later.", 0, 0, NULL,   \
-      "<Say> text when at --max-calls or draining")                            \
+      "<Say> text when at --max-calls")                                        \
     /* Twilio */                                                               \
     X(twilio_auth_token, SECRET, "TWILIO_AUTH_TOKEN", "", 0, 0, NULL,          \
       "Twilio auth token: verifies X-Twilio-Signature, authenticates REST "    \
