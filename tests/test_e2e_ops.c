@@ -14,6 +14,9 @@
  *   check session, and it recovers by itself when the key is accepted;
  *   --check exits 1 with the reason, 0 with a good key.
  * - SIGHUP reopens --log-file (rotated away) and the live call goes on.
+ * - A draining instance's 503 is retried by nginx on another instance.
+ * - A stream naming another instance and a lane this one lacks is served
+ *   (counted); within an instance the token's lane still decides.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -664,6 +667,91 @@ TEST_T(nginx_retries_webhooks_a_draining_instance_refuses, 120)
         proc_wait_log(o.log[i], "msg=\"signal received: draining\"", o.vb[i],
                       proc_ms(10000), &text);
         free(text);
+        inst_stop(&o, i);
+    }
+    nginx_stop(&o);
+    rig_stop(&o.r);
+}
+
+/* A media stream opened by hand on `path` of `port`, with `connected`
+ * and a `start` for `call` carrying `token`; returns the socket. */
+static int stream_at(int port, const char *path, const char *call,
+                     const char *token)
+{
+    int fd = tc_connect(port);
+    char req[512];
+    snprintf(req, sizeof(req),
+             "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             "Sec-WebSocket-Version: 13\r\n\r\n",
+             path);
+    tc_send_str(fd, req);
+    char head[4096];
+    size_t got = 0;
+    while (got < 4 || memcmp(head + got - 4, "\r\n\r\n", 4) != 0) {
+        ASSERT_LT(got, sizeof(head) - 1);
+        ssize_t k = tc_recv_some(fd, head + got, 1, proc_ms(5000));
+        ASSERT_GT(k, 0);
+        got += (size_t)k;
+    }
+    head[got] = '\0';
+    ASSERT_STR_CONTAINS(head, "101 Switching Protocols");
+    ws_text(fd, "{\"event\":\"connected\",\"protocol\":\"Call\","
+                "\"version\":\"1.0.0\"}");
+    char start[1024];
+    snprintf(start, sizeof(start),
+             "{\"event\":\"start\",\"sequenceNumber\":\"1\",\"start\":{"
+             "\"accountSid\":\"AC0\",\"streamSid\":\"MZ%s\",\"callSid\":"
+             "\"%s\",\"tracks\":[\"inbound\"],\"mediaFormat\":{"
+             "\"encoding\":\"audio/x-mulaw\",\"sampleRate\":8000,"
+             "\"channels\":1},\"customParameters\":{\"streamToken\":"
+             "\"%s\"}},\"streamSid\":\"MZ%s\"}",
+             call, call, token, call);
+    ws_text(fd, start);
+    return fd;
+}
+
+TEST_T(instances_with_different_lanes_take_each_others_streams, 120)
+{
+    static ops_t o;
+    ops_start(&o, (const int[]){1, 4, 1});
+    vb_twilio_sig_key_t key;
+    ASSERT_EQ(vb_twilio_sig_key_init(&key, SECRET), 0);
+    char token[VB_TWILIO_TOKEN_LEN + 1];
+    int64_t exp = (int64_t)vb_clock_wall_s() + 300;
+    /* vb-b (4 lanes) answered on its lane 3; the stream reaches vb-a (1
+     * lane): served there, on lane 3 % 1 = 0, with a fresh session. */
+    ASSERT_EQ(vb_twilio_sig_token_create(&key, "CAlanes1", 3, exp, token), 0);
+    int fd = stream_at(o.port[0], "/media-stream/vb-b/3", "CAlanes1", token);
+    char *text;
+    proc_wait_log(o.log[0], "msg=\"stream started\"", o.vb[0], proc_ms(10000),
+                  &text);
+    ASSERT_STR_CONTAINS(text, "call=CAlanes1");
+    free(text);
+    tc_resp_t resp = {0};
+    ASSERT_EQ(tc_request(o.admin[0], "GET /metrics HTTP/1.1\r\n\r\n", &resp,
+                         proc_ms(5000)),
+              200);
+    ASSERT_EQ(
+        msum(resp.body, "vb_streams_rerouted_total", "reason=\"instance\""), 1);
+    ASSERT_EQ(msum(resp.body, "vb_streams_rerouted_total", "reason=\"lane\""),
+              1);
+    tc_free_resp(&resp);
+    close(fd);
+    /* Within an instance's own lanes the token's lane still decides: lane
+     * 3's token on vb-b's lane 2 is refused. */
+    ASSERT_EQ(vb_twilio_sig_token_create(&key, "CAlanes2", 3, exp, token), 0);
+    fd = stream_at(o.port[1], "/media-stream/vb-b/2", "CAlanes2", token);
+    ASSERT_EQ(ws_close_code(fd, proc_ms(5000)), 1008);
+    close(fd);
+    for (int i = 0; i < NINST; i++) {
+        if (i == 1) {
+            /* It logged the refusal as a warning; stop it plainly. */
+            kill(o.vb[i], SIGTERM);
+            ASSERT_EQ(proc_reap(o.vb[i], proc_ms(30000)), 0);
+            continue;
+        }
         inst_stop(&o, i);
     }
     nginx_stop(&o);
