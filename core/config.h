@@ -47,6 +47,10 @@
       "'-'; at most 63; empty: the hostname)")                                 \
     X(log_file, STR, "VOXBRIDGE_LOG_FILE", "", 0, 0, NULL,                     \
       "append the log to this file, reopened on SIGHUP (empty: stderr)")       \
+    X(gemini_startup_check, BOOL, "VOXBRIDGE_GEMINI_STARTUP_CHECK", "true", 0, \
+      0, NULL,                                                                 \
+      "open one Gemini check session at start for readiness (off: only "       \
+      "calls' sessions tell; a rejected one still starts the probe)")          \
     X(check, BOOL, "VOXBRIDGE_CHECK", "false", 0, 0, NULL,                     \
       "validate the settings, open one Gemini session, print the outcome "     \
       "and exit (0 when it works)")                                            \

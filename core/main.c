@@ -525,7 +525,8 @@ int main(int argc, char **argv)
     }
     vb_log_info(NULL, "voxbridge ready", "lanes=%lld max_calls=%lld",
                 (long long)cfg.lanes, (long long)cfg.max_calls);
-    gemini_check(&cfg, ingress);
+    if (cfg.gemini_startup_check)
+        gemini_check(&cfg, ingress);
 
     /* Signals; meanwhile, while Gemini rejects sessions, the probe. */
     int sig = 0;
