@@ -301,11 +301,13 @@ TEST_T(wrong_stream_token_never_opens_a_gemini_session, 90)
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", r.vb_port);
     snprintf(pub, sizeof(pub), "http://127.0.0.1:%d", r.vb_port);
     snprintf(gurl, sizeof(gurl), "ws://127.0.0.1:%d" GPATH, r.fake_port);
+    /* No check session: the model's sessions are counted below. */
     const char *argv[] = {bin,           "--listen",
                           listen,        "--public-url",
                           pub,           "--gemini-url",
                           gurl,          "--metrics-listen",
-                          "127.0.0.1:0", NULL};
+                          "127.0.0.1:0", "--no-gemini-startup-check",
+                          NULL};
     const char *env[] = {"VOXBRIDGE_STREAM_SECRET=" SECRET,
                          "GEMINI_API_KEY=" API_KEY, NULL};
     r.vb = proc_spawn(argv, env, r.vb_log);
