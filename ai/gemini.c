@@ -645,6 +645,8 @@ static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
     }
     char why[200] = "";
     int fail = explain_loss(call, c, info, why, sizeof(why));
+    if (fail == FAIL_REJECTED && s->o->on_verdict != NULL)
+        s->o->on_verdict(s->o->verdict_ud, false, why);
     conn_free(c);
     if (fail >= 0) {
         call_end(call, fail, why);
@@ -815,6 +817,8 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
     case VB_GEMINI_EV_SETUP_COMPLETE:
         if (c->st == CONN_SETUP) {
             c->st = CONN_READY;
+            if (s->o->on_verdict != NULL)
+                s->o->on_verdict(s->o->verdict_ud, true, NULL);
             conn_ready(c);
         }
         break;

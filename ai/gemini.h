@@ -129,6 +129,12 @@ typedef struct vb_gemini_options {
     /* --max-call-duration, which twilio-io enforces for every call; an
      * assistant's shorter max_call_s is ended here (0: no limit). */
     uint32_t max_call_s;
+    /* Optional: told each session's verdict on the configuration, on the
+     * stage thread: ok at setupComplete, not ok (with the reason) when the
+     * service rejects the key or setup (HTTP 401/403, close 1007, close
+     * 1008). Readiness counts these (net/ingress.h). */
+    void (*on_verdict)(void *ud, bool ok, const char *why);
+    void *verdict_ud;
 } vb_gemini_options_t;
 
 /* Liveness limits that are not settings. */

@@ -41,6 +41,22 @@
       "concurrent calls accepted; beyond it callers hear the busy message")    \
     X(drain_timeout, INT, "VOXBRIDGE_DRAIN_TIMEOUT", "30", 0, 86400, NULL,     \
       "seconds live calls may continue after SIGTERM before they are ended")   \
+    X(drain_grace, INT, "VOXBRIDGE_DRAIN_GRACE", "5", 0, 3600, NULL,           \
+      "seconds after SIGTERM during which webhooks are still answered "        \
+      "(/readyz 503 at once); then webhooks get 503 and the public listener "  \
+      "closes once no answered call's stream is awaited")                      \
+    X(instance_id, STR, "VOXBRIDGE_INSTANCE_ID", "", 0, 0, NULL,               \
+      "name of this instance in stream URLs (letters, digits, '.', '_', "      \
+      "'-'; at most 63; empty: the hostname)")                                 \
+    X(log_file, STR, "VOXBRIDGE_LOG_FILE", "", 0, 0, NULL,                     \
+      "append the log to this file, reopened on SIGHUP (empty: stderr)")       \
+    X(gemini_startup_check, BOOL, "VOXBRIDGE_GEMINI_STARTUP_CHECK", "true", 0, \
+      0, NULL,                                                                 \
+      "open one Gemini check session at start for readiness (off: only "       \
+      "calls' sessions tell; a rejected one still starts the probe)")          \
+    X(check, BOOL, "VOXBRIDGE_CHECK", "false", 0, 0, NULL,                     \
+      "validate the settings, open one Gemini session, print the outcome "     \
+      "and exit (0 when it works)")                                            \
     X(log_level, ENUM, "VOXBRIDGE_LOG_LEVEL", "info", 0, 0,                    \
       "debug|info|warn|error|off", "log threshold")                            \
     X(log_format, ENUM, "VOXBRIDGE_LOG_FORMAT", "logfmt", 0, 0, "logfmt|json", \
@@ -106,7 +122,7 @@
       "<Say> text after the stream ends unexpectedly, before <Hangup/>")       \
     X(busy_say, STR, "VOXBRIDGE_BUSY_SAY",                                     \
       "Sorry, all our lines are busy. Please call again later.", 0, 0, NULL,   \
-      "<Say> text when at --max-calls or draining")                            \
+      "<Say> text when at --max-calls")                                        \
     /* Twilio */                                                               \
     X(twilio_auth_token, SECRET, "TWILIO_AUTH_TOKEN", "", 0, 0, NULL,          \
       "Twilio auth token: verifies X-Twilio-Signature, authenticates REST "    \

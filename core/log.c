@@ -7,6 +7,8 @@
  */
 #include "core/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -39,6 +41,28 @@ void vb_log_set_format(vb_log_format_t format)
 void vb_log_set_fd(int fd)
 {
     atomic_store(&out_fd, fd);
+}
+
+/* The log file's descriptor: fixed once opened, so a reopen (dup2 onto
+ * it) never leaves a writer holding a closed number. */
+static int file_fd = -1;
+
+int vb_log_open_file(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return errno == ENOENT || errno == EACCES ? VB_ECONFIG : VB_EIO;
+    if (file_fd < 0) {
+        file_fd = fd;
+    } else {
+        /* Atomic: a concurrent write lands in the old file or the new. */
+        int rc = dup2(fd, file_fd) < 0 ? VB_EIO : 0;
+        close(fd);
+        if (rc != 0)
+            return rc;
+    }
+    atomic_store(&out_fd, file_fd);
+    return 0;
 }
 
 vb_log_level_t vb_log_get_level(void)

@@ -86,6 +86,14 @@ int64_t vb_log_limit_take(vb_log_limit_t *l, uint64_t interval_ns);
         }                                                              \
     } while (0)
 
+/* Sends the log to `path` (appended, created 0640), or reopens it there:
+ * the path is opened anew and put in place of the previous file's
+ * descriptor at once, so a rotated file is let go (logrotate's
+ * create/move, then SIGHUP). Returns 0, VB_ECONFIG (missing directory,
+ * permission; errno says which) or VB_EIO; on failure the log stays
+ * where it was. Main thread (SIGHUP); other threads may log meanwhile. */
+int vb_log_open_file(const char *path);
+
 /* ---- for tests and tools ---- */
 /* Used by tests, not by the server; it stays here because the output fd
  * is the module's own state. */

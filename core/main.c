@@ -6,13 +6,22 @@
  * into a drain followed by a clean stop.
  *
  * DESIGN. Signals are blocked in every thread (the mask is set before any
- * thread starts and inherited) and taken synchronously with sigwait() here,
- * so no handler runs inside a loop. The first SIGTERM/SIGINT sets the
- * ingress draining (/readyz 503, new calls hear the busy message) and waits
- * for active calls to end or --drain-timeout; a second one stops at once.
- * SIGHUP (logrotate, `systemctl reload`) never stops the server: it is
- * logged and calls go on (the log is stderr, reopened by whoever holds it;
- * nothing else is reloadable yet).
+ * thread starts and inherited) and taken synchronously with sigtimedwait()
+ * here, so no handler runs inside a loop. The first SIGTERM/SIGINT drains
+ * in two phases (net/ingress.h): /readyz 503 at once while webhooks are
+ * still answered for --drain-grace seconds (a health checker's time to
+ * notice), then webhooks get 503 (a proxy retries them elsewhere) and the
+ * public listener closes once no answered call's stream is awaited; live
+ * calls go on until they end or --drain-timeout (counted from the signal).
+ * A second signal stops at once. SIGHUP (logrotate, `systemctl reload`)
+ * never stops the server: reload() reopens --log-file; it is the one
+ * place where anything reloadable is reloaded.
+ *
+ * Gemini readiness: a check session (ai/gemini_check.h) runs at start; a
+ * rejection (key, model, setup) makes /readyz 503 "gemini: <reason>", as
+ * does a call's session rejected the same way (on_verdict). While so, the
+ * check runs again with backoff (PROBE_MIN_S doubling to PROBE_MAX_S) on
+ * this thread until one succeeds. `--check` runs it once and exits.
  *
  * Lanes (ARCHITECTURE.md §1-2): --lanes times a twilio-io, a dsp and a
  * gemini thread, joined by the six channels of core/lane.h. Each stage is
@@ -32,6 +41,7 @@
 #include <uv.h>
 
 #include "ai/gemini.h"
+#include "ai/gemini_check.h"
 #include "core/assistant.h"
 #include "core/clock.h"
 #include "core/config.h"
@@ -67,6 +77,20 @@ typedef struct lanes {
     vb_tls_config_t *rest_tls;
     vb_assistant_store_t *assistants; /* borrowed */
 } lanes_t;
+
+/* Backoff of the Gemini probe while sessions are rejected, and its
+ * deadline. */
+#define PROBE_MIN_S      1
+#define PROBE_MAX_S      30
+#define PROBE_TIMEOUT_MS 10000
+
+/* On a gemini thread: a session's verdict on the configuration. */
+static void gemini_verdict(void *ud, bool ok, const char *why)
+{
+    lanes_t *ls = ud;
+    if (ls->ingress != NULL)
+        vb_ingress_gemini_verdict(ls->ingress, ok, why);
+}
 
 /* On a twilio-io thread: a call opened (+1) or ended (-1) on `lane`. */
 static void calls_changed(void *ud, int lane, int delta)
@@ -116,6 +140,8 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
         vb_gemini_options_from_config(&gc.opt, cfg);
         gc.opt.lane = (int)i;
         gc.opt.max_calls = max_calls;
+        gc.opt.on_verdict = gemini_verdict;
+        gc.opt.verdict_ud = ls;
         gc.prepare = &l->ch.prepare;
         gc.in = &l->ch.dsp_to_gm;
         gc.out = &l->ch.gm_to_dsp;
@@ -143,6 +169,7 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
         }
         vb_twilio_stream_config_t tc = {
             .lane = (int)i,
+            .nlanes = ls->n,
             .max_calls = max_calls,
             .max_message = (size_t)cfg->twilio_max_message,
             .media_batch = (uint32_t)cfg->media_batch,
@@ -296,26 +323,109 @@ static void log_config(const vb_config_t *c)
     free(text);
 }
 
-/* Waits for active calls to end, at most `timeout_s`; returns early on a
- * second signal. */
-static void drain(vb_ingress_t *g, const sigset_t *set, int64_t timeout_s)
+/* The assistants the ingress answers with, for reload(). */
+static vb_assistant_store_t *reload_assistants;
+
+/* SIGHUP: everything that can be reloaded is reloaded here, in turn;
+ * nothing here may stop the server. */
+static void reload(const vb_config_t *cfg, vb_ingress_t *g)
 {
-    uint64_t end = vb_clock_now_ns() + (uint64_t)timeout_s * VB_NS_PER_SEC;
-    while (vb_ingress_calls_active(g) > 0 && vb_clock_now_ns() < end) {
+    if (reload_assistants != NULL)
+        assistants_reload(reload_assistants, g);
+    if (*cfg->log_file != '\0') {
+        int rc = vb_log_open_file(cfg->log_file);
+        if (rc != 0)
+            vb_log_error(NULL, "SIGHUP: cannot reopen the log file",
+                         "path=%s err=%s errno=%s", cfg->log_file,
+                         vb_err_name(rc), strerror(errno));
+        else
+            vb_log_info(NULL, "SIGHUP: log file reopened", "path=%s",
+                        cfg->log_file);
+    }
+    vb_log_info(NULL, "SIGHUP: reloaded, calls go on", "calls=%lld",
+                (long long)(g ? vb_ingress_calls_active(g) : 0));
+}
+
+/* Waits up to `until_ns` for `done` (or for nothing when NULL), handling
+ * SIGHUP. Returns false on a second SIGTERM/SIGINT. */
+static bool wait_until(const sigset_t *set, uint64_t until_ns,
+                       bool (*done)(vb_ingress_t *), vb_ingress_t *g,
+                       const vb_config_t *cfg)
+{
+    while (vb_clock_now_ns() < until_ns && (done == NULL || !done(g))) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         int sig = sigtimedwait(set, NULL, &ts);
         if (sig == SIGHUP) {
-            vb_log_info(NULL, "SIGHUP while draining: ignored", NULL);
+            reload(cfg, g);
             continue;
         }
         if (sig > 0) {
             vb_log_warn(NULL, "second signal: stopping now", "signal=%d", sig);
-            return;
+            return false;
         }
     }
-    if (vb_ingress_calls_active(g) > 0)
-        vb_log_warn(NULL, "drain timeout: ending remaining calls", "calls=%lld",
-                    (long long)vb_ingress_calls_active(g));
+    return true;
+}
+
+static bool drained(vb_ingress_t *g)
+{
+    return vb_ingress_calls_active(g) == 0 &&
+           vb_ingress_calls_pending(g) == 0 && !vb_ingress_listening(g);
+}
+
+/* The drain (DESIGN): grace, then closing, then the live calls; at most
+ * --drain-timeout from the signal in all. */
+static void drain(vb_ingress_t *g, const sigset_t *set, const vb_config_t *cfg)
+{
+    uint64_t t0 = vb_clock_now_ns();
+    uint64_t end = t0 + (uint64_t)cfg->drain_timeout * VB_NS_PER_SEC;
+    uint64_t grace = t0 + (uint64_t)cfg->drain_grace * VB_NS_PER_SEC;
+    vb_ingress_set_draining(g, true);
+    vb_log_info(NULL, "draining: /readyz 503, webhooks answered meanwhile",
+                "grace_s=%lld timeout_s=%lld calls=%lld",
+                (long long)cfg->drain_grace, (long long)cfg->drain_timeout,
+                (long long)vb_ingress_calls_active(g));
+    if (!wait_until(set, grace < end ? grace : end, NULL, g, cfg))
+        return;
+    vb_ingress_stop_accepting(g);
+    vb_log_info(NULL,
+                "drain grace over: new calls get 503, the listener closes "
+                "once awaited streams arrived",
+                "calls=%lld pending=%lld",
+                (long long)vb_ingress_calls_active(g),
+                (long long)vb_ingress_calls_pending(g));
+    if (!wait_until(set, end, drained, g, cfg))
+        return;
+    if (vb_ingress_calls_active(g) > 0 || vb_ingress_calls_pending(g) > 0)
+        vb_log_warn(NULL, "drain timeout: ending remaining calls",
+                    "calls=%lld pending=%lld",
+                    (long long)vb_ingress_calls_active(g),
+                    (long long)vb_ingress_calls_pending(g));
+}
+
+/* One check session; its verdict goes to the ingress (when given).
+ * Returns the result. */
+static vb_gemini_check_result_t gemini_check(const vb_config_t *cfg,
+                                             vb_ingress_t *g)
+{
+    vb_gemini_options_t o;
+    memset(&o, 0, sizeof(o));
+    vb_gemini_options_from_config(&o, cfg);
+    char why[256];
+    uint64_t t0 = vb_clock_now_ns();
+    vb_gemini_check_result_t r =
+        vb_gemini_check_run(&o, PROBE_TIMEOUT_MS, why, sizeof(why));
+    uint64_t ms = (vb_clock_now_ns() - t0) / VB_NS_PER_MS;
+    vb_log(r == VB_GEMINI_CHECK_OK         ? VB_LOG_INFO
+           : r == VB_GEMINI_CHECK_REJECTED ? VB_LOG_ERROR
+                                           : VB_LOG_WARN,
+           NULL, "gemini check session",
+           "result=%s reason=%s ms=%llu model=%s voice=%s",
+           vb_gemini_check_name(r), why, (unsigned long long)ms,
+           cfg->gemini_model, cfg->gemini_voice);
+    if (g != NULL && r != VB_GEMINI_CHECK_UNREACHABLE)
+        vb_ingress_gemini_verdict(g, r == VB_GEMINI_CHECK_OK, why);
+    return r;
 }
 
 /* Every call holds sockets and the HTTP connection cap is sized from what
@@ -355,10 +465,45 @@ static int add_build_info(vb_metrics_t *m)
     return 0;
 }
 
+/* --check: the settings as the server would take them (the ingress is
+ * created without listening: addresses, URLs, instance id), then one
+ * Gemini session. Prints the outcome; 0 when both are fine, 1 otherwise. */
+static int check_only(const vb_config_t *cfg)
+{
+    vb_metrics_t *m = vb_metrics_create();
+    vb_ingress_t *g = NULL;
+    vb_ingress_opts_t io = {.cfg = cfg, .metrics = m, .no_listen = true};
+    int rc = m == NULL ? VB_ENOMEM : vb_ingress_create(&io, &g);
+    vb_ingress_destroy(g);
+    vb_metrics_destroy(m);
+    if (rc != 0) {
+        printf("voxbridge --check: configuration: FAILED (%s, see the log)\n",
+               vb_strerror(rc));
+        return 1;
+    }
+    char aerr[512];
+    if (vb_assistants_check(cfg, aerr, sizeof aerr) != 0) {
+        printf("voxbridge --check: assistants: FAILED (%s)\n", aerr);
+        return 1;
+    }
+    printf("voxbridge --check: configuration: ok\n");
+    vb_gemini_options_t o;
+    memset(&o, 0, sizeof(o));
+    vb_gemini_options_from_config(&o, cfg);
+    char why[256];
+    vb_gemini_check_result_t r =
+        vb_gemini_check_run(&o, PROBE_TIMEOUT_MS, why, sizeof(why));
+    printf("voxbridge --check: gemini session: %s (%s)\n",
+           r == VB_GEMINI_CHECK_OK ? "ok" : vb_gemini_check_name(r), why);
+    fflush(stdout);
+    return r == VB_GEMINI_CHECK_OK ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     vb_config_t cfg;
     char err[512];
+    int status;
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--version") == 0) {
             printf("voxbridge %s (commit %s)\n", VB_VERSION, VB_COMMIT);
@@ -382,6 +527,17 @@ int main(int argc, char **argv)
         vb_log_set_level(level);
     if (vb_log_format_parse(cfg.log_format, &format) == 0)
         vb_log_set_format(format);
+    if (*cfg.log_file != '\0' && (rc = vb_log_open_file(cfg.log_file)) != 0) {
+        fprintf(stderr, "voxbridge: cannot open --log-file %s: %s\n",
+                cfg.log_file, strerror(errno));
+        vb_config_free(&cfg);
+        return 2;
+    }
+    if (cfg.check) {
+        status = check_only(&cfg);
+        vb_config_free(&cfg);
+        return status;
+    }
 
     /* Before any thread exists, so all inherit the mask. */
     sigset_t set;
@@ -397,7 +553,7 @@ int main(int argc, char **argv)
     log_config(&cfg);
     raise_fd_limit();
 
-    int status = 1;
+    status = 1;
     vb_metrics_t *metrics = vb_metrics_create();
     vb_twilio_sig_key_t key;
     vb_ingress_t *ingress = NULL;
@@ -415,6 +571,7 @@ int main(int argc, char **argv)
                     NULL);
     if ((rc = assistants_create(&cfg, &assistants)) != 0)
         goto out;
+    reload_assistants = assistants;
     if ((rc = lanes_create(&lanes, &cfg, metrics, &key, assistants)) != 0) {
         fprintf(stderr, "voxbridge: cannot set up the lanes: %s\n",
                 vb_strerror(rc));
@@ -439,16 +596,35 @@ int main(int argc, char **argv)
     }
     vb_log_info(NULL, "voxbridge ready", "lanes=%lld max_calls=%lld",
                 (long long)cfg.lanes, (long long)cfg.max_calls);
+    if (cfg.gemini_startup_check)
+        gemini_check(&cfg, ingress);
 
+    /* Signals; meanwhile, while Gemini rejects sessions, the probe. */
     int sig = 0;
-    while (sigwait(&set, &sig) != 0 || sig == SIGHUP)
+    int64_t backoff = PROBE_MIN_S;
+    uint64_t next_probe = vb_clock_now_ns() + PROBE_MIN_S * VB_NS_PER_SEC;
+    for (;;) {
+        struct timespec ts = {0, 200 * 1000 * 1000};
+        sig = sigtimedwait(&set, NULL, &ts);
         if (sig == SIGHUP) {
-            assistants_reload(assistants, ingress);
-            sig = 0;
+            reload(&cfg, ingress);
+            continue;
         }
+        if (sig > 0)
+            break;
+        if (!vb_ingress_gemini_rejected(ingress)) {
+            backoff = PROBE_MIN_S;
+            next_probe = vb_clock_now_ns() + PROBE_MIN_S * VB_NS_PER_SEC;
+            continue;
+        }
+        if (vb_clock_now_ns() < next_probe)
+            continue;
+        if (gemini_check(&cfg, ingress) != VB_GEMINI_CHECK_OK)
+            backoff = backoff * 2 > PROBE_MAX_S ? PROBE_MAX_S : backoff * 2;
+        next_probe = vb_clock_now_ns() + (uint64_t)backoff * VB_NS_PER_SEC;
+    }
     vb_log_info(NULL, "signal received: draining", "signal=%d", sig);
-    vb_ingress_set_draining(ingress, true);
-    drain(ingress, &set, cfg.drain_timeout);
+    drain(ingress, &set, &cfg);
     status = 0;
 out:
     /* Order: the ingress stops handing off, the stage threads end (their
@@ -458,6 +634,7 @@ out:
     lanes.ingress = NULL;
     vb_ingress_destroy(ingress);
     lanes_destroy(&lanes);
+    reload_assistants = NULL;
     vb_assistant_store_destroy(assistants);
     vb_metrics_destroy(metrics);
     vb_config_free(&cfg);

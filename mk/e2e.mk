@@ -11,3 +11,7 @@ THREADED_TESTS += test_e2e_abuse
 # Assistants (tests/test_e2e_assist.c): the number picks the assistant,
 # SIGHUP swaps the file with a call live, a stream on another instance.
 THREADED_TESTS += test_e2e_assist
+# Operations (tests/test_e2e_ops.c): three instances behind real nginx
+# restarted in turn under continuous calls, sticky streams (one Gemini
+# session per call), Gemini readiness and --check, SIGHUP log reopen.
+THREADED_TESTS += test_e2e_ops

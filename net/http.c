@@ -1584,6 +1584,22 @@ size_t vb_http_server_connections(const vb_http_server_t *s)
     return atomic_load_explicit(&s->nconns, memory_order_relaxed);
 }
 
+int vb_http_server_unlisten(vb_http_server_t *s, int tag)
+{
+    int closed = 0, kept = 0;
+    for (int i = 0; i < s->nlisteners; i++) {
+        listener_box_t *box = s->listeners[i];
+        if (box->tag == tag) {
+            uv_close((uv_handle_t *)&box->poll, listener_free_cb);
+            closed++;
+        } else {
+            s->listeners[kept++] = box;
+        }
+    }
+    s->nlisteners = kept;
+    return closed;
+}
+
 void vb_http_server_close(vb_http_server_t *s)
 {
     if (s == NULL || s->closing)

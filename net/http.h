@@ -297,6 +297,11 @@ int vb_http_server_answer(void *conn, vb_http_resp_t *resp);
 /* Number of open connections. Any thread (a relaxed read). */
 size_t vb_http_server_connections(const vb_http_server_t *s);
 
+/* Closes the listeners tagged `tag`: new connections to them are refused
+ * by the kernel from here on (connections already accepted go on).
+ * Returns how many were closed. Loop thread. */
+int vb_http_server_unlisten(vb_http_server_t *s, int tag);
+
 /* Starts closing every listener and connection (pending detaches report
  * fd -1). The loop must then run until those handles are closed before
  * vb_http_server_destroy(). */

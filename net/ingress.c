@@ -64,6 +64,10 @@ static const char *const handoff_names[H_COUNT] = {"ok", "ring_full",
 #define VB_INGRESS_MAX_ALIASES     8 /* --public-url-aliases */
 #define VB_INGRESS_MAX_SHARED_KEYS 8 /* TWILIO_WEBHOOK_SHARED_KEYS */
 
+enum { DRAIN_NONE, DRAIN_GRACE, DRAIN_CLOSING };
+enum { GM_NONE, GM_OK, GM_REJECTED };
+enum { INST_NONE = -1, INST_OURS = 0, INST_OTHER = 1 };
+
 typedef struct pend {
     uint32_t lane; /* CONSUMED once its stream arrived */
     uint64_t expiry_ns;
@@ -97,8 +101,19 @@ struct vb_ingress {
 
     /* Shared with other threads. Relaxed: plain counters and a flag, no
      * data is published through them. */
-    _Atomic bool draining;
-    _Atomic int64_t *active; /* per lane */
+    _Atomic int drain_phase;        /* DRAIN_* */
+    _Atomic int64_t *active;        /* per lane */
+    _Atomic int64_t pending_shared; /* pend_total, for other threads */
+    _Atomic bool listening;
+    /* Gemini verdicts: consecutive rejections (0: ready), the last
+     * outcome (GM_*) and when (Unix s); the reason under gm_mu. */
+    _Atomic uint32_t gm_rejects;
+    _Atomic int gm_last;
+    _Atomic int64_t gm_last_s;
+    pthread_mutex_t gm_mu;
+    bool gm_mu_ok;
+    char gm_why[200];
+    char instance[64];
 
     /* Ingress thread only. */
     uint32_t *lane_pending;
@@ -121,6 +136,10 @@ struct vb_ingress {
     bool loop_ok;
     uv_async_t stop_async;
     bool async_ok;
+    uv_async_t wake_async; /* the drain phase changed */
+    uv_timer_t drain_timer;
+    bool wake_ok, unlistened;
+    char readyz_body[256];
     vb_http_server_t *http;
     pthread_t thread;
     bool started, stopped;
@@ -134,6 +153,7 @@ struct vb_ingress {
     vb_metric_t status_id[NSTATUSES];
     vb_metric_t rejected_busy, rejected_draining;
     vb_metric_t g_ready, g_draining, g_max_calls; /* set at each scrape */
+    vb_metric_t g_gemini_ready, rerouted[2];      /* instance, lane */
     vb_metric_t insecure;
     vb_metric_t handoff[H_COUNT];
     vb_metric_t conn_event[VB_HTTP_EV_COUNT];
@@ -149,14 +169,87 @@ struct vb_ingress {
 /* ---------------------------------------------------------------------- */
 /* readiness                                                              */
 
+static void wake(vb_ingress_t *g)
+{
+    if (g->wake_ok)
+        uv_async_send(&g->wake_async);
+}
+
 void vb_ingress_set_draining(vb_ingress_t *g, bool draining)
 {
-    atomic_store_explicit(&g->draining, draining, memory_order_relaxed);
+    int want = draining ? DRAIN_GRACE : DRAIN_NONE;
+    int cur = atomic_load(&g->drain_phase);
+    /* Never back from closing to grace. */
+    if (draining && cur == DRAIN_CLOSING)
+        return;
+    atomic_store(&g->drain_phase, want);
+    wake(g);
+}
+
+void vb_ingress_stop_accepting(vb_ingress_t *g)
+{
+    atomic_store(&g->drain_phase, DRAIN_CLOSING);
+    wake(g);
 }
 
 bool vb_ingress_draining(const vb_ingress_t *g)
 {
-    return atomic_load_explicit(&g->draining, memory_order_relaxed);
+    return atomic_load_explicit(&g->drain_phase, memory_order_relaxed) !=
+           DRAIN_NONE;
+}
+
+bool vb_ingress_listening(const vb_ingress_t *g)
+{
+    return atomic_load_explicit(&g->listening, memory_order_relaxed);
+}
+
+int64_t vb_ingress_calls_pending(const vb_ingress_t *g)
+{
+    return atomic_load_explicit(&g->pending_shared, memory_order_relaxed);
+}
+
+void vb_ingress_gemini_verdict(vb_ingress_t *g, bool ok, const char *why)
+{
+    int64_t now = (int64_t)vb_clock_wall_s();
+    atomic_store_explicit(&g->gm_last_s, now, memory_order_relaxed);
+    if (ok && atomic_load_explicit(&g->gm_rejects, memory_order_relaxed) == 0 &&
+        atomic_load_explicit(&g->gm_last, memory_order_relaxed) == GM_OK)
+        return; /* the common case: nothing changes, no lock */
+    pthread_mutex_lock(&g->gm_mu);
+    uint32_t was = atomic_load(&g->gm_rejects);
+    if (ok) {
+        atomic_store(&g->gm_rejects, 0);
+        atomic_store(&g->gm_last, GM_OK);
+        snprintf(g->gm_why, sizeof(g->gm_why), "setupComplete");
+    } else {
+        atomic_store(&g->gm_rejects, was + 1);
+        atomic_store(&g->gm_last, GM_REJECTED);
+        snprintf(g->gm_why, sizeof(g->gm_why), "%s", why ? why : "rejected");
+    }
+    pthread_mutex_unlock(&g->gm_mu);
+    if (ok && was > 0)
+        vb_log_info(NULL, "gemini accepts sessions again: ready",
+                    "rejected_before=%u", was);
+    else if (!ok && was == 0)
+        vb_log_error(NULL, "gemini rejects sessions: not ready", "reason=%s",
+                     why ? why : "rejected");
+}
+
+bool vb_ingress_gemini_rejected(const vb_ingress_t *g)
+{
+    return atomic_load_explicit(&g->gm_rejects, memory_order_relaxed) > 0;
+}
+
+const char *vb_ingress_instance(const vb_ingress_t *g)
+{
+    return g->instance;
+}
+
+static void gemini_why(vb_ingress_t *g, char *out, size_t n)
+{
+    pthread_mutex_lock(&g->gm_mu);
+    snprintf(out, n, "%s", g->gm_why);
+    pthread_mutex_unlock(&g->gm_mu);
 }
 
 void vb_ingress_calls_add(vb_ingress_t *g, uint32_t lane, int delta)
@@ -197,6 +290,8 @@ static void pend_prune(vb_ingress_t *g, uint64_t now)
         g->pend_head = (g->pend_head + 1) % g->pend_cap;
         g->pend_n--;
     }
+    atomic_store_explicit(&g->pending_shared, g->pend_total,
+                          memory_order_relaxed);
 }
 
 static void pend_push(vb_ingress_t *g, uint32_t lane, uint64_t now)
@@ -217,6 +312,8 @@ static void pend_push(vb_ingress_t *g, uint32_t lane, uint64_t now)
     g->pend_n++;
     g->lane_pending[lane]++;
     g->pend_total++;
+    atomic_store_explicit(&g->pending_shared, g->pend_total,
+                          memory_order_relaxed);
 }
 
 /* The oldest call answered on `lane` has its stream now. */
@@ -228,6 +325,8 @@ static void pend_consume(vb_ingress_t *g, uint32_t lane)
             p->lane = CONSUMED;
             g->lane_pending[lane]--;
             g->pend_total--;
+            atomic_store_explicit(&g->pending_shared, g->pend_total,
+                                  memory_order_relaxed);
             return;
         }
     }
@@ -381,6 +480,20 @@ static int register_metrics(vb_ingress_t *g)
                             "1 from SIGTERM until the process exits.", NULL,
                             &g->g_draining);
     if (rc == 0)
+        rc = vb_metrics_add(g->m, VB_METRIC_GAUGE, "vb_gemini_ready",
+                            "0 while Gemini rejects this configuration "
+                            "(auth or setup; /readyz 503 \"gemini\"), else "
+                            "1.",
+                            NULL, &g->g_gemini_ready);
+    static const char *const rr_names[2] = {"instance", "lane"};
+    for (int i = 0; rc == 0 && i < 2; i++)
+        rc =
+            vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_streams_rerouted_total",
+                           "Media streams served here although their URL "
+                           "names another instance (a fresh Gemini "
+                           "session) or a lane this process lacks.",
+                           VB_LABELS("reason", rr_names[i]), &g->rerouted[i]);
+    if (rc == 0)
         rc = vb_metrics_add(g->m, VB_METRIC_GAUGE, "vb_max_calls",
                             "--max-calls: the capacity vb_calls_active is "
                             "measured against.",
@@ -450,44 +563,75 @@ static bool path_is_or_slash(const vb_http_req_t *req, const char *path)
             req->target[n] == '/');
 }
 
-/* Stream path, optionally followed by "/<lane>" (or a bare "/"). Sets
- * *lane to the lane number or -1. */
+static bool seg_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+}
+
+/* Parses up to 5 digits; -1 when `p` (n bytes) is not a lane number. */
+static long lane_number(const char *p, size_t n)
+{
+    if (n == 0 || n > 5)
+        return -1;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    return v;
+}
+
+/* Stream path, optionally followed by "/<lane>", "/<instance>/<lane>" (or
+ * a bare "/"). Sets *lane to the lane number or -1, and *inst to
+ * INST_NONE, INST_OURS or INST_OTHER. */
 static bool stream_path_match(const vb_ingress_t *g, const vb_http_req_t *req,
-                              long *lane)
+                              long *lane, int *inst)
 {
     const char *sp = g->cfg->stream_path;
     size_t n = strlen(sp);
     *lane = -1;
+    *inst = INST_NONE;
     if (req->path_len < n || memcmp(req->target, sp, n) != 0)
         return false;
     if (req->path_len == n)
         return true;
     if (req->target[n] != '/')
         return false;
-    size_t digits = req->path_len - n - 1;
-    if (digits == 0)
+    const char *rest = req->target + n + 1;
+    size_t left = req->path_len - n - 1;
+    if (left == 0)
         return true;
-    if (digits > 5)
-        return false;
-    long v = 0;
-    for (size_t i = 0; i < digits; i++) {
-        char c = req->target[n + 1 + i];
-        if (c < '0' || c > '9')
-            return false;
-        v = v * 10 + (c - '0');
+    const char *slash = memchr(rest, '/', left);
+    if (slash == NULL) {
+        *lane = lane_number(rest, left);
+        return *lane >= 0;
     }
-    *lane = v;
+    size_t il = (size_t)(slash - rest);
+    if (il == 0 || il >= sizeof(g->instance))
+        return false;
+    for (size_t i = 0; i < il; i++)
+        if (!seg_char(rest[i]))
+            return false;
+    *lane = lane_number(slash + 1, left - il - 1);
+    if (*lane < 0)
+        return false;
+    *inst = strlen(g->instance) == il && memcmp(rest, g->instance, il) == 0
+                ? INST_OURS
+                : INST_OTHER;
     return true;
 }
 
 static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
-                       long *lane)
+                       long *lane, int *inst)
 {
     bool admin = req->listener == LISTENER_ADMIN;
     /* Private by default: on the admin listener, and on the public one
      * only when the operator asks for it. */
     bool adminish = admin || g->cfg->admin_on_public;
     *lane = -1;
+    *inst = INST_NONE;
     if (path_is(req, "/healthz"))
         return R_HEALTHZ;
     if (path_is(req, "/readyz"))
@@ -502,7 +646,7 @@ static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
         return R_VOICE;
     if (path_is_or_slash(req, g->cfg->status_path))
         return R_STATUS;
-    if (stream_path_match(g, req, lane))
+    if (stream_path_match(g, req, lane, inst))
         return R_STREAM;
     return R_OTHER;
 }
@@ -928,13 +1072,21 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     pend_prune(g, now);
     int64_t now_s = (int64_t)vb_clock_wall_s();
     struct answered *prev = answered_find(g, call, now_s);
-    bool draining = vb_ingress_draining(g);
-    if (prev == NULL && (draining || total_load(g) >= g->cfg->max_calls)) {
-        vb_metrics_counter_add(
-            g->shard, draining ? g->rejected_draining : g->rejected_busy, 1);
-        vb_log_info(call, "call refused", "reason=%s calls=%lld max=%lld",
-                    draining ? "draining" : "busy", (long long)total_load(g),
-                    (long long)g->cfg->max_calls);
+    if (prev == NULL && atomic_load(&g->drain_phase) == DRAIN_CLOSING) {
+        /* Past the grace: a status the proxy retries elsewhere, and the
+         * connection closed so it is not reused for the next call. */
+        vb_metrics_counter_add(g->shard, g->rejected_draining, 1);
+        vb_log_info(call, "call refused", "reason=%s status=%d", "draining",
+                    503);
+        set_text(resp, 503, "draining: try another instance\n");
+        vb_http_resp_header(resp, "Retry-After", "1");
+        resp->close = true;
+        goto out;
+    }
+    if (prev == NULL && total_load(g) >= g->cfg->max_calls) {
+        vb_metrics_counter_add(g->shard, g->rejected_busy, 1);
+        vb_log_info(call, "call refused", "reason=busy calls=%lld max=%lld",
+                    (long long)total_load(g), (long long)g->cfg->max_calls);
         busy_twiml(g, resp);
         goto out;
     }
@@ -949,7 +1101,8 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     }
     char base[512], url[1024];
     stream_base(g, req, base, sizeof(base));
-    snprintf(url, sizeof(url), "%s%s/%u", base, g->cfg->stream_path, lane);
+    snprintf(url, sizeof(url), "%s%s/%s/%u", base, g->cfg->stream_path,
+             g->instance, lane);
     /* The called number picks the assistant (or --assistant-url, below);
      * its name travels in the stream's parameters, bound to the call and
      * token by a MAC, so an instance that did not answer this webhook
@@ -1034,7 +1187,7 @@ out:
 }
 
 static void route_stream(vb_ingress_t *g, const vb_http_req_t *req,
-                         vb_http_resp_t *resp, long want_lane)
+                         vb_http_resp_t *resp, long want_lane, int inst)
 {
     if (req->method != HTTP_GET) {
         method_not_allowed(resp, "GET");
@@ -1117,9 +1270,25 @@ static void route_stream(vb_ingress_t *g, const vb_http_req_t *req,
         set_text(resp, 503, "no media stream stage\n");
         return;
     }
-    uint32_t lane = want_lane >= 0 && (uint64_t)want_lane < g->nlanes
-                        ? (uint32_t)want_lane
-                        : least_loaded(g);
+    uint32_t lane;
+    if (want_lane >= 0 && (uint64_t)want_lane < g->nlanes) {
+        lane = (uint32_t)want_lane;
+    } else if (want_lane >= 0) {
+        /* An instance with more lanes answered the webhook; the stream
+         * stage accepts that token on lane % --lanes. */
+        lane = (uint32_t)((uint64_t)want_lane % g->nlanes);
+        vb_metrics_counter_add(g->shard, g->rerouted[1], 1);
+    } else {
+        lane = least_loaded(g);
+    }
+    if (inst == INST_OTHER) {
+        vb_metrics_counter_add(g->shard, g->rerouted[0], 1);
+        VB_LOG_RATELIMITED(VB_LOG_INFO, 1000, NULL,
+                           "stream for another instance served here",
+                           "path=%.*s instance=%s client=%s",
+                           (int)(req->path_len < 200 ? req->path_len : 200),
+                           req->target, g->instance, client);
+    }
     vb_ring_t *r = &g->lanes[lane].conn->ring;
     uint32_t used = vb_ring_count(r) + g->lane_inflight[lane];
     if (used >= vb_ring_capacity(r)) {
@@ -1218,10 +1387,13 @@ static char *system_json(vb_ingress_t *g)
     bool draining = vb_ingress_draining(g);
     int64_t load = total_load(g);
     bool full = load >= c->max_calls;
+    bool gm_bad = vb_ingress_gemini_rejected(g);
     cJSON_AddStringToObject(root, "status",
                             draining ? "draining"
+                            : gm_bad ? "gemini_rejected"
                             : full   ? "at_capacity"
                                      : "ok");
+    cJSON_AddStringToObject(root, "instance", g->instance);
     cJSON_AddNumberToObject(root, "uptime_s",
                             (double)(vb_clock_now_ns() - g->started_ns) /
                                 VB_NS_PER_SEC);
@@ -1249,8 +1421,22 @@ static char *system_json(vb_ingress_t *g)
     char ep[512];
     snprintf(ep, sizeof(ep), "%.*s", (int)strcspn(c->gemini_url, "?#"),
              c->gemini_url);
+    int last = atomic_load(&g->gm_last);
     cJSON_AddStringToObject(gem, "state",
-                            *c->gemini_api_key ? "configured" : "no_api_key");
+                            gm_bad                ? "rejected"
+                            : !*c->gemini_api_key ? "no_api_key"
+                            : last == GM_OK       ? "ok"
+                                                  : "configured");
+    char why[200];
+    gemini_why(g, why, sizeof(why));
+    cJSON_AddStringToObject(gem, "last_outcome",
+                            last == GM_OK         ? "ok"
+                            : last == GM_REJECTED ? "rejected"
+                                                  : "none");
+    cJSON_AddStringToObject(gem, "last_reason", why);
+    cJSON_AddNumberToObject(gem, "last_at", (double)atomic_load(&g->gm_last_s));
+    cJSON_AddNumberToObject(gem, "consecutive_rejections",
+                            (double)atomic_load(&g->gm_rejects));
     cJSON_AddStringToObject(gem, "endpoint", ep);
     cJSON_AddStringToObject(gem, "model", c->gemini_model);
 
@@ -1269,6 +1455,7 @@ static char *system_json(vb_ingress_t *g)
     cJSON_AddNumberToObject(calls, "pending", g->pend_total);
     cJSON_AddNumberToObject(calls, "max", (double)c->max_calls);
     cJSON_AddBoolToObject(calls, "draining", draining);
+    cJSON_AddBoolToObject(calls, "accepting", vb_ingress_listening(g));
 
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
@@ -1330,8 +1517,10 @@ static void route_metrics(vb_ingress_t *g, const vb_http_req_t *req,
     bool draining = vb_ingress_draining(g);
     vb_metrics_gauge_set(g->shard, g->g_draining, draining);
     vb_metrics_gauge_set(g->shard, g->g_ready,
-                         !draining &&
+                         !draining && !vb_ingress_gemini_rejected(g) &&
                              total_load(g) < (int64_t)g->cfg->max_calls);
+    vb_metrics_gauge_set(g->shard, g->g_gemini_ready,
+                         !vb_ingress_gemini_rejected(g));
     vb_metrics_gauge_set(g->shard, g->g_max_calls, g->cfg->max_calls);
     if (vb_metrics_render(g->m, &text, &len) != 0) {
         set_text(resp, 500, "out of memory\n");
@@ -1352,7 +1541,8 @@ static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
 {
     vb_ingress_t *g = ud;
     long lane;
-    int route = match_route(g, req, &lane);
+    int inst;
+    int route = match_route(g, req, &lane, &inst);
     switch (route) {
     case R_VOICE:
         route_voice(g, req, resp);
@@ -1361,7 +1551,7 @@ static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
         route_status(g, req, resp);
         break;
     case R_STREAM:
-        route_stream(g, req, resp, lane);
+        route_stream(g, req, resp, lane, inst);
         break;
     case R_HEALTHZ:
         if (method_in(req, HTTP_GET, HTTP_HEAD))
@@ -1374,9 +1564,15 @@ static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
             method_not_allowed(resp, "GET, HEAD");
         } else {
             pend_prune(g, vb_clock_now_ns());
-            if (vb_ingress_draining(g))
+            if (vb_ingress_draining(g)) {
                 set_text(resp, 503, "draining\n");
-            else if (total_load(g) >= g->cfg->max_calls)
+            } else if (vb_ingress_gemini_rejected(g)) {
+                char why[200];
+                gemini_why(g, why, sizeof(why));
+                snprintf(g->readyz_body, sizeof(g->readyz_body), "gemini: %s\n",
+                         why);
+                set_text(resp, 503, g->readyz_body);
+            } else if (total_load(g) >= g->cfg->max_calls)
                 set_text(resp, 503, "at capacity\n");
             else
                 set_text(resp, 200, "ready\n");
@@ -1482,6 +1678,36 @@ void vb_ingress_http_callbacks(vb_ingress_t *g, vb_http_server_cfg_t *out)
 /* ---------------------------------------------------------------------- */
 /* lifecycle                                                              */
 
+/* Phase 2: the public listener goes once no answered call's stream is
+ * awaited (they expire after VB_INGRESS_PENDING_MS at the latest). */
+static void drain_tick(uv_timer_t *t)
+{
+    vb_ingress_t *g = t->data;
+    pend_prune(g, vb_clock_now_ns());
+    if (atomic_load(&g->drain_phase) != DRAIN_CLOSING || g->unlistened)
+        return;
+    if (g->pend_total > 0)
+        return;
+    g->unlistened = true;
+    vb_http_server_unlisten(g->http, LISTENER_PUBLIC);
+    atomic_store(&g->listening, false);
+    uv_timer_stop(&g->drain_timer);
+    vb_log_info(NULL, "public listener closed: new connections are refused",
+                "addr=%s calls=%lld", g->cfg->listen,
+                (long long)vb_ingress_calls_active(g));
+}
+
+static void wake_cb(uv_async_t *a)
+{
+    vb_ingress_t *g = a->data;
+    if (atomic_load(&g->drain_phase) == DRAIN_NONE) {
+        uv_timer_stop(&g->drain_timer);
+        return;
+    }
+    if (!uv_is_active((uv_handle_t *)&g->drain_timer) && !g->unlistened)
+        uv_timer_start(&g->drain_timer, drain_tick, 0, 100);
+}
+
 static void stop_cb(uv_async_t *a)
 {
     vb_ingress_t *g = a->data;
@@ -1490,7 +1716,15 @@ static void stop_cb(uv_async_t *a)
     vb_assistant_url_destroy(g->aurl);
     g->aurl = NULL;
     vb_http_server_close(g->http);
+    atomic_store(&g->listening, false);
     uv_close((uv_handle_t *)&g->stop_async, NULL);
+    if (g->wake_ok) {
+        /* wake_ok stays set (other threads read it): a late wake() on the
+         * closing handle is harmless until the loop ends, and none comes
+         * after vb_ingress_stop(). */
+        uv_close((uv_handle_t *)&g->wake_async, NULL);
+        uv_close((uv_handle_t *)&g->drain_timer, NULL);
+    }
 }
 
 static void *thread_main(void *arg)
@@ -1584,6 +1818,37 @@ static int add_shared_key(vb_ingress_t *g, const char *s, size_t n)
     return 0;
 }
 
+/* --instance-id, checked, or the hostname made a safe path segment. */
+static int instance_name(const char *want, char *out, size_t n)
+{
+    if (*want != '\0') {
+        size_t len = strlen(want);
+        bool ok = len < n && strcmp(want, ".") != 0 && strcmp(want, "..") != 0;
+        for (size_t i = 0; ok && i < len; i++)
+            ok = seg_char(want[i]);
+        if (!ok) {
+            vb_log_error(NULL,
+                         "invalid --instance-id (VOXBRIDGE_INSTANCE_ID): use "
+                         "1-63 letters, digits, '.', '_' or '-'",
+                         "value=%.80s", want);
+            return VB_ECONFIG;
+        }
+        snprintf(out, n, "%s", want);
+        return 0;
+    }
+    char host[256] = "";
+    if (gethostname(host, sizeof(host) - 1) != 0)
+        host[0] = '\0';
+    host[sizeof(host) - 1] = '\0';
+    size_t k = 0;
+    for (size_t i = 0; host[i] != '\0' && k + 1 < n; i++)
+        out[k++] = seg_char(host[i]) ? host[i] : '-';
+    out[k] = '\0';
+    if (k == 0 || strcmp(out, ".") == 0 || strcmp(out, "..") == 0)
+        snprintf(out, n, "voxbridge");
+    return 0;
+}
+
 /* "https://h/x/" -> "https://h/x"; the ws form replaces the scheme. */
 static int derive_urls(vb_ingress_t *g)
 {
@@ -1627,7 +1892,21 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     g->verify = *c->twilio_auth_token != '\0';
     g->admin_split = *c->metrics_listen != '\0';
     g->started_ns = vb_clock_now_ns();
-    atomic_init(&g->draining, false);
+    atomic_init(&g->drain_phase, DRAIN_NONE);
+    atomic_init(&g->pending_shared, 0);
+    atomic_init(&g->listening, false);
+    atomic_init(&g->gm_rejects, 0);
+    atomic_init(&g->gm_last, GM_NONE);
+    atomic_init(&g->gm_last_s, 0);
+    if (pthread_mutex_init(&g->gm_mu, NULL) != 0) {
+        rc = VB_ESYS;
+        goto fail;
+    }
+    g->gm_mu_ok = true;
+    if ((rc = instance_name(c->instance_id, g->instance,
+                            sizeof(g->instance))) != 0)
+        goto fail;
+    rc = VB_ENOMEM;
     if (g->verify && *c->public_url == '\0') {
         vb_log_error(NULL,
                      "TWILIO_AUTH_TOKEN is set but --public-url is empty: "
@@ -1690,6 +1969,14 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     }
     g->async_ok = true;
     g->stop_async.data = g;
+    if (uv_async_init(&g->loop, &g->wake_async, wake_cb) != 0) {
+        rc = VB_ESYS;
+        goto fail;
+    }
+    uv_timer_init(&g->loop, &g->drain_timer);
+    g->wake_async.data = g;
+    g->drain_timer.data = g;
+    g->wake_ok = true;
     derive_conn_limits(g);
     vb_http_server_cfg_t hc;
     vb_ingress_http_callbacks(g, &hc);
@@ -1698,6 +1985,9 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     if (!o->no_listen) {
         if ((rc = listen_on(g, c->listen, LISTENER_PUBLIC, &g->port_public)))
             goto fail;
+        atomic_store(&g->listening, true);
+        vb_log_info(NULL, "instance", "id=%s stream_url_path=%s/%s/<lane>",
+                    g->instance, c->stream_path, g->instance);
         if (g->admin_split && (rc = listen_on(g, c->metrics_listen,
                                               LISTENER_ADMIN, &g->port_admin)))
             goto fail;
@@ -1772,6 +2062,10 @@ void vb_ingress_destroy(vb_ingress_t *g)
             vb_http_server_close(g->http);
             if (g->async_ok)
                 uv_close((uv_handle_t *)&g->stop_async, NULL);
+            if (g->wake_ok) {
+                uv_close((uv_handle_t *)&g->wake_async, NULL);
+                uv_close((uv_handle_t *)&g->drain_timer, NULL);
+            }
             uv_run(&g->loop, UV_RUN_DEFAULT);
         }
         if (uv_loop_close(&g->loop) != 0)
@@ -1792,5 +2086,7 @@ void vb_ingress_destroy(vb_ingress_t *g)
         free(g->shared[i].sid);
         free(g->shared[i].secret);
     }
+    if (g->gm_mu_ok)
+        pthread_mutex_destroy(&g->gm_mu);
     free(g);
 }

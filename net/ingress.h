@@ -15,12 +15,33 @@
  *
  * Routing of a call to a lane. The webhook picks the lane with the fewest
  * calls (active + answered but not yet streaming), writes it into the
- * call's stream token, and also into the stream URL as a last path segment
- * (`wss://HOST/media-stream/<lane>`), because Twilio cannot carry a query
- * string there and the token itself only arrives inside the stream, after
- * the hand-off. An upgrade for the bare stream path (or a lane this
- * process does not have) goes to the least loaded lane, and the stream
- * stage's token check then decides.
+ * call's stream token, and also into the stream URL, after the instance
+ * (`wss://HOST/media-stream/<instance>/<lane>`, --instance-id), because
+ * Twilio cannot carry a query string there and the token itself only
+ * arrives inside the stream, after the hand-off. The instance segment lets
+ * a proxy send the stream to the instance that answered the webhook and
+ * holds the pre-connected Gemini session (docs/operations.md). A stream
+ * naming another instance is still served (a fresh Gemini session at
+ * start; counted as vb_streams_rerouted_total{reason="instance"}); a lane
+ * this process does not have maps onto lane % --lanes (counted as
+ * reason="lane"; the stream stage accepts the token there). The older
+ * forms `/media-stream/<lane>` and the bare path still work; the bare path
+ * goes to the least loaded lane and the token check decides.
+ *
+ * Drain (core/main.c drives it). Phase 1, from SIGTERM: /readyz 503,
+ * webhooks still answered as usual, so calls a proxy sends before its
+ * health check notices are not lost. Phase 2 (vb_ingress_stop_accepting,
+ * after --drain-grace): a new call's webhook gets 503 with Connection:
+ * close, which a proxy retries on another instance (nginx:
+ * `proxy_next_upstream ... http_503 non_idempotent`); once no answered
+ * call's stream is still awaited, the public listener is closed, so
+ * connections are refused and proxies fail over at once. Streams of calls
+ * answered here connect until then; live calls go on meanwhile.
+ *
+ * Gemini readiness. vb_ingress_gemini_verdict() takes the outcome of each
+ * Gemini session (the start-up check session, the periodic probe, and the
+ * calls' own sessions): after one rejected for auth or configuration,
+ * /readyz answers 503 "gemini: <reason>" until a session succeeds.
  *
  * Hand-off. After the 101 is written the socket is dup()ed and the libuv
  * handle closed (net/http.h); the new fd and the bytes already read after
@@ -119,6 +140,31 @@ void vb_ingress_destroy(vb_ingress_t *g);
  * streams of calls already answered are still accepted. */
 void vb_ingress_set_draining(vb_ingress_t *g, bool draining);
 bool vb_ingress_draining(const vb_ingress_t *g);
+
+/* Phase 2 of the drain (see DESIGN): webhooks for new calls get 503 and
+ * the public listener closes once no answered call's stream is awaited.
+ * Implies draining. Any thread, after start. */
+void vb_ingress_stop_accepting(vb_ingress_t *g);
+
+/* True while the public listener accepts connections. */
+bool vb_ingress_listening(const vb_ingress_t *g);
+
+/* Calls answered whose stream has not arrived yet (reserved for
+ * VB_INGRESS_PENDING_MS at most). */
+int64_t vb_ingress_calls_pending(const vb_ingress_t *g);
+
+/* One Gemini session's verdict on the configuration: `ok` at
+ * setupComplete, else rejected for auth/config with `why` (copied). Any
+ * thread; takes a mutex only when the state changes or on a rejection,
+ * never on the audio path. */
+void vb_ingress_gemini_verdict(vb_ingress_t *g, bool ok, const char *why);
+
+/* True while Gemini rejects this configuration (/readyz 503 "gemini"). */
+bool vb_ingress_gemini_rejected(const vb_ingress_t *g);
+
+/* The instance name used in stream URLs (--instance-id or the hostname,
+ * made a safe path segment). */
+const char *vb_ingress_instance(const vb_ingress_t *g);
 
 /* The lane's active-call count moves by `delta` (+1 when a call starts on
  * it, -1 when it ends); out-of-range lanes are ignored. */

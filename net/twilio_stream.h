@@ -81,7 +81,11 @@
  * "hangup", "disconnect", "error") as text, not NUL-terminated. */
 
 typedef struct vb_twilio_stream_config {
-    int lane;                  /* this lane's number; tokens must name it */
+    int lane; /* this lane's number; tokens must name it */
+    /* Lanes of this process, or 0. When set, a token naming lane L >=
+     * nlanes (issued by an instance with more lanes) is accepted on lane
+     * L % nlanes, where the ingress routes such a stream. */
+    uint32_t nlanes;
     uint32_t max_calls;        /* connections at once; call slots < max_calls */
     size_t max_message;        /* WebSocket message limit; 0 = 64 KiB */
     uint32_t media_batch;      /* 20 ms frames per `media` message, 1..50 */

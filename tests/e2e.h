@@ -107,10 +107,14 @@ static inline void rig_vb(rig_t *r, const char *const *extra,
     int n = 0;
     for (int i = 0; wrap != NULL && wrap[i] != NULL; i++)
         argv[n++] = wrap[i];
+    /* No drain grace unless a case asks for one (a later flag wins): no
+     * proxy here needs time to notice. No start-up check session: these
+     * cases count the model's sessions exactly (tests/test_e2e_ops.c
+     * covers the check). */
     const char *base[] = {
-        bin,          "--listen",     listen, "--public-url",
-        pub,          "--gemini-url", gurl,   "--metrics-listen",
-        "127.0.0.1:0"};
+        bin,           "--listen",      listen, "--public-url",
+        pub,           "--gemini-url",  gurl,   "--metrics-listen",
+        "127.0.0.1:0", "--drain-grace", "0",    "--no-gemini-startup-check"};
     for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
         argv[n++] = base[i];
     for (int i = 0; extra != NULL && extra[i] != NULL && n < 63; i++)

@@ -233,8 +233,9 @@ static fx_t *fx_start(const fx_opts_t *o)
     int lfd = open(f->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
     ASSERT_GE(lfd, 0);
     vb_log_set_fd(lfd);
-    const char *argv[40] = {"voxbridge", "--listen", "127.0.0.1:0"};
-    int argc = 3;
+    const char *argv[40] = {"voxbridge", "--listen", "127.0.0.1:0",
+                            "--instance-id", "i1"};
+    int argc = 5;
     bool admin = false;
     for (int i = 0; o && o->args[i]; i++) {
         admin = admin || strcmp(o->args[i], "--metrics-listen") == 0;
@@ -489,7 +490,7 @@ TEST_T(ingress_signed_webhook_twiml_and_token, 30)
                                 "<Hangup/></Response>");
     char url[256], token[128];
     ASSERT_TRUE(twiml_attr(r.body, "<Stream", "url", url, sizeof(url)));
-    ASSERT_STR_EQ(url, "wss://voice.example.test/media-stream/0");
+    ASSERT_STR_EQ(url, "wss://voice.example.test/media-stream/i1/0");
     ASSERT_TRUE(twiml_attr(r.body, "name=\"streamToken\"", "value", token,
                            sizeof(token)));
     int64_t now = (int64_t)vb_clock_wall_s();
@@ -1158,7 +1159,7 @@ TEST_T(ingress_capacity_draining_and_lane_choice, 30)
     char *req = webhook("/webhook/voice", CALL_BODY("CA100"), NULL);
     ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
     ASSERT_TRUE(twiml_attr(r.body, "<Stream", "url", url, sizeof(url)));
-    ASSERT_STR_EQ(url, "wss://voice.example.test/media-stream/1");
+    ASSERT_STR_EQ(url, "wss://voice.example.test/media-stream/i1/1");
     tc_free_resp(&r);
     free(req);
     ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 200);
@@ -1183,7 +1184,8 @@ TEST_T(ingress_capacity_draining_and_lane_choice, 30)
     vb_ingress_calls_add(f->g, 0, -1);
     ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 200);
     tc_free_resp(&r);
-    /* Draining: readyz 503, webhooks get the busy message. */
+    /* Draining, phase 1 (the grace): readyz 503, webhooks still answered
+     * as usual. */
     vb_ingress_set_draining(f->g, true);
     ASSERT_TRUE(vb_ingress_draining(f->g));
     ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 503);
@@ -1191,17 +1193,37 @@ TEST_T(ingress_capacity_draining_and_lane_choice, 30)
     tc_free_resp(&r);
     req = webhook("/webhook/voice", CALL_BODY("CA103"), NULL);
     ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
-    ASSERT_STR_CONTAINS(r.body, "<Say>All busy &amp; sorry</Say><Hangup/>");
+    ASSERT_STR_CONTAINS(r.body, "<Connect>");
+    tc_free_resp(&r);
+    free(req);
+    /* Phase 2: a new call gets 503 and the connection closes, so a proxy
+     * retries it elsewhere; a repeated webhook still gets its answer. */
+    vb_ingress_stop_accepting(f->g);
+    req = webhook("/webhook/voice", CALL_BODY("CA104"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 503);
+    ASSERT_STR_EQ(r.body, "draining: try another instance\n");
+    ASSERT_STR_CONTAINS(r.head, "Connection: close");
+    ASSERT_STR_CONTAINS(r.head, "Retry-After: 1");
+    tc_free_resp(&r);
+    free(req);
+    req = webhook("/webhook/voice", CALL_BODY("CA103"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    ASSERT_STR_CONTAINS(r.body, "<Connect>");
     tc_free_resp(&r);
     free(req);
     ASSERT_EQ(
         tc_request(f->admin_port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
         200);
     ASSERT_STR_CONTAINS(r.body, "\"status\":\"draining\"");
-    ASSERT_STR_CONTAINS(r.body, "\"pending\":2");
+    ASSERT_STR_CONTAINS(r.body, "\"pending\":3");
+    /* Three streams are awaited: the listener stays open for them. */
+    ASSERT_STR_CONTAINS(r.body, "\"accepting\":true");
     tc_free_resp(&r);
+    ASSERT_EQ(vb_ingress_calls_pending(f->g), 3);
+    ASSERT_TRUE(vb_ingress_listening(f->g));
     vb_ingress_set_draining(f->g, false);
-    ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 200);
+    ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 503);
+    ASSERT_STR_EQ(r.body, "at capacity\n");
     tc_free_resp(&r);
     char *m = get_metrics(f->admin_port);
     ASSERT_STR_CONTAINS(m, "vb_calls_rejected_total{reason=\"busy\"} 1\n");
@@ -1210,6 +1232,179 @@ TEST_T(ingress_capacity_draining_and_lane_choice, 30)
     vb_ingress_calls_add(f->g, 99, 1); /* ignored */
     ASSERT_EQ(vb_ingress_calls_active(f->g), 0);
     fx_stop(f);
+}
+
+TEST_T(ingress_drain_closes_the_public_listener_once_streams_arrived, 30)
+{
+    fx_opts_t o = {
+        .args = {"--public-url", PUBLIC, "--twilio-auth-token", TOKEN, NULL}};
+    fx_t *f = fx_start(&o);
+    tc_resp_t r;
+    char *req = webhook("/webhook/voice", CALL_BODY("CA200"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    tc_free_resp(&r);
+    free(req);
+    vb_ingress_stop_accepting(f->g);
+    /* CA200's stream is awaited: the listener stays; its stream is
+     * served. */
+    usleep(300 * 1000);
+    ASSERT_TRUE(vb_ingress_listening(f->g));
+    char up[1024];
+    upgrade_req(up, sizeof(up), "/media-stream/i1/0", NULL, NULL);
+    tc_conn_t *c = tc_open(f->port);
+    tc_send_str(c->fd, up);
+    ASSERT_EQ(tc_read_resp(c, &r, MS), 0);
+    ASSERT_EQ(r.status, 101);
+    tc_free_resp(&r);
+    got_t g = consumer_wait(&f->cons, 1);
+    ASSERT_EQ(g.lane, 0);
+    /* Nothing awaited any more: connections are refused, the admin
+     * listener still answers. */
+    bool refused = false;
+    for (double end = tc_now_ms() + 5000; !refused && tc_now_ms() < end;
+         usleep(20000)) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)f->port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        refused = connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0 &&
+                  errno == ECONNREFUSED;
+        close(fd);
+    }
+    ASSERT_TRUE(refused);
+    ASSERT_TRUE(!(vb_ingress_listening(f->g)));
+    ASSERT_EQ(tc_request(f->admin_port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS),
+              503);
+    tc_free_resp(&r);
+    tc_close(c);
+    ASSERT_TRUE(log_contains(f, "public listener closed"));
+    fx_stop(f);
+}
+
+TEST_T(ingress_streams_for_other_instances_and_lanes_are_served, 30)
+{
+    fx_opts_t o = {.args = {"--public-url", PUBLIC, "--twilio-auth-token",
+                            TOKEN, "--lanes", "2", NULL}};
+    fx_t *f = fx_start(&o);
+    tc_resp_t r;
+    char up[1024];
+    static const struct {
+        const char *path;
+        int status;
+        uint32_t lane;
+    } cases[] = {
+        {"/media-stream/other-host.x_1/1", 101, 1}, /* another instance */
+        {"/media-stream/i1/7", 101, 1},             /* 7 % 2 lanes */
+        {"/media-stream/1", 101, 1},                /* the older form */
+        {"/media-stream/bad%2Fname/0", 404, 0},
+        {"/media-stream/i1/x", 404, 0},
+        {"/media-stream//0", 404, 0},
+    };
+    int got_n = 0;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        upgrade_req(up, sizeof(up), cases[i].path, NULL, NULL);
+        tc_conn_t *c = tc_open(f->port);
+        tc_send_str(c->fd, up);
+        ASSERT_EQ(tc_read_resp(c, &r, MS), 0);
+        if (r.status != cases[i].status)
+            vb_test_fail(__FILE__, __LINE__, "%s: %d", cases[i].path, r.status);
+        tc_free_resp(&r);
+        if (cases[i].status == 101) {
+            got_t g = consumer_wait(&f->cons, ++got_n);
+            ASSERT_EQ(g.lane, cases[i].lane);
+        }
+        tc_close(c);
+    }
+    char *m = get_metrics(f->admin_port);
+    ASSERT_STR_CONTAINS(m,
+                        "vb_streams_rerouted_total{reason=\"instance\"} 1\n");
+    ASSERT_STR_CONTAINS(m, "vb_streams_rerouted_total{reason=\"lane\"} 1\n");
+    free(m);
+    fx_stop(f);
+}
+
+TEST_T(ingress_gemini_rejections_make_readyz_503_until_a_success, 30)
+{
+    fx_t *f = fx_start(&secure);
+    tc_resp_t r;
+    ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 200);
+    tc_free_resp(&r);
+    vb_ingress_gemini_verdict(f->g, true, NULL);
+    ASSERT_TRUE(!(vb_ingress_gemini_rejected(f->g)));
+    vb_ingress_gemini_verdict(f->g, false, "close 1007 (API key not valid)");
+    ASSERT_TRUE(vb_ingress_gemini_rejected(f->g));
+    ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 503);
+    ASSERT_STR_EQ(r.body, "gemini: close 1007 (API key not valid)\n");
+    tc_free_resp(&r);
+    ASSERT_EQ(
+        tc_request(f->admin_port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
+        200);
+    ASSERT_STR_CONTAINS(r.body, "\"status\":\"gemini_rejected\"");
+    ASSERT_STR_CONTAINS(r.body, "\"state\":\"rejected\"");
+    ASSERT_STR_CONTAINS(r.body, "\"last_outcome\":\"rejected\"");
+    ASSERT_STR_CONTAINS(r.body,
+                        "\"last_reason\":\"close 1007 (API key not valid)\"");
+    ASSERT_STR_CONTAINS(r.body, "\"consecutive_rejections\":1");
+    tc_free_resp(&r);
+    char *m = get_metrics(f->admin_port);
+    ASSERT_STR_CONTAINS(m, "vb_gemini_ready 0\n");
+    ASSERT_STR_CONTAINS(m, "vb_ready 0\n");
+    free(m);
+    vb_ingress_gemini_verdict(f->g, false, "HTTP 401 on the upgrade");
+    ASSERT_EQ(
+        tc_request(f->admin_port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
+        200);
+    ASSERT_STR_CONTAINS(r.body, "\"consecutive_rejections\":2");
+    tc_free_resp(&r);
+    vb_ingress_gemini_verdict(f->g, true, NULL);
+    ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 200);
+    tc_free_resp(&r);
+    ASSERT_EQ(
+        tc_request(f->admin_port, "GET /test/system HTTP/1.1\r\n\r\n", &r, MS),
+        200);
+    ASSERT_STR_CONTAINS(r.body, "\"status\":\"ok\"");
+    ASSERT_STR_CONTAINS(r.body, "\"last_outcome\":\"ok\"");
+    tc_free_resp(&r);
+    m = get_metrics(f->admin_port);
+    ASSERT_STR_CONTAINS(m, "vb_gemini_ready 1\n");
+    free(m);
+    fx_stop(f);
+}
+
+TEST(ingress_instance_id_is_checked)
+{
+    static const char *const bad[] = {"a/b", "..", "with space",
+                                      "0123456789012345678901234567890123456"
+                                      "789012345678901234567890123456789"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        vb_config_t cfg;
+        char err[256];
+        const char *argv[] = {"voxbridge", "--instance-id", bad[i]};
+        ASSERT_EQ(vb_config_load(&cfg, 3, argv, err, sizeof(err)), 0);
+        vb_metrics_t *m = vb_metrics_create();
+        vb_ingress_t *g = NULL;
+        vb_ingress_opts_t io = {.cfg = &cfg, .metrics = m, .no_listen = true};
+        ASSERT_EQ(vb_ingress_create(&io, &g), VB_ECONFIG);
+        vb_metrics_destroy(m);
+        vb_config_free(&cfg);
+    }
+    /* Empty: the hostname, made a safe segment. */
+    vb_config_t cfg;
+    char err[256];
+    const char *argv[] = {"voxbridge"};
+    ASSERT_EQ(vb_config_load(&cfg, 1, argv, err, sizeof(err)), 0);
+    vb_metrics_t *m = vb_metrics_create();
+    vb_ingress_t *g = NULL;
+    vb_ingress_opts_t io = {.cfg = &cfg, .metrics = m, .no_listen = true};
+    ASSERT_EQ(vb_ingress_create(&io, &g), 0);
+    const char *id = vb_ingress_instance(g);
+    ASSERT_GT(strlen(id), 0);
+    ASSERT_EQ(strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                         "0123456789._-"),
+              strlen(id));
+    vb_ingress_destroy(g);
+    vb_metrics_destroy(m);
+    vb_config_free(&cfg);
 }
 
 TEST_T(ingress_stream_consumes_pending_reservation, 30)
@@ -1252,7 +1447,8 @@ TEST_T(ingress_insecure_mode, 30)
                       "Content-Type: application/x-www-form-urlencoded\r\n"
                       "Content-Length: 11\r\n\r\nCallSid=CA1";
     ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
-    ASSERT_STR_CONTAINS(r.body, "url=\"ws://dev.local:8080/media-stream/0\"");
+    ASSERT_STR_CONTAINS(r.body,
+                        "url=\"ws://dev.local:8080/media-stream/i1/0\"");
     tc_free_resp(&r);
     /* A CallSid is still required. */
     req = "POST /webhook/voice HTTP/1.1\r\nContent-Length: 7\r\n\r\nFrom=x&";

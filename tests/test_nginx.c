@@ -508,8 +508,11 @@ TEST_T(nginx_tls_proxy_signed_webhook_and_websocket, 120)
     snprintf(token, sizeof(token), "%s",
              tp + strlen("name=\"streamToken\" "
                          "value=\""));
+    /* .../media-stream/<instance>/<lane> */
     const char *lp = strstr(doc, "/media-stream/") + strlen("/media-stream/");
-    int lane = atoi(lp);
+    lp = strchr(lp, '/');
+    ASSERT_NOT_NULL(lp);
+    int lane = atoi(lp + 1);
     vb_twilio_sig_key_t key;
     ASSERT_EQ(vb_twilio_sig_key_init(&key, SECRET), 0);
     ASSERT_EQ(vb_twilio_sig_token_verify(&key, token, "CAnginx1", lane,

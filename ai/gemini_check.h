@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The Gemini check session: one short Live session against the configured
+ * endpoint, with the key, model and voice calls use (connect, TLS,
+ * WebSocket upgrade, setup, wait for setupComplete or the rejection,
+ * close 1000). The server runs it at start and, while Gemini is known to
+ * reject sessions, again with backoff until one succeeds (core/main.c);
+ * `voxbridge --check` runs it once and exits with its outcome.
+ *
+ * DESIGN. Blocking, on the caller's thread, with a private libuv loop and
+ * a deadline; nothing is shared with the gemini stages. The outcome is
+ * classified the way readiness needs it: REJECTED means the service said
+ * no to this configuration (HTTP 401/403 on the upgrade, close 1007, close
+ * 1008 for a model not found, or any 1008: retrying the same setup gives
+ * the same answer), UNREACHABLE means the service could not be asked
+ * (DNS, refused, TLS, timeout, 5xx, 1011): not the configuration's fault,
+ * so it does not make the instance unready.
+ */
+#ifndef VB_AI_GEMINI_CHECK_H
+#define VB_AI_GEMINI_CHECK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ai/gemini.h"
+
+typedef enum vb_gemini_check_result {
+    VB_GEMINI_CHECK_OK = 0,
+    VB_GEMINI_CHECK_REJECTED = 1,    /* auth or configuration */
+    VB_GEMINI_CHECK_UNREACHABLE = 2, /* network, TLS, timeout, server */
+} vb_gemini_check_result_t;
+
+/* "ok", "rejected", "unreachable". Static. */
+const char *vb_gemini_check_name(vb_gemini_check_result_t r);
+
+/* Runs one check session with `o` (from vb_gemini_options_from_config;
+ * url, api_key, ca_file, setup, system_prompt_file are used) within
+ * `timeout_ms` (0: 10000). Writes the exact reason, one line, to `why`
+ * ("setupComplete in 84 ms", "HTTP 401 on the upgrade: check
+ * GEMINI_API_KEY", "close 1008: models/x is not found ..."). Any thread;
+ * blocks up to the timeout. */
+vb_gemini_check_result_t vb_gemini_check_run(const vb_gemini_options_t *o,
+                                             uint32_t timeout_ms, char *why,
+                                             size_t whysz);
+
+#endif
