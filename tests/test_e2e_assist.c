@@ -663,7 +663,10 @@ TEST_T(assistant_url_overrides_and_falls_back_within_the_bound, 150)
     rig_vb(&r,
            (const char *const[]){"--assistants", file, "--assistant-url", aurl,
                                  "--assistant-timeout-ms", "600",
-                                 "--webhook-secret", "biz-secret", NULL},
+                                 "--webhook-secret", "biz-secret",
+                                 /* Its webhooks never stream: the drain
+                                  * would wait for them. */
+                                 "--drain-timeout", "1", NULL},
            NULL);
     /* mode, the name the stream carries, the voice of the setup. */
     static const struct {
