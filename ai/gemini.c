@@ -99,6 +99,10 @@ struct call {
     int64_t tokens;
     char tr[2][TRANSCRIPT_MAX]; /* 0 caller, 1 model */
     size_t tr_len[2];
+    /* The assistant answering the call (a reference; NULL: the stage's
+     * own settings), and when its max_call_s ends the call (0: never). */
+    vb_assistant_t *asst;
+    uint64_t max_end_at;
 };
 
 enum {
@@ -655,6 +659,15 @@ static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
                    was_ready ? "connection closed" : "connection failed");
 }
 
+/* What the model is asked to say first: the assistant's greeting, or the
+ * stage's; NULL for none. */
+static const char *greeting_of(const call_t *call)
+{
+    if (call->asst != NULL)
+        return call->asst->greeting[0] ? call->asst->greeting : NULL;
+    return call->s->greeting;
+}
+
 static void ws_on_open(vb_ws_t *ws, void *ud)
 {
     conn_t *c = ud;
@@ -666,6 +679,35 @@ static void ws_on_open(vb_ws_t *ws, void *ud)
     st.voice = s->voice;
     st.language = s->language;
     st.system_prompt = s->prompt;
+    /* The call's assistant, when it has one, says who answers. */
+    const vb_assistant_t *a = c->call->asst;
+    vb_gemini_function_t fns[VB_ASSISTANT_MAX_TOOLS];
+    const char *targets[VB_ASSISTANT_MAX_TRANSFER];
+    if (a != NULL) {
+        st.model = a->model;
+        st.voice = a->voice;
+        st.language = a->language;
+        st.system_prompt = a->instructions;
+        size_t nf = a->n_tools < VB_ASSISTANT_MAX_TOOLS
+                        ? a->n_tools
+                        : VB_ASSISTANT_MAX_TOOLS;
+        for (size_t i = 0; i < nf; i++)
+            fns[i] = (vb_gemini_function_t){
+                .name = a->tools[i].name,
+                .description =
+                    a->tools[i].description[0] ? a->tools[i].description : NULL,
+                .parameters_json = a->tools[i].parameters,
+            };
+        st.functions = fns;
+        st.n_functions = nf;
+        size_t nt = a->n_transfer < VB_ASSISTANT_MAX_TRANSFER
+                        ? a->n_transfer
+                        : VB_ASSISTANT_MAX_TRANSFER;
+        for (size_t i = 0; i < nt; i++)
+            targets[i] = a->transfer[i].name;
+        st.transfer_targets = targets;
+        st.n_transfer_targets = nt;
+    }
     st.resume_handle =
         c->resumed && c->call->handle[0] ? c->call->handle : NULL;
     char *json = NULL;
@@ -707,8 +749,9 @@ static void conn_ready(conn_t *c)
         conn_release(old, 1000, "switched to a new connection");
     if (call->open && !call->greeted) {
         call->greeted = true;
-        if (s->greeting != NULL)
-            send_text(call, c, s->greeting);
+        const char *greeting = greeting_of(call);
+        if (greeting != NULL)
+            send_text(call, c, greeting);
     }
     if (call->open)
         abuf_flush(s, call);
@@ -1021,6 +1064,7 @@ static void call_free(vb_gemini_stage_t *s, call_t *call, const char *why)
     if (call->next != NULL)
         call->next->prev = call->prev;
     s->ncalls--;
+    vb_assistant_unref(call->asst);
     free(call->abuf);
     free(call);
 }
@@ -1113,14 +1157,40 @@ static call_t *lookup(vb_gemini_stage_t *s, vb_call_id_t id)
     return c != NULL && c->id.gen == id.gen ? c : NULL;
 }
 
-/* The CallSid of a CALL_OPEN (vb_msg_open_t) payload. */
-static void open_sid(const vb_msg_t *m, char *out)
+/* The CallSid and the assistant's name of a CALL_OPEN (vb_msg_open_t)
+ * payload. */
+static void open_sid(const vb_msg_t *m, char *out, char *asst, size_t asz)
 {
     vb_msg_open_t o;
     memset(&o, 0, sizeof(o));
     memcpy(&o, m->data, m->len < sizeof(o) ? m->len : sizeof(o));
     o.call_sid[sizeof(o.call_sid) - 1] = '\0';
+    o.assistant[sizeof(o.assistant) - 1] = '\0';
     snprintf(out, SID_MAX, "%s", o.call_sid);
+    snprintf(asst, asz, "%s", o.assistant);
+}
+
+/* The assistant of a call the webhook of this process did not prepare:
+ * the one the stream names (its MAC verified by twilio-io), else the
+ * current default. NULL without a store. */
+static vb_assistant_t *open_assistant(vb_gemini_stage_t *s, const char *sid,
+                                      const char *name)
+{
+    vb_assistant_store_t *st = s->cfg.assistants;
+    if (st == NULL)
+        return NULL;
+    vb_assistant_t *a = name[0] ? vb_assistant_store_find(st, name) : NULL;
+    if (a == NULL) {
+        if (name[0])
+            vb_log_warn(sid,
+                        "assistant named by the stream not found: "
+                        "using the default",
+                        "assistant=%s", name);
+        vb_assistants_t *set = vb_assistant_store_get(st);
+        a = vb_assistant_ref(vb_assistants_default(set));
+        vb_assistants_unref(set);
+    }
+    return a;
 }
 
 static void on_prepare(vb_gemini_stage_t *s, const vb_msg_t *m)
@@ -1134,16 +1204,25 @@ static void on_prepare(vb_gemini_stage_t *s, const vb_msg_t *m)
     p.call_sid[sizeof(p.call_sid) - 1] = '\0';
     const char *sid = p.call_sid;
     if (sid[0] == '\0' || find_by_sid(s, sid, false) != NULL ||
-        find_by_sid(s, sid, true) != NULL)
+        find_by_sid(s, sid, true) != NULL) {
+        vb_call_ctx_destroy(p.ctx);
         return; /* a retried webhook, or the stream was faster */
+    }
     if (s->ncalls >= 2 * s->o->max_calls) {
         vb_log_warn(sid, "too many gemini sessions, not pre-connecting",
                     "calls=%u", s->ncalls);
+        vb_call_ctx_destroy(p.ctx);
         return;
     }
     call_t *call = call_new(s, sid);
-    if (call == NULL)
+    if (call == NULL) {
+        vb_call_ctx_destroy(p.ctx);
         return;
+    }
+    if (p.ctx != NULL) {
+        call->asst = vb_assistant_ref(p.ctx->assistant);
+        vb_call_ctx_destroy(p.ctx);
+    }
     /* Unclaimed sessions go at the TTL, or when the stream token the
      * webhook handed out expires, whichever comes first. */
     uint64_t ttl_ms = s->o->prepare_ttl_ms;
@@ -1165,8 +1244,8 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
     call_t *old = s->by_slot[m->call.slot];
     if (old != NULL)
         call_free(s, old, "slot reused");
-    char sid[SID_MAX];
-    open_sid(m, sid);
+    char sid[SID_MAX], aname[64];
+    open_sid(m, sid, aname, sizeof aname);
     call_t *call = find_by_sid(s, sid, false);
     bool prepared = call != NULL && !call->ended;
     if (call != NULL && call->ended) {
@@ -1180,20 +1259,27 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
     call->open = true;
     call->id = m->call;
     call->prepare_deadline = 0;
+    if (call->asst == NULL)
+        call->asst = open_assistant(s, sid, aname);
+    if (call->asst != NULL && call->asst->max_call_s > 0)
+        call->max_end_at =
+            vb_clock_now_ns() + (uint64_t)call->asst->max_call_s * 1000000000u;
     if (call->cur == NULL || call->cur->st != CONN_READY)
         call->wait_since = vb_clock_now_ns();
     s->by_slot[m->call.slot] = call;
     vb_log_info(lid(call), "gemini call open",
-                "lane=%d slot=%u preconnected=%d ready=%d", s->o->lane,
-                m->call.slot, prepared,
-                call->cur != NULL && call->cur->st == CONN_READY);
+                "lane=%d slot=%u preconnected=%d ready=%d assistant=%s",
+                s->o->lane, m->call.slot, prepared,
+                call->cur != NULL && call->cur->st == CONN_READY,
+                call->asst != NULL ? call->asst->name : "-");
     if (call->cur == NULL && call->nxt == NULL && call->retry_at == 0) {
         if (conn_open(call, prepared ? HOW_RESUME : HOW_AT_START) != 0)
             schedule_retry(call, RC_FAILED, "could not connect");
     } else if (can_stream(call) && !call->greeted) {
         call->greeted = true;
-        if (s->greeting != NULL)
-            send_text(call, call->cur, s->greeting);
+        const char *greeting = greeting_of(call);
+        if (greeting != NULL)
+            send_text(call, call->cur, greeting);
     }
 }
 
@@ -1418,6 +1504,17 @@ static void on_tick(uv_timer_t *t)
             if (conn_open(call, fresh && call->nconn > 0 ? HOW_FRESH_AFTER_LOSS
                                                          : HOW_RESUME) != 0)
                 schedule_retry(call, RC_FAILED, "could not connect");
+        }
+        if (call->open && !call->ended && call->max_end_at != 0 &&
+            now >= call->max_end_at) {
+            vb_log_info(lid(call), "assistant's max_call_s reached: ending",
+                        "assistant=%s max_call_s=%u", call->asst->name,
+                        call->asst->max_call_s);
+            out_emit(s, call, VB_MSG_HANGUP, 0, "max_call_s", 10, now);
+            call->ended = true;
+            call->hangup_pending = false;
+            if (call->cur != NULL)
+                conn_release(call->cur, 1000, "call ended");
         }
         if (call->hangup_pending && now >= call->hangup_at) {
             call->hangup_pending = false;

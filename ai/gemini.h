@@ -80,6 +80,7 @@
 #include <uv.h>
 
 #include "ai/gemini_proto.h"
+#include "core/assistant.h"
 #include "core/chan.h"
 #include "core/config.h"
 #include "core/metrics.h"
@@ -145,6 +146,11 @@ typedef struct vb_gemini_stage_config {
     vb_chan_t *in;      /* consumed: from dsp */
     vb_chan_t *out;     /* produced: to dsp (audio cut to its data_max) */
     vb_metrics_t *metrics;
+    /* Assistants (borrowed, may be NULL): a call the webhook did not
+     * prepare here takes the one its stream names, else the default.
+     * Without it, and for a PREPARE without a context, the options above
+     * make the setup. */
+    vb_assistant_store_t *assistants;
 } vb_gemini_stage_config_t;
 
 typedef struct vb_gemini_stage vb_gemini_stage_t;

@@ -105,6 +105,42 @@ static int add_function(cJSON *decls, const vb_gemini_function_t *f)
     return 0;
 }
 
+/* transfer_call(target): `target` one of the names, as an enum the model
+ * must pick from. */
+static int add_transfer(cJSON *decls, const char *const *names, size_t n)
+{
+    cJSON *d = cJSON_CreateObject(), *p, *props, *t, *en, *req, *r;
+    if (d == NULL)
+        return VB_ENOMEM;
+    cJSON_AddItemToArray(decls, d);
+    if (cJSON_AddStringToObject(d, "name", VB_GEMINI_TRANSFER_CALL) == NULL ||
+        cJSON_AddStringToObject(
+            d, "description",
+            "Transfer the caller to a person. Tell the caller first; call "
+            "this after your sentence. `target` says to whom.") == NULL ||
+        (p = cJSON_AddObjectToObject(d, "parameters")) == NULL ||
+        cJSON_AddStringToObject(p, "type", "OBJECT") == NULL ||
+        (props = cJSON_AddObjectToObject(p, "properties")) == NULL ||
+        (t = cJSON_AddObjectToObject(props, "target")) == NULL ||
+        cJSON_AddStringToObject(t, "type", "STRING") == NULL ||
+        cJSON_AddStringToObject(t, "description",
+                                "Who to transfer the caller to.") == NULL ||
+        (en = cJSON_AddArrayToObject(t, "enum")) == NULL ||
+        (req = cJSON_AddArrayToObject(p, "required")) == NULL ||
+        (r = cJSON_CreateString("target")) == NULL)
+        return VB_ENOMEM;
+    cJSON_AddItemToArray(req, r);
+    for (size_t i = 0; i < n; i++) {
+        if (names[i] == NULL || names[i][0] == '\0')
+            return VB_EINVAL;
+        cJSON *e = cJSON_CreateString(names[i]);
+        if (e == NULL)
+            return VB_ENOMEM;
+        cJSON_AddItemToArray(en, e);
+    }
+    return 0;
+}
+
 int vb_gemini_build_setup(const vb_gemini_setup_t *s, char **out, size_t *len)
 {
     if (s == NULL || out == NULL || s->model == NULL || s->model[0] == '\0')
@@ -152,7 +188,7 @@ int vb_gemini_build_setup(const vb_gemini_setup_t *s, char **out, size_t *len)
         CHK(cJSON_AddStringToObject(si, "role", "user"));
     }
 
-    if (s->end_call || s->n_functions > 0) {
+    if (s->end_call || s->n_functions > 0 || s->n_transfer_targets > 0) {
         cJSON *tools, *tool, *decls;
         CHK(tools = cJSON_AddArrayToObject(setup, "tools"));
         CHK(tool = cJSON_CreateObject());
@@ -169,6 +205,10 @@ int vb_gemini_build_setup(const vb_gemini_setup_t *s, char **out, size_t *len)
             if ((rc = add_function(decls, &ec)) != 0)
                 goto fail;
         }
+        if (s->n_transfer_targets > 0 &&
+            (rc = add_transfer(decls, s->transfer_targets,
+                               s->n_transfer_targets)) != 0)
+            goto fail;
         for (size_t i = 0; i < s->n_functions; i++)
             if ((rc = add_function(decls, &s->functions[i])) != 0)
                 goto fail;

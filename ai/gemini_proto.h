@@ -32,7 +32,8 @@
 #define VB_GEMINI_DEFAULT_LANGUAGE    "en-US"
 #define VB_GEMINI_IN_MIME             "audio/pcm;rate=16000"
 #define VB_GEMINI_OUT_RATE            24000u
-#define VB_GEMINI_END_CALL            "end_call" /* built-in tool name */
+#define VB_GEMINI_END_CALL            "end_call"      /* built-in tool name */
+#define VB_GEMINI_TRANSFER_CALL       "transfer_call" /* built-in tool name */
 
 /* ---- building client messages ---- */
 
@@ -62,7 +63,11 @@ typedef struct vb_gemini_setup {
     const char *system_prompt;
     const vb_gemini_function_t *functions; /* n_functions entries */
     size_t n_functions;
-    bool end_call;     /* declare the built-in end_call tool */
+    bool end_call; /* declare the built-in end_call tool */
+    /* Names of transfer targets: when n_transfer_targets > 0 the built-in
+     * transfer_call(target) is declared, `target` an enum of these. */
+    const char *const *transfer_targets;
+    size_t n_transfer_targets;
     bool vad_disabled; /* automaticActivityDetection.disabled */
     vb_gemini_sens_t vad_start, vad_end;
     int vad_prefix_padding_ms; /* < 0: omitted */

@@ -1045,13 +1045,26 @@ int vb_assistants_parse(const char *text, size_t len, const char *origin,
         return VB_ECONFIG;
     }
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, true);
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
+    if (root != NULL) {
+        /* Only whitespace may follow the value. */
+        size_t off = (size_t)(end - text);
+        while (off < len && strchr(" \t\r\n", text[off]) != NULL)
+            off++;
+        if (off < len) {
+            cJSON_Delete(root);
+            root = NULL;
+            end = text + off;
+        }
+    }
     if (root == NULL) {
         size_t off = end != NULL && end >= text ? (size_t)(end - text) : 0;
         if (off > len)
             off = len;
-        snprintf(err, errsz, "%s:%d: not valid JSON near \"%.20s\"", origin,
-                 line_at(text, len, off), text + off);
+        size_t show = strcspn(text + off, "\r\n");
+        snprintf(err, errsz, "%s:%d: not valid JSON near \"%.*s\"", origin,
+                 line_at(text, len, off), (int)(show < 20 ? show : 20),
+                 text + off);
         return VB_ECONFIG;
     }
     int rc = scan_lines(&L, text, len);

@@ -32,6 +32,7 @@
 #include <uv.h>
 
 #include "ai/gemini.h"
+#include "core/assistant.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/err.h"
@@ -64,6 +65,7 @@ typedef struct lanes {
     /* Set before any stage starts; stage threads read it afterwards. */
     vb_ingress_t *ingress;
     vb_tls_config_t *rest_tls;
+    vb_assistant_store_t *assistants; /* borrowed */
 } lanes_t;
 
 /* On a twilio-io thread: a call opened (+1) or ended (-1) on `lane`. */
@@ -77,10 +79,12 @@ static void calls_changed(void *ud, int lane, int delta)
 /* Creates every lane's rings and stages and joins their doorbells; starts
  * nothing. Logs what failed. */
 static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
-                        vb_metrics_t *metrics, const vb_twilio_sig_key_t *key)
+                        vb_metrics_t *metrics, const vb_twilio_sig_key_t *key,
+                        vb_assistant_store_t *assistants)
 {
     int rc;
     memset(ls, 0, sizeof(*ls));
+    ls->assistants = assistants;
     ls->n = (uint32_t)cfg->lanes;
     ls->l = calloc(ls->n, sizeof(*ls->l));
     ls->sinks = calloc(ls->n, sizeof(*ls->sinks));
@@ -116,6 +120,7 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
         gc.in = &l->ch.dsp_to_gm;
         gc.out = &l->ch.gm_to_dsp;
         gc.metrics = metrics;
+        gc.assistants = ls->assistants;
         if ((rc = vb_gemini_stage_create(&l->gm, &gc)) != 0) {
             vb_log_error(NULL, "cannot create the gemini stage",
                          "lane=%u err=%s", i, vb_err_name(rc));
@@ -216,6 +221,55 @@ out:
     free(ls->l);
     free(ls->sinks);
     memset(ls, 0, sizeof(*ls));
+}
+
+/* ---- assistants ---- */
+
+/* The flags' assistant and, with --assistants, the file's set. Logs why
+ * it failed. */
+static int assistants_create(const vb_config_t *cfg, vb_assistant_store_t **out)
+{
+    char err[512];
+    vb_assistant_t *base = NULL;
+    vb_assistants_t *set = NULL;
+    int rc = vb_assistant_from_config(cfg, &base, err, sizeof err);
+    if (rc == 0 && *cfg->assistants)
+        rc = vb_assistants_load_file(cfg->assistants, base, &set, err,
+                                     sizeof err);
+    else if (rc == 0 && (rc = vb_assistants_single(base, &set)) != 0)
+        snprintf(err, sizeof err, "%s", vb_strerror(rc));
+    if (rc == 0)
+        rc = vb_assistant_store_create(set, cfg->assistants, base, out);
+    if (rc != 0)
+        fprintf(stderr, "voxbridge: assistants: %s\n", err);
+    else
+        vb_log_info(NULL, "assistants loaded", "file=%s assistants=%zu",
+                    *cfg->assistants ? cfg->assistants : "(flags)",
+                    vb_assistants_count(set));
+    vb_assistants_unref(set);
+    vb_assistant_unref(base);
+    return rc;
+}
+
+/* SIGHUP: the --assistants file again; live calls keep theirs, a bad file
+ * leaves the current set. */
+static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g)
+{
+    char err[512];
+    size_t n = 0;
+    int rc = vb_assistant_store_reload(st, &n, err, sizeof err);
+    long long calls = (long long)vb_ingress_calls_active(g);
+    if (rc == 0)
+        vb_log_info(NULL, "SIGHUP: assistants reloaded, calls go on",
+                    "assistants=%zu calls=%lld", n, calls);
+    else if (rc == VB_ENOENT)
+        vb_log_info(NULL, "SIGHUP: no --assistants file to reload, calls go on",
+                    "calls=%lld", calls);
+    else
+        vb_log_error(NULL,
+                     "SIGHUP: assistants file refused, the previous "
+                     "set stays",
+                     "why=%s calls=%lld", err, calls);
 }
 
 /* ---- main ---- */
@@ -345,6 +399,7 @@ int main(int argc, char **argv)
     vb_metrics_t *metrics = vb_metrics_create();
     vb_twilio_sig_key_t key;
     vb_ingress_t *ingress = NULL;
+    vb_assistant_store_t *assistants = NULL;
     lanes_t lanes;
     memset(&lanes, 0, sizeof(lanes));
     if (metrics == NULL || add_build_info(metrics) != 0)
@@ -356,7 +411,9 @@ int main(int argc, char **argv)
                     "stream secret is random for this process: streams "
                     "verify only here (set VOXBRIDGE_STREAM_SECRET to share)",
                     NULL);
-    if ((rc = lanes_create(&lanes, &cfg, metrics, &key)) != 0) {
+    if ((rc = assistants_create(&cfg, &assistants)) != 0)
+        goto out;
+    if ((rc = lanes_create(&lanes, &cfg, metrics, &key, assistants)) != 0) {
         fprintf(stderr, "voxbridge: cannot set up the lanes: %s\n",
                 vb_strerror(rc));
         goto out;
@@ -366,6 +423,7 @@ int main(int argc, char **argv)
         .metrics = metrics,
         .stream_key = &key,
         .lanes = lanes.sinks,
+        .assistants = assistants,
     };
     if ((rc = vb_ingress_create(&io, &ingress)) != 0) {
         fprintf(stderr, "voxbridge: cannot start the HTTP listener: %s\n",
@@ -383,9 +441,7 @@ int main(int argc, char **argv)
     int sig = 0;
     while (sigwait(&set, &sig) != 0 || sig == SIGHUP)
         if (sig == SIGHUP) {
-            vb_log_info(NULL, "SIGHUP: nothing to reload, calls go on",
-                        "calls=%lld",
-                        (long long)vb_ingress_calls_active(ingress));
+            assistants_reload(assistants, ingress);
             sig = 0;
         }
     vb_log_info(NULL, "signal received: draining", "signal=%d", sig);
@@ -400,6 +456,7 @@ out:
     lanes.ingress = NULL;
     vb_ingress_destroy(ingress);
     lanes_destroy(&lanes);
+    vb_assistant_store_destroy(assistants);
     vb_metrics_destroy(metrics);
     vb_config_free(&cfg);
     vb_log_info(NULL, "voxbridge stopped", "status=%d", status);

@@ -72,7 +72,8 @@ struct vb_ingress {
     vb_metrics_shard_t *shard;
     vb_twilio_sig_key_t own_key;
     const vb_twilio_sig_key_t *key;
-    vb_ingress_lane_t *lanes; /* NULL: no sinks */
+    vb_assistant_store_t *assistants; /* borrowed, or NULL */
+    vb_ingress_lane_t *lanes;         /* NULL: no sinks */
     uint32_t nlanes;
     bool verify;
     char *public_base; /* public URL without trailing '/', or NULL */
@@ -615,18 +616,24 @@ static void stream_base(vb_ingress_t *g, const vb_http_req_t *req, char *out,
              host && *host ? host : "localhost");
 }
 
+/* Hands the call's context (owned from here on) to the lane's gemini
+ * stage with the PREPARE. */
 static void push_prepare(vb_ingress_t *g, uint32_t lane, const char *sid,
-                         int64_t expiry, uint64_t t_start)
+                         int64_t expiry, uint64_t t_start, vb_call_ctx_t *ctx)
 {
     vb_ingress_lane_t *l = g->lanes ? &g->lanes[lane] : NULL;
-    if (l == NULL || l->prepare == NULL)
+    if (l == NULL || l->prepare == NULL) {
+        vb_call_ctx_destroy(ctx);
         return;
+    }
     vb_msg_t *m = vb_chan_begin(l->prepare, VB_MSG_PREPARE, 0,
                                 (vb_call_id_t){0, 0}, 0, t_start);
     if (m == NULL) {
-        /* Only an optimisation: the stream opens its session at start. */
+        /* Only an optimisation: the stream opens its session at start,
+         * with the assistant its parameters name. */
         VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, sid, "prepare ring full",
                            "lane=%u", lane);
+        vb_call_ctx_destroy(ctx);
         return;
     }
     vb_msg_prepare_t p;
@@ -634,6 +641,7 @@ static void push_prepare(vb_ingress_t *g, uint32_t lane, const char *sid,
     snprintf(p.call_sid, sizeof(p.call_sid), "%s", sid);
     p.lane = lane;
     p.expiry_s = expiry;
+    p.ctx = ctx;
     m->len = sizeof(p);
     memcpy(m->data, &p, sizeof(p));
     vb_chan_end(l->prepare, m);
@@ -649,6 +657,7 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     char client[64];
     client_addr(g, req, client, sizeof(client));
     vb_form_t f = {0};
+    vb_assistants_t *set = NULL;
     bool posted;
     if (read_params(req, &f, resp, &posted) != 0)
         goto out;
@@ -688,16 +697,30 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     char base[512], url[1024];
     stream_base(g, req, base, sizeof(base));
     snprintf(url, sizeof(url), "%s%s/%u", base, g->cfg->stream_path, lane);
+    /* The called number picks the assistant; its name travels in the
+     * stream's parameters, bound to the call and token by a MAC, so an
+     * instance that did not answer this webhook answers with the same
+     * one (docs/assistants.md). */
+    const char *to = vb_form_get(&f, "To");
+    set = vb_assistant_store_get(g->assistants);
+    bool matched = false;
+    const vb_assistant_t *asst = vb_assistants_for_number(set, to, &matched);
+    char amac[VB_TWILIO_ASSISTANT_MAC_LEN + 1] = "";
+    if (asst != NULL &&
+        vb_twilio_sig_assistant_mac(g->key, call, token, asst->name, amac) != 0)
+        asst = NULL;
     vb_twiml_param_t params[] = {
         {VB_TWILIO_TOKEN_PARAM, token},
         {"CallSid", call},
         {"From", vb_form_get(&f, "From")},
-        {"To", vb_form_get(&f, "To")},
+        {"To", to},
+        {VB_TWILIO_ASSISTANT_PARAM, asst ? asst->name : NULL},
+        {VB_TWILIO_ASSISTANT_MAC_PARAM, amac},
     };
     vb_twiml_t t;
     vb_twiml_init(&t);
     vb_twiml_say(&t, g->cfg->say);
-    vb_twiml_connect_stream(&t, url, params, 4);
+    vb_twiml_connect_stream(&t, url, params, asst != NULL ? 6 : 4);
     vb_twiml_say(&t, g->cfg->fallback_say);
     vb_twiml_hangup(&t);
     size_t len;
@@ -717,10 +740,21 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
         goto out;
     }
     pend_push(g, lane, now);
-    push_prepare(g, lane, call, expiry, req->t_start_ns);
+    vb_call_ctx_t *ctx = NULL;
+    if (asst != NULL &&
+        (ctx = vb_call_ctx_create(call, vb_form_get(&f, "AccountSid"),
+                                  vb_form_get(&f, "From"), to,
+                                  vb_form_get(&f, "Direction"), asst)) == NULL)
+        vb_log_warn(call,
+                    "out of memory for the call context: the stream "
+                    "brings the assistant",
+                    NULL);
+    push_prepare(g, lane, call, expiry, req->t_start_ns, ctx);
     answered_put(g, call, lane, expiry);
-    vb_log_info(call, "call answered", "lane=%u client=%s", lane, client);
+    vb_log_info(call, "call answered", "lane=%u client=%s assistant=%s%s", lane,
+                client, asst ? asst->name : "-", matched ? "" : " (default)");
 out:
+    vb_assistants_unref(set);
     vb_form_free(&f);
 }
 
@@ -1265,6 +1299,7 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     if (g == NULL)
         return VB_ENOMEM;
     g->cfg = c;
+    g->assistants = o->assistants;
     g->m = o->metrics;
     g->nlanes = c->lanes > 0 ? (uint32_t)c->lanes : 1;
     g->verify = *c->twilio_auth_token != '\0';

@@ -41,6 +41,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "core/assistant.h"
 #include "core/chan.h"
 #include "core/config.h"
 #include "core/metrics.h"
@@ -79,6 +80,11 @@ typedef struct vb_ingress_opts {
     const vb_twilio_sig_key_t *stream_key;
     /* cfg->lanes sinks, or NULL: upgrades are answered 503. Copied. */
     const vb_ingress_lane_t *lanes;
+    /* Assistants (borrowed, may be NULL): the webhook picks one by `To`
+     * (else the default), names it in the stream's parameters and sends
+     * it with the PREPARE. NULL: no assistant travels (the lanes' own
+     * settings answer). */
+    vb_assistant_store_t *assistants;
     /* Tests and the fuzzer: do not bind any listener. */
     bool no_listen;
 } vb_ingress_opts_t;

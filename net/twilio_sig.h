@@ -106,6 +106,29 @@ int vb_twilio_sig_token_verify(const vb_twilio_sig_key_t *k, const char *token,
  * "wrong_lane". Static; any thread. */
 const char *vb_twilio_sig_token_reason(int rc);
 
+/* ---- the assistant a stream carries (docs/assistants.md) ---- */
+
+/* `<Parameter>` names: the assistant's name, and its MAC. */
+#define VB_TWILIO_ASSISTANT_PARAM     "assistant"
+#define VB_TWILIO_ASSISTANT_MAC_PARAM "assistantMac"
+#define VB_TWILIO_ASSISTANT_MAC_LEN   43 /* base64url of 32 bytes */
+
+/* Writes base64url(HMAC-SHA256(key, "vb-assistant-v1" 0 CallSid 0 token 0
+ * value)) into `out` (VB_TWILIO_ASSISTANT_MAC_LEN + 1 bytes): binds the
+ * assistant `value` to the call and to its stream token (so to the token's
+ * expiry). Returns 0, VB_EINVAL (a NULL argument), VB_EIO. Any thread. */
+int vb_twilio_sig_assistant_mac(const vb_twilio_sig_key_t *k,
+                                const char *call_sid, const char *token,
+                                const char *value,
+                                char out[VB_TWILIO_ASSISTANT_MAC_LEN + 1]);
+
+/* Checks `mac` (NUL-terminated, may be NULL) for `value` as above.
+ * Returns 0, VB_EAUTH (missing or wrong), VB_EINVAL, VB_EIO.
+ * Constant-time in the MAC. Any thread. */
+int vb_twilio_sig_assistant_verify(const vb_twilio_sig_key_t *k,
+                                   const char *call_sid, const char *token,
+                                   const char *value, const char *mac);
+
 /* Constant-time comparison of two byte strings; lengths are not secret.
  * Returns true when equal. */
 bool vb_twilio_sig_equal(const void *a, size_t alen, const void *b,

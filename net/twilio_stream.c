@@ -203,6 +203,8 @@ static bool sid_taken(vb_twilio_stream_t *s, const char *sid, size_t len);
 static void sid_remember(vb_twilio_stream_t *s, const char *sid);
 static uint32_t preauth_slots(const vb_twilio_stream_t *s);
 static void hangup_begin(call_t *c);
+static void stream_assistant(call_t *c, const vb_twilio_msg_t *m,
+                             const char *token, char *out, size_t n);
 static void hangup_now(call_t *c, const char *why, const char *say);
 static void call_end(call_t *c, const char *reason);
 
@@ -602,6 +604,7 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
     memcpy(open.stream_sid, m->stream_sid.p, m->stream_sid.len);
     memcpy(open.account_sid, m->start.account_sid.p, m->start.account_sid.len);
     memcpy(c->account_sid, open.account_sid, sizeof c->account_sid);
+    stream_assistant(c, m, token, open.assistant, sizeof open.assistant);
     c->st = C_STREAMING;
     c->started_ns = vb_clock_now_ns();
     c->rate_t_ns = 0; /* a full bucket: clamped to RATE_BURST on use */
@@ -1746,4 +1749,27 @@ int vb_twilio_stream_handoff(vb_chan_t *conn, int fd, const uint8_t *pre,
         return VB_ENOSPC;
     }
     return 0;
+}
+
+/* The assistant the webhook named in the stream's parameters, if its MAC
+ * (bound to the call and its token) verifies; otherwise "" (the gemini
+ * stage then takes its default) and a warning. */
+static void stream_assistant(call_t *c, const vb_twilio_msg_t *m,
+                             const char *token, char *out, size_t n)
+{
+    out[0] = '\0';
+    const char *name = vb_twilio_msg_param(m, VB_TWILIO_ASSISTANT_PARAM);
+    if (name == NULL || name[0] == '\0')
+        return;
+    const char *mac = vb_twilio_msg_param(m, VB_TWILIO_ASSISTANT_MAC_PARAM);
+    if (strlen(name) >= n ||
+        vb_twilio_sig_assistant_verify(c->s->cfg.token_key, m->start.call_sid.p,
+                                       token, name, mac) != 0) {
+        vb_log_warn(m->start.call_sid.p,
+                    "stream names an assistant without a valid MAC: the "
+                    "default answers",
+                    "lane=%d", c->s->cfg.lane);
+        return;
+    }
+    snprintf(out, n, "%s", name);
 }
