@@ -126,6 +126,12 @@ typedef struct vb_gemini_options {
     /* Text the caller hears when the model cannot be reached; travels in
      * the HANGUP message (VB_MSG_HANGUP_FALLBACK). NULL/"": none. */
     const char *fallback_say;
+    /* Tool calls (ai/tools.h): the X-Voxbridge-Signature key (NULL/"":
+     * unsigned), the CA bundle for https:// tool URLs (NULL/"": system),
+     * the largest tool answer (0: 65536). */
+    const char *webhook_secret;
+    const char *webhook_ca_file;
+    size_t tool_max_response;
 } vb_gemini_options_t;
 
 /* Liveness limits that are not settings. */

@@ -144,6 +144,9 @@ typedef struct call {
     bool hangup_pending;
     uint32_t hangup_marks;
     uint64_t hangup_deadline_ns;
+    /* The hang-up is a transfer: the call is redirected to <Dial> this
+     * (E.164 or sip:) instead of ending. */
+    char transfer_to[VB_MSG_DATA_MAX + 1];
     char account_sid[64];
     /* Per-call summary: outbound latency added by the bridge (Gemini bytes
      * in -> media written), and when the stream started. */
@@ -209,9 +212,9 @@ static void hangup_now(call_t *c, const char *why, const char *say);
 static void call_end(call_t *c, const char *reason);
 
 /* Values of vb_calls_total{outcome}; call_end() reasons map onto them. */
-static const char *const outcomes[] = {"stop",     "hangup",   "disconnect",
-                                       "error",    "shutdown", "timeout",
-                                       "fallback", NULL};
+static const char *const outcomes[] = {"stop",     "hangup",      "disconnect",
+                                       "error",    "shutdown",    "timeout",
+                                       "fallback", "transferred", NULL};
 static void call_maybe_free(call_t *c);
 static void sweep_arm(vb_twilio_stream_t *s);
 
@@ -488,6 +491,10 @@ static bool out_one(void *ud, const vb_msg_t *m)
             if (c->ws != NULL && !c->closing)
                 hangup_now(c, "model unavailable", say);
         } else {
+            if (m->flags & VB_MSG_HANGUP_TRANSFER) {
+                memcpy(c->transfer_to, m->data, m->len);
+                c->transfer_to[m->len] = '\0';
+            }
             hangup_begin(c);
         }
         break;
@@ -920,6 +927,7 @@ typedef struct rest_ctx {
     vb_twilio_stream_t *s;
     vb_call_id_t id;
     bool fallback;
+    bool transfer;
 } rest_ctx_t;
 
 /* `outcome` is a vb_calls_total outcome: "hangup" or "fallback". */
@@ -936,10 +944,22 @@ static void rest_done(int status, void *ud)
 {
     rest_ctx_t *x = ud;
     call_t *c = lookup(x->s, x->id);
-    bool fallback = x->fallback;
+    bool fallback = x->fallback, transfer = x->transfer;
     free(x);
     if (c == NULL)
         return; /* Twilio already ended the stream */
+    if (transfer) {
+        /* After a 200 Twilio ends the stream and dials; otherwise closing
+         * it runs the TwiML after <Connect> (the fallback <Say>). */
+        if (status == 200)
+            vb_log_info(c->label, "call transferred", "to=%s", c->transfer_to);
+        else
+            vb_log_warn(c->label, "transfer failed: ending the call",
+                        "to=%s status=%d", c->transfer_to, status);
+        close_normal(c, status == 200 ? "transferred" : "hangup",
+                     status == 200 ? "transferred" : "transfer failed");
+        return;
+    }
     /* Either way the stream ends now: after a 200 Twilio tears it down
      * anyway (and runs the new TwiML); after a failure closing it runs the
      * TwiML after <Connect>, which has the fallback <Say>. */
@@ -977,7 +997,9 @@ static void hangup_now(call_t *c, const char *why, const char *say)
 {
     vb_twilio_stream_t *s = c->s;
     bool fallback = say != NULL;
-    const char *outcome = fallback ? "fallback" : "hangup";
+    bool transfer = !fallback && c->transfer_to[0] != '\0';
+    const char *outcome =
+        fallback ? "fallback" : (transfer ? "transferred" : "hangup");
     c->hangup_pending = false;
     c->fallback = fallback;
     const char *token = s->cfg.rest_auth_token;
@@ -986,13 +1008,25 @@ static void hangup_now(call_t *c, const char *why, const char *say)
                               : c->account_sid;
     if (token == NULL || *token == '\0' || s->cfg.rest_api_url == NULL ||
         *s->cfg.rest_api_url == '\0') {
+        if (transfer)
+            vb_log_warn(
+                c->label,
+                "transfer needs the Twilio REST credentials: hanging up",
+                "to=%s", c->transfer_to);
         vb_log_info(c->label, "hanging up by closing the stream",
                     "why=%s fallback=%d", why, fallback);
-        close_normal(c, outcome, "hangup");
+        close_normal(c, transfer ? "hangup" : outcome, "hangup");
         return;
     }
     char *twiml = NULL;
-    if (fallback && say[0] != '\0') {
+    if (transfer) {
+        vb_twiml_t t;
+        size_t tlen;
+        vb_twiml_init(&t);
+        vb_twiml_dial(&t, c->transfer_to);
+        if (vb_twiml_finish(&t, &twiml, &tlen) != 0)
+            twiml = NULL;
+    } else if (fallback && say[0] != '\0') {
         vb_twiml_t t;
         size_t tlen;
         vb_twiml_init(&t);
@@ -1016,6 +1050,7 @@ static void hangup_now(call_t *c, const char *why, const char *say)
         x->s = s;
         x->id = c->id;
         x->fallback = fallback;
+        x->transfer = transfer;
         rc = vb_twilio_rest_hangup(&s->st.loop, &req, rest_done, x);
     }
     free(twiml);
@@ -1023,11 +1058,12 @@ static void hangup_now(call_t *c, const char *why, const char *say)
         free(x);
         vb_log_warn(c->label, "REST hang-up not possible: closing the stream",
                     "err=%s fallback=%d", vb_err_name(rc), fallback);
-        close_normal(c, outcome, "hangup");
+        close_normal(c, transfer ? "hangup" : outcome, "hangup");
         return;
     }
     vb_log_info(c->label, "hanging up through the REST API",
-                "why=%s fallback=%d twiml=%d", why, fallback, twiml != NULL);
+                "why=%s fallback=%d transfer=%d twiml=%d", why, fallback,
+                transfer, twiml != NULL);
 }
 
 static void call_end(call_t *c, const char *reason)
