@@ -252,13 +252,13 @@ static int assistants_create(const vb_config_t *cfg, vb_assistant_store_t **out)
 }
 
 /* Transfer redirects the call through Twilio's REST API: an assistant
- * with transfer targets needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN.
- * Returns the first such assistant's name when they are missing, else
- * NULL. */
+ * with transfer targets needs TWILIO_AUTH_TOKEN and an API URL (the
+ * account is TWILIO_ACCOUNT_SID, else the call's own AccountSid). Returns
+ * the first such assistant's name when they are missing, else NULL. */
 static const char *transfer_without_rest(const vb_config_t *cfg,
                                          vb_assistant_store_t *st)
 {
-    if (*cfg->twilio_account_sid && *cfg->twilio_auth_token)
+    if (*cfg->twilio_auth_token && *cfg->twilio_api_url)
         return NULL;
     static char name[VB_ASSISTANT_NAME_MAX + 1];
     const char *found = NULL;
@@ -287,7 +287,7 @@ static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g,
     if (no_rest != NULL)
         vb_log_error(NULL,
                      "SIGHUP: assistant has transfer targets but "
-                     "TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN are not set: "
+                     "TWILIO_AUTH_TOKEN is not set: "
                      "its transfers will hang up instead",
                      "assistant=%s", no_rest);
     if (rc == 0)
@@ -448,9 +448,8 @@ int main(int argc, char **argv)
     if (no_rest != NULL) {
         fprintf(stderr,
                 "voxbridge: assistants: assistant \"%s\" has transfer targets, "
-                "which need the Twilio REST credentials: set "
-                "TWILIO_ACCOUNT_SID (--twilio-account-sid) and "
-                "TWILIO_AUTH_TOKEN (--twilio-auth-token)\n",
+                "which need the Twilio REST API: set TWILIO_AUTH_TOKEN "
+                "(--twilio-auth-token) and --twilio-api-url\n",
                 no_rest);
         rc = VB_ECONFIG;
         goto out;
