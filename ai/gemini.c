@@ -245,6 +245,7 @@ void vb_gemini_options_from_config(vb_gemini_options_t *o, const vb_config_t *c)
     o->dtmf_text = c->dtmf_text;
     o->transcript_dir = c->transcript_dir;
     o->fallback_say = c->fallback_say;
+    o->max_call_s = (uint32_t)c->max_call_duration;
     o->ping_interval_ms = (uint32_t)c->gemini_ping_interval_ms;
     o->pong_timeout_ms = (uint32_t)c->gemini_pong_timeout_ms;
     o->recover_timeout_ms = (uint32_t)c->gemini_recover_timeout_ms;
@@ -1399,7 +1400,10 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
     call->prepare_deadline = 0;
     if (call->asst == NULL)
         call->asst = open_assistant(s, sid, aname);
-    if (call->asst != NULL && call->asst->max_call_s > 0)
+    /* --max-call-duration stays the ceiling (twilio-io ends the call
+     * there); a shorter limit of the assistant ends it here. */
+    if (call->asst != NULL && call->asst->max_call_s > 0 &&
+        (s->o->max_call_s == 0 || call->asst->max_call_s < s->o->max_call_s))
         call->max_end_at =
             vb_clock_now_ns() + (uint64_t)call->asst->max_call_s * 1000000000u;
     if (call->cur == NULL || call->cur->st != CONN_READY)

@@ -132,6 +132,9 @@ typedef struct vb_gemini_options {
     const char *webhook_secret;
     const char *webhook_ca_file;
     size_t tool_max_response;
+    /* --max-call-duration, which twilio-io enforces for every call; an
+     * assistant's shorter max_call_s is ended here (0: no limit). */
+    uint32_t max_call_s;
 } vb_gemini_options_t;
 
 /* Liveness limits that are not settings. */

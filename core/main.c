@@ -294,8 +294,10 @@ static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g,
         vb_log_info(NULL, "SIGHUP: assistants reloaded, calls go on",
                     "assistants=%zu calls=%lld", n, calls);
     else if (rc == VB_ENOENT)
-        vb_log_info(NULL, "SIGHUP: no --assistants file to reload, calls go on",
-                    "calls=%lld", calls);
+        vb_log_info(
+            NULL,
+            "SIGHUP: nothing to reload (no --assistants file), calls go on",
+            "calls=%lld", calls);
     else
         vb_log_error(NULL,
                      "SIGHUP: assistants file refused, the previous "

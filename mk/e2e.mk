@@ -8,3 +8,6 @@ THREADED_TESTS += test_e2e_faults
 # Outsiders (tests/test_e2e_abuse.c): unauthenticated streams, a ping flood,
 # a reused token, media faster than real time, silence — beside a real call.
 THREADED_TESTS += test_e2e_abuse
+# Assistants (tests/test_e2e_assist.c): the number picks the assistant,
+# SIGHUP swaps the file with a call live, a stream on another instance.
+THREADED_TESTS += test_e2e_assist

@@ -751,8 +751,9 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
                     NULL);
     push_prepare(g, lane, call, expiry, req->t_start_ns, ctx);
     answered_put(g, call, lane, expiry);
-    vb_log_info(call, "call answered", "lane=%u client=%s assistant=%s%s", lane,
-                client, asst ? asst->name : "-", matched ? "" : " (default)");
+    vb_log_info(call, "call answered",
+                "lane=%u client=%s assistant=%s listed=%d", lane, client,
+                asst ? asst->name : "-", matched);
 out:
     vb_assistants_unref(set);
     vb_form_free(&f);

@@ -795,3 +795,39 @@ TEST(helpers)
     ASSERT_TRUE(vb_gemini_json_depth_ok("[[]]", 4, 2));
     ASSERT_TRUE(!vb_gemini_json_depth_ok("[[[]]]", 6, 2));
 }
+
+TEST(setup_declares_transfer_call_with_its_targets)
+{
+    const char *targets[] = {"sales", "support"};
+    vb_gemini_setup_t s;
+    vb_gemini_setup_defaults(&s);
+    s.model = "gemini-3.8-live";
+    s.transfer_targets = targets;
+    s.n_transfer_targets = 2;
+    char *json = NULL;
+    ASSERT_EQ(vb_gemini_build_setup(&s, &json, NULL), 0);
+    cJSON *root = cJSON_Parse(json);
+    ASSERT_STR_EQ(pstr(root, "setup.tools.0.functionDeclarations.0.name"),
+                  "end_call");
+    ASSERT_STR_EQ(pstr(root, "setup.tools.0.functionDeclarations.1.name"),
+                  "transfer_call");
+    const char *p = "setup.tools.0.functionDeclarations.1.parameters";
+    char q[200];
+    snprintf(q, sizeof q, "%s.properties.target.enum.0", p);
+    ASSERT_STR_EQ(pstr(root, q), "sales");
+    snprintf(q, sizeof q, "%s.properties.target.enum.1", p);
+    ASSERT_STR_EQ(pstr(root, q), "support");
+    snprintf(q, sizeof q, "%s.required.0", p);
+    ASSERT_STR_EQ(pstr(root, q), "target");
+    cJSON_Delete(root);
+    free(json);
+    /* Without targets, no transfer_call. */
+    s.n_transfer_targets = 0;
+    ASSERT_EQ(vb_gemini_build_setup(&s, &json, NULL), 0);
+    ASSERT_TRUE(strstr(json, "transfer_call") == NULL);
+    free(json);
+    const char *bad[] = {""};
+    s.transfer_targets = bad;
+    s.n_transfer_targets = 1;
+    ASSERT_EQ(vb_gemini_build_setup(&s, &json, NULL), VB_EINVAL);
+}

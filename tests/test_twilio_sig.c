@@ -356,3 +356,41 @@ TEST(token_long_secret_hashed_like_hmac)
     ASSERT_EQ(vb_twilio_sig_token_create(&k, "CA1", 2, 100, tok), 0);
     ASSERT_EQ(vb_twilio_sig_token_verify(&k, tok, "CA1", 2, 0, NULL), 2);
 }
+
+TEST(assistant_mac_binds_name_call_and_token)
+{
+    vb_twilio_sig_key_t k, other;
+    ASSERT_EQ(vb_twilio_sig_key_init(&k, "shared"), 0);
+    ASSERT_EQ(vb_twilio_sig_key_init(&other, "not-shared"), 0);
+    char mac[VB_TWILIO_ASSISTANT_MAC_LEN + 1];
+    ASSERT_EQ(vb_twilio_sig_assistant_mac(&k, "CA1", "tok", "front-desk", mac),
+              0);
+    ASSERT_EQ(strlen(mac), VB_TWILIO_ASSISTANT_MAC_LEN);
+    ASSERT_EQ(
+        vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "front-desk", mac), 0);
+    /* Another name, call, token or key, or no MAC: refused. */
+    ASSERT_EQ(vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "sales", mac),
+              VB_EAUTH);
+    ASSERT_EQ(
+        vb_twilio_sig_assistant_verify(&k, "CA2", "tok", "front-desk", mac),
+        VB_EAUTH);
+    ASSERT_EQ(
+        vb_twilio_sig_assistant_verify(&k, "CA1", "tok2", "front-desk", mac),
+        VB_EAUTH);
+    ASSERT_EQ(
+        vb_twilio_sig_assistant_verify(&other, "CA1", "tok", "front-desk", mac),
+        VB_EAUTH);
+    ASSERT_EQ(
+        vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "front-desk", NULL),
+        VB_EAUTH);
+    ASSERT_EQ(
+        vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "front-desk", ""),
+        VB_EAUTH);
+    /* The split between the parts is part of the MAC. */
+    char m2[VB_TWILIO_ASSISTANT_MAC_LEN + 1];
+    ASSERT_EQ(vb_twilio_sig_assistant_mac(&k, "CA1", "to", "kfront-desk", m2),
+              0);
+    ASSERT_TRUE(strcmp(mac, m2) != 0);
+    ASSERT_EQ(vb_twilio_sig_assistant_mac(NULL, "CA1", "t", "a", mac),
+              VB_EINVAL);
+}

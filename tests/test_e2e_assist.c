@@ -1,0 +1,483 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Assistants end to end (docs/assistants.md): build/voxbridge with
+ * --assistants, build/vb-sim placing calls to chosen numbers and
+ * build/vb-fake-gemini logging the setup each connection sent. The called
+ * number picks the voice, prompt, tools and greeting; SIGHUP swaps the file
+ * with a call live; a stream that lands on another instance gets the
+ * assistant the first one picked, and only when its MAC holds.
+ */
+#include <signal.h>
+#include <unistd.h>
+
+#include "net/form.h"
+#include "tests/e2e.h"
+
+static const char assistants_json[] =
+    "{\"default\": \"front-desk\",\n"
+    " \"assistants\": {\n"
+    "  \"front-desk\": {\"instructions\": \"You are the Acme front desk.\",\n"
+    "    \"greeting\": \"Welcome to Acme.\", \"voice\": \"Kore\",\n"
+    "    \"tools\": [{\"name\": \"lookup_order\", \"description\": \"Find an "
+    "order\",\n"
+    "      \"parameters\": {\"type\": \"object\", \"properties\": "
+    "{\"order_id\": {\"type\": \"string\"}}, \"required\": [\"order_id\"]},\n"
+    "      \"url\": \"http://127.0.0.1:9/tools/lookup_order\"}],\n"
+    "    \"transfer\": {\"sales\": \"+14155550100\"}},\n"
+    "  \"sales-bot\": {\"instructions\": \"You sell Acme widgets.\",\n"
+    "    \"greeting\": \"Sales here.\", \"voice\": \"Charon\"},\n"
+    "  \"vip\": {\"instructions\": \"VIP desk.\", \"voice\": \"Fenrir\"}},\n"
+    " \"numbers\": {\"+18005550123\": \"sales-bot\"}}\n";
+
+static const char *assist_file(const rig_t *r, const char *text)
+{
+    const char *p = path_in(r, "assistants.json");
+    /* Written beside and renamed, as a deploy would: a reload never reads
+     * half a file. */
+    char tmp[420];
+    snprintf(tmp, sizeof tmp, "%s.tmp", p);
+    write_file(tmp, text);
+    ASSERT_EQ(rename(tmp, p), 0);
+    return p;
+}
+
+/* The n-th setup message the fake received (in its log order), or NULL. */
+static const cJSON *nth_setup(const cJSON *evs, int n)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, evs) if (strcmp(ev_type(e), "setup") == 0 &&
+                                   n-- == 0) return cJSON_GetObjectItem(e,
+                                                                        "msg");
+    return NULL;
+}
+
+static const char *setup_voice(const cJSON *s)
+{
+    const cJSON *g = cJSON_GetObjectItem(s, "generationConfig");
+    g = cJSON_GetObjectItem(g, "speechConfig");
+    g = cJSON_GetObjectItem(g, "voiceConfig");
+    g = cJSON_GetObjectItem(g, "prebuiltVoiceConfig");
+    const char *v = cJSON_GetStringValue(cJSON_GetObjectItem(g, "voiceName"));
+    return v ? v : "";
+}
+
+static const char *setup_prompt(const cJSON *s)
+{
+    const cJSON *si = cJSON_GetObjectItem(s, "systemInstruction");
+    const cJSON *p = cJSON_GetArrayItem(cJSON_GetObjectItem(si, "parts"), 0);
+    const char *t = cJSON_GetStringValue(cJSON_GetObjectItem(p, "text"));
+    return t ? t : "";
+}
+
+/* The declared function names, comma-separated, in order. */
+static const char *setup_decls(const cJSON *s, char *out, size_t n)
+{
+    out[0] = '\0';
+    const cJSON *t = cJSON_GetArrayItem(cJSON_GetObjectItem(s, "tools"), 0);
+    const cJSON *d;
+    cJSON_ArrayForEach(d, cJSON_GetObjectItem(t, "functionDeclarations"))
+    {
+        size_t len = strlen(out);
+        snprintf(out + len, n - len, "%s%s", len ? "," : "",
+                 cJSON_GetStringValue(cJSON_GetObjectItem(d, "name")));
+    }
+    return out;
+}
+
+static const cJSON *decl(const cJSON *s, const char *name)
+{
+    const cJSON *t = cJSON_GetArrayItem(cJSON_GetObjectItem(s, "tools"), 0);
+    const cJSON *d;
+    cJSON_ArrayForEach(d, cJSON_GetObjectItem(t, "functionDeclarations"))
+    {
+        const char *dn = cJSON_GetStringValue(cJSON_GetObjectItem(d, "name"));
+        if (dn != NULL && strcmp(dn, name) == 0)
+            return d;
+    }
+    return NULL;
+}
+
+/* How many `text` inputs the fake received with exactly `text`. */
+static int texts(const cJSON *evs, const char *text)
+{
+    int n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, evs)
+    {
+        const char *t = cJSON_GetStringValue(cJSON_GetObjectItem(e, "text"));
+        n += strcmp(ev_type(e), "text") == 0 && t && strcmp(t, text) == 0;
+    }
+    return n;
+}
+
+static void call_to(const rig_t *r, int idx, const char *audio, const char *to,
+                    sim_t *s)
+{
+    sim_start(r, s, idx, audio, NULL,
+              (const char *const[]){"--to", to, "--tail", "1", NULL});
+}
+
+TEST_T(called_number_picks_voice_prompt_tools_and_greeting, 120)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    make_sox(audio, "synth 2 sine 300 vol 0.3");
+    const char *file = assist_file(&r, assistants_json);
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r, (const char *const[]){"--assistants", file, NULL}, NULL);
+    sim_t s;
+    /* A listed number, then one that is not. */
+    call_to(&r, 0, audio, "+18005550123", &s);
+    char *out1 = sim_wait(&r, &s);
+    call_to(&r, 1, audio, "+15550001111", &s);
+    char *out2 = sim_wait(&r, &s);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out1, vblog);
+    assert_sim_ok(out2, vblog);
+
+    cJSON *evs = fake_events(&r);
+    ASSERT_EQ(count_type(evs, "setup"), 2);
+    char names[512];
+    const cJSON *sales = nth_setup(evs, 0), *desk = nth_setup(evs, 1);
+    ASSERT_STR_EQ(setup_voice(sales), "Charon");
+    ASSERT_STR_EQ(setup_prompt(sales), "You sell Acme widgets.");
+    ASSERT_STR_EQ(setup_decls(sales, names, sizeof names), "end_call");
+
+    /* The unknown number got the default, with its tools and transfer. */
+    ASSERT_STR_EQ(setup_voice(desk), "Kore");
+    ASSERT_STR_EQ(setup_prompt(desk), "You are the Acme front desk.");
+    ASSERT_STR_EQ(setup_decls(desk, names, sizeof names),
+                  "end_call,transfer_call,lookup_order");
+    const cJSON *lo = decl(desk, "lookup_order");
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(lo, "description")),
+                  "Find an order");
+    char *params =
+        cJSON_PrintUnformatted(cJSON_GetObjectItem(lo, "parameters"));
+    ASSERT_STR_EQ(params,
+                  "{\"type\":\"object\",\"properties\":{\"order_id\":{\"type\":"
+                  "\"string\"}},\"required\":[\"order_id\"]}");
+    free(params);
+    char *tc = cJSON_PrintUnformatted(
+        cJSON_GetObjectItem(decl(desk, "transfer_call"), "parameters"));
+    ASSERT_STR_CONTAINS(tc, "\"enum\":[\"sales\"]");
+    free(tc);
+
+    /* Each greeting reached the model once, as the first thing said. */
+    ASSERT_EQ(texts(evs, "Sales here."), 1);
+    ASSERT_EQ(texts(evs, "Welcome to Acme."), 1);
+    ASSERT_STR_CONTAINS(vblog, "assistant=sales-bot listed=1");
+    ASSERT_STR_CONTAINS(vblog, "assistant=front-desk listed=0");
+    cJSON_Delete(evs);
+    free(vblog);
+    free(out1);
+    free(out2);
+}
+
+/* Waits until `log` holds `needle` (the n-th time), failing after ms. */
+static void wait_log_n(const rig_t *r, const char *needle, int n, int ms)
+{
+    uint64_t end = vb_clock_now_ns() + (uint64_t)ms * 1000000u;
+    for (;;) {
+        char *t = proc_read_file(r->vb_log);
+        int k = 0;
+        for (const char *p = t ? t : ""; (p = strstr(p, needle)) != NULL; p++)
+            k++;
+        if (k >= n) {
+            free(t);
+            return;
+        }
+        if (vb_clock_now_ns() > end) {
+            vb_test_fail(__FILE__, __LINE__, "no %d x \"%s\" in:\n%s", n,
+                         needle, t ? t : "");
+        }
+        free(t);
+        usleep(20000);
+    }
+}
+
+TEST_T(sighup_reloads_with_a_call_live_and_a_bad_file_keeps_the_set, 150)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    make_sox(audio, "synth 7 sine 300 vol 0.3");
+    const char *shortaudio = path_in(&r, "short.wav");
+    make_sox(shortaudio, "synth 1 sine 300 vol 0.3");
+    const char *file = assist_file(&r, assistants_json);
+    /* The first call's connection goes away 4 s in: it resumes on a new
+     * connection after the reload below, with the assistant it holds. */
+    write_file(r.script, "{\"at_ms\":3500,\"conn\":1,\"type\":\"resumption\","
+                         "\"resumable\":true}\n"
+                         "{\"at_ms\":4000,\"conn\":1,\"type\":\"goAway\","
+                         "\"timeLeft\":\"1s\"}\n");
+    rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
+                                       NULL});
+    rig_vb(&r, (const char *const[]){"--assistants", file, NULL}, NULL);
+    sim_t live;
+    call_to(&r, 0, audio, "+18005550123", &live);
+    wait_log_n(&r, "msg=\"gemini session ready\"", 1, proc_ms(15000));
+    uint64_t t_ready = vb_clock_now_ns();
+
+    /* sales-bot changes voice and prompt. */
+    char next[sizeof assistants_json + 64];
+    snprintf(next, sizeof next, "%s", assistants_json);
+    char *v = strstr(next, "\"Charon\"");
+    memcpy(v, "\"Aoede\" ", 8);
+    char *p = strstr(next, "You sell Acme widgets.");
+    memcpy(p, "You sell Acme gadgets.", 22);
+    assist_file(&r, next);
+    kill(r.vb, SIGHUP);
+    wait_log_n(&r, "msg=\"SIGHUP: assistants reloaded, calls go on\"", 1,
+               proc_ms(5000));
+    /* The reload must come before the live call's reconnect to show
+     * anything; the goAway is 4 s after its setup. */
+    ASSERT_LT((vb_clock_now_ns() - t_ready) / 1000000u, 3500);
+
+    char *out1 = sim_wait(&r, &live);
+    /* The next call to the number gets the new one. */
+    sim_t s;
+    call_to(&r, 1, shortaudio, "+18005550123", &s);
+    char *out2 = sim_wait(&r, &s);
+
+    /* A bad file: refused with its line and field; the set stays. */
+    char bad[sizeof assistants_json + 64];
+    snprintf(bad, sizeof bad, "%s", next);
+    v = strstr(bad, "\"Aoede\" ");
+    memcpy(v, "\"Nobody\"", 8);
+    assist_file(&r, bad);
+    kill(r.vb, SIGHUP);
+    wait_log_n(&r,
+               "msg=\"SIGHUP: assistants file refused, the previous set "
+               "stays\"",
+               1, proc_ms(5000));
+    call_to(&r, 2, shortaudio, "+18005550123", &s);
+    char *out3 = sim_wait(&r, &s);
+
+    kill(r.vb, SIGTERM);
+    ASSERT_EQ(proc_reap(r.vb, proc_ms(30000)), 0);
+    char *vblog = proc_read_file(r.vb_log);
+    rig_stop(&r);
+    assert_sim_ok(out1, vblog);
+    assert_sim_ok(out2, vblog);
+    assert_sim_ok(out3, vblog);
+    ASSERT_STR_CONTAINS(vblog, "assistants.json:10: "
+                               "assistants.sales-bot.voice: unknown voice "
+                               "\\\"Nobody\\\"");
+
+    cJSON *evs = fake_events(&r);
+    ASSERT_EQ(count_type(evs, "setup"), 4);
+    /* The live call: both its connections are the old sales-bot. */
+    ASSERT_STR_EQ(setup_voice(nth_setup(evs, 0)), "Charon");
+    ASSERT_STR_EQ(setup_voice(nth_setup(evs, 1)), "Charon");
+    ASSERT_STR_EQ(setup_prompt(nth_setup(evs, 1)), "You sell Acme widgets.");
+    /* ... the second one the resumption after the reload. */
+    int k = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, evs) if (strcmp(ev_type(e), "setup") == 0 && k++ == 1)
+        ASSERT_TRUE(cJSON_IsTrue(cJSON_GetObjectItem(e, "resumed")));
+    ASSERT_STR_CONTAINS(vblog, "reconnects=1");
+    /* The next calls: the reloaded one, also after the bad file. */
+    ASSERT_STR_EQ(setup_voice(nth_setup(evs, 2)), "Aoede");
+    ASSERT_STR_EQ(setup_prompt(nth_setup(evs, 2)), "You sell Acme gadgets.");
+    ASSERT_STR_EQ(setup_voice(nth_setup(evs, 3)), "Aoede");
+    cJSON_Delete(evs);
+    free(vblog);
+    free(out1);
+    free(out2);
+    free(out3);
+}
+
+/* ---- a stream on another instance ---- */
+
+/* The value of <Parameter name="name" value="..."/> in TwiML. */
+static void twiml_param(const char *twiml, const char *name, char *out,
+                        size_t n)
+{
+    char pat[128];
+    snprintf(pat, sizeof pat, "<Parameter name=\"%s\" value=\"", name);
+    const char *p = strstr(twiml, pat);
+    if (p == NULL)
+        vb_test_fail(__FILE__, __LINE__, "no parameter %s in %s", name, twiml);
+    p += strlen(pat);
+    size_t len = strcspn(p, "\"");
+    ASSERT_LT(len, n);
+    memcpy(out, p, len);
+    out[len] = '\0';
+}
+
+/* POSTs a signed voice webhook for `call` to `to` on r's instance;
+ * returns the TwiML (malloc'd). */
+static char *webhook(const rig_t *r, const char *call, const char *to)
+{
+    char body[512], url[128], sig[VB_TWILIO_SIG_LEN + 1];
+    snprintf(body, sizeof body,
+             "AccountSid=AC0&CallSid=%s&From=%%2B15550002222&To=%s&"
+             "Direction=inbound",
+             call, to);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/webhook/voice", r->vb_port);
+    vb_form_t f = {0};
+    ASSERT_EQ(vb_form_parse(&f, body, strlen(body), 100), 0);
+    ASSERT_EQ(vb_twilio_sig_compute(TOKEN, url, &f, sig), 0);
+    vb_form_free(&f);
+    char raw[2048];
+    snprintf(raw, sizeof raw,
+             "POST /webhook/voice HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Content-Type: application/x-www-form-urlencoded\r\n"
+             "X-Twilio-Signature: %s\r\nContent-Length: %zu\r\n"
+             "Connection: close\r\n\r\n%s",
+             sig, strlen(body), body);
+    tc_resp_t resp;
+    ASSERT_EQ(tc_request(r->vb_port, raw, &resp, proc_ms(5000)), 200);
+    return resp.body;
+}
+
+/* A stream for `call` on r's instance, its start carrying `params` (JSON
+ * members); sends a second of silence and stops it. */
+static void stream_with(const rig_t *r, const char *call, const char *params)
+{
+    int fd = ws_upgrade(r->vb_port);
+    ws_text(fd, "{\"event\":\"connected\",\"protocol\":\"Call\","
+                "\"version\":\"1.0.0\"}");
+    char start[2048];
+    snprintf(start, sizeof(start),
+             "{\"event\":\"start\",\"sequenceNumber\":\"1\",\"start\":{"
+             "\"accountSid\":\"AC0\",\"streamSid\":\"MZ%s\",\"callSid\":"
+             "\"%s\",\"tracks\":[\"inbound\"],\"mediaFormat\":{"
+             "\"encoding\":\"audio/x-mulaw\",\"sampleRate\":8000,"
+             "\"channels\":1},\"customParameters\":{%s}},"
+             "\"streamSid\":\"MZ%s\"}",
+             call, call, params, call);
+    ws_text(fd, start);
+    char stop[512];
+    snprintf(stop, sizeof stop,
+             "{\"event\":\"stop\",\"sequenceNumber\":\"2\",\"stop\":{"
+             "\"accountSid\":\"AC0\",\"callSid\":\"%s\"},"
+             "\"streamSid\":\"MZ%s\"}",
+             call, call);
+    usleep(300000);
+    ws_text(fd, stop);
+    ASSERT_EQ(ws_close_code(fd, proc_ms(5000)), 1000);
+    close(fd);
+}
+
+TEST_T(stream_on_another_instance_gets_the_same_assistant, 120)
+{
+    rig_t a, b;
+    rig_init(&a);
+    const char *file = assist_file(&a, assistants_json);
+    rig_fake(&a, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&a, (const char *const[]){"--assistants", file, NULL}, NULL);
+    /* B: same stream secret and file, its own log, the same fake. */
+    b = a;
+    snprintf(b.vb_log, sizeof b.vb_log, "%s/voxbridge-b.log", a.dir);
+    rig_vb(&b, (const char *const[]){"--assistants", file, NULL}, NULL);
+
+    char *twiml = webhook(&a, "CAacross1", "%2B18005550123");
+    char tok[128], name[128], mac[128], params[1024];
+    twiml_param(twiml, "streamToken", tok, sizeof tok);
+    twiml_param(twiml, "assistant", name, sizeof name);
+    twiml_param(twiml, "assistantMac", mac, sizeof mac);
+    ASSERT_STR_EQ(name, "sales-bot");
+    free(twiml);
+    snprintf(params, sizeof params,
+             "\"streamToken\":\"%s\",\"assistant\":\"%s\",\"assistantMac\":"
+             "\"%s\"",
+             tok, name, mac);
+    stream_with(&b, "CAacross1", params);
+
+    /* The control: a stream naming another assistant than its MAC was
+     * made for gets the default, not the one it asks for. */
+    twiml = webhook(&a, "CAacross2", "%2B18005550123");
+    twiml_param(twiml, "streamToken", tok, sizeof tok);
+    twiml_param(twiml, "assistantMac", mac, sizeof mac);
+    free(twiml);
+    snprintf(params, sizeof params,
+             "\"streamToken\":\"%s\",\"assistant\":\"vip\",\"assistantMac\":"
+             "\"%s\"",
+             tok, mac);
+    stream_with(&b, "CAacross2", params);
+
+    /* A's pre-connects are unclaimed, but they did connect. */
+    uint64_t end = vb_clock_now_ns() + (uint64_t)proc_ms(15000) * 1000000u;
+    for (;;) {
+        cJSON *evs = fake_events(&a);
+        int n = count_type(evs, "setup");
+        cJSON_Delete(evs);
+        if (n >= 4)
+            break;
+        if (vb_clock_now_ns() > end)
+            vb_test_fail(__FILE__, __LINE__, "%d setups, not 4", n);
+        usleep(20000);
+    }
+    char *blog = rig_vb_stop(&b);
+    char *alog = rig_vb_stop(&a);
+    rig_stop(&a);
+    /* B opened both calls, with the assistant it was told / the default. */
+    ASSERT_STR_CONTAINS(blog, "call=CAacross1 lane=0 slot=");
+    ASSERT_STR_CONTAINS(blog, "assistant=sales-bot");
+    ASSERT_STR_CONTAINS(blog, "msg=\"stream names an assistant without a "
+                              "valid MAC: the default answers\" "
+                              "call=CAacross2");
+    ASSERT_STR_CONTAINS(blog, "assistant=front-desk");
+    ASSERT_TRUE(strstr(blog, "assistant=vip") == NULL);
+    ASSERT_STR_CONTAINS(alog, "call=CAacross1 lane=0 client=");
+
+    cJSON *evs = fake_events(&a);
+    /* A's two unclaimed pre-connects and B's two sessions. */
+    int charon = 0, kore = 0, other = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, evs) if (strcmp(ev_type(e), "setup") == 0)
+    {
+        const char *vn = setup_voice(cJSON_GetObjectItem(e, "msg"));
+        charon += strcmp(vn, "Charon") == 0;
+        kore += strcmp(vn, "Kore") == 0;
+        other += strcmp(vn, "Charon") != 0 && strcmp(vn, "Kore") != 0;
+    }
+    /* Two pre-connects on A (sales-bot), B's first call (sales-bot), B's
+     * second (the default). */
+    ASSERT_EQ(charon, 3);
+    ASSERT_EQ(kore, 1);
+    ASSERT_EQ(other, 0);
+    cJSON_Delete(evs);
+    free(blog);
+    free(alog);
+}
+
+TEST_T(assistant_max_call_s_ends_the_call, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    make_sox(audio, "synth 8 sine 300 vol 0.3");
+    const char *file =
+        assist_file(&r, "{\"assistants\": {\"brief\": {\"max_call_s\": 2}}}");
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    char api[64], apil[64];
+    int api_port = proc_free_port();
+    snprintf(api, sizeof(api), "http://127.0.0.1:%d", api_port);
+    snprintf(apil, sizeof(apil), "127.0.0.1:%d", api_port);
+    rig_vb(&r,
+           (const char *const[]){"--assistants", file, "--twilio-api-url", api,
+                                 "--max-call-duration", "60", NULL},
+           NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--api-listen", apil, NULL});
+    char *out = sim_wait(&r, &s);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    char by[16];
+    if (strcmp(sfield(out, "ended_by", by, sizeof(by)), "rest") != 0)
+        vb_test_fail(__FILE__, __LINE__, "ended_by=%s\n%s\n%s", by, out, vblog);
+    /* Ended after about 2 s of its 8 s of audio: not before the limit,
+     * and long before the audio ran out. */
+    ASSERT_GE(field(out, "frames_sent"), 2 * 50);
+    ASSERT_LT(field(out, "frames_sent"), 6 * 50);
+    ASSERT_STR_CONTAINS(vblog, "msg=\"assistant's max_call_s reached: "
+                               "ending\"");
+    free(vblog);
+    free(out);
+}
