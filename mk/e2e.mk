@@ -11,3 +11,6 @@ THREADED_TESTS += test_e2e_abuse
 # Assistants (tests/test_e2e_assist.c): the number picks the assistant,
 # SIGHUP swaps the file with a call live, a stream on another instance.
 THREADED_TESTS += test_e2e_assist
+# HTTP tools and transfer through the real binaries (tests/test_e2e_tools.c):
+# a threaded business app in the test, concurrent tool requests.
+THREADED_TESTS += test_e2e_tools
