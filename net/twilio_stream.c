@@ -1599,7 +1599,8 @@ static int add_series(vb_twilio_stream_t *s)
             "caller hung up), hangup (voxbridge ended it), disconnect "
             "(the socket dropped), error (protocol failure), shutdown, "
             "timeout (no media from Twilio), fallback (the model could "
-            "not be reached: the caller was told).",
+            "not be reached: the caller was told), transferred (redirected "
+            "to a person by transfer_call).",
             VB_LABELS("outcome", outcomes[i]), &s->m_outcome[i]);
     ADD(VB_METRIC_COUNTER, "vb_twilio_media_in_total",
         "`media` messages received from Twilio.", NULL, &s->m_frames_in);
