@@ -1331,6 +1331,18 @@ static void tools_ids_from_ctx(call_t *call, const vb_call_ctx_t *x)
     vb_call_tools_set_ids(call_tools(call), &ids);
 }
 
+/* The account SID of the stream's `start`, for a call the webhook of this
+ * process did not prepare (the webhook's context has it otherwise). */
+static void tools_ids_from_open(call_t *call, const vb_msg_t *m)
+{
+    vb_msg_open_t o;
+    memset(&o, 0, sizeof(o));
+    memcpy(&o, m->data, m->len < sizeof(o) ? m->len : sizeof(o));
+    o.account_sid[sizeof(o.account_sid) - 1] = '\0';
+    vb_call_ids_t ids = {.account_sid = o.account_sid};
+    vb_call_tools_set_ids(call_tools(call), &ids);
+}
+
 static void on_prepare(vb_gemini_stage_t *s, const vb_msg_t *m)
 {
     vb_msg_prepare_t p;
@@ -1400,6 +1412,7 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
     call->prepare_deadline = 0;
     if (call->asst == NULL)
         call->asst = open_assistant(s, sid, aname);
+    tools_ids_from_open(call, m);
     /* --max-call-duration stays the ceiling (twilio-io ends the call
      * there); a shorter limit of the assistant ends it here. */
     if (call->asst != NULL && call->asst->max_call_s > 0 &&
