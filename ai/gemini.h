@@ -61,7 +61,11 @@
  * TURN_END; transcripts stay here (one log line per utterance, the
  * transcript file): nothing downstream reads them. The built-in end_call
  * tool is answered, then HANGUP follows the next turnComplete (or a grace
- * period). When the outbound ring is full the messages are parked in the
+ * period). The assistant's HTTP tools and transfer_call run in ai/tools.h
+ * (one toolResponse per toolCall message; transfer is a HANGUP with
+ * VB_MSG_HANGUP_TRANSFER after the sentence's turn); each call keeps its
+ * tool log there (vb_call_tools_log(call->tools)) for the post-call
+ * report. When the outbound ring is full the messages are parked in the
  * channel's spill in order and the pressure hook stops every connection
  * reading (TCP pushes back on the server) until it drains
  * (core/chan.h).
