@@ -163,6 +163,9 @@ typedef struct call {
     bool fallback;
 } call_t;
 
+/* Entries of outcomes[] (below), the values of vb_calls_total{outcome}. */
+#define OUTCOME_COUNT 8
+
 struct vb_twilio_stream {
     vb_twilio_stream_config_t cfg;
     vb_stage_t st;
@@ -186,7 +189,7 @@ struct vb_twilio_stream {
     uint32_t *reap;
     uint32_t nreap;
     vb_metric_t m_err[E_COUNT], m_rej[R_COUNT];
-    vb_metric_t m_outcome[7];
+    vb_metric_t m_outcome[OUTCOME_COUNT]; /* one per outcomes[] entry */
     vb_metric_t m_calls, m_active, m_frames_in, m_frames_out, m_marks_sent,
         m_marks_echoed, m_clears, m_seq_gaps, m_out_dropped, m_stale, m_lat_out,
         m_lat_in, m_barge, m_in_dropped, m_throttled, m_preauth,
@@ -215,6 +218,8 @@ static void call_end(call_t *c, const char *reason);
 static const char *const outcomes[] = {"stop",     "hangup",      "disconnect",
                                        "error",    "shutdown",    "timeout",
                                        "fallback", "transferred", NULL};
+_Static_assert(sizeof(outcomes) / sizeof(outcomes[0]) == OUTCOME_COUNT + 1,
+               "OUTCOME_COUNT must match outcomes[]");
 static void call_maybe_free(call_t *c);
 static void sweep_arm(vb_twilio_stream_t *s);
 
