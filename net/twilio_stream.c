@@ -147,6 +147,9 @@ typedef struct call {
     /* The hang-up is a transfer: the call is redirected to <Dial> this
      * (E.164 or sip:) instead of ending. */
     char transfer_to[VB_MSG_DATA_MAX + 1];
+    /* The REST update to <Dial> went out: however the stream ends now
+     * (Twilio's stop, or our close after the 200), it was transferred. */
+    bool transferring;
     char account_sid[64];
     /* Per-call summary: outbound latency added by the bridge (Gemini bytes
      * in -> media written), and when the stream started. */
@@ -933,6 +936,8 @@ typedef struct rest_ctx {
     vb_call_id_t id;
     bool fallback;
     bool transfer;
+    char label[72];               /* the CallSid, for the log */
+    char to[VB_MSG_DATA_MAX + 1]; /* the transfer's target */
 } rest_ctx_t;
 
 /* `outcome` is a vb_calls_total outcome: "hangup" or "fallback". */
@@ -950,17 +955,21 @@ static void rest_done(int status, void *ud)
     rest_ctx_t *x = ud;
     call_t *c = lookup(x->s, x->id);
     bool fallback = x->fallback, transfer = x->transfer;
+    if (transfer) {
+        /* After a 200 Twilio ends the stream (its stop may come first)
+         * and dials; otherwise closing the stream runs the TwiML after
+         * <Connect> (the fallback <Say>). */
+        if (status == 200)
+            vb_log_info(x->label, "call transferred", "to=%s", x->to);
+        else
+            vb_log_warn(x->label, "transfer failed: ending the call",
+                        "to=%s status=%d", x->to, status);
+    }
     free(x);
     if (c == NULL)
         return; /* Twilio already ended the stream */
     if (transfer) {
-        /* After a 200 Twilio ends the stream and dials; otherwise closing
-         * it runs the TwiML after <Connect> (the fallback <Say>). */
-        if (status == 200)
-            vb_log_info(c->label, "call transferred", "to=%s", c->transfer_to);
-        else
-            vb_log_warn(c->label, "transfer failed: ending the call",
-                        "to=%s status=%d", c->transfer_to, status);
+        c->transferring = status == 200;
         close_normal(c, status == 200 ? "transferred" : "hangup",
                      status == 200 ? "transferred" : "transfer failed");
         return;
@@ -1056,7 +1065,10 @@ static void hangup_now(call_t *c, const char *why, const char *say)
         x->id = c->id;
         x->fallback = fallback;
         x->transfer = transfer;
+        snprintf(x->label, sizeof x->label, "%s", c->label);
+        snprintf(x->to, sizeof x->to, "%s", c->transfer_to);
         rc = vb_twilio_rest_hangup(&s->st.loop, &req, rest_done, x);
+        c->transferring = transfer && rc == 0;
     }
     free(twiml);
     if (rc != 0) {
@@ -1082,6 +1094,8 @@ static void call_end(call_t *c, const char *reason)
         return;
     if (c->fallback)
         reason = "fallback";
+    else if (c->transferring && strcmp(reason, "stop") == 0)
+        reason = "transferred";
     in_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason), vb_clock_now_ns());
     sid_remember(s, c->label);
     vb_metrics_gauge_add(s->st.shard, s->m_active, -1);
