@@ -10,6 +10,7 @@
  * freed when the parse returns.
  */
 #include "ai/gemini.h"
+#include "ai/tools.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -103,6 +104,11 @@ struct call {
      * own settings), and when its max_call_s ends the call (0: never). */
     vb_assistant_t *asst;
     uint64_t max_end_at;
+    /* Tool calls in flight and the tool log (ai/tools.h); a transfer the
+     * model asked for, done like end_call's hang-up (E.164 or sip:). */
+    vb_call_tools_t *tools;
+    char transfer_to[VB_ASSISTANT_TARGET_MAX + 1];
+    char transfer_name[VB_ASSISTANT_TOOL_NAME_MAX + 1];
 };
 
 enum {
@@ -181,6 +187,7 @@ struct vb_gemini_stage {
     vb_metric_t m_reconnect[RC_COUNT], m_close[CLOSE_COUNT];
     vb_metric_t m_tokens[TOK_COUNT], m_drop[DROP_COUNT], m_how[HOW_COUNT];
     vb_metric_t m_bad_msg, m_failed[FAIL_COUNT];
+    vb_tools_t *tools;
 };
 
 static void conn_kill(conn_t *c);
@@ -243,6 +250,9 @@ void vb_gemini_options_from_config(vb_gemini_options_t *o, const vb_config_t *c)
     o->pong_timeout_ms = (uint32_t)c->gemini_pong_timeout_ms;
     o->recover_timeout_ms = (uint32_t)c->gemini_recover_timeout_ms;
     o->healthy_ms = (uint32_t)c->gemini_healthy_ms;
+    o->webhook_secret = c->webhook_secret;
+    o->webhook_ca_file = c->webhook_ca_file;
+    o->tool_max_response = (size_t)c->tool_max_response_bytes;
 }
 
 /* ------------------------------------------------------------------ */
@@ -758,33 +768,142 @@ static void conn_ready(conn_t *c)
     }
     if (call->open)
         abuf_flush(s, call);
+    vb_call_tools_flush(call->tools);
+}
+
+/* ---- tool calls and transfer (ai/tools.h) ---- */
+
+/* The toolResponse goes out on the call's ready connection, else it waits
+ * in the call's tools until one is ready (vb_call_tools_flush). */
+static int tools_send(void *ud, const char *json, size_t len)
+{
+    call_t *call = ud;
+    conn_t *c = call->cur;
+    if (c == NULL || c->dead || c->st != CONN_READY || call->ended)
+        return VB_EAGAIN;
+    return vb_ws_send_text(c->ws, json, len) == 0 ? 0 : VB_EAGAIN;
+}
+
+static vb_call_tools_t *call_tools(call_t *call)
+{
+    if (call->tools == NULL && call->s->tools != NULL) {
+        vb_call_ids_t ids = {.sid = call->sid};
+        call->tools = vb_call_tools_new(call->s->tools, &ids, tools_send, call);
+    }
+    return call->tools;
+}
+
+/* What the stage tells the model for transfer_call(target), and the
+ * transfer it sets up. */
+static void transfer_resolve(call_t *call, const vb_gemini_event_t *ev,
+                             char *resp, size_t cap, const char **status)
+{
+    const vb_assistant_t *a = call->asst;
+    cJSON *args = cJSON_Parse(ev->text != NULL ? ev->text : "{}");
+    const char *name =
+        cJSON_GetStringValue(cJSON_GetObjectItem(args, "target"));
+    const char *to = a != NULL && name != NULL
+                         ? vb_assistant_transfer_target(a, name)
+                         : NULL;
+    cJSON *o = cJSON_CreateObject();
+    if (to == NULL || call->transfer_to[0] != '\0') {
+        char known[512] = "";
+        size_t w = 0;
+        for (size_t i = 0; a != NULL && i < a->n_transfer; i++) {
+            int n = snprintf(known + w, sizeof(known) - w, "%s%s",
+                             i ? ", " : "", a->transfer[i].name);
+            if (n < 0 || (size_t)n >= sizeof(known) - w)
+                break;
+            w += (size_t)n;
+        }
+        char msg[768];
+        if (call->transfer_to[0] != '\0')
+            snprintf(msg, sizeof(msg), "a transfer is already under way");
+        else
+            snprintf(msg, sizeof(msg), "unknown transfer target %s; known: %s",
+                     name != NULL ? name : "(none)", w ? known : "none");
+        cJSON_AddStringToObject(o, "error", msg);
+        *status = "error";
+        vb_log_warn(lid(call), "transfer refused", "target=%s",
+                    name != NULL ? name : "-");
+    } else {
+        char msg[512];
+        snprintf(msg, sizeof(msg),
+                 "Transferring the caller to %s once your sentence has "
+                 "played. Say nothing more.",
+                 name);
+        cJSON_AddStringToObject(o, "output", msg);
+        *status = "ok";
+        snprintf(call->transfer_to, sizeof(call->transfer_to), "%s", to);
+        snprintf(call->transfer_name, sizeof(call->transfer_name), "%s", name);
+        call->hangup_pending = true;
+        call->hangup_at = vb_clock_now_ns() +
+                          (uint64_t)call->s->o->hangup_grace_ms * 1000000u;
+        snprintf(call->end_call_id, sizeof(call->end_call_id), "%s", ev->id);
+        vb_log_info(lid(call), "model transfers the call", "target=%s id=%s",
+                    name, ev->id);
+    }
+    char *txt = cJSON_PrintUnformatted(o);
+    snprintf(resp, cap, "%s", txt != NULL ? txt : "{}");
+    free(txt);
+    cJSON_Delete(o);
+    cJSON_Delete(args);
+}
+
+/* The end of a goodbye (end_call) or of the sentence before a transfer:
+ * HANGUP to twilio-io, which waits for the audio before it to play. */
+static void emit_goodbye(vb_gemini_stage_t *s, call_t *call, uint64_t now)
+{
+    if (call->transfer_to[0] != '\0')
+        out_emit(s, call, VB_MSG_HANGUP, VB_MSG_HANGUP_TRANSFER,
+                 call->transfer_to, strlen(call->transfer_to), now);
+    else
+        out_emit(s, call, VB_MSG_HANGUP, 0, "end_call", 8, now);
 }
 
 static void on_tool_call(conn_t *c, const vb_gemini_event_t *ev)
 {
     call_t *call = c->call;
-    bool end = strcmp(ev->name, VB_GEMINI_END_CALL) == 0;
-    const char *resp =
-        end ? "{\"output\":\"The call will end after your goodbye.\"}"
-            : "{\"error\":\"unknown function\"}";
-    char *json = NULL;
-    size_t len;
-    if (ev->id[0] != '\0' && vb_gemini_build_tool_response(
-                                 ev->id, ev->name, resp, &json, &len) == 0) {
-        vb_ws_send_text(c->ws, json, len);
-        free(json);
+    if (ev->id[0] == '\0') {
+        vb_log_warn(lid(call), "tool call without an id ignored", "tool=%s",
+                    ev->name);
+        return;
     }
-    if (end) {
+    vb_tool_builtin_t bi = {0};
+    char resp[1024];
+    const vb_tool_builtin_t *builtin = NULL;
+    if (strcmp(ev->name, VB_GEMINI_END_CALL) == 0) {
+        bi.response_json =
+            "{\"output\":\"The call will end after your goodbye.\"}";
+        bi.status = "ok";
+        builtin = &bi;
         vb_log_info(lid(call), "model ended the call", "tool=%s id=%s",
                     ev->name, ev->id);
         call->hangup_pending = true;
         call->hangup_at =
             vb_clock_now_ns() + (uint64_t)c->s->o->hangup_grace_ms * 1000000u;
         snprintf(call->end_call_id, sizeof(call->end_call_id), "%s", ev->id);
-    } else {
-        vb_log_warn(lid(call), "model called an unknown tool", "tool=%s",
-                    ev->name);
+    } else if (strcmp(ev->name, VB_GEMINI_TRANSFER_CALL) == 0 &&
+               call->asst != NULL && call->asst->n_transfer > 0) {
+        transfer_resolve(call, ev, resp, sizeof(resp), &bi.status);
+        bi.response_json = resp;
+        builtin = &bi;
     }
+    vb_call_tools_t *ct = call_tools(call);
+    if (ct == NULL) {
+        /* No tool runner (out of memory): answer on our own. */
+        char *json = NULL;
+        size_t len;
+        if (vb_gemini_build_tool_response(
+                ev->id, ev->name,
+                builtin ? bi.response_json
+                        : "{\"error\":\"tools are unavailable\"}",
+                &json, &len) == 0)
+            vb_ws_send_text(c->ws, json, len);
+        free(json);
+        return;
+    }
+    vb_call_tools_call(ct, call->asst, ev->id, ev->name, ev->text, builtin);
 }
 
 static void on_go_away(conn_t *c, const vb_gemini_event_t *ev)
@@ -854,7 +973,7 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
         tr_flush(s, call, false);
         if (call->hangup_pending) {
             call->hangup_pending = false;
-            out_emit(s, call, VB_MSG_HANGUP, 0, "end_call", 8, now);
+            emit_goodbye(s, call, now);
             call->ended = true;
         }
         break;
@@ -864,9 +983,11 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
     case VB_GEMINI_EV_TOOL_CANCEL:
         if (call->hangup_pending && strcmp(ev->id, call->end_call_id) == 0) {
             call->hangup_pending = false;
+            call->transfer_to[0] = '\0';
             vb_log_info(lid(call), "end_call cancelled by the model", "id=%s",
                         ev->id);
         }
+        vb_call_tools_cancel(call->tools, ev->id);
         break;
     case VB_GEMINI_EV_GO_AWAY:
         on_go_away(c, ev);
@@ -912,7 +1033,11 @@ static void ws_on_message(vb_ws_t *ws, bool text, const uint8_t *data,
         return;
     vb_gemini_stage_t *s = c->s;
     c->busy++;
+    call_t *call = c->call;
     int rc = vb_gemini_parse(c->parser, data, len, on_event, c);
+    /* Every functionCall of this message is in: answer them together. */
+    if (call != NULL)
+        vb_call_tools_end_batch(call->tools);
     c->busy--;
     if (rc != 0 && rc != VB_ECANCELED) {
         vb_metrics_counter_add(s->st.shard, s->m_bad_msg, 1);
@@ -1069,6 +1194,7 @@ static void call_free(vb_gemini_stage_t *s, call_t *call, const char *why)
     if (call->next != NULL)
         call->next->prev = call->prev;
     s->ncalls--;
+    vb_call_tools_free(call->tools);
     vb_assistant_unref(call->asst);
     free(call->abuf);
     free(call);
@@ -1198,6 +1324,29 @@ static vb_assistant_t *open_assistant(vb_gemini_stage_t *s, const char *sid,
     return a;
 }
 
+/* The call's identifiers for tool requests, from the webhook's context. */
+static void tools_ids_from_ctx(call_t *call, const vb_call_ctx_t *x)
+{
+    vb_call_ids_t ids = {.sid = x->call_sid,
+                         .account_sid = x->account_sid,
+                         .from = x->from,
+                         .to = x->to,
+                         .direction = x->direction};
+    vb_call_tools_set_ids(call_tools(call), &ids);
+}
+
+/* The account SID of the stream's `start`, for a call the webhook of this
+ * process did not prepare (the webhook's context has it otherwise). */
+static void tools_ids_from_open(call_t *call, const vb_msg_t *m)
+{
+    vb_msg_open_t o;
+    memset(&o, 0, sizeof(o));
+    memcpy(&o, m->data, m->len < sizeof(o) ? m->len : sizeof(o));
+    o.account_sid[sizeof(o.account_sid) - 1] = '\0';
+    vb_call_ids_t ids = {.account_sid = o.account_sid};
+    vb_call_tools_set_ids(call_tools(call), &ids);
+}
+
 static void on_prepare(vb_gemini_stage_t *s, const vb_msg_t *m)
 {
     vb_msg_prepare_t p;
@@ -1226,6 +1375,7 @@ static void on_prepare(vb_gemini_stage_t *s, const vb_msg_t *m)
     }
     if (p.ctx != NULL) {
         call->asst = vb_assistant_ref(p.ctx->assistant);
+        tools_ids_from_ctx(call, p.ctx);
         vb_call_ctx_destroy(p.ctx);
     }
     /* Unclaimed sessions go at the TTL, or when the stream token the
@@ -1266,6 +1416,7 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
     call->prepare_deadline = 0;
     if (call->asst == NULL)
         call->asst = open_assistant(s, sid, aname);
+    tools_ids_from_open(call, m);
     /* --max-call-duration stays the ceiling (twilio-io ends the call
      * there); a shorter limit of the assistant ends it here. */
     if (call->asst != NULL && call->asst->max_call_s > 0 &&
@@ -1526,7 +1677,7 @@ static void on_tick(uv_timer_t *t)
         }
         if (call->hangup_pending && now >= call->hangup_at) {
             call->hangup_pending = false;
-            out_emit(s, call, VB_MSG_HANGUP, 0, "end_call", 8, now);
+            emit_goodbye(s, call, now);
             call->ended = true;
             if (call->cur != NULL)
                 conn_release(call->cur, 1000, "call ended");
@@ -1559,6 +1710,8 @@ static void on_stop(void *ud)
             conn_kill(call->nxt);
         call_free(s, call, "stopping");
     }
+    vb_tools_destroy(s->tools);
+    s->tools = NULL;
     if (s->tick.data != NULL) /* a create that failed early never made it */
         uv_close((uv_handle_t *)&s->tick, close_cb);
 }
@@ -1795,6 +1948,13 @@ int vb_gemini_stage_create(vb_gemini_stage_t **out,
         (rc = vb_stage_produce(&s->st, cfg->out)) != 0)
         goto fail;
     vb_chan_on_pressure(cfg->out, out_pressure, s);
+    vb_tools_config_t tc = {.secret = cfg->opt.webhook_secret,
+                            .ca_file = cfg->opt.webhook_ca_file,
+                            .max_response = cfg->opt.tool_max_response,
+                            .metrics = cfg->metrics,
+                            .shard = &s->st.shard};
+    if ((rc = vb_tools_create(&s->st.loop, &tc, &s->tools)) != 0)
+        goto fail;
     uv_timer_init(&s->st.loop, &s->tick);
     s->tick.data = s;
     vb_log_info(NULL, "gemini stage ready",

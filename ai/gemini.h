@@ -61,7 +61,11 @@
  * TURN_END; transcripts stay here (one log line per utterance, the
  * transcript file): nothing downstream reads them. The built-in end_call
  * tool is answered, then HANGUP follows the next turnComplete (or a grace
- * period). When the outbound ring is full the messages are parked in the
+ * period). The assistant's HTTP tools and transfer_call run in ai/tools.h
+ * (one toolResponse per toolCall message; transfer is a HANGUP with
+ * VB_MSG_HANGUP_TRANSFER after the sentence's turn); each call keeps its
+ * tool log there (vb_call_tools_log(call->tools)) for the post-call
+ * report. When the outbound ring is full the messages are parked in the
  * channel's spill in order and the pressure hook stops every connection
  * reading (TCP pushes back on the server) until it drains
  * (core/chan.h).
@@ -126,6 +130,12 @@ typedef struct vb_gemini_options {
     /* Text the caller hears when the model cannot be reached; travels in
      * the HANGUP message (VB_MSG_HANGUP_FALLBACK). NULL/"": none. */
     const char *fallback_say;
+    /* Tool calls (ai/tools.h): the X-Voxbridge-Signature key (NULL/"":
+     * unsigned), the CA bundle for https:// tool URLs (NULL/"": system),
+     * the largest tool answer (0: 65536). */
+    const char *webhook_secret;
+    const char *webhook_ca_file;
+    size_t tool_max_response;
     /* --max-call-duration, which twilio-io enforces for every call; an
      * assistant's shorter max_call_s is ended here (0: no limit). */
     uint32_t max_call_s;

@@ -343,6 +343,43 @@ fail_nomem:
     return VB_ENOMEM;
 }
 
+int vb_gemini_build_tool_responses(const vb_gemini_fn_response_t *r, size_t n,
+                                   char **out, size_t *len)
+{
+    if (r == NULL || n == 0 || out == NULL)
+        return VB_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (r[i].id == NULL || r[i].id[0] == '\0' || r[i].name == NULL)
+            return VB_EINVAL;
+    cJSON *root = cJSON_CreateObject(), *tr, *frs;
+    if (root == NULL)
+        return VB_ENOMEM;
+    CHK(tr = add_obj(root, "toolResponse"));
+    CHK(frs = cJSON_AddArrayToObject(tr, "functionResponses"));
+    for (size_t i = 0; i < n; i++) {
+        cJSON *resp =
+            cJSON_Parse(r[i].response_json ? r[i].response_json : "{}");
+        if (resp == NULL || !cJSON_IsObject(resp)) {
+            cJSON_Delete(resp);
+            cJSON_Delete(root);
+            return VB_EINVAL;
+        }
+        cJSON *fr = cJSON_CreateObject();
+        if (fr == NULL) {
+            cJSON_Delete(resp);
+            goto fail_nomem;
+        }
+        cJSON_AddItemToArray(frs, fr);
+        cJSON_AddItemToObject(fr, "response", resp);
+        CHK(cJSON_AddStringToObject(fr, "id", r[i].id));
+        CHK(cJSON_AddStringToObject(fr, "name", r[i].name));
+    }
+    return finish(root, out, len);
+fail_nomem:
+    cJSON_Delete(root);
+    return VB_ENOMEM;
+}
+
 /* ------------------------------------------------------------------ */
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */

@@ -119,6 +119,20 @@ int vb_gemini_build_tool_response(const char *id, const char *name,
                                   const char *response_json, char **out,
                                   size_t *len);
 
+/* One function's answer within a toolResponse. */
+typedef struct vb_gemini_fn_response {
+    const char *id;
+    const char *name;
+    const char *response_json; /* a JSON object text; NULL: {} */
+} vb_gemini_fn_response_t;
+
+/* Builds one toolResponse answering `n` (>= 1) function calls at once:
+ * {"toolResponse":{"functionResponses":[{"id","name","response"},...]}},
+ * in the given order (malloc'd, free()). Errors: VB_EINVAL (n 0, an entry
+ * without id or name, a response that is not a JSON object), VB_ENOMEM. */
+int vb_gemini_build_tool_responses(const vb_gemini_fn_response_t *r, size_t n,
+                                   char **out, size_t *len);
+
 /* ---- parsing server messages ---- */
 
 typedef enum vb_gemini_event_kind {

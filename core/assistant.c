@@ -272,6 +272,11 @@ size_t vb_assistants_count(const vb_assistants_t *s)
     return s != NULL ? s->n : 0;
 }
 
+const vb_assistant_t *vb_assistants_at(const vb_assistants_t *s, size_t i)
+{
+    return s != NULL && i < s->n ? s->list[i] : NULL;
+}
+
 int vb_assistants_single(const vb_assistant_t *a, vb_assistants_t **out)
 {
     if (a == NULL || out == NULL)

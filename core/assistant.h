@@ -166,6 +166,8 @@ const vb_assistant_t *vb_assistants_find(const vb_assistants_t *s,
 const vb_assistant_t *vb_assistants_for_number(const vb_assistants_t *s,
                                                const char *to, bool *matched);
 size_t vb_assistants_count(const vb_assistants_t *s);
+/* The i-th assistant (0 <= i < count) in file order, or NULL. */
+const vb_assistant_t *vb_assistants_at(const vb_assistants_t *s, size_t i);
 
 /* ---- the store: the current set, swapped on reload ---- */
 

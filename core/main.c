@@ -278,14 +278,45 @@ static int assistants_create(const vb_config_t *cfg, vb_assistant_store_t **out)
     return rc;
 }
 
+/* Transfer redirects the call through Twilio's REST API: an assistant
+ * with transfer targets needs TWILIO_AUTH_TOKEN and an API URL (the
+ * account is TWILIO_ACCOUNT_SID, else the call's own AccountSid). Returns
+ * the first such assistant's name when they are missing, else NULL. */
+static const char *transfer_without_rest(const vb_config_t *cfg,
+                                         vb_assistant_store_t *st)
+{
+    if (*cfg->twilio_auth_token && *cfg->twilio_api_url)
+        return NULL;
+    static char name[VB_ASSISTANT_NAME_MAX + 1];
+    const char *found = NULL;
+    vb_assistants_t *set = vb_assistant_store_get(st);
+    for (size_t i = 0; i < vb_assistants_count(set) && found == NULL; i++) {
+        const vb_assistant_t *a = vb_assistants_at(set, i);
+        if (a != NULL && a->n_transfer > 0) {
+            snprintf(name, sizeof name, "%s", a->name);
+            found = name;
+        }
+    }
+    vb_assistants_unref(set);
+    return found;
+}
+
 /* SIGHUP: the --assistants file again; live calls keep theirs, a bad file
  * leaves the current set. */
-static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g)
+static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g,
+                              const vb_config_t *cfg)
 {
     char err[512];
     size_t n = 0;
     int rc = vb_assistant_store_reload(st, &n, err, sizeof err);
     long long calls = (long long)vb_ingress_calls_active(g);
+    const char *no_rest = rc == 0 ? transfer_without_rest(cfg, st) : NULL;
+    if (no_rest != NULL)
+        vb_log_error(NULL,
+                     "SIGHUP: assistant has transfer targets but "
+                     "TWILIO_AUTH_TOKEN is not set: "
+                     "its transfers will hang up instead",
+                     "assistant=%s", no_rest);
     if (rc == 0)
         vb_log_info(NULL, "SIGHUP: assistants reloaded, calls go on",
                     "assistants=%zu calls=%lld", n, calls);
@@ -331,7 +362,7 @@ static vb_assistant_store_t *reload_assistants;
 static void reload(const vb_config_t *cfg, vb_ingress_t *g)
 {
     if (reload_assistants != NULL)
-        assistants_reload(reload_assistants, g);
+        assistants_reload(reload_assistants, g, cfg);
     if (*cfg->log_file != '\0') {
         int rc = vb_log_open_file(cfg->log_file);
         if (rc != 0)
@@ -572,6 +603,16 @@ int main(int argc, char **argv)
     if ((rc = assistants_create(&cfg, &assistants)) != 0)
         goto out;
     reload_assistants = assistants;
+    const char *no_rest = transfer_without_rest(&cfg, assistants);
+    if (no_rest != NULL) {
+        fprintf(stderr,
+                "voxbridge: assistants: assistant \"%s\" has transfer targets, "
+                "which need the Twilio REST API: set TWILIO_AUTH_TOKEN "
+                "(--twilio-auth-token) and --twilio-api-url\n",
+                no_rest);
+        rc = VB_ECONFIG;
+        goto out;
+    }
     if ((rc = lanes_create(&lanes, &cfg, metrics, &key, assistants)) != 0) {
         fprintf(stderr, "voxbridge: cannot set up the lanes: %s\n",
                 vb_strerror(rc));

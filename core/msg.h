@@ -34,6 +34,10 @@
  * text the caller should hear before the call ends (UTF-8, may be empty).
  * Without it data[] is a reason for the log. */
 #define VB_MSG_HANGUP_FALLBACK 1u
+/* vb_msg_t.flags of HANGUP: the model transfers the call; data[] holds the
+ * target (E.164 number or sip: URI) the call is redirected to with <Dial>
+ * once the audio before it has played. */
+#define VB_MSG_HANGUP_TRANSFER 2u
 
 typedef enum vb_msg_kind {
 #define VB__MSG_KIND(name) VB_MSG_##name,

@@ -15,3 +15,6 @@ THREADED_TESTS += test_e2e_assist
 # restarted in turn under continuous calls, sticky streams (one Gemini
 # session per call), Gemini readiness and --check, SIGHUP log reopen.
 THREADED_TESTS += test_e2e_ops
+# HTTP tools and transfer through the real binaries (tests/test_e2e_tools.c):
+# a threaded business app in the test, concurrent tool requests.
+THREADED_TESTS += test_e2e_tools

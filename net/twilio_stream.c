@@ -144,6 +144,12 @@ typedef struct call {
     bool hangup_pending;
     uint32_t hangup_marks;
     uint64_t hangup_deadline_ns;
+    /* The hang-up is a transfer: the call is redirected to <Dial> this
+     * (E.164 or sip:) instead of ending. */
+    char transfer_to[VB_MSG_DATA_MAX + 1];
+    /* The REST update to <Dial> went out: however the stream ends now
+     * (Twilio's stop, or our close after the 200), it was transferred. */
+    bool transferring;
     char account_sid[64];
     /* Per-call summary: outbound latency added by the bridge (Gemini bytes
      * in -> media written), and when the stream started. */
@@ -159,6 +165,9 @@ typedef struct call {
      * "fallback". */
     bool fallback;
 } call_t;
+
+/* Entries of outcomes[] (below), the values of vb_calls_total{outcome}. */
+#define OUTCOME_COUNT 8
 
 struct vb_twilio_stream {
     vb_twilio_stream_config_t cfg;
@@ -183,7 +192,7 @@ struct vb_twilio_stream {
     uint32_t *reap;
     uint32_t nreap;
     vb_metric_t m_err[E_COUNT], m_rej[R_COUNT];
-    vb_metric_t m_outcome[7];
+    vb_metric_t m_outcome[OUTCOME_COUNT]; /* one per outcomes[] entry */
     vb_metric_t m_calls, m_active, m_frames_in, m_frames_out, m_marks_sent,
         m_marks_echoed, m_clears, m_seq_gaps, m_out_dropped, m_stale, m_lat_out,
         m_lat_in, m_barge, m_in_dropped, m_throttled, m_preauth,
@@ -209,9 +218,11 @@ static void hangup_now(call_t *c, const char *why, const char *say);
 static void call_end(call_t *c, const char *reason);
 
 /* Values of vb_calls_total{outcome}; call_end() reasons map onto them. */
-static const char *const outcomes[] = {"stop",     "hangup",   "disconnect",
-                                       "error",    "shutdown", "timeout",
-                                       "fallback", NULL};
+static const char *const outcomes[] = {"stop",     "hangup",      "disconnect",
+                                       "error",    "shutdown",    "timeout",
+                                       "fallback", "transferred", NULL};
+_Static_assert(sizeof(outcomes) / sizeof(outcomes[0]) == OUTCOME_COUNT + 1,
+               "OUTCOME_COUNT must match outcomes[]");
 static void call_maybe_free(call_t *c);
 static void sweep_arm(vb_twilio_stream_t *s);
 
@@ -497,6 +508,10 @@ static bool out_one(void *ud, const vb_msg_t *m)
             if (c->ws != NULL && !c->closing)
                 hangup_now(c, "model unavailable", say);
         } else {
+            if (m->flags & VB_MSG_HANGUP_TRANSFER) {
+                memcpy(c->transfer_to, m->data, m->len);
+                c->transfer_to[m->len] = '\0';
+            }
             hangup_begin(c);
         }
         break;
@@ -933,6 +948,9 @@ typedef struct rest_ctx {
     vb_twilio_stream_t *s;
     vb_call_id_t id;
     bool fallback;
+    bool transfer;
+    char label[72];               /* the CallSid, for the log */
+    char to[VB_MSG_DATA_MAX + 1]; /* the transfer's target */
 } rest_ctx_t;
 
 /* `outcome` is a vb_calls_total outcome: "hangup" or "fallback". */
@@ -949,10 +967,26 @@ static void rest_done(int status, void *ud)
 {
     rest_ctx_t *x = ud;
     call_t *c = lookup(x->s, x->id);
-    bool fallback = x->fallback;
+    bool fallback = x->fallback, transfer = x->transfer;
+    if (transfer) {
+        /* After a 200 Twilio ends the stream (its stop may come first)
+         * and dials; otherwise closing the stream runs the TwiML after
+         * <Connect> (the fallback <Say>). */
+        if (status == 200)
+            vb_log_info(x->label, "call transferred", "to=%s", x->to);
+        else
+            vb_log_warn(x->label, "transfer failed: ending the call",
+                        "to=%s status=%d", x->to, status);
+    }
     free(x);
     if (c == NULL)
         return; /* Twilio already ended the stream */
+    if (transfer) {
+        c->transferring = status == 200;
+        close_normal(c, status == 200 ? "transferred" : "hangup",
+                     status == 200 ? "transferred" : "transfer failed");
+        return;
+    }
     /* Either way the stream ends now: after a 200 Twilio tears it down
      * anyway (and runs the new TwiML); after a failure closing it runs the
      * TwiML after <Connect>, which has the fallback <Say>. */
@@ -990,7 +1024,9 @@ static void hangup_now(call_t *c, const char *why, const char *say)
 {
     vb_twilio_stream_t *s = c->s;
     bool fallback = say != NULL;
-    const char *outcome = fallback ? "fallback" : "hangup";
+    bool transfer = !fallback && c->transfer_to[0] != '\0';
+    const char *outcome =
+        fallback ? "fallback" : (transfer ? "transferred" : "hangup");
     c->hangup_pending = false;
     c->fallback = fallback;
     const char *token = s->cfg.rest_auth_token;
@@ -999,13 +1035,25 @@ static void hangup_now(call_t *c, const char *why, const char *say)
                               : c->account_sid;
     if (token == NULL || *token == '\0' || s->cfg.rest_api_url == NULL ||
         *s->cfg.rest_api_url == '\0') {
+        if (transfer)
+            vb_log_warn(
+                c->label,
+                "transfer needs the Twilio REST credentials: hanging up",
+                "to=%s", c->transfer_to);
         vb_log_info(c->label, "hanging up by closing the stream",
                     "why=%s fallback=%d", why, fallback);
-        close_normal(c, outcome, "hangup");
+        close_normal(c, transfer ? "hangup" : outcome, "hangup");
         return;
     }
     char *twiml = NULL;
-    if (fallback && say[0] != '\0') {
+    if (transfer) {
+        vb_twiml_t t;
+        size_t tlen;
+        vb_twiml_init(&t);
+        vb_twiml_dial(&t, c->transfer_to);
+        if (vb_twiml_finish(&t, &twiml, &tlen) != 0)
+            twiml = NULL;
+    } else if (fallback && say[0] != '\0') {
         vb_twiml_t t;
         size_t tlen;
         vb_twiml_init(&t);
@@ -1029,18 +1077,23 @@ static void hangup_now(call_t *c, const char *why, const char *say)
         x->s = s;
         x->id = c->id;
         x->fallback = fallback;
+        x->transfer = transfer;
+        snprintf(x->label, sizeof x->label, "%s", c->label);
+        snprintf(x->to, sizeof x->to, "%s", c->transfer_to);
         rc = vb_twilio_rest_hangup(&s->st.loop, &req, rest_done, x);
+        c->transferring = transfer && rc == 0;
     }
     free(twiml);
     if (rc != 0) {
         free(x);
         vb_log_warn(c->label, "REST hang-up not possible: closing the stream",
                     "err=%s fallback=%d", vb_err_name(rc), fallback);
-        close_normal(c, outcome, "hangup");
+        close_normal(c, transfer ? "hangup" : outcome, "hangup");
         return;
     }
     vb_log_info(c->label, "hanging up through the REST API",
-                "why=%s fallback=%d twiml=%d", why, fallback, twiml != NULL);
+                "why=%s fallback=%d transfer=%d twiml=%d", why, fallback,
+                transfer, twiml != NULL);
 }
 
 static void call_end(call_t *c, const char *reason)
@@ -1054,6 +1107,8 @@ static void call_end(call_t *c, const char *reason)
         return;
     if (c->fallback)
         reason = "fallback";
+    else if (c->transferring && strcmp(reason, "stop") == 0)
+        reason = "transferred";
     in_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason), vb_clock_now_ns());
     sid_remember(s, c->label);
     vb_metrics_gauge_add(s->st.shard, s->m_active, -1);
@@ -1576,7 +1631,8 @@ static int add_series(vb_twilio_stream_t *s)
             "caller hung up), hangup (voxbridge ended it), disconnect "
             "(the socket dropped), error (protocol failure), shutdown, "
             "timeout (no media from Twilio), fallback (the model could "
-            "not be reached: the caller was told).",
+            "not be reached: the caller was told), transferred (redirected "
+            "to a person by transfer_call).",
             VB_LABELS("outcome", outcomes[i]), &s->m_outcome[i]);
     ADD(VB_METRIC_COUNTER, "vb_twilio_media_in_total",
         "`media` messages received from Twilio.", NULL, &s->m_frames_in);

@@ -169,6 +169,14 @@ void vb_twiml_hangup(vb_twiml_t *t)
     put(t, "<Hangup/>");
 }
 
+void vb_twiml_dial(vb_twiml_t *t, const char *target)
+{
+    bool sip = strncmp(target, "sip:", 4) == 0;
+    put(t, sip ? "<Dial><Sip>" : "<Dial>");
+    put_escaped(t, target);
+    put(t, sip ? "</Sip></Dial>" : "</Dial>");
+}
+
 void vb_twiml_connect_stream(vb_twiml_t *t, const char *url,
                              const vb_twiml_param_t *params, size_t n)
 {

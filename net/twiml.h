@@ -35,6 +35,10 @@ void vb_twiml_say(vb_twiml_t *t, const char *text);
 /* Appends `<Hangup/>`. */
 void vb_twiml_hangup(vb_twiml_t *t);
 
+/* Appends `<Dial>number</Dial>`, or `<Dial><Sip>uri</Sip></Dial>` when
+ * `target` starts with "sip:" (XML-escaped either way). */
+void vb_twiml_dial(vb_twiml_t *t, const char *target);
+
 /* Appends `<Connect><Stream url="url"><Parameter name= value=/>…</Stream>
  * </Connect>` with `n` parameters (entries with a NULL value are skipped). */
 void vb_twiml_connect_stream(vb_twiml_t *t, const char *url,

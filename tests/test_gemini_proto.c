@@ -347,6 +347,39 @@ TEST(text_and_tool_response)
     free(json);
 }
 
+TEST(proto_tool_responses_answer_a_batch_in_one_message)
+{
+    vb_gemini_fn_response_t r[] = {
+        {"c-1", "lookup_order", "{\"status\":\"shipped\"}"},
+        {"c-2", "fail", "{\"error\":\"the tool failed (HTTP 500)\"}"},
+        {"c-3", "end_call", NULL}};
+    char *json = NULL;
+    size_t len;
+    ASSERT_EQ(vb_gemini_build_tool_responses(r, 3, &json, &len), 0);
+    ASSERT_EQ(strlen(json), len);
+    cJSON *root = cJSON_Parse(json);
+    ASSERT_EQ(
+        cJSON_GetArraySize(cJSON_GetObjectItem(
+            cJSON_GetObjectItem(root, "toolResponse"), "functionResponses")),
+        3);
+    ASSERT_STR_EQ(pstr(root, "toolResponse.functionResponses.0.id"), "c-1");
+    ASSERT_STR_EQ(pstr(root, "toolResponse.functionResponses.0.response."
+                             "status"),
+                  "shipped");
+    ASSERT_STR_EQ(pstr(root, "toolResponse.functionResponses.1.name"), "fail");
+    ASSERT_STR_EQ(pstr(root, "toolResponse.functionResponses.1.response."
+                             "error"),
+                  "the tool failed (HTTP 500)");
+    ASSERT_STR_EQ(pstr(root, "toolResponse.functionResponses.2.id"), "c-3");
+    cJSON_Delete(root);
+    free(json);
+    ASSERT_EQ(vb_gemini_build_tool_responses(r, 0, &json, &len), VB_EINVAL);
+    vb_gemini_fn_response_t bad[] = {{"c-1", "x", "[1]"}};
+    ASSERT_EQ(vb_gemini_build_tool_responses(bad, 1, &json, &len), VB_EINVAL);
+    vb_gemini_fn_response_t noid[] = {{"", "x", NULL}};
+    ASSERT_EQ(vb_gemini_build_tool_responses(noid, 1, &json, &len), VB_EINVAL);
+}
+
 /* ---- parsing: spec §4.7 shapes ---- */
 
 TEST(parse_setup_complete_pretty_printed)

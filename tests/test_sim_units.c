@@ -18,6 +18,41 @@ static int twiml(const char *doc, sim_twiml_t *t, char *err, size_t n)
     return sim_twiml_parse(doc, strlen(doc), t, err, n);
 }
 
+TEST(twiml_dial_as_twilio_takes_it)
+{
+    sim_twiml_t t;
+    char err[256];
+    ASSERT_EQ(twiml("<Response><Dial>+14155550100</Dial></Response>", &t, err,
+                    sizeof err),
+              0);
+    ASSERT_EQ(t.verbs[0].kind, SIM_VERB_DIAL);
+    ASSERT_STR_EQ(t.verbs[0].text, "+14155550100");
+    sim_twiml_free(&t);
+    ASSERT_EQ(twiml("<Response><Dial timeout=\"20\"><Sip>sip:a@b.example.com"
+                    "</Sip></Dial></Response>",
+                    &t, err, sizeof err),
+              0);
+    ASSERT_STR_EQ(t.verbs[0].text, "sip:a@b.example.com");
+    sim_twiml_free(&t);
+    /* what Twilio refuses */
+    static const char *const bad[] = {
+        "<Response><Dial></Dial></Response>",
+        "<Response><Dial>sales</Dial></Response>",
+        "<Response><Dial>+1415555010012345678</Dial></Response>",
+        "<Response><Dial><Sip>help@pbx</Sip></Dial></Response>",
+        "<Response><Dial><Number>abc</Number></Dial></Response>",
+        "<Response><Dial><Say>x</Say></Dial></Response>",
+        "<Response><Dial colour=\"red\">+14155550100</Dial></Response>",
+        "<Response><Dial>+1<Number>+14155550100</Number></Dial></Response>",
+        NULL};
+    for (int i = 0; bad[i] != NULL; i++) {
+        err[0] = '\0';
+        if (twiml(bad[i], &t, err, sizeof err) == 0)
+            vb_test_fail(__FILE__, __LINE__, "accepted: %s", bad[i]);
+        ASSERT_STR_CONTAINS(err, "TwiML:");
+    }
+}
+
 TEST(twiml_accepts_voxbridge_shapes)
 {
     sim_twiml_t t;

@@ -53,6 +53,23 @@ TEST(twiml_document_shape)
     free(doc);
 }
 
+TEST(twiml_dial_number_and_sip)
+{
+    vb_twiml_t t;
+    vb_twiml_init(&t);
+    vb_twiml_dial(&t, "+14155550100");
+    char *doc = finish(&t);
+    ASSERT_STR_EQ(doc, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                       "<Response><Dial>+14155550100</Dial></Response>\n");
+    free(doc);
+    vb_twiml_init(&t);
+    vb_twiml_dial(&t, "sip:help@pbx.example.com;x=<&>");
+    doc = finish(&t);
+    ASSERT_STR_CONTAINS(doc, "<Dial><Sip>sip:help@pbx.example.com;x=&lt;&amp;"
+                             "&gt;</Sip></Dial>");
+    free(doc);
+}
+
 TEST(twiml_empty_say_omitted)
 {
     vb_twiml_t t;

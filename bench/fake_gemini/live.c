@@ -25,7 +25,7 @@
 #define BAD_KEY        "API key not valid. Please pass a valid API key."
 #define DEADLINE       "Deadline expired before operation could complete."
 #define DEFAULT_SIL_MS 500
-#define MAX_PENDING    8
+#define MAX_PENDING    32
 
 const char *const fg_default_models[] = {
     "gemini-3.8-live",
@@ -76,7 +76,10 @@ struct fg_conn {
     uint64_t first_audio_at, next_chunk_at, play_end_at, resp_t0;
     /* tools */
     char pending[MAX_PENDING][64];
-    int npending, next_call;
+    int pending_batch[MAX_PENDING]; /* which toolCall message it came in */
+    int npending, next_call, nbatch;
+    char cancelled[MAX_PENDING][64]; /* the latest cancelled ids */
+    int ncancelled;
     /* script and lifetime */
     size_t script_pos;
     uint64_t goaway_at, close_at;
@@ -367,6 +370,38 @@ static void start_response(fg_conn_t *c, int16_t *pcm, size_t n)
     logf_kv(c, "response", "samples_24k", NULL);
 }
 
+static void remember_cancelled(fg_conn_t *c, const char *id)
+{
+    snprintf(c->cancelled[c->ncancelled % MAX_PENDING], 64, "%s", id);
+    c->ncancelled++;
+}
+
+static bool was_cancelled(const fg_conn_t *c, const char *id)
+{
+    int n = c->ncancelled < MAX_PENDING ? c->ncancelled : MAX_PENDING;
+    for (int i = 0; i < n; i++)
+        if (strcmp(c->cancelled[i], id) == 0)
+            return true;
+    return false;
+}
+
+static int pending_find(const fg_conn_t *c, const char *id)
+{
+    for (int i = 0; i < c->npending; i++)
+        if (strcmp(c->pending[i], id) == 0)
+            return i;
+    return -1;
+}
+
+static void pending_remove(fg_conn_t *c, int i)
+{
+    memmove(c->pending[i], c->pending[i + 1],
+            (size_t)(c->npending - i - 1) * sizeof(c->pending[0]));
+    memmove(&c->pending_batch[i], &c->pending_batch[i + 1],
+            (size_t)(c->npending - i - 1) * sizeof(c->pending_batch[0]));
+    c->npending--;
+}
+
 static void barge_in(fg_conn_t *c)
 {
     if (!c->resp_active || c->no_interrupt)
@@ -380,8 +415,10 @@ static void barge_in(fg_conn_t *c)
         cJSON *root = cJSON_CreateObject();
         cJSON *tc = cJSON_AddObjectToObject(root, "toolCallCancellation");
         cJSON *ids = cJSON_AddArrayToObject(tc, "ids");
-        for (int i = 0; i < c->npending; i++)
+        for (int i = 0; i < c->npending; i++) {
             cJSON_AddItemToArray(ids, cJSON_CreateString(c->pending[i]));
+            remember_cancelled(c, c->pending[i]);
+        }
         c->npending = 0;
         send_json(c, root, "toolCallCancellation");
     }
@@ -959,6 +996,11 @@ static void on_realtime(fg_conn_t *c, const cJSON *ri)
     }
 }
 
+/* A toolResponse must answer function calls that are pending (not
+ * unknown, not cancelled, not answered before), all from one toolCall
+ * message, and every pending call of that message at once. What it gets
+ * wrong is logged as `problem` on the toolResponse event (the real service
+ * is not known to close the session for it; tests check the log). */
 static void on_tool_response(fg_conn_t *c, const cJSON *tr)
 {
     const cJSON *frs = getf(tr, "functionResponses", "function_responses");
@@ -966,6 +1008,8 @@ static void on_tool_response(fg_conn_t *c, const cJSON *tr)
         reject(c, "toolResponse without functionResponses");
         return;
     }
+    char problem[256] = "";
+    int batch = -1, answered = 0;
     const cJSON *fr;
     cJSON_ArrayForEach(fr, frs)
     {
@@ -974,16 +1018,36 @@ static void on_tool_response(fg_conn_t *c, const cJSON *tr)
             reject(c, "function response without id");
             return;
         }
-        for (int i = 0; i < c->npending; i++)
-            if (strcmp(c->pending[i], id->valuestring) == 0) {
-                memmove(c->pending[i], c->pending[i + 1],
-                        (size_t)(c->npending - i - 1) * sizeof(c->pending[0]));
-                c->npending--;
-                break;
-            }
+        const cJSON *resp = getf(fr, "response", NULL);
+        if (!cJSON_IsObject(resp) && problem[0] == '\0')
+            snprintf(problem, sizeof(problem),
+                     "response of %s is not an object", id->valuestring);
+        int i = pending_find(c, id->valuestring);
+        if (i < 0) {
+            if (problem[0] == '\0')
+                snprintf(problem, sizeof(problem), "%s id %s",
+                         was_cancelled(c, id->valuestring) ? "cancelled"
+                                                           : "unknown",
+                         id->valuestring);
+            continue;
+        }
+        if (batch >= 0 && c->pending_batch[i] != batch && problem[0] == '\0')
+            snprintf(problem, sizeof(problem),
+                     "one toolResponse for calls of several toolCalls");
+        batch = c->pending_batch[i];
+        pending_remove(c, i);
+        answered++;
     }
+    for (int i = 0; batch >= 0 && i < c->npending; i++)
+        if (c->pending_batch[i] == batch && problem[0] == '\0')
+            snprintf(problem, sizeof(problem),
+                     "toolCall answered in parts: %s not in this toolResponse",
+                     c->pending[i]);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "toolResponse");
+    cJSON_AddNumberToObject(o, "answered", answered);
+    if (problem[0] != '\0')
+        cJSON_AddStringToObject(o, "problem", problem);
     cJSON_AddItemToObject(o, "msg", cJSON_Duplicate(tr, true));
     fg_log(c->srv, c->id, o);
 }
@@ -1080,26 +1144,54 @@ static void exec_event(fg_conn_t *c, const cJSON *ev)
             cJSON_AddBoolToObject(part, "thought", true);
         send_json(c, root, type);
     } else if (strcmp(type, "toolCall") == 0) {
-        char id[64];
-        const char *given = cJSON_GetStringValue(getf(ev, "id", NULL));
-        if (given != NULL)
-            snprintf(id, sizeof(id), "%s", given);
-        else
-            snprintf(id, sizeof(id), "function-call-%d", ++c->next_call);
-        if (c->npending < MAX_PENDING)
-            snprintf(c->pending[c->npending++], 64, "%s", id);
+        /* One functionCall (name, args, id) or several in one message
+         * ("calls": [{name, args, id}, ...]). */
         cJSON *root = cJSON_CreateObject();
         cJSON *calls = cJSON_AddArrayToObject(
             cJSON_AddObjectToObject(root, "toolCall"), "functionCalls");
-        cJSON *call = cJSON_CreateObject();
-        cJSON_AddItemToArray(calls, call);
-        cJSON_AddStringToObject(call, "name", sval(ev, "name", "end_call"));
-        const cJSON *args = getf(ev, "args", NULL);
-        cJSON_AddItemToObject(call, "args",
-                              args ? cJSON_Duplicate(args, true)
-                                   : cJSON_CreateObject());
-        cJSON_AddStringToObject(call, "id", id);
+        const cJSON *list = getf(ev, "calls", NULL);
+        int batch = ++c->nbatch;
+        const cJSON *one = ev;
+        const cJSON *item = cJSON_IsArray(list) ? list->child : one;
+        for (; item != NULL; item = cJSON_IsArray(list) ? item->next : NULL) {
+            char id[64];
+            const char *given = cJSON_GetStringValue(getf(item, "id", NULL));
+            if (given != NULL)
+                snprintf(id, sizeof(id), "%s", given);
+            else
+                snprintf(id, sizeof(id), "function-call-%d", ++c->next_call);
+            if (c->npending < MAX_PENDING) {
+                c->pending_batch[c->npending] = batch;
+                snprintf(c->pending[c->npending++], 64, "%s", id);
+            }
+            cJSON *call = cJSON_CreateObject();
+            cJSON_AddItemToArray(calls, call);
+            cJSON_AddStringToObject(call, "name",
+                                    sval(item, "name", "end_call"));
+            const cJSON *args = getf(item, "args", NULL);
+            cJSON_AddItemToObject(call, "args",
+                                  args ? cJSON_Duplicate(args, true)
+                                       : cJSON_CreateObject());
+            cJSON_AddStringToObject(call, "id", id);
+        }
         send_json(c, root, "toolCall");
+    } else if (strcmp(type, "toolCallCancellation") == 0) {
+        /* "ids": the calls the model no longer wants answered. */
+        cJSON *root = cJSON_CreateObject();
+        cJSON *ids = cJSON_AddArrayToObject(
+            cJSON_AddObjectToObject(root, "toolCallCancellation"), "ids");
+        const cJSON *id;
+        cJSON_ArrayForEach(id, getf(ev, "ids", NULL))
+        {
+            if (!cJSON_IsString(id))
+                continue;
+            cJSON_AddItemToArray(ids, cJSON_CreateString(id->valuestring));
+            int i = pending_find(c, id->valuestring);
+            if (i >= 0)
+                pending_remove(c, i);
+            remember_cancelled(c, id->valuestring);
+        }
+        send_json(c, root, "toolCallCancellation");
     } else if (strcmp(type, "interrupted") == 0 ||
                strcmp(type, "generationComplete") == 0) {
         send_flag(c, type);

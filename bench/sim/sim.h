@@ -60,7 +60,8 @@ typedef enum {
     SIM_VERB_PAUSE,
     SIM_VERB_CONNECT,
     SIM_VERB_HANGUP,
-    SIM_VERB_OTHER, /* Play, Dial, Redirect, Reject: recorded, not run */
+    SIM_VERB_DIAL,  /* text: the first number or URI dialed */
+    SIM_VERB_OTHER, /* Play, Redirect, Reject: recorded, not run */
 } sim_verb_kind_t;
 
 #define SIM_MAX_PARAMS 32
@@ -197,6 +198,10 @@ typedef struct sim_call_result {
     unsigned says_after_stream;
     double said_after_s; /* -1: none */
     bool twiml_replaced; /* a REST update's Twiml= ran */
+    /* A <Dial> ran (the call went to a person): what it dialed, and when
+     * (from the stream's start; -1: none). */
+    char dialed[256];
+    double dialed_after_s;
 } sim_call_result_t;
 
 typedef void (*sim_call_done_cb)(sim_call_t *c, void *ud);

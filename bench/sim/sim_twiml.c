@@ -535,6 +535,115 @@ void sim_twiml_free(sim_twiml_t *t)
     t->nverbs = 0;
 }
 
+/* The text of `s` without surrounding white space, into out. */
+static void trimmed(const char *s, char *out, size_t cap)
+{
+    if (s == NULL)
+        s = "";
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        n--;
+    snprintf(out, cap, "%.*s", (int)n, s);
+}
+
+/* A phone number as Twilio dials it: an optional '+', then 2 to 15 digits
+ * (E.164). */
+static bool phone_ok(const char *s)
+{
+    if (*s == '+')
+        s++;
+    size_t n = 0;
+    for (; s[n] != '\0'; n++)
+        if (!isdigit((unsigned char)s[n]))
+            return false;
+    return n >= 2 && n <= 15;
+}
+
+/* <Dial>number</Dial> or <Dial><Number|Sip|Client|...>...</...></Dial>:
+ * the attributes Twilio documents, no empty <Dial>, a number must be a
+ * phone number and a <Sip> a sip: or sips: URI. The first target is
+ * recorded. */
+static bool parse_dial(const xn_t *n, sim_verb_t *v, char *err, size_t errsz)
+{
+    static const char *const dattrs[] = {"action",
+                                         "method",
+                                         "timeout",
+                                         "callerId",
+                                         "record",
+                                         "timeLimit",
+                                         "hangupOnStar",
+                                         "answerOnBridge",
+                                         "ringTone",
+                                         "trim",
+                                         "recordingStatusCallback",
+                                         "recordingStatusCallbackMethod",
+                                         "recordingStatusCallbackEvent",
+                                         "recordingTrack",
+                                         "sequential",
+                                         "referUrl",
+                                         "referMethod",
+                                         "events",
+                                         NULL};
+    static const char *const nouns[] = {"Number",      "Sip",   "Client",
+                                        "Conference",  "Queue", "Sim",
+                                        "Application", NULL};
+    if (!attrs_allowed(n, dattrs, err, errsz))
+        return false;
+    char target[512];
+    if (n->nkids == 0) {
+        trimmed(n->text, target, sizeof target);
+        if (target[0] == '\0') {
+            snprintf(err, errsz, "TwiML: <Dial> without a number");
+            return false;
+        }
+        if (!phone_ok(target)) {
+            snprintf(err, errsz, "TwiML: <Dial> number \"%s\" is not valid",
+                     target);
+            return false;
+        }
+    } else {
+        if (!blank(n->text)) {
+            snprintf(err, errsz, "TwiML: text and nouns mixed in <Dial>");
+            return false;
+        }
+        target[0] = '\0';
+        for (size_t i = 0; i < n->nkids; i++) {
+            const xn_t *k = n->kids[i];
+            bool known = false;
+            for (size_t j = 0; nouns[j] != NULL && !known; j++)
+                known = strcmp(k->name, nouns[j]) == 0;
+            if (!known) {
+                snprintf(err, errsz, "TwiML: <%s> inside <Dial>", k->name);
+                return false;
+            }
+            char t[512];
+            trimmed(k->text, t, sizeof t);
+            if (k->nkids > 0 || t[0] == '\0') {
+                snprintf(err, errsz, "TwiML: <%s> must hold only text",
+                         k->name);
+                return false;
+            }
+            if (strcmp(k->name, "Number") == 0 && !phone_ok(t)) {
+                snprintf(err, errsz, "TwiML: <Number> \"%s\" is not valid", t);
+                return false;
+            }
+            if (strcmp(k->name, "Sip") == 0 && strncmp(t, "sip:", 4) != 0 &&
+                strncmp(t, "sips:", 5) != 0) {
+                snprintf(err, errsz, "TwiML: <Sip> \"%s\" is not a sip: URI",
+                         t);
+                return false;
+            }
+            if (target[0] == '\0')
+                snprintf(target, sizeof target, "%s", t);
+        }
+    }
+    v->kind = SIM_VERB_DIAL;
+    v->text = strdup(target);
+    return v->text != NULL;
+}
+
 static bool parse_connect(const xn_t *n, sim_verb_t *v, char *err, size_t errsz)
 {
     static const char *const cattrs[] = {"action", "method", NULL};
@@ -634,8 +743,8 @@ int sim_twiml_parse(const char *xml, size_t len, sim_twiml_t *out, char *err,
         goto done;
     }
     static const char *const other[] = {
-        "Play",  "Dial", "Redirect", "Reject", "Gather", "Record", "Enqueue",
-        "Leave", "Sms",  "Start",    "Stop",   "Refer",  "Pay",    NULL};
+        "Play", "Redirect", "Reject", "Gather", "Record", "Enqueue", "Leave",
+        "Sms",  "Start",    "Stop",   "Refer",  "Pay",    NULL};
     for (size_t i = 0; i < root->nkids; i++) {
         const xn_t *n = root->kids[i];
         sim_verb_t *v = &out->verbs[out->nverbs++];
@@ -676,6 +785,9 @@ int sim_twiml_parse(const char *xml, size_t len, sim_twiml_t *out, char *err,
                 goto done;
             }
             v->kind = SIM_VERB_HANGUP;
+        } else if (strcmp(n->name, "Dial") == 0) {
+            if (!parse_dial(n, v, err, errsz))
+                goto done;
         } else if (strcmp(n->name, "Connect") == 0) {
             v->kind = SIM_VERB_CONNECT;
             if (!parse_connect(n, v, err, errsz))
