@@ -44,6 +44,15 @@
       "log line format")                                                       \
     X(transcript_dir, STR, "VOXBRIDGE_TRANSCRIPT_DIR", "", 0, 0, NULL,         \
       "directory for per-call transcript JSONL files (empty: to the log)")     \
+    X(record_dir, STR, "VOXBRIDGE_RECORD_DIR", "", 0, 0, NULL,                 \
+      "record every call to DIR/<CallSid>.opus (stereo Ogg/Opus, caller "      \
+      "left, assistant right as heard; empty: off)")                          \
+    X(record_bitrate, INT, "VOXBRIDGE_RECORD_BITRATE", "32000", 6000, 256000, \
+      NULL, "Opus bitrate of a recording, bits/s for both channels")          \
+    X(record_test_delay_us, INT, "VOXBRIDGE_RECORD_TEST_DELAY_US", "0", 0,    \
+      1000000, NULL,                                                          \
+      "testing only: the recorder sleeps this long per 20 ms it encodes, to " \
+      "show that a slow recorder never delays calls")                         \
     /* HTTP ingress */                                                         \
     X(webhook_path, STR, "VOXBRIDGE_WEBHOOK_PATH", "/webhook/voice", 0, 0,     \
       NULL, "path of the Twilio voice webhook")                                \

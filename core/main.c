@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -41,6 +42,7 @@
 #include "core/msg.h"
 #include "core/ring.h"
 #include "dsp/dsp_stage.h"
+#include "dsp/recorder.h"
 #include "net/ingress.h"
 #include "net/tls.h"
 #include "net/twilio_sig.h"
@@ -55,6 +57,7 @@ typedef struct lane {
     vb_twilio_stream_t *tw;
     vb_dsp_stage_t *dsp;
     vb_gemini_stage_t *gm;
+    vb_recorder_t *rec; /* --record-dir only */
 } lane_t;
 
 typedef struct lanes {
@@ -96,6 +99,14 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
                      "err=%s", vb_err_name(rc));
         return rc;
     }
+    struct stat sb;
+    if (*cfg->record_dir &&
+        (stat(cfg->record_dir, &sb) != 0 || !S_ISDIR(sb.st_mode) ||
+         access(cfg->record_dir, W_OK | X_OK) != 0)) {
+        vb_log_error(NULL, "--record-dir is not a writable directory",
+                     "dir=%s", cfg->record_dir);
+        return VB_ECONFIG;
+    }
     uint32_t max_calls = (uint32_t)cfg->max_calls;
     /* The ingress puts each call on the least-loaded lane, so a lane's
      * audio rings are sized for its share of --max-calls (rounded up to a
@@ -136,6 +147,27 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
                          i, vb_err_name(rc));
             return rc;
         }
+        if (*cfg->record_dir) {
+            uint32_t slots = 1024;
+            while (slots < 16 * share && slots < 16384)
+                slots *= 2;
+            vb_recorder_config_t rcfg = {
+                .dir = cfg->record_dir,
+                .lane = (int)i,
+                .max_calls = max_calls,
+                .slots = slots,
+                .backend = backend,
+                .quality = (int)cfg->resampler_quality,
+                .bitrate = (int)cfg->record_bitrate,
+                .test_delay_us = (uint32_t)cfg->record_test_delay_us,
+                .metrics = metrics,
+            };
+            if ((rc = vb_recorder_create(&l->rec, &rcfg)) != 0) {
+                vb_log_error(NULL, "cannot create the recorder",
+                             "lane=%u err=%s", i, vb_err_name(rc));
+                return rc;
+            }
+        }
         vb_twilio_stream_config_t tc = {
             .lane = (int)i,
             .max_calls = max_calls,
@@ -158,6 +190,8 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
             .rest_account_sid = cfg->twilio_account_sid,
             .rest_auth_token = cfg->twilio_auth_token,
             .rest_tls = ls->rest_tls,
+            .record = vb_recorder_chan(l->rec),
+            .record_reserve = VB_RECORDER_RESERVE,
         };
         if ((rc = vb_twilio_stream_create(&l->tw, &tc)) != 0) {
             vb_log_error(NULL, "cannot create the twilio-io stage",
@@ -176,7 +210,8 @@ static int lanes_start(lanes_t *ls)
 {
     for (uint32_t i = 0; i < ls->n; i++) {
         lane_t *l = &ls->l[i];
-        if (vb_gemini_stage_start(l->gm) != 0 ||
+        if ((l->rec != NULL && vb_recorder_start(l->rec) != 0) ||
+            vb_gemini_stage_start(l->gm) != 0 ||
             vb_dsp_stage_start(l->dsp) != 0 ||
             vb_twilio_stream_start(l->tw) != 0)
             return VB_ESYS;
@@ -193,6 +228,7 @@ static void lanes_stop(lanes_t *ls)
 {
     for (uint32_t i = 0; ls->l != NULL && i < ls->n; i++) {
         vb_twilio_stream_stop(ls->l[i].tw);
+        vb_recorder_stop(ls->l[i].rec); /* after its producer */
         vb_dsp_stage_stop(ls->l[i].dsp);
         vb_gemini_stage_stop(ls->l[i].gm);
     }
@@ -207,6 +243,7 @@ static void lanes_destroy(lanes_t *ls)
     ls->ingress = NULL;
     for (uint32_t i = 0; i < ls->n; i++) {
         vb_twilio_stream_destroy(ls->l[i].tw);
+        vb_recorder_destroy(ls->l[i].rec);
         vb_dsp_stage_destroy(ls->l[i].dsp);
         vb_gemini_stage_destroy(ls->l[i].gm);
         vb_lane_chans_destroy(&ls->l[i].ch);
