@@ -49,9 +49,13 @@
       "left, assistant right as heard; empty: off)")                          \
     X(record_bitrate, INT, "VOXBRIDGE_RECORD_BITRATE", "32000", 6000, 256000, \
       NULL, "Opus bitrate of a recording, bits/s for both channels")          \
+    X(record_queue, INT, "VOXBRIDGE_RECORD_QUEUE", "0", 0, 65536, NULL,       \
+      "frames queued per lane for the recorder before it drops (a power of "  \
+      "two >= 64; 0: 16 per call of the lane's share of --max-calls, "        \
+      "1024..16384)")                                                         \
     X(record_test_delay_us, INT, "VOXBRIDGE_RECORD_TEST_DELAY_US", "0", 0,    \
       1000000, NULL,                                                          \
-      "testing only: the recorder sleeps this long per 20 ms it encodes, to " \
+      "testing only: the recorder sleeps this long per message it takes, to " \
       "show that a slow recorder never delays calls")                         \
     /* HTTP ingress */                                                         \
     X(webhook_path, STR, "VOXBRIDGE_WEBHOOK_PATH", "/webhook/voice", 0, 0,     \

@@ -151,6 +151,8 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
             uint32_t slots = 1024;
             while (slots < 16 * share && slots < 16384)
                 slots *= 2;
+            if (cfg->record_queue > 0)
+                slots = (uint32_t)cfg->record_queue;
             vb_recorder_config_t rcfg = {
                 .dir = cfg->record_dir,
                 .lane = (int)i,

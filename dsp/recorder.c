@@ -182,10 +182,6 @@ static void encode_frame(rcall_t *c)
         count(r, r->m_err[E_ENCODE], 1);
         vb_log_error(c->sid, "recording encoder failed", "path=%s", c->path);
     }
-    if (r->cfg.test_delay_us > 0) {
-        struct timespec ts = {0, (long)r->cfg.test_delay_us * 1000L};
-        nanosleep(&ts, NULL);
-    }
 }
 
 /* Encodes everything final: model audio up to the latest push time,
@@ -393,6 +389,11 @@ static void clear_at(rcall_t *c, uint64_t t)
 static bool on_msg(void *ud, const vb_msg_t *m)
 {
     vb_recorder_t *r = ud;
+    if (r->cfg.test_delay_us > 0) {
+        struct timespec ts = {(time_t)(r->cfg.test_delay_us / 1000000u),
+                              (long)(r->cfg.test_delay_us % 1000000u) * 1000L};
+        nanosleep(&ts, NULL);
+    }
     if (m->kind == VB_MSG_CALL_OPEN) {
         call_open(r, m);
         return true;

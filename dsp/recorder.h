@@ -64,7 +64,7 @@ typedef struct vb_recorder_config {
     vb_resampler_backend_t backend;
     int quality;
     int bitrate;              /* Opus bits/s for the stereo stream */
-    uint32_t test_delay_us;   /* tests: sleep per encoded 20 ms frame */
+    uint32_t test_delay_us;   /* tests: sleep per message taken */
     vb_metrics_t *metrics;    /* borrowed */
 } vb_recorder_config_t;
 

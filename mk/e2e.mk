@@ -8,3 +8,6 @@ THREADED_TESTS += test_e2e_faults
 # Outsiders (tests/test_e2e_abuse.c): unauthenticated streams, a ping flood,
 # a reused token, media faster than real time, silence — beside a real call.
 THREADED_TESTS += test_e2e_abuse
+# Call recording (tests/test_e2e_record.c): the file against what vb-sim
+# sent and heard, a SIGKILL, a recorder slowed on purpose.
+THREADED_TESTS += test_e2e_record
