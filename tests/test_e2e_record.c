@@ -230,7 +230,7 @@ TEST_T(barge_in_cleared_audio_is_not_in_the_recording, 120)
     rig_stop(&r);
     assert_sim_ok(out, vblog);
     ASSERT_GE(field(out, "clears"), 1);
-    ASSERT_GT(field(out, "bytes_cleared"), 8000); /* over a second unheard */
+    ASSERT_GT(field(out, "bytes_cleared"), 4000); /* half a second unheard */
 
     char path[600];
     rec_t rec;
@@ -249,6 +249,7 @@ TEST_T(barge_in_cleared_audio_is_not_in_the_recording, 120)
     /* The answer is recorded as heard: until the clear, not a block of
      * what was cleared (a frame of slack each way for the playout
      * estimate). */
+    ASSERT_GT(field(out, "bytes_received") / FRAME, (long long)loud_r + 20);
     ASSERT_LE(last_r, last_h + 3);
     ASSERT_LE(loud_r, loud_h + 3);
     ASSERT_GE(loud_r + 3, loud_h);
