@@ -41,6 +41,7 @@
 #include "core/metrics.h"
 #include "core/msg.h"
 #include "core/ring.h"
+#include "dsp/audio_check.h"
 #include "dsp/dsp_stage.h"
 #include "dsp/recorder.h"
 #include "net/ingress.h"
@@ -257,6 +258,13 @@ out:
     memset(ls, 0, sizeof(*ls));
 }
 
+/* POST /test/audio, on the ingress thread. */
+static int test_audio(void *ud, const char *body, size_t len, char **json,
+                      size_t *json_len)
+{
+    return vb_audio_check_run(ud, body, len, json, json_len);
+}
+
 /* ---- main ---- */
 
 /* One log line per setting, secrets as (set)/(unset). */
@@ -400,11 +408,16 @@ int main(int argc, char **argv)
                 vb_strerror(rc));
         goto out;
     }
+    vb_audio_check_config_t check = {.max_ms = 0};
+    vb_resampler_backend_parse(cfg.resampler, &check.dsp.backend);
+    check.dsp.quality = (int)cfg.resampler_quality;
     vb_ingress_opts_t io = {
         .cfg = &cfg,
         .metrics = metrics,
         .stream_key = &key,
         .lanes = lanes.sinks,
+        .test_audio = test_audio,
+        .test_audio_ud = &check,
     };
     if ((rc = vb_ingress_create(&io, &ingress)) != 0) {
         fprintf(stderr, "voxbridge: cannot start the HTTP listener: %s\n",
