@@ -12,6 +12,7 @@
 #include <opus/opusfile.h>
 #include <sys/stat.h>
 
+#include "core/b64.h"
 #include "dsp/resampler.h"
 #include "tests/e2e.h"
 
@@ -364,4 +365,116 @@ TEST_T(a_recorder_falling_behind_drops_recording_frames_never_call_audio, 120)
     free(m);
     free(vblog);
     free(out);
+}
+
+/* POST /test/audio on voxbridge's admin listener, with CORS. */
+static int post_audio(int port, const char *body, tc_resp_t *resp)
+{
+    size_t n = strlen(body);
+    char *req = malloc(n + 512);
+    ASSERT_NOT_NULL(req);
+    sprintf(req,
+            "POST /test/audio HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Origin: https://app.example\r\nContent-Type: application/json\r\n"
+            "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+            n, body);
+    int st = tc_request(port, req, resp, proc_ms(10000));
+    free(req);
+    return st;
+}
+
+TEST_T(test_audio_on_the_admin_listener_answers_json_with_cors, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r, (const char *const[]){"--cors-origin", "https://app.example",
+                                     NULL},
+           NULL);
+    /* 1 s of a 440 Hz sine at half scale, as μ-law. */
+    int16_t pcm[8000];
+    uint8_t ul[8000];
+    for (int i = 0; i < 8000; i++)
+        pcm[i] = (int16_t)(16384 * sin(2 * M_PI * 440 * i / 8000.0));
+    for (int i = 0; i < 8000; i++) {
+        /* G.711 μ-law by its definition (the test does not borrow the
+         * server's codec). */
+        int s = pcm[i], sign = s < 0 ? 0x80 : 0;
+        if (s < 0)
+            s = -s;
+        s = (s > 32635 ? 32635 : s) + 0x84;
+        int exp = 7;
+        for (int m = 0x4000; (s & m) == 0 && exp > 0; m >>= 1)
+            exp--;
+        ul[i] = (uint8_t)~(sign | exp << 4 | ((s >> (exp + 3)) & 0x0f));
+    }
+    char *a = malloc(vb_b64_encoded_len(sizeof(ul)) + 1);
+    a[vb_b64_encode(a, ul, sizeof(ul))] = '\0';
+    char *body = malloc(strlen(a) + 128);
+    sprintf(body, "{\"audioData\":\"%s\",\"format\":\"mulaw\",\"sampleRate\":8000}",
+            a);
+    tc_resp_t resp;
+    char v[128];
+    ASSERT_EQ(post_audio(r.vb_admin_port, body, &resp), 200);
+    ASSERT_TRUE(tc_header(resp.head, "Access-Control-Allow-Origin", v,
+                          sizeof(v)));
+    ASSERT_STR_EQ(v, "https://app.example");
+    cJSON *j = cJSON_Parse(resp.body);
+    ASSERT_NOT_NULL(j);
+    cJSON *in = cJSON_GetObjectItem(j, "input");
+    cJSON *ib = cJSON_GetObjectItem(j, "inbound");
+    ASSERT_NEAR(cJSON_GetNumberValue(cJSON_GetObjectItem(in, "duration_ms")),
+                1000, 1);
+    ASSERT_NEAR(cJSON_GetNumberValue(cJSON_GetObjectItem(in, "rms")),
+                0.5 / sqrt(2), 0.02);
+    ASSERT_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(ib, "samples")), 16000);
+    ASSERT_NOT_NULL(cJSON_GetObjectItem(j, "outbound"));
+    cJSON_Delete(j);
+    tc_free_resp(&resp);
+
+    /* A bad one: 400 with the reason, CORS all the same. */
+    ASSERT_EQ(post_audio(r.vb_admin_port,
+                         "{\"audioData\":\"AAAA\",\"format\":\"wav\"}", &resp),
+              400);
+    ASSERT_STR_CONTAINS(resp.body, "format");
+    ASSERT_TRUE(tc_header(resp.head, "Access-Control-Allow-Origin", v,
+                          sizeof(v)));
+    tc_free_resp(&resp);
+    /* The preflight, the wrong method, the public listener. */
+    ASSERT_EQ(tc_request(r.vb_admin_port,
+                         "OPTIONS /test/audio HTTP/1.1\r\nHost: x\r\n"
+                         "Origin: https://app.example\r\n"
+                         "Connection: close\r\n\r\n",
+                         &resp, proc_ms(5000)),
+              204);
+    ASSERT_TRUE(tc_header(resp.head, "Access-Control-Allow-Methods", v,
+                          sizeof(v)));
+    ASSERT_STR_CONTAINS(v, "POST");
+    tc_free_resp(&resp);
+    ASSERT_EQ(tc_request(r.vb_admin_port,
+                         "GET /test/audio HTTP/1.1\r\nHost: x\r\n"
+                         "Connection: close\r\n\r\n",
+                         &resp, proc_ms(5000)),
+              405);
+    tc_free_resp(&resp);
+    ASSERT_EQ(post_audio(r.vb_port, body, &resp), 404);
+    tc_free_resp(&resp);
+    /* Over --max-body-bytes (64 KiB): refused by the HTTP layer. */
+    char *huge = malloc(70000 + 64);
+    memset(huge, 'A', 70000);
+    huge[70000] = '\0';
+    char *hb = malloc(70000 + 128);
+    sprintf(hb, "{\"audioData\":\"%s\",\"format\":\"mulaw\"}", huge);
+    ASSERT_EQ(post_audio(r.vb_admin_port, hb, &resp), 413);
+    tc_free_resp(&resp);
+    free(hb);
+    free(huge);
+    char *m = metrics(&r);
+    ASSERT_GE(msum(m, "vb_http_requests_total", "route=\"test_audio\""), 3);
+    free(m);
+    free(body);
+    free(a);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    free(vblog);
 }
