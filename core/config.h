@@ -28,7 +28,8 @@
     X(listen, STR, "VOXBRIDGE_LISTEN", "0.0.0.0:8080", 0, 0, NULL,             \
       "public HTTP listener, HOST:PORT (webhooks, media stream)")              \
     X(metrics_listen, STR, "VOXBRIDGE_METRICS_LISTEN", "", 0, 0, NULL,         \
-      "optional admin listener HOST:PORT for /metrics and /test/system")       \
+      "optional admin listener HOST:PORT for /metrics, /test/system and "      \
+      "/test/audio")                                                          \
     X(public_url, STR, "VOXBRIDGE_PUBLIC_URL", "", 0, 0, NULL,                 \
       "URL Twilio uses to reach this server, e.g. https://voice.example.com; " \
       "signatures are checked against it")                                     \
@@ -91,13 +92,14 @@
       "HTTP connections per client address, IPv6 per /64 (-1: 1/8 of "         \
       "--max-connections, at least 16, off with --trust-proxy; 0: off)")       \
     X(admin_on_public, BOOL, "VOXBRIDGE_ADMIN_ON_PUBLIC", "false", 0, 0, NULL, \
-      "also serve /metrics and /test/system on --listen (404 there "           \
-      "otherwise)")                                                            \
+      "also serve /metrics, /test/system and /test/audio on --listen (404 "    \
+      "there otherwise)")                                                      \
     X(trust_proxy, BOOL, "VOXBRIDGE_TRUST_PROXY", "false", 0, 0, NULL,         \
       "use X-Forwarded-For/Proto/Host in logs (signatures always use "         \
       "--public-url)")                                                         \
     X(cors_origin, STR, "VOXBRIDGE_CORS_ORIGIN", "", 0, 0, NULL,               \
-      "Access-Control-Allow-Origin for /test/system (empty: CORS off)")        \
+      "Access-Control-Allow-Origin for /test/system and /test/audio (empty: " \
+      "CORS off)")                                                            \
     X(say, STR, "VOXBRIDGE_SAY", "", 0, 0, NULL,                               \
       "optional <Say> text spoken before the stream connects")                 \
     X(fallback_say, STR, "VOXBRIDGE_FALLBACK_SAY",                             \
