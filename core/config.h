@@ -29,7 +29,7 @@
       "public HTTP listener, HOST:PORT (webhooks, media stream)")              \
     X(metrics_listen, STR, "VOXBRIDGE_METRICS_LISTEN", "", 0, 0, NULL,         \
       "optional admin listener HOST:PORT for /metrics, /test/system and "      \
-      "/test/audio")                                                          \
+      "/test/audio")                                                           \
     X(public_url, STR, "VOXBRIDGE_PUBLIC_URL", "", 0, 0, NULL,                 \
       "URL Twilio uses to reach this server, e.g. https://voice.example.com; " \
       "signatures are checked against it")                                     \
@@ -47,17 +47,17 @@
       "directory for per-call transcript JSONL files (empty: to the log)")     \
     X(record_dir, STR, "VOXBRIDGE_RECORD_DIR", "", 0, 0, NULL,                 \
       "record every call to DIR/<CallSid>.opus (stereo Ogg/Opus, caller "      \
-      "left, assistant right as heard; empty: off)")                          \
-    X(record_bitrate, INT, "VOXBRIDGE_RECORD_BITRATE", "32000", 6000, 256000, \
-      NULL, "Opus bitrate of a recording, bits/s for both channels")          \
-    X(record_queue, INT, "VOXBRIDGE_RECORD_QUEUE", "0", 0, 65536, NULL,       \
-      "frames queued per lane for the recorder before it drops (a power of "  \
-      "two >= 64; 0: 16 per call of the lane's share of --max-calls, "        \
-      "1024..16384)")                                                         \
-    X(record_test_delay_us, INT, "VOXBRIDGE_RECORD_TEST_DELAY_US", "0", 0,    \
-      1000000, NULL,                                                          \
-      "testing only: the recorder sleeps this long per message it takes, to " \
-      "show that a slow recorder never delays calls")                         \
+      "left, assistant right as heard; empty: off)")                           \
+    X(record_bitrate, INT, "VOXBRIDGE_RECORD_BITRATE", "32000", 6000, 256000,  \
+      NULL, "Opus bitrate of a recording, bits/s for both channels")           \
+    X(record_queue, INT, "VOXBRIDGE_RECORD_QUEUE", "0", 0, 65536, NULL,        \
+      "frames queued per lane for the recorder before it drops (a power of "   \
+      "two >= 64; 0: 16 per call of the lane's share of --max-calls, "         \
+      "1024..16384)")                                                          \
+    X(record_test_delay_us, INT, "VOXBRIDGE_RECORD_TEST_DELAY_US", "0", 0,     \
+      1000000, NULL,                                                           \
+      "testing only: the recorder sleeps this long per message it takes, to "  \
+      "show that a slow recorder never delays calls")                          \
     /* HTTP ingress */                                                         \
     X(webhook_path, STR, "VOXBRIDGE_WEBHOOK_PATH", "/webhook/voice", 0, 0,     \
       NULL, "path of the Twilio voice webhook")                                \
@@ -98,8 +98,8 @@
       "use X-Forwarded-For/Proto/Host in logs (signatures always use "         \
       "--public-url)")                                                         \
     X(cors_origin, STR, "VOXBRIDGE_CORS_ORIGIN", "", 0, 0, NULL,               \
-      "Access-Control-Allow-Origin for /test/system and /test/audio (empty: " \
-      "CORS off)")                                                            \
+      "Access-Control-Allow-Origin for /test/system and /test/audio (empty: "  \
+      "CORS off)")                                                             \
     X(say, STR, "VOXBRIDGE_SAY", "", 0, 0, NULL,                               \
       "optional <Say> text spoken before the stream connects")                 \
     X(fallback_say, STR, "VOXBRIDGE_FALLBACK_SAY",                             \

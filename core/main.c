@@ -26,9 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -104,8 +104,8 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
     if (*cfg->record_dir &&
         (stat(cfg->record_dir, &sb) != 0 || !S_ISDIR(sb.st_mode) ||
          access(cfg->record_dir, W_OK | X_OK) != 0)) {
-        vb_log_error(NULL, "--record-dir is not a writable directory",
-                     "dir=%s", cfg->record_dir);
+        vb_log_error(NULL, "--record-dir is not a writable directory", "dir=%s",
+                     cfg->record_dir);
         return VB_ECONFIG;
     }
     uint32_t max_calls = (uint32_t)cfg->max_calls;

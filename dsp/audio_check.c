@@ -192,8 +192,8 @@ static void add_times(cJSON *o, uint64_t *t, size_t n)
     size_t k = n ? (size_t)ceil(0.99 * (double)n) - 1 : 0;
     cJSON_AddNumberToObject(f, "mean",
                             n ? round(sum / (double)n / 10.0) / 100.0 : 0);
-    cJSON_AddNumberToObject(f, "p99", n ? round((double)t[k] / 10.0) / 100.0
-                                        : 0);
+    cJSON_AddNumberToObject(f, "p99",
+                            n ? round((double)t[k] / 10.0) / 100.0 : 0);
 }
 
 static int resample(const vb_dsp_config_t *dc, const pcm_t *in, uint32_t from,
@@ -288,9 +288,9 @@ static int run_outbound(vb_dsp_t *d, const pcm_t *in, bool ret, cJSON *o)
         size_t k = in->n - off < piece ? in->n - off : piece;
         size_t nf = 0;
         uint64_t t0 = vb_clock_now_ns();
-        rc = vb_dsp_outbound(d, in->s + off, k,
-                             ul + frames * VB_DSP_FRAME_BYTES,
-                             max_frames - frames, &nf);
+        rc =
+            vb_dsp_outbound(d, in->s + off, k, ul + frames * VB_DSP_FRAME_BYTES,
+                            max_frames - frames, &nf);
         t[p] = vb_clock_now_ns() - t0;
         if (rc != 0)
             goto out;
@@ -356,14 +356,14 @@ int vb_audio_check_run(const vb_audio_check_config_t *cfg, const char *body,
         err = "audioData: required, a base64 string";
         goto done;
     }
-    if (fmt == NULL || (strcmp(fmt, "mulaw") != 0 &&
-                        strcmp(fmt, "linear16") != 0 &&
-                        strcmp(fmt, "opus") != 0)) {
+    if (fmt == NULL ||
+        (strcmp(fmt, "mulaw") != 0 && strcmp(fmt, "linear16") != 0 &&
+         strcmp(fmt, "opus") != 0)) {
         err = "format: must be \"mulaw\", \"linear16\" or \"opus\"";
         goto done;
     }
-    if (jr != NULL && (!cJSON_IsNumber(jr) ||
-                       jr->valuedouble != floor(jr->valuedouble))) {
+    if (jr != NULL &&
+        (!cJSON_IsNumber(jr) || jr->valuedouble != floor(jr->valuedouble))) {
         err = "sampleRate: must be an integer";
         goto done;
     }

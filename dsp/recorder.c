@@ -20,12 +20,12 @@
 #include "core/stage.h"
 #include "dsp/g711.h"
 
-#define FRAME      160u                         /* 20 ms at 8 kHz */
-#define NS_PER_SMP 125000ull                    /* one 8 kHz sample */
-#define LWIN       (8000u * 4u)                 /* caller window: 4 s */
+#define FRAME      160u                          /* 20 ms at 8 kHz */
+#define NS_PER_SMP 125000ull                     /* one 8 kHz sample */
+#define LWIN       (8000u * 4u)                  /* caller window: 4 s */
 #define RMAX       (8000u * VB_RECORDER_AHEAD_S) /* model audio ahead */
 #define JITTER     (8u * VB_RECORDER_JITTER_MS)  /* samples */
-#define SILENCE    0xFF                         /* μ-law zero */
+#define SILENCE    0xFF                          /* μ-law zero */
 
 enum { E_OPEN, E_WRITE, E_ENCODE, E_BAD_SID, E_LOST_EVENT, E_LATE, E_COUNT };
 static const char *const err_names[E_COUNT] = {
@@ -38,13 +38,13 @@ typedef struct rcall {
     char path[512];
     int fd;
     OggOpusEnc *enc;
-    uint64_t t0, wm;    /* timeline zero; latest push time seen */
-    uint64_t enc_pos;   /* 8 kHz samples encoded */
-    uint64_t l_end;     /* caller audio reaches here */
-    uint8_t *lbuf;      /* LWIN, indexed by position % LWIN */
-    uint8_t *rbuf;      /* model audio from r_base, r_len bytes at r_off */
+    uint64_t t0, wm;  /* timeline zero; latest push time seen */
+    uint64_t enc_pos; /* 8 kHz samples encoded */
+    uint64_t l_end;   /* caller audio reaches here */
+    uint8_t *lbuf;    /* LWIN, indexed by position % LWIN */
+    uint8_t *rbuf;    /* model audio from r_base, r_len bytes at r_off */
     size_t r_cap, r_off, r_len;
-    uint64_t r_base;    /* position of rbuf[r_off] */
+    uint64_t r_base; /* position of rbuf[r_off] */
     vb_resampler_t *rs[2];
     uint64_t bytes, late, ahead;
     vb_recorder_t *rec;
@@ -65,8 +65,7 @@ static void count(vb_recorder_t *r, vb_metric_t id, uint64_t n)
         vb_metrics_counter_add(r->st.shard, id, n);
 }
 
-int vb_recorder_path(const char *dir, const char *call_sid, char *out,
-                     size_t n)
+int vb_recorder_path(const char *dir, const char *call_sid, char *out, size_t n)
 {
     size_t len = call_sid ? strlen(call_sid) : 0;
     if (dir == NULL || out == NULL || len == 0 || len >= 64)
@@ -239,8 +238,7 @@ static void call_open(vb_recorder_t *r, const vb_msg_t *m)
     vb_msg_open_t op;
     memcpy(&op, m->data, sizeof op);
     op.call_sid[sizeof op.call_sid - 1] = '\0';
-    if (vb_recorder_path(r->dir, op.call_sid, c->path, sizeof c->path) !=
-        0) {
+    if (vb_recorder_path(r->dir, op.call_sid, c->path, sizeof c->path) != 0) {
         count(r, r->m_err[E_BAD_SID], 1);
         vb_log_warn(NULL, "call not recorded: unusable CallSid", "lane=%d",
                     r->cfg.lane);
@@ -279,8 +277,8 @@ static void call_open(vb_recorder_t *r, const vb_msg_t *m)
                      "left: caller; right: assistant as heard");
     OpusEncCallbacks cb = {write_cb, close_cb};
     int oe = 0;
-    c->enc = ope_encoder_create_callbacks(&cb, c, com, VB_RECORDER_RATE, 2, 0,
-                                          &oe);
+    c->enc =
+        ope_encoder_create_callbacks(&cb, c, com, VB_RECORDER_RATE, 2, 0, &oe);
     ope_comments_destroy(com);
     if (c->enc == NULL) {
         err = EINVAL;
@@ -443,8 +441,8 @@ static int add_series(vb_recorder_t *r, vb_metrics_t *m)
                              "Bytes written to call recordings.", NULL,
                              &r->m_bytes)) != 0 ||
         (rc = vb_metrics_add(m, VB_METRIC_COUNTER, "vb_recording_files_total",
-                             "Call recordings started.", NULL,
-                             &r->m_files)) != 0 ||
+                             "Call recordings started.", NULL, &r->m_files)) !=
+            0 ||
         (rc = vb_metrics_add(m, VB_METRIC_GAUGE, "vb_recordings_active",
                              "Call recordings open now.", NULL,
                              &r->m_active)) != 0)
@@ -481,8 +479,8 @@ int vb_recorder_create(vb_recorder_t **out, const vb_recorder_config_t *cfg)
         r->calls[i].fd = -1;
         r->calls[i].rec = r;
     }
-    vb_chan_config_t cc = {"twilio_to_recorder", cfg->slots,
-                           VB_RECORDER_DATA, 0, cfg->metrics};
+    vb_chan_config_t cc = {"twilio_to_recorder", cfg->slots, VB_RECORDER_DATA,
+                           0, cfg->metrics};
     if ((rc = vb_chan_init(&r->chan, &cc)) != 0 ||
         (rc = add_series(r, cfg->metrics)) != 0)
         goto fail;

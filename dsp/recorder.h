@@ -63,9 +63,9 @@ typedef struct vb_recorder_config {
     uint32_t slots;     /* channel capacity, a power of two >= 64 */
     vb_resampler_backend_t backend;
     int quality;
-    int bitrate;              /* Opus bits/s for the stereo stream */
-    uint32_t test_delay_us;   /* tests: sleep per message taken */
-    vb_metrics_t *metrics;    /* borrowed */
+    int bitrate;            /* Opus bits/s for the stereo stream */
+    uint32_t test_delay_us; /* tests: sleep per message taken */
+    vb_metrics_t *metrics;  /* borrowed */
 } vb_recorder_config_t;
 
 typedef struct vb_recorder vb_recorder_t;

@@ -42,8 +42,8 @@ enum route {
     R_COUNT
 };
 static const char *const route_names[R_COUNT] = {
-    "voice",  "status",  "stream",      "healthz",
-    "readyz", "metrics", "test_system", "test_audio", "other"};
+    "voice",   "status",      "stream",     "healthz", "readyz",
+    "metrics", "test_system", "test_audio", "other"};
 
 static const int codes[] = {101, 200, 204, 400, 403, 404, 405,
                             408, 413, 415, 426, 431, 500, 503};
@@ -1404,16 +1404,18 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
                     (long long)c->min_body_rate);
         if (g->admin_split || c->admin_on_public)
             vb_log_info(NULL, "admin endpoints served",
-                        "paths=/metrics,/test/system on=%s%s%s",
+                        "paths=/metrics,/test/system%s on=%s%s%s",
+                        g->test_audio != NULL ? ",/test/audio" : "",
                         g->admin_split ? c->metrics_listen : "",
                         g->admin_split && c->admin_on_public ? "," : "",
                         c->admin_on_public ? c->listen : "");
         else
-            vb_log_info(NULL,
-                        "admin endpoints not served: /metrics and "
-                        "/test/system need --metrics-listen (or "
-                        "--admin-on-public)",
-                        NULL);
+            vb_log_info(
+                NULL,
+                "admin endpoints not served: /metrics, "
+                "/test/system and /test/audio need --metrics-listen (or "
+                "--admin-on-public)",
+                NULL);
     }
     if (!g->verify)
         vb_log_warn(NULL,

@@ -1084,7 +1084,8 @@ static void call_end(call_t *c, const char *reason)
     if (c->fallback)
         reason = "fallback";
     in_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason), vb_clock_now_ns());
-    rec_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason), vb_clock_now_ns());
+    rec_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason),
+             vb_clock_now_ns());
     sid_remember(s, c->label);
     vb_metrics_gauge_add(s->st.shard, s->m_active, -1);
     for (int i = 0; outcomes[i] != NULL; i++)
@@ -1680,7 +1681,8 @@ int vb_twilio_stream_create(vb_twilio_stream_t **out,
         cfg->lane > VB_TWILIO_TOKEN_MAX_LANE ||
         (cfg->max_message != 0 && cfg->max_message < 1024) ||
         cfg->in_to_dsp->data_max < sizeof(vb_msg_open_t) ||
-        (cfg->record != NULL && cfg->record->data_max < sizeof(vb_msg_open_t)) ||
+        (cfg->record != NULL &&
+         cfg->record->data_max < sizeof(vb_msg_open_t)) ||
         cfg->conn_in->data_max < sizeof(vb_msg_conn_t))
         return VB_EINVAL;
     int rc = VB_ENOMEM;

@@ -81,8 +81,8 @@ static double num(const cJSON *o, const char *path)
 static void sine(int16_t *s, size_t n, int rate, double hz, double amp)
 {
     for (size_t i = 0; i < n; i++)
-        s[i] = (int16_t)lrint(amp * 32767 * sin(2 * M_PI * hz * (double)i /
-                                                rate));
+        s[i] =
+            (int16_t)lrint(amp * 32767 * sin(2 * M_PI * hz * (double)i / rate));
 }
 
 /* The stated fields, with a sine of amplitude `amp` in and out. */
@@ -125,8 +125,8 @@ TEST(mulaw_sine_gives_every_field_with_its_levels)
     check_answer(a, 1000, 0.5);
     ASSERT_EQ(num(a, "input.samples"), 8000);
     ASSERT_EQ(num(a, "inbound.samples"), 16000);
-    ASSERT_NULL(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "inbound"),
-                                    "audio"));
+    ASSERT_NULL(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(a, "inbound"), "audio"));
     cJSON_Delete(a);
     /* sampleRate may be left out for μ-law. */
     ASSERT_EQ(run_audio("mulaw", 0, ul, sizeof(ul), NULL, &a), 200);

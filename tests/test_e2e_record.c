@@ -35,8 +35,7 @@ static void rec_find(const char *dir, char *path, size_t n, rec_t *r)
         size_t len = strlen(e->d_name);
         if (len > 5 && strcmp(e->d_name + len - 5, ".opus") == 0) {
             snprintf(path, n, "%s/%s", dir, e->d_name);
-            snprintf(r->sid, sizeof(r->sid), "%.*s", (int)(len - 5),
-                     e->d_name);
+            snprintf(r->sid, sizeof(r->sid), "%.*s", (int)(len - 5), e->d_name);
             found++;
         }
     }
@@ -85,9 +84,9 @@ static void rec_decode(const char *path, rec_t *r)
         r->ch[c] = malloc((n48 / 6 + 8) * sizeof(int16_t));
         ASSERT_NOT_NULL(r->ch[c]);
         size_t got = 0;
-        ASSERT_EQ(vb_resampler_process(rs, mono, n48, r->ch[c], n48 / 6 + 8,
-                                       &got),
-                  0);
+        ASSERT_EQ(
+            vb_resampler_process(rs, mono, n48, r->ch[c], n48 / 6 + 8, &got),
+            0);
         r->n = got;
         vb_resampler_destroy(rs);
     }
@@ -132,8 +131,7 @@ static size_t loud_blocks(const int16_t *s, size_t n, size_t *last)
     return k;
 }
 
-TEST_T(recorded_call_is_stereo_caller_left_heard_right_as_long_as_the_call,
-       120)
+TEST_T(recorded_call_is_stereo_caller_left_heard_right_as_long_as_the_call, 120)
 {
     rig_t r;
     rig_init(&r);
@@ -297,8 +295,7 @@ TEST_T(sigkill_mid_call_leaves_a_recording_playable_up_to_near_the_kill, 120)
     rec_find(dir, path, sizeof(path), &rec);
     rec_decode(path, &rec);
     double rec_s = (double)rec.n / 8000.0;
-    printf("  killed after %.2f s: %.2f s of recording decode\n", ran_s,
-           rec_s);
+    printf("  killed after %.2f s: %.2f s of recording decode\n", ran_s, rec_s);
     ASSERT_EQ(rec.channels, 2);
     /* Pages go out at least every second of audio, 250 ms behind real
      * time; a kill loses at most that. */
@@ -388,8 +385,8 @@ TEST_T(test_audio_on_the_admin_listener_answers_json_with_cors, 90)
     rig_t r;
     rig_init(&r);
     rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
-    rig_vb(&r, (const char *const[]){"--cors-origin", "https://app.example",
-                                     NULL},
+    rig_vb(&r,
+           (const char *const[]){"--cors-origin", "https://app.example", NULL},
            NULL);
     /* 1 s of a 440 Hz sine at half scale, as μ-law. */
     int16_t pcm[8000];
@@ -406,18 +403,19 @@ TEST_T(test_audio_on_the_admin_listener_answers_json_with_cors, 90)
         int exp = 7;
         for (int m = 0x4000; (s & m) == 0 && exp > 0; m >>= 1)
             exp--;
-        ul[i] = (uint8_t)~(sign | exp << 4 | ((s >> (exp + 3)) & 0x0f));
+        ul[i] = (uint8_t) ~(sign | exp << 4 | ((s >> (exp + 3)) & 0x0f));
     }
     char *a = malloc(vb_b64_encoded_len(sizeof(ul)) + 1);
     a[vb_b64_encode(a, ul, sizeof(ul))] = '\0';
     char *body = malloc(strlen(a) + 128);
-    sprintf(body, "{\"audioData\":\"%s\",\"format\":\"mulaw\",\"sampleRate\":8000}",
+    sprintf(body,
+            "{\"audioData\":\"%s\",\"format\":\"mulaw\",\"sampleRate\":8000}",
             a);
     tc_resp_t resp;
     char v[128];
     ASSERT_EQ(post_audio(r.vb_admin_port, body, &resp), 200);
-    ASSERT_TRUE(tc_header(resp.head, "Access-Control-Allow-Origin", v,
-                          sizeof(v)));
+    ASSERT_TRUE(
+        tc_header(resp.head, "Access-Control-Allow-Origin", v, sizeof(v)));
     ASSERT_STR_EQ(v, "https://app.example");
     cJSON *j = cJSON_Parse(resp.body);
     ASSERT_NOT_NULL(j);
@@ -437,8 +435,8 @@ TEST_T(test_audio_on_the_admin_listener_answers_json_with_cors, 90)
                          "{\"audioData\":\"AAAA\",\"format\":\"wav\"}", &resp),
               400);
     ASSERT_STR_CONTAINS(resp.body, "format");
-    ASSERT_TRUE(tc_header(resp.head, "Access-Control-Allow-Origin", v,
-                          sizeof(v)));
+    ASSERT_TRUE(
+        tc_header(resp.head, "Access-Control-Allow-Origin", v, sizeof(v)));
     tc_free_resp(&resp);
     /* The preflight, the wrong method, the public listener. */
     ASSERT_EQ(tc_request(r.vb_admin_port,
@@ -447,8 +445,8 @@ TEST_T(test_audio_on_the_admin_listener_answers_json_with_cors, 90)
                          "Connection: close\r\n\r\n",
                          &resp, proc_ms(5000)),
               204);
-    ASSERT_TRUE(tc_header(resp.head, "Access-Control-Allow-Methods", v,
-                          sizeof(v)));
+    ASSERT_TRUE(
+        tc_header(resp.head, "Access-Control-Allow-Methods", v, sizeof(v)));
     ASSERT_STR_CONTAINS(v, "POST");
     tc_free_resp(&resp);
     ASSERT_EQ(tc_request(r.vb_admin_port,

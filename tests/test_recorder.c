@@ -97,8 +97,8 @@ static void tone(fx_t *f, uint32_t slot, uint8_t flags, uint64_t t0,
         int16_t pcm[160];
         uint8_t ul[160];
         for (size_t i = 0; i < 160; i++)
-            pcm[i] = (int16_t)(8000 * sin(2 * M_PI * hz *
-                                          (double)(off + i) / 8000.0));
+            pcm[i] = (int16_t)(8000 *
+                               sin(2 * M_PI * hz * (double)(off + i) / 8000.0));
         vb_g711_ulaw_encode(ul, pcm, 160);
         uint64_t t = t0 + (uint64_t)(from_s * 1e9) + off * NS_PER_SMP;
         push(f, VB_MSG_AUDIO, flags, slot, t, ul, 160);
