@@ -297,6 +297,7 @@ static void rec_push(call_t *c, uint8_t kind, uint8_t flags, const void *data,
             size_t k = len < ch->data_max ? len : ch->data_max;
             if (vb_chan_room(ch) <= s->cfg.record_reserve ||
                 vb_chan_send(ch, kind, flags, c->id, 0, t_pos, data, k) != 0) {
+                vb_chan_full(ch);
                 vb_metrics_counter_add(s->st.shard, s->m_rec_dropped, 1);
                 return;
             }
