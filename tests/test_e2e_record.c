@@ -476,3 +476,66 @@ TEST_T(test_audio_on_the_admin_listener_answers_json_with_cors, 90)
     rig_stop(&r);
     free(vblog);
 }
+
+/* The flags byte of the last Ogg page in `path`: 0x04 is end-of-stream. */
+static int last_page_flags(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    ASSERT_NOT_NULL(f);
+    static uint8_t buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    int flags = -1;
+    for (size_t i = 0; i + 27 <= n; i++)
+        if (memcmp(buf + i, "OggS", 4) == 0 && buf[i + 4] == 0)
+            flags = buf[i + 5];
+    return flags;
+}
+
+TEST_T(a_drain_finishes_the_recording_with_its_end_of_stream_page, 120)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    const char *dir = rec_dir(&r);
+    make_sox(audio, "synth 15 sine 300 vol 0.4");
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r,
+           (const char *const[]){"--record-dir", dir, "--drain-timeout", "1",
+                                 NULL},
+           NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL, NULL);
+    char *text;
+    proc_wait_log(r.vb_log, "msg=\"recording started\"", r.vb, proc_ms(10000),
+                  &text);
+    free(text);
+    uint64_t t0 = vb_clock_now_ns();
+    while (vb_clock_now_ns() - t0 < 2 * VB_NS_PER_SEC)
+        usleep(20000);
+    kill(r.vb, SIGTERM);
+    ASSERT_EQ(proc_reap(r.vb, proc_ms(30000)), 0);
+    proc_reap(s.pid, proc_ms(30000));
+    char *out = proc_read_file(s.out);
+    char *vblog = proc_read_file(r.vb_log);
+    rig_stop(&r);
+    ASSERT_STR_CONTAINS(vblog, "outcome=shutdown");
+    ASSERT_STR_CONTAINS(vblog, "msg=\"recording finished\"");
+
+    char path[600];
+    rec_t rec;
+    memset(&rec, 0, sizeof(rec));
+    rec_find(dir, path, sizeof(path), &rec);
+    ASSERT_EQ(last_page_flags(path) & 0x04, 0x04);
+    rec_decode(path, &rec);
+    ASSERT_EQ(rec.channels, 2);
+    double rec_s = (double)rec.n / 8000.0;
+    double call_s = (double)field(out, "frames_sent") * 0.02;
+    printf("  drained: call %.2f s, recording %.2f s\n", call_s, rec_s);
+    ASSERT_NEAR(rec_s, call_s, 0.1);
+    size_t last;
+    ASSERT_GT(loud_blocks(rec.ch[0], rec.n, &last), (size_t)(rec_s * 40));
+    rec_free(&rec);
+    free(out);
+    free(vblog);
+}
