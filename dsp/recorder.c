@@ -244,6 +244,12 @@ static void call_open(vb_recorder_t *r, const vb_msg_t *m)
                     r->cfg.lane);
         return;
     }
+    if (r->cfg.want != NULL && !r->cfg.want(r->cfg.want_ud, &op)) {
+        vb_log_debug(op.call_sid, "call not recorded: its assistant says so",
+                     "assistant=%.*s", (int)sizeof op.assistant - 1,
+                     op.assistant);
+        return;
+    }
     snprintf(c->sid, sizeof c->sid, "%s", op.call_sid);
     c->id = m->call;
     c->t0 = m->t_origin;

@@ -39,6 +39,7 @@
 #ifndef VB_DSP_RECORDER_H
 #define VB_DSP_RECORDER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,7 +66,13 @@ typedef struct vb_recorder_config {
     int quality;
     int bitrate;            /* Opus bits/s for the stereo stream */
     uint32_t test_delay_us; /* tests: sleep per message taken */
-    vb_metrics_t *metrics;  /* borrowed */
+    /* Which calls are recorded: asked on the recorder's thread at each
+     * CALL_OPEN (vb_msg_open_t: CallSid, the assistant's name); NULL:
+     * every call. The composition root answers it from the call's
+     * assistant ("record" in core/assistant.h). */
+    bool (*want)(void *ud, const vb_msg_open_t *open);
+    void *want_ud;
+    vb_metrics_t *metrics; /* borrowed */
 } vb_recorder_config_t;
 
 typedef struct vb_recorder vb_recorder_t;

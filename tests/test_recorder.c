@@ -29,7 +29,20 @@ typedef struct fx {
     char dir[300];
 } fx_t;
 
+static bool want_loud(void *ud, const vb_msg_open_t *o)
+{
+    (void)ud;
+    return strcmp(o->assistant, "quiet") != 0;
+}
+
+static void fx_up_want(fx_t *f, uint32_t slots, bool with_want);
+
 static void fx_up(fx_t *f, uint32_t slots)
+{
+    fx_up_want(f, slots, false);
+}
+
+static void fx_up_want(fx_t *f, uint32_t slots, bool with_want)
 {
     memset(f, 0, sizeof(*f));
     snprintf(f->dir, sizeof(f->dir), "%s", vb_test_tmpdir());
@@ -42,7 +55,8 @@ static void fx_up(fx_t *f, uint32_t slots)
                               .backend = VB_RESAMPLER_SPEEXDSP,
                               .quality = VB_RESAMPLER_QUALITY_DEFAULT,
                               .bitrate = 48000,
-                              .metrics = f->m};
+                              .metrics = f->m,
+                              .want = with_want ? want_loud : NULL};
     ASSERT_EQ(vb_recorder_create(&f->r, &c), 0);
     f->ch = vb_recorder_chan(f->r);
     ASSERT_EQ(vb_recorder_start(f->r), 0);
@@ -78,13 +92,20 @@ static void push(fx_t *f, uint8_t kind, uint8_t flags, uint32_t slot,
     vb_chan_flush(f->ch);
 }
 
-static void open_call(fx_t *f, uint32_t slot, const char *sid, uint64_t t0)
+static void open_as(fx_t *f, uint32_t slot, const char *sid, uint64_t t0,
+                    const char *assistant)
 {
     vb_msg_open_t o;
     memset(&o, 0, sizeof(o));
     snprintf(o.call_sid, sizeof(o.call_sid), "%s", sid);
+    snprintf(o.assistant, sizeof(o.assistant), "%s", assistant);
     snprintf(o.stream_sid, sizeof(o.stream_sid), "MZ%s", sid);
     push(f, VB_MSG_CALL_OPEN, 0, slot, t0, &o, sizeof(o));
+}
+
+static void open_call(fx_t *f, uint32_t slot, const char *sid, uint64_t t0)
+{
+    open_as(f, slot, sid, t0, "");
 }
 
 /* `secs` of a sine at `hz` as μ-law frames on `flags`'s channel from
@@ -276,5 +297,27 @@ TEST(stop_finishes_an_open_call_into_a_complete_file)
     ASSERT_DBL_OP((double)d.n / 48000.0, >=, 0.5);
     ASSERT_DBL_OP((double)d.n / 48000.0, <=, 0.8);
     free(d.pcm);
+    fx_down(&f);
+}
+
+TEST(the_assistant_decides_which_calls_are_recorded)
+{
+    fx_t f;
+    fx_up_want(&f, 1024, true);
+    uint64_t t0 = vb_clock_now_ns();
+    open_as(&f, 0, "CAquiet", t0, "quiet");
+    open_as(&f, 1, "CAsales", t0, "sales");
+    tone(&f, 0, VB_RECORDER_CALLER, t0, 0.0, 0.4, 440);
+    tone(&f, 1, VB_RECORDER_CALLER, t0, 0.0, 0.4, 440);
+    push(&f, VB_MSG_CALL_CLOSE, 0, 0, t0 + VB_NS_PER_SEC / 2, "stop", 4);
+    push(&f, VB_MSG_CALL_CLOSE, 0, 1, t0 + VB_NS_PER_SEC / 2, "stop", 4);
+    vb_recorder_stop(f.r);
+    char path[400];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/CAquiet.opus", f.dir);
+    ASSERT_NE(stat(path, &st), 0);
+    snprintf(path, sizeof(path), "%s/CAsales.opus", f.dir);
+    ASSERT_EQ(stat(path, &st), 0);
+    ASSERT_EQ(metric(&f, "vb_recording_files_total", NULL), 1);
     fx_down(&f);
 }
