@@ -131,6 +131,21 @@ static size_t loud_blocks(const int16_t *s, size_t n, size_t *last)
     return k;
 }
 
+/* The flags byte of the last Ogg page in `path`: 0x04 is end-of-stream. */
+static int last_page_flags(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    ASSERT_NOT_NULL(f);
+    static uint8_t buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    int flags = -1;
+    for (size_t i = 0; i + 27 <= n; i++)
+        if (memcmp(buf + i, "OggS", 4) == 0 && buf[i + 4] == 0)
+            flags = buf[i + 5];
+    return flags;
+}
+
 TEST_T(recorded_call_is_stereo_caller_left_heard_right_as_long_as_the_call, 120)
 {
     rig_t r;
@@ -293,6 +308,7 @@ TEST_T(sigkill_mid_call_leaves_a_recording_playable_up_to_near_the_kill, 120)
     rec_t rec;
     memset(&rec, 0, sizeof(rec));
     rec_find(dir, path, sizeof(path), &rec);
+    ASSERT_EQ(last_page_flags(path) & 0x04, 0); /* cut short, no EOS */
     rec_decode(path, &rec);
     double rec_s = (double)rec.n / 8000.0;
     printf("  killed after %.2f s: %.2f s of recording decode\n", ran_s, rec_s);
@@ -475,21 +491,6 @@ TEST_T(test_audio_on_the_admin_listener_answers_json_with_cors, 90)
     char *vblog = rig_vb_stop(&r);
     rig_stop(&r);
     free(vblog);
-}
-
-/* The flags byte of the last Ogg page in `path`: 0x04 is end-of-stream. */
-static int last_page_flags(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    ASSERT_NOT_NULL(f);
-    static uint8_t buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof(buf), f);
-    fclose(f);
-    int flags = -1;
-    for (size_t i = 0; i + 27 <= n; i++)
-        if (memcmp(buf + i, "OggS", 4) == 0 && buf[i + 4] == 0)
-            flags = buf[i + 5];
-    return flags;
 }
 
 TEST_T(a_drain_finishes_the_recording_with_its_end_of_stream_page, 120)
