@@ -27,9 +27,9 @@
 #define JITTER     (8u * VB_RECORDER_JITTER_MS)  /* samples */
 #define SILENCE    0xFF                          /* μ-law zero */
 
-enum { E_OPEN, E_WRITE, E_ENCODE, E_BAD_SID, E_LOST_EVENT, E_LATE, E_COUNT };
+enum { E_OPEN, E_WRITE, E_ENCODE, E_BAD_SID, E_LOST_EVENT, E_AHEAD, E_COUNT };
 static const char *const err_names[E_COUNT] = {
-    "open", "write", "encode", "bad_callsid", "lost_event", "late_audio"};
+    "open", "write", "encode", "bad_callsid", "lost_event", "audio_ahead"};
 
 typedef struct rcall {
     bool used, failed;
@@ -373,7 +373,7 @@ static void model_audio(rcall_t *c, const vb_msg_t *m)
     size_t need = c->r_len + gap + n;
     if (need > RMAX || !r_reserve(c, need)) {
         c->ahead += n;
-        count(c->rec, c->rec->m_err[E_LATE], 1);
+        count(c->rec, c->rec->m_err[E_AHEAD], 1);
         return;
     }
     memset(c->rbuf + c->r_off + c->r_len, SILENCE, gap);
