@@ -19,7 +19,8 @@ endif
 # Debian packages the project needs to build, test, bench and demo.
 DEB_PKGS := build-essential pkg-config clang clang-format libclang-rt-14-dev \
             libuv1-dev libwslay-dev libmbedtls-dev libcjson-dev \
-            libsamplerate0-dev libspeexdsp-dev libopus-dev node-llhttp \
+            libsamplerate0-dev libspeexdsp-dev libopus-dev libogg-dev \
+            libopusenc-dev libopusfile-dev opus-tools node-llhttp \
             prometheus nginx-light sox espeak-ng gnuplot-nox ca-certificates \
             openssl procps valgrind
 
@@ -38,7 +39,10 @@ LLHTTP_INC  := /usr/share/include/llhttp
 # debug choice: given on the command line (make CFLAGS=-O0) it replaces
 # only that, since `override` appends the project's flags to it, never
 # drops them.
-BASE_CPPFLAGS := -I. -I$(LLHTTP_INC) -D_GNU_SOURCE -MMD -MP
+# libopusenc's and opusfile's headers include <opus.h> from the directory
+# `pkg-config --cflags opus` names (Debian: /usr/include/opus).
+OPUS_INC      := /usr/include/opus
+BASE_CPPFLAGS := -I. -I$(LLHTTP_INC) -I$(OPUS_INC) -D_GNU_SOURCE -MMD -MP
 STD_CFLAGS    := -std=c11 -pthread
 
 override CPPFLAGS += $(BASE_CPPFLAGS)
@@ -56,7 +60,7 @@ ifneq ($(SANITIZER),)
 endif
 
 # Evaluated lazily, inside recipes, after `deps` has installed pkg-config data.
-PKGS = libuv libcjson samplerate speexdsp opus
+PKGS = libuv libcjson samplerate speexdsp opus libopusenc opusfile ogg
 LIBS = $(shell pkg-config --libs $(PKGS)) -lwslay -lmbedtls -lmbedx509 -lmbedcrypto -lm
 
 LIB_SRCS  := $(sort $(wildcard core/*.c net/*.c dsp/*.c ai/*.c))

@@ -174,6 +174,9 @@ int vb_assistant_from_config(const vb_config_t *c, vb_assistant_t **out,
     a->language = dup_s(c->gemini_language);
     a->model = dup_s(c->gemini_model);
     a->max_call_s = (uint32_t)c->max_call_duration;
+    /* --record-dir records every call whose assistant does not say
+     * "record": false. */
+    a->record = c->record_dir != NULL && c->record_dir[0] != '\0';
     if (!a->name || !a->instructions || !a->greeting || !a->voice ||
         !a->language || !a->model) {
         assistant_free(a);

@@ -212,6 +212,14 @@ static int validate(const vb_config_t *c, char *err, size_t errsz)
                  c->metrics_listen);
         return VB_ECONFIG;
     }
+    if (c->record_queue != 0 &&
+        (c->record_queue < 64 || (c->record_queue & (c->record_queue - 1)))) {
+        snprintf(err, errsz,
+                 "invalid --record-queue (VOXBRIDGE_RECORD_QUEUE) %lld: must "
+                 "be 0 or a power of two >= 64",
+                 (long long)c->record_queue);
+        return VB_ECONFIG;
+    }
     if (*c->public_url && !has_prefix(c->public_url, "https://") &&
         !has_prefix(c->public_url, "http://")) {
         snprintf(err, errsz,

@@ -28,7 +28,8 @@
     X(listen, STR, "VOXBRIDGE_LISTEN", "0.0.0.0:8080", 0, 0, NULL,             \
       "public HTTP listener, HOST:PORT (webhooks, media stream)")              \
     X(metrics_listen, STR, "VOXBRIDGE_METRICS_LISTEN", "", 0, 0, NULL,         \
-      "optional admin listener HOST:PORT for /metrics and /test/system")       \
+      "optional admin listener HOST:PORT for /metrics, /test/system and "      \
+      "/test/audio")                                                           \
     X(public_url, STR, "VOXBRIDGE_PUBLIC_URL", "", 0, 0, NULL,                 \
       "URL Twilio uses to reach this server, e.g. https://voice.example.com; " \
       "signatures are checked against it")                                     \
@@ -74,6 +75,19 @@
       "answers")                                                               \
     X(transcript_dir, STR, "VOXBRIDGE_TRANSCRIPT_DIR", "", 0, 0, NULL,         \
       "directory for per-call transcript JSONL files (empty: to the log)")     \
+    X(record_dir, STR, "VOXBRIDGE_RECORD_DIR", "", 0, 0, NULL,                 \
+      "record every call to DIR/<CallSid>.opus (stereo Ogg/Opus, caller "      \
+      "left, assistant right as heard; empty: off)")                           \
+    X(record_bitrate, INT, "VOXBRIDGE_RECORD_BITRATE", "32000", 6000, 256000,  \
+      NULL, "Opus bitrate of a recording, bits/s for both channels")           \
+    X(record_queue, INT, "VOXBRIDGE_RECORD_QUEUE", "0", 0, 65536, NULL,        \
+      "frames queued per lane for the recorder before it drops (a power of "   \
+      "two >= 64; 0: 16 per call of the lane's share of --max-calls, "         \
+      "1024..16384)")                                                          \
+    X(record_test_delay_us, INT, "VOXBRIDGE_RECORD_TEST_DELAY_US", "0", 0,     \
+      1000000, NULL,                                                           \
+      "testing only: the recorder sleeps this long per message it takes, to "  \
+      "show that a slow recorder never delays calls")                          \
     /* HTTP ingress */                                                         \
     X(webhook_path, STR, "VOXBRIDGE_WEBHOOK_PATH", "/webhook/voice", 0, 0,     \
       NULL, "path of the Twilio voice webhook")                                \
@@ -108,13 +122,14 @@
       "HTTP connections per client address, IPv6 per /64 (-1: 1/8 of "         \
       "--max-connections, at least 16, off with --trust-proxy; 0: off)")       \
     X(admin_on_public, BOOL, "VOXBRIDGE_ADMIN_ON_PUBLIC", "false", 0, 0, NULL, \
-      "also serve /metrics and /test/system on --listen (404 there "           \
-      "otherwise)")                                                            \
+      "also serve /metrics, /test/system and /test/audio on --listen (404 "    \
+      "there otherwise)")                                                      \
     X(trust_proxy, BOOL, "VOXBRIDGE_TRUST_PROXY", "false", 0, 0, NULL,         \
       "use X-Forwarded-For/Proto/Host in logs (signatures always use "         \
       "--public-url)")                                                         \
     X(cors_origin, STR, "VOXBRIDGE_CORS_ORIGIN", "", 0, 0, NULL,               \
-      "Access-Control-Allow-Origin for /test/system (empty: CORS off)")        \
+      "Access-Control-Allow-Origin for /test/system and /test/audio (empty: "  \
+      "CORS off)")                                                             \
     X(say, STR, "VOXBRIDGE_SAY", "", 0, 0, NULL,                               \
       "optional <Say> text spoken before the stream connects")                 \
     X(fallback_say, STR, "VOXBRIDGE_FALLBACK_SAY",                             \

@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -51,7 +52,9 @@
 #include "core/metrics.h"
 #include "core/msg.h"
 #include "core/ring.h"
+#include "dsp/audio_check.h"
 #include "dsp/dsp_stage.h"
+#include "dsp/recorder.h"
 #include "net/ingress.h"
 #include "net/tls.h"
 #include "net/twilio_sig.h"
@@ -66,6 +69,7 @@ typedef struct lane {
     vb_twilio_stream_t *tw;
     vb_dsp_stage_t *dsp;
     vb_gemini_stage_t *gm;
+    vb_recorder_t *rec; /* --record-dir only */
 } lane_t;
 
 typedef struct lanes {
@@ -100,6 +104,26 @@ static void calls_changed(void *ud, int lane, int delta)
         vb_ingress_calls_add(ls->ingress, (uint32_t)lane, delta);
 }
 
+/* Whether the recorder records a call: its assistant's "record" (which
+ * defaults to on with --record-dir). An assistant this instance does not
+ * know (a stream whose webhook another instance with another file
+ * answered) records as the default does. Recorder thread. */
+static bool record_wanted(void *ud, const vb_msg_open_t *open)
+{
+    vb_assistant_store_t *st = ud;
+    vb_assistant_t *a = vb_assistant_store_find(st, open->assistant);
+    if (a == NULL) {
+        vb_assistants_t *set = vb_assistant_store_get(st);
+        const vb_assistant_t *d = vb_assistants_default(set);
+        bool yes = d != NULL && d->record;
+        vb_assistants_unref(set);
+        return yes;
+    }
+    bool yes = a->record;
+    vb_assistant_unref(a);
+    return yes;
+}
+
 /* Creates every lane's rings and stages and joins their doorbells; starts
  * nothing. Logs what failed. */
 static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
@@ -123,6 +147,14 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
         vb_log_error(NULL, "cannot load the system CA bundle for Twilio REST",
                      "err=%s", vb_err_name(rc));
         return rc;
+    }
+    struct stat sb;
+    if (*cfg->record_dir &&
+        (stat(cfg->record_dir, &sb) != 0 || !S_ISDIR(sb.st_mode) ||
+         access(cfg->record_dir, W_OK | X_OK) != 0)) {
+        vb_log_error(NULL, "--record-dir is not a writable directory", "dir=%s",
+                     cfg->record_dir);
+        return VB_ECONFIG;
     }
     uint32_t max_calls = (uint32_t)cfg->max_calls;
     /* The ingress puts each call on the least-loaded lane, so a lane's
@@ -167,6 +199,31 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
                          i, vb_err_name(rc));
             return rc;
         }
+        if (*cfg->record_dir) {
+            uint32_t slots = 1024;
+            while (slots < 16 * share && slots < 16384)
+                slots *= 2;
+            if (cfg->record_queue > 0)
+                slots = (uint32_t)cfg->record_queue;
+            vb_recorder_config_t rcfg = {
+                .want = record_wanted,
+                .want_ud = assistants,
+                .dir = cfg->record_dir,
+                .lane = (int)i,
+                .max_calls = max_calls,
+                .slots = slots,
+                .backend = backend,
+                .quality = (int)cfg->resampler_quality,
+                .bitrate = (int)cfg->record_bitrate,
+                .test_delay_us = (uint32_t)cfg->record_test_delay_us,
+                .metrics = metrics,
+            };
+            if ((rc = vb_recorder_create(&l->rec, &rcfg)) != 0) {
+                vb_log_error(NULL, "cannot create the recorder",
+                             "lane=%u err=%s", i, vb_err_name(rc));
+                return rc;
+            }
+        }
         vb_twilio_stream_config_t tc = {
             .lane = (int)i,
             .nlanes = ls->n,
@@ -190,6 +247,8 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
             .rest_account_sid = cfg->twilio_account_sid,
             .rest_auth_token = cfg->twilio_auth_token,
             .rest_tls = ls->rest_tls,
+            .record = vb_recorder_chan(l->rec),
+            .record_reserve = VB_RECORDER_RESERVE,
         };
         if ((rc = vb_twilio_stream_create(&l->tw, &tc)) != 0) {
             vb_log_error(NULL, "cannot create the twilio-io stage",
@@ -208,7 +267,8 @@ static int lanes_start(lanes_t *ls)
 {
     for (uint32_t i = 0; i < ls->n; i++) {
         lane_t *l = &ls->l[i];
-        if (vb_gemini_stage_start(l->gm) != 0 ||
+        if ((l->rec != NULL && vb_recorder_start(l->rec) != 0) ||
+            vb_gemini_stage_start(l->gm) != 0 ||
             vb_dsp_stage_start(l->dsp) != 0 ||
             vb_twilio_stream_start(l->tw) != 0)
             return VB_ESYS;
@@ -225,6 +285,7 @@ static void lanes_stop(lanes_t *ls)
 {
     for (uint32_t i = 0; ls->l != NULL && i < ls->n; i++) {
         vb_twilio_stream_stop(ls->l[i].tw);
+        vb_recorder_stop(ls->l[i].rec); /* after its producer */
         vb_dsp_stage_stop(ls->l[i].dsp);
         vb_gemini_stage_stop(ls->l[i].gm);
     }
@@ -239,6 +300,7 @@ static void lanes_destroy(lanes_t *ls)
     ls->ingress = NULL;
     for (uint32_t i = 0; i < ls->n; i++) {
         vb_twilio_stream_destroy(ls->l[i].tw);
+        vb_recorder_destroy(ls->l[i].rec);
         vb_dsp_stage_destroy(ls->l[i].dsp);
         vb_gemini_stage_destroy(ls->l[i].gm);
         vb_lane_chans_destroy(&ls->l[i].ch);
@@ -330,6 +392,13 @@ static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g,
                      "SIGHUP: assistants file refused, the previous "
                      "set stays",
                      "why=%s calls=%lld", err, calls);
+}
+
+/* POST /test/audio, on the ingress thread. */
+static int test_audio(void *ud, const char *body, size_t len, char **json,
+                      size_t *json_len)
+{
+    return vb_audio_check_run(ud, body, len, json, json_len);
 }
 
 /* ---- main ---- */
@@ -603,6 +672,18 @@ int main(int argc, char **argv)
     if ((rc = assistants_create(&cfg, &assistants)) != 0)
         goto out;
     reload_assistants = assistants;
+    if (*cfg.record_dir == '\0') {
+        vb_assistants_t *rs = vb_assistant_store_get(assistants);
+        for (size_t i = 0; i < vb_assistants_count(rs); i++) {
+            const vb_assistant_t *a = vb_assistants_at(rs, i);
+            if (a != NULL && a->record)
+                vb_log_warn(NULL,
+                            "assistant asks for recording but --record-dir "
+                            "is not set: its calls are not recorded",
+                            "assistant=%s", a->name);
+        }
+        vb_assistants_unref(rs);
+    }
     const char *no_rest = transfer_without_rest(&cfg, assistants);
     if (no_rest != NULL) {
         fprintf(stderr,
@@ -618,12 +699,17 @@ int main(int argc, char **argv)
                 vb_strerror(rc));
         goto out;
     }
+    vb_audio_check_config_t check = {.max_ms = 0};
+    vb_resampler_backend_parse(cfg.resampler, &check.dsp.backend);
+    check.dsp.quality = (int)cfg.resampler_quality;
     vb_ingress_opts_t io = {
         .cfg = &cfg,
         .metrics = metrics,
         .stream_key = &key,
         .lanes = lanes.sinks,
         .assistants = assistants,
+        .test_audio = test_audio,
+        .test_audio_ud = &check,
     };
     if ((rc = vb_ingress_create(&io, &ingress)) != 0) {
         fprintf(stderr, "voxbridge: cannot start the HTTP listener: %s\n",

@@ -39,6 +39,11 @@
  * once the audio before it has played. */
 #define VB_MSG_HANGUP_TRANSFER 2u
 
+/* vb_msg_t.flags of AUDIO on the channel to the recorder (dsp/recorder.h):
+ * whose audio it is. */
+#define VB_MSG_REC_CALLER 1u /* the caller's, as Twilio sent it */
+#define VB_MSG_REC_MODEL  2u /* the model's, as sent to Twilio */
+
 typedef enum vb_msg_kind {
 #define VB__MSG_KIND(name) VB_MSG_##name,
     VB_MSG_KIND_MAP(VB__MSG_KIND)

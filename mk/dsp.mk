@@ -12,3 +12,5 @@ $(BUILD)/tests/test_dsp_tool: | $(BUILD)/vb-dsp
 .PHONY: bench-dsp
 bench-dsp: $(BUILD)/bench_dsp
 	$(BUILD)/bench_dsp
+# The call recorder (tests/test_recorder.c): its own thread, fed by the test.
+THREADED_TESTS += test_recorder

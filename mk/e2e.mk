@@ -18,3 +18,6 @@ THREADED_TESTS += test_e2e_ops
 # HTTP tools and transfer through the real binaries (tests/test_e2e_tools.c):
 # a threaded business app in the test, concurrent tool requests.
 THREADED_TESTS += test_e2e_tools
+# Call recording (tests/test_e2e_record.c): the file against what vb-sim
+# sent and heard, a SIGKILL, a recorder slowed on purpose.
+THREADED_TESTS += test_e2e_record

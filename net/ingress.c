@@ -38,12 +38,13 @@ enum route {
     R_READYZ,
     R_METRICS,
     R_SYSTEM,
+    R_AUDIO,
     R_OTHER,
     R_COUNT
 };
 static const char *const route_names[R_COUNT] = {
-    "voice",  "status",  "stream",      "healthz",
-    "readyz", "metrics", "test_system", "other"};
+    "voice",   "status",      "stream",     "healthz", "readyz",
+    "metrics", "test_system", "test_audio", "other"};
 
 static const int codes[] = {101, 200, 204, 400, 403, 404, 405,
                             408, 413, 415, 426, 431, 500, 503};
@@ -97,6 +98,9 @@ struct vb_ingress {
     size_t n_shared;
     char *stream_base; /* its ws(s):// form, or NULL */
     bool admin_split;
+    int (*test_audio)(void *ud, const char *body, size_t len, char **json,
+                      size_t *json_len);
+    void *test_audio_ud;
     uint64_t started_ns;
 
     /* Shared with other threads. Relaxed: plain counters and a flag, no
@@ -640,6 +644,8 @@ static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
         return adminish ? R_METRICS : R_OTHER;
     if (path_is(req, "/test/system"))
         return adminish ? R_SYSTEM : R_OTHER;
+    if (path_is(req, "/test/audio"))
+        return adminish && g->test_audio != NULL ? R_AUDIO : R_OTHER;
     if (admin && g->admin_split)
         return R_OTHER;
     if (path_is_or_slash(req, g->cfg->webhook_path))
@@ -1504,6 +1510,48 @@ static void route_system(vb_ingress_t *g, const vb_http_req_t *req,
     cors(g, resp);
 }
 
+/* POST /test/audio: the audio through the calls' DSP path, here on the
+ * ingress loop; bounded by --max-body-bytes and VB_AUDIO_CHECK_MAX_MS. */
+static void route_audio(vb_ingress_t *g, const vb_http_req_t *req,
+                        vb_http_resp_t *resp)
+{
+    if (req->method == HTTP_OPTIONS) {
+        resp->status = 204;
+        vb_http_resp_header(resp, "Allow", "POST, OPTIONS");
+        if (*g->cfg->cors_origin) {
+            cors(g, resp);
+            vb_http_resp_header(resp, "Access-Control-Allow-Methods",
+                                "POST, OPTIONS");
+            vb_http_resp_header(resp, "Access-Control-Allow-Headers",
+                                "Content-Type");
+            vb_http_resp_header(resp, "Access-Control-Max-Age", "600");
+        }
+        return;
+    }
+    if (req->method != HTTP_POST) {
+        method_not_allowed(resp, "POST, OPTIONS");
+        return;
+    }
+    char *json = NULL;
+    size_t n = 0;
+    int status = g->test_audio(g->test_audio_ud, req->body ? req->body : "",
+                               req->body_len, &json, &n);
+    if (json == NULL) {
+        set_text(resp, 500, "out of memory\n");
+        return;
+    }
+    if (status != 200) {
+        VB_LOG_RATELIMITED(VB_LOG_INFO, 1000, NULL, "test audio refused",
+                           "status=%d answer=%.*s peer=%s", status,
+                           (int)(n < 200 ? n : 200), json, req->peer);
+    }
+    resp->status = status;
+    resp->content_type = "application/json";
+    resp->body_owned = json;
+    resp->body_len = n;
+    cors(g, resp);
+}
+
 static void route_metrics(vb_ingress_t *g, const vb_http_req_t *req,
                           vb_http_resp_t *resp)
 {
@@ -1583,6 +1631,9 @@ static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
         break;
     case R_SYSTEM:
         route_system(g, req, resp);
+        break;
+    case R_AUDIO:
+        route_audio(g, req, resp);
         break;
     default:
         set_text(resp, 404, "not found\n");
@@ -1891,6 +1942,8 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     g->nlanes = c->lanes > 0 ? (uint32_t)c->lanes : 1;
     g->verify = *c->twilio_auth_token != '\0';
     g->admin_split = *c->metrics_listen != '\0';
+    g->test_audio = o->test_audio;
+    g->test_audio_ud = o->test_audio_ud;
     g->started_ns = vb_clock_now_ns();
     atomic_init(&g->drain_phase, DRAIN_NONE);
     atomic_init(&g->pending_shared, 0);
@@ -2000,16 +2053,18 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
                     (long long)c->min_body_rate);
         if (g->admin_split || c->admin_on_public)
             vb_log_info(NULL, "admin endpoints served",
-                        "paths=/metrics,/test/system on=%s%s%s",
+                        "paths=/metrics,/test/system%s on=%s%s%s",
+                        g->test_audio != NULL ? ",/test/audio" : "",
                         g->admin_split ? c->metrics_listen : "",
                         g->admin_split && c->admin_on_public ? "," : "",
                         c->admin_on_public ? c->listen : "");
         else
-            vb_log_info(NULL,
-                        "admin endpoints not served: /metrics and "
-                        "/test/system need --metrics-listen (or "
-                        "--admin-on-public)",
-                        NULL);
+            vb_log_info(
+                NULL,
+                "admin endpoints not served: /metrics, "
+                "/test/system and /test/audio need --metrics-listen (or "
+                "--admin-on-public)",
+                NULL);
     }
     if (!g->verify)
         vb_log_warn(NULL,

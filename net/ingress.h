@@ -3,7 +3,8 @@
  * The ingress thread: the public HTTP listener (and an optional admin one)
  * serving Twilio's voice webhook (TwiML), call-status callbacks,
  * /healthz, /readyz, the Media Streams WebSocket upgrade, whose socket it
- * hands to a lane, and the admin endpoints /metrics and /test/system:
+ * hands to a lane, and the admin endpoints /metrics, /test/system and
+ * /test/audio:
  * those only on the admin listener (--metrics-listen), and on the public
  * one only with --admin-on-public (404 there otherwise).
  *
@@ -108,6 +109,12 @@ typedef struct vb_ingress_opts {
     vb_assistant_store_t *assistants;
     /* Tests and the fuzzer: do not bind any listener. */
     bool no_listen;
+    /* POST /test/audio (admin, like /test/system; CORS the same): runs the
+     * body on the ingress thread and returns the HTTP status with a
+     * malloc'd JSON answer (dsp/audio_check.h). NULL: 404. */
+    int (*test_audio)(void *ud, const char *body, size_t len, char **json,
+                      size_t *json_len);
+    void *test_audio_ud;
 } vb_ingress_opts_t;
 
 typedef struct vb_ingress vb_ingress_t;

@@ -196,7 +196,7 @@ struct vb_twilio_stream {
     vb_metric_t m_calls, m_active, m_frames_in, m_frames_out, m_marks_sent,
         m_marks_echoed, m_clears, m_seq_gaps, m_out_dropped, m_stale, m_lat_out,
         m_lat_in, m_barge, m_in_dropped, m_throttled, m_preauth,
-        m_sig_unverified, m_response, m_duration;
+        m_sig_unverified, m_response, m_duration, m_rec_dropped;
     pthread_mutex_t stats_mu;
     vb_twilio_call_stats_t last;
     uint64_t ended;
@@ -296,6 +296,38 @@ static void in_push(call_t *c, uint8_t kind, uint8_t flags, const void *data,
 
 /* ---- errors ---- */
 
+/* A copy for the recorder, never waiting for it: audio only while the
+ * channel keeps its reserve for call events, else dropped (counted). */
+static void rec_push(call_t *c, uint8_t kind, uint8_t flags, const void *data,
+                     size_t len, uint64_t t_pos)
+{
+    vb_twilio_stream_t *s = c->s;
+    vb_chan_t *ch = s->cfg.record;
+    if (ch == NULL)
+        return;
+    if (kind == VB_MSG_AUDIO) {
+        while (len > 0) {
+            size_t k = len < ch->data_max ? len : ch->data_max;
+            if (vb_chan_room(ch) <= s->cfg.record_reserve ||
+                vb_chan_send(ch, kind, flags, c->id, 0, t_pos, data, k) != 0) {
+                vb_chan_full(ch);
+                vb_metrics_counter_add(s->st.shard, s->m_rec_dropped, 1);
+                return;
+            }
+            data = (const uint8_t *)data + k;
+            len -= k;
+            t_pos += k * NS_PER_MULAW_BYTE;
+        }
+        return;
+    }
+    if (vb_chan_send(ch, kind, flags, c->id, 0, t_pos, data, len) != 0) {
+        vb_metrics_counter_add(s->st.shard, s->m_rec_dropped, 1);
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, call_label(c),
+                           "recorder behind, call event dropped", "kind=%s",
+                           vb_msg_kind_name(kind));
+    }
+}
+
 static void count_error(call_t *c, int e, const char *field)
 {
     vb_twilio_stream_t *s = c->s;
@@ -368,6 +400,7 @@ static void send_media(call_t *c)
     }
     uint64_t begin = c->play_end_ns > now ? c->play_end_ns : now;
     c->play_end_ns = begin + n * NS_PER_MULAW_BYTE;
+    rec_push(c, VB_MSG_AUDIO, VB_MSG_REC_MODEL, c->batch, n, begin);
 }
 
 static void send_mark(call_t *c, const char *name, size_t len)
@@ -414,6 +447,7 @@ static void send_clear(call_t *c, uint64_t t_origin)
         c->stats.bytes_cleared += (c->play_end_ns - now) / NS_PER_MULAW_BYTE;
     }
     c->play_end_ns = now;
+    rec_push(c, VB_MSG_CLEAR, 0, NULL, 0, now);
     c->clear_gen++;
     c->stats.clears++;
     vb_metrics_counter_add(s->st.shard, s->m_clears, 1);
@@ -638,6 +672,7 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
     c->rate_t_ns = 0; /* a full bucket: clamped to RATE_BURST on use */
     c->opened = true;
     in_push(c, VB_MSG_CALL_OPEN, 0, &open, sizeof open, vb_clock_now_ns());
+    rec_push(c, VB_MSG_CALL_OPEN, 0, &open, sizeof open, c->started_ns);
     vb_metrics_counter_add(s->st.shard, s->m_calls, 1);
     vb_metrics_gauge_add(s->st.shard, s->m_active, 1);
     if (s->cfg.calls_changed != NULL)
@@ -671,6 +706,13 @@ static size_t media_take(call_t *c, const vb_twilio_msg_t *m, uint8_t *dst,
     return n;
 }
 
+/* Where a media message's audio sits on the call's timeline: the stream
+ * start plus its Twilio timestamp. */
+static uint64_t rec_caller_pos(const call_t *c, const vb_twilio_msg_t *m)
+{
+    return c->started_ns + m->media.timestamp_ms * VB_NS_PER_MS;
+}
+
 static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
 {
     vb_twilio_stream_t *s = c->s;
@@ -700,6 +742,8 @@ static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
             size_t n = media_take(c, m, o->data, ch->data_max, t_origin);
             if (n == 0)
                 return;
+            rec_push(c, VB_MSG_AUDIO, VB_MSG_REC_CALLER, o->data, n,
+                     rec_caller_pos(c, m));
             o->len = (uint16_t)n;
             c->seq_in++;
             vb_chan_end(ch, o);
@@ -711,6 +755,8 @@ static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
         /* The spill is full: in_push() below counts the drop. */
     }
     size_t n = media_take(c, m, c->audio, c->audio_cap, t_origin);
+    rec_push(c, VB_MSG_AUDIO, VB_MSG_REC_CALLER, c->audio, n,
+             rec_caller_pos(c, m));
     size_t max = ch->data_max;
     for (size_t off = 0; off < n; off += max) {
         size_t k = n - off < max ? n - off : max;
@@ -1110,6 +1156,8 @@ static void call_end(call_t *c, const char *reason)
     else if (c->transferring && strcmp(reason, "stop") == 0)
         reason = "transferred";
     in_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason), vb_clock_now_ns());
+    rec_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason),
+             vb_clock_now_ns());
     sid_remember(s, c->label);
     vb_metrics_gauge_add(s->st.shard, s->m_active, -1);
     for (int i = 0; outcomes[i] != NULL; i++)
@@ -1682,6 +1730,10 @@ static int add_series(vb_twilio_stream_t *s)
     ADD(VB_METRIC_HISTOGRAM_LONG, "vb_call_duration_seconds",
         "Duration of calls from `start` to their end, any outcome.", NULL,
         &s->m_duration);
+    ADD(VB_METRIC_COUNTER, "vb_recording_dropped_frames_total",
+        "Audio frames (and call events) left out of recordings because the "
+        "recorder was behind; the call's own audio is never held for it.",
+        NULL, &s->m_rec_dropped);
     ADD(VB_METRIC_HISTOGRAM, "vb_barge_in_seconds",
         "Time from the model's interruption to `clear` written to Twilio.",
         NULL, &s->m_barge);
@@ -1702,6 +1754,8 @@ int vb_twilio_stream_create(vb_twilio_stream_t **out,
         cfg->lane > VB_TWILIO_TOKEN_MAX_LANE ||
         (cfg->max_message != 0 && cfg->max_message < 1024) ||
         cfg->in_to_dsp->data_max < sizeof(vb_msg_open_t) ||
+        (cfg->record != NULL &&
+         cfg->record->data_max < sizeof(vb_msg_open_t)) ||
         cfg->conn_in->data_max < sizeof(vb_msg_conn_t))
         return VB_EINVAL;
     int rc = VB_ENOMEM;
@@ -1734,7 +1788,9 @@ int vb_twilio_stream_create(vb_twilio_stream_t **out,
         out_on[VB_MSG_CLEAR] = out_on[VB_MSG_HANGUP] = out_one;
     if ((rc = vb_stage_listen(&s->st, cfg->conn_in, conn_on)) != 0 ||
         (rc = vb_stage_listen(&s->st, cfg->out_from_dsp, out_on)) != 0 ||
-        (rc = vb_stage_produce(&s->st, cfg->in_to_dsp)) != 0)
+        (rc = vb_stage_produce(&s->st, cfg->in_to_dsp)) != 0 ||
+        (cfg->record != NULL &&
+         (rc = vb_stage_produce(&s->st, cfg->record)) != 0))
         goto fail;
     s->st.after_drain = out_drained;
     vb_chan_on_pressure(cfg->in_to_dsp, in_pressure, s);

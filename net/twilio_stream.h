@@ -136,6 +136,14 @@ typedef struct vb_twilio_stream_config {
     const char *rest_auth_token;
     vb_tls_config_t *rest_tls;
     uint32_t hangup_grace_ms; /* 0 = 3000 */
+    /* Optional: the recorder's channel (dsp/recorder.h says what goes on
+     * it). Caller audio as admitted, model audio as sent with when it
+     * plays, clears and the call's open and close are copied there; audio
+     * only while more than `record_reserve` slots are free, else dropped
+     * and counted in vb_recording_dropped_frames_total: the call's audio
+     * never waits for the recorder. Produced here (data_max >= 192). */
+    vb_chan_t *record;
+    uint32_t record_reserve;
 } vb_twilio_stream_config_t;
 
 typedef struct vb_twilio_stream vb_twilio_stream_t;

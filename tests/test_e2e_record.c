@@ -1,0 +1,542 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Call recording through the real binaries (tests/e2e.h): voxbridge with
+ * --record-dir writes <CallSid>.opus, decoded here with libopusfile and
+ * brought to 8 kHz with the project's resampler, then checked against what
+ * vb-sim sent (left) and heard (right): stereo, 16 kHz input, as long as
+ * the call, both channels correlated after alignment, barge-in-cleared
+ * audio absent; a SIGKILL leaves a file playable up to near the kill; a
+ * recorder slowed on purpose drops recording frames, never call audio.
+ */
+#include <dirent.h>
+#include <opus/opusfile.h>
+#include <sys/stat.h>
+
+#include "core/b64.h"
+#include "dsp/resampler.h"
+#include "tests/e2e.h"
+
+typedef struct rec {
+    int16_t *ch[2]; /* 8 kHz, left then right */
+    size_t n;       /* samples per channel */
+    int channels;
+    uint32_t input_rate;
+    char sid[64];
+} rec_t;
+
+/* The one .opus file in `dir` (its CallSid in r->sid); fails if none. */
+static void rec_find(const char *dir, char *path, size_t n, rec_t *r)
+{
+    DIR *d = opendir(dir);
+    ASSERT_NOT_NULL(d);
+    struct dirent *e;
+    int found = 0;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len > 5 && strcmp(e->d_name + len - 5, ".opus") == 0) {
+            snprintf(path, n, "%s/%s", dir, e->d_name);
+            snprintf(r->sid, sizeof(r->sid), "%.*s", (int)(len - 5), e->d_name);
+            found++;
+        }
+    }
+    closedir(d);
+    if (found != 1)
+        vb_test_fail(__FILE__, __LINE__, "%d recordings in %s", found, dir);
+}
+
+/* Decodes a recording (as far as it is readable) into two 8 kHz
+ * channels. */
+static void rec_decode(const char *path, rec_t *r)
+{
+    int err = 0;
+    OggOpusFile *of = op_open_file(path, &err);
+    if (of == NULL)
+        vb_test_fail(__FILE__, __LINE__, "op_open_file(%s): %d", path, err);
+    const OpusHead *h = op_head(of, -1);
+    r->channels = h->channel_count;
+    r->input_rate = h->input_sample_rate;
+    size_t cap = 48000 * 10, n48 = 0;
+    int16_t *pcm = malloc(cap * 2 * sizeof(int16_t));
+    ASSERT_NOT_NULL(pcm);
+    for (;;) {
+        if (n48 + 5760 > cap) {
+            cap *= 2;
+            pcm = realloc(pcm, cap * 2 * sizeof(int16_t));
+            ASSERT_NOT_NULL(pcm);
+        }
+        int k = op_read_stereo(of, pcm + 2 * n48, 5760 * 2);
+        if (k == OP_HOLE)
+            continue;
+        if (k <= 0)
+            break; /* the end, or a truncated last page */
+        n48 += (size_t)k;
+    }
+    op_free(of);
+    vb_resampler_config_t rc = {VB_RESAMPLER_SPEEXDSP,
+                                VB_RESAMPLER_QUALITY_DEFAULT, 48000, 8000};
+    int16_t *mono = malloc((n48 + 1) * sizeof(int16_t));
+    ASSERT_NOT_NULL(mono);
+    for (int c = 0; c < 2; c++) {
+        vb_resampler_t *rs;
+        ASSERT_EQ(vb_resampler_create(&rs, &rc), 0);
+        for (size_t i = 0; i < n48; i++)
+            mono[i] = pcm[2 * i + (size_t)c];
+        r->ch[c] = malloc((n48 / 6 + 8) * sizeof(int16_t));
+        ASSERT_NOT_NULL(r->ch[c]);
+        size_t got = 0;
+        ASSERT_EQ(
+            vb_resampler_process(rs, mono, n48, r->ch[c], n48 / 6 + 8, &got),
+            0);
+        r->n = got;
+        vb_resampler_destroy(rs);
+    }
+    free(mono);
+    free(pcm);
+}
+
+static void rec_free(rec_t *r)
+{
+    free(r->ch[0]);
+    free(r->ch[1]);
+}
+
+/* Best correlation of a and b, either leading, within max_lag samples. */
+static double xcorr2(const int16_t *a, size_t na, const int16_t *b, size_t nb,
+                     size_t max_lag, long *lag)
+{
+    size_t l1 = 0, l2 = 0;
+    double c1 = best_xcorr(a, na, b, nb, max_lag, &l1);
+    double c2 = best_xcorr(b, nb, a, na, max_lag, &l2);
+    *lag = c1 >= c2 ? (long)l1 : -(long)l2;
+    return c1 >= c2 ? c1 : c2;
+}
+
+static const char *rec_dir(const rig_t *r)
+{
+    const char *d = path_in(r, "rec");
+    mkdir(d, 0755);
+    return d;
+}
+
+/* Loud 20 ms blocks (RMS > 300): how many, and the last one. */
+static size_t loud_blocks(const int16_t *s, size_t n, size_t *last)
+{
+    size_t k = 0;
+    *last = 0;
+    for (size_t b = 0; b < n / FRAME; b++)
+        if (block_rms(s, n, b) > 300) {
+            k++;
+            *last = b;
+        }
+    return k;
+}
+
+/* The flags byte of the last Ogg page in `path`: 0x04 is end-of-stream. */
+static int last_page_flags(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    ASSERT_NOT_NULL(f);
+    static uint8_t buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    int flags = -1;
+    for (size_t i = 0; i + 27 <= n; i++)
+        if (memcmp(buf + i, "OggS", 4) == 0 && buf[i + 4] == 0)
+            flags = buf[i + 5];
+    return flags;
+}
+
+TEST_T(recorded_call_is_stereo_caller_left_heard_right_as_long_as_the_call, 120)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *speech = path_in(&r, "speech.wav");
+    const char *heard = path_in(&r, "heard.wav");
+    const char *dir = rec_dir(&r);
+    make_speech(&r, "Hello, this call is recorded in stereo by the bridge",
+                speech);
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r, (const char *const[]){"--record-dir", dir, NULL}, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, speech, heard,
+              (const char *const[]){"--tail", "5", NULL});
+    char *out = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    assert_nothing_lost(m);
+
+    char path[600];
+    rec_t rec;
+    memset(&rec, 0, sizeof(rec));
+    rec_find(dir, path, sizeof(path), &rec);
+    ASSERT_STR_CONTAINS(out, rec.sid); /* named after the CallSid */
+    ASSERT_STR_CONTAINS(vblog, "msg=\"recording finished\"");
+    rec_decode(path, &rec);
+    ASSERT_EQ(rec.channels, 2);
+    ASSERT_EQ(rec.input_rate, 16000);
+
+    /* As long as the call: the stream ran frames_sent ticks of 20 ms. */
+    double call_s = (double)field(out, "frames_sent") * 0.02;
+    double rec_s = (double)rec.n / 8000.0;
+    printf("  call %.3f s, recording %.3f s\n", call_s, rec_s);
+    ASSERT_NEAR(rec_s, call_s, 0.1);
+
+    /* Left: what the caller said; right: what the caller heard. */
+    size_t ns, nh;
+    int16_t *said = read_wav(speech, &ns);
+    int16_t *got = read_wav(heard, &nh);
+    long lag_l = 0, lag_r = 0;
+    double cl = xcorr2(said, ns, rec.ch[0], rec.n, 4000, &lag_l);
+    double cr = xcorr2(got, nh, rec.ch[1], rec.n, 4000, &lag_r);
+    printf("  left~said %.3f at %ld, right~heard %.3f at %ld samples\n", cl,
+           lag_l, cr, lag_r);
+    if (cl < 0.8 || cr < 0.8)
+        vb_test_fail(__FILE__, __LINE__,
+                     "correlation left %.3f right %.3f < 0.8\n%s", cl, cr, out);
+    /* Both on the call's timeline: the caller's words start where they
+     * were sent (the first tick, 20 ms in), the echo where it played. */
+    ASSERT_LT(labs(lag_l - 160), 400);
+    ASSERT_LT(labs(lag_r), 400);
+    /* The two channels are not the same signal: the caller's speech ends
+     * before the echo (which comes after it) is heard. */
+    size_t last_l, last_r;
+    ASSERT_GT(loud_blocks(rec.ch[0], rec.n, &last_l), 20);
+    ASSERT_GT(loud_blocks(rec.ch[1], rec.n, &last_r), 20);
+    ASSERT_GT(last_r, last_l);
+
+    ASSERT_GT(msum(m, "vb_recording_bytes_total", NULL), 1000);
+    ASSERT_EQ(msum(m, "vb_recording_files_total", NULL), 1);
+    ASSERT_EQ(msum(m, "vb_recording_dropped_frames_total", NULL), 0);
+    ASSERT_EQ(msum(m, "vb_recording_errors_total", NULL), 0);
+    struct stat st;
+    ASSERT_EQ(stat(path, &st), 0);
+    rec_free(&rec);
+    free(said);
+    free(got);
+    free(m);
+    free(vblog);
+    free(out);
+}
+
+TEST_T(barge_in_cleared_audio_is_not_in_the_recording, 120)
+{
+    rig_t r;
+    rig_init(&r);
+    /* As test_e2e's barge-in case: the model starts an 8 s answer at
+     * about 1.5 s, the caller talks over it from 2.5 s, and hangs up at
+     * 5.3 s. Most of the answer was sent and never heard. */
+    const char *audio = path_in(&r, "caller.wav");
+    const char *heard = path_in(&r, "heard.wav");
+    const char *dir = rec_dir(&r);
+    make_sox(audio, "synth 1 sine 300 vol 0.5 pad 0 1.5 : synth 2.5 sine "
+                    "300 vol 0.5");
+    rig_fake(&r, (const char *const[]){"--mode", "tone", "--tone-ms", "8000",
+                                       "--tone-hz", "1000", NULL});
+    rig_vb(&r, (const char *const[]){"--record-dir", dir, NULL}, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, heard,
+              (const char *const[]){"--tail", "0.3", NULL});
+    char *out = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    ASSERT_GE(field(out, "clears"), 1);
+    ASSERT_GT(field(out, "bytes_cleared"), 4000); /* half a second unheard */
+
+    char path[600];
+    rec_t rec;
+    memset(&rec, 0, sizeof(rec));
+    rec_find(dir, path, sizeof(path), &rec);
+    rec_decode(path, &rec);
+    size_t nh;
+    int16_t *got = read_wav(heard, &nh);
+    size_t last_h, last_r;
+    size_t loud_h = loud_blocks(got, nh, &last_h);
+    size_t loud_r = loud_blocks(rec.ch[1], rec.n, &last_r);
+    printf("  heard %zu loud blocks (last %.2f s), recorded %zu (last %.2f "
+           "s)\n",
+           loud_h, last_h * 0.02, loud_r, last_r * 0.02);
+    ASSERT_GT(loud_h, 10);
+    /* The answer is recorded as heard: until the clear, not a block of
+     * what was cleared (a frame of slack each way for the playout
+     * estimate). */
+    ASSERT_GT(field(out, "bytes_received") / FRAME, (long long)loud_r + 20);
+    ASSERT_LE(last_r, last_h + 3);
+    ASSERT_LE(loud_r, loud_h + 3);
+    ASSERT_GE(loud_r + 3, loud_h);
+    long lag = 0;
+    double cr = xcorr2(got, nh, rec.ch[1], rec.n, 4000, &lag);
+    printf("  right~heard %.3f at %ld\n", cr, lag);
+    ASSERT_DBL_OP(cr, >=, 0.8);
+    rec_free(&rec);
+    free(got);
+    free(m);
+    free(vblog);
+    free(out);
+}
+
+TEST_T(sigkill_mid_call_leaves_a_recording_playable_up_to_near_the_kill, 120)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    const char *dir = rec_dir(&r);
+    make_sox(audio, "synth 20 sine 440 vol 0.5");
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r, (const char *const[]){"--record-dir", dir, NULL}, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--tail", "1", NULL});
+    char *text;
+    proc_wait_log(r.vb_log, "msg=\"recording started\"", r.vb, proc_ms(15000),
+                  &text);
+    free(text);
+    uint64_t t0 = vb_clock_now_ns();
+    /* Let the call run about 5 s, then kill voxbridge outright. */
+    while (vb_clock_now_ns() - t0 < 5 * VB_NS_PER_SEC)
+        usleep(20000);
+    kill(r.vb, SIGKILL);
+    double ran_s = (double)(vb_clock_now_ns() - t0) / 1e9;
+    proc_reap(r.vb, proc_ms(10000));
+    proc_reap(s.pid, proc_ms(30000)); /* its stream was cut: it fails */
+    rig_stop(&r);
+
+    char path[600];
+    rec_t rec;
+    memset(&rec, 0, sizeof(rec));
+    rec_find(dir, path, sizeof(path), &rec);
+    ASSERT_EQ(last_page_flags(path) & 0x04, 0); /* cut short, no EOS */
+    rec_decode(path, &rec);
+    double rec_s = (double)rec.n / 8000.0;
+    printf("  killed after %.2f s: %.2f s of recording decode\n", ran_s, rec_s);
+    ASSERT_EQ(rec.channels, 2);
+    /* Pages go out at least every second of audio, 250 ms behind real
+     * time; a kill loses at most that. */
+    ASSERT_DBL_OP(rec_s, >=, ran_s - 2.0);
+    ASSERT_DBL_OP(rec_s, <=, ran_s + 0.5);
+    /* And what decodes is the caller's tone. */
+    size_t last;
+    ASSERT_GT(loud_blocks(rec.ch[0], rec.n, &last), (size_t)(rec_s * 40));
+    rec_free(&rec);
+}
+
+TEST_T(a_recorder_falling_behind_drops_recording_frames_never_call_audio, 120)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *speech = path_in(&r, "speech.wav");
+    const char *heard = path_in(&r, "heard.wav");
+    const char *dir = rec_dir(&r);
+    make_speech(&r, "A slow disk must never hold up the call audio", speech);
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    /* 64 slots and 20 ms per message: the recorder takes 50 messages a
+     * second of the 100 a call sends it. */
+    rig_vb(&r,
+           (const char *const[]){"--record-dir", dir, "--record-queue", "64",
+                                 "--record-test-delay-us", "20000", NULL},
+           NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, speech, heard,
+              (const char *const[]){"--tail", "5", NULL});
+    char *out = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    assert_nothing_lost(m);
+
+    /* Every frame the caller sent reached the model, and the echo was
+     * heard whole. */
+    long long sent = field(out, "frames_sent");
+    ASSERT_EQ(msum(m, "vb_twilio_media_in_total", NULL), (double)sent);
+    const char *sum = strstr(vblog, "msg=\"call summary\"");
+    ASSERT_NOT_NULL(sum);
+    ASSERT_EQ(field(sum, "frames_in"), sent);
+    size_t ns, nh, lag = 0;
+    int16_t *said = read_wav(speech, &ns);
+    int16_t *got = read_wav(heard, &nh);
+    double c = best_xcorr(said, ns, got, nh, nh - ns / 2, &lag);
+    printf("  echo %.3f; recording frames dropped %.0f\n", c,
+           msum(m, "vb_recording_dropped_frames_total", NULL));
+    ASSERT_DBL_OP(c, >=, 0.8);
+    /* The recorder could not keep up, and said so. */
+    ASSERT_GT(msum(m, "vb_recording_dropped_frames_total", NULL), 50);
+    /* Its file is still a valid recording of the whole call. */
+    char path[600];
+    rec_t rec;
+    memset(&rec, 0, sizeof(rec));
+    rec_find(dir, path, sizeof(path), &rec);
+    rec_decode(path, &rec);
+    ASSERT_EQ(rec.channels, 2);
+    ASSERT_NEAR((double)rec.n / 8000.0, (double)sent * 0.02, 0.1);
+    rec_free(&rec);
+    free(said);
+    free(got);
+    free(m);
+    free(vblog);
+    free(out);
+}
+
+/* POST /test/audio on voxbridge's admin listener, with CORS. */
+static int post_audio(int port, const char *body, tc_resp_t *resp)
+{
+    size_t n = strlen(body);
+    char *req = malloc(n + 512);
+    ASSERT_NOT_NULL(req);
+    sprintf(req,
+            "POST /test/audio HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Origin: https://app.example\r\nContent-Type: application/json\r\n"
+            "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+            n, body);
+    int st = tc_request(port, req, resp, proc_ms(10000));
+    free(req);
+    return st;
+}
+
+TEST_T(test_audio_on_the_admin_listener_answers_json_with_cors, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r,
+           (const char *const[]){"--cors-origin", "https://app.example", NULL},
+           NULL);
+    /* 1 s of a 440 Hz sine at half scale, as μ-law. */
+    int16_t pcm[8000];
+    uint8_t ul[8000];
+    for (int i = 0; i < 8000; i++)
+        pcm[i] = (int16_t)(16384 * sin(2 * M_PI * 440 * i / 8000.0));
+    for (int i = 0; i < 8000; i++) {
+        /* G.711 μ-law by its definition (the test does not borrow the
+         * server's codec). */
+        int s = pcm[i], sign = s < 0 ? 0x80 : 0;
+        if (s < 0)
+            s = -s;
+        s = (s > 32635 ? 32635 : s) + 0x84;
+        int exp = 7;
+        for (int m = 0x4000; (s & m) == 0 && exp > 0; m >>= 1)
+            exp--;
+        ul[i] = (uint8_t) ~(sign | exp << 4 | ((s >> (exp + 3)) & 0x0f));
+    }
+    char *a = malloc(vb_b64_encoded_len(sizeof(ul)) + 1);
+    a[vb_b64_encode(a, ul, sizeof(ul))] = '\0';
+    char *body = malloc(strlen(a) + 128);
+    sprintf(body,
+            "{\"audioData\":\"%s\",\"format\":\"mulaw\",\"sampleRate\":8000}",
+            a);
+    tc_resp_t resp;
+    char v[128];
+    ASSERT_EQ(post_audio(r.vb_admin_port, body, &resp), 200);
+    ASSERT_TRUE(
+        tc_header(resp.head, "Access-Control-Allow-Origin", v, sizeof(v)));
+    ASSERT_STR_EQ(v, "https://app.example");
+    cJSON *j = cJSON_Parse(resp.body);
+    ASSERT_NOT_NULL(j);
+    cJSON *in = cJSON_GetObjectItem(j, "input");
+    cJSON *ib = cJSON_GetObjectItem(j, "inbound");
+    ASSERT_NEAR(cJSON_GetNumberValue(cJSON_GetObjectItem(in, "duration_ms")),
+                1000, 1);
+    ASSERT_NEAR(cJSON_GetNumberValue(cJSON_GetObjectItem(in, "rms")),
+                0.5 / sqrt(2), 0.02);
+    ASSERT_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(ib, "samples")), 16000);
+    ASSERT_NOT_NULL(cJSON_GetObjectItem(j, "outbound"));
+    cJSON_Delete(j);
+    tc_free_resp(&resp);
+
+    /* A bad one: 400 with the reason, CORS all the same. */
+    ASSERT_EQ(post_audio(r.vb_admin_port,
+                         "{\"audioData\":\"AAAA\",\"format\":\"wav\"}", &resp),
+              400);
+    ASSERT_STR_CONTAINS(resp.body, "format");
+    ASSERT_TRUE(
+        tc_header(resp.head, "Access-Control-Allow-Origin", v, sizeof(v)));
+    tc_free_resp(&resp);
+    /* The preflight, the wrong method, the public listener. */
+    ASSERT_EQ(tc_request(r.vb_admin_port,
+                         "OPTIONS /test/audio HTTP/1.1\r\nHost: x\r\n"
+                         "Origin: https://app.example\r\n"
+                         "Connection: close\r\n\r\n",
+                         &resp, proc_ms(5000)),
+              204);
+    ASSERT_TRUE(
+        tc_header(resp.head, "Access-Control-Allow-Methods", v, sizeof(v)));
+    ASSERT_STR_CONTAINS(v, "POST");
+    tc_free_resp(&resp);
+    ASSERT_EQ(tc_request(r.vb_admin_port,
+                         "GET /test/audio HTTP/1.1\r\nHost: x\r\n"
+                         "Connection: close\r\n\r\n",
+                         &resp, proc_ms(5000)),
+              405);
+    tc_free_resp(&resp);
+    ASSERT_EQ(post_audio(r.vb_port, body, &resp), 404);
+    tc_free_resp(&resp);
+    /* Over --max-body-bytes (64 KiB): refused by the HTTP layer. */
+    char *huge = malloc(70000 + 64);
+    memset(huge, 'A', 70000);
+    huge[70000] = '\0';
+    char *hb = malloc(70000 + 128);
+    sprintf(hb, "{\"audioData\":\"%s\",\"format\":\"mulaw\"}", huge);
+    ASSERT_EQ(post_audio(r.vb_admin_port, hb, &resp), 413);
+    tc_free_resp(&resp);
+    free(hb);
+    free(huge);
+    char *m = metrics(&r);
+    ASSERT_GE(msum(m, "vb_http_requests_total", "route=\"test_audio\""), 3);
+    free(m);
+    free(body);
+    free(a);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    free(vblog);
+}
+
+TEST_T(a_drain_finishes_the_recording_with_its_end_of_stream_page, 120)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    const char *dir = rec_dir(&r);
+    make_sox(audio, "synth 15 sine 300 vol 0.4");
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r,
+           (const char *const[]){"--record-dir", dir, "--drain-timeout", "1",
+                                 NULL},
+           NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL, NULL);
+    char *text;
+    proc_wait_log(r.vb_log, "msg=\"recording started\"", r.vb, proc_ms(10000),
+                  &text);
+    free(text);
+    uint64_t t0 = vb_clock_now_ns();
+    while (vb_clock_now_ns() - t0 < 2 * VB_NS_PER_SEC)
+        usleep(20000);
+    kill(r.vb, SIGTERM);
+    ASSERT_EQ(proc_reap(r.vb, proc_ms(30000)), 0);
+    proc_reap(s.pid, proc_ms(30000));
+    char *out = proc_read_file(s.out);
+    char *vblog = proc_read_file(r.vb_log);
+    rig_stop(&r);
+    ASSERT_STR_CONTAINS(vblog, "outcome=shutdown");
+    ASSERT_STR_CONTAINS(vblog, "msg=\"recording finished\"");
+
+    char path[600];
+    rec_t rec;
+    memset(&rec, 0, sizeof(rec));
+    rec_find(dir, path, sizeof(path), &rec);
+    ASSERT_EQ(last_page_flags(path) & 0x04, 0x04);
+    rec_decode(path, &rec);
+    ASSERT_EQ(rec.channels, 2);
+    double rec_s = (double)rec.n / 8000.0;
+    double call_s = (double)field(out, "frames_sent") * 0.02;
+    printf("  drained: call %.2f s, recording %.2f s\n", call_s, rec_s);
+    ASSERT_NEAR(rec_s, call_s, 0.1);
+    size_t last;
+    ASSERT_GT(loud_blocks(rec.ch[0], rec.n, &last), (size_t)(rec_s * 40));
+    rec_free(&rec);
+    free(out);
+    free(vblog);
+}
