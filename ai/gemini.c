@@ -20,6 +20,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "ai/events.h"
+#include "ai/report.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -99,6 +101,10 @@ struct call {
     int64_t tokens;
     char tr[2][TRANSCRIPT_MAX]; /* 0 caller, 1 model */
     size_t tr_len[2];
+    /* The post-call report, with --events-url (else NULL): allocated with
+     * the call, filled as it runs, rendered once at CALL_CLOSE. */
+    vb_report_t *rep;
+    bool reported;
 };
 
 enum {
@@ -354,6 +360,10 @@ static void tr_flush(vb_gemini_stage_t *s, call_t *call, bool interrupted)
         const char *t = call->tr[who];
         while (*t == ' ')
             t++;
+        if (call->rep != NULL && call->open)
+            vb_report_line(call->rep,
+                           who == 0 ? VB_REPORT_CALLER : VB_REPORT_ASSISTANT,
+                           t, vb_clock_now_ns());
         if (s->transcript_dir != NULL)
             tr_write_file(s, call, roles[who], t);
         else
@@ -714,6 +724,40 @@ static void conn_ready(conn_t *c)
         abuf_flush(s, call);
 }
 
+/* ---- the post-call report (ai/report.h) ---- */
+
+/* A tool call answered at once (end_call, an unknown name). */
+static void report_tool(call_t *call, const vb_gemini_event_t *ev,
+                        const char *status)
+{
+    if (call->rep == NULL)
+        return;
+    uint64_t now = vb_clock_now_ns();
+    vb_report_tool_begin(call->rep, ev->id, ev->name, ev->text, now);
+    vb_report_tool_end(call->rep, ev->id, status, now);
+}
+
+/* Renders the call's report and hands it to the delivery thread, once.
+ * `cl` is the CALL_CLOSE payload, or NULL when the call goes without one
+ * (the stage stopping, its slot reused); then `why` is the reason. */
+static void report_finish(vb_gemini_stage_t *s, call_t *call,
+                          const vb_msg_close_t *cl, const char *why)
+{
+    if (call->rep == NULL || call->reported || !call->open)
+        return;
+    call->reported = true;
+    tr_flush(s, call, false);
+    call->rep->failure = call->fail;
+    size_t len = 0;
+    char *json = vb_report_render(call->rep, cl, why, vb_clock_now_ns(), &len);
+    if (json == NULL) {
+        vb_log_error(lid(call), "out of memory for the post-call report",
+                     NULL);
+        return;
+    }
+    vb_events_submit(s->o->events, call->sid, json, len);
+}
+
 static void on_tool_call(conn_t *c, const vb_gemini_event_t *ev)
 {
     call_t *call = c->call;
@@ -728,6 +772,7 @@ static void on_tool_call(conn_t *c, const vb_gemini_event_t *ev)
         vb_ws_send_text(c->ws, json, len);
         free(json);
     }
+    report_tool(call, ev, end ? "ok" : "error");
     if (end) {
         vb_log_info(lid(call), "model ended the call", "tool=%s id=%s",
                     ev->name, ev->id);
@@ -808,6 +853,8 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
             call->hangup_pending = false;
             out_emit(s, call, VB_MSG_HANGUP, 0, "end_call", 8, now);
             call->ended = true;
+            if (call->rep != NULL)
+                call->rep->model_hangup = true;
         }
         break;
     case VB_GEMINI_EV_TOOL_CALL:
@@ -842,6 +889,9 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
                                        (uint64_t)v[i]);
         if (ev->usage.total > 0)
             call->tokens += ev->usage.total;
+        if (call->rep != NULL)
+            vb_report_usage(call->rep, ev->usage.prompt, ev->usage.response,
+                            ev->usage.thoughts, ev->usage.total);
         break;
     }
     case VB_GEMINI_EV_UNKNOWN:
@@ -977,10 +1027,16 @@ static call_t *call_new(vb_gemini_stage_t *s, const char *sid)
         uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
     call->acap = (size_t)s->o->prebuffer_ms * BYTES_PER_MS_IN;
     call->abuf = malloc(call->acap);
-    if (call->abuf == NULL) {
+    if (s->o->events != NULL)
+        call->rep = malloc(sizeof(*call->rep));
+    if (call->abuf == NULL || (s->o->events != NULL && call->rep == NULL)) {
+        free(call->abuf);
+        free(call->rep);
         free(call);
         return NULL;
     }
+    if (call->rep != NULL)
+        vb_report_init(call->rep, NULL, NULL, vb_clock_now_ns());
     call->s = s;
     call->fail = -1;
     snprintf(call->sid, sizeof(call->sid), "%s", sid);
@@ -995,6 +1051,7 @@ static call_t *call_new(vb_gemini_stage_t *s, const char *sid)
 
 static void call_free(vb_gemini_stage_t *s, call_t *call, const char *why)
 {
+    report_finish(s, call, NULL, s->stopping ? "shutdown" : why);
     tr_flush(s, call, false);
     if (call->open)
         vb_log_info(lid(call), "gemini call finished",
@@ -1022,6 +1079,7 @@ static void call_free(vb_gemini_stage_t *s, call_t *call, const char *why)
         call->next->prev = call->prev;
     s->ncalls--;
     free(call->abuf);
+    free(call->rep);
     free(call);
 }
 
@@ -1180,6 +1238,12 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
     call->open = true;
     call->id = m->call;
     call->prepare_deadline = 0;
+    if (call->rep != NULL) {
+        vb_msg_open_t op;
+        memset(&op, 0, sizeof(op));
+        memcpy(&op, m->data, m->len < sizeof(op) ? m->len : sizeof(op));
+        vb_report_init(call->rep, &op, NULL, vb_clock_now_ns());
+    }
     if (call->cur == NULL || call->cur->st != CONN_READY)
         call->wait_since = vb_clock_now_ns();
     s->by_slot[m->call.slot] = call;
@@ -1287,6 +1351,9 @@ static bool in_one(void *ud, const vb_msg_t *m)
                         "caller audio not sent before the call closed",
                         "bytes=%zu", call->alen);
         }
+        vb_msg_close_t cl;
+        vb_msg_close_get(m, &cl);
+        report_finish(s, call, &cl, cl.reason);
         call_free(s, call, "call closed");
         break;
     }

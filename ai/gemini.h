@@ -125,6 +125,9 @@ typedef struct vb_gemini_options {
     /* Text the caller hears when the model cannot be reached; travels in
      * the HANGUP message (VB_MSG_HANGUP_FALLBACK). NULL/"": none. */
     const char *fallback_say;
+    /* Post-call reports go here (ai/events.h); NULL: none are made.
+     * Borrowed: outlives the stage. */
+    struct vb_events *events;
 } vb_gemini_options_t;
 
 /* Liveness limits that are not settings. */

@@ -188,7 +188,32 @@
       "--fallback-say and ends")                                               \
     X(gemini_healthy_ms, INT, "VOXBRIDGE_GEMINI_HEALTHY_MS", "10000", 100,     \
       3600000, NULL,                                                           \
-      "a Gemini connection up this long restores the reconnect budget")
+      "a Gemini connection up this long restores the reconnect budget")      \
+    /* Post-call reports and signed requests */                                \
+    X(webhook_secret, SECRET, "VOXBRIDGE_WEBHOOK_SECRET", "", 0, 0, NULL,      \
+      "HMAC key of X-Voxbridge-Signature on every request voxbridge sends "    \
+      "to the business (required with --events-url)")                          \
+    X(events_url, STR, "VOXBRIDGE_EVENTS_URL", "", 0, 0, NULL,                 \
+      "POST a signed call.ended report here after every call (empty: off)")    \
+    X(events_spool, STR, "VOXBRIDGE_EVENTS_SPOOL", "", 0, 0, NULL,             \
+      "directory where reports wait until a 2xx (required with "               \
+      "--events-url; kept across restarts)")                                   \
+    X(events_ca_file, STR, "VOXBRIDGE_EVENTS_CA_FILE", "", 0, 0, NULL,         \
+      "CA bundle for an https:// --events-url (default: system bundle)")       \
+    X(events_max_files, INT, "VOXBRIDGE_EVENTS_MAX_FILES", "10000", 1,         \
+      10000000, NULL,                                                          \
+      "most reports in the spool; beyond, new ones are refused (counted, "     \
+      "logged)")                                                               \
+    X(events_max_bytes, INT, "VOXBRIDGE_EVENTS_MAX_BYTES", "268435456", 4096,  \
+      1099511627776, NULL,                                                     \
+      "most bytes of reports in the spool; beyond, new ones are refused")      \
+    X(events_timeout_ms, INT, "VOXBRIDGE_EVENTS_TIMEOUT_MS", "10000", 100,     \
+      600000, NULL, "one delivery attempt, connect to response")               \
+    X(events_backoff_min_ms, INT, "VOXBRIDGE_EVENTS_BACKOFF_MIN_MS", "1000",   \
+      10, 3600000, NULL,                                                       \
+      "first retry delay, doubled per failure (each drawn from [d/2, d])")     \
+    X(events_backoff_max_ms, INT, "VOXBRIDGE_EVENTS_BACKOFF_MAX_MS", "300000", \
+      10, 86400000, NULL, "longest retry delay")
 
 typedef struct vb_config {
 #define VB__CFG_FIELD_STR    char *

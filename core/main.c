@@ -31,6 +31,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "ai/events.h"
 #include "ai/gemini.h"
 #include "core/clock.h"
 #include "core/config.h"
@@ -64,6 +65,7 @@ typedef struct lanes {
     /* Set before any stage starts; stage threads read it afterwards. */
     vb_ingress_t *ingress;
     vb_tls_config_t *rest_tls;
+    vb_events_t *events; /* post-call reports; NULL without --events-url */
 } lanes_t;
 
 /* On a twilio-io thread: a call opened (+1) or ended (-1) on `lane`. */
@@ -77,10 +79,12 @@ static void calls_changed(void *ud, int lane, int delta)
 /* Creates every lane's rings and stages and joins their doorbells; starts
  * nothing. Logs what failed. */
 static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
-                        vb_metrics_t *metrics, const vb_twilio_sig_key_t *key)
+                        vb_metrics_t *metrics, const vb_twilio_sig_key_t *key,
+                        vb_events_t *events)
 {
     int rc;
     memset(ls, 0, sizeof(*ls));
+    ls->events = events;
     ls->n = (uint32_t)cfg->lanes;
     ls->l = calloc(ls->n, sizeof(*ls->l));
     ls->sinks = calloc(ls->n, sizeof(*ls->sinks));
@@ -112,6 +116,7 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
         vb_gemini_options_from_config(&gc.opt, cfg);
         gc.opt.lane = (int)i;
         gc.opt.max_calls = max_calls;
+        gc.opt.events = ls->events;
         gc.prepare = &l->ch.prepare;
         gc.in = &l->ch.dsp_to_gm;
         gc.out = &l->ch.gm_to_dsp;
@@ -345,6 +350,7 @@ int main(int argc, char **argv)
     vb_metrics_t *metrics = vb_metrics_create();
     vb_twilio_sig_key_t key;
     vb_ingress_t *ingress = NULL;
+    vb_events_t *events = NULL;
     lanes_t lanes;
     memset(&lanes, 0, sizeof(lanes));
     if (metrics == NULL || add_build_info(metrics) != 0)
@@ -356,7 +362,29 @@ int main(int argc, char **argv)
                     "stream secret is random for this process: streams "
                     "verify only here (set VOXBRIDGE_STREAM_SECRET to share)",
                     NULL);
-    if ((rc = lanes_create(&lanes, &cfg, metrics, &key)) != 0) {
+    if (*cfg.events_url) {
+        vb_events_opts_t eo = {
+            .url = cfg.events_url,
+            .spool_dir = cfg.events_spool,
+            .secret = cfg.webhook_secret,
+            .ca_file = cfg.events_ca_file,
+            .max_files = (uint32_t)cfg.events_max_files,
+            .max_bytes = (uint64_t)cfg.events_max_bytes,
+            .timeout_ms = (uint32_t)cfg.events_timeout_ms,
+            .backoff_min_ms = (uint32_t)cfg.events_backoff_min_ms,
+            .backoff_max_ms = (uint32_t)cfg.events_backoff_max_ms,
+            .metrics = metrics,
+        };
+        if ((rc = vb_events_create(&eo, &events)) != 0) {
+            fprintf(stderr, "voxbridge: cannot set up --events-url: %s\n",
+                    vb_strerror(rc));
+            goto out;
+        }
+        vb_log_info(NULL, "post-call reports on", "url=%s spool=%s pending=%u",
+                    cfg.events_url, cfg.events_spool,
+                    vb_events_spooled(events));
+    }
+    if ((rc = lanes_create(&lanes, &cfg, metrics, &key, events)) != 0) {
         fprintf(stderr, "voxbridge: cannot set up the lanes: %s\n",
                 vb_strerror(rc));
         goto out;
@@ -373,7 +401,8 @@ int main(int argc, char **argv)
         goto out;
     }
     lanes.ingress = ingress;
-    if (lanes_start(&lanes) != 0 || vb_ingress_start(ingress) != 0) {
+    if ((events != NULL && vb_events_start(events) != 0) ||
+        lanes_start(&lanes) != 0 || vb_ingress_start(ingress) != 0) {
         vb_log_error(NULL, "cannot start the threads", NULL);
         goto out;
     }
@@ -398,8 +427,11 @@ out:
     vb_ingress_stop(ingress);
     lanes_stop(&lanes);
     lanes.ingress = NULL;
+    /* After the gemini stages: their last reports are spooled first. */
+    vb_events_stop(events);
     vb_ingress_destroy(ingress);
     lanes_destroy(&lanes);
+    vb_events_destroy(events);
     vb_metrics_destroy(metrics);
     vb_config_free(&cfg);
     vb_log_info(NULL, "voxbridge stopped", "status=%d", status);
