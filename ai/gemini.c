@@ -101,6 +101,7 @@ struct call {
     int64_t tokens;
     char tr[2][TRANSCRIPT_MAX]; /* 0 caller, 1 model */
     size_t tr_len[2];
+    uint64_t tr_t0[2]; /* when the pending line began (for the report) */
     /* The post-call report, with --events-url (else NULL): allocated with
      * the call, filled as it runs, rendered once at CALL_CLOSE. */
     vb_report_t *rep;
@@ -318,6 +319,8 @@ static void tr_append(call_t *call, int who, const char *text)
     size_t n = strlen(text);
     if (n > room)
         n = room;
+    if (call->tr_len[who] == 0)
+        call->tr_t0[who] = vb_clock_now_ns();
     memcpy(call->tr[who] + call->tr_len[who], text, n);
     call->tr_len[who] += n;
     call->tr[who][call->tr_len[who]] = '\0';
@@ -363,7 +366,7 @@ static void tr_flush(vb_gemini_stage_t *s, call_t *call, bool interrupted)
         if (call->rep != NULL && call->open)
             vb_report_line(call->rep,
                            who == 0 ? VB_REPORT_CALLER : VB_REPORT_ASSISTANT,
-                           t, vb_clock_now_ns());
+                           t, call->tr_t0[who]);
         if (s->transcript_dir != NULL)
             tr_write_file(s, call, roles[who], t);
         else

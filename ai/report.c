@@ -220,9 +220,20 @@ char *vb_report_render(const vb_report_t *r, const vb_msg_close_t *close,
                             (double)(close->duration_ms / 100) / 10.0);
     cJSON_AddStringToObject(o, "outcome", vb_report_outcome(r, close->reason));
     cJSON_AddStringToObject(o, "reason", close->reason);
+    /* Lines in the order they began (a turn's caller and model lines are
+     * stored when the turn ends); equal times keep their stored order. */
+    uint16_t order[VB_REPORT_LINES];
+    for (uint32_t i = 0; i < r->nlines; i++) {
+        uint32_t j = i;
+        while (j > 0 && r->lines[order[j - 1]].t_ms > r->lines[i].t_ms) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = (uint16_t)i;
+    }
     cJSON *tr = cJSON_AddArrayToObject(o, "transcript");
     for (uint32_t i = 0; i < r->nlines; i++) {
-        const vb_report_line_t *l = &r->lines[i];
+        const vb_report_line_t *l = &r->lines[order[i]];
         cJSON *e = cJSON_CreateObject();
         cJSON_AddItemToArray(tr, e);
         cJSON_AddNumberToObject(e, "t_ms", l->t_ms);
