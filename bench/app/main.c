@@ -18,7 +18,8 @@
  *   call.ended     -> 200 {"ok":true}; the report is kept in memory (GET
  *                     /reports returns them, in arrival order) and, with
  *                     --store DIR, its raw bytes are written to
- *                     DIR/<n>-<CallSid>.json (n counts deliveries from 1).
+ *                     DIR/<n>-<CallSid>.json (n counts deliveries from 1),
+ *                     its signature header beside it in <n>-<CallSid>.sig.
  * Acting down, for retry tests: --fail-first N answers the first N POSTs
  * with --fail-status (default 500) before looking at them; --delay-ms
  * holds every answer that long (the app is single-threaded: requests
@@ -206,6 +207,14 @@ static void on_report(app_t *a, const vb_http_req_t *req, const cJSON *body,
             return;
         }
         fclose(f);
+        /* The signature it came with, for a test's own HMAC check. */
+        snprintf(path, sizeof(path), "%s/%ld-%s.sig", a->store, a->deliveries,
+                 sid ? sid : "unknown");
+        const char *sig = vb_http_req_header(req, "X-Voxbridge-Signature");
+        if ((f = fopen(path, "wb")) != NULL) {
+            fputs(sig ? sig : "", f);
+            fclose(f);
+        }
     }
     cJSON_AddItemToArray(a->reports, cJSON_Duplicate(body, true));
     cJSON *o = cJSON_CreateObject();
