@@ -10,7 +10,7 @@ $(BUILD)/vb-example-app: $(EXAMPLE_APP_OBJS) $(LIBVB)
 # The delivery thread is exercised in-process with a real HTTP receiver.
 THREADED_TESTS += test_report
 # Whole calls with --events-url against vb-example-app, restarts included.
-#E2E
+THREADED_TESTS += test_e2e_report
 
 # `make demo-assistant`: a scripted tool call and the post-call report.
 .PHONY: demo-assistant
