@@ -16,7 +16,8 @@
  *   tool.call      -> tool "lookup_order" {"order_id"}: the order as JSON,
  *                     or 404 {"error":"order not found"}; other tools 404;
  *   call.ended     -> 200 {"ok":true}; the report is kept in memory (GET
- *                     /reports returns them, in arrival order) and, with
+ *                     /reports returns them, in arrival order; ?pretty
+ *                     indents them) and, with
  *                     --store DIR, its raw bytes are written to
  *                     DIR/<n>-<CallSid>.json (n counts deliveries from 1),
  *                     its signature header beside it in <n>-<CallSid>.sig.
@@ -230,7 +231,15 @@ static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
     if (strcmp(req->method_name, "GET") == 0) {
         if (strncmp(req->target, "/reports", req->path_len) == 0 &&
             req->path_len == 8) {
-            json_resp(resp, 200, cJSON_Duplicate(a->reports, true));
+            if (req->query != NULL && strstr(req->query, "pretty") != NULL) {
+                resp->status = 200;
+                resp->content_type = "application/json";
+                resp->body_owned = cJSON_Print(a->reports);
+                resp->body_len =
+                    resp->body_owned ? strlen(resp->body_owned) : 0;
+            } else {
+                json_resp(resp, 200, cJSON_Duplicate(a->reports, true));
+            }
         } else if (strncmp(req->target, "/stats", req->path_len) == 0 &&
                    req->path_len == 6) {
             cJSON *o = cJSON_CreateObject();
