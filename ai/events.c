@@ -38,8 +38,8 @@
 
 /* ---- signing and backoff (pure) ---- */
 
-int vb_events_sign(const char *secret, int64_t t, const char *body,
-                   size_t len, char *out, size_t cap)
+int vb_events_sign(const char *secret, int64_t t, const char *body, size_t len,
+                   char *out, size_t cap)
 {
     if (secret == NULL || out == NULL || cap < VB_EVENTS_SIG_MAX ||
         (body == NULL && len > 0))
@@ -55,8 +55,8 @@ int vb_events_sign(const char *secret, int64_t t, const char *body,
         rc = mbedtls_md_hmac_starts(&ctx, (const unsigned char *)secret,
                                     strlen(secret));
     if (rc == 0)
-        rc = mbedtls_md_hmac_update(&ctx, (const unsigned char *)ts,
-                                    (size_t)tn);
+        rc =
+            mbedtls_md_hmac_update(&ctx, (const unsigned char *)ts, (size_t)tn);
     if (rc == 0 && len > 0)
         rc = mbedtls_md_hmac_update(&ctx, (const unsigned char *)body, len);
     if (rc == 0)
@@ -222,9 +222,9 @@ static int http_post(void *ctx, uv_loop_t *loop, const char *url,
     int rc = u.secure ? vb_tls_connect(loop, hc->tls, u.host, u.port, NULL,
                                        NULL, &p->t)
                       : vb_tcp_connect(loop, u.host, u.port, &p->t);
-    if (rc == 0 && ((rc = vb_transport_write(p->t, head, (size_t)n)) != 0 ||
-                    (len > 0 && (rc = vb_transport_write(p->t, body, len)) !=
-                                    0))) {
+    if (rc == 0 &&
+        ((rc = vb_transport_write(p->t, head, (size_t)n)) != 0 ||
+         (len > 0 && (rc = vb_transport_write(p->t, body, len)) != 0))) {
         vb_transport_close(p->t);
     }
     free(head);
@@ -277,8 +277,8 @@ enum {
     F_COUNT
 };
 static const char *const fail_labels[F_COUNT] = {
-    "connect", "timeout", "http_5xx", "http_retry", "rejected", "spool_full",
-    "spool_error"};
+    "connect",  "timeout",    "http_5xx",   "http_retry",
+    "rejected", "spool_full", "spool_error"};
 
 struct vb_events {
     vb_events_opts_t o;
@@ -432,8 +432,8 @@ static void spool_one(vb_events_t *e, pending_t *p)
     if (e->nent >= e->o.max_files || e->bytes + p->len > e->o.max_bytes) {
         fail_count(e, F_SPOOL_FULL);
         vb_log_error(p->sid, "events spool full: report refused",
-                     "files=%u bytes=%llu max_files=%u max_bytes=%llu",
-                     e->nent, (unsigned long long)e->bytes, e->o.max_files,
+                     "files=%u bytes=%llu max_files=%u max_bytes=%llu", e->nent,
+                     (unsigned long long)e->bytes, e->o.max_files,
                      (unsigned long long)e->o.max_bytes);
         return;
     }
@@ -546,8 +546,8 @@ static void on_done(int status, void *ud)
                     "http_status=%d attempts=%u file=%s", status,
                     x->failures + 1, x->name);
         ent_remove(e, x);
-    } else if (status > 0 && !(status >= 500 || status == 408 ||
-                               status == 429)) {
+    } else if (status > 0 &&
+               !(status >= 500 || status == 408 || status == 429)) {
         dead_letter(e, x, status);
     } else {
         int f = status == VB_ETIMEDOUT ? F_TIMEOUT
@@ -560,11 +560,10 @@ static void on_done(int status, void *ud)
             x->failures, e->o.backoff_min_ms, e->o.backoff_max_ms,
             (uint32_t)rand_r(&e->rnd) * 2654435761u);
         x->next_ms = uv_now(&e->loop) + wait;
-        VB_LOG_RATELIMITED(VB_LOG_WARN, 5000, x->sid,
-                           "report delivery failed, will retry",
-                           "result=%s attempt=%u retry_in_ms=%u",
-                           status > 0 ? "http" : vb_err_name(status),
-                           x->failures, wait);
+        VB_LOG_RATELIMITED(
+            VB_LOG_WARN, 5000, x->sid, "report delivery failed, will retry",
+            "result=%s attempt=%u retry_in_ms=%u",
+            status > 0 ? "http" : vb_err_name(status), x->failures, wait);
     }
     vb_metrics_gauge_set(e->shard, e->m_spooled, e->nent);
     schedule(e);
@@ -585,8 +584,7 @@ static void attempt(vb_events_t *e, entry_t *x)
         return;
     }
     char sig[VB_EVENTS_SIG_MAX], headers[512];
-    vb_events_sign(e->secret, (int64_t)time(NULL), body, len, sig,
-                   sizeof(sig));
+    vb_events_sign(e->secret, (int64_t)time(NULL), body, len, sig, sizeof(sig));
     snprintf(headers, sizeof(headers),
              "X-Voxbridge-Event: call.ended\r\n"
              "X-Voxbridge-Delivery: %s\r\n"
@@ -618,8 +616,7 @@ static void schedule(vb_events_t *e)
     if (e->stopping)
         return;
     uint64_t now = uv_now(&e->loop), next = UINT64_MAX;
-    for (uint32_t i = 0; i < e->nent && e->inflight < VB_EVENTS_INFLIGHT;
-         i++) {
+    for (uint32_t i = 0; i < e->nent && e->inflight < VB_EVENTS_INFLIGHT; i++) {
         entry_t *x = e->ent[i];
         if (x->inflight)
             continue;
@@ -755,10 +752,9 @@ int vb_events_create(const vb_events_opts_t *o, vb_events_t **out)
         e->tr = *o->transport;
     } else {
         e->builtin = true;
-        if (u.secure &&
-            (rc = vb_tls_config_client(
-                 o->ca_file && *o->ca_file ? o->ca_file : NULL,
-                 &e->http.tls)) != 0) {
+        if (u.secure && (rc = vb_tls_config_client(
+                             o->ca_file && *o->ca_file ? o->ca_file : NULL,
+                             &e->http.tls)) != 0) {
             vb_log_error(NULL, "cannot load the CA bundle for --events-url",
                          "err=%s", vb_err_name(rc));
             rc = VB_ECONFIG;

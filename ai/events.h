@@ -113,8 +113,8 @@ uint32_t vb_events_spooled(vb_events_t *e);
 /* X-Voxbridge-Signature for `body` at Unix time `t`:
  * "t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>" into out
  * (VB_EVENTS_SIG_MAX). Returns 0 or VB_EINVAL. Any thread. */
-int vb_events_sign(const char *secret, int64_t t, const char *body,
-                   size_t len, char *out, size_t cap);
+int vb_events_sign(const char *secret, int64_t t, const char *body, size_t len,
+                   char *out, size_t cap);
 
 /* The backoff before attempt `failures + 1`: min(max, min * 2^(failures -
  * 1)), then drawn uniformly from [d/2, d] with `rnd` (0..UINT32_MAX). */

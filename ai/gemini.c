@@ -365,8 +365,8 @@ static void tr_flush(vb_gemini_stage_t *s, call_t *call, bool interrupted)
             t++;
         if (call->rep != NULL && call->open)
             vb_report_line(call->rep,
-                           who == 0 ? VB_REPORT_CALLER : VB_REPORT_ASSISTANT,
-                           t, call->tr_t0[who]);
+                           who == 0 ? VB_REPORT_CALLER : VB_REPORT_ASSISTANT, t,
+                           call->tr_t0[who]);
         if (s->transcript_dir != NULL)
             tr_write_file(s, call, roles[who], t);
         else
@@ -754,8 +754,7 @@ static void report_finish(vb_gemini_stage_t *s, call_t *call,
     size_t len = 0;
     char *json = vb_report_render(call->rep, cl, why, vb_clock_now_ns(), &len);
     if (json == NULL) {
-        vb_log_error(lid(call), "out of memory for the post-call report",
-                     NULL);
+        vb_log_error(lid(call), "out of memory for the post-call report", NULL);
         return;
     }
     vb_events_submit(s->o->events, call->sid, json, len);

@@ -44,12 +44,12 @@ void vb_report_init(vb_report_t *r, const vb_msg_open_t *open,
 
 static uint32_t ms_since(const vb_report_t *r, uint64_t now_ns)
 {
-    return now_ns > r->t_open_ns ? (uint32_t)((now_ns - r->t_open_ns) / 1000000u)
-                                 : 0;
+    return now_ns > r->t_open_ns
+               ? (uint32_t)((now_ns - r->t_open_ns) / 1000000u)
+               : 0;
 }
 
-bool vb_report_line(vb_report_t *r, int role, const char *text,
-                    uint64_t now_ns)
+bool vb_report_line(vb_report_t *r, int role, const char *text, uint64_t now_ns)
 {
     if (text == NULL)
         return true;

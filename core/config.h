@@ -188,7 +188,7 @@
       "--fallback-say and ends")                                               \
     X(gemini_healthy_ms, INT, "VOXBRIDGE_GEMINI_HEALTHY_MS", "10000", 100,     \
       3600000, NULL,                                                           \
-      "a Gemini connection up this long restores the reconnect budget")      \
+      "a Gemini connection up this long restores the reconnect budget")        \
     /* Post-call reports and signed requests */                                \
     X(webhook_secret, SECRET, "VOXBRIDGE_WEBHOOK_SECRET", "", 0, 0, NULL,      \
       "HMAC key of X-Voxbridge-Signature on every request voxbridge sends "    \

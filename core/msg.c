@@ -52,8 +52,8 @@ int vb_msg_close_get(const vb_msg_t *m, vb_msg_close_t *out)
     if (m->len >= sizeof(*out)) {
         memcpy(out, m->data, sizeof(*out));
     } else {
-        size_t n = m->len < sizeof(out->reason) - 1 ? m->len
-                                                    : sizeof(out->reason) - 1;
+        size_t n =
+            m->len < sizeof(out->reason) - 1 ? m->len : sizeof(out->reason) - 1;
         memcpy(out->reason, m->data, n);
         out->first_audio_ms = out->response_p50_ms = out->response_p95_ms =
             VB_MSG_CLOSE_NONE;

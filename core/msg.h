@@ -86,13 +86,13 @@ typedef struct vb_msg_open {
  * consumer that reads data[] as the reason string still can. */
 #define VB_MSG_CLOSE_NONE UINT32_MAX /* a latency that was never measured */
 typedef struct vb_msg_close {
-    char reason[16];           /* a vb_calls_total outcome: "stop", ... */
-    int64_t started_unix_ms;   /* wall clock at the stream's `start` */
-    uint64_t duration_ms;      /* `start` to the end of the stream */
-    uint32_t first_audio_ms;   /* `start` to the first model audio sent */
-    uint32_t response_p50_ms;  /* caller's speech end -> model audio */
-    uint32_t response_p95_ms;  /* (over the call's latest responses) */
-    uint32_t responses;        /* how many were measured */
+    char reason[16];          /* a vb_calls_total outcome: "stop", ... */
+    int64_t started_unix_ms;  /* wall clock at the stream's `start` */
+    uint64_t duration_ms;     /* `start` to the end of the stream */
+    uint32_t first_audio_ms;  /* `start` to the first model audio sent */
+    uint32_t response_p50_ms; /* caller's speech end -> model audio */
+    uint32_t response_p95_ms; /* (over the call's latest responses) */
+    uint32_t responses;       /* how many were measured */
 } vb_msg_close_t;
 
 #define VB_MSG_CONN_SIGNED 1u /* CONN: X-Twilio-Signature verified */

@@ -36,8 +36,8 @@ static inline void app_start(app_t *a, int port, const char *secret,
     char bin[400], listen[64];
     snprintf(bin, sizeof(bin), "%s/vb-example-app", proc_build_dir());
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-    const char *argv[32] = {bin,      "--listen", listen, "--secret",
-                            secret,   "--store",  store};
+    const char *argv[32] = {bin,    "--listen", listen, "--secret",
+                            secret, "--store",  store};
     int n = 7;
     for (int i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
         argv[n++] = extra[i];
@@ -114,7 +114,8 @@ static inline bool sig_valid(const char *header, const char *secret,
 {
     long long t = 0;
     char hex[65] = "";
-    if (header == NULL || sscanf(header, "t=%lld,v1=%64[0-9a-f]", &t, hex) != 2 ||
+    if (header == NULL ||
+        sscanf(header, "t=%lld,v1=%64[0-9a-f]", &t, hex) != 2 ||
         strlen(hex) != 64)
         return false;
     long long now = (long long)time(NULL);

@@ -55,8 +55,7 @@ static void ctx_init(ctx_t *c, const char *script)
     snprintf(c->store, sizeof(c->store), "%s/store", c->r.dir);
     snprintf(c->app_out, sizeof(c->app_out), "%s/app.out", c->r.dir);
     c->app_port = proc_free_port();
-    snprintf(c->url, sizeof(c->url), "http://127.0.0.1:%d/events",
-             c->app_port);
+    snprintf(c->url, sizeof(c->url), "http://127.0.0.1:%d/events", c->app_port);
     write_file(c->r.script, script);
     rig_fake(&c->r, (const char *const[]){"--mode", "script", "--script",
                                           c->r.script, NULL});
@@ -177,9 +176,8 @@ static void check_report(const cJSON *rep, const char *sim_out,
     ASSERT_STR_EQ(jstr(cJSON_GetArrayItem(tr, 0), "text"), caller_text);
     ASSERT_STR_EQ(jstr(cJSON_GetArrayItem(tr, 1), "role"), "assistant");
     ASSERT_STR_EQ(jstr(cJSON_GetArrayItem(tr, 1), "text"), model_text);
-    double t0 =
-        cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetArrayItem(tr, 0),
-                                                 "t_ms"));
+    double t0 = cJSON_GetNumberValue(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(tr, 0), "t_ms"));
     ASSERT_GE(t0, 0);
     ASSERT_LE(t0, d * 1000);
     ASSERT_TRUE(cJSON_IsFalse(cJSON_GetObjectItem(rep, "truncated")));
@@ -187,7 +185,8 @@ static void check_report(const cJSON *rep, const char *sim_out,
     ASSERT_GT(cJSON_GetNumberValue(cJSON_GetObjectItem(u, "totalTokenCount")),
               0);
     const cJSON *lat = cJSON_GetObjectItem(rep, "latency");
-    double fa = cJSON_GetNumberValue(cJSON_GetObjectItem(lat, "first_audio_ms"));
+    double fa =
+        cJSON_GetNumberValue(cJSON_GetObjectItem(lat, "first_audio_ms"));
     ASSERT_GT(fa, 0);
     ASSERT_LT(fa, d * 1000);
     ASSERT_NOT_NULL(cJSON_GetObjectItem(lat, "response_ms_p50"));
@@ -229,8 +228,8 @@ TEST_T(report_after_end_call_has_every_field, 120)
     ASSERT_STR_EQ(jstr(cJSON_GetArrayItem(tools, 0), "name"), "end_call");
     ASSERT_STR_EQ(jstr(cJSON_GetArrayItem(tools, 0), "id"), "call-1");
     ASSERT_STR_EQ(jstr(cJSON_GetArrayItem(tools, 0), "status"), "ok");
-    char *body = check_signed(&c, 1, jstr(cJSON_GetObjectItem(rep, "call"),
-                                          "sid"));
+    char *body =
+        check_signed(&c, 1, jstr(cJSON_GetObjectItem(rep, "call"), "sid"));
     free(body);
     char *vblog = rig_vb_stop(&c.r);
     rig_stop(&c.r);
@@ -364,8 +363,8 @@ TEST_T(report_beyond_the_spool_bound_is_refused_and_counted, 150)
     char sid2[64] = "";
     sscanf(strstr(out2, "call_sid=") + 9, "%63s", sid2);
     char needle[128];
-    snprintf(needle, sizeof(needle), "events spool full: report refused\" call=%s",
-             sid2);
+    snprintf(needle, sizeof(needle),
+             "events spool full: report refused\" call=%s", sid2);
     char *text;
     proc_wait_log(c.r.vb_log, needle, c.r.vb, proc_ms(5000), &text);
     free(text);

@@ -54,8 +54,8 @@ TEST(report_renders_every_field)
                                      "{\"order_id\":\"A1001\"}",
                                      t0 + 600000000ull));
     vb_report_tool_end(&r, "fc-1", "ok", t0 + 650000000ull);
-    ASSERT_TRUE(vb_report_tool_begin(&r, "fc-2", "end_call", NULL,
-                                     t0 + 700000000ull));
+    ASSERT_TRUE(
+        vb_report_tool_begin(&r, "fc-2", "end_call", NULL, t0 + 700000000ull));
     vb_report_usage(&r, 100, 20, -1, 120);
     vb_report_usage(&r, 10, 5, 3, 18);
     vb_msg_close_t cl = {.reason = "stop",
@@ -123,12 +123,12 @@ TEST(report_renders_every_field)
                   "pending");
     ASSERT_TRUE(cJSON_IsNull(cJSON_GetObjectItem(t1j, "latency_ms")));
     cJSON *u = cJSON_GetObjectItem(j, "usage");
-    ASSERT_EQ((int)cJSON_GetNumberValue(
-                  cJSON_GetObjectItem(u, "promptTokenCount")),
-              110);
-    ASSERT_EQ((int)cJSON_GetNumberValue(
-                  cJSON_GetObjectItem(u, "thoughtsTokenCount")),
-              3);
+    ASSERT_EQ(
+        (int)cJSON_GetNumberValue(cJSON_GetObjectItem(u, "promptTokenCount")),
+        110);
+    ASSERT_EQ(
+        (int)cJSON_GetNumberValue(cJSON_GetObjectItem(u, "thoughtsTokenCount")),
+        3);
     ASSERT_EQ(
         (int)cJSON_GetNumberValue(cJSON_GetObjectItem(u, "totalTokenCount")),
         138);
@@ -175,8 +175,8 @@ TEST(report_caps_say_truncated)
                   "shutdown");
     ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(j, "assistant")),
                   "default");
-    ASSERT_TRUE(cJSON_IsNull(
-        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "latency"), "first_audio_ms")));
+    ASSERT_TRUE(cJSON_IsNull(cJSON_GetObjectItem(
+        cJSON_GetObjectItem(j, "latency"), "first_audio_ms")));
     cJSON_Delete(j);
     free(s);
 }
@@ -422,10 +422,10 @@ TEST_T(events_receiver_down_then_back, 60)
     ASSERT_EQ((int)metric(&r, "vb_events_spooled", NULL), 1);
     app_start(&r.app, r.port, APP_SECRET, r.store, r.app_out, NULL);
     cJSON *rep = app_wait_reports(&r.app, 1, proc_ms(10000));
-    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(
-                      cJSON_GetObjectItem(cJSON_GetArrayItem(rep, 0), "call"),
-                      "sid")),
-                  "CAccc1");
+    ASSERT_STR_EQ(
+        cJSON_GetStringValue(cJSON_GetObjectItem(
+            cJSON_GetObjectItem(cJSON_GetArrayItem(rep, 0), "call"), "sid")),
+        "CAccc1");
     wait_metric(&r, "vb_events_delivered_total", NULL, 1, proc_ms(5000));
     ASSERT_EQ(count_json(r.spool), 0);
     cJSON_Delete(rep);

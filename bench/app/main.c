@@ -93,8 +93,8 @@ static void error_resp(vb_http_resp_t *resp, int status, const char *msg)
 /* The receiving side of X-Voxbridge-Signature, as a business writes it:
  * parse t and v1, check the age, recompute, compare in constant time.
  * Returns NULL when valid, else why not. */
-static const char *verify(const app_t *a, const char *header,
-                          const char *body, size_t len)
+static const char *verify(const app_t *a, const char *header, const char *body,
+                          size_t len)
 {
     if (header == NULL)
         return "missing X-Voxbridge-Signature";
@@ -121,8 +121,8 @@ static const char *verify(const app_t *a, const char *header,
     unsigned char mac[32];
     mbedtls_md_context_t ctx;
     mbedtls_md_init(&ctx);
-    int rc = mbedtls_md_setup(
-        &ctx, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 1);
+    int rc =
+        mbedtls_md_setup(&ctx, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 1);
     rc = rc ? rc
             : mbedtls_md_hmac_starts(&ctx, (const unsigned char *)a->secret,
                                      strlen(a->secret));
@@ -200,8 +200,8 @@ static void on_report(app_t *a, const vb_http_req_t *req, const cJSON *body,
         snprintf(path, sizeof(path), "%s/%ld-%s.json", a->store, a->deliveries,
                  sid ? sid : "unknown");
         FILE *f = fopen(path, "wb");
-        if (f == NULL || fwrite(req->body, 1, req->body_len, f) !=
-                             req->body_len) {
+        if (f == NULL ||
+            fwrite(req->body, 1, req->body_len, f) != req->body_len) {
             if (f != NULL)
                 fclose(f);
             error_resp(resp, 500, "cannot store the report");
