@@ -23,7 +23,11 @@ void vb_report_init(vb_report_t *r, const vb_msg_open_t *open,
     r->model_hangup = r->transferred = false;
     r->failure = -1;
     r->t_open_ns = now_ns;
-    snprintf(r->assistant, sizeof(r->assistant), "%s",
+    if ((assistant == NULL || *assistant == '\0') && open != NULL &&
+        open->assistant[0] != '\0')
+        assistant = open->assistant;
+    snprintf(r->assistant, sizeof(r->assistant), "%.*s",
+             (int)sizeof(r->assistant) - 1,
              assistant != NULL && *assistant ? assistant : "default");
     if (open != NULL) {
         snprintf(r->sid, sizeof(r->sid), "%.*s", (int)sizeof(open->call_sid),

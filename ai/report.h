@@ -65,7 +65,8 @@ typedef struct vb_report {
     int failure; /* >= 0: the model could not be reached (gemini FAIL_*) */
 } vb_report_t;
 
-/* Empties `r` for a call that opened now with `open`'s identifiers. */
+/* Empties `r` for a call that opened now with `open`'s identifiers (may
+ * be NULL). `assistant` NULL or "": open->assistant, else "default". */
 void vb_report_init(vb_report_t *r, const vb_msg_open_t *open,
                     const char *assistant, uint64_t now_ns);
 

@@ -42,6 +42,10 @@
       "debug|info|warn|error|off", "log threshold")                            \
     X(log_format, ENUM, "VOXBRIDGE_LOG_FORMAT", "logfmt", 0, 0, "logfmt|json", \
       "log line format")                                                       \
+    X(assistants, STR, "VOXBRIDGE_ASSISTANTS", "", 0, 0, NULL,                 \
+      "JSON file of assistants picked by the called number "                   \
+      "(docs/assistants.md); reloaded on SIGHUP (empty: the flags below "      \
+      "make the one assistant)")                                               \
     X(transcript_dir, STR, "VOXBRIDGE_TRANSCRIPT_DIR", "", 0, 0, NULL,         \
       "directory for per-call transcript JSONL files (empty: to the log)")     \
     /* HTTP ingress */                                                         \

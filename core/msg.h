@@ -77,6 +77,9 @@ typedef struct vb_msg_open {
     char call_sid[64];    /* CA..., NUL-terminated */
     char stream_sid[64];  /* MZ... */
     char account_sid[64]; /* AC... */
+    /* The assistant the webhook chose, from the stream's `<Parameter>`s
+     * when their MAC verified (core/assistant.h); "" when none. */
+    char assistant[64];
     char from[32];        /* +14155550100, NUL-terminated */
     char to[32];
 } vb_msg_open_t;
@@ -111,11 +114,17 @@ typedef struct vb_msg_conn {
                          * --trust-proxy) */
 } vb_msg_conn_t;
 
+struct vb_call_ctx; /* core/assistant.h */
+
 /* PREPARE (ingress -> gemini): a call was answered on `lane`. */
 typedef struct vb_msg_prepare {
     char call_sid[64]; /* NUL-terminated */
     uint32_t lane;
     int64_t expiry_s; /* the stream token's expiry (Unix seconds) */
+    /* The call's context (assistant, identifiers), or NULL: the stage's
+     * default assistant. The consumer owns it and frees it with
+     * vb_call_ctx_destroy(); a producer whose push fails frees it. */
+    struct vb_call_ctx *ctx;
 } vb_msg_prepare_t;
 
 /* Copies the payload of a CONN / PREPARE message. Returns 0, or VB_EINVAL
