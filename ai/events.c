@@ -18,15 +18,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <mbedtls/md.h>
-
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/thread.h"
-#include "llhttp.h"
-#include "net/tcp.h"
+#include "net/http_client.h"
 #include "net/tls.h"
+#include "net/vbsig.h"
 #include "net/ws.h"
 
 #define DEFAULT_MAX_FILES   10000u
@@ -41,38 +39,10 @@
 int vb_events_sign(const char *secret, int64_t t, const char *body, size_t len,
                    char *out, size_t cap)
 {
-    if (secret == NULL || out == NULL || cap < VB_EVENTS_SIG_MAX ||
-        (body == NULL && len > 0))
+    if (secret == NULL || out == NULL || cap < VB_EVENTS_SIG_MAX)
         return VB_EINVAL;
-    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
-    mbedtls_md_context_t ctx;
-    mbedtls_md_init(&ctx);
-    char ts[24];
-    int tn = snprintf(ts, sizeof(ts), "%" PRId64 ".", t);
-    unsigned char mac[32];
-    int rc = mbedtls_md_setup(&ctx, md, 1);
-    if (rc == 0)
-        rc = mbedtls_md_hmac_starts(&ctx, (const unsigned char *)secret,
-                                    strlen(secret));
-    if (rc == 0)
-        rc =
-            mbedtls_md_hmac_update(&ctx, (const unsigned char *)ts, (size_t)tn);
-    if (rc == 0 && len > 0)
-        rc = mbedtls_md_hmac_update(&ctx, (const unsigned char *)body, len);
-    if (rc == 0)
-        rc = mbedtls_md_hmac_finish(&ctx, mac);
-    mbedtls_md_free(&ctx);
-    if (rc != 0)
-        return VB_EINVAL;
-    static const char hex[] = "0123456789abcdef";
-    char h[65];
-    for (int i = 0; i < 32; i++) {
-        h[2 * i] = hex[mac[i] >> 4];
-        h[2 * i + 1] = hex[mac[i] & 15];
-    }
-    h[64] = '\0';
-    snprintf(out, cap, "t=%" PRId64 ",v1=%s", t, h);
-    return 0;
+    int rc = vb_sig_sign(secret, strlen(secret), t, body, len, out, cap);
+    return rc == 0 ? 0 : VB_EINVAL;
 }
 
 uint32_t vb_events_backoff_ms(uint32_t failures, uint32_t min_ms,
@@ -91,159 +61,85 @@ uint32_t vb_events_backoff_ms(uint32_t failures, uint32_t min_ms,
     return (uint32_t)(lo + (uint64_t)rnd * (d - lo) / UINT32_MAX);
 }
 
-/* ---- the built-in HTTP transport: one POST, status only ---- */
-
-typedef struct post {
-    uv_loop_t *loop;
-    uv_timer_t timer;
-    vb_transport_t *t;
-    llhttp_t parser;
-    llhttp_settings_t settings;
-    vb_events_done_cb cb;
-    void *ud;
-    int status;
-    bool done;
-} post_t;
+/* ---- the built-in transport: net/http_client on the events loop ---- */
 
 typedef struct http_ctx {
     vb_tls_config_t *tls;
+    vb_http_client_t *client; /* made on the events thread, first use */
 } http_ctx_t;
 
-static void post_timer_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
+typedef struct post {
+    vb_events_done_cb cb;
+    void *ud;
+    vb_http_call_t *h;
+} post_t;
 
-static void post_finish(post_t *p, int status, bool notify)
+static void http_done(int err, const vb_http_response_t *resp, void *ud)
 {
-    if (p->done)
-        return;
-    p->done = true;
-    uv_timer_stop(&p->timer);
-    if (p->t != NULL)
-        vb_transport_close(p->t);
-    p->t = NULL;
-    if (notify)
-        p->cb(status, p->ud);
-    uv_close((uv_handle_t *)&p->timer, post_timer_closed);
-}
-
-static void post_timeout(uv_timer_t *t)
-{
-    post_finish(t->data, VB_ETIMEDOUT, true);
-}
-
-static int post_headers_complete(llhttp_t *ps)
-{
-    post_t *p = ps->data;
-    int status = llhttp_get_status_code(ps);
-    if (status < 100 || status > 999)
-        return -1;
-    p->status = status;
-    return 0;
-}
-
-static int post_message_complete(llhttp_t *ps)
-{
-    post_t *p = ps->data;
-    if (p->status < 200) {
-        p->status = 0;
-        return 0;
-    }
-    post_finish(p, p->status, true);
-    return HPE_PAUSED;
-}
-
-static void post_read(vb_transport_t *t, const uint8_t *data, size_t len,
-                      void *ud)
-{
-    (void)t;
     post_t *p = ud;
-    enum llhttp_errno e = llhttp_execute(&p->parser, (const char *)data, len);
-    if (!p->done && e != HPE_OK)
-        post_finish(p, VB_EPROTO, true);
+    vb_events_done_cb cb = p->cb;
+    void *cud = p->ud;
+    free(p);
+    cb(err != 0 ? err : resp->status, cud);
 }
 
-static void post_event(vb_transport_t *t, vb_transport_event_t ev, int err,
-                       void *ud)
-{
-    (void)t;
-    post_t *p = ud;
-    if (ev == VB_TRANSPORT_EOF) {
-        if (llhttp_finish(&p->parser) == HPE_OK && p->status >= 200)
-            post_finish(p, p->status, true);
-        else
-            post_finish(p, p->status >= 200 ? p->status : VB_ECLOSED, true);
-    } else if (ev == VB_TRANSPORT_ERROR) {
-        post_finish(p, err, true);
-    }
-}
+#define HTTP_HEADERS_MAX 8
 
 static int http_post(void *ctx, uv_loop_t *loop, const char *url,
-                     const char *headers, const char *body, size_t len,
-                     uint32_t timeout_ms, vb_events_done_cb cb, void *ud,
+                     const vb_events_header_t *headers, size_t n_headers,
+                     const char *body, size_t len, uint32_t timeout_ms,
+                     const char *log_id, vb_events_done_cb cb, void *ud,
                      void **handle)
 {
     http_ctx_t *hc = ctx;
-    vb_ws_url_t u;
-    if (vb_ws_url_parse_http(url, &u) != 0)
-        return VB_EINVAL;
-    if (u.secure && hc->tls == NULL)
-        return VB_ECONFIG;
-    char host[300];
-    if (u.port_explicit)
-        snprintf(host, sizeof(host), strchr(u.host, ':') ? "[%s]:%u" : "%s:%u",
-                 u.host, u.port);
-    else
-        snprintf(host, sizeof(host), strchr(u.host, ':') ? "[%s]" : "%s",
-                 u.host);
-    size_t cap = strlen(u.target) + strlen(host) + strlen(headers) + 256;
-    char *head = malloc(cap);
-    post_t *p = calloc(1, sizeof(*p));
-    if (head == NULL || p == NULL) {
-        free(head);
-        free(p);
-        return VB_ENOMEM;
+    int rc;
+    if (hc->client == NULL) {
+        vb_http_client_config_t cc = {.tls = hc->tls};
+        if ((rc = vb_http_client_create(loop, &cc, &hc->client)) != 0)
+            return rc;
     }
-    int n = snprintf(head, cap,
-                     "POST %s HTTP/1.1\r\nHost: %s\r\n"
-                     "Content-Type: application/json\r\n"
-                     "User-Agent: voxbridge\r\nContent-Length: %zu\r\n%s"
-                     "Connection: close\r\n\r\n",
-                     u.target, host, len, headers);
-    p->loop = loop;
+    vb_http_header_t hs[HTTP_HEADERS_MAX];
+    if (n_headers > HTTP_HEADERS_MAX)
+        return VB_EINVAL;
+    for (size_t i = 0; i < n_headers; i++)
+        hs[i] = (vb_http_header_t){headers[i].name, headers[i].value};
+    post_t *p = malloc(sizeof(*p));
+    if (p == NULL)
+        return VB_ENOMEM;
     p->cb = cb;
     p->ud = ud;
-    llhttp_settings_init(&p->settings);
-    p->settings.on_headers_complete = post_headers_complete;
-    p->settings.on_message_complete = post_message_complete;
-    llhttp_init(&p->parser, HTTP_RESPONSE, &p->settings);
-    p->parser.data = p;
-    int rc = u.secure ? vb_tls_connect(loop, hc->tls, u.host, u.port, NULL,
-                                       NULL, &p->t)
-                      : vb_tcp_connect(loop, u.host, u.port, &p->t);
-    if (rc == 0 &&
-        ((rc = vb_transport_write(p->t, head, (size_t)n)) != 0 ||
-         (len > 0 && (rc = vb_transport_write(p->t, body, len)) != 0))) {
-        vb_transport_close(p->t);
-    }
-    free(head);
+    vb_http_request_t req = {.method = "POST",
+                             .url = url,
+                             .headers = hs,
+                             .n_headers = n_headers,
+                             .body = body,
+                             .body_len = len,
+                             .timeout_ms = timeout_ms,
+                             .log_id = log_id};
+    rc = vb_http_client_request(hc->client, &req, http_done, p, &p->h);
     if (rc != 0) {
         free(p);
         return rc;
     }
-    vb_transport_set_handler(p->t, post_read, post_event, p);
-    uv_timer_init(loop, &p->timer);
-    p->timer.data = p;
-    uv_timer_start(&p->timer, post_timeout, timeout_ms, 0);
     *handle = p;
     return 0;
 }
 
+/* At stop: the request's callback will not run, so its context goes
+ * here. */
 static void http_cancel(void *ctx, void *handle)
 {
     (void)ctx;
-    post_finish(handle, 0, false);
+    post_t *p = handle;
+    vb_http_cancel(p->h);
+    free(p);
+}
+
+static void http_close(void *ctx)
+{
+    http_ctx_t *hc = ctx;
+    vb_http_client_destroy(hc->client);
+    hc->client = NULL;
 }
 
 /* ---- the spool ---- */
@@ -583,15 +479,18 @@ static void attempt(vb_events_t *e, entry_t *x)
         x->next_ms = uv_now(&e->loop) + e->o.backoff_max_ms;
         return;
     }
-    char sig[VB_EVENTS_SIG_MAX], headers[512];
-    vb_events_sign(e->secret, (int64_t)time(NULL), body, len, sig, sizeof(sig));
-    snprintf(headers, sizeof(headers),
-             "X-Voxbridge-Event: call.ended\r\n"
-             "X-Voxbridge-Delivery: %s\r\n"
-             "X-Voxbridge-Signature: %s\r\n",
-             x->name, sig);
-    int rc = e->tr.post(e->tr.ctx, &e->loop, e->url, headers, body, len,
-                        e->o.timeout_ms, on_done, x, &x->handle);
+    char sig[VB_EVENTS_SIG_MAX];
+    int rc = vb_events_sign(e->secret, (int64_t)time(NULL), body, len, sig,
+                            sizeof(sig));
+    const vb_events_header_t headers[] = {
+        {"Content-Type", "application/json"},
+        {"X-Voxbridge-Event", "call.ended"},
+        {"X-Voxbridge-Delivery", x->name},
+        {VB_SIG_HEADER, sig},
+    };
+    if (rc == 0)
+        rc = e->tr.post(e->tr.ctx, &e->loop, e->url, headers, 4, body, len,
+                        e->o.timeout_ms, x->sid, on_done, x, &x->handle);
     free(body);
     if (rc != 0) {
         x->inflight = true;
@@ -666,6 +565,8 @@ static void on_stop(uv_async_t *a)
     if (e->nent > 0)
         vb_log_info(NULL, "events: undelivered reports stay in the spool",
                     "count=%u dir=%s", e->nent, e->dir);
+    if (e->tr.close != NULL)
+        e->tr.close(e->tr.ctx);
     uv_timer_stop(&e->timer);
     uv_close((uv_handle_t *)&e->timer, close_noop);
     uv_close((uv_handle_t *)&e->wake, close_noop);
@@ -760,7 +661,8 @@ int vb_events_create(const vb_events_opts_t *o, vb_events_t **out)
             rc = VB_ECONFIG;
             goto fail;
         }
-        e->tr = (vb_events_transport_t){http_post, http_cancel, &e->http};
+        e->tr = (vb_events_transport_t){http_post, http_cancel, http_close,
+                                        &e->http};
     }
     if (mkdir(e->dir, 0750) != 0 && errno != EEXIST) {
         vb_log_error(NULL, "cannot create the events spool", "dir=%s errno=%d",

@@ -32,7 +32,8 @@
  *
  * The HTTP exchange sits behind vb_events_transport_t, so tests can drive
  * the retry logic and a different client can be plugged in; the built-in
- * one is a one-shot POST over net/tcp or net/tls with llhttp.
+ * one is net/http_client.h on the events loop (keep-alive per host), the
+ * signature net/vbsig.h.
  */
 #ifndef VB_AI_EVENTS_H
 #define VB_AI_EVENTS_H
@@ -51,17 +52,26 @@
  * (VB_ETIMEDOUT, VB_ECONNREFUSED, VB_EPROTO...). Loop thread. */
 typedef void (*vb_events_done_cb)(int status, void *ud);
 
+/* One request header field (net/http_client.h has its own; not included
+ * here, its type name is also net/http.h's). */
+typedef struct vb_events_header {
+    const char *name, *value;
+} vb_events_header_t;
+
 typedef struct vb_events_transport {
-    /* Starts one POST of `body` to `url` with the extra header lines
-     * `headers` ("Name: value\r\n"...); `cb` fires exactly once, later,
+    /* Starts one POST of `body` to `url` with the header fields `headers`
+     * (Content-Type, the signature...); `cb` fires exactly once, later,
      * unless this returns an error (then nothing started). *handle is for
-     * cancel. Loop thread. */
+     * cancel; `log_id` names the call in log lines. Loop thread. */
     int (*post)(void *ctx, uv_loop_t *loop, const char *url,
-                const char *headers, const char *body, size_t len,
-                uint32_t timeout_ms, vb_events_done_cb cb, void *ud,
+                const vb_events_header_t *headers, size_t n_headers,
+                const char *body, size_t len, uint32_t timeout_ms,
+                const char *log_id, vb_events_done_cb cb, void *ud,
                 void **handle);
     /* Abandons a request started by post: no callback afterwards. */
     void (*cancel)(void *ctx, void *handle);
+    /* At stop, after the cancels (may be NULL). */
+    void (*close)(void *ctx);
     void *ctx;
 } vb_events_transport_t;
 

@@ -193,17 +193,23 @@
     X(gemini_healthy_ms, INT, "VOXBRIDGE_GEMINI_HEALTHY_MS", "10000", 100,     \
       3600000, NULL,                                                           \
       "a Gemini connection up this long restores the reconnect budget")        \
-    /* Post-call reports and signed requests */                                \
+    /* business webhooks and tools */                                          \
     X(webhook_secret, SECRET, "VOXBRIDGE_WEBHOOK_SECRET", "", 0, 0, NULL,      \
-      "HMAC key of X-Voxbridge-Signature on every request voxbridge sends "    \
-      "to the business (required with --events-url)")                          \
+      "key of the X-Voxbridge-Signature HMAC on requests to the assistant, "   \
+      "tool and events URLs (unsigned when unset)")                            \
+    X(webhook_ca_file, STR, "VOXBRIDGE_WEBHOOK_CA_FILE", "", 0, 0, NULL,       \
+      "CA bundle for https:// assistant, tool and events URLs (default: "      \
+      "system bundle)")                                                        \
+    X(tool_max_response_bytes, INT, "VOXBRIDGE_TOOL_MAX_RESPONSE_BYTES",       \
+      "65536", 1024, 1048576, NULL,                                            \
+      "largest tool response body; a larger one is refused and the model is "  \
+      "told so")                                                               \
+    /* post-call reports */                                                    \
     X(events_url, STR, "VOXBRIDGE_EVENTS_URL", "", 0, 0, NULL,                 \
       "POST a signed call.ended report here after every call (empty: off)")    \
     X(events_spool, STR, "VOXBRIDGE_EVENTS_SPOOL", "", 0, 0, NULL,             \
       "directory where reports wait until a 2xx (required with "               \
       "--events-url; kept across restarts)")                                   \
-    X(events_ca_file, STR, "VOXBRIDGE_EVENTS_CA_FILE", "", 0, 0, NULL,         \
-      "CA bundle for an https:// --events-url (default: system bundle)")       \
     X(events_max_files, INT, "VOXBRIDGE_EVENTS_MAX_FILES", "10000", 1,         \
       10000000, NULL,                                                          \
       "most reports in the spool; beyond, new ones are refused (counted, "     \

@@ -367,7 +367,7 @@ int main(int argc, char **argv)
             .url = cfg.events_url,
             .spool_dir = cfg.events_spool,
             .secret = cfg.webhook_secret,
-            .ca_file = cfg.events_ca_file,
+            .ca_file = cfg.webhook_ca_file,
             .max_files = (uint32_t)cfg.events_max_files,
             .max_bytes = (uint64_t)cfg.events_max_bytes,
             .timeout_ms = (uint32_t)cfg.events_timeout_ms,

@@ -80,7 +80,7 @@ typedef struct vb_msg_open {
     /* The assistant the webhook chose, from the stream's `<Parameter>`s
      * when their MAC verified (core/assistant.h); "" when none. */
     char assistant[64];
-    char from[32];        /* +14155550100, NUL-terminated */
+    char from[32]; /* +14155550100, NUL-terminated */
     char to[32];
 } vb_msg_open_t;
 
