@@ -45,6 +45,7 @@ static inline void app_start(app_t *a, int port, const char *secret,
     a->port = port;
     snprintf(a->out, sizeof(a->out), "%s", out);
     snprintf(a->store, sizeof(a->store), "%s", store);
+    unlink(a->out); /* a restart must not find the last run's line */
     a->pid = proc_spawn(argv, NULL, a->out);
     char *text;
     proc_wait_log(a->out, "listening on ", a->pid, proc_ms(10000), &text);

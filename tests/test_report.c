@@ -521,3 +521,100 @@ TEST_T(events_beyond_the_spool_bound_refused_and_counted, 60)
     ASSERT_EQ(count_json(r.spool), 2);
     rig_free(&r);
 }
+
+/* ---- vb-example-app itself (the tools and assistant tests use it too) ---- */
+
+static int app_post(int port, const char *secret, int64_t t, const char *body,
+                    tc_resp_t *resp)
+{
+    char sig[VB_EVENTS_SIG_MAX], req[4096];
+    ASSERT_EQ(vb_events_sign(secret, t, body, strlen(body), sig, sizeof(sig)),
+              0);
+    snprintf(req, sizeof(req),
+             "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: "
+             "application/json\r\nX-Voxbridge-Signature: %s\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             sig, strlen(body), body);
+    return tc_request(port, req, resp, proc_ms(5000));
+}
+
+TEST_T(example_app_answers_each_event, 60)
+{
+    rig_t r;
+    rig_init(&r);
+    app_start(&r.app, r.port, APP_SECRET, r.store, r.app_out,
+              (const char *const[]){"--incoming", "name:front-desk", NULL});
+    int64_t now = (int64_t)time(NULL);
+    tc_resp_t resp;
+    ASSERT_EQ(
+        app_post(r.port, APP_SECRET, now,
+                 "{\"event\":\"call.incoming\",\"call\":{\"sid\":\"CA1\"}}",
+                 &resp),
+        200);
+    ASSERT_STR_CONTAINS(resp.body, "\"assistant\":\"front-desk\"");
+    tc_free_resp(&resp);
+    ASSERT_EQ(app_post(r.port, APP_SECRET, now,
+                       "{\"event\":\"tool.call\",\"call\":{\"sid\":\"CA1\"},"
+                       "\"tool\":{\"id\":\"fc-1\",\"name\":\"lookup_order\","
+                       "\"arguments\":{\"order_id\":\"A1002\"}}}",
+                       &resp),
+              200);
+    cJSON *o = cJSON_Parse(resp.body);
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(o, "status")),
+                  "processing");
+    cJSON_Delete(o);
+    tc_free_resp(&resp);
+    ASSERT_EQ(app_post(r.port, APP_SECRET, now,
+                       "{\"event\":\"tool.call\",\"tool\":{\"name\":"
+                       "\"lookup_order\",\"arguments\":{\"order_id\":\"Z9\"}}}",
+                       &resp),
+              404);
+    ASSERT_STR_CONTAINS(resp.body, "\"error\":\"order not found\"");
+    tc_free_resp(&resp);
+    /* Wrong key, old t, no header: 401 each, nothing kept. */
+    ASSERT_EQ(
+        app_post(r.port, "wrong", now, "{\"event\":\"call.ended\"}", &resp),
+        401);
+    tc_free_resp(&resp);
+    ASSERT_EQ(app_post(r.port, APP_SECRET, now - 301,
+                       "{\"event\":\"call.ended\"}", &resp),
+              401);
+    ASSERT_STR_CONTAINS(resp.body, "too old");
+    tc_free_resp(&resp);
+    ASSERT_EQ(tc_request(r.port,
+                         "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                         "2\r\n\r\n{}",
+                         &resp, proc_ms(5000)),
+              401);
+    tc_free_resp(&resp);
+    ASSERT_EQ(app_stat(&r.app, "rejected_signature"), 3);
+    cJSON *reps = app_get(&r.app, "/reports");
+    ASSERT_EQ(cJSON_GetArraySize(reps), 0);
+    cJSON_Delete(reps);
+    rig_free(&r);
+
+    /* 204 and an assistant object from a file. */
+    rig_init(&r);
+    char file[600];
+    snprintf(file, sizeof(file), "%s/assistant.json", r.dir);
+    FILE *f = fopen(file, "w");
+    fputs("{\"voice\":\"Kore\",\"instructions\":\"Be brief.\"}", f);
+    fclose(f);
+    char arg[700];
+    snprintf(arg, sizeof(arg), "file:%s", file);
+    app_start(&r.app, r.port, APP_SECRET, r.store, r.app_out,
+              (const char *const[]){"--incoming", arg, NULL});
+    ASSERT_EQ(app_post(r.port, APP_SECRET, now, "{\"event\":\"call.incoming\"}",
+                       &resp),
+              200);
+    ASSERT_STR_CONTAINS(resp.body, "\"voice\":\"Kore\"");
+    tc_free_resp(&resp);
+    rig_free(&r);
+    rig_init(&r);
+    app_start(&r.app, r.port, APP_SECRET, r.store, r.app_out, NULL);
+    ASSERT_EQ(app_post(r.port, APP_SECRET, now, "{\"event\":\"call.incoming\"}",
+                       &resp),
+              204);
+    tc_free_resp(&resp);
+    rig_free(&r);
+}
