@@ -377,3 +377,60 @@ TEST_T(report_beyond_the_spool_bound_is_refused_and_counted, 150)
     free(out1);
     free(out2);
 }
+
+/* The report's latency is the call's: with the echo model the caller's
+ * sentence is answered once; the report's response time is the one
+ * vb_response_latency_seconds observed, its first audio before it. */
+TEST_T(report_latency_is_the_calls, 120)
+{
+    ctx_t c;
+    memset(&c, 0, sizeof(c));
+    rig_init(&c.r);
+    snprintf(c.spool, sizeof(c.spool), "%s/spool", c.r.dir);
+    snprintf(c.store, sizeof(c.store), "%s/store", c.r.dir);
+    snprintf(c.app_out, sizeof(c.app_out), "%s/app.out", c.r.dir);
+    c.app_port = proc_free_port();
+    snprintf(c.url, sizeof(c.url), "http://127.0.0.1:%d/events", c.app_port);
+    rig_fake(&c.r, (const char *const[]){"--mode", "echo", NULL});
+    app_start(&c.app, c.app_port, APP_SECRET, c.store, c.app_out, NULL);
+    ctx_vb(&c, NULL);
+    const char *speech = path_in(&c.r, "speech.wav");
+    make_speech(&c.r, "Hello, this is a test call through the voice bridge",
+                speech);
+    sim_t s;
+    sim_start(&c.r, &s, 0, speech, NULL,
+              (const char *const[]){"--tail", "6", NULL});
+    char *out = sim_wait(&c.r, &s);
+    cJSON *reps = app_wait_reports(&c.app, 1, proc_ms(10000));
+    char *m = metrics(&c.r);
+    double n = msum(m, "vb_response_latency_seconds_count", NULL);
+    double sum = msum(m, "vb_response_latency_seconds_sum", NULL);
+    free(m);
+    const cJSON *lat =
+        cJSON_GetObjectItem(cJSON_GetArrayItem(reps, 0), "latency");
+    double responses =
+        cJSON_GetNumberValue(cJSON_GetObjectItem(lat, "responses"));
+    ASSERT_GE(n, 1);
+    ASSERT_EQ((int)responses, (int)n);
+    double p50 =
+        cJSON_GetNumberValue(cJSON_GetObjectItem(lat, "response_ms_p50"));
+    double p95 =
+        cJSON_GetNumberValue(cJSON_GetObjectItem(lat, "response_ms_p95"));
+    double first =
+        cJSON_GetNumberValue(cJSON_GetObjectItem(lat, "first_audio_ms"));
+    ASSERT_LE(p50, p95);
+    if (n == 1)
+        ASSERT_NEAR(p50, sum * 1000.0, 1.0);
+    ASSERT_GT(p50, 0);
+    ASSERT_GT(first, 0);
+    char fa[32];
+    sfield(out, "first_audio_ms", fa, sizeof(fa));
+    /* vb-sim's first audio counts from its own `start`: within 0.5 s. */
+    ASSERT_NEAR(first, atof(fa), 500);
+    char *vblog = rig_vb_stop(&c.r);
+    rig_stop(&c.r);
+    app_stop(&c.app);
+    cJSON_Delete(reps);
+    free(vblog);
+    free(out);
+}
