@@ -27,6 +27,19 @@
 
 #define APP_SECRET "report-test-secret"
 
+#if defined(VB_SANITIZE_THREAD)
+/* libuv closes its sockets with a raw close(2) system call that
+ * ThreadSanitizer does not see, so when this thread later gets the same
+ * descriptor number (opendir, a test socket) and closes it, the close is
+ * reported as racing with the events thread's socket(). Only races whose
+ * stack holds a descriptor close are left out; every other race stands. */
+const char *__tsan_default_suppressions(void);
+const char *__tsan_default_suppressions(void)
+{
+    return "race:closedir\nrace:^close$\nrace:fclose\n";
+}
+#endif
+
 static vb_msg_open_t open_msg(void)
 {
     vb_msg_open_t o;
