@@ -333,9 +333,20 @@ static void spool_one(vb_events_t *e, pending_t *p)
                      (unsigned long long)e->o.max_bytes);
         return;
     }
-    char name[NAME_MAX_LEN], tmp[4200], path[4200];
-    snprintf(name, sizeof(name), "%013lld-%.60s.json",
-             (long long)(vb_clock_wall_s() * 1000.0), p->sid);
+    char name[NAME_MAX_LEN], tmp[4200], path[4200], sid[64];
+    /* The CallSid names the file: anything but letters and digits in it
+     * becomes '_' (no path can come out of it). */
+    size_t k = 0;
+    for (; p->sid[k] != '\0' && k < sizeof(sid) - 1; k++) {
+        char ch = p->sid[k];
+        sid[k] = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                         (ch >= '0' && ch <= '9')
+                     ? ch
+                     : '_';
+    }
+    sid[k] = '\0';
+    snprintf(name, sizeof(name), "%013lld-%s.json",
+             (long long)(vb_clock_wall_s() * 1000.0), sid);
     snprintf(path, sizeof(path), "%s/%s", e->dir, name);
     snprintf(tmp, sizeof(tmp), "%s/.tmp-%s.%llu", e->dir, name,
              (unsigned long long)++e->seq);
@@ -426,6 +437,32 @@ static void dead_letter(vb_events_t *e, entry_t *x, int status)
     ent_remove(e, x);
 }
 
+/* A failed attempt (`status`: a retryable HTTP status or a VB_E*):
+ * counted, and the next one after the backoff. */
+static void retry_later(vb_events_t *e, entry_t *x, int status)
+{
+    int f = status == VB_ETIMEDOUT ? F_TIMEOUT
+            : status >= 500        ? F_HTTP_5XX
+            : status > 0           ? F_HTTP_RETRY
+                                   : F_CONNECT;
+    fail_count(e, f);
+    x->failures++;
+    uint32_t wait = vb_events_backoff_ms(
+        x->failures, e->o.backoff_min_ms, e->o.backoff_max_ms,
+        (uint32_t)rand_r(&e->rnd) * 2654435761u);
+    x->next_ms = uv_now(&e->loop) + wait;
+    if (status > 0)
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 5000, x->sid,
+                           "report delivery failed, will retry",
+                           "http_status=%d attempt=%u retry_in_ms=%u", status,
+                           x->failures, wait);
+    else
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 5000, x->sid,
+                           "report delivery failed, will retry",
+                           "err=%s attempt=%u retry_in_ms=%u",
+                           vb_err_name(status), x->failures, wait);
+}
+
 static void on_done(int status, void *ud)
 {
     entry_t *x = ud;
@@ -446,20 +483,7 @@ static void on_done(int status, void *ud)
                !(status >= 500 || status == 408 || status == 429)) {
         dead_letter(e, x, status);
     } else {
-        int f = status == VB_ETIMEDOUT ? F_TIMEOUT
-                : status >= 500        ? F_HTTP_5XX
-                : status > 0           ? F_HTTP_RETRY
-                                       : F_CONNECT;
-        fail_count(e, f);
-        x->failures++;
-        uint32_t wait = vb_events_backoff_ms(
-            x->failures, e->o.backoff_min_ms, e->o.backoff_max_ms,
-            (uint32_t)rand_r(&e->rnd) * 2654435761u);
-        x->next_ms = uv_now(&e->loop) + wait;
-        VB_LOG_RATELIMITED(
-            VB_LOG_WARN, 5000, x->sid, "report delivery failed, will retry",
-            "result=%s attempt=%u retry_in_ms=%u",
-            status > 0 ? "http" : vb_err_name(status), x->failures, wait);
+        retry_later(e, x, status);
     }
     vb_metrics_gauge_set(e->shard, e->m_spooled, e->nent);
     schedule(e);
@@ -471,6 +495,13 @@ static void attempt(vb_events_t *e, entry_t *x)
     snprintf(path, sizeof(path), "%s/%s", e->dir, x->name);
     size_t len = 0;
     char *body = read_file(path, &len);
+    if (body == NULL && errno == ENOENT) {
+        /* Taken out of the spool by hand: nothing to send. */
+        vb_log_warn(x->sid, "spooled report gone before it was sent",
+                    "file=%s", x->name);
+        ent_remove(e, x);
+        return;
+    }
     if (body == NULL) {
         fail_count(e, F_SPOOL_ERROR);
         vb_log_error(x->sid, "spooled report unreadable: left in place",
@@ -493,9 +524,7 @@ static void attempt(vb_events_t *e, entry_t *x)
                         e->o.timeout_ms, x->sid, on_done, x, &x->handle);
     free(body);
     if (rc != 0) {
-        x->inflight = true;
-        e->inflight++;
-        on_done(rc, x); /* counted and retried like a refused connection */
+        retry_later(e, x, rc); /* like a refused connection */
         return;
     }
     x->inflight = true;
@@ -521,8 +550,7 @@ static void schedule(vb_events_t *e)
             continue;
         if (x->next_ms <= now) {
             attempt(e, x);
-            /* attempt may have removed entries (a synchronous failure never
-             * does; a dead letter only from a response): restart cheaply. */
+            /* attempt removes an entry whose file is gone: start over. */
             if (i >= e->nent || e->ent[i] != x)
                 i = (uint32_t)-1;
         }
@@ -730,6 +758,10 @@ void vb_events_stop(vb_events_t *e)
 {
     if (e == NULL)
         return;
+    /* Later submits are refused (logged); all before are stored. */
+    pthread_mutex_lock(&e->mu);
+    e->closed = true;
+    pthread_mutex_unlock(&e->mu);
     if (e->thread.started) {
         vb_thread_stop(&e->thread, &e->stop);
     } else if (e->loop_ok && !e->stopping) {
@@ -737,9 +769,6 @@ void vb_events_stop(vb_events_t *e)
         uv_async_send(&e->stop);
         uv_run(&e->loop, UV_RUN_DEFAULT);
     }
-    pthread_mutex_lock(&e->mu);
-    e->closed = true;
-    pthread_mutex_unlock(&e->mu);
 }
 
 void vb_events_destroy(vb_events_t *e)
