@@ -497,8 +497,8 @@ static void attempt(vb_events_t *e, entry_t *x)
     char *body = read_file(path, &len);
     if (body == NULL && errno == ENOENT) {
         /* Taken out of the spool by hand: nothing to send. */
-        vb_log_warn(x->sid, "spooled report gone before it was sent",
-                    "file=%s", x->name);
+        vb_log_warn(x->sid, "spooled report gone before it was sent", "file=%s",
+                    x->name);
         ent_remove(e, x);
         return;
     }
