@@ -21,11 +21,14 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "ai/events.h"
+#include "ai/report.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/msg.h"
 #include "core/stage.h"
+#include "dsp/recorder.h"
 #include "net/tcp.h"
 #include "net/tls.h"
 #include "net/ws.h"
@@ -109,6 +112,11 @@ struct call {
     vb_call_tools_t *tools;
     char transfer_to[VB_ASSISTANT_TARGET_MAX + 1];
     char transfer_name[VB_ASSISTANT_TOOL_NAME_MAX + 1];
+    uint64_t tr_t0[2]; /* when the pending line began (for the report) */
+    /* The post-call report, with --events-url (else NULL): allocated with
+     * the call, filled as it runs, rendered once at CALL_CLOSE. */
+    vb_report_t *rep;
+    bool reported;
 };
 
 enum {
@@ -224,6 +232,7 @@ void vb_gemini_options_from_config(vb_gemini_options_t *o, const vb_config_t *c)
 {
     memset(o, 0, sizeof(*o));
     o->max_calls = (uint32_t)c->max_calls;
+    o->record_dir = c->record_dir;
     o->url = c->gemini_url;
     o->api_key = c->gemini_api_key;
     o->ca_file = c->gemini_ca_file;
@@ -327,6 +336,8 @@ static void tr_append(call_t *call, int who, const char *text)
     size_t n = strlen(text);
     if (n > room)
         n = room;
+    if (call->tr_len[who] == 0)
+        call->tr_t0[who] = vb_clock_now_ns();
     memcpy(call->tr[who] + call->tr_len[who], text, n);
     call->tr_len[who] += n;
     call->tr[who][call->tr_len[who]] = '\0';
@@ -369,6 +380,10 @@ static void tr_flush(vb_gemini_stage_t *s, call_t *call, bool interrupted)
         const char *t = call->tr[who];
         while (*t == ' ')
             t++;
+        if (call->rep != NULL && call->open)
+            vb_report_line(call->rep,
+                           who == 0 ? VB_REPORT_CALLER : VB_REPORT_ASSISTANT, t,
+                           call->tr_t0[who]);
         if (s->transcript_dir != NULL)
             tr_write_file(s, call, roles[who], t);
         else
@@ -861,6 +876,62 @@ static void emit_goodbye(vb_gemini_stage_t *s, call_t *call, uint64_t now)
         out_emit(s, call, VB_MSG_HANGUP, 0, "end_call", 8, now);
 }
 
+/* ---- the post-call report (ai/report.h) ---- */
+
+/* The report's tool calls are the tool runner's log (ai/tools.h): every
+ * call the model made, built-ins too, with its outcome and latency. */
+static void report_tools(call_t *call)
+{
+    vb_report_t *r = call->rep;
+    r->ntools = r->args_len = 0;
+    if (call->tools == NULL)
+        return;
+    size_t n = 0, dropped = 0;
+    const vb_tool_log_entry_t *log =
+        vb_call_tools_log(call->tools, &n, &dropped);
+    for (size_t i = 0; i < n; i++) {
+        if (!vb_report_tool_begin(r, log[i].id, log[i].name, log[i].arguments,
+                                  0))
+            break;
+        vb_report_tool_t *t = &r->tools[r->ntools - 1];
+        snprintf(t->status, sizeof t->status, "%s", log[i].status);
+        t->latency_ms = strcmp(log[i].status, "pending") == 0
+                            ? -1
+                            : (int64_t)log[i].latency_ms;
+    }
+    if (dropped > 0)
+        r->tools_truncated = true;
+}
+
+/* Renders the call's report and hands it to the delivery thread, once.
+ * `cl` is the CALL_CLOSE payload, or NULL when the call goes without one
+ * (the stage stopping, its slot reused); then `why` is the reason. */
+static void report_finish(vb_gemini_stage_t *s, call_t *call,
+                          const vb_msg_close_t *cl, const char *why)
+{
+    if (call->rep == NULL || call->reported || !call->open)
+        return;
+    call->reported = true;
+    tr_flush(s, call, false);
+    report_tools(call);
+    call->rep->failure = call->fail;
+    /* Recorded as the recorder decides (core/main.c record_wanted): the
+     * call's assistant's "record", on by default with --record-dir. */
+    const char *rd = s->o->record_dir;
+    bool rec = rd != NULL && *rd != '\0' &&
+               (call->asst != NULL ? call->asst->record : true);
+    if (!rec || vb_recorder_path(rd, call->sid, call->rep->recording,
+                                 sizeof call->rep->recording) != 0)
+        call->rep->recording[0] = '\0';
+    size_t len = 0;
+    char *json = vb_report_render(call->rep, cl, why, vb_clock_now_ns(), &len);
+    if (json == NULL) {
+        vb_log_error(lid(call), "out of memory for the post-call report", NULL);
+        return;
+    }
+    vb_events_submit(s->o->events, call->sid, json, len);
+}
+
 static void on_tool_call(conn_t *c, const vb_gemini_event_t *ev)
 {
     call_t *call = c->call;
@@ -975,6 +1046,8 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
             call->hangup_pending = false;
             emit_goodbye(s, call, now);
             call->ended = true;
+            if (call->rep != NULL)
+                call->rep->model_hangup = true;
         }
         break;
     case VB_GEMINI_EV_TOOL_CALL:
@@ -1011,6 +1084,9 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
                                        (uint64_t)v[i]);
         if (ev->usage.total > 0)
             call->tokens += ev->usage.total;
+        if (call->rep != NULL)
+            vb_report_usage(call->rep, ev->usage.prompt, ev->usage.response,
+                            ev->usage.thoughts, ev->usage.total);
         break;
     }
     case VB_GEMINI_EV_UNKNOWN:
@@ -1150,10 +1226,16 @@ static call_t *call_new(vb_gemini_stage_t *s, const char *sid)
         uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
     call->acap = (size_t)s->o->prebuffer_ms * BYTES_PER_MS_IN;
     call->abuf = malloc(call->acap);
-    if (call->abuf == NULL) {
+    if (s->o->events != NULL)
+        call->rep = malloc(sizeof(*call->rep));
+    if (call->abuf == NULL || (s->o->events != NULL && call->rep == NULL)) {
+        free(call->abuf);
+        free(call->rep);
         free(call);
         return NULL;
     }
+    if (call->rep != NULL)
+        vb_report_init(call->rep, NULL, NULL, vb_clock_now_ns());
     call->s = s;
     call->fail = -1;
     snprintf(call->sid, sizeof(call->sid), "%s", sid);
@@ -1168,6 +1250,7 @@ static call_t *call_new(vb_gemini_stage_t *s, const char *sid)
 
 static void call_free(vb_gemini_stage_t *s, call_t *call, const char *why)
 {
+    report_finish(s, call, NULL, s->stopping ? "shutdown" : why);
     tr_flush(s, call, false);
     if (call->open)
         vb_log_info(lid(call), "gemini call finished",
@@ -1197,6 +1280,7 @@ static void call_free(vb_gemini_stage_t *s, call_t *call, const char *why)
     vb_call_tools_free(call->tools);
     vb_assistant_unref(call->asst);
     free(call->abuf);
+    free(call->rep);
     free(call);
 }
 
@@ -1423,6 +1507,12 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
         (s->o->max_call_s == 0 || call->asst->max_call_s < s->o->max_call_s))
         call->max_end_at =
             vb_clock_now_ns() + (uint64_t)call->asst->max_call_s * 1000000000u;
+    if (call->rep != NULL) {
+        vb_msg_open_t op;
+        memset(&op, 0, sizeof(op));
+        memcpy(&op, m->data, m->len < sizeof(op) ? m->len : sizeof(op));
+        vb_report_init(call->rep, &op, NULL, vb_clock_now_ns());
+    }
     if (call->cur == NULL || call->cur->st != CONN_READY)
         call->wait_since = vb_clock_now_ns();
     s->by_slot[m->call.slot] = call;
@@ -1532,6 +1622,9 @@ static bool in_one(void *ud, const vb_msg_t *m)
                         "caller audio not sent before the call closed",
                         "bytes=%zu", call->alen);
         }
+        vb_msg_close_t cl;
+        vb_msg_close_get(m, &cl);
+        report_finish(s, call, &cl, cl.reason);
         call_free(s, call, "call closed");
         break;
     }

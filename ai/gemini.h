@@ -145,6 +145,12 @@ typedef struct vb_gemini_options {
      * 1008). Readiness counts these (net/ingress.h). */
     void (*on_verdict)(void *ud, bool ok, const char *why);
     void *verdict_ud;
+    /* Post-call reports go here (ai/events.h); NULL: none are made.
+     * Borrowed: outlives the stage. */
+    struct vb_events *events;
+    /* --record-dir ("": calls are not recorded): the report names the
+     * file of a call whose assistant records (dsp/recorder.h). */
+    const char *record_dir;
 } vb_gemini_options_t;
 
 /* Liveness limits that are not settings. */

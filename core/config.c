@@ -253,6 +253,29 @@ static int validate(const vb_config_t *c, char *err, size_t errsz)
                  c->twilio_api_url);
         return VB_ECONFIG;
     }
+    if (*c->events_url) {
+        if (!has_prefix(c->events_url, "https://") &&
+            !has_prefix(c->events_url, "http://")) {
+            snprintf(err, errsz,
+                     "invalid --events-url (VOXBRIDGE_EVENTS_URL) \"%s\": "
+                     "must start with https:// (or http://)",
+                     c->events_url);
+            return VB_ECONFIG;
+        }
+        if (*c->events_spool == '\0') {
+            snprintf(err, errsz,
+                     "--events-url needs --events-spool "
+                     "(VOXBRIDGE_EVENTS_SPOOL): the directory where reports "
+                     "wait for delivery");
+            return VB_ECONFIG;
+        }
+        if (*c->webhook_secret == '\0') {
+            snprintf(err, errsz,
+                     "--events-url needs --webhook-secret "
+                     "(VOXBRIDGE_WEBHOOK_SECRET): reports are signed");
+            return VB_ECONFIG;
+        }
+    }
     return 0;
 }
 

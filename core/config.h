@@ -249,7 +249,27 @@
     X(tool_max_response_bytes, INT, "VOXBRIDGE_TOOL_MAX_RESPONSE_BYTES",       \
       "65536", 1024, 1048576, NULL,                                            \
       "largest tool response body; a larger one is refused and the model is "  \
-      "told so")
+      "told so")                                                               \
+    /* post-call reports */                                                    \
+    X(events_url, STR, "VOXBRIDGE_EVENTS_URL", "", 0, 0, NULL,                 \
+      "POST a signed call.ended report here after every call (empty: off)")    \
+    X(events_spool, STR, "VOXBRIDGE_EVENTS_SPOOL", "", 0, 0, NULL,             \
+      "directory where reports wait until a 2xx (required with "               \
+      "--events-url; kept across restarts)")                                   \
+    X(events_max_files, INT, "VOXBRIDGE_EVENTS_MAX_FILES", "10000", 1,         \
+      10000000, NULL,                                                          \
+      "most reports in the spool; beyond, new ones are refused (counted, "     \
+      "logged)")                                                               \
+    X(events_max_bytes, INT, "VOXBRIDGE_EVENTS_MAX_BYTES", "268435456", 4096,  \
+      1099511627776, NULL,                                                     \
+      "most bytes of reports in the spool; beyond, new ones are refused")      \
+    X(events_timeout_ms, INT, "VOXBRIDGE_EVENTS_TIMEOUT_MS", "10000", 100,     \
+      600000, NULL, "one delivery attempt, connect to response")               \
+    X(events_backoff_min_ms, INT, "VOXBRIDGE_EVENTS_BACKOFF_MIN_MS", "1000",   \
+      10, 3600000, NULL,                                                       \
+      "first retry delay, doubled per failure (each drawn from [d/2, d])")     \
+    X(events_backoff_max_ms, INT, "VOXBRIDGE_EVENTS_BACKOFF_MAX_MS", "300000", \
+      10, 86400000, NULL, "longest retry delay")
 
 typedef struct vb_config {
 #define VB__CFG_FIELD_STR    char *

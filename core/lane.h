@@ -25,14 +25,19 @@
 #include "core/metrics.h"
 
 /* Largest payload per channel. One 20 ms μ-law frame is 160 bytes (the
- * channel from twilio-io takes 256: CALL_OPEN carries three SIDs); it
+ * channel from twilio-io takes 320: CALL_OPEN carries three SIDs, the
+ * assistant's name and the caller and called numbers); it
  * becomes 640 bytes of 16 kHz PCM16; model audio travels in 20 ms pieces
  * of 24 kHz PCM16 (960 bytes); the channel to twilio-io also carries the
  * fallback text of a HANGUP, so it keeps full slots. */
-#define VB_LANE_TW_TO_DSP_DATA 256u
+#define VB_LANE_TW_TO_DSP_DATA 320u
 #define VB_LANE_DSP_TO_GM_DATA 640u
 #define VB_LANE_GM_TO_DSP_DATA 960u
 #define VB_LANE_DSP_TO_TW_DATA VB_MSG_DATA_MAX
+
+_Static_assert(sizeof(vb_msg_open_t) <= VB_LANE_TW_TO_DSP_DATA &&
+                   sizeof(vb_msg_close_t) <= VB_LANE_TW_TO_DSP_DATA,
+               "CALL_OPEN and CALL_CLOSE fit the twilio_to_dsp slot");
 
 /* Messages parked beyond a full ring before the producer drops (and
  * counts) audio; control messages are parked the same way. */

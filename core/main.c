@@ -41,6 +41,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "ai/events.h"
 #include "ai/gemini.h"
 #include "ai/gemini_check.h"
 #include "core/assistant.h"
@@ -80,6 +81,7 @@ typedef struct lanes {
     vb_ingress_t *ingress;
     vb_tls_config_t *rest_tls;
     vb_assistant_store_t *assistants; /* borrowed */
+    vb_events_t *events; /* post-call reports; NULL without --events-url */
 } lanes_t;
 
 /* Backoff of the Gemini probe while sessions are rejected, and its
@@ -128,11 +130,12 @@ static bool record_wanted(void *ud, const vb_msg_open_t *open)
  * nothing. Logs what failed. */
 static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
                         vb_metrics_t *metrics, const vb_twilio_sig_key_t *key,
-                        vb_assistant_store_t *assistants)
+                        vb_assistant_store_t *assistants, vb_events_t *events)
 {
     int rc;
     memset(ls, 0, sizeof(*ls));
     ls->assistants = assistants;
+    ls->events = events;
     ls->n = (uint32_t)cfg->lanes;
     ls->l = calloc(ls->n, sizeof(*ls->l));
     ls->sinks = calloc(ls->n, sizeof(*ls->sinks));
@@ -174,6 +177,7 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
         gc.opt.max_calls = max_calls;
         gc.opt.on_verdict = gemini_verdict;
         gc.opt.verdict_ud = ls;
+        gc.opt.events = ls->events;
         gc.prepare = &l->ch.prepare;
         gc.in = &l->ch.dsp_to_gm;
         gc.out = &l->ch.gm_to_dsp;
@@ -658,6 +662,7 @@ int main(int argc, char **argv)
     vb_twilio_sig_key_t key;
     vb_ingress_t *ingress = NULL;
     vb_assistant_store_t *assistants = NULL;
+    vb_events_t *events = NULL;
     lanes_t lanes;
     memset(&lanes, 0, sizeof(lanes));
     if (metrics == NULL || add_build_info(metrics) != 0)
@@ -694,7 +699,30 @@ int main(int argc, char **argv)
         rc = VB_ECONFIG;
         goto out;
     }
-    if ((rc = lanes_create(&lanes, &cfg, metrics, &key, assistants)) != 0) {
+    if (*cfg.events_url) {
+        vb_events_opts_t eo = {
+            .url = cfg.events_url,
+            .spool_dir = cfg.events_spool,
+            .secret = cfg.webhook_secret,
+            .ca_file = cfg.webhook_ca_file,
+            .max_files = (uint32_t)cfg.events_max_files,
+            .max_bytes = (uint64_t)cfg.events_max_bytes,
+            .timeout_ms = (uint32_t)cfg.events_timeout_ms,
+            .backoff_min_ms = (uint32_t)cfg.events_backoff_min_ms,
+            .backoff_max_ms = (uint32_t)cfg.events_backoff_max_ms,
+            .metrics = metrics,
+        };
+        if ((rc = vb_events_create(&eo, &events)) != 0) {
+            fprintf(stderr, "voxbridge: cannot set up --events-url: %s\n",
+                    vb_strerror(rc));
+            goto out;
+        }
+        vb_log_info(NULL, "post-call reports on", "url=%s spool=%s pending=%u",
+                    cfg.events_url, cfg.events_spool,
+                    vb_events_spooled(events));
+    }
+    if ((rc = lanes_create(&lanes, &cfg, metrics, &key, assistants, events)) !=
+        0) {
         fprintf(stderr, "voxbridge: cannot set up the lanes: %s\n",
                 vb_strerror(rc));
         goto out;
@@ -717,7 +745,8 @@ int main(int argc, char **argv)
         goto out;
     }
     lanes.ingress = ingress;
-    if (lanes_start(&lanes) != 0 || vb_ingress_start(ingress) != 0) {
+    if ((events != NULL && vb_events_start(events) != 0) ||
+        lanes_start(&lanes) != 0 || vb_ingress_start(ingress) != 0) {
         vb_log_error(NULL, "cannot start the threads", NULL);
         goto out;
     }
@@ -759,10 +788,13 @@ out:
     vb_ingress_stop(ingress);
     lanes_stop(&lanes);
     lanes.ingress = NULL;
+    /* After the gemini stages: their last reports are spooled first. */
+    vb_events_stop(events);
     vb_ingress_destroy(ingress);
     lanes_destroy(&lanes);
     reload_assistants = NULL;
     vb_assistant_store_destroy(assistants);
+    vb_events_destroy(events);
     vb_metrics_destroy(metrics);
     vb_config_free(&cfg);
     vb_log_info(NULL, "voxbridge stopped", "status=%d", status);

@@ -44,6 +44,24 @@ int vb_msg_prepare_get(const vb_msg_t *m, vb_msg_prepare_t *out)
     return 0;
 }
 
+int vb_msg_close_get(const vb_msg_t *m, vb_msg_close_t *out)
+{
+    if (m->kind != VB_MSG_CALL_CLOSE)
+        return VB_EINVAL;
+    memset(out, 0, sizeof(*out));
+    if (m->len >= sizeof(*out)) {
+        memcpy(out, m->data, sizeof(*out));
+    } else {
+        size_t n =
+            m->len < sizeof(out->reason) - 1 ? m->len : sizeof(out->reason) - 1;
+        memcpy(out->reason, m->data, n);
+        out->first_audio_ms = out->response_p50_ms = out->response_p95_ms =
+            VB_MSG_CLOSE_NONE;
+    }
+    out->reason[sizeof(out->reason) - 1] = '\0';
+    return 0;
+}
+
 void vb_msg_conn_release(vb_msg_conn_t *c)
 {
     if (c == NULL)

@@ -78,7 +78,10 @@ static inline int vb_call_id_eq(vb_call_id_t a, vb_call_id_t b)
 /* ---- payloads, beside the message type so no consumer includes its
  * producer ---- */
 
-/* CALL_OPEN (twilio-io -> dsp -> gemini): the call's identifiers. */
+/* CALL_OPEN (twilio-io -> dsp -> gemini): the call's identifiers. `from`
+ * and `to` are the stream's From/To parameters (the webhook's caller and
+ * called number), cut to fit; "" when absent. The whole struct fits the
+ * twilio_to_dsp slot (VB_LANE_TW_TO_DSP_DATA). */
 typedef struct vb_msg_open {
     char call_sid[64];    /* CA..., NUL-terminated */
     char stream_sid[64];  /* MZ... */
@@ -86,7 +89,23 @@ typedef struct vb_msg_open {
     /* The assistant the webhook chose, from the stream's `<Parameter>`s
      * when their MAC verified (core/assistant.h); "" when none. */
     char assistant[64];
+    char from[32]; /* +14155550100, NUL-terminated */
+    char to[32];
 } vb_msg_open_t;
+
+/* CALL_CLOSE (twilio-io -> dsp -> gemini): why the call ended and what
+ * twilio-io measured, for the post-call report. `reason` comes first so a
+ * consumer that reads data[] as the reason string still can. */
+#define VB_MSG_CLOSE_NONE UINT32_MAX /* a latency that was never measured */
+typedef struct vb_msg_close {
+    char reason[16];          /* a vb_calls_total outcome: "stop", ... */
+    int64_t started_unix_ms;  /* wall clock at the stream's `start` */
+    uint64_t duration_ms;     /* `start` to the end of the stream */
+    uint32_t first_audio_ms;  /* `start` to the first model audio sent */
+    uint32_t response_p50_ms; /* caller's speech end -> model audio */
+    uint32_t response_p95_ms; /* (over the call's latest responses) */
+    uint32_t responses;       /* how many were measured */
+} vb_msg_close_t;
 
 #define VB_MSG_CONN_SIGNED 1u /* CONN: X-Twilio-Signature verified */
 
@@ -121,6 +140,11 @@ typedef struct vb_msg_prepare {
  * if `m` is not of that kind or size. Any thread. */
 int vb_msg_conn_get(const vb_msg_t *m, vb_msg_conn_t *out);
 int vb_msg_prepare_get(const vb_msg_t *m, vb_msg_prepare_t *out);
+
+/* Copies the payload of a CALL_CLOSE: a full vb_msg_close_t, or a shorter
+ * payload taken as the reason alone (the rest zero, latencies NONE).
+ * Returns 0, or VB_EINVAL if `m` is not a CALL_CLOSE. Any thread. */
+int vb_msg_close_get(const vb_msg_t *m, vb_msg_close_t *out);
 
 /* Closes the fd and frees `extra` of a connection the consumer does not
  * keep; accepts NULL. */

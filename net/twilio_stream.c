@@ -103,6 +103,8 @@ enum {
 
 typedef enum { C_CONNECTED, C_STREAMING, C_ENDED } cstate_t;
 
+#define RESP_KEEP 64 /* response latencies kept per call */
+
 typedef struct call {
     vb_twilio_stream_t *s;
     vb_call_id_t id;
@@ -159,6 +161,13 @@ typedef struct call {
      * VOICE_LEVEL), and whether the model's answer is already playing. */
     uint64_t voice_ns;
     bool answering;
+    /* For the post-call report (vb_msg_close_t): the wall clock at
+     * `start`, the first model audio sent, and the latest RESP_KEEP
+     * response latencies (ms), nresp counting all. */
+    int64_t started_unix_ms;
+    uint64_t first_audio_ns;
+    uint32_t resp_ms[RESP_KEEP];
+    uint32_t nresp;
     vb_twilio_call_stats_t stats;
     /* The fallback message is under way: however the stream ends now
      * (our close, or Twilio's stop after the REST update), the outcome is
@@ -384,14 +393,19 @@ static void send_media(call_t *c)
     uint64_t now = vb_clock_now_ns();
     c->stats.frames_out++;
     c->stats.bytes_out += n;
+    if (c->first_audio_ns == 0)
+        c->first_audio_ns = now;
     vb_metrics_counter_add(s->st.shard, s->m_frames_out, 1);
     if (!c->answering) {
         /* The first model audio of an answer: the caller has waited since
          * the end of their speech. */
         c->answering = true;
-        if (c->voice_ns != 0 && now > c->voice_ns)
+        if (c->voice_ns != 0 && now > c->voice_ns) {
             vb_metrics_observe_ns(s->st.shard, s->m_response,
                                   now - c->voice_ns);
+            c->resp_ms[c->nresp++ % RESP_KEEP] =
+                (uint32_t)((now - c->voice_ns) / 1000000u);
+        }
         c->voice_ns = 0;
     }
     if (c->batch_origin != 0 && now > c->batch_origin) {
@@ -667,6 +681,11 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
     memcpy(open.account_sid, m->start.account_sid.p, m->start.account_sid.len);
     memcpy(c->account_sid, open.account_sid, sizeof c->account_sid);
     stream_assistant(c, m, token, open.assistant, sizeof open.assistant);
+    const char *from = vb_twilio_msg_param(m, "From");
+    const char *to = vb_twilio_msg_param(m, "To");
+    snprintf(open.from, sizeof open.from, "%s", from ? from : "");
+    snprintf(open.to, sizeof open.to, "%s", to ? to : "");
+    c->started_unix_ms = (int64_t)(vb_clock_wall_s() * 1000.0);
     c->st = C_STREAMING;
     c->started_ns = vb_clock_now_ns();
     c->rate_t_ns = 0; /* a full bucket: clamped to RATE_BURST on use */
@@ -1142,6 +1161,39 @@ static void hangup_now(call_t *c, const char *why, const char *say)
                 transfer, twiml != NULL);
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* CALL_CLOSE with the reason and the report's measurements. */
+static void push_close(call_t *c, const char *reason)
+{
+    uint64_t now = vb_clock_now_ns();
+    vb_msg_close_t cl;
+    memset(&cl, 0, sizeof cl);
+    snprintf(cl.reason, sizeof cl.reason, "%s", reason);
+    cl.started_unix_ms = c->started_unix_ms;
+    cl.duration_ms = now > c->started_ns ? (now - c->started_ns) / 1000000u : 0;
+    cl.first_audio_ms =
+        c->first_audio_ns > c->started_ns
+            ? (uint32_t)((c->first_audio_ns - c->started_ns) / 1000000u)
+            : VB_MSG_CLOSE_NONE;
+    uint32_t n = c->nresp < RESP_KEEP ? c->nresp : RESP_KEEP;
+    cl.responses = c->nresp;
+    cl.response_p50_ms = cl.response_p95_ms = VB_MSG_CLOSE_NONE;
+    if (n > 0) {
+        uint32_t v[RESP_KEEP];
+        memcpy(v, c->resp_ms, n * sizeof v[0]);
+        qsort(v, n, sizeof v[0], cmp_u32);
+        /* Nearest rank. */
+        cl.response_p50_ms = v[(n * 50 + 99) / 100 - 1];
+        cl.response_p95_ms = v[(n * 95 + 99) / 100 - 1];
+    }
+    in_push(c, VB_MSG_CALL_CLOSE, 0, &cl, sizeof cl, now);
+}
+
 static void call_end(call_t *c, const char *reason)
 {
     vb_twilio_stream_t *s = c->s;
@@ -1155,7 +1207,7 @@ static void call_end(call_t *c, const char *reason)
         reason = "fallback";
     else if (c->transferring && strcmp(reason, "stop") == 0)
         reason = "transferred";
-    in_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason), vb_clock_now_ns());
+    push_close(c, reason);
     rec_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason),
              vb_clock_now_ns());
     sid_remember(s, c->label);

@@ -180,3 +180,25 @@ TEST(config_docs_list_every_setting)
     VB_CONFIG_MAP(CHECK_DOC)
 #undef CHECK_DOC
 }
+
+TEST(config_events_url_needs_a_spool_and_a_secret)
+{
+    clear_env();
+    expect_error((const char *[]){"vb", "--events-url", "ftp://x"}, 3,
+                 "invalid --events-url (VOXBRIDGE_EVENTS_URL) \"ftp://x\"");
+    expect_error((const char *[]){"vb", "--events-url", "https://app/events",
+                                  "--webhook-secret", "s"},
+                 5, "--events-url needs --events-spool");
+    expect_error((const char *[]){"vb", "--events-url", "https://app/events",
+                                  "--events-spool", "/tmp/x"},
+                 5, "--events-url needs --webhook-secret");
+    vb_config_t c;
+    const char *argv[] = {
+        "vb",     "--events-url",     "http://a/e", "--events-spool",
+        "/tmp/x", "--webhook-secret", "s"};
+    ASSERT_EQ(load(&c, 7, argv), 0);
+    ASSERT_EQ(c.events_max_files, 10000);
+    ASSERT_EQ(c.events_max_bytes, 268435456);
+    ASSERT_EQ(c.events_backoff_min_ms, 1000);
+    vb_config_free(&c);
+}
