@@ -47,8 +47,8 @@ pids+=($!)
 wait_for "$out/fake-gemini.out" '^listening on' 10
 gport=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$out/fake-gemini.out" | head -n1)
 
-# With an assistants file (when this build has --assistants) the tool is
-# declared to the model and its calls go to the app's lookup_order URL.
+# The assistants file declares the tool to the model; its calls go to the
+# app's lookup_order URL, signed.
 cat > "$out/assistants.json" <<JSON
 {"default": "front-desk",
  "assistants": {"front-desk": {
@@ -60,10 +60,6 @@ cat > "$out/assistants.json" <<JSON
               "url": "http://127.0.0.1:$aport/tools/lookup_order",
               "timeout_ms": 4000}]}}}
 JSON
-extra=()
-if "$build/voxbridge" --help | grep -q -- '--assistants '; then
-    extra+=(--assistants "$out/assistants.json")
-fi
 
 port=$(free_port)
 echo "== starting voxbridge on 127.0.0.1:$port (reports to the app)"
@@ -71,7 +67,7 @@ GEMINI_API_KEY=demo-key VOXBRIDGE_WEBHOOK_SECRET=$secret "$build/voxbridge" \
     --listen "127.0.0.1:$port" --public-url "http://127.0.0.1:$port" \
     --gemini-url "ws://127.0.0.1:$gport/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent" \
     --events-url "http://127.0.0.1:$aport/events" --events-spool "$out/spool" \
-    "${extra[@]}" > "$out/voxbridge.log" 2>&1 &
+    --assistants "$out/assistants.json" > "$out/voxbridge.log" 2>&1 &
 vbpid=$!
 pids+=($vbpid)
 wait_for "$out/voxbridge.log" 'msg="voxbridge ready"' 10
@@ -90,8 +86,8 @@ echo "== what the business app received"
 wait_for "$out/app.out" 'event=call.ended' 15
 grep '^request' "$out/app.out"
 if ! grep -q 'event=tool.call' "$out/app.out"; then
-    echo "(this build does not call HTTP tools yet: the model was answered"
-    echo " {\"error\": \"unknown function\"} and the report says status \"error\")"
+    echo "the tool call did not reach the app" >&2
+    exit 1
 fi
 
 echo
