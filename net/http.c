@@ -1312,6 +1312,13 @@ int vb_http_server_answer(void *conn, vb_http_resp_t *resp)
     conn_t *c = conn;
     if (c == NULL || c->state != C_OPEN || c->sess == NULL ||
         !vb_http_session_deferred(c->sess)) {
+        /* Going (closing, lingering): nobody will be answered, and the
+         * caller keeps what it deferred with, so on_abandon must not run
+         * for it later. */
+        if (c != NULL && c->sess != NULL && vb_http_session_deferred(c->sess)) {
+            c->sess->deferred = false;
+            c->sess->defer_arg = NULL;
+        }
         free(resp->body_owned);
         resp->body_owned = NULL;
         return VB_ESTALE;

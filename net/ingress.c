@@ -358,6 +358,15 @@ static void answered_put(vb_ingress_t *g, const char *sid, uint32_t lane,
         (struct answered){.hash = h, .expiry_s = expiry_s, .lane = lane};
 }
 
+/* The answer to `sid` never reached Twilio: a repeat is a new call. */
+static void answered_forget(vb_ingress_t *g, const char *sid)
+{
+    uint64_t h = sid_hash(sid);
+    struct answered *a = &g->ans[h % g->ans_cap];
+    if (a->hash == h)
+        memset(a, 0, sizeof(*a));
+}
+
 static int64_t lane_load(const vb_ingress_t *g, uint32_t lane)
 {
     return vb_ingress_lane_calls(g, lane) + g->lane_pending[lane];
@@ -986,9 +995,17 @@ static void asst_done(void *ud, int outcome, vb_assistant_t *chosen,
      * assistant it was built on (docs/assistants.md). */
     twiml_for(g, &r->ci, a->name, &resp);
     count_request(g, R_VOICE, resp.status, r->ci.t_start);
-    vb_http_server_answer(r->conn, &resp);
-    call_prepare(g, &r->ci, a, r->listed,
-                 outcome < VB_AURL_TIMEOUT ? "assistant_url" : "number");
+    if (vb_http_server_answer(r->conn, &resp) == 0) {
+        call_prepare(g, &r->ci, a, r->listed,
+                     outcome < VB_AURL_TIMEOUT ? "assistant_url" : "number");
+    } else {
+        /* The connection went first (closed, timed out): Twilio has no
+         * TwiML for this call, so it holds no capacity here. */
+        vb_log_warn(r->ci.call,
+                    "voice webhook connection gone before its answer", NULL);
+        pend_consume(g, r->ci.lane);
+        answered_forget(g, r->ci.call);
+    }
     vb_assistant_unref(chosen);
     asst_req_free(r);
 }
@@ -1047,6 +1064,8 @@ static void on_abandon(void *ud, void *arg)
                 "voice webhook connection closed while the assistant "
                 "request was pending",
                 NULL);
+    pend_consume(g, r->ci.lane);
+    answered_forget(g, r->ci.call);
     asst_req_free(r);
 }
 

@@ -776,3 +776,76 @@ TEST_T(assistant_url_overrides_and_falls_back_within_the_bound, 150)
     free(m);
     free(vblog);
 }
+
+/* The webhook's own deadline (--request-timeout-ms) passes while the
+ * assistant request still runs: the connection is closed and lingers; the
+ * assistant answer that comes later finds it going. Nothing is answered,
+ * nothing is freed twice (ASan), and the call holds no capacity: the server
+ * drains at once and exits cleanly. */
+TEST_T(assistant_answer_after_the_webhook_deadline_is_dropped, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    biz_start();
+    const char *file = assist_file(&r, assistants_json);
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    char aurl[128];
+    snprintf(aurl, sizeof aurl, "http://127.0.0.1:%d/assistant", biz.port);
+    rig_vb(&r,
+           (const char *const[]){
+               "--assistants", file, "--assistant-url", aurl,
+               "--assistant-timeout-ms", "2000", "--request-timeout-ms", "1000",
+               "--webhook-secret", "biz-secret", "--drain-timeout", "1", NULL},
+           NULL);
+    atomic_store(&biz.mode, "slow");
+    char body[512], url[128], sig[VB_TWILIO_SIG_LEN + 1];
+    snprintf(body, sizeof body,
+             "AccountSid=AC0&CallSid=CAlate&From=%%2B15550002222&To="
+             "%%2B18005550123&Direction=inbound");
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/webhook/voice", r.vb_port);
+    vb_form_t f = {0};
+    ASSERT_EQ(vb_form_parse(&f, body, strlen(body), 100), 0);
+    ASSERT_EQ(vb_twilio_sig_compute(TOKEN, url, &f, sig), 0);
+    vb_form_free(&f);
+    char raw[2048];
+    snprintf(raw, sizeof raw,
+             "POST /webhook/voice HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Content-Type: application/x-www-form-urlencoded\r\n"
+             "X-Twilio-Signature: %s\r\nContent-Length: %zu\r\n\r\n%s",
+             sig, strlen(body), body);
+    /* A client that never closes its side: at the deadline the server
+     * closes the connection (no TwiML) and lingers on it, reading. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)r.vb_port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ASSERT_EQ(send(fd, raw, strlen(raw), MSG_NOSIGNAL), (ssize_t)strlen(raw));
+    /* The assistant request's own bound passes (2 s) while the closed
+     * connection still lingers; then the server goes on serving. */
+    uint64_t end = vb_clock_now_ns() + (uint64_t)proc_ms(15000) * 1000000u;
+    for (;;) {
+        char *log = proc_read_file(r.vb_log);
+        bool seen = log != NULL &&
+                    strstr(log, "msg=\"voice webhook connection gone before "
+                                "its answer\" call=CAlate") != NULL;
+        free(log);
+        if (seen)
+            break;
+        if (vb_clock_now_ns() > end)
+            vb_test_fail(__FILE__, __LINE__, "the late answer was not seen");
+        usleep(20000);
+    }
+    close(fd);
+    usleep(500 * 1000);
+    atomic_store(&biz.mode, "named");
+    char *twiml = webhook(&r, "CAnext", "%2B18005550123");
+    ASSERT_STR_CONTAINS(twiml, "<Connect><Stream");
+    free(twiml);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    biz_stop();
+    /* Only CAnext (answered, never streamed) was still awaited. */
+    ASSERT_STR_CONTAINS(vblog, "awaited streams arrived\" calls=0 pending=1");
+    free(vblog);
+}
