@@ -919,7 +919,10 @@ static void report_finish(vb_gemini_stage_t *s, call_t *call,
      * call's assistant's "record", on by default with --record-dir. */
     const char *rd = s->o->record_dir;
     bool rec = rd != NULL && *rd != '\0' &&
-               (call->asst != NULL ? call->asst->record : true);
+               (s->cfg.assistants != NULL
+                    ? vb_assistant_store_records(s->cfg.assistants,
+                                                 call->rep->assistant)
+                    : true);
     if (!rec || vb_recorder_path(rd, call->sid, call->rep->recording,
                                  sizeof call->rep->recording) != 0)
         call->rep->recording[0] = '\0';

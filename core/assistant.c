@@ -1346,3 +1346,21 @@ void vb_call_ctx_destroy(vb_call_ctx_t *c)
     free(c->variables);
     free(c);
 }
+
+bool vb_assistant_store_records(vb_assistant_store_t *st, const char *name)
+{
+    if (st == NULL)
+        return false;
+    vb_assistant_t *a =
+        name != NULL && *name ? vb_assistant_store_find(st, name) : NULL;
+    if (a != NULL) {
+        bool yes = a->record;
+        vb_assistant_unref(a);
+        return yes;
+    }
+    vb_assistants_t *set = vb_assistant_store_get(st);
+    const vb_assistant_t *d = vb_assistants_default(set);
+    bool yes = d != NULL && d->record;
+    vb_assistants_unref(set);
+    return yes;
+}

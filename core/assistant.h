@@ -202,6 +202,13 @@ int vb_assistant_store_reload(vb_assistant_store_t *st, size_t *count,
 vb_assistant_t *vb_assistant_store_find(vb_assistant_store_t *st,
                                         const char *name);
 
+/* Whether a call answered by the assistant named `name` is recorded: its
+ * "record"; a name the current set does not know (or "") records as the
+ * default does. One rule for the recorder and the report; a per-call
+ * assistant from --assistant-url travels by the name it was built on, so
+ * its own "record" is not what decides (docs/assistants.md). Any thread. */
+bool vb_assistant_store_records(vb_assistant_store_t *st, const char *name);
+
 /* ---- per-call context ---- */
 
 /* What a call carries from the webhook to the gemini stage (the PREPARE

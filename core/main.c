@@ -112,18 +112,7 @@ static void calls_changed(void *ud, int lane, int delta)
  * answered) records as the default does. Recorder thread. */
 static bool record_wanted(void *ud, const vb_msg_open_t *open)
 {
-    vb_assistant_store_t *st = ud;
-    vb_assistant_t *a = vb_assistant_store_find(st, open->assistant);
-    if (a == NULL) {
-        vb_assistants_t *set = vb_assistant_store_get(st);
-        const vb_assistant_t *d = vb_assistants_default(set);
-        bool yes = d != NULL && d->record;
-        vb_assistants_unref(set);
-        return yes;
-    }
-    bool yes = a->record;
-    vb_assistant_unref(a);
-    return yes;
+    return vb_assistant_store_records(ud, open->assistant);
 }
 
 /* Creates every lane's rings and stages and joins their doorbells; starts
