@@ -55,6 +55,11 @@ struct vb_tools {
 
 typedef struct batch batch_t;
 
+#define TOOLS_OVERFLOW_MAX 32
+#define TOOLS_OVERFLOW_JSON                                                \
+    "{\"error\":\"too many function calls in one toolCall; call fewer at " \
+    "once\"}"
+
 typedef struct item {
     vb_call_tools_t *ct;
     batch_t *b;
@@ -73,6 +78,13 @@ struct batch {
     batch_t *next;
     item_t *items[VB_TOOLS_MAX_INFLIGHT];
     size_t n;
+    /* Calls past VB_TOOLS_MAX_INFLIGHT in one toolCall: answered with an
+     * error in the same toolResponse, never left waiting. */
+    struct {
+        char id[64];
+        char name[VB_ASSISTANT_TOOL_NAME_MAX + 1];
+    } over[TOOLS_OVERFLOW_MAX];
+    size_t n_over;
     bool closed;
 };
 
@@ -350,7 +362,12 @@ static void batch_maybe_send(vb_call_tools_t *ct, batch_t *b)
     if (!b->closed)
         return;
     size_t n = 0;
-    vb_gemini_fn_response_t r[VB_TOOLS_MAX_INFLIGHT];
+    vb_gemini_fn_response_t r[VB_TOOLS_MAX_INFLIGHT + TOOLS_OVERFLOW_MAX];
+    for (size_t i = 0; i < b->n_over; i++)
+        r[n++] =
+            (vb_gemini_fn_response_t){.id = b->over[i].id,
+                                      .name = b->over[i].name,
+                                      .response_json = TOOLS_OVERFLOW_JSON};
     for (size_t i = 0; i < b->n; i++) {
         item_t *it = b->items[i];
         if (it->cancelled)
@@ -573,9 +590,18 @@ int vb_call_tools_call(vb_call_tools_t *ct, const vb_assistant_t *a,
     bool full =
         ct->inflight >= VB_TOOLS_MAX_INFLIGHT || b->n >= VB_TOOLS_MAX_INFLIGHT;
     if (b->n >= VB_TOOLS_MAX_INFLIGHT) {
-        /* no room even to answer it: it goes unanswered, logged */
+        /* Answered with an error in the batch's response; past the
+         * overflow list too, it cannot be answered at all. */
         vb_log_warn(ct->sid, "too many function calls in one toolCall",
-                    "tool=%s id=%s max=%u", name, id, VB_TOOLS_MAX_INFLIGHT);
+                    "tool=%s id=%s max=%u answered=%s", name, id,
+                    VB_TOOLS_MAX_INFLIGHT,
+                    b->n_over < TOOLS_OVERFLOW_MAX ? "error" : "no");
+        if (b->n_over < TOOLS_OVERFLOW_MAX) {
+            snprintf(b->over[b->n_over].id, sizeof b->over[0].id, "%s", id);
+            snprintf(b->over[b->n_over].name, sizeof b->over[0].name, "%s",
+                     name);
+            b->n_over++;
+        }
         free(it);
         return VB_ENOSPC;
     }

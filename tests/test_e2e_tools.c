@@ -298,7 +298,22 @@ TEST_T(tools_reach_the_app_signed_and_answer_the_model, 120)
         "{\"name\":\"lookup_order\",\"args\":{\"order_id\":\"B-2\"},"
         "\"id\":\"t9\"}]}\n"
         "{\"at_ms\":1200,\"type\":\"toolCallCancellation\",\"ids\":[\"t7\"]}"
-        "\n");
+        "\n"
+        /* More calls in one toolCall than can run at once (16). */
+        "{\"at_ms\":1400,\"type\":\"toolCall\",\"calls\":["
+        "{\"name\":\"nosuch\",\"id\":\"m1\"},{\"name\":\"nosuch\",\"id\":"
+        "\"m2\"},{\"name\":\"nosuch\",\"id\":\"m3\"},"
+        "{\"name\":\"nosuch\",\"id\":\"m4\"},{\"name\":\"nosuch\",\"id\":"
+        "\"m5\"},{\"name\":\"nosuch\",\"id\":\"m6\"},"
+        "{\"name\":\"nosuch\",\"id\":\"m7\"},{\"name\":\"nosuch\",\"id\":"
+        "\"m8\"},{\"name\":\"nosuch\",\"id\":\"m9\"},"
+        "{\"name\":\"nosuch\",\"id\":\"m10\"},{\"name\":\"nosuch\",\"id\":"
+        "\"m11\"},{\"name\":\"nosuch\",\"id\":\"m12\"},"
+        "{\"name\":\"nosuch\",\"id\":\"m13\"},{\"name\":\"nosuch\",\"id\":"
+        "\"m14\"},{\"name\":\"nosuch\",\"id\":\"m15\"},"
+        "{\"name\":\"nosuch\",\"id\":\"m16\"},{\"name\":\"nosuch\",\"id\":"
+        "\"m17\"},{\"name\":\"nosuch\",\"id\":\"m18\"}"
+        "]}\n");
     rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
                                        NULL});
     rig_vb(&r,
@@ -381,7 +396,15 @@ TEST_T(tools_reach_the_app_signed_and_answer_the_model, 120)
     ASSERT_STR_CONTAINS(t9, "\"order_id\":\"B-2\"");
     int batch = 0, seen = 0;
     ASSERT_NULL(fn_response(evs, "t7", &batch, &seen));
-    ASSERT_EQ(count_type(evs, "toolResponse"), 7);
+    /* 18 calls in one toolCall: one toolResponse answers all 18, the two
+     * past the limit with an error of their own. */
+    char *m1 = resp_text(evs, "m1", 18);
+    ASSERT_STR_EQ(m1, "{\"error\":\"unknown function nosuch\"}");
+    char *m18 = resp_text(evs, "m18", 18);
+    ASSERT_STR_CONTAINS(m18, "too many function calls in one toolCall");
+    free(m1);
+    free(m18);
+    ASSERT_EQ(count_type(evs, "toolResponse"), 8);
 
     /* Metrics per tool and outcome; the log names the failures. */
     ASSERT_EQ(msum(m, "vb_tool_requests_total",
@@ -402,9 +425,11 @@ TEST_T(tools_reach_the_app_signed_and_answer_the_model, 120)
     ASSERT_EQ(msum(m, "vb_tool_requests_total",
                    "tool=\"cancel_me\",outcome=\"cancelled\""),
               1);
+    /* t6, and the 16 of the big toolCall that ran (the 2 past the limit
+     * never started). */
     ASSERT_EQ(
         msum(m, "vb_tool_requests_total", "tool=\"other\",outcome=\"unknown\""),
-        1);
+        17);
     ASSERT_EQ(msum(m, "vb_tool_latency_seconds_count", "tool=\"lookup_order\""),
               2);
     ASSERT_STR_CONTAINS(vblog, "msg=\"tool failed: the model is told\"");
