@@ -94,7 +94,9 @@ static int http_post(void *ctx, uv_loop_t *loop, const char *url,
     http_ctx_t *hc = ctx;
     int rc;
     if (hc->client == NULL) {
-        vb_http_client_config_t cc = {.tls = hc->tls};
+        /* Only the status matters: a receiver's long answer to a report
+         * it took is no reason to send it again. */
+        vb_http_client_config_t cc = {.tls = hc->tls, .discard_body = true};
         if ((rc = vb_http_client_create(loop, &cc, &hc->client)) != 0)
             return rc;
     }

@@ -31,6 +31,8 @@ typedef struct resp {
     char field[16];
     size_t field_len;
     bool field_is_ctype;
+    bool in_ctype; /* appending to the Content-Type value */
+    bool discard;  /* the body is dropped (vb_http_client_config_t) */
     char ctype[VB_HTTP_CLIENT_MAX_CONTENT_TYPE];
     size_t ctype_len;
     bool head_only; /* a response to HEAD has no body */
@@ -74,6 +76,7 @@ static int on_header_field_complete(llhttp_t *p)
     resp_t *r = resp_of(p);
     r->field_is_ctype =
         r->field_len == 12 && strncasecmp(r->field, "content-type", 12) == 0;
+    r->in_ctype = false;
     return 0;
 }
 
@@ -83,9 +86,9 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
     if (r->field_is_ctype) {
         r->ctype_len = 0; /* a repeated Content-Type: the last one counts */
         r->field_is_ctype = false;
-        r->field_len = 13; /* still appending to this value */
+        r->in_ctype = true; /* its value may come in pieces */
     }
-    if (r->field_len == 13)
+    if (r->in_ctype)
         for (size_t i = 0; i < n && r->ctype_len + 1 < sizeof(r->ctype); i++)
             r->ctype[r->ctype_len++] = at[i];
     r->ctype[r->ctype_len] = '\0';
@@ -96,7 +99,7 @@ static int on_header_value_complete(llhttp_t *p)
 {
     resp_t *r = resp_of(p);
     r->field_len = 0;
-    r->field_is_ctype = false;
+    r->field_is_ctype = r->in_ctype = false;
     return 0;
 }
 
@@ -114,6 +117,8 @@ static int on_headers_complete(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     resp_t *r = resp_of(p);
+    if (r->discard)
+        return 0;
     if (n > r->max - r->len) {
         r->err = VB_EMSGSIZE;
         return -1;
@@ -213,6 +218,7 @@ struct vb_http_client {
     uint32_t max_idle;
     uint32_t idle_ms;
     size_t max_body;
+    bool discard_body;
     conn_t *idle; /* newest first */
     vb_http_call_t *active;
     uint64_t opened;
@@ -405,6 +411,7 @@ static bool call_retry(vb_http_call_t *h)
     call_drop_conn(h);
     resp_free(&h->r);
     resp_init(&h->r, h->c->max_body, h->head);
+    h->r.discard = h->c->discard_body;
     int rc = call_send(h);
     if (rc != 0)
         call_fail(h, rc);
@@ -613,6 +620,7 @@ int vb_http_client_create(uv_loop_t *loop, const vb_http_client_config_t *cfg,
                                              : VB_HTTP_CLIENT_DEFAULT_IDLE_MS;
     c->max_body = cfg && cfg->max_body_bytes ? cfg->max_body_bytes
                                              : VB_HTTP_CLIENT_DEFAULT_MAX_BODY;
+    c->discard_body = cfg != NULL && cfg->discard_body;
     *out = c;
     return 0;
 }
@@ -670,6 +678,7 @@ int vb_http_client_request(vb_http_client_t *c, const vb_http_request_t *req,
     h->idempotent = h->head || strcmp(m, "GET") == 0 || strcmp(m, "PUT") == 0 ||
                     strcmp(m, "DELETE") == 0 || strcmp(m, "OPTIONS") == 0;
     resp_init(&h->r, c->max_body, h->head);
+    h->r.discard = c->discard_body;
     if ((rc = call_send(h)) != 0) {
         resp_free(&h->r);
         free(h->req);

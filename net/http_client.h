@@ -43,6 +43,7 @@
 #ifndef VB_NET_HTTP_CLIENT_H
 #define VB_NET_HTTP_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +69,9 @@ typedef struct vb_http_client_config {
     uint32_t max_idle_per_host; /* 0: default; idle connections kept */
     uint32_t idle_timeout_ms;   /* 0: default */
     size_t max_body_bytes;      /* 0: default; response body cap */
+    /* Bodies are read and dropped, never over the cap (the response's
+     * body is empty): for callers that need only the status. */
+    bool discard_body;
 } vb_http_client_config_t;
 
 typedef struct vb_http_header {

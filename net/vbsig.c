@@ -98,7 +98,7 @@ int vb_sig_verify(const void *secret, size_t secret_len, const char *header,
         if (*p == ',')
             p++;
     }
-    if (ts == NULL || nv == 0 || tlen > 19)
+    if (ts == NULL || nv == 0 || tlen > 18) /* no int64_t overflow */
         return VB_EINVAL;
     int64_t t = 0;
     for (size_t i = 0; i < tlen; i++) {
