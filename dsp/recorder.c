@@ -207,6 +207,12 @@ static void call_finish(rcall_t *c, uint64_t t_end)
         c->failed = true;
         count(c->rec, c->rec->m_err[E_WRITE], 1);
     }
+    /* On disk before it is called finished (this thread only; the audio
+     * stages never wait for it). */
+    if (!c->failed && c->fd >= 0 && fsync(c->fd) != 0) {
+        c->failed = true;
+        count(c->rec, c->rec->m_err[E_WRITE], 1);
+    }
     if (c->rec->st.shard != NULL)
         vb_metrics_gauge_add(c->rec->st.shard, c->rec->m_active, -1);
     vb_log_info(c->sid, "recording finished",
