@@ -12,17 +12,6 @@
 
 #include "core/err.h"
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 size_t vb_form_decode(char *dst, const char *src, size_t len,
                       bool plus_is_space)
 {
@@ -32,10 +21,10 @@ size_t vb_form_decode(char *dst, const char *src, size_t len,
         if (c == '+' && plus_is_space) {
             dst[o++] = ' ';
         } else if (c == '%' && i + 2 < len &&
-                   hexval((unsigned char)src[i + 1]) >= 0 &&
-                   hexval((unsigned char)src[i + 2]) >= 0) {
-            dst[o++] = (char)(hexval((unsigned char)src[i + 1]) << 4 |
-                              hexval((unsigned char)src[i + 2]));
+                   vb_hexval((unsigned char)src[i + 1]) >= 0 &&
+                   vb_hexval((unsigned char)src[i + 2]) >= 0) {
+            dst[o++] = (char)(vb_hexval((unsigned char)src[i + 1]) << 4 |
+                              vb_hexval((unsigned char)src[i + 2]));
             i += 2;
         } else {
             dst[o++] = (char)c;

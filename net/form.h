@@ -50,4 +50,16 @@ const char *vb_form_get(const vb_form_t *f, const char *name);
 size_t vb_form_decode(char *dst, const char *src, size_t len,
                       bool plus_is_space);
 
+/* The value of one hex digit (either case), or -1. Any thread. */
+static inline int vb_hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 #endif

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "net/form.h"
 
 #define JP_PATH 3
 
@@ -40,24 +41,13 @@ static void ws_skip(jp_t *j)
         j->p++;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool read_hex4(const char *p, const char *end, uint32_t *out)
 {
     if (end - p < 4)
         return false;
     uint32_t v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hexval(p[i]);
+        int h = vb_hexval(p[i]);
         if (h < 0)
             return false;
         v = (v << 4) | (uint32_t)h;

@@ -304,17 +304,6 @@ int vb_twilio_sig_whatwg_variant(const char *url, char *out, size_t outsz)
     return 0;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* querystring.unescape: '+' is a space, %XX a byte, a bad escape kept. */
 static size_t qs_unescape(const char *s, size_t n, char *out)
 {
@@ -322,9 +311,9 @@ static size_t qs_unescape(const char *s, size_t n, char *out)
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '+') {
             out[k++] = ' ';
-        } else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
-                   hexval(s[i + 2]) >= 0) {
-            out[k++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+        } else if (s[i] == '%' && i + 2 < n && vb_hexval(s[i + 1]) >= 0 &&
+                   vb_hexval(s[i + 2]) >= 0) {
+            out[k++] = (char)(vb_hexval(s[i + 1]) * 16 + vb_hexval(s[i + 2]));
             i += 2;
         } else {
             out[k++] = s[i];
