@@ -98,6 +98,7 @@ struct call {
     uint64_t wait_since; /* open and no READY connection since; 0: has one */
     int fail;            /* FAIL_* once ended for a failure, else -1 */
     unsigned attempts, total_attempts, nconn;
+    unsigned transient_1008; /* intermittent 1008s since the last healthy */
     uint32_t seq_out;
     uint64_t audio_dropped, audio_sent;
     int64_t tokens;
@@ -578,6 +579,24 @@ static bool contains(const char *hay, const char *needle)
     return hay != NULL && strstr(hay, needle) != NULL;
 }
 
+/* The 1008 reasons the service gives for a transient failure rather than
+ * a rejection of the configuration (docs/gemini.md, lifecycle). A model
+ * that is not found says "models/... is not found for API version ..."
+ * instead, and a bad key closes with 1007 or is refused at the upgrade. */
+static bool transient_1008(const char *reason)
+{
+    static const char *const transient[] = {
+        "Operation is not implemented, or supported, or enabled.",
+        "Requested entity was not found.",
+    };
+    if (reason == NULL)
+        return false;
+    for (size_t k = 0; k < sizeof(transient) / sizeof(transient[0]); k++)
+        if (strstr(reason, transient[k]) != NULL)
+            return true;
+    return false;
+}
+
 /* Decides what a lost connection means for its call and says so in the
  * log. Returns a FAIL_* when retrying is pointless (the call ends), else
  * -1. */
@@ -595,6 +614,22 @@ static int explain_loss(call_t *call, conn_t *c, const vb_ws_close_info_t *i,
         snprintf(why, whysz, "gemini rejected the session (1007: %s)",
                  i->reason);
         return FAIL_REJECTED;
+    }
+    if (code == 1008 && transient_1008(i->reason)) {
+        /* The service drops a healthy session now and then with these
+         * (seen in recorded sessions and handled so by peers): resume with
+         * the handle, within the usual retry budget. A resumed connection
+         * closed so again may mean the handle itself is gone: the next try
+         * starts a fresh session. */
+        bool drop = c->resumed && call->transient_1008 > 0;
+        call->transient_1008++;
+        vb_log_warn(id, "gemini closed the session transiently, resuming",
+                    "code=1008 reason=%s attempt=%u action=%s", i->reason,
+                    call->attempts + 1,
+                    drop ? "new session without history" : "resume");
+        if (drop)
+            call->handle[0] = '\0';
+        return -1;
     }
     if (code == 1008) {
         if (contains(i->reason, "not found for API version") ||
@@ -775,6 +810,32 @@ static void conn_ready(conn_t *c)
                 call->alen / BYTES_PER_MS_IN);
     if (old != NULL)
         conn_release(old, 1000, "switched to a new connection");
+    if (c->goaway && !call->ended) {
+        /* goAway came before setupComplete: this connection is going
+         * away too, so it takes nothing; a replacement is opened at once
+         * (with the handle, if any) and the caller's audio waits for it in
+         * the buffer. Counted against the retry budget, so a service
+         * that does this every time still ends the call. */
+        if (call->open)
+            call->wait_since = now;
+        call->attempts++;
+        call->total_attempts++;
+        if (call->attempts > s->o->reconnect_max ||
+            call->total_attempts > TOTAL_ATTEMPTS) {
+            call_end(call, FAIL_RETRIES,
+                     "gemini goAway before every setupComplete");
+            return;
+        }
+        vb_metrics_counter_add(s->st.shard, s->m_reconnect[RC_GOAWAY], 1);
+        vb_log_info(lid(call),
+                    "gemini goAway before setupComplete, "
+                    "switching connection",
+                    "conn=%u have_handle=%d attempt=%u", c->n,
+                    call->handle[0] != 0, call->attempts);
+        if (conn_open(call, HOW_RESUME) != 0)
+            schedule_retry(call, RC_FAILED, "could not open a new connection");
+        return;
+    }
     if (call->open && !call->greeted) {
         call->greeted = true;
         const char *greeting = greeting_of(call);
@@ -1730,6 +1791,7 @@ static void on_tick(uv_timer_t *t)
                          "conn=%u attempts_restored=%u", call->cur->n,
                          call->attempts);
             call->attempts = 0;
+            call->transient_1008 = 0;
         }
         if (call->open && !call->ended && call->wait_since != 0 &&
             now - call->wait_since >=

@@ -1273,8 +1273,23 @@ int fg_script_load(fg_server_t *srv, const char *path)
 
 /* ---- timer ---- */
 
+/* goAway before setupComplete (seen on real sessions when the server
+ * drains right at setup): the connection still completes its setup and
+ * closes EARLY_GOAWAY_MS later. */
+#define EARLY_GOAWAY_MS 2000
+
 static void send_setup_complete(fg_conn_t *c)
 {
+    if (fg_fault_on(c->srv, c->id) &&
+        c->srv->o.fault == FG_FAULT_GOAWAY_EARLY && !c->goaway_sent) {
+        logf_kv(c, "fault", "mode", "goaway-before-setup");
+        c->goaway_sent = true;
+        c->close_at = now_ms(c) + EARLY_GOAWAY_MS;
+        cJSON *ga = cJSON_CreateObject();
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(ga, "goAway"),
+                                "timeLeft", "2s");
+        send_json(c, ga, "goAway");
+    }
     cJSON *root = cJSON_CreateObject();
     cJSON_AddObjectToObject(root, "setupComplete");
     send_json(c, root, "setupComplete");

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * How a Gemini Live session begins, pauses and ends, on the real binaries
+ * (vb-sim as the caller, vb-fake-gemini as the service, voxbridge between):
+ * - the intermittent 1008 closes ("Operation is not implemented, or
+ *   supported, or enabled.", "Requested entity was not found.") are
+ *   resumed with the handle, the caller keeps hearing the model, /readyz
+ *   stays 200;
+ * - a goAway that comes before setupComplete: a replacement is opened and
+ *   the caller's audio reaches the model through it.
+ * The caller's heard audio and the frames the model got are checked.
+ */
+#include "tests/e2e.h"
+
+#define GENEROUS_S 20.0
+
+static int readyz(const rig_t *r)
+{
+    tc_resp_t resp = {0};
+    int st = tc_request(r->vb_port, "GET /readyz HTTP/1.1\r\n\r\n", &resp,
+                        proc_ms(5000));
+    tc_free_resp(&resp);
+    return st;
+}
+
+static int setups(const cJSON *evs, int *resumed)
+{
+    int n = 0;
+    *resumed = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, evs) if (strcmp(ev_type(e), "setup") == 0)
+    {
+        n++;
+        *resumed += cJSON_IsTrue(cJSON_GetObjectItem(e, "resumed"));
+    }
+    return n;
+}
+
+/* The fake closes the first connection mid-call with 1008 `reason` (after
+ * a resumption update): voxbridge resumes with the handle, the caller's
+ * frames reach the model (except those in flight on the closed
+ * connection), the model's answers are heard, nothing fails. */
+static void transient_1008_case(const char *reason)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    make_sox(audio, "synth 4 sine 300 vol 0.3");
+    char script[512];
+    snprintf(script, sizeof(script),
+             "{\"at_ms\":1500,\"conn\":1,\"type\":\"resumption\","
+             "\"resumable\":true}\n"
+             "{\"at_ms\":1600,\"conn\":1,\"type\":\"close\",\"code\":1008,"
+             "\"reason\":\"%s\"}\n"
+             "{\"at_ms\":300,\"conn\":2,\"type\":\"audio\",\"ms\":800,"
+             "\"hz\":500}\n"
+             "{\"at_ms\":1200,\"conn\":2,\"type\":\"turnComplete\"}\n",
+             reason);
+    write_file(r.script, script);
+    rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
+                                       NULL});
+    rig_vb(&r, NULL, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--tail", "2", NULL});
+    char *out = sim_wait(&r, &s);
+    int ready = readyz(&r);
+    char *m = metrics(&r);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    cJSON *evs = fake_events(&r);
+    int resumed;
+    int n = setups(evs, &resumed);
+    if (n != 2 || resumed != 1)
+        vb_test_fail(__FILE__, __LINE__, "setups=%d resumed=%d\n%s\n%s", n,
+                     resumed, out, vblog);
+    long long sent = field(out, "frames_sent");
+    double got = sum_audio_bytes(evs);
+    /* As for any abrupt close: at most the frames in flight are lost. */
+    if (got > (double)sent * 640 || got < (double)(sent - 5) * 640)
+        vb_test_fail(__FILE__, __LINE__, "model got %.0f bytes for %lld frames",
+                     got, sent);
+    /* The 800 ms answer of the resumed session was heard (8 kHz μ-law). */
+    printf("  %s: %lld bytes heard, %.0f of %lld frames reached the model\n",
+           reason, field(out, "bytes_heard"), got / 640, sent);
+    ASSERT_GE(field(out, "bytes_heard"), 8 * 700);
+    ASSERT_EQ(ready, 200);
+    ASSERT_EQ(msum(m, "vb_calls_failed_total", NULL), 0);
+    ASSERT_GE(msum(m, "vb_gemini_reconnects_total", NULL), 1);
+    ASSERT_STR_CONTAINS(vblog,
+                        "gemini closed the session transiently, resuming");
+    ASSERT_STR_CONTAINS(vblog, "outcome=stop");
+    cJSON_Delete(evs);
+    free(m);
+    free(vblog);
+    free(out);
+}
+
+TEST_T(gemini_1008_operation_not_implemented_is_resumed, 90)
+{
+    transient_1008_case(
+        "Operation is not implemented, or supported, or enabled.");
+}
+
+TEST_T(gemini_1008_requested_entity_not_found_is_resumed, 90)
+{
+    transient_1008_case("Requested entity was not found.");
+}
+
+/* A model that is not found still ends the call as a rejection. */
+TEST_T(gemini_1008_model_not_found_is_still_a_rejection, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    make_sox(audio, "synth 6 sine 300 vol 0.3");
+    write_file(r.script,
+               "{\"at_ms\":200,\"conn\":1,\"type\":\"close\",\"code\":1008,"
+               "\"reason\":\"models/gemini-x is not found for API version "
+               "v1beta, or is not supported for bidiGenerateContent.\"}\n");
+    rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
+                                       NULL});
+    rig_vb(&r, NULL, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL, NULL);
+    char *out = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    kill(r.vb, SIGTERM);
+    ASSERT_EQ(proc_reap(r.vb, proc_ms(30000)), 0);
+    char *vblog = proc_read_file(r.vb_log);
+    rig_stop(&r);
+    ASSERT_NOT_NULL(vblog);
+    ASSERT_EQ(msum(m, "vb_calls_failed_total", "reason=\"gemini_rejected\""),
+              1);
+    ASSERT_STR_CONTAINS(vblog, "gemini model not found");
+    ASSERT_NULL(strstr(vblog, "transiently"));
+    free(m);
+    free(vblog);
+    free(out);
+}
+
+/* goAway before setupComplete on the first connection: a replacement is
+ * opened, every caller frame reaches the model once (none is written to
+ * the going connection; they wait in the buffer), and the echo model's
+ * answers are heard. */
+TEST_T(gemini_goaway_before_setup_complete_opens_a_replacement, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "bursts.wav");
+    make_sox(audio, "synth 1 sine 400 vol 0.3 pad 0 1 repeat 3");
+    rig_fake(&r, (const char *const[]){"--mode", "echo", "--fault",
+                                       "goaway-before-setup", "--fault-conn",
+                                       "1", NULL});
+    rig_vb(&r, NULL, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--tail", "2", NULL});
+    char *out = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    cJSON *evs = fake_events(&r);
+    int resumed;
+    int n = setups(evs, &resumed);
+    ASSERT_EQ(n, 2);
+    long long sent = field(out, "frames_sent");
+    double got = sum_audio_bytes(evs);
+    printf("  %lld bytes heard, %.0f of %lld frames reached the model, "
+           "first audio at %lld ms\n",
+           field(out, "bytes_heard"), got / 640, sent,
+           field(out, "first_audio_ms"));
+    if (got != (double)sent * 640)
+        vb_test_fail(__FILE__, __LINE__, "model got %.0f bytes for %lld frames",
+                     got, sent);
+    ASSERT_GT(field(out, "bytes_heard"), 8000);
+    ASSERT_GT(field(out, "first_audio_ms"), 0);
+    ASSERT_LT(field(out, "first_audio_ms"), (long long)(GENEROUS_S * 1000));
+    ASSERT_STR_CONTAINS(vblog, "gemini goAway before setupComplete");
+    ASSERT_GE(msum(m, "vb_gemini_reconnects_total", "reason=\"goaway\""), 1);
+    ASSERT_EQ(msum(m, "vb_calls_failed_total", NULL), 0);
+    assert_nothing_lost(m);
+    cJSON_Delete(evs);
+    free(m);
+    free(vblog);
+    free(out);
+}
