@@ -86,6 +86,7 @@ struct call {
     vb_gemini_stage_t *s;
     call_t *prev, *next;
     bool open, ended, reap, greeted, hangup_pending;
+    bool turn_audio; /* model audio since the last turnComplete/interrupted */
     vb_call_id_t id;
     char sid[SID_MAX];
     conn_t *cur, *nxt;
@@ -1085,6 +1086,14 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
             break;
         }
         out_emit(s, call, VB_MSG_AUDIO, 0, ev->data, ev->len, now);
+        call->turn_audio = true;
+        if (call->hangup_pending) {
+            /* The goodbye is being spoken: the bound runs from its last
+             * audio, so it is never cut while it streams. */
+            uint64_t at = now + (uint64_t)s->o->hangup_grace_ms * 1000000u;
+            if (at > call->hangup_at)
+                call->hangup_at = at;
+        }
         break;
     case VB_GEMINI_EV_TEXT:
         tr_append(call, 1, ev->text);
@@ -1099,17 +1108,28 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
         backlog_purge_audio(s, call->id);
         out_emit(s, call, VB_MSG_CLEAR, 0, NULL, 0, now);
         tr_flush(s, call, true);
+        call->turn_audio = false;
         break;
     case VB_GEMINI_EV_TURN_COMPLETE:
         out_emit(s, call, VB_MSG_TURN_END, 0, NULL, 0, now);
         tr_flush(s, call, false);
-        if (call->hangup_pending) {
+        if (call->hangup_pending && !call->turn_audio) {
+            /* The tool call's turn said nothing: the goodbye comes in a
+             * later turn (non-blocking tools), or never (hangup_at). */
+            vb_log_info(lid(call), "end_call: waiting for the goodbye",
+                        "id=%s wait_ms=%llu", call->end_call_id,
+                        (unsigned long long)((call->hangup_at > now
+                                                  ? call->hangup_at - now
+                                                  : 0) /
+                                             1000000u));
+        } else if (call->hangup_pending) {
             call->hangup_pending = false;
             emit_goodbye(s, call, now);
             call->ended = true;
             if (call->rep != NULL)
                 call->rep->model_hangup = true;
         }
+        call->turn_audio = false;
         break;
     case VB_GEMINI_EV_TOOL_CALL:
         on_tool_call(c, ev);
@@ -1831,9 +1851,14 @@ static void on_tick(uv_timer_t *t)
                 conn_release(call->cur, 1000, "call ended");
         }
         if (call->hangup_pending && now >= call->hangup_at) {
+            vb_log_info(lid(call), "end_call: hanging up at the bound",
+                        "id=%s grace_ms=%u", call->end_call_id,
+                        s->o->hangup_grace_ms);
             call->hangup_pending = false;
             emit_goodbye(s, call, now);
             call->ended = true;
+            if (call->rep != NULL)
+                call->rep->model_hangup = true;
             if (call->cur != NULL)
                 conn_release(call->cur, 1000, "call ended");
         }

@@ -187,3 +187,85 @@ TEST_T(gemini_goaway_before_setup_complete_opens_a_replacement, 90)
     free(vblog);
     free(out);
 }
+
+/* end_call through vb-sim's REST API with `script`; returns vb-sim's
+ * summary, and the voxbridge log in *vblog. */
+static char *end_call_case(const char *script, int audio_s, char **vblog)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "quiet.wav");
+    char fx[32];
+    snprintf(fx, sizeof(fx), "trim 0 %d", audio_s);
+    make_sox(audio, fx);
+    write_file(r.script, script);
+    rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
+                                       NULL});
+    char api[64], apil[64];
+    int api_port = proc_free_port();
+    snprintf(api, sizeof(api), "http://127.0.0.1:%d", api_port);
+    snprintf(apil, sizeof(apil), "127.0.0.1:%d", api_port);
+    rig_vb(&r, (const char *const[]){"--twilio-api-url", api, NULL}, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--api-listen", apil, NULL});
+    char *out = sim_wait(&r, &s);
+    *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, *vblog);
+    char by[16];
+    if (strcmp(sfield(out, "ended_by", by, sizeof(by)), "rest") != 0)
+        vb_test_fail(__FILE__, __LINE__, "ended_by=%s\n%s\n%s", by, out,
+                     *vblog);
+    ASSERT_EQ(field(out, "rest_requests"), 1);
+    ASSERT_STR_CONTAINS(*vblog, "msg=\"model ended the call\"");
+    return out;
+}
+
+/* 3.8's non-blocking tools: end_call comes in a turn with no audio, the
+ * goodbye (800 ms) in the next turn. The hang-up waits for it and for its
+ * mark: the whole goodbye is heard. */
+TEST_T(end_call_goodbye_in_the_next_turn_is_heard_before_the_hang_up, 90)
+{
+    char *vblog;
+    char *out = end_call_case(
+        "{\"at_ms\":300,\"type\":\"toolCall\",\"name\":\"end_call\","
+        "\"id\":\"call-1\"}\n"
+        "{\"at_ms\":400,\"type\":\"turnComplete\"}\n"
+        "{\"at_ms\":900,\"type\":\"audio\",\"ms\":800,\"hz\":600}\n"
+        "{\"at_ms\":1000,\"type\":\"generationComplete\"}\n"
+        "{\"at_ms\":1100,\"type\":\"turnComplete\"}\n",
+        10, &vblog);
+    printf("  %lld bytes of the 6400-byte goodbye heard, %lld frames sent\n",
+           field(out, "bytes_heard"), field(out, "frames_sent"));
+    ASSERT_GE(field(out, "bytes_heard"), 6400 * 9 / 10);
+    ASSERT_GE(field(out, "marks_echoed"), 1);
+    /* Hung up after the goodbye, long before the caller's 10 s. */
+    ASSERT_LT(field(out, "frames_sent"), 7 * 50);
+    ASSERT_STR_CONTAINS(vblog, "end_call: waiting for the goodbye");
+    ASSERT_NULL(strstr(vblog, "hanging up at the bound"));
+    free(vblog);
+    free(out);
+}
+
+/* end_call and then nothing: the hang-up comes at the bound (5 s after the
+ * tool call), not at the end of the caller's 15 s. */
+TEST_T(end_call_without_a_goodbye_hangs_up_at_the_bound, 90)
+{
+    char *vblog;
+    char *out = end_call_case(
+        "{\"at_ms\":300,\"type\":\"toolCall\",\"name\":\"end_call\","
+        "\"id\":\"call-1\"}\n"
+        "{\"at_ms\":400,\"type\":\"turnComplete\"}\n",
+        15, &vblog);
+    long long frames = field(out, "frames_sent");
+    printf("  hung up after %lld caller frames (%.1f s)\n", frames,
+           (double)frames / 50);
+    ASSERT_EQ(field(out, "bytes_heard"), 0);
+    /* 5 s bound + setup and REST time, well under the 15 s of audio. */
+    ASSERT_GE(frames, 4 * 50);
+    ASSERT_LT(frames, 12 * 50);
+    ASSERT_STR_CONTAINS(vblog, "end_call: hanging up at the bound");
+    free(vblog);
+    free(out);
+}
