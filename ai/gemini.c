@@ -87,6 +87,11 @@ struct call {
     call_t *prev, *next;
     bool open, ended, reap, greeted, hangup_pending;
     bool turn_audio; /* model audio since the last turnComplete/interrupted */
+    /* The server's VAD heard the caller start while the model spoke: the
+     * caller's buffer was cleared, and the rest of the model's turn is
+     * dropped until interrupted/turnComplete. */
+    bool barged;
+    uint64_t play_until; /* when the model audio sent so far has played */
     vb_call_id_t id;
     char sid[SID_MAX];
     conn_t *cur, *nxt;
@@ -164,11 +169,12 @@ enum {
     DROP_WS_FULL,
     DROP_ENDED,
     DROP_UNSENT,
+    DROP_FORMAT,
     DROP_COUNT
 };
 static const char *const drop_labels[DROP_COUNT] = {
-    "prebuffer_overflow", "backlog_full", "stale_call",     "call_not_open",
-    "socket_backlog",     "call_ended",   "unsent_at_close"};
+    "prebuffer_overflow", "backlog_full", "stale_call",      "call_not_open",
+    "socket_backlog",     "call_ended",   "unsent_at_close", "audio_format"};
 
 struct vb_gemini_stage {
     vb_gemini_stage_config_t cfg;
@@ -1039,6 +1045,28 @@ static void on_tool_call(conn_t *c, const vb_gemini_event_t *ev)
     vb_call_tools_call(ct, call->asst, ev->id, ev->name, ev->text, builtin);
 }
 
+/* The server's VAD: the caller started talking while the model's audio
+ * still plays (or streams), so the caller's buffer is cleared now rather
+ * than at `interrupted`, which comes later. */
+static void on_voice_activity(call_t *call, const vb_gemini_event_t *ev,
+                              uint64_t now)
+{
+    vb_gemini_stage_t *s = call->s;
+    if (ev->finished || !call->open || call->ended) {
+        vb_log_debug(lid(call), "gemini voice activity", "speech=%s",
+                     ev->finished ? "end" : "start");
+        return;
+    }
+    if (!call->turn_audio && now >= call->play_until)
+        return; /* the model is silent: nothing to clear */
+    vb_log_info(lid(call), "caller speech started over the model, clearing",
+                "streaming=%d", call->turn_audio);
+    backlog_purge_audio(s, call->id);
+    out_emit(s, call, VB_MSG_CLEAR, 0, NULL, 0, now);
+    call->play_until = 0;
+    call->barged = call->turn_audio;
+}
+
 static void on_go_away(conn_t *c, const vb_gemini_event_t *ev)
 {
     vb_gemini_stage_t *s = c->s;
@@ -1076,16 +1104,23 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
         break;
     case VB_GEMINI_EV_AUDIO:
         if (ev->rate != VB_GEMINI_OUT_RATE) {
+            vb_metrics_counter_add(s->st.shard, s->m_drop[DROP_FORMAT], 1);
             VB_LOG_RATELIMITED(VB_LOG_WARN, 5000, lid(call),
-                               "gemini audio at an unexpected rate, dropped",
-                               "rate=%u", ev->rate);
+                               "gemini audio in an unexpected format, dropped",
+                               "rate=%u mime_type=%s", ev->rate,
+                               ev->name != NULL ? ev->name : "-");
             break;
         }
         if (!call->open || call->ended) {
             vb_metrics_counter_add(s->st.shard, s->m_drop[DROP_NOT_OPEN], 1);
             break;
         }
+        if (call->barged)
+            break; /* the rest of a turn the caller talked over */
         out_emit(s, call, VB_MSG_AUDIO, 0, ev->data, ev->len, now);
+        call->play_until =
+            (call->play_until > now ? call->play_until : now) +
+            (uint64_t)ev->len * 1000000u / (VB_GEMINI_OUT_RATE * 2 / 1000);
         call->turn_audio = true;
         if (call->hangup_pending) {
             /* The goodbye is being spoken: the bound runs from its last
@@ -1108,9 +1143,20 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
         backlog_purge_audio(s, call->id);
         out_emit(s, call, VB_MSG_CLEAR, 0, NULL, 0, now);
         tr_flush(s, call, true);
-        call->turn_audio = false;
+        call->turn_audio = call->barged = false;
+        call->play_until = 0;
+        break;
+    case VB_GEMINI_EV_VOICE_ACTIVITY:
+        on_voice_activity(call, ev, now);
+        break;
+    case VB_GEMINI_EV_WAITING_FOR_INPUT:
+        vb_log_debug(lid(call), "gemini waiting for input", NULL);
         break;
     case VB_GEMINI_EV_TURN_COMPLETE:
+        if (ev->text != NULL && ev->text[0] != '\0')
+            vb_log_info(lid(call), "gemini turn complete", "reason=%s",
+                        ev->text);
+        call->barged = false;
         out_emit(s, call, VB_MSG_TURN_END, 0, NULL, 0, now);
         tr_flush(s, call, false);
         if (call->hangup_pending && !call->turn_audio) {

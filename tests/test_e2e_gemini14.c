@@ -269,3 +269,62 @@ TEST_T(end_call_without_a_goodbye_hangs_up_at_the_bound, 90)
     free(vblog);
     free(out);
 }
+
+/* 3.8's voiceActivity: the caller starts talking 1 s into a 6 s answer;
+ * the server's `interrupted` comes only at 5.5 s. The caller's buffer is
+ * cleared at the voice start, and the rest of that turn (1 s more audio
+ * sent after it) is not played. The next turn's audio, spelt
+ * audio/L16;rate=24000, is heard; a stereo part is dropped and counted;
+ * turnCompleteReason is logged. */
+TEST_T(voice_activity_clears_early_and_other_mime_spellings_play, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "quiet.wav");
+    make_sox(audio, "trim 0 10");
+    write_file(r.script,
+               "{\"at_ms\":300,\"type\":\"audio\",\"ms\":6000,\"hz\":500}\n"
+               "{\"at_ms\":1300,\"type\":\"voiceActivity\","
+               "\"activity\":\"ACTIVITY_START\"}\n"
+               "{\"at_ms\":1400,\"type\":\"audio\",\"ms\":1000,\"hz\":500}\n"
+               "{\"at_ms\":5500,\"type\":\"interrupted\"}\n"
+               "{\"at_ms\":5600,\"type\":\"voiceActivity\","
+               "\"activity\":\"ACTIVITY_END\"}\n"
+               "{\"at_ms\":5700,\"type\":\"turnComplete\"}\n"
+               "{\"at_ms\":6000,\"type\":\"audio\",\"ms\":700,\"hz\":700,"
+               "\"mime\":\"audio/L16;rate=24000\"}\n"
+               "{\"at_ms\":6100,\"type\":\"audio\",\"ms\":300,\"hz\":700,"
+               "\"mime\":\"audio/pcm;rate=24000;channels=2\"}\n"
+               "{\"at_ms\":6200,\"type\":\"turnComplete\","
+               "\"reason\":\"NEED_MORE_INPUT\",\"waiting\":true}\n");
+    rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
+                                       NULL});
+    rig_vb(&r, NULL, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--tail", "2", NULL});
+    char *out = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    long long heard = field(out, "bytes_heard");
+    printf("  %lld bytes heard (%.2f s), %lld clears, %lld bytes cleared\n",
+           heard, (double)heard / 8000, field(out, "clears"),
+           field(out, "bytes_cleared"));
+    /* 0.7 s of the L16 turn + about 1 s of the first answer; without the
+     * early clear 5 s of it would be heard, with the rest of the turn
+     * played after the clear 1 s more. */
+    if (heard < 5600 + 4000 || heard > 5600 + 14400)
+        vb_test_fail(__FILE__, __LINE__, "heard %lld bytes\n%s\n%s", heard, out,
+                     vblog);
+    ASSERT_GE(field(out, "clears"), 1);
+    ASSERT_STR_CONTAINS(vblog, "caller speech started over the model");
+    ASSERT_STR_CONTAINS(vblog, "gemini audio in an unexpected format");
+    ASSERT_STR_CONTAINS(vblog, "mime_type=\"audio/pcm;rate=24000;channels=2\"");
+    ASSERT_STR_CONTAINS(vblog, "reason=NEED_MORE_INPUT");
+    ASSERT_GE(msum(m, "vb_gemini_dropped_total", "reason=\"audio_format\""), 3);
+    free(m);
+    free(vblog);
+    free(out);
+}

@@ -84,6 +84,7 @@ struct fg_conn {
     size_t script_pos;
     uint64_t goaway_at, close_at;
     bool goaway_sent;
+    const char *audio_mime; /* a script audio event's "mime", while sent */
     int turns;
     /* --fault */
     bool stalled, garbage;
@@ -286,7 +287,8 @@ static void send_audio(fg_conn_t *c, const int16_t *pcm, size_t n,
     cJSON *part = cJSON_CreateObject();
     cJSON_AddItemToArray(parts, part);
     cJSON *id = cJSON_AddObjectToObject(part, "inlineData");
-    cJSON_AddStringToObject(id, "mimeType", "audio/pcm;rate=24000");
+    cJSON_AddStringToObject(
+        id, "mimeType", c->audio_mime ? c->audio_mime : "audio/pcm;rate=24000");
     cJSON_AddStringToObject(id, "data", b64);
     free(b64);
     if (transcript != NULL) {
@@ -1126,9 +1128,12 @@ static void exec_event(fg_conn_t *c, const cJSON *ev)
                           cJSON_IsNumber(ms) ? ms->valueint : 500, &n);
         if (p == NULL)
             return;
+        /* "mime": another spelling of the part's mimeType. */
+        c->audio_mime = cJSON_GetStringValue(getf(ev, "mime", NULL));
         for (size_t off = 0; off < n; off += CHUNK_MS * 24)
             send_audio(c, p + off,
                        n - off < CHUNK_MS * 24 ? n - off : CHUNK_MS * 24, NULL);
+        c->audio_mime = NULL;
         free(p);
     } else if (strcmp(type, "inputTranscription") == 0 ||
                strcmp(type, "outputTranscription") == 0) {
@@ -1196,7 +1201,27 @@ static void exec_event(fg_conn_t *c, const cJSON *ev)
                strcmp(type, "generationComplete") == 0) {
         send_flag(c, type);
     } else if (strcmp(type, "turnComplete") == 0) {
-        send_turn_complete(c);
+        /* "reason": a turnCompleteReason; "waiting": waitingForInput. */
+        const char *reason = cJSON_GetStringValue(getf(ev, "reason", NULL));
+        if (reason == NULL && !cJSON_IsTrue(getf(ev, "waiting", NULL))) {
+            send_turn_complete(c);
+        } else {
+            cJSON *root, *sc = server_content(&root);
+            cJSON_AddBoolToObject(sc, "turnComplete", true);
+            if (reason != NULL)
+                cJSON_AddStringToObject(sc, "turnCompleteReason", reason);
+            if (cJSON_IsTrue(getf(ev, "waiting", NULL)))
+                cJSON_AddBoolToObject(sc, "waitingForInput", true);
+            add_usage(c, root);
+            send_json(c, root, "turnComplete");
+        }
+    } else if (strcmp(type, "voiceActivity") == 0) {
+        /* "activity": ACTIVITY_START or ACTIVITY_END (3.8's server VAD). */
+        cJSON *root = cJSON_CreateObject();
+        cJSON *va = cJSON_AddObjectToObject(root, "voiceActivity");
+        cJSON_AddStringToObject(va, "voiceActivityType",
+                                sval(ev, "activity", "ACTIVITY_START"));
+        send_json(c, root, "voiceActivity");
     } else if (strcmp(type, "emptyServerContent") == 0) {
         cJSON *root;
         server_content(&root);
