@@ -60,6 +60,7 @@ typedef struct conn {
     conn_state_t st;
     unsigned n; /* 1, 2, ... within the call */
     bool resumed, goaway, by_us, active, dead;
+    bool in_turn; /* model output since its last generation/turn end */
     int busy;
     uint64_t t_start, deadline;
     /* Liveness: when READY, the last pong (or READY), the outstanding
@@ -95,6 +96,11 @@ struct call {
     vb_call_id_t id;
     char sid[SID_MAX];
     conn_t *cur, *nxt;
+    /* After goAway: the connection it replaced, still delivering the model
+     * turn it was in (until generationComplete/turnComplete/interrupted,
+     * or drain_until). Caller audio waits in the buffer meanwhile. */
+    conn_t *old;
+    uint64_t drain_until;
     char handle[HANDLE_MAX];
     char end_call_id[128];
     /* Caller audio waiting for a READY connection: a byte ring. */
@@ -454,7 +460,8 @@ static bool can_send(const call_t *call)
 {
     const conn_t *c = call->cur;
     return c != NULL && c->st == CONN_READY && c->ws != NULL && !c->goaway &&
-           c->lost == NULL && call->nxt == NULL && !call->ended;
+           c->lost == NULL && call->nxt == NULL && call->old == NULL &&
+           !call->ended;
 }
 
 static bool can_stream(const call_t *call)
@@ -524,6 +531,8 @@ static void conn_detach(conn_t *c)
             call->cur = NULL;
         if (call->nxt == c)
             call->nxt = NULL;
+        if (call->old == c)
+            call->old = NULL;
         c->call = NULL;
     }
     if (c->active) {
@@ -699,10 +708,22 @@ static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
     call_t *call = c->call;
     bool by_us = c->by_us;
     bool was_cur = call != NULL && call->cur == c;
+    bool was_old = call != NULL && call->old == c;
     bool was_ready = c->st == CONN_READY;
     bool goaway = c->goaway;
     uint64_t t_alive = c->t_alive;
     conn_detach(c);
+    if (was_old && !by_us && !call->ended) {
+        /* The server closed the old connection (its goAway time ran out)
+         * before it finished its turn: the new one takes over. */
+        vb_log_info(lid(call), "old gemini connection closed while draining",
+                    "code=%u", (unsigned)info->code_received);
+        conn_free(c);
+        if (call->open)
+            abuf_flush(s, call);
+        vb_call_tools_flush(call->tools);
+        return;
+    }
     if (call == NULL || by_us || call->ended) {
         if (call != NULL && !by_us)
             vb_log_debug(lid(call), "gemini connection closed", "code=%u",
@@ -815,8 +836,20 @@ static void conn_ready(conn_t *c)
                 "conn=%u resumed=%d setup_ms=%.1f buffered_ms=%zu", c->n,
                 c->resumed, (double)(now - c->t_start) / 1e6,
                 call->alen / BYTES_PER_MS_IN);
-    if (old != NULL)
+    if (old != NULL && old->in_turn && old->ws != NULL && old->lost == NULL &&
+        !call->ended) {
+        /* The old connection is mid-turn: it finishes it (bounded), and
+         * only then does caller audio go to the new one, so the caller
+         * hears the whole answer and no second one over it. */
+        if (call->old != NULL)
+            conn_release(call->old, 1000, "switched to a new connection");
+        call->old = old;
+        call->drain_until = now + (uint64_t)VB_GEMINI_DRAIN_MS * 1000000u;
+        vb_log_info(lid(call), "old gemini connection finishes its turn",
+                    "conn=%u bound_ms=%u", old->n, VB_GEMINI_DRAIN_MS);
+    } else if (old != NULL) {
         conn_release(old, 1000, "switched to a new connection");
+    }
     if (c->goaway && !call->ended) {
         /* goAway came before setupComplete: this connection is going
          * away too, so it takes nothing; a replacement is opened at once
@@ -862,7 +895,8 @@ static int tools_send(void *ud, const char *json, size_t len)
 {
     call_t *call = ud;
     conn_t *c = call->cur;
-    if (c == NULL || c->dead || c->st != CONN_READY || call->ended)
+    if (c == NULL || c->dead || c->st != CONN_READY || call->ended ||
+        call->old != NULL)
         return VB_EAGAIN;
     return vb_ws_send_text(c->ws, json, len) == 0 ? 0 : VB_EAGAIN;
 }
@@ -1045,6 +1079,22 @@ static void on_tool_call(conn_t *c, const vb_gemini_event_t *ev)
     vb_call_tools_call(ct, call->asst, ev->id, ev->name, ev->text, builtin);
 }
 
+/* The old connection has finished its turn (or took too long): it goes,
+ * and the held caller audio and tool responses go to the new one. */
+static void drain_end(call_t *call, const char *why)
+{
+    conn_t *old = call->old;
+    if (old == NULL)
+        return;
+    vb_log_info(lid(call), "old gemini connection done", "conn=%u why=%s",
+                old->n, why);
+    conn_release(old, 1000, "switched to a new connection");
+    call->old = NULL;
+    if (call->open)
+        abuf_flush(call->s, call);
+    vb_call_tools_flush(call->tools);
+}
+
 /* The server's VAD: the caller started talking while the model's audio
  * still plays (or streams), so the caller's buffer is cleared now rather
  * than at `interrupted`, which comes later. */
@@ -1103,6 +1153,7 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
         }
         break;
     case VB_GEMINI_EV_AUDIO:
+        c->in_turn = true;
         if (ev->rate != VB_GEMINI_OUT_RATE) {
             vb_metrics_counter_add(s->st.shard, s->m_drop[DROP_FORMAT], 1);
             VB_LOG_RATELIMITED(VB_LOG_WARN, 5000, lid(call),
@@ -1139,7 +1190,15 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
     case VB_GEMINI_EV_OUTPUT_TRANSCRIPT:
         tr_append(call, 1, ev->text);
         break;
+    case VB_GEMINI_EV_GENERATION_COMPLETE:
+        c->in_turn = false;
+        if (call->old == c)
+            drain_end(call, "generationComplete");
+        break;
     case VB_GEMINI_EV_INTERRUPTED:
+        c->in_turn = false;
+        if (call->old == c)
+            drain_end(call, "interrupted");
         backlog_purge_audio(s, call->id);
         out_emit(s, call, VB_MSG_CLEAR, 0, NULL, 0, now);
         tr_flush(s, call, true);
@@ -1153,6 +1212,9 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
         vb_log_debug(lid(call), "gemini waiting for input", NULL);
         break;
     case VB_GEMINI_EV_TURN_COMPLETE:
+        c->in_turn = false;
+        if (call->old == c)
+            drain_end(call, "turnComplete");
         if (ev->text != NULL && ev->text[0] != '\0')
             vb_log_info(lid(call), "gemini turn complete", "reason=%s",
                         ev->text);
@@ -1392,6 +1454,8 @@ static void call_free(vb_gemini_stage_t *s, call_t *call, const char *why)
                     (long long)call->tokens);
     if (call->cur != NULL)
         conn_release(call->cur, 1000, "call ended");
+    if (call->old != NULL)
+        conn_release(call->old, 1000, "call ended");
     if (call->nxt != NULL)
         conn_kill(call->nxt);
     if (call->open && call->id.slot < s->o->max_calls &&
@@ -1450,6 +1514,8 @@ static void call_end(call_t *call, int fail, const char *reason)
     }
     if (call->cur != NULL)
         conn_release(call->cur, 1000, "call ended");
+    if (call->old != NULL)
+        conn_release(call->old, 1000, "call ended");
     if (call->nxt != NULL)
         conn_kill(call->nxt);
 }
@@ -1896,6 +1962,8 @@ static void on_tick(uv_timer_t *t)
             if (call->cur != NULL)
                 conn_release(call->cur, 1000, "call ended");
         }
+        if (call->old != NULL && now >= call->drain_until)
+            drain_end(call, "bound");
         if (call->hangup_pending && now >= call->hangup_at) {
             vb_log_info(lid(call), "end_call: hanging up at the bound",
                         "id=%s grace_ms=%u", call->end_call_id,
@@ -1932,6 +2000,8 @@ static void on_stop(void *ud)
         call_t *call = s->calls;
         if (call->cur != NULL)
             conn_kill(call->cur);
+        if (call->old != NULL)
+            conn_kill(call->old);
         if (call->nxt != NULL)
             conn_kill(call->nxt);
         call_free(s, call, "stopping");

@@ -328,3 +328,62 @@ TEST_T(voice_activity_clears_early_and_other_mime_spellings_play, 90)
     free(vblog);
     free(out);
 }
+
+/* goAway while the model is answering: the first 1 s of a 3 s answer, then
+ * goAway, then the other 2 s on the old connection after its replacement
+ * is ready. The old connection delivers the whole answer before it goes;
+ * the caller hears all 3 s once, and every caller frame reaches the model
+ * once (held while the old turn ends, then sent to the new connection). */
+TEST_T(gemini_goaway_mid_answer_the_old_connection_finishes_the_turn, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    make_sox(audio, "synth 6 sine 300 vol 0.05");
+    write_file(r.script,
+               "{\"at_ms\":200,\"conn\":1,\"type\":\"resumption\","
+               "\"resumable\":true}\n"
+               "{\"at_ms\":300,\"conn\":1,\"type\":\"audio\",\"ms\":1000,"
+               "\"hz\":500}\n"
+               "{\"at_ms\":400,\"conn\":1,\"type\":\"goAway\","
+               "\"timeLeft\":\"10s\"}\n"
+               "{\"at_ms\":1500,\"conn\":1,\"type\":\"audio\",\"ms\":2000,"
+               "\"hz\":500}\n"
+               "{\"at_ms\":1600,\"conn\":1,\"type\":\"generationComplete\"}\n"
+               "{\"at_ms\":1700,\"conn\":1,\"type\":\"turnComplete\"}\n");
+    rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
+                                       NULL});
+    rig_vb(&r, NULL, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--tail", "2", NULL});
+    char *out = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    cJSON *evs = fake_events(&r);
+    int resumed;
+    ASSERT_EQ(setups(evs, &resumed), 2);
+    ASSERT_EQ(resumed, 1);
+    long long heard = field(out, "bytes_heard");
+    long long sent = field(out, "frames_sent");
+    double got = sum_audio_bytes(evs);
+    printf("  %lld of 24000 answer bytes heard, %.0f of %lld caller frames "
+           "reached the model\n",
+           heard, got / 640, sent);
+    if (heard < 24000 * 95 / 100 || heard > 24000 + 800)
+        vb_test_fail(__FILE__, __LINE__, "heard %lld\n%s\n%s", heard, out,
+                     vblog);
+    if (got != (double)sent * 640)
+        vb_test_fail(__FILE__, __LINE__, "model got %.0f bytes for %lld frames",
+                     got, sent);
+    ASSERT_STR_CONTAINS(vblog, "old gemini connection finishes its turn");
+    ASSERT_STR_CONTAINS(vblog, "old gemini connection done");
+    ASSERT_EQ(field(out, "clears"), 0);
+    assert_nothing_lost(m);
+    cJSON_Delete(evs);
+    free(m);
+    free(vblog);
+    free(out);
+}
