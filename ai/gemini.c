@@ -2168,7 +2168,10 @@ int vb_gemini_stage_create(vb_gemini_stage_t **out,
     s->url = strdup(o->url);
     s->model = strdup(o->setup.model);
     s->voice = dup_or_null(o->setup.voice);
-    s->language = dup_or_null(o->setup.language);
+    /* An empty language is "auto" (no languageCode), not the default. */
+    s->language = o->setup.language != NULL && o->setup.language[0] == '\0'
+                      ? strdup("auto")
+                      : dup_or_null(o->setup.language);
     s->api_key = dup_or_null(o->api_key);
     s->greeting = dup_or_null(o->greeting);
     s->dtmf_text = dup_or_null(o->dtmf_text);

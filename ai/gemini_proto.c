@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/b64.h"
 #include "core/err.h"
@@ -174,10 +175,11 @@ int vb_gemini_build_setup(const vb_gemini_setup_t *s, char **out, size_t *len)
     CHK(cJSON_AddStringToObject(
         pvc, "voiceName",
         s->voice && s->voice[0] ? s->voice : VB_GEMINI_DEFAULT_VOICE));
-    CHK(cJSON_AddStringToObject(speech, "languageCode",
-                                s->language && s->language[0]
-                                    ? s->language
-                                    : VB_GEMINI_DEFAULT_LANGUAGE));
+    /* "" or "auto": no languageCode, the model picks the language (3.x
+     * native audio follows the caller). NULL: the default. */
+    const char *lang = s->language ? s->language : VB_GEMINI_DEFAULT_LANGUAGE;
+    if (lang[0] != '\0' && strcasecmp(lang, "auto") != 0)
+        CHK(cJSON_AddStringToObject(speech, "languageCode", lang));
 
     if (s->system_prompt != NULL && s->system_prompt[0] != '\0') {
         cJSON *si, *parts, *part;

@@ -56,7 +56,8 @@ typedef struct vb_gemini_function {
 typedef struct vb_gemini_setup {
     const char *model;    /* "<id>" -> "models/<id>"; "models/..." kept */
     const char *voice;    /* NULL or "": VB_GEMINI_DEFAULT_VOICE */
-    const char *language; /* NULL or "": VB_GEMINI_DEFAULT_LANGUAGE */
+    const char *language; /* NULL: VB_GEMINI_DEFAULT_LANGUAGE; "" or "auto":
+                           * no languageCode */
     double temperature;   /* < 0: omitted */
     /* System instruction text, sent as a Content object
      * {"parts":[{"text":...}],"role":"user"}; NULL or "": omitted. */

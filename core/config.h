@@ -198,7 +198,8 @@
     X(gemini_voice, STR, "VOXBRIDGE_GEMINI_VOICE", "Puck", 0, 0, NULL,         \
       "prebuilt voice name (case-sensitive)")                                  \
     X(gemini_language, STR, "VOXBRIDGE_GEMINI_LANGUAGE", "en-US", 0, 0, NULL,  \
-      "BCP-47 language code of the spoken answer")                             \
+      "BCP-47 language code of the spoken answer; auto or empty: "             \
+      "not sent, the model follows the caller")                                \
     X(gemini_temperature, DBL, "VOXBRIDGE_GEMINI_TEMPERATURE", "-1", -1, 2,    \
       NULL, "sampling temperature 0-2; -1 leaves the model default")           \
     X(system_prompt, STR, "VOXBRIDGE_SYSTEM_PROMPT",                           \

@@ -387,3 +387,39 @@ TEST_T(gemini_goaway_mid_answer_the_old_connection_finishes_the_turn, 90)
     free(vblog);
     free(out);
 }
+
+/* --gemini-language auto: the setup the service gets has a voice but no
+ * languageCode, and the call works as usual (echo heard). */
+TEST_T(gemini_language_auto_sends_no_language_code, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "bursts.wav");
+    make_sox(audio, "synth 1 sine 400 vol 0.3 pad 0 1 repeat 1");
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r, (const char *const[]){"--gemini-language", "auto", NULL}, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--tail", "2", NULL});
+    char *out = sim_wait(&r, &s);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    cJSON *evs = fake_events(&r);
+    int n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, evs) if (strcmp(ev_type(e), "setup") == 0)
+    {
+        const cJSON *gc = cJSON_GetObjectItem(cJSON_GetObjectItem(e, "msg"),
+                                              "generationConfig");
+        const cJSON *sp = cJSON_GetObjectItem(gc, "speechConfig");
+        ASSERT_NOT_NULL(cJSON_GetObjectItem(sp, "voiceConfig"));
+        ASSERT_NULL(cJSON_GetObjectItem(sp, "languageCode"));
+        n++;
+    }
+    ASSERT_EQ(n, 1);
+    ASSERT_GT(field(out, "bytes_heard"), 4000);
+    cJSON_Delete(evs);
+    free(vblog);
+    free(out);
+}

@@ -957,3 +957,28 @@ TEST(parse_voice_activity)
     ASSERT_EQ(st.unknown_types, 0);
     vb_gemini_parser_destroy(p);
 }
+
+/* Language "auto" (any case) or "": no languageCode, so a 3.x model
+ * follows the caller's language; the voice stays. */
+TEST(setup_language_auto_sends_no_language_code)
+{
+    static const char *const autos[] = {"auto", "AUTO", ""};
+    for (size_t i = 0; i < sizeof(autos) / sizeof(autos[0]); i++) {
+        vb_gemini_setup_t s;
+        vb_gemini_setup_defaults(&s);
+        s.model = "gemini-3.8-live";
+        s.language = autos[i];
+        char *json = NULL;
+        size_t len = 0;
+        ASSERT_EQ(vb_gemini_build_setup(&s, &json, &len), 0);
+        cJSON *root = cJSON_Parse(json);
+        ASSERT_NOT_NULL(root);
+        ASSERT_NULL(path(root, "setup.generationConfig.speechConfig."
+                               "languageCode"));
+        ASSERT_STR_EQ(pstr(root, "setup.generationConfig.speechConfig."
+                                 "voiceConfig.prebuiltVoiceConfig.voiceName"),
+                      "Puck");
+        cJSON_Delete(root);
+        free(json);
+    }
+}
