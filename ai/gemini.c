@@ -255,6 +255,16 @@ void vb_gemini_options_from_config(vb_gemini_options_t *o, const vb_config_t *c)
     o->setup.voice = c->gemini_voice;
     o->setup.language = c->gemini_language;
     o->setup.temperature = c->gemini_temperature;
+    o->setup.thinking_budget = c->gemini_thinking_budget;
+    static const char *const levels[][2] = {{"minimal", "MINIMAL"},
+                                            {"low", "LOW"},
+                                            {"medium", "MEDIUM"},
+                                            {"high", "HIGH"}};
+    o->setup.thinking_level = NULL;
+    for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++)
+        if (c->gemini_thinking_level != NULL &&
+            strcmp(c->gemini_thinking_level, levels[i][0]) == 0)
+            o->setup.thinking_level = levels[i][1];
     o->setup.system_prompt = c->system_prompt;
     o->system_prompt_file = c->system_prompt_file;
     o->setup.vad_disabled = c->vad != NULL && strcmp(c->vad, "off") == 0;

@@ -43,6 +43,7 @@ void vb_gemini_setup_defaults(vb_gemini_setup_t *s)
     s->end_call = true;
     s->vad_prefix_padding_ms = -1;
     s->vad_silence_ms = -1;
+    s->thinking_budget = -2;
     s->input_transcription = true;
     s->output_transcription = true;
     s->resumption = true;
@@ -169,6 +170,16 @@ int vb_gemini_build_setup(const vb_gemini_setup_t *s, char **out, size_t *len)
     cJSON_AddItemToArray(mods, m);
     if (s->temperature >= 0)
         CHK(cJSON_AddNumberToObject(gen, "temperature", s->temperature));
+    if (s->thinking_budget >= -1 || s->thinking_level != NULL) {
+        cJSON *tc;
+        CHK(tc = add_obj(gen, "thinkingConfig"));
+        if (s->thinking_budget >= -1)
+            CHK(cJSON_AddNumberToObject(tc, "thinkingBudget",
+                                        s->thinking_budget));
+        if (s->thinking_level != NULL)
+            CHK(cJSON_AddStringToObject(tc, "thinkingLevel",
+                                        s->thinking_level));
+    }
     CHK(speech = add_obj(gen, "speechConfig"));
     CHK(vc = add_obj(speech, "voiceConfig"));
     CHK(pvc = add_obj(vc, "prebuiltVoiceConfig"));

@@ -59,6 +59,11 @@ typedef struct vb_gemini_setup {
     const char *language; /* NULL: VB_GEMINI_DEFAULT_LANGUAGE; "" or "auto":
                            * no languageCode */
     double temperature;   /* < 0: omitted */
+    /* thinkingConfig: thinkingBudget (-1 dynamic, 0 off; < -1 omitted) and
+     * thinkingLevel ("MINIMAL".."HIGH"; NULL omitted); neither: no
+     * thinkingConfig. */
+    int thinking_budget;
+    const char *thinking_level;
     /* System instruction text, sent as a Content object
      * {"parts":[{"text":...}],"role":"user"}; NULL or "": omitted. */
     const char *system_prompt;

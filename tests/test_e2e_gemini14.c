@@ -389,15 +389,20 @@ TEST_T(gemini_goaway_mid_answer_the_old_connection_finishes_the_turn, 90)
 }
 
 /* --gemini-language auto: the setup the service gets has a voice but no
- * languageCode, and the call works as usual (echo heard). */
-TEST_T(gemini_language_auto_sends_no_language_code, 90)
+ * languageCode; --gemini-thinking-budget/-level: its thinkingConfig (which
+ * the fake validates); the call works as usual (echo heard). */
+TEST_T(gemini_language_auto_and_thinking_config_in_the_setup, 90)
 {
     rig_t r;
     rig_init(&r);
     const char *audio = path_in(&r, "bursts.wav");
     make_sox(audio, "synth 1 sine 400 vol 0.3 pad 0 1 repeat 1");
     rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
-    rig_vb(&r, (const char *const[]){"--gemini-language", "auto", NULL}, NULL);
+    rig_vb(&r,
+           (const char *const[]){"--gemini-language", "auto",
+                                 "--gemini-thinking-budget", "1024",
+                                 "--gemini-thinking-level", "low", NULL},
+           NULL);
     sim_t s;
     sim_start(&r, &s, 0, audio, NULL,
               (const char *const[]){"--tail", "2", NULL});
@@ -415,6 +420,13 @@ TEST_T(gemini_language_auto_sends_no_language_code, 90)
         const cJSON *sp = cJSON_GetObjectItem(gc, "speechConfig");
         ASSERT_NOT_NULL(cJSON_GetObjectItem(sp, "voiceConfig"));
         ASSERT_NULL(cJSON_GetObjectItem(sp, "languageCode"));
+        const cJSON *tc = cJSON_GetObjectItem(gc, "thinkingConfig");
+        ASSERT_EQ(
+            cJSON_GetNumberValue(cJSON_GetObjectItem(tc, "thinkingBudget")),
+            1024);
+        ASSERT_STR_EQ(
+            cJSON_GetStringValue(cJSON_GetObjectItem(tc, "thinkingLevel")),
+            "LOW");
         n++;
     }
     ASSERT_EQ(n, 1);

@@ -982,3 +982,45 @@ TEST(setup_language_auto_sends_no_language_code)
         free(json);
     }
 }
+
+/* thinkingConfig only when asked: budget (-1 dynamic, 0 off) and/or level. */
+TEST(setup_thinking_config)
+{
+    vb_gemini_setup_t s;
+    vb_gemini_setup_defaults(&s);
+    s.model = "gemini-3.8-live-extended-thinking";
+    char *json = NULL;
+    size_t len = 0;
+    ASSERT_EQ(vb_gemini_build_setup(&s, &json, &len), 0);
+    cJSON *root = cJSON_Parse(json);
+    ASSERT_NULL(path(root, "setup.generationConfig.thinkingConfig"));
+    cJSON_Delete(root);
+    free(json);
+
+    s.thinking_budget = 0;
+    s.thinking_level = "HIGH";
+    ASSERT_EQ(vb_gemini_build_setup(&s, &json, &len), 0);
+    root = cJSON_Parse(json);
+    ASSERT_EQ(
+        cJSON_GetNumberValue(
+            path(root, "setup.generationConfig.thinkingConfig.thinkingBudget")),
+        0);
+    ASSERT_STR_EQ(
+        pstr(root, "setup.generationConfig.thinkingConfig.thinkingLevel"),
+        "HIGH");
+    cJSON_Delete(root);
+    free(json);
+
+    s.thinking_budget = -1;
+    s.thinking_level = NULL;
+    ASSERT_EQ(vb_gemini_build_setup(&s, &json, &len), 0);
+    root = cJSON_Parse(json);
+    ASSERT_EQ(
+        cJSON_GetNumberValue(
+            path(root, "setup.generationConfig.thinkingConfig.thinkingBudget")),
+        -1);
+    ASSERT_NULL(path(root, "setup.generationConfig.thinkingConfig."
+                           "thinkingLevel"));
+    cJSON_Delete(root);
+    free(json);
+}

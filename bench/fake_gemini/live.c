@@ -723,6 +723,35 @@ static void on_setup(fg_conn_t *c, cJSON *setup)
             reject(c, "temperature out of range");
             return;
         }
+        cJSON *tc = getf(gen, "thinkingConfig", "thinking_config");
+        if (tc != NULL) {
+            static const char *const k_think[] = {"thinkingBudget",
+                                                  "thinking_budget",
+                                                  "thinkingLevel",
+                                                  "thinking_level",
+                                                  "includeThoughts",
+                                                  "include_thoughts",
+                                                  NULL};
+            if (!keys_known(c, tc, "setup.generationConfig.thinkingConfig",
+                            k_think))
+                return;
+            cJSON *b = getf(tc, "thinkingBudget", "thinking_budget");
+            if (b != NULL && (!cJSON_IsNumber(b) || b->valuedouble < -1 ||
+                              b->valuedouble > 32768 ||
+                              b->valuedouble != (double)b->valueint)) {
+                reject(c, "thinkingBudget out of range");
+                return;
+            }
+            const char *lv = cJSON_GetStringValue(
+                getf(tc, "thinkingLevel", "thinking_level"));
+            if (getf(tc, "thinkingLevel", "thinking_level") != NULL &&
+                (lv == NULL ||
+                 (strcmp(lv, "MINIMAL") != 0 && strcmp(lv, "LOW") != 0 &&
+                  strcmp(lv, "MEDIUM") != 0 && strcmp(lv, "HIGH") != 0))) {
+                reject(c, "bad thinkingLevel");
+                return;
+            }
+        }
         cJSON *sp = getf(gen, "speechConfig", "speech_config");
         if (sp != NULL) {
             if (!keys_known(c, sp, "setup.generationConfig.speechConfig",
