@@ -93,6 +93,10 @@ struct call {
      * dropped until interrupted/turnComplete. */
     bool barged;
     uint64_t play_until; /* when the model audio sent so far has played */
+    /* --vad off: our own activity detection on the caller audio sent
+     * (activityStart/End around each utterance). */
+    bool act_on;
+    uint32_t act_quiet_ms;
     vb_call_id_t id;
     char sid[SID_MAX];
     conn_t *cur, *nxt;
@@ -449,11 +453,11 @@ static void abuf_push(vb_gemini_stage_t *s, call_t *call, const uint8_t *p,
     call->alen += n;
 }
 
-static int send_audio(vb_gemini_stage_t *s, conn_t *c, const uint8_t *pcm,
-                      size_t n)
+static int send_pcm(vb_gemini_stage_t *s, conn_t *c, const uint8_t *pcm,
+                    size_t n)
 {
-    if (vb_ws_pending(c->ws) > WS_PENDING_MAX)
-        return VB_ENOSPC;
+    if (n < 2)
+        return 0;
     size_t len;
     int rc = vb_gemini_build_audio(pcm, n & ~(size_t)1, 16000, s->ajson,
                                    s->ajson_cap, &len);
@@ -462,6 +466,68 @@ static int send_audio(vb_gemini_stage_t *s, conn_t *c, const uint8_t *pcm,
     rc = vb_ws_send_text(c->ws, s->ajson, len);
     if (rc == 0 && c->call != NULL)
         c->call->audio_sent += n;
+    return rc;
+}
+
+/* With the model's activity detection off (--vad off) the model answers
+ * only what activityStart/activityEnd enclose: each 20 ms of caller audio
+ * at or above LOCAL_VAD_RMS starts an utterance, LOCAL_VAD_HANG_MS (or
+ * --vad-silence-ms) below it ends one. The markers go out in order with
+ * the audio, split at the frame where the edge is. No allocation. */
+#define LOCAL_VAD_RMS     300
+#define LOCAL_VAD_HANG_MS 500u
+#define LOCAL_VAD_FRAME   640u /* 20 ms at 16 kHz */
+
+static const char act_start[] = "{\"realtimeInput\":{\"activityStart\":{}}}";
+static const char act_end[] = "{\"realtimeInput\":{\"activityEnd\":{}}}";
+
+static bool frame_loud(const uint8_t *p, size_t n)
+{
+    uint64_t sum = 0;
+    size_t k = n / 2;
+    for (size_t i = 0; i < k; i++) {
+        int16_t v = (int16_t)(uint16_t)(p[2 * i] | (p[2 * i + 1] << 8));
+        sum += (uint64_t)((int32_t)v * v);
+    }
+    return k > 0 && sum >= (uint64_t)LOCAL_VAD_RMS * LOCAL_VAD_RMS * k;
+}
+
+static int send_audio(vb_gemini_stage_t *s, conn_t *c, const uint8_t *pcm,
+                      size_t n)
+{
+    if (vb_ws_pending(c->ws) > WS_PENDING_MAX)
+        return VB_ENOSPC;
+    call_t *call = c->call;
+    if (!s->o->setup.vad_disabled || call == NULL)
+        return send_pcm(s, c, pcm, n);
+    uint32_t hang = s->o->setup.vad_silence_ms > 0
+                        ? (uint32_t)s->o->setup.vad_silence_ms
+                        : LOCAL_VAD_HANG_MS;
+    size_t from = 0;
+    int rc = 0;
+    for (size_t off = 0; off < n && rc == 0; off += LOCAL_VAD_FRAME) {
+        size_t fl = n - off < LOCAL_VAD_FRAME ? n - off : LOCAL_VAD_FRAME;
+        bool loud = frame_loud(pcm + off, fl);
+        if (!call->act_on && loud) {
+            if ((rc = send_pcm(s, c, pcm + from, off - from)) != 0)
+                break;
+            from = off;
+            rc = vb_ws_send_text(c->ws, act_start, sizeof(act_start) - 1);
+            call->act_on = true;
+            call->act_quiet_ms = 0;
+        } else if (call->act_on) {
+            call->act_quiet_ms = loud ? 0 : call->act_quiet_ms + 20;
+            if (call->act_quiet_ms >= hang) {
+                if ((rc = send_pcm(s, c, pcm + from, off + fl - from)) != 0)
+                    break;
+                from = off + fl;
+                rc = vb_ws_send_text(c->ws, act_end, sizeof(act_end) - 1);
+                call->act_on = false;
+            }
+        }
+    }
+    if (rc == 0)
+        rc = send_pcm(s, c, pcm + from, n - from);
     return rc;
 }
 
@@ -839,6 +905,7 @@ static void conn_ready(conn_t *c)
     conn_t *old = call->cur;
     call->cur = c;
     call->nxt = NULL;
+    call->act_on = false; /* a new connection: no utterance open on it */
     call->wait_since = 0;
     c->t_ready = c->t_alive = c->last_ping = now;
     /* The retry budget comes back only after healthy_ms (on_tick). */

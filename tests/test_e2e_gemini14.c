@@ -435,3 +435,48 @@ TEST_T(gemini_language_auto_and_thinking_config_in_the_setup, 90)
     free(vblog);
     free(out);
 }
+
+/* --vad off: the model's own detection is disabled in the setup, so the
+ * model answers only what activityStart/activityEnd enclose (the fake is
+ * as strict). voxbridge's energy detection sends them around each of the
+ * caller's two tone bursts, and the echo model's answers are heard. */
+TEST_T(vad_off_sends_activity_markers_and_the_model_answers, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "bursts.wav");
+    make_sox(audio, "synth 1 sine 400 vol 0.3 pad 0 1.5 repeat 1");
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r, (const char *const[]){"--vad", "off", NULL}, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--tail", "2", NULL});
+    char *out = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    cJSON *evs = fake_events(&r);
+    int starts = 0, ends = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, evs) if (strcmp(ev_type(e), "activity") == 0)
+    {
+        const char *edge = cJSON_GetStringValue(cJSON_GetObjectItem(e, "edge"));
+        starts += edge != NULL && strcmp(edge, "start") == 0;
+        ends += edge != NULL && strcmp(edge, "end") == 0;
+    }
+    printf("  %d activityStart, %d activityEnd, %lld bytes heard\n", starts,
+           ends, field(out, "bytes_heard"));
+    ASSERT_EQ(starts, 2);
+    ASSERT_EQ(ends, 2);
+    ASSERT_EQ(count_type(evs, "error"), 0);
+    /* Two 1 s bursts echoed: well over one second heard. */
+    ASSERT_GT(field(out, "bytes_heard"), 8000);
+    long long sent = field(out, "frames_sent");
+    ASSERT_EQ(sum_audio_bytes(evs), (double)sent * 640);
+    assert_nothing_lost(m);
+    cJSON_Delete(evs);
+    free(m);
+    free(vblog);
+    free(out);
+}
