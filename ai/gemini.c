@@ -60,6 +60,7 @@ typedef struct conn {
     conn_state_t st;
     unsigned n; /* 1, 2, ... within the call */
     bool resumed, goaway, by_us, active, dead;
+    bool in_turn; /* model output since its last generation/turn end */
     int busy;
     uint64_t t_start, deadline;
     /* Liveness: when READY, the last pong (or READY), the outstanding
@@ -86,9 +87,24 @@ struct call {
     vb_gemini_stage_t *s;
     call_t *prev, *next;
     bool open, ended, reap, greeted, hangup_pending;
+    bool turn_audio; /* model audio since the last turnComplete/interrupted */
+    /* The server's VAD heard the caller start while the model spoke: the
+     * caller's buffer was cleared, and the rest of the model's turn is
+     * dropped until interrupted/turnComplete. */
+    bool barged;
+    uint64_t play_until; /* when the model audio sent so far has played */
+    /* --vad off: our own activity detection on the caller audio sent
+     * (activityStart/End around each utterance). */
+    bool act_on;
+    uint32_t act_quiet_ms;
     vb_call_id_t id;
     char sid[SID_MAX];
     conn_t *cur, *nxt;
+    /* After goAway: the connection it replaced, still delivering the model
+     * turn it was in (until generationComplete/turnComplete/interrupted,
+     * or drain_until). Caller audio waits in the buffer meanwhile. */
+    conn_t *old;
+    uint64_t drain_until;
     char handle[HANDLE_MAX];
     char end_call_id[128];
     /* Caller audio waiting for a READY connection: a byte ring. */
@@ -98,6 +114,7 @@ struct call {
     uint64_t wait_since; /* open and no READY connection since; 0: has one */
     int fail;            /* FAIL_* once ended for a failure, else -1 */
     unsigned attempts, total_attempts, nconn;
+    unsigned transient_1008; /* intermittent 1008s since the last healthy */
     uint32_t seq_out;
     uint64_t audio_dropped, audio_sent;
     int64_t tokens;
@@ -162,11 +179,12 @@ enum {
     DROP_WS_FULL,
     DROP_ENDED,
     DROP_UNSENT,
+    DROP_FORMAT,
     DROP_COUNT
 };
 static const char *const drop_labels[DROP_COUNT] = {
-    "prebuffer_overflow", "backlog_full", "stale_call",     "call_not_open",
-    "socket_backlog",     "call_ended",   "unsent_at_close"};
+    "prebuffer_overflow", "backlog_full", "stale_call",      "call_not_open",
+    "socket_backlog",     "call_ended",   "unsent_at_close", "audio_format"};
 
 struct vb_gemini_stage {
     vb_gemini_stage_config_t cfg;
@@ -241,6 +259,16 @@ void vb_gemini_options_from_config(vb_gemini_options_t *o, const vb_config_t *c)
     o->setup.voice = c->gemini_voice;
     o->setup.language = c->gemini_language;
     o->setup.temperature = c->gemini_temperature;
+    o->setup.thinking_budget = c->gemini_thinking_budget;
+    static const char *const levels[][2] = {{"minimal", "MINIMAL"},
+                                            {"low", "LOW"},
+                                            {"medium", "MEDIUM"},
+                                            {"high", "HIGH"}};
+    o->setup.thinking_level = NULL;
+    for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++)
+        if (c->gemini_thinking_level != NULL &&
+            strcmp(c->gemini_thinking_level, levels[i][0]) == 0)
+            o->setup.thinking_level = levels[i][1];
     o->setup.system_prompt = c->system_prompt;
     o->system_prompt_file = c->system_prompt_file;
     o->setup.vad_disabled = c->vad != NULL && strcmp(c->vad, "off") == 0;
@@ -425,11 +453,11 @@ static void abuf_push(vb_gemini_stage_t *s, call_t *call, const uint8_t *p,
     call->alen += n;
 }
 
-static int send_audio(vb_gemini_stage_t *s, conn_t *c, const uint8_t *pcm,
-                      size_t n)
+static int send_pcm(vb_gemini_stage_t *s, conn_t *c, const uint8_t *pcm,
+                    size_t n)
 {
-    if (vb_ws_pending(c->ws) > WS_PENDING_MAX)
-        return VB_ENOSPC;
+    if (n < 2)
+        return 0;
     size_t len;
     int rc = vb_gemini_build_audio(pcm, n & ~(size_t)1, 16000, s->ajson,
                                    s->ajson_cap, &len);
@@ -441,12 +469,75 @@ static int send_audio(vb_gemini_stage_t *s, conn_t *c, const uint8_t *pcm,
     return rc;
 }
 
+/* With the model's activity detection off (--vad off) the model answers
+ * only what activityStart/activityEnd enclose: each 20 ms of caller audio
+ * at or above LOCAL_VAD_RMS starts an utterance, LOCAL_VAD_HANG_MS (or
+ * --vad-silence-ms) below it ends one. The markers go out in order with
+ * the audio, split at the frame where the edge is. No allocation. */
+#define LOCAL_VAD_RMS     300
+#define LOCAL_VAD_HANG_MS 500u
+#define LOCAL_VAD_FRAME   640u /* 20 ms at 16 kHz */
+
+static const char act_start[] = "{\"realtimeInput\":{\"activityStart\":{}}}";
+static const char act_end[] = "{\"realtimeInput\":{\"activityEnd\":{}}}";
+
+static bool frame_loud(const uint8_t *p, size_t n)
+{
+    uint64_t sum = 0;
+    size_t k = n / 2;
+    for (size_t i = 0; i < k; i++) {
+        int16_t v = (int16_t)(uint16_t)(p[2 * i] | (p[2 * i + 1] << 8));
+        sum += (uint64_t)((int32_t)v * v);
+    }
+    return k > 0 && sum >= (uint64_t)LOCAL_VAD_RMS * LOCAL_VAD_RMS * k;
+}
+
+static int send_audio(vb_gemini_stage_t *s, conn_t *c, const uint8_t *pcm,
+                      size_t n)
+{
+    if (vb_ws_pending(c->ws) > WS_PENDING_MAX)
+        return VB_ENOSPC;
+    call_t *call = c->call;
+    if (!s->o->setup.vad_disabled || call == NULL)
+        return send_pcm(s, c, pcm, n);
+    uint32_t hang = s->o->setup.vad_silence_ms > 0
+                        ? (uint32_t)s->o->setup.vad_silence_ms
+                        : LOCAL_VAD_HANG_MS;
+    size_t from = 0;
+    int rc = 0;
+    for (size_t off = 0; off < n && rc == 0; off += LOCAL_VAD_FRAME) {
+        size_t fl = n - off < LOCAL_VAD_FRAME ? n - off : LOCAL_VAD_FRAME;
+        bool loud = frame_loud(pcm + off, fl);
+        if (!call->act_on && loud) {
+            if ((rc = send_pcm(s, c, pcm + from, off - from)) != 0)
+                break;
+            from = off;
+            rc = vb_ws_send_text(c->ws, act_start, sizeof(act_start) - 1);
+            call->act_on = true;
+            call->act_quiet_ms = 0;
+        } else if (call->act_on) {
+            call->act_quiet_ms = loud ? 0 : call->act_quiet_ms + 20;
+            if (call->act_quiet_ms >= hang) {
+                if ((rc = send_pcm(s, c, pcm + from, off + fl - from)) != 0)
+                    break;
+                from = off + fl;
+                rc = vb_ws_send_text(c->ws, act_end, sizeof(act_end) - 1);
+                call->act_on = false;
+            }
+        }
+    }
+    if (rc == 0)
+        rc = send_pcm(s, c, pcm + from, n - from);
+    return rc;
+}
+
 /* The current connection is set up and nothing replaces it. */
 static bool can_send(const call_t *call)
 {
     const conn_t *c = call->cur;
     return c != NULL && c->st == CONN_READY && c->ws != NULL && !c->goaway &&
-           c->lost == NULL && call->nxt == NULL && !call->ended;
+           c->lost == NULL && call->nxt == NULL && call->old == NULL &&
+           !call->ended;
 }
 
 static bool can_stream(const call_t *call)
@@ -516,6 +607,8 @@ static void conn_detach(conn_t *c)
             call->cur = NULL;
         if (call->nxt == c)
             call->nxt = NULL;
+        if (call->old == c)
+            call->old = NULL;
         c->call = NULL;
     }
     if (c->active) {
@@ -578,6 +671,24 @@ static bool contains(const char *hay, const char *needle)
     return hay != NULL && strstr(hay, needle) != NULL;
 }
 
+/* The 1008 reasons the service gives for a transient failure rather than
+ * a rejection of the configuration (docs/gemini.md, lifecycle). A model
+ * that is not found says "models/... is not found for API version ..."
+ * instead, and a bad key closes with 1007 or is refused at the upgrade. */
+static bool transient_1008(const char *reason)
+{
+    static const char *const transient[] = {
+        "Operation is not implemented, or supported, or enabled.",
+        "Requested entity was not found.",
+    };
+    if (reason == NULL)
+        return false;
+    for (size_t k = 0; k < sizeof(transient) / sizeof(transient[0]); k++)
+        if (strstr(reason, transient[k]) != NULL)
+            return true;
+    return false;
+}
+
 /* Decides what a lost connection means for its call and says so in the
  * log. Returns a FAIL_* when retrying is pointless (the call ends), else
  * -1. */
@@ -595,6 +706,22 @@ static int explain_loss(call_t *call, conn_t *c, const vb_ws_close_info_t *i,
         snprintf(why, whysz, "gemini rejected the session (1007: %s)",
                  i->reason);
         return FAIL_REJECTED;
+    }
+    if (code == 1008 && transient_1008(i->reason)) {
+        /* The service drops a healthy session now and then with these
+         * (seen in recorded sessions and handled so by peers): resume with
+         * the handle, within the usual retry budget. A resumed connection
+         * closed so again may mean the handle itself is gone: the next try
+         * starts a fresh session. */
+        bool drop = c->resumed && call->transient_1008 > 0;
+        call->transient_1008++;
+        vb_log_warn(id, "gemini closed the session transiently, resuming",
+                    "code=1008 reason=%s attempt=%u action=%s", i->reason,
+                    call->attempts + 1,
+                    drop ? "new session without history" : "resume");
+        if (drop)
+            call->handle[0] = '\0';
+        return -1;
     }
     if (code == 1008) {
         if (contains(i->reason, "not found for API version") ||
@@ -657,10 +784,22 @@ static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
     call_t *call = c->call;
     bool by_us = c->by_us;
     bool was_cur = call != NULL && call->cur == c;
+    bool was_old = call != NULL && call->old == c;
     bool was_ready = c->st == CONN_READY;
     bool goaway = c->goaway;
     uint64_t t_alive = c->t_alive;
     conn_detach(c);
+    if (was_old && !by_us && !call->ended) {
+        /* The server closed the old connection (its goAway time ran out)
+         * before it finished its turn: the new one takes over. */
+        vb_log_info(lid(call), "old gemini connection closed while draining",
+                    "code=%u", (unsigned)info->code_received);
+        conn_free(c);
+        if (call->open)
+            abuf_flush(s, call);
+        vb_call_tools_flush(call->tools);
+        return;
+    }
     if (call == NULL || by_us || call->ended) {
         if (call != NULL && !by_us)
             vb_log_debug(lid(call), "gemini connection closed", "code=%u",
@@ -766,6 +905,7 @@ static void conn_ready(conn_t *c)
     conn_t *old = call->cur;
     call->cur = c;
     call->nxt = NULL;
+    call->act_on = false; /* a new connection: no utterance open on it */
     call->wait_since = 0;
     c->t_ready = c->t_alive = c->last_ping = now;
     /* The retry budget comes back only after healthy_ms (on_tick). */
@@ -773,8 +913,46 @@ static void conn_ready(conn_t *c)
                 "conn=%u resumed=%d setup_ms=%.1f buffered_ms=%zu", c->n,
                 c->resumed, (double)(now - c->t_start) / 1e6,
                 call->alen / BYTES_PER_MS_IN);
-    if (old != NULL)
+    if (old != NULL && old->in_turn && old->ws != NULL && old->lost == NULL &&
+        !call->ended) {
+        /* The old connection is mid-turn: it finishes it (bounded), and
+         * only then does caller audio go to the new one, so the caller
+         * hears the whole answer and no second one over it. */
+        if (call->old != NULL)
+            conn_release(call->old, 1000, "switched to a new connection");
+        call->old = old;
+        call->drain_until = now + (uint64_t)VB_GEMINI_DRAIN_MS * 1000000u;
+        vb_log_info(lid(call), "old gemini connection finishes its turn",
+                    "conn=%u bound_ms=%u", old->n, VB_GEMINI_DRAIN_MS);
+    } else if (old != NULL) {
         conn_release(old, 1000, "switched to a new connection");
+    }
+    if (c->goaway && !call->ended) {
+        /* goAway came before setupComplete: this connection is going
+         * away too, so it takes nothing; a replacement is opened at once
+         * (with the handle, if any) and the caller's audio waits for it in
+         * the buffer. Counted against the retry budget, so a service
+         * that does this every time still ends the call. */
+        if (call->open)
+            call->wait_since = now;
+        call->attempts++;
+        call->total_attempts++;
+        if (call->attempts > s->o->reconnect_max ||
+            call->total_attempts > TOTAL_ATTEMPTS) {
+            call_end(call, FAIL_RETRIES,
+                     "gemini goAway before every setupComplete");
+            return;
+        }
+        vb_metrics_counter_add(s->st.shard, s->m_reconnect[RC_GOAWAY], 1);
+        vb_log_info(lid(call),
+                    "gemini goAway before setupComplete, "
+                    "switching connection",
+                    "conn=%u have_handle=%d attempt=%u", c->n,
+                    call->handle[0] != 0, call->attempts);
+        if (conn_open(call, HOW_RESUME) != 0)
+            schedule_retry(call, RC_FAILED, "could not open a new connection");
+        return;
+    }
     if (call->open && !call->greeted) {
         call->greeted = true;
         const char *greeting = greeting_of(call);
@@ -794,7 +972,8 @@ static int tools_send(void *ud, const char *json, size_t len)
 {
     call_t *call = ud;
     conn_t *c = call->cur;
-    if (c == NULL || c->dead || c->st != CONN_READY || call->ended)
+    if (c == NULL || c->dead || c->st != CONN_READY || call->ended ||
+        call->old != NULL)
         return VB_EAGAIN;
     return vb_ws_send_text(c->ws, json, len) == 0 ? 0 : VB_EAGAIN;
 }
@@ -980,6 +1159,44 @@ static void on_tool_call(conn_t *c, const vb_gemini_event_t *ev)
     vb_call_tools_call(ct, call->asst, ev->id, ev->name, ev->text, builtin);
 }
 
+/* The old connection has finished its turn (or took too long): it goes,
+ * and the held caller audio and tool responses go to the new one. */
+static void drain_end(call_t *call, const char *why)
+{
+    conn_t *old = call->old;
+    if (old == NULL)
+        return;
+    vb_log_info(lid(call), "old gemini connection done", "conn=%u why=%s",
+                old->n, why);
+    conn_release(old, 1000, "switched to a new connection");
+    call->old = NULL;
+    if (call->open)
+        abuf_flush(call->s, call);
+    vb_call_tools_flush(call->tools);
+}
+
+/* The server's VAD: the caller started talking while the model's audio
+ * still plays (or streams), so the caller's buffer is cleared now rather
+ * than at `interrupted`, which comes later. */
+static void on_voice_activity(call_t *call, const vb_gemini_event_t *ev,
+                              uint64_t now)
+{
+    vb_gemini_stage_t *s = call->s;
+    if (ev->finished || !call->open || call->ended) {
+        vb_log_debug(lid(call), "gemini voice activity", "speech=%s",
+                     ev->finished ? "end" : "start");
+        return;
+    }
+    if (!call->turn_audio && now >= call->play_until)
+        return; /* the model is silent: nothing to clear */
+    vb_log_info(lid(call), "caller speech started over the model, clearing",
+                "streaming=%d", call->turn_audio);
+    backlog_purge_audio(s, call->id);
+    out_emit(s, call, VB_MSG_CLEAR, 0, NULL, 0, now);
+    call->play_until = 0;
+    call->barged = call->turn_audio;
+}
+
 static void on_go_away(conn_t *c, const vb_gemini_event_t *ev)
 {
     vb_gemini_stage_t *s = c->s;
@@ -1016,17 +1233,33 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
         }
         break;
     case VB_GEMINI_EV_AUDIO:
+        c->in_turn = true;
         if (ev->rate != VB_GEMINI_OUT_RATE) {
+            vb_metrics_counter_add(s->st.shard, s->m_drop[DROP_FORMAT], 1);
             VB_LOG_RATELIMITED(VB_LOG_WARN, 5000, lid(call),
-                               "gemini audio at an unexpected rate, dropped",
-                               "rate=%u", ev->rate);
+                               "gemini audio in an unexpected format, dropped",
+                               "rate=%u mime_type=%s", ev->rate,
+                               ev->name != NULL ? ev->name : "-");
             break;
         }
         if (!call->open || call->ended) {
             vb_metrics_counter_add(s->st.shard, s->m_drop[DROP_NOT_OPEN], 1);
             break;
         }
+        if (call->barged)
+            break; /* the rest of a turn the caller talked over */
         out_emit(s, call, VB_MSG_AUDIO, 0, ev->data, ev->len, now);
+        call->play_until =
+            (call->play_until > now ? call->play_until : now) +
+            (uint64_t)ev->len * 1000000u / (VB_GEMINI_OUT_RATE * 2 / 1000);
+        call->turn_audio = true;
+        if (call->hangup_pending) {
+            /* The goodbye is being spoken: the bound runs from its last
+             * audio, so it is never cut while it streams. */
+            uint64_t at = now + (uint64_t)s->o->hangup_grace_ms * 1000000u;
+            if (at > call->hangup_at)
+                call->hangup_at = at;
+        }
         break;
     case VB_GEMINI_EV_TEXT:
         tr_append(call, 1, ev->text);
@@ -1037,21 +1270,54 @@ static int on_event(const vb_gemini_event_t *ev, void *ud)
     case VB_GEMINI_EV_OUTPUT_TRANSCRIPT:
         tr_append(call, 1, ev->text);
         break;
+    case VB_GEMINI_EV_GENERATION_COMPLETE:
+        c->in_turn = false;
+        if (call->old == c)
+            drain_end(call, "generationComplete");
+        break;
     case VB_GEMINI_EV_INTERRUPTED:
+        c->in_turn = false;
+        if (call->old == c)
+            drain_end(call, "interrupted");
         backlog_purge_audio(s, call->id);
         out_emit(s, call, VB_MSG_CLEAR, 0, NULL, 0, now);
         tr_flush(s, call, true);
+        call->turn_audio = call->barged = false;
+        call->play_until = 0;
+        break;
+    case VB_GEMINI_EV_VOICE_ACTIVITY:
+        on_voice_activity(call, ev, now);
+        break;
+    case VB_GEMINI_EV_WAITING_FOR_INPUT:
+        vb_log_debug(lid(call), "gemini waiting for input", NULL);
         break;
     case VB_GEMINI_EV_TURN_COMPLETE:
+        c->in_turn = false;
+        if (call->old == c)
+            drain_end(call, "turnComplete");
+        if (ev->text != NULL && ev->text[0] != '\0')
+            vb_log_info(lid(call), "gemini turn complete", "reason=%s",
+                        ev->text);
+        call->barged = false;
         out_emit(s, call, VB_MSG_TURN_END, 0, NULL, 0, now);
         tr_flush(s, call, false);
-        if (call->hangup_pending) {
+        if (call->hangup_pending && !call->turn_audio) {
+            /* The tool call's turn said nothing: the goodbye comes in a
+             * later turn (non-blocking tools), or never (hangup_at). */
+            vb_log_info(lid(call), "end_call: waiting for the goodbye",
+                        "id=%s wait_ms=%llu", call->end_call_id,
+                        (unsigned long long)((call->hangup_at > now
+                                                  ? call->hangup_at - now
+                                                  : 0) /
+                                             1000000u));
+        } else if (call->hangup_pending) {
             call->hangup_pending = false;
             emit_goodbye(s, call, now);
             call->ended = true;
             if (call->rep != NULL)
                 call->rep->model_hangup = true;
         }
+        call->turn_audio = false;
         break;
     case VB_GEMINI_EV_TOOL_CALL:
         on_tool_call(c, ev);
@@ -1268,6 +1534,8 @@ static void call_free(vb_gemini_stage_t *s, call_t *call, const char *why)
                     (long long)call->tokens);
     if (call->cur != NULL)
         conn_release(call->cur, 1000, "call ended");
+    if (call->old != NULL)
+        conn_release(call->old, 1000, "call ended");
     if (call->nxt != NULL)
         conn_kill(call->nxt);
     if (call->open && call->id.slot < s->o->max_calls &&
@@ -1326,6 +1594,8 @@ static void call_end(call_t *call, int fail, const char *reason)
     }
     if (call->cur != NULL)
         conn_release(call->cur, 1000, "call ended");
+    if (call->old != NULL)
+        conn_release(call->old, 1000, "call ended");
     if (call->nxt != NULL)
         conn_kill(call->nxt);
 }
@@ -1733,6 +2003,7 @@ static void on_tick(uv_timer_t *t)
                          "conn=%u attempts_restored=%u", call->cur->n,
                          call->attempts);
             call->attempts = 0;
+            call->transient_1008 = 0;
         }
         if (call->open && !call->ended && call->wait_since != 0 &&
             now - call->wait_since >=
@@ -1771,10 +2042,17 @@ static void on_tick(uv_timer_t *t)
             if (call->cur != NULL)
                 conn_release(call->cur, 1000, "call ended");
         }
+        if (call->old != NULL && now >= call->drain_until)
+            drain_end(call, "bound");
         if (call->hangup_pending && now >= call->hangup_at) {
+            vb_log_info(lid(call), "end_call: hanging up at the bound",
+                        "id=%s grace_ms=%u", call->end_call_id,
+                        s->o->hangup_grace_ms);
             call->hangup_pending = false;
             emit_goodbye(s, call, now);
             call->ended = true;
+            if (call->rep != NULL)
+                call->rep->model_hangup = true;
             if (call->cur != NULL)
                 conn_release(call->cur, 1000, "call ended");
         }
@@ -1802,6 +2080,8 @@ static void on_stop(void *ud)
         call_t *call = s->calls;
         if (call->cur != NULL)
             conn_kill(call->cur);
+        if (call->old != NULL)
+            conn_kill(call->old);
         if (call->nxt != NULL)
             conn_kill(call->nxt);
         call_free(s, call, "stopping");
@@ -1968,7 +2248,10 @@ int vb_gemini_stage_create(vb_gemini_stage_t **out,
     s->url = strdup(o->url);
     s->model = strdup(o->setup.model);
     s->voice = dup_or_null(o->setup.voice);
-    s->language = dup_or_null(o->setup.language);
+    /* An empty language is "auto" (no languageCode), not the default. */
+    s->language = o->setup.language != NULL && o->setup.language[0] == '\0'
+                      ? strdup("auto")
+                      : dup_or_null(o->setup.language);
     s->api_key = dup_or_null(o->api_key);
     s->greeting = dup_or_null(o->greeting);
     s->dtmf_text = dup_or_null(o->dtmf_text);

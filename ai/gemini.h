@@ -157,6 +157,10 @@ typedef struct vb_gemini_options {
 #define VB_GEMINI_BACKLOG_STALL_BYTES (256u * 1024u) /* ~6 s of audio JSON */
 #define VB_GEMINI_BAD_MSG_MAX         5u   /* unusable messages in a row */
 #define VB_GEMINI_HOLD_MS             500u /* ping unanswered: hold audio */
+/* After goAway, how long the old connection may go on delivering the
+ * model turn it is in once its replacement is ready (caller audio waits
+ * in the 3 s buffer meanwhile). */
+#define VB_GEMINI_DRAIN_MS 2000u
 
 /* Fills `o` from the settings (pointers into `cfg`, which must outlive
  * `o`): URL, key, CA file, model, voice, language, temperature, prompt or

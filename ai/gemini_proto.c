@@ -7,12 +7,14 @@
 #include "ai/gemini_proto.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/b64.h"
 #include "core/err.h"
@@ -41,6 +43,7 @@ void vb_gemini_setup_defaults(vb_gemini_setup_t *s)
     s->end_call = true;
     s->vad_prefix_padding_ms = -1;
     s->vad_silence_ms = -1;
+    s->thinking_budget = -2;
     s->input_transcription = true;
     s->output_transcription = true;
     s->resumption = true;
@@ -167,16 +170,27 @@ int vb_gemini_build_setup(const vb_gemini_setup_t *s, char **out, size_t *len)
     cJSON_AddItemToArray(mods, m);
     if (s->temperature >= 0)
         CHK(cJSON_AddNumberToObject(gen, "temperature", s->temperature));
+    if (s->thinking_budget >= -1 || s->thinking_level != NULL) {
+        cJSON *tc;
+        CHK(tc = add_obj(gen, "thinkingConfig"));
+        if (s->thinking_budget >= -1)
+            CHK(cJSON_AddNumberToObject(tc, "thinkingBudget",
+                                        s->thinking_budget));
+        if (s->thinking_level != NULL)
+            CHK(cJSON_AddStringToObject(tc, "thinkingLevel",
+                                        s->thinking_level));
+    }
     CHK(speech = add_obj(gen, "speechConfig"));
     CHK(vc = add_obj(speech, "voiceConfig"));
     CHK(pvc = add_obj(vc, "prebuiltVoiceConfig"));
     CHK(cJSON_AddStringToObject(
         pvc, "voiceName",
         s->voice && s->voice[0] ? s->voice : VB_GEMINI_DEFAULT_VOICE));
-    CHK(cJSON_AddStringToObject(speech, "languageCode",
-                                s->language && s->language[0]
-                                    ? s->language
-                                    : VB_GEMINI_DEFAULT_LANGUAGE));
+    /* "" or "auto": no languageCode, the model picks the language (3.x
+     * native audio follows the caller). NULL: the default. */
+    const char *lang = s->language ? s->language : VB_GEMINI_DEFAULT_LANGUAGE;
+    if (lang[0] != '\0' && strcasecmp(lang, "auto") != 0)
+        CHK(cJSON_AddStringToObject(speech, "languageCode", lang));
 
     if (s->system_prompt != NULL && s->system_prompt[0] != '\0') {
         cJSON *si, *parts, *part;
@@ -495,34 +509,69 @@ int vb_gemini_b64_decode(const char *in, size_t len, uint8_t *out, size_t cap,
     return b64_decode_lenient(in, len, out, cap, n);
 }
 
-int vb_gemini_parse_pcm_mime(const char *mime, unsigned *rate)
+/* Case-insensitive prefix match; returns the rest or NULL. */
+static const char *skip_ci(const char *s, const char *prefix)
 {
-    if (mime == NULL || strncmp(mime, "audio/pcm", 9) != 0)
-        return VB_EPROTO;
-    const char *p = mime + 9;
-    while (*p == ' ')
+    for (; *prefix != '\0'; s++, prefix++)
+        if (tolower((unsigned char)*s) != *prefix)
+            return NULL;
+    return s;
+}
+
+static const char *skip_sp(const char *p)
+{
+    while (*p == ' ' || *p == '\t')
         p++;
-    if (*p == '\0') {
-        *rate = 0;
-        return 0;
-    }
-    if (*p != ';')
-        return VB_EPROTO;
-    p++;
-    while (*p == ' ')
-        p++;
-    if (strncmp(p, "rate=", 5) != 0)
-        return VB_EPROTO;
-    p += 5;
+    return p;
+}
+
+/* A parameter value: digits up to ';', spaces or the end. */
+static int param_num(const char **pp, unsigned long max, unsigned long *v)
+{
+    const char *p = *pp;
     if (*p < '0' || *p > '9')
         return VB_EPROTO;
     char *end;
     errno = 0;
     unsigned long r = strtoul(p, &end, 10);
-    while (*end == ' ')
-        end++;
-    if (errno != 0 || *end != '\0' || r == 0 || r > 384000)
+    const char *rest = skip_sp(end);
+    if (errno != 0 || (*rest != '\0' && *rest != ';') || r == 0 || r > max)
         return VB_EPROTO;
+    *v = r;
+    *pp = rest;
+    return 0;
+}
+
+int vb_gemini_parse_pcm_mime(const char *mime, unsigned *rate)
+{
+    if (mime == NULL)
+        return VB_EPROTO;
+    const char *p = skip_ci(mime, "audio/pcm");
+    if (p == NULL)
+        p = skip_ci(mime, "audio/l16");
+    if (p == NULL)
+        return VB_EPROTO;
+    p = skip_sp(p);
+    unsigned long r = 0, ch = 1;
+    while (*p != '\0') {
+        if (*p != ';')
+            return VB_EPROTO;
+        p = skip_sp(p + 1);
+        const char *v;
+        if ((v = skip_ci(p, "rate=")) != NULL) {
+            p = v;
+            if (param_num(&p, 384000, &r) != 0)
+                return VB_EPROTO;
+        } else if ((v = skip_ci(p, "channels=")) != NULL) {
+            p = v;
+            if (param_num(&p, 64, &ch) != 0 || ch != 1)
+                return VB_EPROTO; /* only mono is ours */
+        } else {
+            /* Another parameter: skipped (forward compatible). */
+            while (*p != '\0' && *p != ';')
+                p++;
+        }
+    }
     *rate = (unsigned)r;
     return 0;
 }
@@ -667,8 +716,12 @@ static int emit_audio(walk_t *w, const cJSON *inline_data)
     const char *mime = str_or(field(inline_data, "mimeType", "mime_type"), "");
     unsigned rate;
     if (vb_gemini_parse_pcm_mime(mime, &rate) != 0) {
-        w->p->stats.parts_skipped++; /* an image or other blob: not ours */
-        return 0;
+        w->p->stats.parts_skipped++;
+        if (skip_ci(mime, "audio/") == NULL)
+            return 0; /* an image or other blob: not ours */
+        /* Audio in a form we cannot play: said so (rate 0, no data). */
+        vb_gemini_event_t ev = {.kind = VB_GEMINI_EV_AUDIO, .name = mime};
+        return emit(w, &ev);
     }
     const cJSON *d = field(inline_data, "data", NULL);
     if (!cJSON_IsString(d) || d->valuestring == NULL)
@@ -856,9 +909,10 @@ static const char *const known_top[] = {
     "session_resumption_update",
     "usageMetadata",
     "usage_metadata",
-    /* Newer message types that carry nothing a phone bridge acts on. */
     "voiceActivity",
+    "voice_activity",
     "voiceActivityDetectionSignal",
+    "voice_activity_detection_signal",
 };
 
 static bool is_known_top(const char *k)
@@ -884,6 +938,38 @@ static int report_unknown(walk_t *w, const char *name)
     p->unknown_seen[p->n_unknown_seen++] = copy;
     vb_gemini_event_t ev = {.kind = VB_GEMINI_EV_UNKNOWN};
     ev.name = copy;
+    return emit(w, &ev);
+}
+
+/* voiceActivity {voiceActivityType: ACTIVITY_START|ACTIVITY_END} or
+ * voiceActivityDetectionSignal {vadSignalType: VAD_SIGNAL_TYPE_SOS|EOS}
+ * (the @google/genai 3.x and python-genai types); other values, such as
+ * TYPE_UNSPECIFIED, say nothing. */
+static int walk_voice_activity(walk_t *w, const cJSON *root)
+{
+    const cJSON *v = field(root, "voiceActivity", "voice_activity");
+    const char *t = NULL;
+    if (v != NULL) {
+        if (!cJSON_IsObject(v))
+            return VB_EPROTO;
+        t = str_or(field(v, "voiceActivityType", "voice_activity_type"), "");
+    } else if ((v = field(root, "voiceActivityDetectionSignal",
+                          "voice_activity_detection_signal")) != NULL) {
+        if (!cJSON_IsObject(v))
+            return VB_EPROTO;
+        t = str_or(field(v, "vadSignalType", "vad_signal_type"), "");
+    } else {
+        return 0;
+    }
+    vb_gemini_event_t ev = {.kind = VB_GEMINI_EV_VOICE_ACTIVITY};
+    if (strcmp(t, "ACTIVITY_START") == 0 ||
+        strcmp(t, "VAD_SIGNAL_TYPE_SOS") == 0)
+        ev.finished = false;
+    else if (strcmp(t, "ACTIVITY_END") == 0 ||
+             strcmp(t, "VAD_SIGNAL_TYPE_EOS") == 0)
+        ev.finished = true;
+    else
+        return 0;
     return emit(w, &ev);
 }
 
@@ -927,6 +1013,8 @@ static int walk(walk_t *w, const cJSON *root)
     }
     if ((v = field(root, "usageMetadata", "usage_metadata")) != NULL &&
         (rc = walk_usage(w, v)) != 0)
+        return rc;
+    if ((rc = walk_voice_activity(w, root)) != 0)
         return rc;
     const cJSON *k;
     cJSON_ArrayForEach(k, root)

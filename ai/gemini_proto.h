@@ -56,8 +56,14 @@ typedef struct vb_gemini_function {
 typedef struct vb_gemini_setup {
     const char *model;    /* "<id>" -> "models/<id>"; "models/..." kept */
     const char *voice;    /* NULL or "": VB_GEMINI_DEFAULT_VOICE */
-    const char *language; /* NULL or "": VB_GEMINI_DEFAULT_LANGUAGE */
+    const char *language; /* NULL: VB_GEMINI_DEFAULT_LANGUAGE; "" or "auto":
+                           * no languageCode */
     double temperature;   /* < 0: omitted */
+    /* thinkingConfig: thinkingBudget (-1 dynamic, 0 off; < -1 omitted) and
+     * thinkingLevel ("MINIMAL".."HIGH"; NULL omitted); neither: no
+     * thinkingConfig. */
+    int thinking_budget;
+    const char *thinking_level;
     /* System instruction text, sent as a Content object
      * {"parts":[{"text":...}],"role":"user"}; NULL or "": omitted. */
     const char *system_prompt;
@@ -151,6 +157,10 @@ typedef enum vb_gemini_event_kind {
     VB_GEMINI_EV_RESUMPTION,  /* id: newHandle (may be ""), resumable */
     VB_GEMINI_EV_USAGE,       /* tokens */
     VB_GEMINI_EV_UNKNOWN,     /* name: an unknown top-level key, once */
+    /* The server's VAD (voiceActivity ACTIVITY_START/END, or
+     * voiceActivityDetectionSignal SOS/EOS): finished false at the start
+     * of the caller's speech, true at its end. */
+    VB_GEMINI_EV_VOICE_ACTIVITY,
     VB_GEMINI_EV_KIND_COUNT
 } vb_gemini_event_kind_t;
 
@@ -164,7 +174,9 @@ typedef struct vb_gemini_event {
     vb_gemini_event_kind_t kind;
     const uint8_t *data; /* AUDIO */
     size_t len;          /* AUDIO: bytes, even, <= audio_chunk */
-    unsigned rate;       /* AUDIO: from the mimeType, 24000 if unstated */
+    unsigned rate;       /* AUDIO: from the mimeType, 24000 if unstated;
+                          * 0 (no data, name: the mimeType): audio in a
+                          * form that is not 16-bit mono PCM */
     bool last_chunk;     /* AUDIO: last chunk of its part */
     const char *text;    /* NUL-terminated UTF-8 */
     const char *id;
@@ -224,8 +236,11 @@ bool vb_gemini_json_depth_ok(const char *data, size_t len, unsigned max_depth);
 int vb_gemini_b64_decode(const char *in, size_t len, uint8_t *out, size_t cap,
                          size_t *n);
 
-/* Parses "audio/pcm" (rate 0: unstated) or "audio/pcm;rate=N" (also with
- * spaces around ';'). Returns 0 and *rate, or VB_EPROTO. */
+/* Parses a 16-bit mono PCM mimeType: "audio/pcm" or "audio/L16"
+ * (case-insensitive), with optional parameters "rate=N" (*rate 0 when
+ * unstated) and "channels=1", in any order, spaces around ';'; other
+ * parameters are skipped. Returns 0 and *rate, or VB_EPROTO (another type,
+ * a malformed rate, channels other than 1). */
 int vb_gemini_parse_pcm_mime(const char *mime, unsigned *rate);
 
 /* Parses a protobuf Duration string ("50s", "1.5s") into ms. Returns 0 or

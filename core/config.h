@@ -198,9 +198,17 @@
     X(gemini_voice, STR, "VOXBRIDGE_GEMINI_VOICE", "Puck", 0, 0, NULL,         \
       "prebuilt voice name (case-sensitive)")                                  \
     X(gemini_language, STR, "VOXBRIDGE_GEMINI_LANGUAGE", "en-US", 0, 0, NULL,  \
-      "BCP-47 language code of the spoken answer")                             \
+      "BCP-47 language code of the spoken answer; auto or empty: "             \
+      "not sent, the model follows the caller")                                \
     X(gemini_temperature, DBL, "VOXBRIDGE_GEMINI_TEMPERATURE", "-1", -1, 2,    \
       NULL, "sampling temperature 0-2; -1 leaves the model default")           \
+    X(gemini_thinking_budget, INT, "VOXBRIDGE_GEMINI_THINKING_BUDGET", "-2",   \
+      -2, 32768, NULL,                                                         \
+      "thinkingConfig.thinkingBudget in tokens (0 off, -1 dynamic); -2 not "   \
+      "sent")                                                                  \
+    X(gemini_thinking_level, ENUM, "VOXBRIDGE_GEMINI_THINKING_LEVEL",          \
+      "default", 0, 0, "default|minimal|low|medium|high",                      \
+      "thinkingConfig.thinkingLevel (3.x models); default: not sent")          \
     X(system_prompt, STR, "VOXBRIDGE_SYSTEM_PROMPT",                           \
       "You are a helpful voice assistant on a phone call. Keep answers "       \
       "short.",                                                                \

@@ -21,3 +21,6 @@ THREADED_TESTS += test_e2e_tools
 # Call recording (tests/test_e2e_record.c): the file against what vb-sim
 # sent and heard, a SIGKILL, a recorder slowed on purpose.
 THREADED_TESTS += test_e2e_record
+# Gemini session lifecycle (tests/test_e2e_gemini14.c): intermittent 1008
+# closes resumed, goAway before setupComplete.
+THREADED_TESTS += test_e2e_gemini14

@@ -864,3 +864,163 @@ TEST(setup_declares_transfer_call_with_its_targets)
     s.n_transfer_targets = 1;
     ASSERT_EQ(vb_gemini_build_setup(&s, &json, NULL), VB_EINVAL);
 }
+
+/* Audio parts under the other spellings of 16-bit mono PCM are audio; an
+ * audio part in another form is reported (rate 0, its mimeType) so the
+ * stage can drop it with a warning and a metric; an image is skipped. */
+TEST(parse_audio_mime_spellings)
+{
+    unsigned rate;
+    static const char *const good[] = {
+        "audio/L16;rate=24000", "audio/pcm;rate=24000;channels=1",
+        "AUDIO/PCM; RATE=24000", "audio/l16; channels=1; rate=24000",
+        "audio/pcm;codec=pcm;rate=24000"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        rate = 0;
+        if (vb_gemini_parse_pcm_mime(good[i], &rate) != 0 || rate != 24000)
+            vb_test_fail(__FILE__, __LINE__, "%s: rate %u", good[i], rate);
+    }
+    ASSERT_EQ(vb_gemini_parse_pcm_mime("audio/L16", &rate), 0);
+    ASSERT_EQ(rate, 0);
+    ASSERT_EQ(
+        vb_gemini_parse_pcm_mime("audio/pcm;rate=24000;channels=2", &rate),
+        VB_EPROTO);
+    ASSERT_EQ(vb_gemini_parse_pcm_mime("audio/pcm;channels=", &rate),
+              VB_EPROTO);
+    ASSERT_EQ(vb_gemini_parse_pcm_mime("audio/l16x", &rate), VB_EPROTO);
+    ASSERT_EQ(vb_gemini_parse_pcm_mime("audio/opus", &rate), VB_EPROTO);
+
+    vb_gemini_parser_t *p = parser();
+    rec_t r = {0};
+    ASSERT_EQ(parse_str(p,
+                        "{\"serverContent\":{\"modelTurn\":{\"parts\":["
+                        "{\"inlineData\":{\"mimeType\":\"audio/L16;rate=24000"
+                        "\",\"data\":\"AAECAw==\"}},"
+                        "{\"inlineData\":{\"mimeType\":\"audio/pcm;rate=24000;"
+                        "channels=2\",\"data\":\"AAECAw==\"}},"
+                        "{\"inlineData\":{\"mimeType\":\"image/png\","
+                        "\"data\":\"AAECAw==\"}}]}}}",
+                        &r),
+              0);
+    ASSERT_EQ(r.n, 2);
+    ASSERT_EQ(r.ev[0].kind, VB_GEMINI_EV_AUDIO);
+    ASSERT_EQ(r.ev[0].rate, 24000);
+    ASSERT_EQ(r.ev[0].len, 4);
+    ASSERT_EQ(r.ev[0].data[3], 3);
+    ASSERT_EQ(r.ev[1].kind, VB_GEMINI_EV_AUDIO);
+    ASSERT_EQ(r.ev[1].rate, 0);
+    ASSERT_EQ(r.ev[1].len, 0);
+    ASSERT_STR_EQ(r.ev[1].name, "audio/pcm;rate=24000;channels=2");
+    vb_gemini_parse_stats_t st;
+    vb_gemini_parser_stats(p, &st);
+    ASSERT_EQ(st.parts_skipped, 2);
+    vb_gemini_parser_destroy(p);
+}
+
+/* voiceActivity (and the older voiceActivityDetectionSignal) become
+ * VOICE_ACTIVITY events; unspecified types say nothing; neither counts as
+ * an unknown type. */
+TEST(parse_voice_activity)
+{
+    vb_gemini_parser_t *p = parser();
+    rec_t r = {0};
+    ASSERT_EQ(parse_str(p,
+                        "{\"voiceActivity\":{\"voiceActivityType\":"
+                        "\"ACTIVITY_START\",\"audioOffset\":\"1.2s\"}}",
+                        &r),
+              0);
+    ASSERT_EQ(parse_str(p,
+                        "{\"voice_activity\":{\"voice_activity_type\":"
+                        "\"ACTIVITY_END\"}}",
+                        &r),
+              0);
+    ASSERT_EQ(parse_str(p,
+                        "{\"voiceActivityDetectionSignal\":{\"vadSignalType\":"
+                        "\"VAD_SIGNAL_TYPE_SOS\"}}",
+                        &r),
+              0);
+    ASSERT_EQ(parse_str(p,
+                        "{\"voiceActivity\":{\"voiceActivityType\":"
+                        "\"TYPE_UNSPECIFIED\"}}",
+                        &r),
+              0);
+    ASSERT_EQ(parse_str(p, "{\"voiceActivity\":7}", &r), VB_EPROTO);
+    ASSERT_EQ(r.n, 3);
+    ASSERT_EQ(r.ev[0].kind, VB_GEMINI_EV_VOICE_ACTIVITY);
+    ASSERT_TRUE(!r.ev[0].finished);
+    ASSERT_EQ(r.ev[1].kind, VB_GEMINI_EV_VOICE_ACTIVITY);
+    ASSERT_TRUE(r.ev[1].finished);
+    ASSERT_EQ(r.ev[2].kind, VB_GEMINI_EV_VOICE_ACTIVITY);
+    ASSERT_TRUE(!r.ev[2].finished);
+    vb_gemini_parse_stats_t st;
+    vb_gemini_parser_stats(p, &st);
+    ASSERT_EQ(st.unknown_types, 0);
+    vb_gemini_parser_destroy(p);
+}
+
+/* Language "auto" (any case) or "": no languageCode, so a 3.x model
+ * follows the caller's language; the voice stays. */
+TEST(setup_language_auto_sends_no_language_code)
+{
+    static const char *const autos[] = {"auto", "AUTO", ""};
+    for (size_t i = 0; i < sizeof(autos) / sizeof(autos[0]); i++) {
+        vb_gemini_setup_t s;
+        vb_gemini_setup_defaults(&s);
+        s.model = "gemini-3.8-live";
+        s.language = autos[i];
+        char *json = NULL;
+        size_t len = 0;
+        ASSERT_EQ(vb_gemini_build_setup(&s, &json, &len), 0);
+        cJSON *root = cJSON_Parse(json);
+        ASSERT_NOT_NULL(root);
+        ASSERT_NULL(path(root, "setup.generationConfig.speechConfig."
+                               "languageCode"));
+        ASSERT_STR_EQ(pstr(root, "setup.generationConfig.speechConfig."
+                                 "voiceConfig.prebuiltVoiceConfig.voiceName"),
+                      "Puck");
+        cJSON_Delete(root);
+        free(json);
+    }
+}
+
+/* thinkingConfig only when asked: budget (-1 dynamic, 0 off) and/or level. */
+TEST(setup_thinking_config)
+{
+    vb_gemini_setup_t s;
+    vb_gemini_setup_defaults(&s);
+    s.model = "gemini-3.8-live-extended-thinking";
+    char *json = NULL;
+    size_t len = 0;
+    ASSERT_EQ(vb_gemini_build_setup(&s, &json, &len), 0);
+    cJSON *root = cJSON_Parse(json);
+    ASSERT_NULL(path(root, "setup.generationConfig.thinkingConfig"));
+    cJSON_Delete(root);
+    free(json);
+
+    s.thinking_budget = 0;
+    s.thinking_level = "HIGH";
+    ASSERT_EQ(vb_gemini_build_setup(&s, &json, &len), 0);
+    root = cJSON_Parse(json);
+    ASSERT_EQ(
+        cJSON_GetNumberValue(
+            path(root, "setup.generationConfig.thinkingConfig.thinkingBudget")),
+        0);
+    ASSERT_STR_EQ(
+        pstr(root, "setup.generationConfig.thinkingConfig.thinkingLevel"),
+        "HIGH");
+    cJSON_Delete(root);
+    free(json);
+
+    s.thinking_budget = -1;
+    s.thinking_level = NULL;
+    ASSERT_EQ(vb_gemini_build_setup(&s, &json, &len), 0);
+    root = cJSON_Parse(json);
+    ASSERT_EQ(
+        cJSON_GetNumberValue(
+            path(root, "setup.generationConfig.thinkingConfig.thinkingBudget")),
+        -1);
+    ASSERT_NULL(path(root, "setup.generationConfig.thinkingConfig."
+                           "thinkingLevel"));
+    cJSON_Delete(root);
+    free(json);
+}

@@ -42,6 +42,7 @@ typedef enum fg_fault {
     FG_FAULT_GARBAGE,   /* after setupComplete: only unparsable messages */
     FG_FAULT_REJECT401, /* the upgrade is answered 401 */
     FG_FAULT_REJECT403, /* the upgrade is answered 403 */
+    FG_FAULT_GOAWAY_EARLY, /* goAway (2 s left) before setupComplete */
 } fg_fault_t;
 
 /* One timed event of a --script file (JSON lines). */

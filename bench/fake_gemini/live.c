@@ -84,6 +84,7 @@ struct fg_conn {
     size_t script_pos;
     uint64_t goaway_at, close_at;
     bool goaway_sent;
+    const char *audio_mime; /* a script audio event's "mime", while sent */
     int turns;
     /* --fault */
     bool stalled, garbage;
@@ -286,7 +287,8 @@ static void send_audio(fg_conn_t *c, const int16_t *pcm, size_t n,
     cJSON *part = cJSON_CreateObject();
     cJSON_AddItemToArray(parts, part);
     cJSON *id = cJSON_AddObjectToObject(part, "inlineData");
-    cJSON_AddStringToObject(id, "mimeType", "audio/pcm;rate=24000");
+    cJSON_AddStringToObject(
+        id, "mimeType", c->audio_mime ? c->audio_mime : "audio/pcm;rate=24000");
     cJSON_AddStringToObject(id, "data", b64);
     free(b64);
     if (transcript != NULL) {
@@ -721,6 +723,35 @@ static void on_setup(fg_conn_t *c, cJSON *setup)
             reject(c, "temperature out of range");
             return;
         }
+        cJSON *tc = getf(gen, "thinkingConfig", "thinking_config");
+        if (tc != NULL) {
+            static const char *const k_think[] = {"thinkingBudget",
+                                                  "thinking_budget",
+                                                  "thinkingLevel",
+                                                  "thinking_level",
+                                                  "includeThoughts",
+                                                  "include_thoughts",
+                                                  NULL};
+            if (!keys_known(c, tc, "setup.generationConfig.thinkingConfig",
+                            k_think))
+                return;
+            cJSON *b = getf(tc, "thinkingBudget", "thinking_budget");
+            if (b != NULL && (!cJSON_IsNumber(b) || b->valuedouble < -1 ||
+                              b->valuedouble > 32768 ||
+                              b->valuedouble != (double)b->valueint)) {
+                reject(c, "thinkingBudget out of range");
+                return;
+            }
+            const char *lv = cJSON_GetStringValue(
+                getf(tc, "thinkingLevel", "thinking_level"));
+            if (getf(tc, "thinkingLevel", "thinking_level") != NULL &&
+                (lv == NULL ||
+                 (strcmp(lv, "MINIMAL") != 0 && strcmp(lv, "LOW") != 0 &&
+                  strcmp(lv, "MEDIUM") != 0 && strcmp(lv, "HIGH") != 0))) {
+                reject(c, "bad thinkingLevel");
+                return;
+            }
+        }
         cJSON *sp = getf(gen, "speechConfig", "speech_config");
         if (sp != NULL) {
             if (!keys_known(c, sp, "setup.generationConfig.speechConfig",
@@ -1126,9 +1157,12 @@ static void exec_event(fg_conn_t *c, const cJSON *ev)
                           cJSON_IsNumber(ms) ? ms->valueint : 500, &n);
         if (p == NULL)
             return;
+        /* "mime": another spelling of the part's mimeType. */
+        c->audio_mime = cJSON_GetStringValue(getf(ev, "mime", NULL));
         for (size_t off = 0; off < n; off += CHUNK_MS * 24)
             send_audio(c, p + off,
                        n - off < CHUNK_MS * 24 ? n - off : CHUNK_MS * 24, NULL);
+        c->audio_mime = NULL;
         free(p);
     } else if (strcmp(type, "inputTranscription") == 0 ||
                strcmp(type, "outputTranscription") == 0) {
@@ -1196,7 +1230,27 @@ static void exec_event(fg_conn_t *c, const cJSON *ev)
                strcmp(type, "generationComplete") == 0) {
         send_flag(c, type);
     } else if (strcmp(type, "turnComplete") == 0) {
-        send_turn_complete(c);
+        /* "reason": a turnCompleteReason; "waiting": waitingForInput. */
+        const char *reason = cJSON_GetStringValue(getf(ev, "reason", NULL));
+        if (reason == NULL && !cJSON_IsTrue(getf(ev, "waiting", NULL))) {
+            send_turn_complete(c);
+        } else {
+            cJSON *root, *sc = server_content(&root);
+            cJSON_AddBoolToObject(sc, "turnComplete", true);
+            if (reason != NULL)
+                cJSON_AddStringToObject(sc, "turnCompleteReason", reason);
+            if (cJSON_IsTrue(getf(ev, "waiting", NULL)))
+                cJSON_AddBoolToObject(sc, "waitingForInput", true);
+            add_usage(c, root);
+            send_json(c, root, "turnComplete");
+        }
+    } else if (strcmp(type, "voiceActivity") == 0) {
+        /* "activity": ACTIVITY_START or ACTIVITY_END (3.8's server VAD). */
+        cJSON *root = cJSON_CreateObject();
+        cJSON *va = cJSON_AddObjectToObject(root, "voiceActivity");
+        cJSON_AddStringToObject(va, "voiceActivityType",
+                                sval(ev, "activity", "ACTIVITY_START"));
+        send_json(c, root, "voiceActivity");
     } else if (strcmp(type, "emptyServerContent") == 0) {
         cJSON *root;
         server_content(&root);
@@ -1273,8 +1327,23 @@ int fg_script_load(fg_server_t *srv, const char *path)
 
 /* ---- timer ---- */
 
+/* goAway before setupComplete (seen on real sessions when the server
+ * drains right at setup): the connection still completes its setup and
+ * closes EARLY_GOAWAY_MS later. */
+#define EARLY_GOAWAY_MS 2000
+
 static void send_setup_complete(fg_conn_t *c)
 {
+    if (fg_fault_on(c->srv, c->id) &&
+        c->srv->o.fault == FG_FAULT_GOAWAY_EARLY && !c->goaway_sent) {
+        logf_kv(c, "fault", "mode", "goaway-before-setup");
+        c->goaway_sent = true;
+        c->close_at = now_ms(c) + EARLY_GOAWAY_MS;
+        cJSON *ga = cJSON_CreateObject();
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(ga, "goAway"),
+                                "timeLeft", "2s");
+        send_json(c, ga, "goAway");
+    }
     cJSON *root = cJSON_CreateObject();
     cJSON_AddObjectToObject(root, "setupComplete");
     send_json(c, root, "setupComplete");

@@ -9,13 +9,18 @@
  *                  [--tone-hz N] [--vad-threshold RMS] [--style 2.5|3.1]
  *                  [--model ID]... [--fault MODE [--fault-conn N]]
  *
- * --fault stall|die-after-setup|garbage|reject-401|reject-403 makes the
- * service misbehave (on the N-th connection only with --fault-conn N):
+ * --fault stall|die-after-setup|garbage|reject-401|reject-403|
+ * goaway-before-setup makes the service misbehave (on the N-th connection
+ * only with --fault-conn N):
  * stall: after setupComplete it stops reading the socket and writes
  * nothing (pings go unanswered, the client's backlog grows); die: a 1011
  * close right after every setupComplete; garbage: after setupComplete only
  * messages that are not JSON; reject-401/403: the WebSocket upgrade is
- * refused with that HTTP status, as for a bad key at the front end.
+ * refused with that HTTP status, as for a bad key at the front end;
+ * goaway-before-setup: goAway (timeLeft 2s) just before setupComplete, and
+ * the close 2 s later. The intermittent 1008 closes ("Operation is not
+ * implemented, or supported, or enabled.", "Requested entity was not
+ * found.") are played with a --script "close" event.
  *
  * Prints "listening on HOST:PORT" (the bound port when PORT is 0) once it
  * accepts connections. TLS when --cert/--key are given, plain otherwise.
@@ -305,7 +310,8 @@ static void usage(FILE *f)
             "       [--goaway-lead-ms N] [--tone-ms N] [--tone-hz N]\n"
             "       [--vad-threshold RMS] [--style 2.5|3.1] [--model ID]...\n"
             "       [--fault stall|die-after-setup|garbage|reject-401|"
-            "reject-403]\n"
+            "reject-403|\n"
+            "        goaway-before-setup]\n"
             "       [--fault-conn N]\n");
 }
 
@@ -386,10 +392,10 @@ int main(int argc, char **argv)
             o->style31 = strcmp(v, "3.1") == 0;
         else if (strcmp(a, "--fault") == 0) {
             static const char *const names[] = {
-                "none",    "stall",      "die-after-setup",
-                "garbage", "reject-401", "reject-403"};
+                "none",       "stall",      "die-after-setup",    "garbage",
+                "reject-401", "reject-403", "goaway-before-setup"};
             int f = -1;
-            for (int k = 0; k < 6; k++)
+            for (int k = 0; k < 7; k++)
                 if (strcmp(v, names[k]) == 0)
                     f = k;
             if (f < 0) {
