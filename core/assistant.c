@@ -708,8 +708,8 @@ static int get_str(loader_t *L, const cJSON *obj, const char *key,
 }
 
 static const char *const assistant_keys[] = {
-    "instructions", "greeting", "voice",      "language", "model",
-    "tools",        "transfer", "max_call_s", "record",   "voicemail", NULL};
+    "instructions", "greeting",   "voice",  "language",  "model", "tools",
+    "transfer",     "max_call_s", "record", "voicemail", NULL};
 static const char *const tool_keys[] = {"name", "description", "parameters",
                                         "url",  "timeout_ms",  NULL};
 
@@ -953,7 +953,7 @@ static int load_assistant_as(loader_t *L, const cJSON *obj, const char *name,
     a->voice = dup_s(voice ? voice : base->voice);
     a->language = dup_s(lang ? lang : base->language);
     a->model = dup_s(model ? model : base->model);
-    a->voicemail = dup_s(vmail                ? vmail
+    a->voicemail = dup_s(vmail                     ? vmail
                          : base->voicemail != NULL ? base->voicemail
                                                    : "");
     a->max_call_s = base->max_call_s;

@@ -21,3 +21,6 @@ THREADED_TESTS += test_e2e_tools
 # Call recording (tests/test_e2e_record.c): the file against what vb-sim
 # sent and heard, a SIGKILL, a recorder slowed on purpose.
 THREADED_TESTS += test_e2e_record
+# Outbound calls (tests/test_e2e_outbound.c): POST /v1/calls through
+# `vb-sim serve` (Calls.json), variables, report, machine detection.
+THREADED_TESTS += test_e2e_outbound

@@ -46,7 +46,7 @@ enum route {
 };
 static const char *const route_names[R_COUNT] = {
     "voice",   "status",      "stream",     "healthz", "readyz",
-    "metrics", "test_system", "test_audio", "calls", "other"};
+    "metrics", "test_system", "test_audio", "calls",   "other"};
 
 static const int codes[] = {101, 200, 201, 204, 400, 401, 403, 404, 405,
                             408, 413, 415, 426, 429, 431, 500, 502, 503};
@@ -86,7 +86,7 @@ struct vb_ingress {
     /* --assistant-url: the client on this loop (and its TLS), outcomes. */
     vb_assistant_url_t *aurl;
     vb_metric_t asst_outcome[VB_AURL_COUNT];
-    vb_outbound_t *outbound; /* POST /v1/calls; outbound webhooks */
+    vb_outbound_t *outbound;  /* POST /v1/calls; outbound webhooks */
     vb_ingress_lane_t *lanes; /* NULL: no sinks */
     uint32_t nlanes;
     bool verify;
@@ -650,8 +650,7 @@ static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
     if (path_is(req, "/test/audio"))
         return adminish && g->test_audio != NULL ? R_AUDIO : R_OTHER;
     if (path_is(req, "/v1/calls"))
-        return adminish && vb_outbound_enabled(g->outbound) ? R_CALLS
-                                                            : R_OTHER;
+        return adminish && vb_outbound_enabled(g->outbound) ? R_CALLS : R_OTHER;
     if (admin && g->admin_split)
         return R_OTHER;
     if (path_is_or_slash(req, g->cfg->webhook_path))

@@ -165,13 +165,13 @@ static int payload_mac(const vb_twilio_sig_key_t *k, const char *payload,
 
 typedef struct create_req {
     const char *to, *from, *assistant;
-    cJSON *vars; /* borrowed from the parsed body, or NULL */
+    cJSON *vars;            /* borrowed from the parsed body, or NULL */
     const char *on_machine; /* NULL: no detection */
 } create_req_t;
 
 /* Validates the body; on failure writes the reason into `why`. */
-static bool parse_body(cJSON *root, const vb_assistants_t *set,
-                       create_req_t *c, char *why, size_t wn)
+static bool parse_body(cJSON *root, const vb_assistants_t *set, create_req_t *c,
+                       char *why, size_t wn)
 {
     memset(c, 0, sizeof(*c));
     if (!cJSON_IsObject(root)) {
@@ -192,8 +192,8 @@ static bool parse_body(cJSON *root, const vb_assistants_t *set,
     const cJSON *from = cJSON_GetObjectItemCaseSensitive(root, "from");
     const cJSON *as = cJSON_GetObjectItemCaseSensitive(root, "assistant");
     cJSON *vars = cJSON_GetObjectItemCaseSensitive(root, "variables");
-    const cJSON *md = cJSON_GetObjectItemCaseSensitive(root,
-                                                       "machine_detection");
+    const cJSON *md =
+        cJSON_GetObjectItemCaseSensitive(root, "machine_detection");
     if (!cJSON_IsString(to) || !target_ok(to->valuestring)) {
         snprintf(why, wn, "to: %s",
                  to == NULL ? "required"
@@ -249,8 +249,7 @@ static bool parse_body(cJSON *root, const vb_assistants_t *set,
                 return false;
             }
             if (!cJSON_IsString(it)) {
-                snprintf(why, wn, "variables.%s: must be a string",
-                         it->string);
+                snprintf(why, wn, "variables.%s: must be a string", it->string);
                 return false;
             }
             if (strlen(it->valuestring) > VB_OUTBOUND_VAR_VALUE_MAX) {
@@ -289,7 +288,8 @@ static bool parse_body(cJSON *root, const vb_assistants_t *set,
         }
         cJSON_ArrayForEach(it, md)
         {
-            if (strcmp(it->string, "mode") && strcmp(it->string, "on_machine")) {
+            if (strcmp(it->string, "mode") &&
+                strcmp(it->string, "on_machine")) {
                 snprintf(why, wn, "machine_detection.%.64s: unknown field",
                          it->string);
                 return false;
@@ -301,8 +301,7 @@ static bool parse_body(cJSON *root, const vb_assistants_t *set,
 }
 
 /* The `vbo` value: {"a": name, "v": {...}, "m": on_machine}. */
-static int make_payload(const create_req_t *c, char **out, char *why,
-                        size_t wn)
+static int make_payload(const create_req_t *c, char **out, char *why, size_t wn)
 {
     cJSON *o = cJSON_CreateObject();
     if (o == NULL)
@@ -433,8 +432,8 @@ static void created(const vb_twilio_rest_created_t *res, void *ud)
     if (res->status >= 200 && res->status < 300 && res->sid[0] != '\0') {
         cJSON_AddStringToObject(j, "call_sid", res->sid);
         json_answer(&resp, 201, j);
-        vb_log_info(res->sid, "outbound call placed",
-                    "to=%s assistant=%s", p->to, p->assistant);
+        vb_log_info(res->sid, "outbound call placed", "to=%s assistant=%s",
+                    p->to, p->assistant);
     } else {
         cJSON_AddStringToObject(j, "error", "twilio");
         if (res->status > 0) {
@@ -524,8 +523,8 @@ void vb_outbound_route(vb_outbound_t *o, const vb_http_req_t *req,
         vb_http_resp_header(resp, "Retry-After", "1");
         return;
     }
-    cJSON *root = cJSON_ParseWithLength(req->body ? req->body : "",
-                                        req->body_len);
+    cJSON *root =
+        cJSON_ParseWithLength(req->body ? req->body : "", req->body_len);
     char why[300] = "";
     vb_assistants_t *set = vb_assistant_store_get(o->store);
     create_req_t cr;
@@ -536,14 +535,13 @@ void vb_outbound_route(vb_outbound_t *o, const vb_http_req_t *req,
     }
     char *payload = NULL;
     int rc = 0;
-    if (why[0] == '\0' && (rc = make_payload(&cr, &payload, why,
-                                             sizeof why)) != 0 &&
+    if (why[0] == '\0' &&
+        (rc = make_payload(&cr, &payload, why, sizeof why)) != 0 &&
         why[0] == '\0')
         snprintf(why, sizeof why, "cannot encode: %s", vb_err_name(rc));
     if (why[0] != '\0') {
-        VB_LOG_RATELIMITED(VB_LOG_INFO, 1000, NULL,
-                           "POST /v1/calls refused", "reason=%.200s peer=%s",
-                           why, req->peer);
+        VB_LOG_RATELIMITED(VB_LOG_INFO, 1000, NULL, "POST /v1/calls refused",
+                           "reason=%.200s peer=%s", why, req->peer);
         error_answer(resp, rc == VB_ENOMEM ? 500 : 400, "invalid_request", why);
         goto out;
     }
@@ -612,12 +610,10 @@ void vb_outbound_route(vb_outbound_t *o, const vb_http_req_t *req,
         .auth_token = c->twilio_auth_token,
         .tls = o->tls,
     };
-    if (req->conn == NULL ||
-        (rc = vb_twilio_rest_create_call(o->loop, &rr, form.p, created, p)) !=
-            0) {
+    if (req->conn == NULL || (rc = vb_twilio_rest_create_call(
+                                  o->loop, &rr, form.p, created, p)) != 0) {
         free(p);
-        vb_log_warn(NULL, "outbound call not sent", "err=%s",
-                    vb_err_name(rc));
+        vb_log_warn(NULL, "outbound call not sent", "err=%s", vb_err_name(rc));
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "error", "twilio");
         cJSON_AddStringToObject(j, "message", vb_err_name(rc));
@@ -680,8 +676,8 @@ int vb_outbound_from_query(const vb_twilio_sig_key_t *key, const char *query,
     if (om != NULL)
         snprintf(out->on_machine, sizeof out->on_machine, "%s",
                  om->valuestring);
-    if (vars != NULL && (out->variables = cJSON_PrintUnformatted(vars)) ==
-                            NULL) {
+    if (vars != NULL &&
+        (out->variables = cJSON_PrintUnformatted(vars)) == NULL) {
         cJSON_Delete(j);
         return VB_ENOMEM;
     }
@@ -757,9 +753,9 @@ bool vb_outbound_on_status(vb_outbound_t *o, const vb_http_req_t *req,
                     "err=%s", vb_err_name(rc));
         return false;
     }
-    vb_log_info(sid, twiml ? "machine: leaving the voicemail"
-                           : "machine: hanging up",
-                "answered_by=%.32s", by);
+    vb_log_info(
+        sid, twiml ? "machine: leaving the voicemail" : "machine: hanging up",
+        "answered_by=%.32s", by);
     return true;
 }
 

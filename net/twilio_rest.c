@@ -320,8 +320,8 @@ static int build_request(rest_t *r, const vb_ws_url_t *u,
                  "User-Agent: voxbridge\r\n"
                  "Content-Length: %zu\r\n"
                  "Connection: close\r\n\r\n%s",
-                 (int)blen, u->target, req->account_sid, resource, host,
-                 auth, body_len, body);
+                 (int)blen, u->target, req->account_sid, resource, host, auth,
+                 body_len, body);
     memset(auth, 0, sizeof(auth));
     free(body);
     if (n < 0 || (size_t)n >= cap)

@@ -75,9 +75,9 @@ int vb_twilio_rest_parse_response(const char *data, size_t len, size_t chunk);
  * a 201 names the new call in `sid`; an error carries Twilio's `code` and
  * `message`. */
 typedef struct vb_twilio_rest_created {
-    int status;       /* HTTP status, or a negative VB_E* (no response) */
-    char sid[64];     /* the Call resource's sid on a 2xx ("" if absent) */
-    int code;         /* Twilio's error code (0: none given) */
+    int status;        /* HTTP status, or a negative VB_E* (no response) */
+    char sid[64];      /* the Call resource's sid on a 2xx ("" if absent) */
+    int code;          /* Twilio's error code (0: none given) */
     char message[256]; /* Twilio's error message ("" if none; cut) */
 } vb_twilio_rest_created_t;
 

@@ -354,10 +354,14 @@ static int cmd_serve(int argc, char **argv)
         {"help", no_argument, NULL, '?'},
         {NULL, 0, NULL, 0},
     };
-    static const char *const answers[] = {
-        "human",          "machine_start",       "machine_end_beep",
-        "machine_end_silence", "machine_end_other", "fax",
-        "unknown",        NULL};
+    static const char *const answers[] = {"human",
+                                          "machine_start",
+                                          "machine_end_beep",
+                                          "machine_end_silence",
+                                          "machine_end_other",
+                                          "fax",
+                                          "unknown",
+                                          NULL};
     sim_outbound_opts_t o = {.amd_after_s = 2.0};
     o.call.hangup_after_s = -1;
     o.call.tail_s = 2.0;

@@ -217,8 +217,7 @@ static void handle_create(conn_t *c, const char *acct)
                                  c->body != NULL ? c->body : "", c->body_len,
                                  &json, &code, msg, sizeof msg);
     if (json == NULL) {
-        respond_error(c, 500, "Internal Server Error", 20500,
-                      "out of memory");
+        respond_error(c, 500, "Internal Server Error", 20500, "out of memory");
         return;
     }
     respond(c, st,
@@ -237,8 +236,8 @@ static void handle(conn_t *c)
     c->url[c->url_len] = '\0';
     char acct[64], sid[64];
     int n = 0;
-    if (sscanf(c->url, "/2010-04-01/Accounts/%63[^/]/Calls.json%n", acct,
-               &n) == 1 &&
+    if (sscanf(c->url, "/2010-04-01/Accounts/%63[^/]/Calls.json%n", acct, &n) ==
+            1 &&
         n > 0 && c->url[n] == '\0' && api->outbound != NULL) {
         handle_create(c, acct);
         return;

@@ -104,9 +104,9 @@ static void post_form(sim_outbound_t *ob, const char *url,
     }
     char *body = sim_form_encode(params, n);
     char sig[64] = "";
-    if (body == NULL || (ob->o.auth_token != NULL && *ob->o.auth_token &&
-                         sim_sign(ob->o.auth_token, url, params, n, sig,
-                                  sizeof sig) != 0)) {
+    if (body == NULL ||
+        (ob->o.auth_token != NULL && *ob->o.auth_token &&
+         sim_sign(ob->o.auth_token, url, params, n, sig, sizeof sig) != 0)) {
         free(body);
         return;
     }
@@ -151,11 +151,16 @@ static void status_cb(out_call_t *oc, int ev, const char *call_status)
     char seq[8];
     snprintf(seq, sizeof seq, "%d", ev);
     sim_param_t p[] = {
-        {"AccountSid", oc->account},   {"ApiVersion", "2010-04-01"},
-        {"CallSid", oc->sid},          {"CallStatus", call_status},
-        {"Called", oc->to},            {"Caller", oc->from},
-        {"Direction", "outbound-api"}, {"From", oc->from},
-        {"SequenceNumber", seq},       {"To", oc->to},
+        {"AccountSid", oc->account},
+        {"ApiVersion", "2010-04-01"},
+        {"CallSid", oc->sid},
+        {"CallStatus", call_status},
+        {"Called", oc->to},
+        {"Caller", oc->from},
+        {"Direction", "outbound-api"},
+        {"From", oc->from},
+        {"SequenceNumber", seq},
+        {"To", oc->to},
     };
     post_form(oc->ob, oc->status_cb, p, sizeof p / sizeof p[0], events[ev]);
 }
@@ -225,12 +230,12 @@ static bool url_ok(const char *s)
     return vb_ws_url_parse_http(s, &u) == 0;
 }
 
-#define FAIL(st, cd, ...)                                                      \
-    do {                                                                       \
-        *status = (st);                                                        \
-        *code = (cd);                                                          \
-        snprintf(msg, msgsz, __VA_ARGS__);                                     \
-        goto out;                                                              \
+#define FAIL(st, cd, ...)                  \
+    do {                                   \
+        *status = (st);                    \
+        *code = (cd);                      \
+        snprintf(msg, msgsz, __VA_ARGS__); \
+        goto out;                          \
     } while (0)
 
 int sim_outbound_create(sim_outbound_t *ob, const char *account,
@@ -330,15 +335,15 @@ int sim_outbound_create(sim_outbound_t *ob, const char *account,
     co.from = from;
     co.to = to;
     co.direction = "outbound-api";
-    if (sim_call_start(ob->loop, ob->api, &co, call_done, oc, &oc->call) !=
-        0) {
+    if (sim_call_start(ob->loop, ob->api, &co, call_done, oc, &oc->call) != 0) {
         free(oc->status_cb);
         free(oc->amd_cb);
         free(oc);
         oc = NULL;
         FAIL(500, 20500, "Internal Server Error");
     }
-    snprintf(oc->sid, sizeof oc->sid, "%s", sim_call_result(oc->call)->call_sid);
+    snprintf(oc->sid, sizeof oc->sid, "%s",
+             sim_call_result(oc->call)->call_sid);
     ob->calls[ob->ncalls++] = oc;
     /* Placed: the events before the callee answers, then its webhook
      * (already on its way), then detection. */
