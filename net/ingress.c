@@ -2123,8 +2123,9 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
                     (long long)c->min_body_rate);
         if (g->admin_split || c->admin_on_public)
             vb_log_info(NULL, "admin endpoints served",
-                        "paths=/metrics,/test/system%s on=%s%s%s",
+                        "paths=/metrics,/test/system%s%s on=%s%s%s",
                         g->test_audio != NULL ? ",/test/audio" : "",
+                        vb_outbound_enabled(g->outbound) ? ",/v1/calls" : "",
                         g->admin_split ? c->metrics_listen : "",
                         g->admin_split && c->admin_on_public ? "," : "",
                         c->admin_on_public ? c->listen : "");
