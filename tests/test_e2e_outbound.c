@@ -166,6 +166,12 @@ TEST_T(outbound_call_runs_the_named_assistant_with_its_variables, 120)
     ASSERT_NOT_NULL(strstr(out, "completed callback answered 204"));
     /* The model got the assistant's text with the variables in it. */
     ASSERT_EQ(count_setups(&c.r, sales_prompt), 1);
+    /* And the greeting, substituted too. */
+    char *flog = proc_read_file(c.r.fake_log);
+    ASSERT_NOT_NULL(flog);
+    ASSERT_STR_CONTAINS(flog, "Hello Ann!");
+    ASSERT_TRUE(strstr(flog, "{{name}}") == NULL);
+    free(flog);
     cJSON *reps = app_wait_reports(&c.app, 1, proc_ms(15000));
     const cJSON *rep = cJSON_GetArrayItem(reps, 0);
     const cJSON *call = cJSON_GetObjectItem(rep, "call");
