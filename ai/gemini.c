@@ -123,6 +123,7 @@ struct call {
     /* The assistant answering the call (a reference; NULL: the stage's
      * own settings), and when its max_call_s ends the call (0: never). */
     vb_assistant_t *asst;
+    char direction[32]; /* the webhook's Direction ("" unknown) */
     uint64_t max_end_at;
     /* Tool calls in flight and the tool log (ai/tools.h); a transfer the
      * model asked for, done like end_call's hang-up (E.164 or sip:). */
@@ -1732,6 +1733,8 @@ static void on_prepare(vb_gemini_stage_t *s, const vb_msg_t *m)
     }
     if (p.ctx != NULL) {
         call->asst = vb_assistant_ref(p.ctx->assistant);
+        snprintf(call->direction, sizeof call->direction, "%s",
+                 p.ctx->direction);
         tools_ids_from_ctx(call, p.ctx);
         vb_call_ctx_destroy(p.ctx);
     }
@@ -1785,6 +1788,9 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
         memset(&op, 0, sizeof(op));
         memcpy(&op, m->data, m->len < sizeof(op) ? m->len : sizeof(op));
         vb_report_init(call->rep, &op, NULL, vb_clock_now_ns());
+        if (call->direction[0] != '\0')
+            snprintf(call->rep->direction, sizeof call->rep->direction, "%s",
+                     call->direction);
     }
     if (call->cur == NULL || call->cur->st != CONN_READY)
         call->wait_since = vb_clock_now_ns();

@@ -23,6 +23,7 @@ void vb_report_init(vb_report_t *r, const vb_msg_open_t *open,
     r->model_hangup = r->transferred = false;
     r->failure = -1;
     r->t_open_ns = now_ns;
+    snprintf(r->direction, sizeof(r->direction), "inbound");
     if ((assistant == NULL || *assistant == '\0') && open != NULL &&
         open->assistant[0] != '\0')
         assistant = open->assistant;
@@ -212,7 +213,8 @@ char *vb_report_render(const vb_report_t *r, const vb_msg_close_t *close,
     cJSON_AddStringToObject(call, "stream_sid", r->stream_sid);
     cJSON_AddStringToObject(call, "from", r->from);
     cJSON_AddStringToObject(call, "to", r->to);
-    cJSON_AddStringToObject(call, "direction", "inbound");
+    cJSON_AddStringToObject(call, "direction",
+                            r->direction[0] ? r->direction : "inbound");
     cJSON_AddStringToObject(o, "assistant", r->assistant);
     char t0[40], t1[40];
     int64_t end_ms = close->started_unix_ms + (int64_t)close->duration_ms;

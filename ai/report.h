@@ -50,6 +50,7 @@ typedef struct vb_report {
     char sid[64], stream_sid[64], account_sid[64];
     char from[32], to[32];
     char assistant[64]; /* "default" without an assistants file */
+    char direction[32]; /* Twilio's Direction; "inbound" unless told */
     uint64_t t_open_ns; /* core/clock.h */
     vb_report_line_t lines[VB_REPORT_LINES];
     uint32_t nlines, text_len;

@@ -45,6 +45,7 @@ static void assistant_free(vb_assistant_t *a)
     free(a->name);
     free(a->instructions);
     free(a->greeting);
+    free(a->voicemail);
     free(a->voice);
     free(a->language);
     free(a->model);
@@ -173,12 +174,13 @@ int vb_assistant_from_config(const vb_config_t *c, vb_assistant_t **out,
     a->voice = dup_s(c->gemini_voice);
     a->language = dup_s(c->gemini_language);
     a->model = dup_s(c->gemini_model);
+    a->voicemail = dup_s("");
     a->max_call_s = (uint32_t)c->max_call_duration;
     /* --record-dir records every call whose assistant does not say
      * "record": false. */
     a->record = c->record_dir != NULL && c->record_dir[0] != '\0';
     if (!a->name || !a->instructions || !a->greeting || !a->voice ||
-        !a->language || !a->model) {
+        !a->language || !a->model || !a->voicemail) {
         assistant_free(a);
         snprintf(err, errsz, "out of memory");
         return VB_ENOMEM;
@@ -706,8 +708,8 @@ static int get_str(loader_t *L, const cJSON *obj, const char *key,
 }
 
 static const char *const assistant_keys[] = {
-    "instructions", "greeting", "voice",      "language", "model",
-    "tools",        "transfer", "max_call_s", "record",   NULL};
+    "instructions", "greeting",   "voice",  "language",  "model", "tools",
+    "transfer",     "max_call_s", "record", "voicemail", NULL};
 static const char *const tool_keys[] = {"name", "description", "parameters",
                                         "url",  "timeout_ms",  NULL};
 
@@ -908,7 +910,7 @@ static int load_assistant_as(loader_t *L, const cJSON *obj, const char *name,
         return fail(L, obj, field, "an assistant must be an object");
     if ((rc = check_keys(L, obj, field, assistant_keys)) != 0)
         return rc;
-    const char *instr, *greet, *voice, *lang, *model;
+    const char *instr, *greet, *voice, *lang, *model, *vmail;
     const cJSON *vn, *ln, *mn;
     if ((rc = get_str(L, obj, "instructions", field,
                       VB_ASSISTANT_INSTRUCTIONS_MAX, true, NULL, &instr)) !=
@@ -917,7 +919,9 @@ static int load_assistant_as(loader_t *L, const cJSON *obj, const char *name,
                       true, NULL, &greet)) != 0 ||
         (rc = get_str(L, obj, "voice", field, 64, false, &vn, &voice)) != 0 ||
         (rc = get_str(L, obj, "language", field, 35, false, &ln, &lang)) != 0 ||
-        (rc = get_str(L, obj, "model", field, 128, false, &mn, &model)) != 0)
+        (rc = get_str(L, obj, "model", field, 128, false, &mn, &model)) != 0 ||
+        (rc = get_str(L, obj, "voicemail", field, VB_ASSISTANT_VOICEMAIL_MAX,
+                      true, NULL, &vmail)) != 0)
         return rc;
     if (voice != NULL && !vb_assistant_voice_known(voice)) {
         pathf(f, sizeof f, "%s.voice", field);
@@ -949,10 +953,13 @@ static int load_assistant_as(loader_t *L, const cJSON *obj, const char *name,
     a->voice = dup_s(voice ? voice : base->voice);
     a->language = dup_s(lang ? lang : base->language);
     a->model = dup_s(model ? model : base->model);
+    a->voicemail = dup_s(vmail                     ? vmail
+                         : base->voicemail != NULL ? base->voicemail
+                                                   : "");
     a->max_call_s = base->max_call_s;
     a->record = base->record;
     if (!a->name || !a->instructions || !a->greeting || !a->voice ||
-        !a->language || !a->model)
+        !a->language || !a->model || !a->voicemail)
         return oom(L);
     const cJSON *mc = cJSON_GetObjectItemCaseSensitive(obj, "max_call_s");
     if (mc != NULL) {
@@ -1363,4 +1370,103 @@ bool vb_assistant_store_records(vb_assistant_store_t *st, const char *name)
     bool yes = d != NULL && d->record;
     vb_assistants_unref(set);
     return yes;
+}
+
+/* ---- variables of an outbound call ---- */
+
+/* `text` with every {{name}} of `vars` replaced by its value; unknown
+ * placeholders stay as they are. NULL when out of memory. */
+static char *substitute(const char *text, const cJSON *vars)
+{
+    size_t cap = strlen(text) + 1, n = 0;
+    char *out = malloc(cap);
+    if (out == NULL)
+        return NULL;
+    const char *p = text;
+    while (*p) {
+        const char *val = NULL;
+        size_t skip = 0;
+        if (p[0] == '{' && p[1] == '{') {
+            const char *e = strstr(p + 2, "}}");
+            size_t nl = e != NULL ? (size_t)(e - (p + 2)) : 0;
+            char name[VB_ASSISTANT_VAR_NAME_MAX + 1];
+            if (e != NULL && nl > 0 && nl <= VB_ASSISTANT_VAR_NAME_MAX) {
+                memcpy(name, p + 2, nl);
+                name[nl] = '\0';
+                const cJSON *v = cJSON_GetObjectItemCaseSensitive(vars, name);
+                if (cJSON_IsString(v)) {
+                    val = v->valuestring;
+                    skip = nl + 4;
+                }
+            }
+        }
+        size_t add = val != NULL ? strlen(val) : 1;
+        if (n + add + 1 > cap) {
+            size_t nc = (n + add + 1) * 2;
+            char *b = realloc(out, nc);
+            if (b == NULL) {
+                free(out);
+                return NULL;
+            }
+            out = b;
+            cap = nc;
+        }
+        if (val != NULL) {
+            memcpy(out + n, val, add);
+            n += add;
+            p += skip;
+        } else {
+            out[n++] = *p++;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+bool vb_assistant_var_name_ok(const char *name)
+{
+    size_t n = name != NULL ? strlen(name) : 0;
+    if (n == 0 || n > VB_ASSISTANT_VAR_NAME_MAX ||
+        !(isalpha((unsigned char)name[0]) || name[0] == '_'))
+        return false;
+    for (size_t i = 1; i < n; i++)
+        if (!isalnum((unsigned char)name[i]) && name[i] != '_')
+            return false;
+    return true;
+}
+
+int vb_assistant_with_variables(const vb_assistant_t *a, const char *vars_json,
+                                vb_assistant_t **out, char *err, size_t errsz)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (a == NULL || vars_json == NULL || out == NULL)
+        return VB_EINVAL;
+    cJSON *vars = cJSON_Parse(vars_json);
+    if (!cJSON_IsObject(vars)) {
+        cJSON_Delete(vars);
+        if (err != NULL && errsz > 0)
+            snprintf(err, errsz, "variables: not a JSON object");
+        return VB_ECONFIG;
+    }
+    char *ins = substitute(a->instructions, vars);
+    char *gr = substitute(a->greeting, vars);
+    cJSON *o = cJSON_CreateObject();
+    int rc = VB_ENOMEM;
+    if (ins != NULL && gr != NULL && o != NULL &&
+        cJSON_AddStringToObject(o, "instructions", ins) != NULL &&
+        cJSON_AddStringToObject(o, "greeting", gr) != NULL) {
+        /* cJSON escapes the values: they cannot reach past the strings. */
+        char *text = cJSON_PrintUnformatted(o);
+        if (text != NULL) {
+            rc = vb_assistant_parse_override(text, strlen(text), a, out, err,
+                                             errsz);
+            free(text);
+        }
+    }
+    cJSON_Delete(o);
+    cJSON_Delete(vars);
+    free(ins);
+    free(gr);
+    return rc;
 }

@@ -41,6 +41,7 @@
 #define VB_ASSISTANT_MAX_NUMBERS      100000
 #define VB_ASSISTANT_INSTRUCTIONS_MAX (64u * 1024u) /* bytes */
 #define VB_ASSISTANT_GREETING_MAX     2048u         /* bytes */
+#define VB_ASSISTANT_VOICEMAIL_MAX    1000u /* bytes of voicemail text */
 #define VB_ASSISTANT_DESCRIPTION_MAX  2048u /* bytes of a tool description */
 #define VB_ASSISTANT_PARAMS_MAX       (16u * 1024u) /* bytes of parameters */
 #define VB_ASSISTANT_SCHEMA_DEPTH     8 /* nesting of a parameters schema */
@@ -79,6 +80,7 @@ typedef struct vb_assistant {
     char *name;
     char *instructions; /* system instruction ("" when none) */
     char *greeting;     /* "" when none: the model waits for the caller */
+    char *voicemail;    /* said to an answering machine ("" when none) */
     char *voice;        /* a Gemini Live prebuilt voice */
     char *language;     /* BCP-47 */
     char *model;        /* Live model id */
@@ -123,6 +125,23 @@ int vb_assistant_from_config(const vb_config_t *c, vb_assistant_t **out,
  * Any thread. */
 int vb_assistant_parse_override(const char *text, size_t len,
                                 const vb_assistant_t *base,
+                                vb_assistant_t **out, char *err, size_t errsz);
+
+/* ---- variables of an outbound call (docs/outbound.md) ---- */
+
+#define VB_ASSISTANT_VAR_NAME_MAX 64 /* bytes of a variable's name */
+
+/* True for a variable name: [A-Za-z_][A-Za-z0-9_]*, at most
+ * VB_ASSISTANT_VAR_NAME_MAX bytes. */
+bool vb_assistant_var_name_ok(const char *name);
+
+/* A copy of `a` whose instructions and greeting have every `{{name}}` of
+ * the JSON object `vars_json` (string values) replaced by its value;
+ * placeholders it does not name stay as written. The result is checked as
+ * an override of `a` (so a greeting grown past VB_ASSISTANT_GREETING_MAX
+ * is refused). Returns 0 and *out (one reference), VB_ECONFIG (reason in
+ * `err`), VB_EINVAL, VB_ENOMEM. Any thread. */
+int vb_assistant_with_variables(const vb_assistant_t *a, const char *vars_json,
                                 vb_assistant_t **out, char *err, size_t errsz);
 
 /* ---- sets ---- */

@@ -124,6 +124,9 @@
     X(admin_on_public, BOOL, "VOXBRIDGE_ADMIN_ON_PUBLIC", "false", 0, 0, NULL, \
       "also serve /metrics, /test/system and /test/audio on --listen (404 "    \
       "there otherwise)")                                                      \
+    X(admin_token, SECRET, "VOXBRIDGE_ADMIN_TOKEN", "", 0, 0, NULL,            \
+      "bearer token for POST /v1/calls on the admin listener (outbound "       \
+      "calls; empty: the endpoint is off, 404)")                               \
     X(trust_proxy, BOOL, "VOXBRIDGE_TRUST_PROXY", "false", 0, 0, NULL,         \
       "use X-Forwarded-For/Proto/Host in logs (signatures always use "         \
       "--public-url)")                                                         \

@@ -24,3 +24,6 @@ THREADED_TESTS += test_e2e_record
 # Gemini session lifecycle (tests/test_e2e_gemini14.c): intermittent 1008
 # closes resumed, goAway before setupComplete.
 THREADED_TESTS += test_e2e_gemini14
+# Outbound calls (tests/test_e2e_outbound.c): POST /v1/calls through
+# `vb-sim serve` (Calls.json), variables, report, machine detection.
+THREADED_TESTS += test_e2e_outbound

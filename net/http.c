@@ -85,6 +85,14 @@ const char *vb_http_status_text(int status)
         return "Internal Server Error";
     case 503:
         return "Service Unavailable";
+    case 201:
+        return "Created";
+    case 401:
+        return "Unauthorized";
+    case 429:
+        return "Too Many Requests";
+    case 502:
+        return "Bad Gateway";
     default:
         return "Unknown";
     }

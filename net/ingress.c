@@ -27,6 +27,7 @@
 #include "net/assistant_url.h"
 #include "net/form.h"
 #include "net/hash.h"
+#include "net/outbound.h"
 #include "net/twiml.h"
 #include "net/ws.h"
 
@@ -39,15 +40,16 @@ enum route {
     R_METRICS,
     R_SYSTEM,
     R_AUDIO,
+    R_CALLS,
     R_OTHER,
     R_COUNT
 };
 static const char *const route_names[R_COUNT] = {
     "voice",   "status",      "stream",     "healthz", "readyz",
-    "metrics", "test_system", "test_audio", "other"};
+    "metrics", "test_system", "test_audio", "calls",   "other"};
 
-static const int codes[] = {101, 200, 204, 400, 403, 404, 405,
-                            408, 413, 415, 426, 431, 500, 503};
+static const int codes[] = {101, 200, 201, 204, 400, 401, 403, 404, 405,
+                            408, 413, 415, 426, 429, 431, 500, 502, 503};
 #define NCODES (sizeof(codes) / sizeof(codes[0]))
 
 static const char *const call_statuses[] = {
@@ -84,6 +86,7 @@ struct vb_ingress {
     /* --assistant-url: the client on this loop (and its TLS), outcomes. */
     vb_assistant_url_t *aurl;
     vb_metric_t asst_outcome[VB_AURL_COUNT];
+    vb_outbound_t *outbound;  /* POST /v1/calls; outbound webhooks */
     vb_ingress_lane_t *lanes; /* NULL: no sinks */
     uint32_t nlanes;
     bool verify;
@@ -655,6 +658,8 @@ static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
         return adminish ? R_SYSTEM : R_OTHER;
     if (path_is(req, "/test/audio"))
         return adminish && g->test_audio != NULL ? R_AUDIO : R_OTHER;
+    if (path_is(req, "/v1/calls"))
+        return adminish && vb_outbound_enabled(g->outbound) ? R_CALLS : R_OTHER;
     if (admin && g->admin_split)
         return R_OTHER;
     if (path_is_or_slash(req, g->cfg->webhook_path))
@@ -1055,7 +1060,7 @@ static void on_abandon(void *ud, void *arg)
 {
     vb_ingress_t *g = ud;
     asst_req_t *r = arg;
-    if (r == NULL)
+    if (r == NULL || vb_outbound_abandon(g->outbound, arg))
         return;
     /* After stop the requester is gone, and its requests with it. */
     if (g->aurl != NULL)
@@ -1069,6 +1074,52 @@ static void on_abandon(void *ud, void *arg)
     asst_req_free(r);
 }
 
+/* The webhook of an outbound call placed by POST /v1/calls names its
+ * assistant and variables in its query (net/outbound.h): returns that
+ * assistant (in *own when built for the variables; a reference) instead
+ * of the number's `asst`, and sets *outbound. Other webhooks: `asst`. */
+static const vb_assistant_t *
+outbound_assistant(vb_ingress_t *g, const vb_http_req_t *req, const char *call,
+                   const vb_assistants_t *set, const vb_assistant_t *asst,
+                   vb_assistant_t **own, bool *outbound)
+{
+    vb_outbound_call_t oc;
+    int rc = vb_outbound_from_query(g->key, req->query, &oc);
+    if (rc == VB_ENOENT)
+        return asst;
+    if (rc != 0) {
+        vb_log_warn(call,
+                    "outbound call parameters refused: the number's "
+                    "assistant answers",
+                    "err=%s", vb_err_name(rc));
+        return asst;
+    }
+    *outbound = true;
+    const vb_assistant_t *named = oc.assistant[0]
+                                      ? vb_assistants_find(set, oc.assistant)
+                                      : vb_assistants_default(set);
+    if (named == NULL)
+        vb_log_warn(call,
+                    "outbound call's assistant is gone (reloaded?): the "
+                    "number's answers",
+                    "assistant=%s", oc.assistant);
+    else
+        asst = named;
+    if (oc.variables != NULL && asst != NULL) {
+        char err[256] = "";
+        if (vb_assistant_with_variables(asst, oc.variables, own, err,
+                                        sizeof err) != 0)
+            vb_log_warn(call,
+                        "outbound call's variables not applied: the "
+                        "assistant's own text answers",
+                        "assistant=%s why=%s", asst->name, err);
+        else
+            asst = *own;
+    }
+    free(oc.variables);
+    return asst;
+}
+
 static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
                         vb_http_resp_t *resp)
 {
@@ -1080,6 +1131,7 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     client_addr(g, req, client, sizeof(client));
     vb_form_t f = {0};
     vb_assistants_t *set = NULL;
+    vb_assistant_t *own = NULL; /* an outbound call's, with its variables */
     bool posted;
     if (read_params(req, &f, resp, &posted) != 0)
         goto out;
@@ -1153,7 +1205,9 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     set = vb_assistant_store_get(g->assistants);
     bool matched = false;
     const vb_assistant_t *asst = vb_assistants_for_number(set, ci.to, &matched);
-    if (prev == NULL && g->aurl != NULL && asst != NULL &&
+    bool outbound = false;
+    asst = outbound_assistant(g, req, call, set, asst, &own, &outbound);
+    if (prev == NULL && !outbound && g->aurl != NULL && asst != NULL &&
         asst_request(g, req, resp, &ci, set, asst, matched) == 0) {
         pend_push(g, lane, now);
         answered_put(g, call, lane, expiry);
@@ -1171,8 +1225,10 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     }
     pend_push(g, lane, now);
     answered_put(g, call, lane, expiry);
-    call_prepare(g, &ci, asst, matched, "number");
+    call_prepare(g, &ci, asst, matched || outbound,
+                 outbound ? "outbound" : "number");
 out:
+    vb_assistant_unref(own);
     vb_assistants_unref(set);
     vb_form_free(&f);
 }
@@ -1206,6 +1262,9 @@ static void route_status(vb_ingress_t *g, const vb_http_req_t *req,
     snprintf(stbuf, sizeof(stbuf), "%s", st ? st : "");
     vb_log_info(call, "call status", "status=%s seq=%.16s duration=%.16s",
                 stbuf, seq ? seq : "", dur ? dur : "");
+    /* An outbound call's machine-detection result (docs/outbound.md). */
+    if (call != NULL)
+        vb_outbound_on_status(g->outbound, req, &f);
     resp->status = 204;
 out:
     vb_form_free(&f);
@@ -1604,6 +1663,11 @@ static void route_metrics(vb_ingress_t *g, const vb_http_req_t *req,
     resp->body_len = len;
 }
 
+static void outbound_answered(void *ud, int status, uint64_t t_start_ns)
+{
+    count_request(ud, R_CALLS, status, t_start_ns);
+}
+
 static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
 {
     vb_ingress_t *g = ud;
@@ -1653,6 +1717,9 @@ static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
         break;
     case R_AUDIO:
         route_audio(g, req, resp);
+        break;
+    case R_CALLS:
+        vb_outbound_route(g->outbound, req, resp);
         break;
     default:
         set_text(resp, 404, "not found\n");
@@ -2035,6 +2102,9 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     g->loop_ok = true;
     if ((rc = vb_assistant_url_create(&g->loop, c, &g->aurl)) != 0)
         goto fail;
+    if ((rc = vb_outbound_create(&g->loop, c, g->assistants, g->key,
+                                 outbound_answered, g, &g->outbound)) != 0)
+        goto fail;
     if (uv_async_init(&g->loop, &g->stop_async, stop_cb) != 0) {
         rc = VB_ESYS;
         goto fail;
@@ -2072,8 +2142,9 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
                     (long long)c->min_body_rate);
         if (g->admin_split || c->admin_on_public)
             vb_log_info(NULL, "admin endpoints served",
-                        "paths=/metrics,/test/system%s on=%s%s%s",
+                        "paths=/metrics,/test/system%s%s on=%s%s%s",
                         g->test_audio != NULL ? ",/test/audio" : "",
+                        vb_outbound_enabled(g->outbound) ? ",/v1/calls" : "",
                         g->admin_split ? c->metrics_listen : "",
                         g->admin_split && c->admin_on_public ? "," : "",
                         c->admin_on_public ? c->listen : "");
@@ -2145,6 +2216,7 @@ void vb_ingress_destroy(vb_ingress_t *g)
         if (uv_loop_close(&g->loop) != 0)
             vb_log_error(NULL, "ingress loop still has handles", NULL);
     }
+    vb_outbound_destroy(g->outbound);
     vb_http_server_destroy(g->http);
     free(g->lanes);
     free(g->active);

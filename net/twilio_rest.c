@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
 #include <mbedtls/base64.h>
 
 #include "core/err.h"
@@ -37,6 +38,10 @@ typedef struct rest {
     int status;
     size_t received; /* response bytes so far */
     bool done;
+    /* A create request: its callback, and the response body so far. */
+    vb_twilio_rest_create_cb create_cb;
+    char *body;
+    size_t body_len;
 } rest_t;
 
 static bool sid_ok(const char *s)
@@ -54,7 +59,32 @@ static void timer_closed(uv_handle_t *h)
 {
     rest_t *r = h->data;
     free(r->request);
+    free(r->body);
     free(r);
+}
+
+void vb_twilio_rest_created_parse(const char *body, size_t len,
+                                  vb_twilio_rest_created_t *res)
+{
+    res->sid[0] = '\0';
+    res->code = 0;
+    res->message[0] = '\0';
+    cJSON *j = body != NULL ? cJSON_ParseWithLength(body, len) : NULL;
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return;
+    }
+    const cJSON *sid = cJSON_GetObjectItemCaseSensitive(j, "sid");
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(j, "code");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(j, "message");
+    if (cJSON_IsString(sid) && sid_ok(sid->valuestring))
+        snprintf(res->sid, sizeof(res->sid), "%s", sid->valuestring);
+    if (cJSON_IsNumber(code) && code->valuedouble >= 0 &&
+        code->valuedouble < 1e9)
+        res->code = (int)code->valuedouble;
+    if (cJSON_IsString(msg))
+        snprintf(res->message, sizeof(res->message), "%s", msg->valuestring);
+    cJSON_Delete(j);
 }
 
 /* Reports once, then tears everything down. */
@@ -66,6 +96,26 @@ static void finish(rest_t *r, int status)
     uv_timer_stop(&r->timer);
     vb_transport_close(r->t);
     r->t = NULL;
+    if (r->create_cb != NULL) {
+        vb_twilio_rest_created_t res;
+        memset(&res, 0, sizeof(res));
+        res.status = status;
+        if (status > 0)
+            vb_twilio_rest_created_parse(r->body, r->body_len, &res);
+        if (status >= 200 && status < 300 && res.sid[0] != '\0')
+            vb_log_info(res.sid, "call created through the REST API",
+                        "http_status=%d", status);
+        else if (status > 0)
+            vb_log_warn(NULL, "REST call create refused",
+                        "http_status=%d code=%d message=%.200s", status,
+                        res.code, res.message);
+        else
+            vb_log_warn(NULL, "REST call create failed", "err=%s",
+                        vb_err_name(status));
+        r->create_cb(&res, r->ud);
+        uv_close((uv_handle_t *)&r->timer, timer_closed);
+        return;
+    }
     if (status == 200)
         vb_log_info(r->call_sid, "call ended through the REST API", NULL);
     else if (status > 0)
@@ -94,12 +144,31 @@ static int on_headers_complete(llhttp_t *p)
     return 0;
 }
 
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    rest_t *r = p->data;
+    if (r->create_cb == NULL || len == 0)
+        return 0;
+    /* Bounded by VB_TWILIO_REST_MAX_RESPONSE through on_read(). */
+    char *b = realloc(r->body, r->body_len + len + 1);
+    if (b == NULL)
+        return -1;
+    memcpy(b + r->body_len, at, len);
+    r->body_len += len;
+    b[r->body_len] = '\0';
+    r->body = b;
+    return 0;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
     rest_t *r = p->data;
     /* An interim 1xx response is followed by the real one. */
     if (r->status < 200) {
         r->status = 0;
+        free(r->body);
+        r->body = NULL;
+        r->body_len = 0;
         return 0;
     }
     finish(r, r->status);
@@ -193,7 +262,7 @@ static int form_body(const vb_twilio_rest_req_t *req, char **out, size_t *len)
 }
 
 static int build_request(rest_t *r, const vb_ws_url_t *u,
-                         const vb_twilio_rest_req_t *req)
+                         const vb_twilio_rest_req_t *req, const char *form)
 {
     char cred[256], auth[400];
     size_t alen;
@@ -210,7 +279,15 @@ static int build_request(rest_t *r, const vb_ws_url_t *u,
         blen--;
     char *body = NULL;
     size_t body_len = 0;
-    int brc = form_body(req, &body, &body_len);
+    int brc = 0;
+    if (form != NULL) {
+        body_len = strlen(form);
+        body = strdup(form);
+        if (body == NULL)
+            brc = VB_ENOMEM;
+    } else {
+        brc = form_body(req, &body, &body_len);
+    }
     if (brc != 0) {
         memset(auth, 0, sizeof(auth));
         return brc;
@@ -222,6 +299,11 @@ static int build_request(rest_t *r, const vb_ws_url_t *u,
     else
         snprintf(host, sizeof(host), strchr(u->host, ':') ? "[%s]" : "%s",
                  u->host);
+    char resource[80];
+    if (form != NULL)
+        snprintf(resource, sizeof(resource), "Calls.json");
+    else
+        snprintf(resource, sizeof(resource), "Calls/%s.json", req->call_sid);
     size_t cap = blen + strlen(host) + alen + body_len + 512;
     r->request = malloc(cap);
     if (r->request == NULL) {
@@ -230,7 +312,7 @@ static int build_request(rest_t *r, const vb_ws_url_t *u,
         return VB_ENOMEM;
     }
     n = snprintf(r->request, cap,
-                 "POST %.*s/2010-04-01/Accounts/%s/Calls/%s.json HTTP/1.1\r\n"
+                 "POST %.*s/2010-04-01/Accounts/%s/%s HTTP/1.1\r\n"
                  "Host: %s\r\n"
                  "Authorization: Basic %s\r\n"
                  "Content-Type: application/x-www-form-urlencoded\r\n"
@@ -238,8 +320,8 @@ static int build_request(rest_t *r, const vb_ws_url_t *u,
                  "User-Agent: voxbridge\r\n"
                  "Content-Length: %zu\r\n"
                  "Connection: close\r\n\r\n%s",
-                 (int)blen, u->target, req->account_sid, req->call_sid, host,
-                 auth, body_len, body);
+                 (int)blen, u->target, req->account_sid, resource, host, auth,
+                 body_len, body);
     memset(auth, 0, sizeof(auth));
     free(body);
     if (n < 0 || (size_t)n >= cap)
@@ -248,11 +330,24 @@ static int build_request(rest_t *r, const vb_ws_url_t *u,
     return 0;
 }
 
-int vb_twilio_rest_hangup(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
-                          vb_twilio_rest_cb cb, void *ud)
+static void settings_init(rest_t *r)
 {
-    if (loop == NULL || req == NULL || cb == NULL || req->api_url == NULL ||
-        !sid_ok(req->account_sid) || !sid_ok(req->call_sid) ||
+    llhttp_settings_init(&r->settings);
+    r->settings.on_headers_complete = on_headers_complete;
+    r->settings.on_body = on_body;
+    r->settings.on_message_complete = on_message_complete;
+    llhttp_init(&r->parser, HTTP_RESPONSE, &r->settings);
+    r->parser.data = r;
+}
+
+static int start(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
+                 const char *form, vb_twilio_rest_cb cb,
+                 vb_twilio_rest_create_cb create_cb, void *ud)
+{
+    if (loop == NULL || req == NULL || (cb == NULL && create_cb == NULL) ||
+        req->api_url == NULL || !sid_ok(req->account_sid) ||
+        (form == NULL && !sid_ok(req->call_sid)) ||
+        (form != NULL && strlen(form) > VB_TWILIO_REST_FORM_MAX) ||
         req->auth_token == NULL || *req->auth_token == '\0')
         return VB_EINVAL;
     vb_ws_url_t u;
@@ -263,18 +358,16 @@ int vb_twilio_rest_hangup(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
     rest_t *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return VB_ENOMEM;
-    int rc = build_request(r, &u, req);
+    int rc = build_request(r, &u, req, form);
     if (rc != 0)
         goto fail;
     r->loop = loop;
     r->cb = cb;
+    r->create_cb = create_cb;
     r->ud = ud;
-    snprintf(r->call_sid, sizeof(r->call_sid), "%s", req->call_sid);
-    llhttp_settings_init(&r->settings);
-    r->settings.on_headers_complete = on_headers_complete;
-    r->settings.on_message_complete = on_message_complete;
-    llhttp_init(&r->parser, HTTP_RESPONSE, &r->settings);
-    r->parser.data = r;
+    snprintf(r->call_sid, sizeof(r->call_sid), "%s",
+             form == NULL ? req->call_sid : "-");
+    settings_init(r);
     if (u.secure)
         rc = vb_tls_connect(loop, req->tls, u.host, u.port, NULL, r->call_sid,
                             &r->t);
@@ -296,6 +389,23 @@ fail:
     free(r->request);
     free(r);
     return rc;
+}
+
+int vb_twilio_rest_hangup(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
+                          vb_twilio_rest_cb cb, void *ud)
+{
+    if (cb == NULL)
+        return VB_EINVAL;
+    return start(loop, req, NULL, cb, NULL, ud);
+}
+
+int vb_twilio_rest_create_call(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
+                               const char *form, vb_twilio_rest_create_cb cb,
+                               void *ud)
+{
+    if (cb == NULL || form == NULL)
+        return VB_EINVAL;
+    return start(loop, req, form, NULL, cb, ud);
 }
 
 /* ---- the response handling alone ---- */
@@ -322,11 +432,7 @@ int vb_twilio_rest_parse_response(const char *data, size_t len, size_t chunk)
     r->cb = parse_only_done;
     r->ud = &status;
     snprintf(r->call_sid, sizeof(r->call_sid), "-");
-    llhttp_settings_init(&r->settings);
-    r->settings.on_headers_complete = on_headers_complete;
-    r->settings.on_message_complete = on_message_complete;
-    llhttp_init(&r->parser, HTTP_RESPONSE, &r->settings);
-    r->parser.data = r;
+    settings_init(r);
     uv_timer_init(&loop, &r->timer);
     r->timer.data = r;
     if (chunk == 0)

@@ -66,4 +66,38 @@ int vb_twilio_rest_hangup(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
  * and tests. */
 int vb_twilio_rest_parse_response(const char *data, size_t len, size_t chunk);
 
+/* ---- creating a call (outbound calls, docs/outbound.md) ----
+ *
+ *   POST {api}/2010-04-01/Accounts/{AccountSid}/Calls.json
+ *   To=...&From=...&Url=...&StatusCallback=...   (`form`, encoded)
+ *
+ * The response body (within VB_TWILIO_REST_MAX_RESPONSE) is read as JSON:
+ * a 201 names the new call in `sid`; an error carries Twilio's `code` and
+ * `message`. */
+typedef struct vb_twilio_rest_created {
+    int status;        /* HTTP status, or a negative VB_E* (no response) */
+    char sid[64];      /* the Call resource's sid on a 2xx ("" if absent) */
+    int code;          /* Twilio's error code (0: none given) */
+    char message[256]; /* Twilio's error message ("" if none; cut) */
+} vb_twilio_rest_created_t;
+
+typedef void (*vb_twilio_rest_create_cb)(const vb_twilio_rest_created_t *res,
+                                         void *ud);
+
+/* Most bytes of the form body of a create request. */
+#define VB_TWILIO_REST_FORM_MAX (16u * 1024u)
+
+/* Starts a create request with `req` (its call_sid and twiml are not
+ * used) and the encoded form body `form` (at most VB_TWILIO_REST_FORM_MAX
+ * bytes); `cb` fires exactly once, later, unless this returns an error
+ * (the same errors as vb_twilio_rest_hangup()). Loop thread. */
+int vb_twilio_rest_create_call(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
+                               const char *form, vb_twilio_rest_create_cb cb,
+                               void *ud);
+
+/* Reads a create response body as above into `res` (its status is left
+ * as it is). Exposed for tests. */
+void vb_twilio_rest_created_parse(const char *body, size_t len,
+                                  vb_twilio_rest_created_t *res);
+
 #endif

@@ -439,3 +439,71 @@ TEST(assistant_override_inherits_from_the_number)
     vb_assistants_unref(s);
     vb_assistant_unref(base);
 }
+
+TEST(assistant_voicemail_field_is_validated)
+{
+    refused(one("\"voicemail\": 3"),
+            "a.json:3: assistants.a.voicemail: must be a string");
+    char big[1200];
+    memset(big, 'x', 1001);
+    big[1001] = '\0';
+    char text[1400];
+    snprintf(text, sizeof text, "\"voicemail\": \"%s\"", big);
+    refused(one(text), "assistants.a.voicemail: longer than 1000 bytes");
+    vb_assistant_t *base = base_assistant();
+    vb_assistants_t *s = NULL;
+    const char *f = "{\"assistants\": {\"a\": {\"voicemail\": \"Call back.\"},"
+                    " \"b\": {}}, \"default\": \"a\"}";
+    ASSERT_EQ(
+        vb_assistants_parse(f, strlen(f), "a.json", base, &s, err, sizeof err),
+        0);
+    ASSERT_STR_EQ(vb_assistants_find(s, "a")->voicemail, "Call back.");
+    ASSERT_STR_EQ(vb_assistants_find(s, "b")->voicemail, "");
+    vb_assistants_unref(s);
+    vb_assistant_unref(base);
+}
+
+TEST(assistant_variables_are_substituted)
+{
+    vb_assistant_t *base = base_assistant();
+    const char *o = "{\"instructions\": \"Call {{name}} about {{order}}; "
+                    "{{nope}} and {{ name }} stay, {{name}} twice.\", "
+                    "\"greeting\": \"Hi {{name}}{{\", \"voice\": \"Fenrir\"}";
+    vb_assistant_t *a = NULL, *v = NULL;
+    ASSERT_EQ(
+        vb_assistant_parse_override(o, strlen(o), base, &a, err, sizeof err),
+        0);
+    /* A value with quotes, braces and a newline stays text. */
+    ASSERT_EQ(vb_assistant_with_variables(
+                  a,
+                  "{\"name\": \"Ann \\\"Q\\\" {{order}}\\n\", \"order\": "
+                  "\"A-1\"}",
+                  &v, err, sizeof err),
+              0);
+    ASSERT_STR_EQ(v->instructions,
+                  "Call Ann \"Q\" {{order}}\n about A-1; {{nope}} and "
+                  "{{ name }} stay, Ann \"Q\" {{order}}\n twice.");
+    ASSERT_STR_EQ(v->greeting, "Hi Ann \"Q\" {{order}}\n{{");
+    ASSERT_STR_EQ(v->voice, "Fenrir");
+    ASSERT_STR_EQ(v->name, a->name);
+    vb_assistant_unref(v);
+    /* Not an object; a greeting grown past its limit. */
+    ASSERT_EQ(vb_assistant_with_variables(a, "[1]", &v, err, sizeof err),
+              VB_ECONFIG);
+    ASSERT_NULL(v);
+    char big[2100 + 64];
+    memset(big, 0, sizeof big);
+    strcpy(big, "{\"name\": \"");
+    memset(big + strlen(big), 'x', 2100);
+    strcat(big, "\"}");
+    ASSERT_EQ(vb_assistant_with_variables(a, big, &v, err, sizeof err),
+              VB_ECONFIG);
+    ASSERT_STR_CONTAINS(err, "greeting");
+    ASSERT_TRUE(vb_assistant_var_name_ok("first_name"));
+    ASSERT_TRUE(vb_assistant_var_name_ok("_x9"));
+    ASSERT_TRUE(!vb_assistant_var_name_ok("9x"));
+    ASSERT_TRUE(!vb_assistant_var_name_ok("a-b"));
+    ASSERT_TRUE(!vb_assistant_var_name_ok(""));
+    vb_assistant_unref(a);
+    vb_assistant_unref(base);
+}

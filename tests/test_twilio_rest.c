@@ -288,3 +288,86 @@ TEST(rest_update_refuses_twiml_over_the_limit)
     uv_run(&loop, UV_RUN_DEFAULT);
     ASSERT_EQ(uv_loop_close(&loop), 0);
 }
+
+static vb_twilio_rest_created_t created;
+
+static void on_created(const vb_twilio_rest_created_t *res, void *ud)
+{
+    (void)ud;
+    created = *res;
+    calls++;
+}
+
+static void run_create(server_t *s, const char *form)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", s->port);
+    vb_twilio_rest_req_t req = {
+        .api_url = url,
+        .account_sid = "AC0123456789abcdef0123456789abcdef",
+        .auth_token = "s3cr3t",
+        .timeout_ms = 5000,
+    };
+    memset(&created, 0, sizeof(created));
+    calls = 0;
+    ASSERT_EQ(vb_twilio_rest_create_call(&loop, &req, form, on_created, NULL),
+              0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    ASSERT_EQ(calls, 1);
+}
+
+TEST(rest_create_call_returns_the_sid)
+{
+    static server_t s = {
+        .reply = "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n"
+                 "10\r\n{\"sid\":\"CA1234\",\r\n"
+                 "12\r\n\"status\":\"queued\"}\r\n0\r\n\r\n"};
+    server_start(&s);
+    run_create(&s, "To=%2B14155550111&From=%2B14155550100&Url=x");
+    pthread_join(s.th, NULL);
+    ASSERT_EQ(created.status, 201);
+    ASSERT_STR_EQ(created.sid, "CA1234");
+    ASSERT_STR_CONTAINS(s.request,
+                        "POST /2010-04-01/Accounts/"
+                        "AC0123456789abcdef0123456789abcdef/Calls.json "
+                        "HTTP/1.1\r\n");
+    ASSERT_STR_CONTAINS(s.request,
+                        "\r\n\r\nTo=%2B14155550111&From=%2B14155550100&Url=x");
+    close(s.lfd);
+}
+
+TEST(rest_create_call_reports_twilio_errors)
+{
+    static server_t s = {
+        .reply = "HTTP/1.1 400 Bad Request\r\nContent-Length: 99\r\n\r\n"
+                 "{\"code\":21211,\"message\":\"Invalid 'To' Phone Number\","
+                 "\"more_info\":\"x\",\"status\":400}           "};
+    server_start(&s);
+    run_create(&s, "To=1");
+    pthread_join(s.th, NULL);
+    ASSERT_EQ(created.status, 400);
+    ASSERT_EQ(created.code, 21211);
+    ASSERT_STR_EQ(created.message, "Invalid 'To' Phone Number");
+    ASSERT_STR_EQ(created.sid, "");
+    close(s.lfd);
+    /* No answer at all. */
+    static server_t s2 = {.reply = NULL};
+    server_start(&s2);
+    run_create(&s2, "To=1");
+    pthread_join(s2.th, NULL);
+    ASSERT_EQ(created.status, VB_ECLOSED);
+    close(s2.lfd);
+    /* Bodies that are not Call resources. */
+    vb_twilio_rest_created_t r;
+    vb_twilio_rest_created_parse("nope", 4, &r);
+    ASSERT_STR_EQ(r.sid, "");
+    vb_twilio_rest_created_parse("{\"sid\":\"CA 1\"}", 14, &r);
+    ASSERT_STR_EQ(r.sid, "");
+    vb_twilio_rest_created_parse("{\"sid\":7,\"code\":\"x\"}", 20, &r);
+    ASSERT_STR_EQ(r.sid, "");
+    ASSERT_EQ(r.code, 0);
+}

@@ -18,6 +18,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: vb-sim call --webhook URL --audio IN.wav [options]\n"
             "       vb-sim load --help   (many calls: the load bench)\n"
+            "       vb-sim serve --audio IN.wav [options]  (outbound calls:\n"
+            "                            Calls.json creates; --help)\n"
             "\n"
             "Places one call as Twilio would: signed webhook, strict TwiML,\n"
             "signed Media Streams upgrade, 20 ms media, playout with mark\n"
@@ -274,6 +276,219 @@ static int cmd_call(int argc, char **argv)
     return rc;
 }
 
+/* ---- vb-sim serve: outbound calls ---- */
+
+static void serve_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: vb-sim serve --audio IN.wav [options]\n"
+            "\n"
+            "Serves Twilio's REST API: POST .../Calls.json creates a call,\n"
+            "which is placed back to its Url as the callee (status\n"
+            "callbacks, Direction=outbound-api webhook, the stream, the\n"
+            "callee's audio). Prints one summary line per finished call.\n"
+            "\n"
+            "  --api-listen H:P     REST API address (default 127.0.0.1:0)\n"
+            "  --auth-token T       auth token (default $TWILIO_AUTH_TOKEN)\n"
+            "  --audio IN.wav       callee audio: 8000 Hz mono 16-bit PCM\n"
+            "  --calls N            exit after N finished calls (default "
+            "1)\n"
+            "  --answered-by X      machine detection result to send\n"
+            "                       (human, machine_start, "
+            "machine_end_beep,\n"
+            "                       machine_end_silence, machine_end_other,\n"
+            "                       fax, unknown)\n"
+            "  --amd-after S        send it S seconds after the create "
+            "(default 2)\n"
+            "  --unreachable N      refuse calls to N (Twilio error 21215)\n"
+            "  --hangup-after S, --tail S, --timeout S   as for vb-sim call\n"
+            "  -v, --verbose\n");
+}
+
+typedef struct serve {
+    sim_api_t *api;
+    size_t want;
+    bool done;
+} serve_t;
+
+static void serve_call_done(sim_outbound_t *ob, void *ud)
+{
+    serve_t *s = ud;
+    if (s->want > 0 && sim_outbound_done(ob) >= s->want && !s->done) {
+        s->done = true;
+        sim_api_stop(s->api);
+        s->api = NULL;
+    }
+}
+
+static void on_term(uv_signal_t *h, int sig)
+{
+    (void)sig;
+    serve_t *s = h->data;
+    if (!s->done) {
+        s->done = true;
+        sim_api_stop(s->api);
+        s->api = NULL;
+    }
+}
+
+static void sig_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"api-listen", required_argument, NULL, 'l'},
+        {"auth-token", required_argument, NULL, 't'},
+        {"audio", required_argument, NULL, 'a'},
+        {"calls", required_argument, NULL, 'n'},
+        {"answered-by", required_argument, NULL, 'b'},
+        {"amd-after", required_argument, NULL, 'm'},
+        {"unreachable", required_argument, NULL, 'u'},
+        {"hangup-after", required_argument, NULL, 'h'},
+        {"tail", required_argument, NULL, 'T'},
+        {"timeout", required_argument, NULL, 'x'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, '?'},
+        {NULL, 0, NULL, 0},
+    };
+    static const char *const answers[] = {"human",
+                                          "machine_start",
+                                          "machine_end_beep",
+                                          "machine_end_silence",
+                                          "machine_end_other",
+                                          "fax",
+                                          "unknown",
+                                          NULL};
+    sim_outbound_opts_t o = {.amd_after_s = 2.0};
+    o.call.hangup_after_s = -1;
+    o.call.tail_s = 2.0;
+    o.call.pause_scale = 1.0;
+    o.auth_token = getenv("TWILIO_AUTH_TOKEN");
+    const char *audio = NULL, *listen = "127.0.0.1:0";
+    serve_t run = {.want = 1};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "v", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'l':
+            listen = optarg;
+            break;
+        case 't':
+            o.auth_token = optarg;
+            break;
+        case 'a':
+            audio = optarg;
+            break;
+        case 'u':
+            o.unreachable = optarg;
+            break;
+        case 'b': {
+            int k = 0;
+            while (answers[k] != NULL && strcmp(answers[k], optarg) != 0)
+                k++;
+            if (answers[k] == NULL) {
+                fprintf(stderr, "vb-sim: unknown --answered-by \"%s\"\n",
+                        optarg);
+                return 2;
+            }
+            o.answered_by = answers[k];
+            break;
+        }
+        case 'n':
+        case 'm':
+        case 'h':
+        case 'T':
+        case 'x': {
+            char *e;
+            double v = strtod(optarg, &e);
+            if (*e != '\0' || v < 0) {
+                fprintf(stderr, "vb-sim: bad number \"%s\"\n", optarg);
+                return 2;
+            }
+            if (ch == 'n')
+                run.want = (size_t)v;
+            else if (ch == 'm')
+                o.amd_after_s = v;
+            else if (ch == 'h')
+                o.call.hangup_after_s = v;
+            else if (ch == 'T')
+                o.call.tail_s = v;
+            else
+                o.call.timeout_s = v;
+            break;
+        }
+        case 'v':
+            o.verbose = o.call.verbose = true;
+            break;
+        default:
+            serve_usage(ch == '?' ? stdout : stderr);
+            return ch == '?' ? 0 : 2;
+        }
+    }
+    if (audio == NULL || optind != argc) {
+        serve_usage(stderr);
+        return 2;
+    }
+    char err[512];
+    int16_t *pcm = NULL;
+    size_t n = 0;
+    if (sim_wav_read(audio, &pcm, &n, err, sizeof err) != 0) {
+        fprintf(stderr, "vb-sim: %s\n", err);
+        return 2;
+    }
+    uint8_t *mulaw = malloc(n + 1);
+    if (mulaw == NULL)
+        return 1;
+    for (size_t i = 0; i < n; i++)
+        mulaw[i] = sim_mulaw_encode(pcm[i]);
+    free(pcm);
+    o.call.mulaw = mulaw;
+    o.call.mulaw_len = n;
+    char host[256];
+    snprintf(host, sizeof host, "%s", listen);
+    char *colon = strrchr(host, ':');
+    if (colon == NULL) {
+        fprintf(stderr, "vb-sim: --api-listen wants HOST:PORT\n");
+        return 2;
+    }
+    *colon = '\0';
+    int port = atoi(colon + 1);
+    signal(SIGPIPE, SIG_IGN);
+    vb_log_set_level(o.verbose ? VB_LOG_INFO : VB_LOG_WARN);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    uv_signal_t sigs[2];
+    for (int i = 0; i < 2; i++) {
+        uv_signal_init(&loop, &sigs[i]);
+        sigs[i].data = &run;
+        uv_signal_start(&sigs[i], on_term, i == 0 ? SIGTERM : SIGINT);
+    }
+    if (sim_api_start(&loop, host, port, o.auth_token, &run.api) != 0) {
+        fprintf(stderr, "vb-sim: cannot listen on %s\n", listen);
+        return 2;
+    }
+    o.done = serve_call_done;
+    o.done_ud = &run;
+    sim_outbound_t *ob = NULL;
+    if (sim_outbound_start(&loop, run.api, &o, &ob) != 0)
+        return 1;
+    fprintf(stderr, "vb-sim: REST API on http://%s:%d\n", host,
+            sim_api_port(run.api));
+    while (!run.done)
+        uv_run(&loop, UV_RUN_ONCE);
+    for (int i = 0; i < 2; i++)
+        uv_close((uv_handle_t *)&sigs[i], sig_closed);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    int rc = sim_outbound_done(ob) >= run.want ? 0 : 1;
+    sim_outbound_free(ob);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    free(mulaw);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 ||
@@ -285,6 +500,8 @@ int main(int argc, char **argv)
         return cmd_call(argc - 1, argv + 1);
     if (strcmp(argv[1], "load") == 0)
         return sim_load_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "serve") == 0)
+        return cmd_serve(argc - 1, argv + 1);
     fprintf(stderr,
             "vb-sim: unknown command \"%s\" (try: vb-sim call, vb-sim "
             "load)\n",

@@ -169,6 +169,9 @@ typedef struct sim_call_opts {
     const char *ca_file;  /* CA bundle for https/wss; NULL: the system's */
     bool verbose;         /* log events to stderr */
     sim_timing_t *timing; /* NULL, or timestamps to record (borrowed) */
+    /* The webhook's Direction: NULL "inbound"; "outbound-api" for a call
+     * placed through Calls.json (CallStatus in-progress then). */
+    const char *direction;
 } sim_call_opts_t;
 
 typedef struct sim_call_result {
@@ -237,6 +240,39 @@ void sim_call_rest_update(sim_call_t *c, const char *status, bool replace);
  * close) and `t` runs instead of the rest of the call's TwiML. Takes `t`. */
 void sim_call_rest_twiml(sim_call_t *c, sim_twiml_t *t);
 const char *sim_call_account_sid(const sim_call_t *c);
+
+/* ---- outbound calls: the Calls.json create API (sim_outbound.c) ---- */
+
+typedef struct sim_outbound sim_outbound_t;
+
+typedef struct sim_outbound_opts {
+    sim_call_opts_t call;   /* template of each placed call (audio...) */
+    const char *auth_token; /* signs the callbacks and the call */
+    /* Answering-machine detection: the AnsweredBy the callee gives
+     * (human, machine_start, machine_end_beep, ..., fax; NULL: none sent)
+     * and when, in seconds after the call was created. */
+    const char *answered_by;
+    double amd_after_s;
+    const char *unreachable; /* a To refused with 21215 (NULL: none) */
+    bool verbose;
+    void (*done)(sim_outbound_t *ob, void *ud); /* after each call */
+    void *done_ud;
+} sim_outbound_opts_t;
+
+/* Serves Calls.json creates on `api`'s listener. Returns 0 or -1. */
+int sim_outbound_start(uv_loop_t *loop, sim_api_t *api,
+                       const sim_outbound_opts_t *o, sim_outbound_t **out);
+/* Calls placed and finished so far. */
+size_t sim_outbound_done(const sim_outbound_t *ob);
+void sim_outbound_free(sim_outbound_t *ob); /* after the loop ran out */
+
+/* For sim_api: a create request's form body for `account`. Returns the
+ * HTTP status and *json (malloc'd): the Call resource, or Twilio's error
+ * object (then *code and msg too). */
+int sim_outbound_create(sim_outbound_t *ob, const char *account,
+                        const char *body, size_t len, char **json, int *code,
+                        char *msg, size_t msgsz);
+void sim_api_set_outbound(sim_api_t *api, sim_outbound_t *ob);
 
 /* `vb-sim load ...` (argv[0] is "load"); see sim_load.c. */
 int sim_load_main(int argc, char **argv);

@@ -36,7 +36,13 @@ struct sim_api {
     size_t nregs, cap;
     uint64_t requests;
     bool closing;
+    sim_outbound_t *outbound; /* Calls.json creates; NULL: 404 */
 };
+
+void sim_api_set_outbound(sim_api_t *api, sim_outbound_t *ob)
+{
+    api->outbound = ob;
+}
 
 typedef struct conn {
     uv_tcp_t h;
@@ -176,6 +182,53 @@ static bool form_get(const char *body, size_t len, const char *name, char *out,
     return false;
 }
 
+static bool auth_ok(conn_t *c, const char *acct)
+{
+    sim_api_t *api = c->api;
+    if (api->token[0] == '\0')
+        return true;
+    char cred[256], want[400];
+    size_t wl = 0;
+    snprintf(cred, sizeof cred, "%s:%s", acct, api->token);
+    memcpy(want, "Basic ", 6);
+    mbedtls_base64_encode((unsigned char *)want + 6, sizeof want - 7, &wl,
+                          (const unsigned char *)cred, strlen(cred));
+    want[6 + wl] = '\0';
+    c->auth[c->auth_len] = '\0';
+    return strcmp(c->auth, want) == 0;
+}
+
+/* Calls.json: create a call (sim_outbound.c). */
+static void handle_create(conn_t *c, const char *acct)
+{
+    if (llhttp_get_method(&c->parser) != HTTP_POST) {
+        respond_error(c, 405, "Method Not Allowed", 20004,
+                      "Method not allowed");
+        return;
+    }
+    if (!auth_ok(c, acct)) {
+        respond_error(c, 401, "Unauthorized", 20003,
+                      "Authentication Error - invalid username");
+        return;
+    }
+    char *json = NULL, msg[300];
+    int code = 0;
+    int st = sim_outbound_create(c->api->outbound, acct,
+                                 c->body != NULL ? c->body : "", c->body_len,
+                                 &json, &code, msg, sizeof msg);
+    if (json == NULL) {
+        respond_error(c, 500, "Internal Server Error", 20500, "out of memory");
+        return;
+    }
+    respond(c, st,
+            st == 201   ? "Created"
+            : st == 400 ? "Bad Request"
+            : st == 429 ? "Too Many Requests"
+                        : "Internal Server Error",
+            json);
+    free(json);
+}
+
 static void handle(conn_t *c)
 {
     sim_api_t *api = c->api;
@@ -183,6 +236,13 @@ static void handle(conn_t *c)
     c->url[c->url_len] = '\0';
     char acct[64], sid[64];
     int n = 0;
+    if (sscanf(c->url, "/2010-04-01/Accounts/%63[^/]/Calls.json%n", acct, &n) ==
+            1 &&
+        n > 0 && c->url[n] == '\0' && api->outbound != NULL) {
+        handle_create(c, acct);
+        return;
+    }
+    n = 0;
     if (sscanf(c->url, "/2010-04-01/Accounts/%63[^/]/Calls/%63[^./].json%n",
                acct, sid, &n) != 2 ||
         c->url[n] != '\0') {
