@@ -106,6 +106,14 @@ static void calls_changed(void *ud, int lane, int delta)
         vb_ingress_calls_add(ls->ingress, (uint32_t)lane, delta);
 }
 
+/* On a twilio-io thread: an opened call ended, intended or not. */
+static void call_ended(void *ud, const char *call_sid, bool intended)
+{
+    lanes_t *ls = ud;
+    if (ls->ingress != NULL)
+        vb_ingress_call_ended(ls->ingress, call_sid, intended);
+}
+
 /* Whether the recorder records a call: its assistant's "record" (which
  * defaults to on with --record-dir). An assistant this instance does not
  * know (a stream whose webhook another instance with another file
@@ -246,6 +254,7 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
             .out_from_dsp = &l->ch.dsp_to_tw,
             .metrics = metrics,
             .calls_changed = calls_changed,
+            .call_ended = call_ended,
             .calls_ud = ls,
             .rest_api_url = cfg->twilio_api_url,
             .rest_account_sid = cfg->twilio_account_sid,

@@ -21,3 +21,6 @@ THREADED_TESTS += test_e2e_tools
 # Call recording (tests/test_e2e_record.c): the file against what vb-sim
 # sent and heard, a SIGKILL, a recorder slowed on purpose.
 THREADED_TESTS += test_e2e_record
+# How a Twilio call ends (tests/test_e2e_twilio14.c): <Connect action>
+# after end_call or a failure, with and without REST; <Reject> at capacity.
+THREADED_TESTS += test_e2e_twilio14

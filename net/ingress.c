@@ -34,6 +34,7 @@ enum route {
     R_VOICE,
     R_STATUS,
     R_STREAM,
+    R_ENDED,
     R_HEALTHZ,
     R_READYZ,
     R_METRICS,
@@ -43,8 +44,8 @@ enum route {
     R_COUNT
 };
 static const char *const route_names[R_COUNT] = {
-    "voice",   "status",      "stream",     "healthz", "readyz",
-    "metrics", "test_system", "test_audio", "other"};
+    "voice",   "status",      "stream",     "stream_ended", "healthz",
+    "readyz",  "metrics",     "test_system", "test_audio",  "other"};
 
 static const int codes[] = {101, 200, 204, 400, 403, 404, 405,
                             408, 413, 415, 426, 431, 500, 503};
@@ -54,6 +55,9 @@ static const char *const call_statuses[] = {
     "queued", "initiated", "ringing",   "in-progress", "completed",
     "busy",   "failed",    "no-answer", "canceled",    "other"};
 #define NSTATUSES (sizeof(call_statuses) / sizeof(call_statuses[0]))
+
+/* The <Connect action> path under --webhook-path. */
+#define ENDED_SEG "/stream-ended/"
 
 enum handoff_result { H_OK, H_RING_FULL, H_NO_LANES, H_FAILED, H_COUNT };
 static const char *const handoff_names[H_COUNT] = {"ok", "ring_full",
@@ -135,6 +139,12 @@ struct vb_ingress {
     uint32_t ans_cap;
     vb_metric_t replays;
     uint32_t rr;
+    /* How calls that ran here ended, by CallSid hash (direct-mapped,
+     * written by the twilio-io threads): hash with bit 0 set, bit 1 when
+     * the end was intended. Read by the <Connect action> route. */
+    _Atomic uint64_t *ended;
+    uint32_t ended_cap;
+    vb_metric_t ended_answer[2]; /* nothing more, fallback */
 
     uv_loop_t loop;
     bool loop_ok;
@@ -153,7 +163,7 @@ struct vb_ingress {
     vb_metric_t req_id[R_COUNT][NCODES];
     bool req_reg[R_COUNT][NCODES];
     vb_metric_t dur[R_COUNT];
-    vb_metric_t sigfail[3]; /* voice, status, stream */
+    vb_metric_t sigfail[4]; /* voice, status, stream, stream_ended */
     vb_metric_t status_id[NSTATUSES];
     vb_metric_t rejected_busy, rejected_draining;
     vb_metric_t g_ready, g_draining, g_max_calls; /* set at each scrape */
@@ -254,6 +264,28 @@ static void gemini_why(vb_ingress_t *g, char *out, size_t n)
     pthread_mutex_lock(&g->gm_mu);
     snprintf(out, n, "%s", g->gm_why);
     pthread_mutex_unlock(&g->gm_mu);
+}
+
+void vb_ingress_call_ended(vb_ingress_t *g, const char *call_sid,
+                           bool intended)
+{
+    if (g == NULL || g->ended == NULL || call_sid == NULL)
+        return;
+    uint64_t h = vb_hash_fnv1a64(call_sid, strlen(call_sid));
+    atomic_store_explicit(&g->ended[h % g->ended_cap],
+                          (h & ~(uint64_t)3) | 1u | (intended ? 2u : 0u),
+                          memory_order_relaxed);
+}
+
+/* How a call that ran here ended: 1 intended, 0 not, -1 unknown here. */
+static int ended_get(const vb_ingress_t *g, const char *call_sid)
+{
+    uint64_t h = vb_hash_fnv1a64(call_sid, strlen(call_sid));
+    uint64_t v =
+        atomic_load_explicit(&g->ended[h % g->ended_cap], memory_order_relaxed);
+    if ((v & 1u) == 0 || (v & ~(uint64_t)3) != (h & ~(uint64_t)3))
+        return -1;
+    return (v & 2u) != 0;
 }
 
 void vb_ingress_calls_add(vb_ingress_t *g, uint32_t lane, int delta)
@@ -449,7 +481,7 @@ static int register_metrics(vb_ingress_t *g)
             g->m, VB_METRIC_HISTOGRAM, "vb_http_request_duration_seconds",
             "Time from a request's first byte to its response, by route.",
             VB_LABELS("route", route_names[r]), &g->dur[r]);
-    for (int r = 0; rc == 0 && r < 3; r++)
+    for (int r = 0; rc == 0 && r < 4; r++)
         rc = vb_metrics_add(
             g->m, VB_METRIC_COUNTER, "vb_twilio_signature_failures_total",
             "Requests refused for a missing or wrong X-Twilio-Signature.",
@@ -463,6 +495,16 @@ static int register_metrics(vb_ingress_t *g)
         rc = vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_calls_rejected_total",
                             "Calls answered with the busy message, by reason.",
                             VB_LABELS("reason", "busy"), &g->rejected_busy);
+    static const char *const ea_names[2] = {"hangup", "fallback"};
+    for (int i = 0; rc == 0 && i < 2; i++)
+        rc = vb_metrics_add(g->m, VB_METRIC_COUNTER,
+                            "vb_stream_ended_answers_total",
+                            "<Connect action> requests answered, by answer: "
+                            "hangup (the end was intended here) or fallback "
+                            "(--fallback-say: a failure, or a call whose "
+                            "stream did not run here).",
+                            VB_LABELS("answer", ea_names[i]),
+                            &g->ended_answer[i]);
     if (rc == 0)
         rc = vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_webhook_replays_total",
                             "Voice webhooks for a CallSid already answered "
@@ -627,6 +669,27 @@ static bool stream_path_match(const vb_ingress_t *g, const vb_http_req_t *req,
     return true;
 }
 
+/* --webhook-path + "/stream-ended/<instance>" (any instance), the
+ * <Connect action> of the TwiML. */
+static bool ended_path_match(const vb_ingress_t *g, const vb_http_req_t *req)
+{
+    const char *wp = g->cfg->webhook_path;
+    size_t n = strlen(wp), m = strlen(ENDED_SEG);
+    if (req->path_len <= n + m || memcmp(req->target, wp, n) != 0 ||
+        memcmp(req->target + n, ENDED_SEG, m) != 0)
+        return false;
+    const char *rest = req->target + n + m;
+    size_t left = req->path_len - n - m;
+    if (left > 0 && rest[left - 1] == '/')
+        left--;
+    if (left == 0 || left >= sizeof(g->instance))
+        return false;
+    for (size_t i = 0; i < left; i++)
+        if (!seg_char(rest[i]))
+            return false;
+    return true;
+}
+
 static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
                        long *lane, int *inst)
 {
@@ -652,6 +715,8 @@ static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
         return R_VOICE;
     if (path_is_or_slash(req, g->cfg->status_path))
         return R_STATUS;
+    if (ended_path_match(g, req))
+        return R_ENDED;
     if (stream_path_match(g, req, lane, inst))
         return R_STREAM;
     return R_OTHER;
@@ -844,6 +909,22 @@ static void stream_base(vb_ingress_t *g, const vb_http_req_t *req, char *out,
              host && *host ? host : "localhost");
 }
 
+/* http(s)://host of the <Connect action> URL: --public-url, else the
+ * Host header (as stream_base()). */
+static void action_base(vb_ingress_t *g, const vb_http_req_t *req, char *out,
+                        size_t n)
+{
+    if (g->public_base != NULL) {
+        snprintf(out, n, "%s", g->public_base);
+        return;
+    }
+    char ws[512];
+    stream_base(g, req, ws, sizeof(ws));
+    bool tls = strncmp(ws, "wss://", 6) == 0;
+    snprintf(out, n, "%s://%.400s", tls ? "https" : "http",
+             ws + (tls ? 6 : 5));
+}
+
 /* Hands the call's context (owned from here on) to the lane's gemini
  * stage with the PREPARE. */
 static void push_prepare(vb_ingress_t *g, uint32_t lane, const char *sid,
@@ -880,6 +961,7 @@ typedef struct call_info {
     char call[64], account[64], from[64], to[64], direction[32];
     char client[64];
     char url[1024];
+    char action[1024];
     char token[VB_TWILIO_TOKEN_LEN + 1];
     uint32_t lane;
     int64_t expiry;
@@ -906,9 +988,10 @@ static int twiml_for(vb_ingress_t *g, const call_info_t *ci, const char *aname,
     vb_twiml_t t;
     vb_twiml_init(&t);
     vb_twiml_say(&t, g->cfg->say);
-    vb_twiml_connect_stream(&t, ci->url, params, aname != NULL ? 6 : 4);
-    vb_twiml_say(&t, g->cfg->fallback_say);
-    vb_twiml_hangup(&t);
+    /* Twilio requests the action when the stream ends and runs what it
+     * answers; the verbs after </Connect> would never run. */
+    vb_twiml_connect_stream_action(&t, ci->url, ci->action, params,
+                                   aname != NULL ? 6 : 4);
     size_t len;
     if (vb_twiml_finish(&t, &resp->body_owned, &len) != 0) {
         set_text(resp, 500, "out of memory\n");
@@ -1109,6 +1192,8 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     stream_base(g, req, base, sizeof(base));
     snprintf(url, sizeof(url), "%s%s/%s/%u", base, g->cfg->stream_path,
              g->instance, lane);
+    char abase[512];
+    action_base(g, req, abase, sizeof(abase));
     /* The called number picks the assistant (or --assistant-url, below);
      * its name travels in the stream's parameters, bound to the call and
      * token by a MAC, so an instance that did not answer this webhook
@@ -1127,6 +1212,8 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
              vb_form_get(&f, "Direction") ? vb_form_get(&f, "Direction") : "");
     snprintf(ci.client, sizeof ci.client, "%s", client);
     snprintf(ci.url, sizeof ci.url, "%s", url);
+    snprintf(ci.action, sizeof ci.action, "%s%s" ENDED_SEG "%s", abase,
+             g->cfg->webhook_path, g->instance);
     snprintf(ci.token, sizeof ci.token, "%s", token);
     ci.lane = lane;
     ci.expiry = expiry;
@@ -1188,6 +1275,57 @@ static void route_status(vb_ingress_t *g, const vb_http_req_t *req,
     vb_log_info(call, "call status", "status=%s seq=%.16s duration=%.16s",
                 stbuf, seq ? seq : "", dur ? dur : "");
     resp->status = 204;
+out:
+    vb_form_free(&f);
+}
+
+/* Twilio's <Connect action> request, once the stream ended: nothing more
+ * after an end this instance intended (end_call, a transfer: `<Hangup/>`),
+ * the fallback text after any other end, or for a call whose stream did
+ * not run here (it never connected, or its instance is gone). */
+static void route_ended(vb_ingress_t *g, const vb_http_req_t *req,
+                        vb_http_resp_t *resp)
+{
+    if (!method_in(req, HTTP_POST, HTTP_GET)) {
+        method_not_allowed(resp, "POST, GET");
+        return;
+    }
+    char client[64];
+    client_addr(g, req, client, sizeof(client));
+    vb_form_t f = {0};
+    bool posted;
+    if (read_params(req, &f, resp, &posted) != 0)
+        goto out;
+    const char *sid = vb_form_get(&f, "CallSid");
+    const char *call = sid_ok(sid) ? sid : NULL;
+    if (!check_signature(g, R_ENDED, req, &f, posted, resp, call, client))
+        goto out;
+    if (call == NULL) {
+        vb_log_warn(NULL, "stream-ended request without a valid CallSid",
+                    "client=%s", client);
+        set_text(resp, 400, "missing or invalid CallSid\n");
+        goto out;
+    }
+    int how = ended_get(g, call);
+    vb_twiml_t t;
+    vb_twiml_init(&t);
+    if (how != 1)
+        vb_twiml_say(&t, g->cfg->fallback_say);
+    vb_twiml_hangup(&t);
+    size_t len;
+    if (vb_twiml_finish(&t, &resp->body_owned, &len) != 0) {
+        set_text(resp, 500, "out of memory\n");
+        goto out;
+    }
+    resp->status = 200;
+    resp->content_type = "text/xml";
+    resp->body_len = len;
+    vb_metrics_counter_add(g->shard, g->ended_answer[how == 1 ? 0 : 1], 1);
+    vb_log_info(call, "stream ended: answering the <Connect> action",
+                "answer=%s ended=%s client=%s",
+                how == 1 ? "hangup" : "fallback",
+                how == 1 ? "intended" : how == 0 ? "failure" : "not_here",
+                client);
 out:
     vb_form_free(&f);
 }
@@ -1598,6 +1736,9 @@ static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
     case R_STATUS:
         route_status(g, req, resp);
         break;
+    case R_ENDED:
+        route_ended(g, req, resp);
+        break;
     case R_STREAM:
         route_stream(g, req, resp, lane, inst);
         break;
@@ -1978,6 +2119,12 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     if (g->active == NULL || g->lane_pending == NULL ||
         g->lane_inflight == NULL || g->pend == NULL || g->ans == NULL)
         goto fail;
+    g->ended_cap = (uint32_t)c->max_calls * 4 + 256;
+    g->ended = calloc(g->ended_cap, sizeof(*g->ended));
+    if (g->ended == NULL)
+        goto fail;
+    for (uint32_t i = 0; i < g->ended_cap; i++)
+        atomic_init(&g->ended[i], 0);
     for (uint32_t i = 0; i < g->nlanes; i++)
         atomic_init(&g->active[i], 0);
     if (o->lanes != NULL) {
@@ -2133,6 +2280,7 @@ void vb_ingress_destroy(vb_ingress_t *g)
     free(g->lane_inflight);
     free(g->pend);
     free(g->ans);
+    free(g->ended);
     free(g->public_base);
     free(g->stream_base);
     for (size_t i = 0; i < g->n_sig_base; i++)

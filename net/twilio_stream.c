@@ -1217,6 +1217,10 @@ static void call_end(call_t *c, const char *reason)
             vb_metrics_counter_add(s->st.shard, s->m_outcome[i], 1);
     if (s->cfg.calls_changed != NULL)
         s->cfg.calls_changed(s->cfg.calls_ud, s->cfg.lane, -1);
+    if (s->cfg.call_ended != NULL)
+        s->cfg.call_ended(s->cfg.calls_ud, c->label,
+                          strcmp(reason, "hangup") == 0 ||
+                              strcmp(reason, "transferred") == 0);
     uint64_t now = vb_clock_now_ns();
     vb_metrics_observe_long(s->st.shard, s->m_duration, now - c->started_ns);
     uint64_t unplayed =

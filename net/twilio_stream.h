@@ -124,6 +124,11 @@ typedef struct vb_twilio_stream_config {
      * (-1), e.g. vb_ingress_calls_add() for lane choice and /readyz. */
     void (*calls_changed)(void *ud, int lane, int delta);
     void *calls_ud;
+    /* Optional: told on the stage thread when an opened call ends, before
+     * its stream is closed, whether the end was intended (the model's
+     * end_call, or a transfer): vb_ingress_call_ended() answers Twilio's
+     * <Connect action> request from it. Same `calls_ud`. */
+    void (*call_ended)(void *ud, const char *call_sid, bool intended);
     /* Hang-up (HANGUP from the model's end_call tool): the stage sends a
      * mark after the goodbye audio and, once Twilio echoes it (or
      * hangup_grace_ms after the audio should have finished), ends the call

@@ -180,7 +180,20 @@ void vb_twiml_dial(vb_twiml_t *t, const char *target)
 void vb_twiml_connect_stream(vb_twiml_t *t, const char *url,
                              const vb_twiml_param_t *params, size_t n)
 {
-    put(t, "<Connect><Stream url=\"");
+    vb_twiml_connect_stream_action(t, url, NULL, params, n);
+}
+
+void vb_twiml_connect_stream_action(vb_twiml_t *t, const char *url,
+                                    const char *action,
+                                    const vb_twiml_param_t *params, size_t n)
+{
+    put(t, "<Connect");
+    if (action != NULL && *action != '\0') {
+        put(t, " action=\"");
+        put_escaped(t, action);
+        put(t, "\"");
+    }
+    put(t, "><Stream url=\"");
     put_escaped(t, url);
     put(t, "\">");
     for (size_t i = 0; i < n; i++) {

@@ -44,6 +44,13 @@ void vb_twiml_dial(vb_twiml_t *t, const char *target);
 void vb_twiml_connect_stream(vb_twiml_t *t, const char *url,
                              const vb_twiml_param_t *params, size_t n);
 
+/* The same inside `<Connect action="action">` (NULL or "": none). Twilio
+ * requests the action when the stream ends and runs the TwiML it answers
+ * instead of the verbs after `</Connect>`. */
+void vb_twiml_connect_stream_action(vb_twiml_t *t, const char *url,
+                                    const char *action,
+                                    const vb_twiml_param_t *params, size_t n);
+
 /* Closes `</Response>` and moves the document to *out (malloc'd,
  * NUL-terminated, caller frees; *len bytes). Returns 0 or VB_ENOMEM; `t` is
  * empty afterwards either way. */

@@ -73,6 +73,7 @@ typedef struct sim_verb {
     double pause_s;   /* Pause length */
     char *stream_url; /* Connect/Stream url */
     char *status_cb;  /* Stream statusCallback, or NULL */
+    char *action;     /* Connect action, or NULL */
     size_t nparams;   /* Stream Parameters */
     char *pname[SIM_MAX_PARAMS];
     char *pvalue[SIM_MAX_PARAMS];
@@ -202,6 +203,10 @@ typedef struct sim_call_result {
      * (from the stream's start; -1: none). */
     char dialed[256];
     double dialed_after_s;
+    /* <Connect action> requests made once the stream ended (Twilio then
+     * runs what they answer), and the HTTP status of the last. */
+    unsigned action_requests;
+    int action_status;
 } sim_call_result_t;
 
 typedef void (*sim_call_done_cb)(sim_call_t *c, void *ud);

@@ -72,6 +72,9 @@ struct sim_call {
     char ctype[128];
     size_t ctype_len;
     bool resp_done;
+    /* The request under way is the <Connect action>, not the webhook. */
+    bool in_action;
+    char action_url[1024];
 
     /* TwiML; the one a REST update replaced stays until the call is freed
      * (`connect` points into it). */
@@ -309,9 +312,37 @@ static int h_on_done(llhttp_t *p)
     return HPE_PAUSED;
 }
 
+/* The <Connect action> answered: its TwiML replaces what was left. */
+static void run_action_twiml(sim_call_t *c, int status)
+{
+    c->r.action_status = status;
+    vlog(c, "<Connect action> answered %d (%s)", status, c->ctype);
+    if (status != 200) {
+        finish(c, "<Connect action> answered HTTP %d", status);
+        return;
+    }
+    sim_twiml_t t;
+    char err[256];
+    if (sim_twiml_parse(c->resp != NULL ? c->resp : "", c->resp_len, &t, err,
+                        sizeof err) != 0) {
+        finish(c, "<Connect action>: %s", err);
+        return;
+    }
+    /* `connect` points into the TwiML it came from: keep that one. */
+    sim_twiml_free(&c->twiml_old);
+    c->twiml_old = c->twiml;
+    c->twiml = t;
+    c->verb = 0;
+    next_verb(c);
+}
+
 static void run_twiml(sim_call_t *c)
 {
     int status = c->r.webhook_status;
+    if (c->in_action) {
+        run_action_twiml(c, status);
+        return;
+    }
     vlog(c, "webhook answered %d (%s)", status, c->ctype);
     if (status != 200) {
         finish(c, "webhook answered HTTP %d", status);
@@ -389,11 +420,13 @@ static void h_event(vb_transport_t *t, vb_transport_event_t ev, int err,
     }
 }
 
-static int post_webhook(sim_call_t *c)
+/* Posts the call's parameters to `url` (the voice webhook, or the
+ * <Connect action> with `status` in-progress), signed as Twilio signs. */
+static int post_form(sim_call_t *c, const char *url, const char *status)
 {
     vb_ws_url_t u;
-    if (vb_ws_url_parse_http(c->webhook, &u) != 0) {
-        finish(c, "bad webhook URL %s (need http:// or https://)", c->webhook);
+    if (vb_ws_url_parse_http(url, &u) != 0) {
+        finish(c, "bad webhook URL %s (need http:// or https://)", url);
         return -1;
     }
     char calltoken[64], city[] = "", country[] = "US";
@@ -402,7 +435,7 @@ static int post_webhook(sim_call_t *c)
         {"AccountSid", c->account},
         {"ApiVersion", "2010-04-01"},
         {"CallSid", c->r.call_sid},
-        {"CallStatus", "ringing"},
+        {"CallStatus", status},
         {"CallToken", calltoken},
         {"Called", c->to},
         {"CalledCity", city},
@@ -432,7 +465,7 @@ static int post_webhook(sim_call_t *c)
     char sig[64] = "";
     if (body == NULL ||
         (c->token[0] != '\0' &&
-         sim_sign(c->token, c->webhook, p, np, sig, sizeof sig) != 0)) {
+         sim_sign(c->token, url, p, np, sig, sizeof sig) != 0)) {
         free(body);
         finish(c, "out of memory");
         return -1;
@@ -479,8 +512,39 @@ static int post_webhook(sim_call_t *c)
     llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
     c->parser.data = c;
     vb_transport_set_handler(c->http, h_read, h_event, c);
-    vlog(c, "POST %s", c->webhook);
+    vlog(c, "POST %s", url);
     return 0;
+}
+
+static int post_webhook(sim_call_t *c)
+{
+    return post_form(c, c->webhook, "ringing");
+}
+
+/* Twilio requests the <Connect action> once the stream is over (an
+ * absolute path is taken relative to the webhook's origin). */
+static void post_action(sim_call_t *c, const char *action)
+{
+    if (action[0] == '/') {
+        const char *w = c->webhook;
+        const char *hs = strstr(w, "://");
+        size_t ol = hs != NULL ? (size_t)(hs + 3 - w) : 0;
+        ol += strcspn(w + ol, "/?");
+        snprintf(c->action_url, sizeof c->action_url, "%.*s%s", (int)ol, w,
+                 action);
+    } else {
+        snprintf(c->action_url, sizeof c->action_url, "%s", action);
+    }
+    free(c->resp);
+    c->resp = NULL;
+    c->resp_len = 0;
+    c->resp_done = false;
+    c->ctype[0] = '\0';
+    c->ctype_len = 0;
+    c->hname_len = 0;
+    c->in_action = true;
+    c->r.action_requests++;
+    post_form(c, c->action_url, "in-progress");
 }
 
 /* ---- stream: sending ---- */
@@ -771,6 +835,15 @@ static void after_stream(sim_call_t *c)
 {
     uv_timer_stop(&c->timer);
     c->st = S_AFTER;
+    /* With an action Twilio runs what it answers, never the verbs after
+     * </Connect>; not when the caller hung up or a REST update ended or
+     * redirected the call. */
+    if (c->connect != NULL && c->connect->action != NULL &&
+        !c->r.twiml_replaced && !c->r.hung_up_by_sim &&
+        !c->r.hung_up_by_rest && c->r.action_requests == 0) {
+        post_action(c, c->connect->action);
+        return;
+    }
     next_verb(c);
 }
 
@@ -1084,7 +1157,8 @@ void sim_call_print_summary(const sim_call_t *c, FILE *f)
         "clears=%llu protocol_errors=%llu rest_requests=%llu "
         "ended_by=%s close_code=%d first_audio_ms=%.1f late_ticks=%llu "
         "duration_s=%.3f says_after_stream=%u said_after_s=%.3f "
-        "twiml_replaced=%d dialed=%s dialed_after_s=%.3f",
+        "twiml_replaced=%d dialed=%s dialed_after_s=%.3f "
+        "action_requests=%u action_status=%d",
         r->call_sid, r->ok ? "ok" : "fail",
         r->stream_sid[0] ? r->stream_sid : "-", r->webhook_status,
         (unsigned long long)r->frames_sent, (unsigned long long)r->dtmf_sent,
@@ -1104,7 +1178,8 @@ void sim_call_print_summary(const sim_call_t *c, FILE *f)
                               : "none",
         r->close_code, r->first_audio_ms, (unsigned long long)r->late_ticks,
         r->duration_s, r->says_after_stream, r->said_after_s, r->twiml_replaced,
-        r->dialed[0] ? r->dialed : "-", r->dialed_after_s);
+        r->dialed[0] ? r->dialed : "-", r->dialed_after_s, r->action_requests,
+        r->action_status);
     if (r->says_after_stream > 0)
         fprintf(f, " said=\"%s\"", r->said);
     if (!r->ok)
