@@ -137,7 +137,11 @@
       "<Say> text after the stream ends unexpectedly, before <Hangup/>")       \
     X(busy_say, STR, "VOXBRIDGE_BUSY_SAY",                                     \
       "Sorry, all our lines are busy. Please call again later.", 0, 0, NULL,   \
-      "<Say> text when at --max-calls")                                        \
+      "<Say> text when at --max-calls with --busy-answer say")                 \
+    X(busy_answer, ENUM, "VOXBRIDGE_BUSY_ANSWER", "reject", 0, 0,              \
+      "reject|say",                                                            \
+      "at --max-calls: <Reject reason=\"busy\"/> (busy tone, the call is "     \
+      "not answered) or answer to say --busy-say")                             \
     /* Twilio */                                                               \
     X(twilio_auth_token, SECRET, "TWILIO_AUTH_TOKEN", "", 0, 0, NULL,          \
       "Twilio auth token: verifies X-Twilio-Signature, authenticates REST "    \

@@ -44,8 +44,8 @@ enum route {
     R_COUNT
 };
 static const char *const route_names[R_COUNT] = {
-    "voice",   "status",      "stream",     "stream_ended", "healthz",
-    "readyz",  "metrics",     "test_system", "test_audio",  "other"};
+    "voice",  "status",  "stream",      "stream_ended", "healthz",
+    "readyz", "metrics", "test_system", "test_audio",   "other"};
 
 static const int codes[] = {101, 200, 204, 400, 403, 404, 405,
                             408, 413, 415, 426, 431, 500, 503};
@@ -266,8 +266,7 @@ static void gemini_why(vb_ingress_t *g, char *out, size_t n)
     pthread_mutex_unlock(&g->gm_mu);
 }
 
-void vb_ingress_call_ended(vb_ingress_t *g, const char *call_sid,
-                           bool intended)
+void vb_ingress_call_ended(vb_ingress_t *g, const char *call_sid, bool intended)
 {
     if (g == NULL || g->ended == NULL || call_sid == NULL)
         return;
@@ -492,19 +491,20 @@ static int register_metrics(vb_ingress_t *g)
             "Call-status callbacks received, by CallStatus.",
             VB_LABELS("status", call_statuses[i]), &g->status_id[i]);
     if (rc == 0)
-        rc = vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_calls_rejected_total",
-                            "Calls answered with the busy message, by reason.",
-                            VB_LABELS("reason", "busy"), &g->rejected_busy);
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_COUNTER, "vb_calls_rejected_total",
+            "Calls refused (<Reject reason=\"busy\"/> or the busy "
+            "message), by reason.",
+            VB_LABELS("reason", "busy"), &g->rejected_busy);
     static const char *const ea_names[2] = {"hangup", "fallback"};
     for (int i = 0; rc == 0 && i < 2; i++)
-        rc = vb_metrics_add(g->m, VB_METRIC_COUNTER,
-                            "vb_stream_ended_answers_total",
-                            "<Connect action> requests answered, by answer: "
-                            "hangup (the end was intended here) or fallback "
-                            "(--fallback-say: a failure, or a call whose "
-                            "stream did not run here).",
-                            VB_LABELS("answer", ea_names[i]),
-                            &g->ended_answer[i]);
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_COUNTER, "vb_stream_ended_answers_total",
+            "<Connect action> requests answered, by answer: "
+            "hangup (the end was intended here) or fallback "
+            "(--fallback-say: a failure, or a call whose "
+            "stream did not run here).",
+            VB_LABELS("answer", ea_names[i]), &g->ended_answer[i]);
     if (rc == 0)
         rc = vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_webhook_replays_total",
                             "Voice webhooks for a CallSid already answered "
@@ -512,10 +512,11 @@ static int register_metrics(vb_ingress_t *g)
                             "no new capacity.",
                             NULL, &g->replays);
     if (rc == 0)
-        rc = vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_calls_rejected_total",
-                            "Calls answered with the busy message, by reason.",
-                            VB_LABELS("reason", "draining"),
-                            &g->rejected_draining);
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_COUNTER, "vb_calls_rejected_total",
+            "Calls refused (<Reject reason=\"busy\"/> or the busy "
+            "message), by reason.",
+            VB_LABELS("reason", "draining"), &g->rejected_draining);
     if (rc == 0)
         rc = vb_metrics_add(g->m, VB_METRIC_GAUGE, "vb_ready",
                             "1 while /readyz answers 200 (not draining, "
@@ -876,8 +877,13 @@ static void busy_twiml(vb_ingress_t *g, vb_http_resp_t *resp)
 {
     vb_twiml_t t;
     vb_twiml_init(&t);
-    vb_twiml_say(&t, g->cfg->busy_say);
-    vb_twiml_hangup(&t);
+    if (strcmp(g->cfg->busy_answer, "say") == 0) {
+        vb_twiml_say(&t, g->cfg->busy_say);
+        vb_twiml_hangup(&t);
+    } else {
+        /* Not answered: the caller hears a busy tone, nothing is billed. */
+        vb_twiml_reject(&t, "busy");
+    }
     size_t len;
     if (vb_twiml_finish(&t, &resp->body_owned, &len) != 0) {
         set_text(resp, 500, "out of memory\n");
@@ -921,8 +927,7 @@ static void action_base(vb_ingress_t *g, const vb_http_req_t *req, char *out,
     char ws[512];
     stream_base(g, req, ws, sizeof(ws));
     bool tls = strncmp(ws, "wss://", 6) == 0;
-    snprintf(out, n, "%s://%.400s", tls ? "https" : "http",
-             ws + (tls ? 6 : 5));
+    snprintf(out, n, "%s://%.400s", tls ? "https" : "http", ws + (tls ? 6 : 5));
 }
 
 /* Hands the call's context (owned from here on) to the lane's gemini
@@ -1324,7 +1329,9 @@ static void route_ended(vb_ingress_t *g, const vb_http_req_t *req,
     vb_log_info(call, "stream ended: answering the <Connect> action",
                 "answer=%s ended=%s client=%s",
                 how == 1 ? "hangup" : "fallback",
-                how == 1 ? "intended" : how == 0 ? "failure" : "not_here",
+                how == 1   ? "intended"
+                : how == 0 ? "failure"
+                           : "not_here",
                 client);
 out:
     vb_form_free(&f);

@@ -169,6 +169,13 @@ void vb_twiml_hangup(vb_twiml_t *t)
     put(t, "<Hangup/>");
 }
 
+void vb_twiml_reject(vb_twiml_t *t, const char *reason)
+{
+    put(t, "<Reject reason=\"");
+    put_escaped(t, reason);
+    put(t, "\"/>");
+}
+
 void vb_twiml_dial(vb_twiml_t *t, const char *target)
 {
     bool sip = strncmp(target, "sip:", 4) == 0;

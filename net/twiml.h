@@ -35,6 +35,10 @@ void vb_twiml_say(vb_twiml_t *t, const char *text);
 /* Appends `<Hangup/>`. */
 void vb_twiml_hangup(vb_twiml_t *t);
 
+/* Appends `<Reject reason="reason"/>` ("busy" or "rejected"): the call is
+ * not answered and the caller hears a busy tone (or "not in service"). */
+void vb_twiml_reject(vb_twiml_t *t, const char *reason);
+
 /* Appends `<Dial>number</Dial>`, or `<Dial><Sip>uri</Sip></Dial>` when
  * `target` starts with "sip:" (XML-escaped either way). */
 void vb_twiml_dial(vb_twiml_t *t, const char *target);

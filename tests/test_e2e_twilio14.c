@@ -21,20 +21,13 @@ static void vb_start(rig_t *r, const char *const *extra, bool creds)
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", r->vb_port);
     snprintf(pub, sizeof(pub), "http://127.0.0.1:%d", r->vb_port);
     snprintf(gurl, sizeof(gurl), "ws://127.0.0.1:%d" GPATH, r->fake_port);
-    const char *argv[48] = {bin,
-                            "--listen",
-                            listen,
-                            "--public-url",
-                            pub,
-                            "--gemini-url",
-                            gurl,
-                            "--fallback-say",
-                            FALLBACK,
-                            "--metrics-listen",
-                            "127.0.0.1:0",
-                            "--drain-grace",
-                            "0",
-                            "--no-gemini-startup-check"};
+    const char *argv[48] = {bin,           "--listen",
+                            listen,        "--public-url",
+                            pub,           "--gemini-url",
+                            gurl,          "--fallback-say",
+                            FALLBACK,      "--metrics-listen",
+                            "127.0.0.1:0", "--drain-grace",
+                            "0",           "--no-gemini-startup-check"};
     int n = 14;
     for (int i = 0; extra != NULL && extra[i] != NULL && n < 47; i++)
         argv[n++] = extra[i];
@@ -96,7 +89,8 @@ static void intended_end_case(end_how_t how)
     rig_stop(&r);
     assert_sim_ok(out, vblog);
     if (field(out, "says_after_stream") != 0 ||
-        field(out, "action_requests") != 1 || field(out, "action_status") != 200)
+        field(out, "action_requests") != 1 ||
+        field(out, "action_status") != 200)
         vb_test_fail(__FILE__, __LINE__,
                      "after end_call the caller heard more:\n%s\n%s", out,
                      vblog);
