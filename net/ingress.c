@@ -76,6 +76,7 @@ enum { INST_NONE = -1, INST_OURS = 0, INST_OTHER = 1 };
 typedef struct pend {
     uint32_t lane; /* CONSUMED once its stream arrived */
     uint64_t expiry_ns;
+    uint64_t sid_hash; /* the call's */
 } pend_t;
 
 struct vb_ingress {
@@ -145,6 +146,7 @@ struct vb_ingress {
     _Atomic uint64_t *ended;
     uint32_t ended_cap;
     vb_metric_t ended_answer[2]; /* nothing more, fallback */
+    vb_metric_t unstreamed;      /* calls over before their stream came */
 
     uv_loop_t loop;
     bool loop_ok;
@@ -329,7 +331,8 @@ static void pend_prune(vb_ingress_t *g, uint64_t now)
                           memory_order_relaxed);
 }
 
-static void pend_push(vb_ingress_t *g, uint32_t lane, uint64_t now)
+static void pend_push(vb_ingress_t *g, uint32_t lane, uint64_t now,
+                      uint64_t sid_hash)
 {
     if (g->pend_n == g->pend_cap) {
         /* Full of old entries: forget the oldest. */
@@ -343,6 +346,7 @@ static void pend_push(vb_ingress_t *g, uint32_t lane, uint64_t now)
     }
     pend_t *p = &g->pend[(g->pend_head + g->pend_n) % g->pend_cap];
     p->lane = lane;
+    p->sid_hash = sid_hash;
     p->expiry_ns = now + VB_INGRESS_PENDING_MS * VB_NS_PER_MS;
     g->pend_n++;
     g->lane_pending[lane]++;
@@ -370,6 +374,26 @@ static void pend_consume(vb_ingress_t *g, uint32_t lane)
 static uint64_t sid_hash(const char *sid)
 {
     return vb_hash_fnv1a64(sid, strlen(sid));
+}
+
+/* The call is over before its stream came: its pending entry, if no
+ * stream took it yet, frees its capacity now. Returns whether it did. (A
+ * stream takes the oldest entry of its lane, whichever call's: then this
+ * call's slot goes at the expiry, never early.) */
+static bool pend_forget(vb_ingress_t *g, uint64_t h)
+{
+    for (uint32_t i = 0; i < g->pend_n; i++) {
+        pend_t *p = &g->pend[(g->pend_head + i) % g->pend_cap];
+        if (p->lane != CONSUMED && p->sid_hash == h) {
+            g->lane_pending[p->lane]--;
+            g->pend_total--;
+            p->lane = CONSUMED;
+            atomic_store_explicit(&g->pending_shared, g->pend_total,
+                                  memory_order_relaxed);
+            return true;
+        }
+    }
+    return false;
 }
 
 /* The answer already given to this CallSid, while its token is valid. */
@@ -496,6 +520,13 @@ static int register_metrics(vb_ingress_t *g)
             "Calls refused (<Reject reason=\"busy\"/> or the busy "
             "message), by reason.",
             VB_LABELS("reason", "busy"), &g->rejected_busy);
+    if (rc == 0)
+        rc =
+            vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_calls_unstreamed_total",
+                           "Calls answered here whose final status callback "
+                           "came before their stream: capacity and the "
+                           "pre-connected Gemini session freed at once.",
+                           NULL, &g->unstreamed);
     static const char *const ea_names[2] = {"hangup", "fallback"};
     for (int i = 0; rc == 0 && i < 2; i++)
         rc = vb_metrics_add(
@@ -961,6 +992,31 @@ static void push_prepare(vb_ingress_t *g, uint32_t lane, const char *sid,
     vb_chan_end(l->prepare, m);
 }
 
+/* The call ended before its stream came: the lane's gemini stage drops
+ * the session it pre-connected for it. */
+static void push_cancel(vb_ingress_t *g, uint32_t lane, const char *sid)
+{
+    vb_ingress_lane_t *l = g->lanes ? &g->lanes[lane] : NULL;
+    if (l == NULL || l->prepare == NULL)
+        return;
+    vb_msg_t *m =
+        vb_chan_begin(l->prepare, VB_MSG_PREPARE, VB_MSG_PREPARE_CANCEL,
+                      (vb_call_id_t){0, 0}, 0, vb_clock_now_ns());
+    if (m == NULL) {
+        /* The session still goes at its TTL. */
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, sid, "prepare ring full",
+                           "lane=%u cancel=1", lane);
+        return;
+    }
+    vb_msg_prepare_t p;
+    memset(&p, 0, sizeof(p));
+    snprintf(p.call_sid, sizeof(p.call_sid), "%s", sid);
+    p.lane = lane;
+    m->len = sizeof(p);
+    memcpy(m->data, &p, sizeof(p));
+    vb_chan_end(l->prepare, m);
+}
+
 /* What the TwiML and the PREPARE of one answered call need. */
 typedef struct call_info {
     char call[64], account[64], from[64], to[64], direction[32];
@@ -1228,7 +1284,7 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     const vb_assistant_t *asst = vb_assistants_for_number(set, ci.to, &matched);
     if (prev == NULL && g->aurl != NULL && asst != NULL &&
         asst_request(g, req, resp, &ci, set, asst, matched) == 0) {
-        pend_push(g, lane, now);
+        pend_push(g, lane, now, sid_hash(call));
         answered_put(g, call, lane, expiry);
         goto out;
     }
@@ -1242,7 +1298,7 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
                            "lane=%u client=%s", lane, client);
         goto out;
     }
-    pend_push(g, lane, now);
+    pend_push(g, lane, now, sid_hash(call));
     answered_put(g, call, lane, expiry);
     call_prepare(g, &ci, asst, matched, "number");
 out:
@@ -1279,6 +1335,23 @@ static void route_status(vb_ingress_t *g, const vb_http_req_t *req,
     snprintf(stbuf, sizeof(stbuf), "%s", st ? st : "");
     vb_log_info(call, "call status", "status=%s seq=%.16s duration=%.16s",
                 stbuf, seq ? seq : "", dur ? dur : "");
+    /* A final status for a call answered here whose stream never came
+     * (the caller hung up during the greeting, the stream URL failed):
+     * its capacity and its pre-connected session go now, not at the
+     * expiry. */
+    bool final = st != NULL &&
+                 (strcmp(st, "completed") == 0 || strcmp(st, "canceled") == 0 ||
+                  strcmp(st, "failed") == 0 || strcmp(st, "busy") == 0 ||
+                  strcmp(st, "no-answer") == 0);
+    int64_t now_s = (int64_t)vb_clock_wall_s();
+    struct answered *a =
+        final && call != NULL ? answered_find(g, call, now_s) : NULL;
+    if (a != NULL && ended_get(g, call) < 0 && pend_forget(g, sid_hash(call))) {
+        vb_metrics_counter_add(g->shard, g->unstreamed, 1);
+        vb_log_info(call, "call ended before its stream: capacity freed",
+                    "status=%s lane=%u", stbuf, a->lane);
+        push_cancel(g, a->lane, call);
+    }
     resp->status = 204;
 out:
     vb_form_free(&f);

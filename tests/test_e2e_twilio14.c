@@ -146,3 +146,88 @@ TEST_T(model_unreachable_without_rest_caller_hears_the_fallback, 90)
     free(vblog);
     free(out);
 }
+
+/* An unsigned form POST to voxbridge (no credentials: nothing is
+ * verified); returns the status, the body in *body (malloc'd) if wanted. */
+static int post(const rig_t *r, const char *path, const char *form, char **body)
+{
+    char req[2048];
+    snprintf(req, sizeof(req),
+             "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Content-Type: application/x-www-form-urlencoded\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             path, strlen(form), form);
+    tc_resp_t resp;
+    int st = tc_request(r->vb_port, req, &resp, proc_ms(5000));
+    if (body != NULL)
+        *body = resp.body;
+    else
+        free(resp.body);
+    return st;
+}
+
+#define ANSWER(sid)                                                        \
+    "AccountSid=AC00000000000000000000000000000000&CallSid=" sid           \
+    "&CallStatus=ringing&Direction=inbound&From=%2B14155550100&To=%2B1415" \
+    "5550199"
+
+/* At --max-calls the next call is rejected busy: vb-sim reports the busy
+ * tone (no <Say>, nothing answered). A caller who hangs up during the
+ * greeting (a final status callback before the stream) frees the slot
+ * and the pre-connected Gemini session at once. */
+TEST_T(at_capacity_reject_busy_and_a_call_without_stream_frees_its_slot, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "quiet.wav");
+    make_sox(audio, "trim 0 2");
+    rig_fake(&r, NULL);
+    vb_start(&r, (const char *const[]){"--max-calls", "1", NULL}, false);
+    /* Answered; its stream never comes. */
+    char *body = NULL;
+    ASSERT_EQ(post(&r, "/webhook/voice",
+                   ANSWER("CA00000000000000000000000000000001"), &body),
+              200);
+    ASSERT_STR_CONTAINS(body, "<Connect action=");
+    free(body);
+    /* The pre-connect reached the model. */
+    char *text = NULL;
+    proc_wait_log(r.fake_log, "\"setup\"", r.fake, proc_ms(10000), &text);
+    free(text);
+    /* Full: vb-sim's call is rejected busy. */
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL, NULL);
+    int st = proc_reap(s.pid, proc_ms(60000));
+    char *out = proc_read_file(s.out);
+    ASSERT_NOT_NULL(out);
+    ASSERT_NE(st, 0);
+    ASSERT_STR_CONTAINS(out, "rejected=busy");
+    ASSERT_EQ(field(out, "says_after_stream"), 0);
+    ASSERT_EQ(field(out, "frames_sent"), 0);
+    free(out);
+    /* The first caller hung up during the greeting. */
+    ASSERT_EQ(post(&r, "/webhook/status",
+                   "AccountSid=AC00000000000000000000000000000000&CallSid="
+                   "CA00000000000000000000000000000001&CallStatus=completed",
+                   NULL),
+              204);
+    text = NULL;
+    ASSERT_NOT_NULL(proc_wait_log(r.vb_log,
+                                  "pre-connected gemini session dropped", r.vb,
+                                  proc_ms(10000), &text));
+    free(text);
+    /* Room again: a whole call goes through. */
+    sim_start(&r, &s, 1, audio, NULL, NULL);
+    out = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    char *vblog = vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    ASSERT_GT(field(out, "frames_sent"), 0);
+    ASSERT_EQ(msum(m, "vb_calls_rejected_total", "reason=\"busy\""), 1);
+    ASSERT_EQ(msum(m, "vb_calls_unstreamed_total", NULL), 1);
+    ASSERT_STR_CONTAINS(vblog, "call ended before its stream: capacity freed");
+    free(m);
+    free(vblog);
+    free(out);
+}

@@ -568,6 +568,66 @@ TEST_T(ingress_connect_action_answers_how_the_stream_ended, 30)
     fx_stop(f);
 }
 
+/* A final status callback for a call whose stream never came frees its
+ * capacity at once; one for a call that streamed, or that this instance
+ * never answered, frees nothing. */
+TEST_T(ingress_final_status_before_the_stream_frees_the_slot, 30)
+{
+    fx_opts_t o = {.args = {"--public-url", PUBLIC, "--twilio-auth-token",
+                            TOKEN, "--max-calls", "1", NULL}};
+    fx_t *f = fx_start(&o);
+    tc_resp_t r;
+    char *req = webhook("/webhook/voice", CALL_BODY("CA501"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    ASSERT_STR_CONTAINS(r.body, "<Connect ");
+    tc_free_resp(&r);
+    free(req);
+    ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 503);
+    tc_free_resp(&r);
+    /* Another call's completion, and a non-final status: still full. */
+    req = webhook("/webhook/status",
+                  "CallSid=CA999&CallStatus=completed&AccountSid=AC0", NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 204);
+    tc_free_resp(&r);
+    free(req);
+    req = webhook("/webhook/status",
+                  "CallSid=CA501&CallStatus=in-progress&AccountSid=AC0", NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 204);
+    tc_free_resp(&r);
+    free(req);
+    ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 503);
+    tc_free_resp(&r);
+    /* The caller hung up during the greeting. */
+    req = webhook("/webhook/status",
+                  "CallSid=CA501&CallStatus=completed&AccountSid=AC0", NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 204);
+    tc_free_resp(&r);
+    ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 200);
+    tc_free_resp(&r);
+    /* Repeated: counted once. */
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 204);
+    tc_free_resp(&r);
+    free(req);
+    ASSERT_EQ(vb_ingress_calls_pending(f->g), 0);
+    /* A call that streamed here (its end recorded) frees nothing more. */
+    req = webhook("/webhook/voice", CALL_BODY("CA502"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    tc_free_resp(&r);
+    free(req);
+    vb_ingress_call_ended(f->g, "CA502", true);
+    req = webhook("/webhook/status",
+                  "CallSid=CA502&CallStatus=completed&AccountSid=AC0", NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 204);
+    tc_free_resp(&r);
+    free(req);
+    ASSERT_EQ(vb_ingress_calls_pending(f->g), 1);
+    char *m = get_metrics(f->admin_port);
+    ASSERT_STR_CONTAINS(m, "vb_calls_unstreamed_total 1\n");
+    free(m);
+    ASSERT_TRUE(log_contains(f, "capacity freed"));
+    fx_stop(f);
+}
+
 /* --busy-answer say keeps the spoken busy message. */
 TEST_T(ingress_busy_answer_say_speaks_the_busy_message, 30)
 {

@@ -60,8 +60,9 @@ typedef enum {
     SIM_VERB_PAUSE,
     SIM_VERB_CONNECT,
     SIM_VERB_HANGUP,
-    SIM_VERB_DIAL,  /* text: the first number or URI dialed */
-    SIM_VERB_OTHER, /* Play, Redirect, Reject: recorded, not run */
+    SIM_VERB_DIAL,   /* text: the first number or URI dialed */
+    SIM_VERB_REJECT, /* text: the reason, "busy" or "rejected" */
+    SIM_VERB_OTHER,  /* Play, Redirect, Reject: recorded, not run */
 } sim_verb_kind_t;
 
 #define SIM_MAX_PARAMS 32
@@ -207,6 +208,9 @@ typedef struct sim_call_result {
      * runs what they answer), and the HTTP status of the last. */
     unsigned action_requests;
     int action_status;
+    /* The call was not answered: <Reject reason> ("busy": a busy tone,
+     * "rejected": not in service); "" otherwise. */
+    char rejected[16];
 } sim_call_result_t;
 
 typedef void (*sim_call_done_cb)(sim_call_t *c, void *ud);

@@ -364,6 +364,14 @@ static void run_twiml(sim_call_t *c)
         finish(c, "%s", err);
         return;
     }
+    if (c->twiml.nverbs > 0 && c->twiml.verbs[0].kind == SIM_VERB_REJECT) {
+        /* Not answered: the caller hears a busy tone (or "not in
+         * service"), nothing else runs. */
+        snprintf(c->r.rejected, sizeof c->r.rejected, "%s",
+                 c->twiml.verbs[0].text);
+        finish(c, "call rejected (%s)", c->r.rejected);
+        return;
+    }
     bool has_connect = false;
     for (size_t i = 0; i < c->twiml.nverbs; i++)
         has_connect |= c->twiml.verbs[i].kind == SIM_VERB_CONNECT;
@@ -1022,6 +1030,12 @@ static void next_verb(sim_call_t *c)
                                 : 0;
             finish(c, NULL);
             return;
+        case SIM_VERB_REJECT:
+            /* Only the first verb can reject an unanswered call; later
+             * Twilio ends an answered call. */
+            vlog(c, "<Reject> on an answered call: hanging up");
+            finish(c, NULL);
+            return;
         case SIM_VERB_OTHER:
             vlog(c, "<%s> not simulated; hanging up", v->name);
             finish(c, NULL);
@@ -1148,38 +1162,38 @@ int sim_call_start(uv_loop_t *loop, sim_api_t *api, const sim_call_opts_t *o,
 void sim_call_print_summary(const sim_call_t *c, FILE *f)
 {
     const sim_call_result_t *r = &c->r;
-    fprintf(f,
-            "call_sid=%s result=%s stream_sid=%s webhook_status=%d "
-            "frames_sent=%llu dtmf_sent=%llu media_received=%llu "
-            "bytes_received=%llu bytes_heard=%llu bytes_cleared=%llu "
-            "odd_sized_media=%llu marks_received=%llu marks_echoed=%llu "
-            "clears=%llu protocol_errors=%llu rest_requests=%llu "
-            "ended_by=%s close_code=%d first_audio_ms=%.1f late_ticks=%llu "
-            "duration_s=%.3f says_after_stream=%u said_after_s=%.3f "
-            "twiml_replaced=%d dialed=%s dialed_after_s=%.3f "
-            "action_requests=%u action_status=%d",
-            r->call_sid, r->ok ? "ok" : "fail",
-            r->stream_sid[0] ? r->stream_sid : "-", r->webhook_status,
-            (unsigned long long)r->frames_sent,
-            (unsigned long long)r->dtmf_sent,
-            (unsigned long long)r->media_received,
-            (unsigned long long)r->bytes_received,
-            (unsigned long long)r->bytes_played,
-            (unsigned long long)r->bytes_cleared,
-            (unsigned long long)r->odd_sized_media,
-            (unsigned long long)r->marks_received,
-            (unsigned long long)r->marks_echoed,
-            (unsigned long long)r->clears_received,
-            (unsigned long long)r->protocol_errors,
-            (unsigned long long)r->rest_hangups,
-            r->hung_up_by_rest    ? "rest"
-            : r->hung_up_by_sim   ? "caller"
-            : r->closed_by_server ? "server"
-                                  : "none",
-            r->close_code, r->first_audio_ms, (unsigned long long)r->late_ticks,
-            r->duration_s, r->says_after_stream, r->said_after_s,
-            r->twiml_replaced, r->dialed[0] ? r->dialed : "-",
-            r->dialed_after_s, r->action_requests, r->action_status);
+    fprintf(
+        f,
+        "call_sid=%s result=%s stream_sid=%s webhook_status=%d "
+        "frames_sent=%llu dtmf_sent=%llu media_received=%llu "
+        "bytes_received=%llu bytes_heard=%llu bytes_cleared=%llu "
+        "odd_sized_media=%llu marks_received=%llu marks_echoed=%llu "
+        "clears=%llu protocol_errors=%llu rest_requests=%llu "
+        "ended_by=%s close_code=%d first_audio_ms=%.1f late_ticks=%llu "
+        "duration_s=%.3f says_after_stream=%u said_after_s=%.3f "
+        "twiml_replaced=%d dialed=%s dialed_after_s=%.3f "
+        "action_requests=%u action_status=%d rejected=%s",
+        r->call_sid, r->ok ? "ok" : "fail",
+        r->stream_sid[0] ? r->stream_sid : "-", r->webhook_status,
+        (unsigned long long)r->frames_sent, (unsigned long long)r->dtmf_sent,
+        (unsigned long long)r->media_received,
+        (unsigned long long)r->bytes_received,
+        (unsigned long long)r->bytes_played,
+        (unsigned long long)r->bytes_cleared,
+        (unsigned long long)r->odd_sized_media,
+        (unsigned long long)r->marks_received,
+        (unsigned long long)r->marks_echoed,
+        (unsigned long long)r->clears_received,
+        (unsigned long long)r->protocol_errors,
+        (unsigned long long)r->rest_hangups,
+        r->hung_up_by_rest    ? "rest"
+        : r->hung_up_by_sim   ? "caller"
+        : r->closed_by_server ? "server"
+                              : "none",
+        r->close_code, r->first_audio_ms, (unsigned long long)r->late_ticks,
+        r->duration_s, r->says_after_stream, r->said_after_s, r->twiml_replaced,
+        r->dialed[0] ? r->dialed : "-", r->dialed_after_s, r->action_requests,
+        r->action_status, r->rejected[0] ? r->rejected : "-");
     if (r->says_after_stream > 0)
         fprintf(f, " said=\"%s\"", r->said);
     if (!r->ok)

@@ -780,8 +780,8 @@ int sim_twiml_parse(const char *xml, size_t len, sim_twiml_t *out, char *err,
         goto done;
     }
     static const char *const other[] = {
-        "Play", "Redirect", "Reject", "Gather", "Record", "Enqueue", "Leave",
-        "Sms",  "Start",    "Stop",   "Refer",  "Pay",    NULL};
+        "Play", "Redirect", "Gather", "Record", "Enqueue", "Leave",
+        "Sms",  "Start",    "Stop",   "Refer",  "Pay",     NULL};
     for (size_t i = 0; i < root->nkids; i++) {
         const xn_t *n = root->kids[i];
         sim_verb_t *v = &out->verbs[out->nverbs++];
@@ -822,6 +822,23 @@ int sim_twiml_parse(const char *xml, size_t len, sim_twiml_t *out, char *err,
                 goto done;
             }
             v->kind = SIM_VERB_HANGUP;
+        } else if (strcmp(n->name, "Reject") == 0) {
+            static const char *const a[] = {"reason", NULL};
+            if (!attrs_allowed(n, a, err, errsz))
+                goto done;
+            const char *why = attr(n, "reason");
+            if (why == NULL)
+                why = "rejected";
+            if (strcmp(why, "busy") != 0 && strcmp(why, "rejected") != 0) {
+                snprintf(err, errsz, "TwiML: bad <Reject reason=\"%s\">", why);
+                goto done;
+            }
+            if (n->nkids > 0 || !blank(n->text)) {
+                snprintf(err, errsz, "TwiML: <Reject> must be empty");
+                goto done;
+            }
+            v->kind = SIM_VERB_REJECT;
+            v->text = strdup(why);
         } else if (strcmp(n->name, "Dial") == 0) {
             if (!parse_dial(n, v, err, errsz))
                 goto done;
