@@ -942,6 +942,14 @@ static void stream_base(vb_ingress_t *g, const vb_http_req_t *req, char *out,
     if (host == NULL)
         host = vb_http_req_header(req, "Host");
     bool tls = proto != NULL && strcasecmp(proto, "https") == 0;
+    const char *fwd = vb_http_req_header(req, "X-Forwarded-Proto");
+    if (!g->cfg->trust_proxy && fwd != NULL && strcasecmp(fwd, "https") == 0)
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 60000, NULL,
+                           "webhook came through a TLS proxy but "
+                           "--trust-proxy is off: the stream URL is ws://, "
+                           "which Twilio cannot stream to; set --public-url "
+                           "or --trust-proxy",
+                           "host=%.200s", host ? host : "-");
     snprintf(out, n, "%s://%s", tls ? "wss" : "ws",
              host && *host ? host : "localhost");
 }
@@ -2147,6 +2155,38 @@ static int derive_urls(vb_ingress_t *g)
     return 0;
 }
 
+/* Twilio streams only to wss:// on port 443: a start-up warning when
+ * the stream URL the TwiML will carry cannot work (docs/ingress.md). */
+static void warn_stream_url(const vb_ingress_t *g)
+{
+    const char *pu = g->cfg->public_url;
+    if (*pu == '\0') {
+        if (!g->cfg->trust_proxy)
+            vb_log_warn(NULL,
+                        "no --public-url: stream URLs are built from each "
+                        "webhook's Host header as ws://, which Twilio cannot "
+                        "stream to; set --public-url https://HOST (or, "
+                        "behind a TLS proxy, --trust-proxy)",
+                        NULL);
+        return;
+    }
+    vb_ws_url_t u;
+    if (vb_ws_url_parse_http(pu, &u) != 0)
+        return; /* the config check reports it */
+    if (!u.secure)
+        vb_log_warn(NULL,
+                    "--public-url is http://: the stream URL is ws://, which "
+                    "Twilio cannot stream to; use https:// (a TLS proxy in "
+                    "front, port 443)",
+                    "public_url=%s stream_url=%s", pu, g->stream_base);
+    else if (u.port != 443)
+        vb_log_warn(NULL,
+                    "--public-url names a port other than 443: Twilio "
+                    "streams only to wss:// on 443; serve TLS on 443 and "
+                    "drop the port",
+                    "public_url=%s port=%u", pu, (unsigned)u.port);
+}
+
 int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
 {
     *out = NULL;
@@ -2223,6 +2263,7 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     }
     if ((rc = derive_urls(g)) != 0)
         goto fail;
+    warn_stream_url(g);
     if (o->stream_key != NULL) {
         g->key = o->stream_key;
     } else {

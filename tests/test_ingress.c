@@ -628,6 +628,50 @@ TEST_T(ingress_final_status_before_the_stream_frees_the_slot, 30)
     fx_stop(f);
 }
 
+/* A stream URL Twilio cannot use is a start-up warning that says what to
+ * do; a usable one is none. */
+TEST_T(ingress_warns_at_start_of_a_stream_url_twilio_cannot_use, 30)
+{
+    static const struct {
+        const char *url, *needle;
+    } cases[] = {
+        {"http://voice.example.test", "--public-url is http://"},
+        {"https://voice.example.test:8443", "port other than 443"},
+        {"", "no --public-url"},
+        {"https://voice.example.test:443/", NULL},
+        {PUBLIC, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fx_opts_t o = {.args = {"--public-url", cases[i].url, NULL}};
+        fx_t *f = fx_start(&o);
+        bool warned = log_contains(f, "level=warn") &&
+                      (log_contains(f, "Twilio cannot stream to") ||
+                       log_contains(f, "Twilio streams only"));
+        if (cases[i].needle != NULL) {
+            ASSERT_TRUE(warned);
+            ASSERT_TRUE(log_contains(f, cases[i].needle));
+        } else if (warned) {
+            vb_test_fail(__FILE__, __LINE__, "warned for %s", cases[i].url);
+        }
+        fx_stop(f);
+    }
+    /* Behind a TLS proxy without --trust-proxy: the first webhook says
+     * so. */
+    fx_opts_t o = {.args = {"--public-url", "", NULL}};
+    fx_t *f = fx_start(&o);
+    const char *req = "POST /webhook/voice HTTP/1.1\r\nHost: voice.example.test"
+                      "\r\nX-Forwarded-Proto: https\r\n"
+                      "Content-Type: application/x-www-form-urlencoded\r\n"
+                      "Content-Length: 12\r\n\r\nCallSid=CA77";
+    tc_resp_t r;
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    ASSERT_STR_CONTAINS(r.body, "url=\"ws://voice.example.test/");
+    tc_free_resp(&r);
+    ASSERT_TRUE(log_contains(f, "came through a TLS proxy but --trust-proxy "
+                                "is off"));
+    fx_stop(f);
+}
+
 /* --busy-answer say keeps the spoken busy message. */
 TEST_T(ingress_busy_answer_say_speaks_the_busy_message, 30)
 {
