@@ -177,6 +177,12 @@
     X(media_timeout_ms, INT, "VOXBRIDGE_MEDIA_TIMEOUT_MS", "10000", 1000,      \
       3600000, NULL,                                                           \
       "a call whose stream sends nothing for this long is closed")             \
+    X(media_gap_fill_ms, INT, "VOXBRIDGE_MEDIA_GAP_FILL_MS", "400", 0, 10000,  \
+      NULL,                                                                    \
+      "caller silent this long with no media (a leg that suppresses "          \
+      "silence): the model gets u-law silence in real time, up to 2 s a gap, " \
+      "so its turn detection ends the turn (0: off; gaps in media.timestamp "  \
+      "are filled either way)")                                                \
     X(max_call_duration, INT, "VOXBRIDGE_MAX_CALL_DURATION", "0", 0, 604800,   \
       NULL, "seconds after which a call is hung up (0: no limit)")             \
     X(stream_require_signature, BOOL, "VOXBRIDGE_STREAM_REQUIRE_SIGNATURE",    \

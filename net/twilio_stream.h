@@ -67,7 +67,10 @@
 /* Limits of a stream before its `start` has verified (see the config). */
 #define VB_TWILIO_PREAUTH_MAX_MESSAGE (8u * 1024u)
 #define VB_TWILIO_PREAUTH_MAX_BYTES   (32u * 1024u)
-#define VB_TWILIO_PREAUTH_MAX_OUT     (16u * 1024u) /* unsent bytes */
+/* Silence synthesised for one gap in the caller's media, at most: enough
+ * for the model's turn detection to end the turn. */
+#define VB_TWILIO_GAP_FILL_MAX_MS 2000u
+#define VB_TWILIO_PREAUTH_MAX_OUT (16u * 1024u) /* unsent bytes */
 
 /* Inbound rate limit: media faster than VB_TWILIO_RATE_X times real time
  * (8000 μ-law bytes/s), beyond a burst of VB_TWILIO_RATE_BURST_MS of
@@ -103,6 +106,13 @@ typedef struct vb_twilio_stream_config {
      * closed (1008 "no media"); 0 = 10000. Twilio sends a `media` message
      * every 20 ms for the whole call. */
     uint32_t media_timeout_ms;
+    /* Silence toward the model where Twilio's media has a gap (a leg that
+     * suppresses silence), so the model's turn detection still ends the
+     * turn: a jump in `media.timestamp` is filled with μ-law silence when
+     * the next media arrives, and a call with no media for
+     * media_gap_fill_ms gets silence in real time meanwhile (0: only the
+     * timestamp fill). At most VB_TWILIO_GAP_FILL_MAX_MS a gap. */
+    uint32_t media_gap_fill_ms;
     /* Calls are hung up (as by end_call) after this many seconds; 0 = no
      * limit. */
     uint32_t max_call_s;
