@@ -134,7 +134,8 @@
       "optional <Say> text spoken before the stream connects")                 \
     X(fallback_say, STR, "VOXBRIDGE_FALLBACK_SAY",                             \
       "Sorry, the assistant is unavailable. Goodbye.", 0, 0, NULL,             \
-      "<Say> text after the stream ends unexpectedly, before <Hangup/>")       \
+      "<Say> text after the stream ends unexpectedly (the <Connect action> "   \
+      "answer), before <Hangup/>")                                             \
     X(busy_say, STR, "VOXBRIDGE_BUSY_SAY",                                     \
       "Sorry, all our lines are busy. Please call again later.", 0, 0, NULL,   \
       "<Say> text when at --max-calls with --busy-answer say")                 \
