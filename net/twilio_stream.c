@@ -725,6 +725,9 @@ static size_t media_take(call_t *c, const vb_twilio_msg_t *m, uint8_t *dst,
         count_error(c, E_BAD_BASE64, "media.payload");
         return 0;
     }
+    /* The timeline moves with admitted media (μ-law: 8 bytes a ms). */
+    c->have_ts = true;
+    c->next_ts_ms = m->media.timestamp_ms + n / 8;
     c->stats.frames_in++;
     c->stats.bytes_in += n;
     vb_metrics_counter_add(s->st.shard, s->m_frames_in, 1);
@@ -790,9 +793,6 @@ static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
     c->last_chunk = m->media.chunk_n;
     media_gap(c, m, t_origin);
     size_t plen = m->media.payload.len;
-    /* μ-law: 8 bytes a millisecond. */
-    c->have_ts = true;
-    c->next_ts_ms = m->media.timestamp_ms + vb_b64_decoded_max(plen) / 8;
     vb_chan_t *ch = s->cfg.in_to_dsp;
     if (plen > 0 && vb_b64_decoded_max(plen) <= ch->data_max) {
         /* One frame: decoded straight into its slot (left unpublished, and
