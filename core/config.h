@@ -154,6 +154,12 @@
       "or one bare secret for any key")                                        \
     X(twilio_account_sid, STR, "TWILIO_ACCOUNT_SID", "", 0, 0, NULL,           \
       "Twilio account SID for the REST hang-up")                               \
+    X(twilio_api_key, STR, "TWILIO_API_KEY", "", 0, 0, NULL,                   \
+      "Twilio API key SID (SK...) for the REST API, with TWILIO_API_SECRET, "  \
+      "in place of the auth token (TWILIO_ACCOUNT_SID or the stream's "        \
+      "account stays in the path)")                                            \
+    X(twilio_api_secret, SECRET, "TWILIO_API_SECRET", "", 0, 0, NULL,          \
+      "the secret of TWILIO_API_KEY")                                          \
     X(twilio_api_url, STR, "VOXBRIDGE_TWILIO_API_URL",                         \
       "https://api.twilio.com", 0, 0, NULL, "Twilio REST API base URL")        \
     X(stream_secret, SECRET, "VOXBRIDGE_STREAM_SECRET", "", 0, 0, NULL,        \

@@ -1136,7 +1136,10 @@ static void hangup_now(call_t *c, const char *why, const char *say)
         fallback ? "fallback" : (transfer ? "transferred" : "hangup");
     c->hangup_pending = false;
     c->fallback = fallback;
-    const char *token = s->cfg.rest_auth_token;
+    bool use_key = s->cfg.rest_api_key != NULL && *s->cfg.rest_api_key &&
+                   s->cfg.rest_api_secret != NULL && *s->cfg.rest_api_secret;
+    const char *token =
+        use_key ? s->cfg.rest_api_secret : s->cfg.rest_auth_token;
     const char *account = s->cfg.rest_account_sid && *s->cfg.rest_account_sid
                               ? s->cfg.rest_account_sid
                               : c->account_sid;
@@ -1174,6 +1177,7 @@ static void hangup_now(call_t *c, const char *why, const char *say)
         .api_url = s->cfg.rest_api_url,
         .account_sid = account,
         .auth_token = token,
+        .api_key = use_key ? s->cfg.rest_api_key : NULL,
         .call_sid = c->label,
         .tls = s->cfg.rest_tls,
         .timeout_ms = fallback ? FALLBACK_REST_TIMEOUT_MS : 0,

@@ -149,6 +149,10 @@ typedef struct vb_twilio_stream_config {
     const char *rest_api_url;
     const char *rest_account_sid;
     const char *rest_auth_token;
+    /* An API key (SK...) and its secret instead of the auth token: the
+     * key is the Basic auth user, the secret the password (optional). */
+    const char *rest_api_key;
+    const char *rest_api_secret;
     vb_tls_config_t *rest_tls;
     uint32_t hangup_grace_ms; /* 0 = 3000 */
     /* Optional: the recorder's channel (dsp/recorder.h says what goes on
