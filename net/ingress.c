@@ -35,6 +35,7 @@ enum route {
     R_STATUS,
     R_STREAM,
     R_ENDED,
+    R_STREAM_STATUS,
     R_HEALTHZ,
     R_READYZ,
     R_METRICS,
@@ -44,8 +45,9 @@ enum route {
     R_COUNT
 };
 static const char *const route_names[R_COUNT] = {
-    "voice",  "status",  "stream",      "stream_ended", "healthz",
-    "readyz", "metrics", "test_system", "test_audio",   "other"};
+    "voice",         "status",     "stream", "stream_ended",
+    "stream_status", "healthz",    "readyz", "metrics",
+    "test_system",   "test_audio", "other"};
 
 static const int codes[] = {101, 200, 204, 400, 403, 404, 405,
                             408, 413, 415, 426, 431, 500, 503};
@@ -56,8 +58,15 @@ static const char *const call_statuses[] = {
     "busy",   "failed",    "no-answer", "canceled",    "other"};
 #define NSTATUSES (sizeof(call_statuses) / sizeof(call_statuses[0]))
 
+/* <Stream statusCallback> StreamEvent values (the last: anything else). */
+static const char *const stream_events[] = {"stream-started", "stream-stopped",
+                                            "stream-error", "other"};
+#define NSTREAM_EVENTS (sizeof(stream_events) / sizeof(stream_events[0]))
+
 /* The <Connect action> path under --webhook-path. */
 #define ENDED_SEG "/stream-ended/"
+/* The <Stream statusCallback> path under --status-path. */
+#define STREAM_STATUS_SEG "/stream"
 
 enum handoff_result { H_OK, H_RING_FULL, H_NO_LANES, H_FAILED, H_COUNT };
 static const char *const handoff_names[H_COUNT] = {"ok", "ring_full",
@@ -147,6 +156,7 @@ struct vb_ingress {
     uint32_t ended_cap;
     vb_metric_t ended_answer[2]; /* nothing more, fallback */
     vb_metric_t unstreamed;      /* calls over before their stream came */
+    vb_metric_t stream_event[4]; /* by stream_events[] */
 
     uv_loop_t loop;
     bool loop_ok;
@@ -165,7 +175,7 @@ struct vb_ingress {
     vb_metric_t req_id[R_COUNT][NCODES];
     bool req_reg[R_COUNT][NCODES];
     vb_metric_t dur[R_COUNT];
-    vb_metric_t sigfail[4]; /* voice, status, stream, stream_ended */
+    vb_metric_t sigfail[5]; /* voice .. stream_status */
     vb_metric_t status_id[NSTATUSES];
     vb_metric_t rejected_busy, rejected_draining;
     vb_metric_t g_ready, g_draining, g_max_calls; /* set at each scrape */
@@ -504,7 +514,7 @@ static int register_metrics(vb_ingress_t *g)
             g->m, VB_METRIC_HISTOGRAM, "vb_http_request_duration_seconds",
             "Time from a request's first byte to its response, by route.",
             VB_LABELS("route", route_names[r]), &g->dur[r]);
-    for (int r = 0; rc == 0 && r < 4; r++)
+    for (int r = 0; rc == 0 && r < 5; r++)
         rc = vb_metrics_add(
             g->m, VB_METRIC_COUNTER, "vb_twilio_signature_failures_total",
             "Requests refused for a missing or wrong X-Twilio-Signature.",
@@ -527,6 +537,12 @@ static int register_metrics(vb_ingress_t *g)
                            "came before their stream: capacity and the "
                            "pre-connected Gemini session freed at once.",
                            NULL, &g->unstreamed);
+    for (size_t i = 0; rc == 0 && i < NSTREAM_EVENTS; i++)
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_COUNTER, "vb_twilio_stream_events_total",
+            "<Stream statusCallback> events from Twilio, by "
+            "StreamEvent (stream-error logs StreamError).",
+            VB_LABELS("event", stream_events[i]), &g->stream_event[i]);
     static const char *const ea_names[2] = {"hangup", "fallback"};
     for (int i = 0; rc == 0 && i < 2; i++)
         rc = vb_metrics_add(
@@ -722,6 +738,19 @@ static bool ended_path_match(const vb_ingress_t *g, const vb_http_req_t *req)
     return true;
 }
 
+/* --status-path + "/stream": the <Stream statusCallback>. */
+static bool stream_status_path_match(const vb_ingress_t *g,
+                                     const vb_http_req_t *req)
+{
+    const char *sp = g->cfg->status_path;
+    size_t n = strlen(sp), m = strlen(STREAM_STATUS_SEG);
+    size_t len = req->path_len;
+    if (len == n + m + 1 && req->target[len - 1] == '/')
+        len--;
+    return len == n + m && memcmp(req->target, sp, n) == 0 &&
+           memcmp(req->target + n, STREAM_STATUS_SEG, m) == 0;
+}
+
 static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
                        long *lane, int *inst)
 {
@@ -749,6 +778,8 @@ static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
         return R_STATUS;
     if (ended_path_match(g, req))
         return R_ENDED;
+    if (stream_status_path_match(g, req))
+        return R_STREAM_STATUS;
     if (stream_path_match(g, req, lane, inst))
         return R_STREAM;
     return R_OTHER;
@@ -1031,6 +1062,7 @@ typedef struct call_info {
     char client[64];
     char url[1024];
     char action[1024];
+    char stream_cb[1024];
     char token[VB_TWILIO_TOKEN_LEN + 1];
     uint32_t lane;
     int64_t expiry;
@@ -1059,8 +1091,8 @@ static int twiml_for(vb_ingress_t *g, const call_info_t *ci, const char *aname,
     vb_twiml_say(&t, g->cfg->say);
     /* Twilio requests the action when the stream ends and runs what it
      * answers; the verbs after </Connect> would never run. */
-    vb_twiml_connect_stream_action(&t, ci->url, ci->action, params,
-                                   aname != NULL ? 6 : 4);
+    vb_twiml_connect_stream_cb(&t, ci->url, ci->action, ci->stream_cb, params,
+                               aname != NULL ? 6 : 4);
     size_t len;
     if (vb_twiml_finish(&t, &resp->body_owned, &len) != 0) {
         set_text(resp, 500, "out of memory\n");
@@ -1283,6 +1315,8 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     snprintf(ci.url, sizeof ci.url, "%s", url);
     snprintf(ci.action, sizeof ci.action, "%s%s" ENDED_SEG "%s", abase,
              g->cfg->webhook_path, g->instance);
+    snprintf(ci.stream_cb, sizeof ci.stream_cb, "%s%s" STREAM_STATUS_SEG, abase,
+             g->cfg->status_path);
     snprintf(ci.token, sizeof ci.token, "%s", token);
     ci.lane = lane;
     ci.expiry = expiry;
@@ -1414,6 +1448,46 @@ static void route_ended(vb_ingress_t *g, const vb_http_req_t *req,
                 : how == 0 ? "failure"
                            : "not_here",
                 client);
+out:
+    vb_form_free(&f);
+}
+
+/* Twilio's <Stream statusCallback>: the stream's events, logged (an
+ * error at warn, with Twilio's StreamError text) and counted. */
+static void route_stream_status(vb_ingress_t *g, const vb_http_req_t *req,
+                                vb_http_resp_t *resp)
+{
+    if (!method_in(req, HTTP_POST, HTTP_GET)) {
+        method_not_allowed(resp, "POST, GET");
+        return;
+    }
+    char client[64];
+    client_addr(g, req, client, sizeof(client));
+    vb_form_t f = {0};
+    bool posted;
+    if (read_params(req, &f, resp, &posted) != 0)
+        goto out;
+    const char *sid = vb_form_get(&f, "CallSid");
+    const char *call = sid_ok(sid) ? sid : NULL;
+    if (!check_signature(g, R_STREAM_STATUS, req, &f, posted, resp, call,
+                         client))
+        goto out;
+    const char *ev = vb_form_get(&f, "StreamEvent");
+    const char *ss = vb_form_get(&f, "StreamSid");
+    const char *er = vb_form_get(&f, "StreamError");
+    size_t i = 0;
+    while (i + 1 < NSTREAM_EVENTS &&
+           (ev == NULL || strcmp(ev, stream_events[i]) != 0))
+        i++;
+    vb_metrics_counter_add(g->shard, g->stream_event[i], 1);
+    if (i == 2)
+        vb_log_warn(call, "twilio stream error",
+                    "stream=%.64s error=\"%.300s\"", ss ? ss : "",
+                    er ? er : "");
+    else
+        vb_log_info(call, "twilio stream event", "event=%.32s stream=%.64s",
+                    ev ? ev : "", ss ? ss : "");
+    resp->status = 204;
 out:
     vb_form_free(&f);
 }
@@ -1826,6 +1900,9 @@ static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
         break;
     case R_ENDED:
         route_ended(g, req, resp);
+        break;
+    case R_STREAM_STATUS:
+        route_stream_status(g, req, resp);
         break;
     case R_STREAM:
         route_stream(g, req, resp, lane, inst);

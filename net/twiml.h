@@ -55,6 +55,13 @@ void vb_twiml_connect_stream_action(vb_twiml_t *t, const char *url,
                                     const char *action,
                                     const vb_twiml_param_t *params, size_t n);
 
+/* The same with `<Stream statusCallback="status_cb">` (NULL or "": none):
+ * Twilio posts the stream's events (stream-started, stream-stopped,
+ * stream-error with StreamError) there. */
+void vb_twiml_connect_stream_cb(vb_twiml_t *t, const char *url,
+                                const char *action, const char *status_cb,
+                                const vb_twiml_param_t *params, size_t n);
+
 /* Closes `</Response>` and moves the document to *out (malloc'd,
  * NUL-terminated, caller frees; *len bytes). Returns 0 or VB_ENOMEM; `t` is
  * empty afterwards either way. */

@@ -672,6 +672,59 @@ TEST_T(ingress_warns_at_start_of_a_stream_url_twilio_cannot_use, 30)
     fx_stop(f);
 }
 
+/* The <Stream statusCallback>: named in the TwiML, its events logged
+ * (an error with Twilio's text, at warn) and counted, signed like every
+ * webhook. */
+TEST_T(ingress_stream_status_callback_logs_and_counts, 30)
+{
+    fx_opts_t o = {
+        .args = {"--public-url", PUBLIC, "--twilio-auth-token", TOKEN, NULL}};
+    fx_t *f = fx_start(&o);
+    tc_resp_t r;
+    char *req = webhook("/webhook/voice", CALL_BODY("CA601"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    char cb[256];
+    ASSERT_TRUE(
+        twiml_attr(r.body, "<Stream", "statusCallback", cb, sizeof(cb)));
+    ASSERT_STR_EQ(cb, PUBLIC "/webhook/status/stream");
+    tc_free_resp(&r);
+    free(req);
+    static const char *const bodies[] = {
+        "AccountSid=AC0&CallSid=CA601&StreamSid=MZ1&StreamEvent=stream-started"
+        "&Timestamp=2026-12-02T05%3A00%3A00Z",
+        "AccountSid=AC0&CallSid=CA601&StreamSid=MZ1&StreamEvent=stream-error"
+        "&StreamError=Stream+-+Protocol+-+Invalid+Message",
+        "AccountSid=AC0&CallSid=CA601&StreamSid=MZ1&StreamEvent=stream-stopped",
+        "AccountSid=AC0&CallSid=CA601&StreamSid=MZ1&StreamEvent=stream-new",
+    };
+    for (size_t i = 0; i < 4; i++) {
+        req = webhook("/webhook/status/stream", bodies[i], NULL);
+        ASSERT_EQ(tc_request(f->port, req, &r, MS), 204);
+        tc_free_resp(&r);
+        free(req);
+    }
+    req = webhook("/webhook/status/stream", bodies[0], "bad");
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 403);
+    tc_free_resp(&r);
+    free(req);
+    char *m = get_metrics(f->admin_port);
+    ASSERT_STR_CONTAINS(
+        m, "vb_twilio_stream_events_total{event=\"stream-started\"} 1\n");
+    ASSERT_STR_CONTAINS(
+        m, "vb_twilio_stream_events_total{event=\"stream-error\"} 1\n");
+    ASSERT_STR_CONTAINS(
+        m, "vb_twilio_stream_events_total{event=\"stream-stopped\"} 1\n");
+    ASSERT_STR_CONTAINS(m,
+                        "vb_twilio_stream_events_total{event=\"other\"} 1\n");
+    ASSERT_STR_CONTAINS(
+        m, "vb_twilio_signature_failures_total{route=\"stream_status\"} 1\n");
+    free(m);
+    ASSERT_TRUE(log_contains(f, "level=warn msg=\"twilio stream error\" "
+                                "call=CA601"));
+    ASSERT_TRUE(log_contains(f, "Stream - Protocol - Invalid Message"));
+    fx_stop(f);
+}
+
 /* --busy-answer say keeps the spoken busy message. */
 TEST_T(ingress_busy_answer_say_speaks_the_busy_message, 30)
 {
