@@ -242,6 +242,9 @@ sim_call_t *sim_api_find(sim_api_t *api, const char *call_sid);
 void sim_api_register(sim_api_t *api, sim_call_t *c, const char *call_sid);
 void sim_api_unregister(sim_api_t *api, sim_call_t *c);
 void sim_call_rest_update(sim_call_t *c, const char *status, bool replace);
+/* Whether the call was answered (its webhook's TwiML is running): then
+ * Status=canceled leaves it alone, as Twilio does. */
+bool sim_call_answered(const sim_call_t *c);
 /* A REST update with a valid Twiml= document: the stream ends (stop,
  * close) and `t` runs instead of the rest of the call's TwiML. Takes `t`. */
 void sim_call_rest_twiml(sim_call_t *c, sim_twiml_t *t);

@@ -1048,6 +1048,11 @@ static void next_verb(sim_call_t *c)
     }
 }
 
+bool sim_call_answered(const sim_call_t *c)
+{
+    return c->st != S_WEBHOOK;
+}
+
 void sim_call_rest_update(sim_call_t *c, const char *status, bool replace)
 {
     c->r.rest_hangups++;
