@@ -224,10 +224,58 @@ TEST_T(at_capacity_reject_busy_and_a_call_without_stream_frees_its_slot, 90)
     rig_stop(&r);
     assert_sim_ok(out, vblog);
     ASSERT_GT(field(out, "frames_sent"), 0);
+    ASSERT_EQ(field(out, "says_after_stream"), 0);
     ASSERT_EQ(msum(m, "vb_calls_rejected_total", "reason=\"busy\""), 1);
     ASSERT_EQ(msum(m, "vb_calls_unstreamed_total", NULL), 1);
     ASSERT_STR_CONTAINS(vblog, "call ended before its stream: capacity freed");
     free(m);
     free(vblog);
     free(out);
+}
+
+/* One utterance, then a leg that sends nothing while the caller is
+ * silent (vb-sim --suppress-silence): the model's turn detection needs
+ * the silence, which voxbridge sends in its place (--media-gap-fill-ms).
+ * With the fill off the turn never ends and the caller hears nothing:
+ * the case the test guards against. Returns the bytes the caller heard. */
+static long long suppressed_case(const char *fill_ms)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "one.wav");
+    make_sox(audio, "synth 1 sine 400 vol 0.3");
+    rig_fake(&r, NULL);
+    vb_start(&r, (const char *const[]){"--media-gap-fill-ms", fill_ms, NULL},
+             false);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--suppress-silence", "--tail", "4", NULL});
+    char *out = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    char *vblog = vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    /* The silence after the tone was not sent. */
+    ASSERT_GE(field(out, "frames_suppressed"), 150);
+    ASSERT_LE(field(out, "frames_sent"), 60);
+    long long heard = field(out, "bytes_heard");
+    printf("  fill %s ms: %lld bytes heard, %.0f silence frames sent\n",
+           fill_ms, heard, msum(m, "vb_twilio_silence_frames_total", NULL));
+    if (strcmp(fill_ms, "0") != 0)
+        ASSERT_GE(msum(m, "vb_twilio_silence_frames_total", NULL), 25);
+    free(m);
+    free(vblog);
+    free(out);
+    return heard;
+}
+
+TEST_T(silence_suppressed_leg_turns_still_end, 90)
+{
+    /* The echo model answers the 1 s tone once the silence is seen. */
+    ASSERT_GE(suppressed_case("400"), 8000 / 2);
+}
+
+TEST_T(silence_suppressed_leg_without_the_fill_never_answers, 90)
+{
+    ASSERT_EQ(suppressed_case("0"), 0);
 }

@@ -165,9 +165,13 @@ typedef struct sim_call_opts {
      * when the caller audio ends plus tail_s. */
     double hangup_after_s;
     double tail_s;
-    double pause_scale;   /* multiplies <Pause> lengths (0: no waiting) */
-    double timeout_s;     /* whole call; 0: hang-up time + 15 s */
-    bool record_heard;    /* keep the played audio for sim_call_heard() */
+    double pause_scale; /* multiplies <Pause> lengths (0: no waiting) */
+    double timeout_s;   /* whole call; 0: hang-up time + 15 s */
+    bool record_heard;  /* keep the played audio for sim_call_heard() */
+    /* Send no media for silent frames (|sample| < 64 throughout), the
+     * timestamps of the next ones keeping real time: a leg that
+     * suppresses silence. */
+    bool suppress_silence;
     const char *ca_file;  /* CA bundle for https/wss; NULL: the system's */
     bool verbose;         /* log events to stderr */
     sim_timing_t *timing; /* NULL, or timestamps to record (borrowed) */
@@ -211,6 +215,7 @@ typedef struct sim_call_result {
     /* The call was not answered: <Reject reason> ("busy": a busy tone,
      * "rejected": not in service); "" otherwise. */
     char rejected[16];
+    uint64_t frames_suppressed; /* silent frames not sent */
 } sim_call_result_t;
 
 typedef void (*sim_call_done_cb)(sim_call_t *c, void *ud);

@@ -652,8 +652,16 @@ static void tick_cb(uv_timer_t *t)
     /* Caller audio (silence after the file ends). */
     uint8_t frame[FRAME];
     size_t off = (size_t)(c->tick - 1) * FRAME;
-    for (size_t i = 0; i < FRAME; i++)
+    bool quiet = true;
+    for (size_t i = 0; i < FRAME; i++) {
         frame[i] = off + i < c->o.mulaw_len ? c->o.mulaw[off + i] : 0xFF;
+        int16_t v = sim_mulaw_decode(frame[i]);
+        quiet &= v > -64 && v < 64;
+    }
+    if (c->o.suppress_silence && quiet) {
+        c->r.frames_suppressed++;
+        goto playout;
+    }
     unsigned char b64[FRAME * 2];
     size_t bl = 0;
     if (mbedtls_base64_encode(b64, sizeof b64, &bl, frame, FRAME) != 0) {
@@ -683,6 +691,7 @@ static void tick_cb(uv_timer_t *t)
         tm->nsent++;
     }
     c->r.frames_sent++;
+playout:;
     /* Playout: 160 bytes per 20 ms. */
     size_t avail = c->fifo_len < FRAME ? c->fifo_len : FRAME;
     if (c->o.record_heard) {
@@ -1177,7 +1186,8 @@ void sim_call_print_summary(const sim_call_t *c, FILE *f)
         "ended_by=%s close_code=%d first_audio_ms=%.1f late_ticks=%llu "
         "duration_s=%.3f says_after_stream=%u said_after_s=%.3f "
         "twiml_replaced=%d dialed=%s dialed_after_s=%.3f "
-        "action_requests=%u action_status=%d rejected=%s",
+        "action_requests=%u action_status=%d rejected=%s "
+        "frames_suppressed=%llu",
         r->call_sid, r->ok ? "ok" : "fail",
         r->stream_sid[0] ? r->stream_sid : "-", r->webhook_status,
         (unsigned long long)r->frames_sent, (unsigned long long)r->dtmf_sent,
@@ -1198,7 +1208,8 @@ void sim_call_print_summary(const sim_call_t *c, FILE *f)
         r->close_code, r->first_audio_ms, (unsigned long long)r->late_ticks,
         r->duration_s, r->says_after_stream, r->said_after_s, r->twiml_replaced,
         r->dialed[0] ? r->dialed : "-", r->dialed_after_s, r->action_requests,
-        r->action_status, r->rejected[0] ? r->rejected : "-");
+        r->action_status, r->rejected[0] ? r->rejected : "-",
+        (unsigned long long)r->frames_suppressed);
     if (r->says_after_stream > 0)
         fprintf(f, " said=\"%s\"", r->said);
     if (!r->ok)
