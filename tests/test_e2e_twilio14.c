@@ -56,6 +56,23 @@ static char *vb_stop(rig_t *r)
     return text;
 }
 
+/* Polls voxbridge's metrics until series `name`{labels} reaches `want`
+ * (a deadline, not a sleep); returns the last value seen. */
+static double await_metric(const rig_t *r, const char *name, const char *labels,
+                           double want)
+{
+    double v = -1;
+    for (int i = 0; i < 100; i++) {
+        char *m = metrics(r);
+        v = msum(m, name, labels);
+        free(m);
+        if (v >= want)
+            break;
+        usleep(50000 * (useconds_t)vb_test_slowdown());
+    }
+    return v;
+}
+
 typedef enum { END_NO_CREDS, END_REST_DEAD } end_how_t;
 
 /* The model says goodbye and calls end_call: the caller hears the goodbye
@@ -84,6 +101,14 @@ static void intended_end_case(end_how_t how)
     sim_t s;
     sim_start(&r, &s, 0, audio, NULL, NULL);
     char *out = sim_wait(&r, &s);
+    /* Twilio's stream events reached the <Stream statusCallback>. */
+    ASSERT_EQ(field(out, "stream_events_sent"), 2);
+    ASSERT_EQ(await_metric(&r, "vb_twilio_stream_events_total",
+                           "event=\"stream-started\"", 1),
+              1);
+    ASSERT_EQ(await_metric(&r, "vb_twilio_stream_events_total",
+                           "event=\"stream-stopped\"", 1),
+              1);
     char *m = metrics(&r);
     char *vblog = vb_stop(&r);
     rig_stop(&r);

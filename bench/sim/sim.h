@@ -215,7 +215,8 @@ typedef struct sim_call_result {
     /* The call was not answered: <Reject reason> ("busy": a busy tone,
      * "rejected": not in service); "" otherwise. */
     char rejected[16];
-    uint64_t frames_suppressed; /* silent frames not sent */
+    uint64_t frames_suppressed;  /* silent frames not sent */
+    unsigned stream_events_sent; /* <Stream statusCallback> requests */
 } sim_call_result_t;
 
 typedef void (*sim_call_done_cb)(sim_call_t *c, void *ud);

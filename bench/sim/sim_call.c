@@ -72,6 +72,12 @@ struct sim_call {
     char ctype[128];
     size_t ctype_len;
     bool resp_done;
+    /* <Stream statusCallback> requests in flight (their answers are
+     * read and dropped). */
+    struct cb_req {
+        sim_call_t *c;
+        vb_transport_t *t;
+    } cbs[4];
     /* The request under way is the <Connect action>, not the webhook. */
     bool in_action;
     char action_url[1024];
@@ -197,6 +203,11 @@ static void finish(sim_call_t *c, const char *fmt, ...)
         vb_transport_close(c->http);
         c->http = NULL;
     }
+    for (size_t i = 0; i < sizeof c->cbs / sizeof c->cbs[0]; i++)
+        if (c->cbs[i].t != NULL) {
+            vb_transport_close(c->cbs[i].t);
+            c->cbs[i].t = NULL;
+        }
     if (c->api != NULL)
         sim_api_unregister(c->api, c);
     c->r.duration_s = (double)(vb_clock_now_ns() - c->t_begin) / 1e9;
@@ -522,6 +533,91 @@ static int post_form(sim_call_t *c, const char *url, const char *status)
     vb_transport_set_handler(c->http, h_read, h_event, c);
     vlog(c, "POST %s", url);
     return 0;
+}
+
+static void cb_read(vb_transport_t *t, const uint8_t *d, size_t n, void *ud)
+{
+    (void)t;
+    (void)d;
+    (void)n;
+    (void)ud;
+}
+
+static void cb_event(vb_transport_t *t, vb_transport_event_t ev, int err,
+                     void *ud)
+{
+    (void)err;
+    struct cb_req *q = ud;
+    if ((ev == VB_TRANSPORT_ERROR || ev == VB_TRANSPORT_EOF) && q->t == t) {
+        vb_transport_close(t);
+        q->t = NULL;
+    }
+}
+
+/* Twilio's <Stream statusCallback> request for `event` (stream-started,
+ * stream-stopped), signed, answered or not: the call goes on. */
+static void post_stream_event(sim_call_t *c, const char *event)
+{
+    const sim_verb_t *v = c->connect;
+    if (v == NULL || v->status_cb == NULL)
+        return;
+    struct cb_req *q = NULL;
+    for (size_t i = 0; i < sizeof c->cbs / sizeof c->cbs[0] && q == NULL; i++)
+        if (c->cbs[i].t == NULL)
+            q = &c->cbs[i];
+    vb_ws_url_t u;
+    if (q == NULL || vb_ws_url_parse_http(v->status_cb, &u) != 0) {
+        vlog(c, "stream status callback not sent (%s)", event);
+        return;
+    }
+    char ts[32];
+    snprintf(ts, sizeof ts, "%.3f", (double)vb_clock_now_ns() / 1e9);
+    sim_param_t p[] = {
+        {"AccountSid", c->account},     {"CallSid", c->r.call_sid},
+        {"StreamEvent", event},         {"StreamName", c->r.stream_sid},
+        {"StreamSid", c->r.stream_sid}, {"Timestamp", ts},
+    };
+    size_t np = sizeof p / sizeof p[0];
+    char *body = sim_form_encode(p, np);
+    char sig[64] = "";
+    if (body == NULL ||
+        (c->token[0] != '\0' &&
+         sim_sign(c->token, v->status_cb, p, np, sig, sizeof sig) != 0)) {
+        free(body);
+        return;
+    }
+    char req[4096];
+    bool defport = u.port == (u.secure ? 443 : 80);
+    char hostport[300];
+    if (defport)
+        snprintf(hostport, sizeof hostport, "%s", u.host);
+    else
+        snprintf(hostport, sizeof hostport, "%s:%u", u.host, (unsigned)u.port);
+    int n = snprintf(req, sizeof req,
+                     "POST %s HTTP/1.1\r\nHost: %s\r\n"
+                     "User-Agent: TwilioProxy/1.1\r\n"
+                     "Content-Type: application/x-www-form-urlencoded\r\n"
+                     "Content-Length: %zu\r\n%s%s%s"
+                     "Connection: close\r\n\r\n%s",
+                     u.target, hostport, strlen(body),
+                     sig[0] ? "X-Twilio-Signature: " : "", sig,
+                     sig[0] ? "\r\n" : "", body);
+    free(body);
+    if (n < 0 || (size_t)n >= sizeof req)
+        return;
+    if (open_transport(c, u.secure, u.host, u.port, &q->t) != 0) {
+        q->t = NULL;
+        return;
+    }
+    q->c = c;
+    vb_transport_set_handler(q->t, cb_read, cb_event, q);
+    if (vb_transport_write(q->t, req, (size_t)n) < 0) {
+        vb_transport_close(q->t);
+        q->t = NULL;
+        return;
+    }
+    c->r.stream_events_sent++;
+    vlog(c, "stream status callback %s -> %s", event, v->status_cb);
 }
 
 static int post_webhook(sim_call_t *c)
@@ -852,6 +948,7 @@ static void after_stream(sim_call_t *c)
 {
     uv_timer_stop(&c->timer);
     c->st = S_AFTER;
+    post_stream_event(c, "stream-stopped");
     /* With an action Twilio runs what it answers, never the verbs after
      * </Connect>; not when the caller hung up or a REST update ended or
      * redirected the call. */
@@ -908,6 +1005,7 @@ static void ws_opened(vb_ws_t *ws, void *ud)
     c->r.stream_opened = true;
     random_sid(c->r.stream_sid, "MZ");
     vlog(c, "stream open %s", c->r.stream_sid);
+    post_stream_event(c, "stream-started");
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "event", "connected");
     cJSON_AddStringToObject(j, "protocol", "Call");
@@ -1187,7 +1285,7 @@ void sim_call_print_summary(const sim_call_t *c, FILE *f)
         "duration_s=%.3f says_after_stream=%u said_after_s=%.3f "
         "twiml_replaced=%d dialed=%s dialed_after_s=%.3f "
         "action_requests=%u action_status=%d rejected=%s "
-        "frames_suppressed=%llu",
+        "frames_suppressed=%llu stream_events_sent=%u",
         r->call_sid, r->ok ? "ok" : "fail",
         r->stream_sid[0] ? r->stream_sid : "-", r->webhook_status,
         (unsigned long long)r->frames_sent, (unsigned long long)r->dtmf_sent,
@@ -1209,7 +1307,7 @@ void sim_call_print_summary(const sim_call_t *c, FILE *f)
         r->duration_s, r->says_after_stream, r->said_after_s, r->twiml_replaced,
         r->dialed[0] ? r->dialed : "-", r->dialed_after_s, r->action_requests,
         r->action_status, r->rejected[0] ? r->rejected : "-",
-        (unsigned long long)r->frames_suppressed);
+        (unsigned long long)r->frames_suppressed, r->stream_events_sent);
     if (r->says_after_stream > 0)
         fprintf(f, " said=\"%s\"", r->said);
     if (!r->ok)
