@@ -708,7 +708,13 @@ TEST_T(unknown_events_and_track_names_never_end_a_call, 30)
                  "\"streamSid\":\"" STREAM_SID "\"}");
     ASSERT_TRUE(pop_in(f, &m, 5000));
     ASSERT_EQ(m.kind, VB_MSG_CALL_CLOSE);
+    /* The stats are recorded just after CALL_CLOSE is pushed: wait. */
     vb_twilio_call_stats_t st;
+    uint64_t end =
+        vb_clock_now_ns() + 5000000000ull * (uint64_t)vb_test_slowdown();
+    while (vb_twilio_stream_last_stats(f->st, &st) < 1 &&
+           vb_clock_now_ns() < end)
+        usleep(1000);
     ASSERT_EQ(vb_twilio_stream_last_stats(f->st, &st), 1);
     ASSERT_EQ(st.unknown_events, 150);
     ASSERT_EQ(st.protocol_errors, 0);
