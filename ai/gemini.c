@@ -1715,6 +1715,19 @@ static void on_prepare(vb_gemini_stage_t *s, const vb_msg_t *m)
     }
     p.call_sid[sizeof(p.call_sid) - 1] = '\0';
     const char *sid = p.call_sid;
+    if (m->flags & VB_MSG_PREPARE_CANCEL) {
+        /* The call is over and its stream never came. */
+        call_t *gone = find_by_sid(s, sid, false);
+        vb_call_ctx_destroy(p.ctx);
+        if (gone != NULL) {
+            vb_log_info(sid,
+                        "pre-connected gemini session dropped: the call "
+                        "ended before its stream",
+                        NULL);
+            call_free(s, gone, "not claimed");
+        }
+        return;
+    }
     if (sid[0] == '\0' || find_by_sid(s, sid, false) != NULL ||
         find_by_sid(s, sid, true) != NULL) {
         vb_call_ctx_destroy(p.ctx);

@@ -137,10 +137,15 @@
       "optional <Say> text spoken before the stream connects")                 \
     X(fallback_say, STR, "VOXBRIDGE_FALLBACK_SAY",                             \
       "Sorry, the assistant is unavailable. Goodbye.", 0, 0, NULL,             \
-      "<Say> text after the stream ends unexpectedly, before <Hangup/>")       \
+      "<Say> text after the stream ends unexpectedly (the <Connect action> "   \
+      "answer), before <Hangup/>")                                             \
     X(busy_say, STR, "VOXBRIDGE_BUSY_SAY",                                     \
       "Sorry, all our lines are busy. Please call again later.", 0, 0, NULL,   \
-      "<Say> text when at --max-calls")                                        \
+      "<Say> text when at --max-calls with --busy-answer say")                 \
+    X(busy_answer, ENUM, "VOXBRIDGE_BUSY_ANSWER", "reject", 0, 0,              \
+      "reject|say",                                                            \
+      "at --max-calls: <Reject reason=\"busy\"/> (busy tone, the call is "     \
+      "not answered) or answer to say --busy-say")                             \
     /* Twilio */                                                               \
     X(twilio_auth_token, SECRET, "TWILIO_AUTH_TOKEN", "", 0, 0, NULL,          \
       "Twilio auth token: verifies X-Twilio-Signature, authenticates REST "    \
@@ -152,6 +157,12 @@
       "or one bare secret for any key")                                        \
     X(twilio_account_sid, STR, "TWILIO_ACCOUNT_SID", "", 0, 0, NULL,           \
       "Twilio account SID for the REST hang-up")                               \
+    X(twilio_api_key, STR, "TWILIO_API_KEY", "", 0, 0, NULL,                   \
+      "Twilio API key SID (SK...) for the REST API, with TWILIO_API_SECRET, "  \
+      "in place of the auth token (TWILIO_ACCOUNT_SID or the stream's "        \
+      "account stays in the path)")                                            \
+    X(twilio_api_secret, SECRET, "TWILIO_API_SECRET", "", 0, 0, NULL,          \
+      "the secret of TWILIO_API_KEY")                                          \
     X(twilio_api_url, STR, "VOXBRIDGE_TWILIO_API_URL",                         \
       "https://api.twilio.com", 0, 0, NULL, "Twilio REST API base URL")        \
     X(stream_secret, SECRET, "VOXBRIDGE_STREAM_SECRET", "", 0, 0, NULL,        \
@@ -176,6 +187,12 @@
     X(media_timeout_ms, INT, "VOXBRIDGE_MEDIA_TIMEOUT_MS", "10000", 1000,      \
       3600000, NULL,                                                           \
       "a call whose stream sends nothing for this long is closed")             \
+    X(media_gap_fill_ms, INT, "VOXBRIDGE_MEDIA_GAP_FILL_MS", "400", 0, 10000,  \
+      NULL,                                                                    \
+      "caller silent this long with no media (a leg that suppresses "          \
+      "silence): the model gets u-law silence in real time, up to 2 s a gap, " \
+      "so its turn detection ends the turn (0: off; gaps in media.timestamp "  \
+      "are filled either way)")                                                \
     X(max_call_duration, INT, "VOXBRIDGE_MAX_CALL_DURATION", "0", 0, 604800,   \
       NULL, "seconds after which a call is hung up (0: no limit)")             \
     X(stream_require_signature, BOOL, "VOXBRIDGE_STREAM_REQUIRE_SIGNATURE",    \

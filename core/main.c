@@ -106,6 +106,14 @@ static void calls_changed(void *ud, int lane, int delta)
         vb_ingress_calls_add(ls->ingress, (uint32_t)lane, delta);
 }
 
+/* On a twilio-io thread: an opened call ended, intended or not. */
+static void call_ended(void *ud, const char *call_sid, bool intended)
+{
+    lanes_t *ls = ud;
+    if (ls->ingress != NULL)
+        vb_ingress_call_ended(ls->ingress, call_sid, intended);
+}
+
 /* Whether the recorder records a call: its assistant's "record" (which
  * defaults to on with --record-dir). An assistant this instance does not
  * know (a stream whose webhook another instance with another file
@@ -227,6 +235,7 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
             .max_preauth = (uint32_t)cfg->max_pending_streams,
             .max_preauth_per_peer = (uint32_t)cfg->max_pending_streams_per_peer,
             .media_timeout_ms = (uint32_t)cfg->media_timeout_ms,
+            .media_gap_fill_ms = (uint32_t)cfg->media_gap_fill_ms,
             .max_call_s = (uint32_t)cfg->max_call_duration,
             .token_ttl_s = (uint32_t)cfg->stream_token_ttl,
             .token_key = key,
@@ -235,10 +244,13 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
             .out_from_dsp = &l->ch.dsp_to_tw,
             .metrics = metrics,
             .calls_changed = calls_changed,
+            .call_ended = call_ended,
             .calls_ud = ls,
             .rest_api_url = cfg->twilio_api_url,
             .rest_account_sid = cfg->twilio_account_sid,
             .rest_auth_token = cfg->twilio_auth_token,
+            .rest_api_key = cfg->twilio_api_key,
+            .rest_api_secret = cfg->twilio_api_secret,
             .rest_tls = ls->rest_tls,
             .record = vb_recorder_chan(l->rec),
             .record_reserve = VB_RECORDER_RESERVE,

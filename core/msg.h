@@ -39,6 +39,11 @@
  * once the audio before it has played. */
 #define VB_MSG_HANGUP_TRANSFER 2u
 
+/* vb_msg_t.flags of PREPARE: the call ended before its stream came (its
+ * status callback said so): drop its pre-connected session now. `ctx` is
+ * NULL. */
+#define VB_MSG_PREPARE_CANCEL 1u
+
 /* vb_msg_t.flags of AUDIO on the channel to the recorder (dsp/recorder.h):
  * whose audio it is. */
 #define VB_MSG_REC_CALLER 1u /* the caller's, as Twilio sent it */

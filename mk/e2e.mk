@@ -27,3 +27,6 @@ THREADED_TESTS += test_e2e_gemini14
 # Outbound calls (tests/test_e2e_outbound.c): POST /v1/calls through
 # `vb-sim serve` (Calls.json), variables, report, machine detection.
 THREADED_TESTS += test_e2e_outbound
+# How a Twilio call ends (tests/test_e2e_twilio14.c): <Connect action>
+# after end_call or a failure, with and without REST; <Reject> at capacity.
+THREADED_TESTS += test_e2e_twilio14

@@ -35,6 +35,8 @@ enum route {
     R_VOICE,
     R_STATUS,
     R_STREAM,
+    R_ENDED,
+    R_STREAM_STATUS,
     R_HEALTHZ,
     R_READYZ,
     R_METRICS,
@@ -45,8 +47,9 @@ enum route {
     R_COUNT
 };
 static const char *const route_names[R_COUNT] = {
-    "voice",   "status",      "stream",     "healthz", "readyz",
-    "metrics", "test_system", "test_audio", "calls",   "other"};
+    "voice",         "status",     "stream", "stream_ended",
+    "stream_status", "healthz",    "readyz", "metrics",
+    "test_system",   "test_audio", "calls",  "other"};
 
 static const int codes[] = {101, 200, 201, 204, 400, 401, 403, 404, 405,
                             408, 413, 415, 426, 429, 431, 500, 502, 503};
@@ -56,6 +59,16 @@ static const char *const call_statuses[] = {
     "queued", "initiated", "ringing",   "in-progress", "completed",
     "busy",   "failed",    "no-answer", "canceled",    "other"};
 #define NSTATUSES (sizeof(call_statuses) / sizeof(call_statuses[0]))
+
+/* <Stream statusCallback> StreamEvent values (the last: anything else). */
+static const char *const stream_events[] = {"stream-started", "stream-stopped",
+                                            "stream-error", "other"};
+#define NSTREAM_EVENTS (sizeof(stream_events) / sizeof(stream_events[0]))
+
+/* The <Connect action> path under --webhook-path. */
+#define ENDED_SEG "/stream-ended/"
+/* The <Stream statusCallback> path under --status-path. */
+#define STREAM_STATUS_SEG "/stream"
 
 enum handoff_result { H_OK, H_RING_FULL, H_NO_LANES, H_FAILED, H_COUNT };
 static const char *const handoff_names[H_COUNT] = {"ok", "ring_full",
@@ -74,6 +87,7 @@ enum { INST_NONE = -1, INST_OURS = 0, INST_OTHER = 1 };
 typedef struct pend {
     uint32_t lane; /* CONSUMED once its stream arrived */
     uint64_t expiry_ns;
+    uint64_t sid_hash; /* the call's */
 } pend_t;
 
 struct vb_ingress {
@@ -138,6 +152,14 @@ struct vb_ingress {
     uint32_t ans_cap;
     vb_metric_t replays;
     uint32_t rr;
+    /* How calls that ran here ended, by CallSid hash (direct-mapped,
+     * written by the twilio-io threads): hash with bit 0 set, bit 1 when
+     * the end was intended. Read by the <Connect action> route. */
+    _Atomic uint64_t *ended;
+    uint32_t ended_cap;
+    vb_metric_t ended_answer[2]; /* nothing more, fallback */
+    vb_metric_t unstreamed;      /* calls over before their stream came */
+    vb_metric_t stream_event[4]; /* by stream_events[] */
 
     uv_loop_t loop;
     bool loop_ok;
@@ -156,7 +178,7 @@ struct vb_ingress {
     vb_metric_t req_id[R_COUNT][NCODES];
     bool req_reg[R_COUNT][NCODES];
     vb_metric_t dur[R_COUNT];
-    vb_metric_t sigfail[3]; /* voice, status, stream */
+    vb_metric_t sigfail[5]; /* voice .. stream_status */
     vb_metric_t status_id[NSTATUSES];
     vb_metric_t rejected_busy, rejected_draining;
     vb_metric_t g_ready, g_draining, g_max_calls; /* set at each scrape */
@@ -259,6 +281,27 @@ static void gemini_why(vb_ingress_t *g, char *out, size_t n)
     pthread_mutex_unlock(&g->gm_mu);
 }
 
+void vb_ingress_call_ended(vb_ingress_t *g, const char *call_sid, bool intended)
+{
+    if (g == NULL || g->ended == NULL || call_sid == NULL)
+        return;
+    uint64_t h = vb_hash_fnv1a64(call_sid, strlen(call_sid));
+    atomic_store_explicit(&g->ended[h % g->ended_cap],
+                          (h & ~(uint64_t)3) | 1u | (intended ? 2u : 0u),
+                          memory_order_relaxed);
+}
+
+/* How a call that ran here ended: 1 intended, 0 not, -1 unknown here. */
+static int ended_get(const vb_ingress_t *g, const char *call_sid)
+{
+    uint64_t h = vb_hash_fnv1a64(call_sid, strlen(call_sid));
+    uint64_t v =
+        atomic_load_explicit(&g->ended[h % g->ended_cap], memory_order_relaxed);
+    if ((v & 1u) == 0 || (v & ~(uint64_t)3) != (h & ~(uint64_t)3))
+        return -1;
+    return (v & 2u) != 0;
+}
+
 void vb_ingress_calls_add(vb_ingress_t *g, uint32_t lane, int delta)
 {
     if (lane < g->nlanes)
@@ -301,7 +344,8 @@ static void pend_prune(vb_ingress_t *g, uint64_t now)
                           memory_order_relaxed);
 }
 
-static void pend_push(vb_ingress_t *g, uint32_t lane, uint64_t now)
+static void pend_push(vb_ingress_t *g, uint32_t lane, uint64_t now,
+                      uint64_t sid_hash)
 {
     if (g->pend_n == g->pend_cap) {
         /* Full of old entries: forget the oldest. */
@@ -315,6 +359,7 @@ static void pend_push(vb_ingress_t *g, uint32_t lane, uint64_t now)
     }
     pend_t *p = &g->pend[(g->pend_head + g->pend_n) % g->pend_cap];
     p->lane = lane;
+    p->sid_hash = sid_hash;
     p->expiry_ns = now + VB_INGRESS_PENDING_MS * VB_NS_PER_MS;
     g->pend_n++;
     g->lane_pending[lane]++;
@@ -342,6 +387,26 @@ static void pend_consume(vb_ingress_t *g, uint32_t lane)
 static uint64_t sid_hash(const char *sid)
 {
     return vb_hash_fnv1a64(sid, strlen(sid));
+}
+
+/* The call is over before its stream came: its pending entry, if no
+ * stream took it yet, frees its capacity now. Returns whether it did. (A
+ * stream takes the oldest entry of its lane, whichever call's: then this
+ * call's slot goes at the expiry, never early.) */
+static bool pend_forget(vb_ingress_t *g, uint64_t h)
+{
+    for (uint32_t i = 0; i < g->pend_n; i++) {
+        pend_t *p = &g->pend[(g->pend_head + i) % g->pend_cap];
+        if (p->lane != CONSUMED && p->sid_hash == h) {
+            g->lane_pending[p->lane]--;
+            g->pend_total--;
+            p->lane = CONSUMED;
+            atomic_store_explicit(&g->pending_shared, g->pend_total,
+                                  memory_order_relaxed);
+            return true;
+        }
+    }
+    return false;
 }
 
 /* The answer already given to this CallSid, while its token is valid. */
@@ -461,7 +526,7 @@ static int register_metrics(vb_ingress_t *g)
             g->m, VB_METRIC_HISTOGRAM, "vb_http_request_duration_seconds",
             "Time from a request's first byte to its response, by route.",
             VB_LABELS("route", route_names[r]), &g->dur[r]);
-    for (int r = 0; rc == 0 && r < 3; r++)
+    for (int r = 0; rc == 0 && r < 5; r++)
         rc = vb_metrics_add(
             g->m, VB_METRIC_COUNTER, "vb_twilio_signature_failures_total",
             "Requests refused for a missing or wrong X-Twilio-Signature.",
@@ -472,9 +537,33 @@ static int register_metrics(vb_ingress_t *g)
             "Call-status callbacks received, by CallStatus.",
             VB_LABELS("status", call_statuses[i]), &g->status_id[i]);
     if (rc == 0)
-        rc = vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_calls_rejected_total",
-                            "Calls answered with the busy message, by reason.",
-                            VB_LABELS("reason", "busy"), &g->rejected_busy);
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_COUNTER, "vb_calls_rejected_total",
+            "Calls refused (<Reject reason=\"busy\"/> or the busy "
+            "message), by reason.",
+            VB_LABELS("reason", "busy"), &g->rejected_busy);
+    if (rc == 0)
+        rc =
+            vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_calls_unstreamed_total",
+                           "Calls answered here whose final status callback "
+                           "came before their stream: capacity and the "
+                           "pre-connected Gemini session freed at once.",
+                           NULL, &g->unstreamed);
+    for (size_t i = 0; rc == 0 && i < NSTREAM_EVENTS; i++)
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_COUNTER, "vb_twilio_stream_events_total",
+            "<Stream statusCallback> events from Twilio, by "
+            "StreamEvent (stream-error logs StreamError).",
+            VB_LABELS("event", stream_events[i]), &g->stream_event[i]);
+    static const char *const ea_names[2] = {"hangup", "fallback"};
+    for (int i = 0; rc == 0 && i < 2; i++)
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_COUNTER, "vb_stream_ended_answers_total",
+            "<Connect action> requests answered, by answer: "
+            "hangup (the end was intended here) or fallback "
+            "(--fallback-say: a failure, or a call whose "
+            "stream did not run here).",
+            VB_LABELS("answer", ea_names[i]), &g->ended_answer[i]);
     if (rc == 0)
         rc = vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_webhook_replays_total",
                             "Voice webhooks for a CallSid already answered "
@@ -482,10 +571,11 @@ static int register_metrics(vb_ingress_t *g)
                             "no new capacity.",
                             NULL, &g->replays);
     if (rc == 0)
-        rc = vb_metrics_add(g->m, VB_METRIC_COUNTER, "vb_calls_rejected_total",
-                            "Calls answered with the busy message, by reason.",
-                            VB_LABELS("reason", "draining"),
-                            &g->rejected_draining);
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_COUNTER, "vb_calls_rejected_total",
+            "Calls refused (<Reject reason=\"busy\"/> or the busy "
+            "message), by reason.",
+            VB_LABELS("reason", "draining"), &g->rejected_draining);
     if (rc == 0)
         rc = vb_metrics_add(g->m, VB_METRIC_GAUGE, "vb_ready",
                             "1 while /readyz answers 200 (not draining, "
@@ -639,6 +729,40 @@ static bool stream_path_match(const vb_ingress_t *g, const vb_http_req_t *req,
     return true;
 }
 
+/* --webhook-path + "/stream-ended/<instance>" (any instance), the
+ * <Connect action> of the TwiML. */
+static bool ended_path_match(const vb_ingress_t *g, const vb_http_req_t *req)
+{
+    const char *wp = g->cfg->webhook_path;
+    size_t n = strlen(wp), m = strlen(ENDED_SEG);
+    if (req->path_len <= n + m || memcmp(req->target, wp, n) != 0 ||
+        memcmp(req->target + n, ENDED_SEG, m) != 0)
+        return false;
+    const char *rest = req->target + n + m;
+    size_t left = req->path_len - n - m;
+    if (left > 0 && rest[left - 1] == '/')
+        left--;
+    if (left == 0 || left >= sizeof(g->instance))
+        return false;
+    for (size_t i = 0; i < left; i++)
+        if (!seg_char(rest[i]))
+            return false;
+    return true;
+}
+
+/* --status-path + "/stream": the <Stream statusCallback>. */
+static bool stream_status_path_match(const vb_ingress_t *g,
+                                     const vb_http_req_t *req)
+{
+    const char *sp = g->cfg->status_path;
+    size_t n = strlen(sp), m = strlen(STREAM_STATUS_SEG);
+    size_t len = req->path_len;
+    if (len == n + m + 1 && req->target[len - 1] == '/')
+        len--;
+    return len == n + m && memcmp(req->target, sp, n) == 0 &&
+           memcmp(req->target + n, STREAM_STATUS_SEG, m) == 0;
+}
+
 static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
                        long *lane, int *inst)
 {
@@ -666,6 +790,10 @@ static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
         return R_VOICE;
     if (path_is_or_slash(req, g->cfg->status_path))
         return R_STATUS;
+    if (ended_path_match(g, req))
+        return R_ENDED;
+    if (stream_status_path_match(g, req))
+        return R_STREAM_STATUS;
     if (stream_path_match(g, req, lane, inst))
         return R_STREAM;
     return R_OTHER;
@@ -825,8 +953,13 @@ static void busy_twiml(vb_ingress_t *g, vb_http_resp_t *resp)
 {
     vb_twiml_t t;
     vb_twiml_init(&t);
-    vb_twiml_say(&t, g->cfg->busy_say);
-    vb_twiml_hangup(&t);
+    if (strcmp(g->cfg->busy_answer, "say") == 0) {
+        vb_twiml_say(&t, g->cfg->busy_say);
+        vb_twiml_hangup(&t);
+    } else {
+        /* Not answered: the caller hears a busy tone, nothing is billed. */
+        vb_twiml_reject(&t, "busy");
+    }
     size_t len;
     if (vb_twiml_finish(&t, &resp->body_owned, &len) != 0) {
         set_text(resp, 500, "out of memory\n");
@@ -854,8 +987,31 @@ static void stream_base(vb_ingress_t *g, const vb_http_req_t *req, char *out,
     if (host == NULL)
         host = vb_http_req_header(req, "Host");
     bool tls = proto != NULL && strcasecmp(proto, "https") == 0;
+    const char *fwd = vb_http_req_header(req, "X-Forwarded-Proto");
+    if (!g->cfg->trust_proxy && fwd != NULL && strcasecmp(fwd, "https") == 0)
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 60000, NULL,
+                           "webhook came through a TLS proxy but "
+                           "--trust-proxy is off: the stream URL is ws://, "
+                           "which Twilio cannot stream to; set --public-url "
+                           "or --trust-proxy",
+                           "host=%.200s", host ? host : "-");
     snprintf(out, n, "%s://%s", tls ? "wss" : "ws",
              host && *host ? host : "localhost");
+}
+
+/* http(s)://host of the <Connect action> URL: --public-url, else the
+ * Host header (as stream_base()). */
+static void action_base(vb_ingress_t *g, const vb_http_req_t *req, char *out,
+                        size_t n)
+{
+    if (g->public_base != NULL) {
+        snprintf(out, n, "%s", g->public_base);
+        return;
+    }
+    char ws[512];
+    stream_base(g, req, ws, sizeof(ws));
+    bool tls = strncmp(ws, "wss://", 6) == 0;
+    snprintf(out, n, "%s://%.400s", tls ? "https" : "http", ws + (tls ? 6 : 5));
 }
 
 /* Hands the call's context (owned from here on) to the lane's gemini
@@ -889,11 +1045,38 @@ static void push_prepare(vb_ingress_t *g, uint32_t lane, const char *sid,
     vb_chan_end(l->prepare, m);
 }
 
+/* The call ended before its stream came: the lane's gemini stage drops
+ * the session it pre-connected for it. */
+static void push_cancel(vb_ingress_t *g, uint32_t lane, const char *sid)
+{
+    vb_ingress_lane_t *l = g->lanes ? &g->lanes[lane] : NULL;
+    if (l == NULL || l->prepare == NULL)
+        return;
+    vb_msg_t *m =
+        vb_chan_begin(l->prepare, VB_MSG_PREPARE, VB_MSG_PREPARE_CANCEL,
+                      (vb_call_id_t){0, 0}, 0, vb_clock_now_ns());
+    if (m == NULL) {
+        /* The session still goes at its TTL. */
+        VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, sid, "prepare ring full",
+                           "lane=%u cancel=1", lane);
+        return;
+    }
+    vb_msg_prepare_t p;
+    memset(&p, 0, sizeof(p));
+    snprintf(p.call_sid, sizeof(p.call_sid), "%s", sid);
+    p.lane = lane;
+    m->len = sizeof(p);
+    memcpy(m->data, &p, sizeof(p));
+    vb_chan_end(l->prepare, m);
+}
+
 /* What the TwiML and the PREPARE of one answered call need. */
 typedef struct call_info {
     char call[64], account[64], from[64], to[64], direction[32];
     char client[64];
     char url[1024];
+    char action[1024];
+    char stream_cb[1024];
     char token[VB_TWILIO_TOKEN_LEN + 1];
     uint32_t lane;
     int64_t expiry;
@@ -920,9 +1103,10 @@ static int twiml_for(vb_ingress_t *g, const call_info_t *ci, const char *aname,
     vb_twiml_t t;
     vb_twiml_init(&t);
     vb_twiml_say(&t, g->cfg->say);
-    vb_twiml_connect_stream(&t, ci->url, params, aname != NULL ? 6 : 4);
-    vb_twiml_say(&t, g->cfg->fallback_say);
-    vb_twiml_hangup(&t);
+    /* Twilio requests the action when the stream ends and runs what it
+     * answers; the verbs after </Connect> would never run. */
+    vb_twiml_connect_stream_cb(&t, ci->url, ci->action, ci->stream_cb, params,
+                               aname != NULL ? 6 : 4);
     size_t len;
     if (vb_twiml_finish(&t, &resp->body_owned, &len) != 0) {
         set_text(resp, 500, "out of memory\n");
@@ -1180,6 +1364,8 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     stream_base(g, req, base, sizeof(base));
     snprintf(url, sizeof(url), "%s%s/%s/%u", base, g->cfg->stream_path,
              g->instance, lane);
+    char abase[512];
+    action_base(g, req, abase, sizeof(abase));
     /* The called number picks the assistant (or --assistant-url, below);
      * its name travels in the stream's parameters, bound to the call and
      * token by a MAC, so an instance that did not answer this webhook
@@ -1198,6 +1384,10 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
              vb_form_get(&f, "Direction") ? vb_form_get(&f, "Direction") : "");
     snprintf(ci.client, sizeof ci.client, "%s", client);
     snprintf(ci.url, sizeof ci.url, "%s", url);
+    snprintf(ci.action, sizeof ci.action, "%s%s" ENDED_SEG "%s", abase,
+             g->cfg->webhook_path, g->instance);
+    snprintf(ci.stream_cb, sizeof ci.stream_cb, "%s%s" STREAM_STATUS_SEG, abase,
+             g->cfg->status_path);
     snprintf(ci.token, sizeof ci.token, "%s", token);
     ci.lane = lane;
     ci.expiry = expiry;
@@ -1209,7 +1399,7 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     asst = outbound_assistant(g, req, call, set, asst, &own, &outbound);
     if (prev == NULL && !outbound && g->aurl != NULL && asst != NULL &&
         asst_request(g, req, resp, &ci, set, asst, matched) == 0) {
-        pend_push(g, lane, now);
+        pend_push(g, lane, now, sid_hash(call));
         answered_put(g, call, lane, expiry);
         goto out;
     }
@@ -1223,7 +1413,7 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
                            "lane=%u client=%s", lane, client);
         goto out;
     }
-    pend_push(g, lane, now);
+    pend_push(g, lane, now, sid_hash(call));
     answered_put(g, call, lane, expiry);
     call_prepare(g, &ci, asst, matched || outbound,
                  outbound ? "outbound" : "number");
@@ -1265,6 +1455,116 @@ static void route_status(vb_ingress_t *g, const vb_http_req_t *req,
     /* An outbound call's machine-detection result (docs/outbound.md). */
     if (call != NULL)
         vb_outbound_on_status(g->outbound, req, &f);
+    /* A final status for a call answered here whose stream never came
+     * (the caller hung up during the greeting, the stream URL failed):
+     * its capacity and its pre-connected session go now, not at the
+     * expiry. */
+    bool final = st != NULL &&
+                 (strcmp(st, "completed") == 0 || strcmp(st, "canceled") == 0 ||
+                  strcmp(st, "failed") == 0 || strcmp(st, "busy") == 0 ||
+                  strcmp(st, "no-answer") == 0);
+    int64_t now_s = (int64_t)vb_clock_wall_s();
+    struct answered *a =
+        final && call != NULL ? answered_find(g, call, now_s) : NULL;
+    if (a != NULL && ended_get(g, call) < 0 && pend_forget(g, sid_hash(call))) {
+        vb_metrics_counter_add(g->shard, g->unstreamed, 1);
+        vb_log_info(call, "call ended before its stream: capacity freed",
+                    "status=%s lane=%u", stbuf, a->lane);
+        push_cancel(g, a->lane, call);
+    }
+    resp->status = 204;
+out:
+    vb_form_free(&f);
+}
+
+/* Twilio's <Connect action> request, once the stream ended: nothing more
+ * after an end this instance intended (end_call, a transfer: `<Hangup/>`),
+ * the fallback text after any other end, or for a call whose stream did
+ * not run here (it never connected, or its instance is gone). */
+static void route_ended(vb_ingress_t *g, const vb_http_req_t *req,
+                        vb_http_resp_t *resp)
+{
+    if (!method_in(req, HTTP_POST, HTTP_GET)) {
+        method_not_allowed(resp, "POST, GET");
+        return;
+    }
+    char client[64];
+    client_addr(g, req, client, sizeof(client));
+    vb_form_t f = {0};
+    bool posted;
+    if (read_params(req, &f, resp, &posted) != 0)
+        goto out;
+    const char *sid = vb_form_get(&f, "CallSid");
+    const char *call = sid_ok(sid) ? sid : NULL;
+    if (!check_signature(g, R_ENDED, req, &f, posted, resp, call, client))
+        goto out;
+    if (call == NULL) {
+        vb_log_warn(NULL, "stream-ended request without a valid CallSid",
+                    "client=%s", client);
+        set_text(resp, 400, "missing or invalid CallSid\n");
+        goto out;
+    }
+    int how = ended_get(g, call);
+    vb_twiml_t t;
+    vb_twiml_init(&t);
+    if (how != 1)
+        vb_twiml_say(&t, g->cfg->fallback_say);
+    vb_twiml_hangup(&t);
+    size_t len;
+    if (vb_twiml_finish(&t, &resp->body_owned, &len) != 0) {
+        set_text(resp, 500, "out of memory\n");
+        goto out;
+    }
+    resp->status = 200;
+    resp->content_type = "text/xml";
+    resp->body_len = len;
+    vb_metrics_counter_add(g->shard, g->ended_answer[how == 1 ? 0 : 1], 1);
+    vb_log_info(call, "stream ended: answering the <Connect> action",
+                "answer=%s ended=%s client=%s",
+                how == 1 ? "hangup" : "fallback",
+                how == 1   ? "intended"
+                : how == 0 ? "failure"
+                           : "not_here",
+                client);
+out:
+    vb_form_free(&f);
+}
+
+/* Twilio's <Stream statusCallback>: the stream's events, logged (an
+ * error at warn, with Twilio's StreamError text) and counted. */
+static void route_stream_status(vb_ingress_t *g, const vb_http_req_t *req,
+                                vb_http_resp_t *resp)
+{
+    if (!method_in(req, HTTP_POST, HTTP_GET)) {
+        method_not_allowed(resp, "POST, GET");
+        return;
+    }
+    char client[64];
+    client_addr(g, req, client, sizeof(client));
+    vb_form_t f = {0};
+    bool posted;
+    if (read_params(req, &f, resp, &posted) != 0)
+        goto out;
+    const char *sid = vb_form_get(&f, "CallSid");
+    const char *call = sid_ok(sid) ? sid : NULL;
+    if (!check_signature(g, R_STREAM_STATUS, req, &f, posted, resp, call,
+                         client))
+        goto out;
+    const char *ev = vb_form_get(&f, "StreamEvent");
+    const char *ss = vb_form_get(&f, "StreamSid");
+    const char *er = vb_form_get(&f, "StreamError");
+    size_t i = 0;
+    while (i + 1 < NSTREAM_EVENTS &&
+           (ev == NULL || strcmp(ev, stream_events[i]) != 0))
+        i++;
+    vb_metrics_counter_add(g->shard, g->stream_event[i], 1);
+    if (i == 2)
+        vb_log_warn(call, "twilio stream error",
+                    "stream=%.64s error=\"%.300s\"", ss ? ss : "",
+                    er ? er : "");
+    else
+        vb_log_info(call, "twilio stream event", "event=%.32s stream=%.64s",
+                    ev ? ev : "", ss ? ss : "");
     resp->status = 204;
 out:
     vb_form_free(&f);
@@ -1681,6 +1981,12 @@ static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
     case R_STATUS:
         route_status(g, req, resp);
         break;
+    case R_ENDED:
+        route_ended(g, req, resp);
+        break;
+    case R_STREAM_STATUS:
+        route_stream_status(g, req, resp);
+        break;
     case R_STREAM:
         route_stream(g, req, resp, lane, inst);
         break;
@@ -2012,6 +2318,38 @@ static int derive_urls(vb_ingress_t *g)
     return 0;
 }
 
+/* Twilio streams only to wss:// on port 443: a start-up warning when
+ * the stream URL the TwiML will carry cannot work (docs/ingress.md). */
+static void warn_stream_url(const vb_ingress_t *g)
+{
+    const char *pu = g->cfg->public_url;
+    if (*pu == '\0') {
+        if (!g->cfg->trust_proxy)
+            vb_log_warn(NULL,
+                        "no --public-url: stream URLs are built from each "
+                        "webhook's Host header as ws://, which Twilio cannot "
+                        "stream to; set --public-url https://HOST (or, "
+                        "behind a TLS proxy, --trust-proxy)",
+                        NULL);
+        return;
+    }
+    vb_ws_url_t u;
+    if (vb_ws_url_parse_http(pu, &u) != 0)
+        return; /* the config check reports it */
+    if (!u.secure)
+        vb_log_warn(NULL,
+                    "--public-url is http://: the stream URL is ws://, which "
+                    "Twilio cannot stream to; use https:// (a TLS proxy in "
+                    "front, port 443)",
+                    "public_url=%s stream_url=%s", pu, g->stream_base);
+    else if (u.port != 443)
+        vb_log_warn(NULL,
+                    "--public-url names a port other than 443: Twilio "
+                    "streams only to wss:// on 443; serve TLS on 443 and "
+                    "drop the port",
+                    "public_url=%s port=%u", pu, (unsigned)u.port);
+}
+
 int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
 {
     *out = NULL;
@@ -2064,6 +2402,12 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     if (g->active == NULL || g->lane_pending == NULL ||
         g->lane_inflight == NULL || g->pend == NULL || g->ans == NULL)
         goto fail;
+    g->ended_cap = (uint32_t)c->max_calls * 4 + 256;
+    g->ended = calloc(g->ended_cap, sizeof(*g->ended));
+    if (g->ended == NULL)
+        goto fail;
+    for (uint32_t i = 0; i < g->ended_cap; i++)
+        atomic_init(&g->ended[i], 0);
     for (uint32_t i = 0; i < g->nlanes; i++)
         atomic_init(&g->active[i], 0);
     if (o->lanes != NULL) {
@@ -2082,6 +2426,7 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     }
     if ((rc = derive_urls(g)) != 0)
         goto fail;
+    warn_stream_url(g);
     if (o->stream_key != NULL) {
         g->key = o->stream_key;
     } else {
@@ -2224,6 +2569,7 @@ void vb_ingress_destroy(vb_ingress_t *g)
     free(g->lane_inflight);
     free(g->pend);
     free(g->ans);
+    free(g->ended);
     free(g->public_base);
     free(g->stream_base);
     for (size_t i = 0; i < g->n_sig_base; i++)

@@ -177,6 +177,13 @@ const char *vb_ingress_instance(const vb_ingress_t *g);
  * it, -1 when it ends); out-of-range lanes are ignored. */
 void vb_ingress_calls_add(vb_ingress_t *g, uint32_t lane, int delta);
 
+/* An opened call ended on this instance (any thread, lock-free): whether
+ * the end was intended (the model's end_call, a transfer) decides the
+ * answer to Twilio's <Connect action> request for it: nothing more, or
+ * the --fallback-say text (docs/twilio-stream.md, "How a call ends"). */
+void vb_ingress_call_ended(vb_ingress_t *g, const char *call_sid,
+                           bool intended);
+
 /* Active calls on one lane, and over all lanes (answered-but-not-yet-
  * streaming calls are not included). */
 int64_t vb_ingress_lane_calls(const vb_ingress_t *g, uint32_t lane);

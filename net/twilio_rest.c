@@ -266,8 +266,9 @@ static int build_request(rest_t *r, const vb_ws_url_t *u,
 {
     char cred[256], auth[400];
     size_t alen;
-    int n = snprintf(cred, sizeof(cred), "%s:%s", req->account_sid,
-                     req->auth_token);
+    bool key = req->api_key != NULL && *req->api_key != '\0';
+    int n = snprintf(cred, sizeof(cred), "%s:%s",
+                     key ? req->api_key : req->account_sid, req->auth_token);
     if (n < 0 || (size_t)n >= sizeof(cred) ||
         mbedtls_base64_encode((unsigned char *)auth, sizeof(auth), &alen,
                               (const unsigned char *)cred, (size_t)n) != 0)
@@ -348,6 +349,8 @@ static int start(uv_loop_t *loop, const vb_twilio_rest_req_t *req,
         req->api_url == NULL || !sid_ok(req->account_sid) ||
         (form == NULL && !sid_ok(req->call_sid)) ||
         (form != NULL && strlen(form) > VB_TWILIO_REST_FORM_MAX) ||
+        (req->api_key != NULL && *req->api_key != '\0' &&
+         !sid_ok(req->api_key)) ||
         req->auth_token == NULL || *req->auth_token == '\0')
         return VB_EINVAL;
     vb_ws_url_t u;

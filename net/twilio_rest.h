@@ -3,7 +3,8 @@
  * Ends a live call through Twilio's REST API (spec §6):
  *
  *   POST {api}/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json
- *   Authorization: Basic base64(AccountSid:AuthToken)
+ *   Authorization: Basic base64(AccountSid:AuthToken), or with an API key
+ *   base64(SK...:secret) (the account SID stays in the path)
  *   Status=completed                 (hang up now), or
  *   Twiml=<Response>...</Response>   (replace the call's TwiML: the media
  *                                     stream ends and the new TwiML runs,
@@ -30,7 +31,10 @@ typedef void (*vb_twilio_rest_cb)(int status, void *ud);
 typedef struct vb_twilio_rest_req {
     const char *api_url;     /* "https://api.twilio.com" or http://host:port */
     const char *account_sid; /* AC... (also the Basic auth user) */
-    const char *auth_token;  /* Basic auth password; never logged */
+    const char *auth_token;  /* Basic auth password (the auth token, or the
+                                API key's secret); never logged */
+    const char *api_key;     /* NULL/"": none; else SK..., the Basic auth
+                                user in place of the account SID */
     const char *call_sid;    /* CA... */
     vb_tls_config_t *tls;    /* client config for https://; borrowed */
     uint32_t timeout_ms;     /* whole request; 0 = 10000 */

@@ -51,9 +51,13 @@
 #define DEFAULT_MAX_ERRORS 100u
 #define DEFAULT_PENDING    (1024u * 1024u)
 #define SWEEP_MS           100
-#define VOICE_LEVEL        328 /* mean |sample| of a spoken frame */
-#define MARK_NAME_MAX      VB_MSG_DATA_MAX
-#define CLOSE_TIMEOUT_MS   1000u /* peer's close frame after ours */
+/* Media gaps (media_gap_fill_ms): a timestamp jump this long or more is
+ * a gap; silence goes as 20 ms μ-law frames. */
+#define GAP_MIN_MS       60
+#define SILENCE_FRAME    160
+#define VOICE_LEVEL      328 /* mean |sample| of a spoken frame */
+#define MARK_NAME_MAX    VB_MSG_DATA_MAX
+#define CLOSE_TIMEOUT_MS 1000u /* peer's close frame after ours */
 /* A stranger younger than this is not evicted for a newcomer. */
 #define PREAUTH_MIN_AGE_NS (250ull * 1000000ull)
 
@@ -124,6 +128,11 @@ typedef struct call {
     uint64_t start_deadline_ns;
     bool have_seq, have_chunk;
     uint64_t last_seq, last_chunk;
+    /* Media timeline: where the next media should start (ms from the
+     * stream start, from the last one's timestamp and length), when the
+     * last arrived, and the silence synthesised in the current gap. */
+    bool have_ts;
+    uint64_t next_ts_ms, last_media_ns, gap_filled_ms;
     uint32_t seq_in, turn;
     /* Buffers allocated when `start` verifies (json: a small one before). */
     char *json; /* max_message + 1 */
@@ -202,6 +211,7 @@ struct vb_twilio_stream {
     uint32_t nreap;
     vb_metric_t m_err[E_COUNT], m_rej[R_COUNT];
     vb_metric_t m_outcome[OUTCOME_COUNT]; /* one per outcomes[] entry */
+    vb_metric_t m_gap_fill;
     vb_metric_t m_calls, m_active, m_frames_in, m_frames_out, m_marks_sent,
         m_marks_echoed, m_clears, m_seq_gaps, m_out_dropped, m_stale, m_lat_out,
         m_lat_in, m_barge, m_in_dropped, m_throttled, m_preauth,
@@ -715,6 +725,9 @@ static size_t media_take(call_t *c, const vb_twilio_msg_t *m, uint8_t *dst,
         count_error(c, E_BAD_BASE64, "media.payload");
         return 0;
     }
+    /* The timeline moves with admitted media (μ-law: 8 bytes a ms). */
+    c->have_ts = true;
+    c->next_ts_ms = m->media.timestamp_ms + n / 8;
     c->stats.frames_in++;
     c->stats.bytes_in += n;
     vb_metrics_counter_add(s->st.shard, s->m_frames_in, 1);
@@ -730,6 +743,34 @@ static size_t media_take(call_t *c, const vb_twilio_msg_t *m, uint8_t *dst,
 static uint64_t rec_caller_pos(const call_t *c, const vb_twilio_msg_t *m)
 {
     return c->started_ns + m->media.timestamp_ms * VB_NS_PER_MS;
+}
+
+/* `ms` of μ-law silence toward the model (whole 20 ms frames), counted. */
+static void push_silence(call_t *c, uint64_t ms, uint64_t t_origin)
+{
+    uint8_t quiet[SILENCE_FRAME];
+    memset(quiet, 0xFF, sizeof quiet);
+    for (uint64_t i = 0; i < ms / 20; i++)
+        in_push(c, VB_MSG_AUDIO, 0, quiet, SILENCE_FRAME, t_origin);
+    c->gap_filled_ms += ms / 20 * 20;
+    vb_metrics_counter_add(c->s->st.shard, c->s->m_gap_fill, ms / 20);
+}
+
+/* A gap in Twilio's media timeline before this media (silence a leg did
+ * not send): filled with silence, what the real-time fill already gave
+ * counted, at most VB_TWILIO_GAP_FILL_MAX_MS. */
+static void media_gap(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
+{
+    uint64_t ts = m->media.timestamp_ms;
+    if (c->have_ts && ts >= c->next_ts_ms + GAP_MIN_MS) {
+        uint64_t gap = ts - c->next_ts_ms;
+        if (gap > VB_TWILIO_GAP_FILL_MAX_MS)
+            gap = VB_TWILIO_GAP_FILL_MAX_MS;
+        if (gap > c->gap_filled_ms)
+            push_silence(c, gap - c->gap_filled_ms, t_origin);
+    }
+    c->gap_filled_ms = 0;
+    c->last_media_ns = t_origin;
 }
 
 static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
@@ -750,6 +791,7 @@ static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
         c->stats.chunk_gaps++;
     c->have_chunk = true;
     c->last_chunk = m->media.chunk_n;
+    media_gap(c, m, t_origin);
     size_t plen = m->media.payload.len;
     vb_chan_t *ch = s->cfg.in_to_dsp;
     if (plen > 0 && vb_b64_decoded_max(plen) <= ch->data_max) {
@@ -1094,7 +1136,10 @@ static void hangup_now(call_t *c, const char *why, const char *say)
         fallback ? "fallback" : (transfer ? "transferred" : "hangup");
     c->hangup_pending = false;
     c->fallback = fallback;
-    const char *token = s->cfg.rest_auth_token;
+    bool use_key = s->cfg.rest_api_key != NULL && *s->cfg.rest_api_key &&
+                   s->cfg.rest_api_secret != NULL && *s->cfg.rest_api_secret;
+    const char *token =
+        use_key ? s->cfg.rest_api_secret : s->cfg.rest_auth_token;
     const char *account = s->cfg.rest_account_sid && *s->cfg.rest_account_sid
                               ? s->cfg.rest_account_sid
                               : c->account_sid;
@@ -1132,6 +1177,7 @@ static void hangup_now(call_t *c, const char *why, const char *say)
         .api_url = s->cfg.rest_api_url,
         .account_sid = account,
         .auth_token = token,
+        .api_key = use_key ? s->cfg.rest_api_key : NULL,
         .call_sid = c->label,
         .tls = s->cfg.rest_tls,
         .timeout_ms = fallback ? FALLBACK_REST_TIMEOUT_MS : 0,
@@ -1217,6 +1263,10 @@ static void call_end(call_t *c, const char *reason)
             vb_metrics_counter_add(s->st.shard, s->m_outcome[i], 1);
     if (s->cfg.calls_changed != NULL)
         s->cfg.calls_changed(s->cfg.calls_ud, s->cfg.lane, -1);
+    if (s->cfg.call_ended != NULL)
+        s->cfg.call_ended(s->cfg.calls_ud, c->label,
+                          strcmp(reason, "hangup") == 0 ||
+                              strcmp(reason, "transferred") == 0);
     uint64_t now = vb_clock_now_ns();
     vb_metrics_observe_long(s->st.shard, s->m_duration, now - c->started_ns);
     uint64_t unplayed =
@@ -1622,6 +1672,18 @@ static void sweep_cb(uv_timer_t *t)
         busy |= c != NULL;
         if (c == NULL || c->st != C_STREAMING || c->closing)
             continue;
+        uint64_t fill_ns = (uint64_t)s->cfg.media_gap_fill_ms * 1000000ull;
+        if (fill_ns != 0 && c->last_media_ns != 0 &&
+            now > c->last_media_ns + fill_ns &&
+            c->gap_filled_ms < VB_TWILIO_GAP_FILL_MAX_MS) {
+            /* No media for a while: the caller is silent on a leg that
+             * sends nothing then. Silence up to now, bounded. */
+            uint64_t due = (now - c->last_media_ns) / 1000000ull;
+            if (due > VB_TWILIO_GAP_FILL_MAX_MS)
+                due = VB_TWILIO_GAP_FILL_MAX_MS;
+            if (due >= c->gap_filled_ms + 20)
+                push_silence(c, due - c->gap_filled_ms, now);
+        }
         if (now > c->last_in_ns + idle_ns) {
             vb_log_warn(c->label, "no media from twilio: closing",
                         "idle_ms=%llu",
@@ -1734,6 +1796,11 @@ static int add_series(vb_twilio_stream_t *s)
             "not be reached: the caller was told), transferred (redirected "
             "to a person by transfer_call).",
             VB_LABELS("outcome", outcomes[i]), &s->m_outcome[i]);
+    ADD(VB_METRIC_COUNTER, "vb_twilio_silence_frames_total",
+        "20 ms frames of silence sent toward the model for gaps in "
+        "Twilio's media (a leg that sends nothing while the caller is "
+        "silent).",
+        NULL, &s->m_gap_fill);
     ADD(VB_METRIC_COUNTER, "vb_twilio_media_in_total",
         "`media` messages received from Twilio.", NULL, &s->m_frames_in);
     ADD(VB_METRIC_COUNTER, "vb_twilio_media_out_total",

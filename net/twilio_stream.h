@@ -67,7 +67,10 @@
 /* Limits of a stream before its `start` has verified (see the config). */
 #define VB_TWILIO_PREAUTH_MAX_MESSAGE (8u * 1024u)
 #define VB_TWILIO_PREAUTH_MAX_BYTES   (32u * 1024u)
-#define VB_TWILIO_PREAUTH_MAX_OUT     (16u * 1024u) /* unsent bytes */
+/* Silence synthesised for one gap in the caller's media, at most: enough
+ * for the model's turn detection to end the turn. */
+#define VB_TWILIO_GAP_FILL_MAX_MS 2000u
+#define VB_TWILIO_PREAUTH_MAX_OUT (16u * 1024u) /* unsent bytes */
 
 /* Inbound rate limit: media faster than VB_TWILIO_RATE_X times real time
  * (8000 μ-law bytes/s), beyond a burst of VB_TWILIO_RATE_BURST_MS of
@@ -103,6 +106,13 @@ typedef struct vb_twilio_stream_config {
      * closed (1008 "no media"); 0 = 10000. Twilio sends a `media` message
      * every 20 ms for the whole call. */
     uint32_t media_timeout_ms;
+    /* Silence toward the model where Twilio's media has a gap (a leg that
+     * suppresses silence), so the model's turn detection still ends the
+     * turn: a jump in `media.timestamp` is filled with μ-law silence when
+     * the next media arrives, and a call with no media for
+     * media_gap_fill_ms gets silence in real time meanwhile (0: only the
+     * timestamp fill). At most VB_TWILIO_GAP_FILL_MAX_MS a gap. */
+    uint32_t media_gap_fill_ms;
     /* Calls are hung up (as by end_call) after this many seconds; 0 = no
      * limit. */
     uint32_t max_call_s;
@@ -124,6 +134,11 @@ typedef struct vb_twilio_stream_config {
      * (-1), e.g. vb_ingress_calls_add() for lane choice and /readyz. */
     void (*calls_changed)(void *ud, int lane, int delta);
     void *calls_ud;
+    /* Optional: told on the stage thread when an opened call ends, before
+     * its stream is closed, whether the end was intended (the model's
+     * end_call, or a transfer): vb_ingress_call_ended() answers Twilio's
+     * <Connect action> request from it. Same `calls_ud`. */
+    void (*call_ended)(void *ud, const char *call_sid, bool intended);
     /* Hang-up (HANGUP from the model's end_call tool): the stage sends a
      * mark after the goodbye audio and, once Twilio echoes it (or
      * hangup_grace_ms after the audio should have finished), ends the call
@@ -134,6 +149,10 @@ typedef struct vb_twilio_stream_config {
     const char *rest_api_url;
     const char *rest_account_sid;
     const char *rest_auth_token;
+    /* An API key (SK...) and its secret instead of the auth token: the
+     * key is the Basic auth user, the secret the password (optional). */
+    const char *rest_api_key;
+    const char *rest_api_secret;
     vb_tls_config_t *rest_tls;
     uint32_t hangup_grace_ms; /* 0 = 3000 */
     /* Optional: the recorder's channel (dsp/recorder.h says what goes on

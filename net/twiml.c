@@ -169,6 +169,13 @@ void vb_twiml_hangup(vb_twiml_t *t)
     put(t, "<Hangup/>");
 }
 
+void vb_twiml_reject(vb_twiml_t *t, const char *reason)
+{
+    put(t, "<Reject reason=\"");
+    put_escaped(t, reason);
+    put(t, "\"/>");
+}
+
 void vb_twiml_dial(vb_twiml_t *t, const char *target)
 {
     bool sip = strncmp(target, "sip:", 4) == 0;
@@ -180,8 +187,32 @@ void vb_twiml_dial(vb_twiml_t *t, const char *target)
 void vb_twiml_connect_stream(vb_twiml_t *t, const char *url,
                              const vb_twiml_param_t *params, size_t n)
 {
-    put(t, "<Connect><Stream url=\"");
+    vb_twiml_connect_stream_action(t, url, NULL, params, n);
+}
+
+void vb_twiml_connect_stream_action(vb_twiml_t *t, const char *url,
+                                    const char *action,
+                                    const vb_twiml_param_t *params, size_t n)
+{
+    vb_twiml_connect_stream_cb(t, url, action, NULL, params, n);
+}
+
+void vb_twiml_connect_stream_cb(vb_twiml_t *t, const char *url,
+                                const char *action, const char *status_cb,
+                                const vb_twiml_param_t *params, size_t n)
+{
+    put(t, "<Connect");
+    if (action != NULL && *action != '\0') {
+        put(t, " action=\"");
+        put_escaped(t, action);
+        put(t, "\"");
+    }
+    put(t, "><Stream url=\"");
     put_escaped(t, url);
+    if (status_cb != NULL && *status_cb != '\0') {
+        put(t, "\" statusCallback=\"");
+        put_escaped(t, status_cb);
+    }
     put(t, "\">");
     for (size_t i = 0; i < n; i++) {
         if (params[i].name == NULL || params[i].value == NULL)

@@ -35,6 +35,10 @@ void vb_twiml_say(vb_twiml_t *t, const char *text);
 /* Appends `<Hangup/>`. */
 void vb_twiml_hangup(vb_twiml_t *t);
 
+/* Appends `<Reject reason="reason"/>` ("busy" or "rejected"): the call is
+ * not answered and the caller hears a busy tone (or "not in service"). */
+void vb_twiml_reject(vb_twiml_t *t, const char *reason);
+
 /* Appends `<Dial>number</Dial>`, or `<Dial><Sip>uri</Sip></Dial>` when
  * `target` starts with "sip:" (XML-escaped either way). */
 void vb_twiml_dial(vb_twiml_t *t, const char *target);
@@ -43,6 +47,20 @@ void vb_twiml_dial(vb_twiml_t *t, const char *target);
  * </Connect>` with `n` parameters (entries with a NULL value are skipped). */
 void vb_twiml_connect_stream(vb_twiml_t *t, const char *url,
                              const vb_twiml_param_t *params, size_t n);
+
+/* The same inside `<Connect action="action">` (NULL or "": none). Twilio
+ * requests the action when the stream ends and runs the TwiML it answers
+ * instead of the verbs after `</Connect>`. */
+void vb_twiml_connect_stream_action(vb_twiml_t *t, const char *url,
+                                    const char *action,
+                                    const vb_twiml_param_t *params, size_t n);
+
+/* The same with `<Stream statusCallback="status_cb">` (NULL or "": none):
+ * Twilio posts the stream's events (stream-started, stream-stopped,
+ * stream-error with StreamError) there. */
+void vb_twiml_connect_stream_cb(vb_twiml_t *t, const char *url,
+                                const char *action, const char *status_cb,
+                                const vb_twiml_param_t *params, size_t n);
 
 /* Closes `</Response>` and moves the document to *out (malloc'd,
  * NUL-terminated, caller frees; *len bytes). Returns 0 or VB_ENOMEM; `t` is

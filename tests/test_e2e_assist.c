@@ -691,7 +691,8 @@ TEST_T(assistant_url_overrides_and_falls_back_within_the_bound, 150)
         if (strcmp(name, cases[i].name) != 0)
             vb_test_fail(__FILE__, __LINE__, "%s: assistant %s, not %s",
                          cases[i].mode, name, cases[i].name);
-        ASSERT_STR_CONTAINS(twiml, "<Connect><Stream");
+        ASSERT_STR_CONTAINS(twiml, "<Connect action=");
+        ASSERT_STR_CONTAINS(twiml, "><Stream url=");
         free(twiml);
         printf("  %-8s webhook %.0f ms\n", cases[i].mode, ms);
         /* Never longer than the bound, and a margin for a busy machine. */

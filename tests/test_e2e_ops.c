@@ -649,7 +649,7 @@ TEST_T(nginx_retries_webhooks_a_draining_instance_refuses, 120)
         char sid[32];
         snprintf(sid, sizeof(sid), "CAretry%d", k);
         int st = post_webhook(o.ng_port, pub, sid, body, sizeof(body));
-        if (st != 200 || strstr(body, "<Connect>") == NULL ||
+        if (st != 200 || strstr(body, "<Connect ") == NULL ||
             strstr(body, "/media-stream/vb-a/") != NULL)
             vb_test_fail(__FILE__, __LINE__, "webhook %d: %d %s", k, st, body);
     }

@@ -459,7 +459,7 @@ TEST_T(ingress_bytewise_signed_webhook, 60)
     ASSERT_EQ(tc_read_resp(c, &r, MS), 0);
     ASSERT_EQ(r.status, 200);
     ASSERT_STR_CONTAINS(r.head, "Content-Type: text/xml");
-    ASSERT_STR_CONTAINS(r.body, "<Connect><Stream url=\"wss://");
+    ASSERT_STR_CONTAINS(r.body, "\"><Stream url=\"wss://");
     tc_free_resp(&r);
     ASSERT_EQ(tc_read_resp(c, &r, MS), 0);
     ASSERT_EQ(r.status, 200);
@@ -481,13 +481,17 @@ TEST_T(ingress_signed_webhook_twiml_and_token, 30)
     tc_resp_t r;
     ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
     ASSERT_STR_CONTAINS(r.body, "<Response><Say>Hello &amp; &lt;welcome&gt;"
-                                "</Say><Connect>");
+                                "</Say><Connect action=\"https://"
+                                "voice.example.test/webhook/voice/"
+                                "stream-ended/i1\"><Stream");
     ASSERT_STR_CONTAINS(r.body, "<Parameter name=\"From\" "
                                 "value=\"&amp;&lt;&gt;&quot;&apos;\"/>");
     ASSERT_STR_CONTAINS(r.body, "<Parameter name=\"CallSid\" "
                                 "value=\"CAfeed01\"/>");
-    ASSERT_STR_CONTAINS(r.body, "</Connect><Say>Bye &quot;now&quot;</Say>"
-                                "<Hangup/></Response>");
+    /* What follows the stream is the action's answer, never verbs after
+     * </Connect>. */
+    ASSERT_STR_CONTAINS(r.body, "</Stream></Connect></Response>");
+    ASSERT_TRUE(strstr(r.body, "Bye") == NULL);
     char url[256], token[128];
     ASSERT_TRUE(twiml_attr(r.body, "<Stream", "url", url, sizeof(url)));
     ASSERT_STR_EQ(url, "wss://voice.example.test/media-stream/i1/0");
@@ -507,6 +511,238 @@ TEST_T(ingress_signed_webhook_twiml_and_token, 30)
     tc_free_resp(&r);
     free(req);
     ASSERT_TRUE(log_contains(f, "msg=\"call answered\" call=CAfeed01 lane=0"));
+    fx_stop(f);
+}
+
+/* The <Connect action>: <Hangup/> alone after an end this instance
+ * intended, the fallback text after a failure or for a call it does not
+ * know; signed like every webhook. */
+TEST_T(ingress_connect_action_answers_how_the_stream_ended, 30)
+{
+    fx_opts_t o = {.args = {"--public-url", PUBLIC, "--twilio-auth-token",
+                            TOKEN, "--instance-id", "i1", "--fallback-say",
+                            "Bye now", NULL}};
+    fx_t *f = fx_start(&o);
+    const char *path = "/webhook/voice/stream-ended/i1";
+    tc_resp_t r;
+    /* Unknown here (its stream never ran on this instance): fallback. */
+    char *req = webhook(path, CALL_BODY("CA301"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    ASSERT_STR_CONTAINS(r.head, "Content-Type: text/xml");
+    ASSERT_STR_CONTAINS(r.body,
+                        "<Response><Say>Bye now</Say><Hangup/></Response>");
+    tc_free_resp(&r);
+    /* The model ended it: nothing more. */
+    vb_ingress_call_ended(f->g, "CA301", true);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    ASSERT_STR_CONTAINS(r.body, "<Response><Hangup/></Response>");
+    ASSERT_TRUE(strstr(r.body, "Bye") == NULL);
+    tc_free_resp(&r);
+    free(req);
+    /* A failure: the fallback; another instance's name is answered the
+     * same way (the state is the CallSid's here). */
+    vb_ingress_call_ended(f->g, "CA302", false);
+    req =
+        webhook("/webhook/voice/stream-ended/other", CALL_BODY("CA302"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    ASSERT_STR_CONTAINS(r.body, "<Say>Bye now</Say><Hangup/>");
+    tc_free_resp(&r);
+    free(req);
+    /* Unsigned: 403, counted. */
+    req = webhook(path, CALL_BODY("CA301"), "bad");
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 403);
+    tc_free_resp(&r);
+    free(req);
+    req = webhook("/webhook/voice/stream-ended/", CALL_BODY("CA301"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 404);
+    tc_free_resp(&r);
+    free(req);
+    char *m = get_metrics(f->admin_port);
+    ASSERT_STR_CONTAINS(m,
+                        "vb_stream_ended_answers_total{answer=\"hangup\"} 1\n");
+    ASSERT_STR_CONTAINS(
+        m, "vb_stream_ended_answers_total{answer=\"fallback\"} 2\n");
+    ASSERT_STR_CONTAINS(
+        m, "vb_twilio_signature_failures_total{route=\"stream_ended\"} 1\n");
+    free(m);
+    fx_stop(f);
+}
+
+/* A final status callback for a call whose stream never came frees its
+ * capacity at once; one for a call that streamed, or that this instance
+ * never answered, frees nothing. */
+TEST_T(ingress_final_status_before_the_stream_frees_the_slot, 30)
+{
+    fx_opts_t o = {.args = {"--public-url", PUBLIC, "--twilio-auth-token",
+                            TOKEN, "--max-calls", "1", NULL}};
+    fx_t *f = fx_start(&o);
+    tc_resp_t r;
+    char *req = webhook("/webhook/voice", CALL_BODY("CA501"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    ASSERT_STR_CONTAINS(r.body, "<Connect ");
+    tc_free_resp(&r);
+    free(req);
+    ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 503);
+    tc_free_resp(&r);
+    /* Another call's completion, and a non-final status: still full. */
+    req = webhook("/webhook/status",
+                  "CallSid=CA999&CallStatus=completed&AccountSid=AC0", NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 204);
+    tc_free_resp(&r);
+    free(req);
+    req = webhook("/webhook/status",
+                  "CallSid=CA501&CallStatus=in-progress&AccountSid=AC0", NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 204);
+    tc_free_resp(&r);
+    free(req);
+    ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 503);
+    tc_free_resp(&r);
+    /* The caller hung up during the greeting. */
+    req = webhook("/webhook/status",
+                  "CallSid=CA501&CallStatus=completed&AccountSid=AC0", NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 204);
+    tc_free_resp(&r);
+    ASSERT_EQ(tc_request(f->port, "GET /readyz HTTP/1.1\r\n\r\n", &r, MS), 200);
+    tc_free_resp(&r);
+    /* Repeated: counted once. */
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 204);
+    tc_free_resp(&r);
+    free(req);
+    ASSERT_EQ(vb_ingress_calls_pending(f->g), 0);
+    /* A call that streamed here (its end recorded) frees nothing more. */
+    req = webhook("/webhook/voice", CALL_BODY("CA502"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    tc_free_resp(&r);
+    free(req);
+    vb_ingress_call_ended(f->g, "CA502", true);
+    req = webhook("/webhook/status",
+                  "CallSid=CA502&CallStatus=completed&AccountSid=AC0", NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 204);
+    tc_free_resp(&r);
+    free(req);
+    ASSERT_EQ(vb_ingress_calls_pending(f->g), 1);
+    char *m = get_metrics(f->admin_port);
+    ASSERT_STR_CONTAINS(m, "vb_calls_unstreamed_total 1\n");
+    free(m);
+    ASSERT_TRUE(log_contains(f, "capacity freed"));
+    fx_stop(f);
+}
+
+/* A stream URL Twilio cannot use is a start-up warning that says what to
+ * do; a usable one is none. */
+TEST_T(ingress_warns_at_start_of_a_stream_url_twilio_cannot_use, 30)
+{
+    static const struct {
+        const char *url, *needle;
+    } cases[] = {
+        {"http://voice.example.test", "--public-url is http://"},
+        {"https://voice.example.test:8443", "port other than 443"},
+        {"", "no --public-url"},
+        {"https://voice.example.test:443/", NULL},
+        {PUBLIC, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fx_opts_t o = {.args = {"--public-url", cases[i].url, NULL}};
+        fx_t *f = fx_start(&o);
+        bool warned = log_contains(f, "level=warn") &&
+                      (log_contains(f, "Twilio cannot stream to") ||
+                       log_contains(f, "Twilio streams only"));
+        if (cases[i].needle != NULL) {
+            ASSERT_TRUE(warned);
+            ASSERT_TRUE(log_contains(f, cases[i].needle));
+        } else if (warned) {
+            vb_test_fail(__FILE__, __LINE__, "warned for %s", cases[i].url);
+        }
+        fx_stop(f);
+    }
+    /* Behind a TLS proxy without --trust-proxy: the first webhook says
+     * so. */
+    fx_opts_t o = {.args = {"--public-url", "", NULL}};
+    fx_t *f = fx_start(&o);
+    const char *req = "POST /webhook/voice HTTP/1.1\r\nHost: voice.example.test"
+                      "\r\nX-Forwarded-Proto: https\r\n"
+                      "Content-Type: application/x-www-form-urlencoded\r\n"
+                      "Content-Length: 12\r\n\r\nCallSid=CA77";
+    tc_resp_t r;
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    ASSERT_STR_CONTAINS(r.body, "url=\"ws://voice.example.test/");
+    tc_free_resp(&r);
+    ASSERT_TRUE(log_contains(f, "came through a TLS proxy but --trust-proxy "
+                                "is off"));
+    fx_stop(f);
+}
+
+/* The <Stream statusCallback>: named in the TwiML, its events logged
+ * (an error with Twilio's text, at warn) and counted, signed like every
+ * webhook. */
+TEST_T(ingress_stream_status_callback_logs_and_counts, 30)
+{
+    fx_opts_t o = {
+        .args = {"--public-url", PUBLIC, "--twilio-auth-token", TOKEN, NULL}};
+    fx_t *f = fx_start(&o);
+    tc_resp_t r;
+    char *req = webhook("/webhook/voice", CALL_BODY("CA601"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    char cb[256];
+    ASSERT_TRUE(
+        twiml_attr(r.body, "<Stream", "statusCallback", cb, sizeof(cb)));
+    ASSERT_STR_EQ(cb, PUBLIC "/webhook/status/stream");
+    tc_free_resp(&r);
+    free(req);
+    static const char *const bodies[] = {
+        "AccountSid=AC0&CallSid=CA601&StreamSid=MZ1&StreamEvent=stream-started"
+        "&Timestamp=2026-12-02T05%3A00%3A00Z",
+        "AccountSid=AC0&CallSid=CA601&StreamSid=MZ1&StreamEvent=stream-error"
+        "&StreamError=Stream+-+Protocol+-+Invalid+Message",
+        "AccountSid=AC0&CallSid=CA601&StreamSid=MZ1&StreamEvent=stream-stopped",
+        "AccountSid=AC0&CallSid=CA601&StreamSid=MZ1&StreamEvent=stream-new",
+    };
+    for (size_t i = 0; i < 4; i++) {
+        req = webhook("/webhook/status/stream", bodies[i], NULL);
+        ASSERT_EQ(tc_request(f->port, req, &r, MS), 204);
+        tc_free_resp(&r);
+        free(req);
+    }
+    req = webhook("/webhook/status/stream", bodies[0], "bad");
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 403);
+    tc_free_resp(&r);
+    free(req);
+    char *m = get_metrics(f->admin_port);
+    ASSERT_STR_CONTAINS(
+        m, "vb_twilio_stream_events_total{event=\"stream-started\"} 1\n");
+    ASSERT_STR_CONTAINS(
+        m, "vb_twilio_stream_events_total{event=\"stream-error\"} 1\n");
+    ASSERT_STR_CONTAINS(
+        m, "vb_twilio_stream_events_total{event=\"stream-stopped\"} 1\n");
+    ASSERT_STR_CONTAINS(m,
+                        "vb_twilio_stream_events_total{event=\"other\"} 1\n");
+    ASSERT_STR_CONTAINS(
+        m, "vb_twilio_signature_failures_total{route=\"stream_status\"} 1\n");
+    free(m);
+    ASSERT_TRUE(log_contains(f, "level=warn msg=\"twilio stream error\" "
+                                "call=CA601"));
+    ASSERT_TRUE(log_contains(f, "Stream - Protocol - Invalid Message"));
+    fx_stop(f);
+}
+
+/* --busy-answer say keeps the spoken busy message. */
+TEST_T(ingress_busy_answer_say_speaks_the_busy_message, 30)
+{
+    fx_opts_t o = {.args = {"--public-url", PUBLIC, "--twilio-auth-token",
+                            TOKEN, "--max-calls", "1", "--busy-answer", "say",
+                            "--busy-say", "All busy & sorry", NULL}};
+    fx_t *f = fx_start(&o);
+    tc_resp_t r;
+    char *req = webhook("/webhook/voice", CALL_BODY("CA401"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    tc_free_resp(&r);
+    free(req);
+    req = webhook("/webhook/voice", CALL_BODY("CA402"), NULL);
+    ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
+    ASSERT_STR_CONTAINS(r.body, "<Response><Say>All busy &amp; sorry</Say>"
+                                "<Hangup/></Response>");
+    tc_free_resp(&r);
+    free(req);
     fx_stop(f);
 }
 
@@ -1122,19 +1358,19 @@ TEST_T(ingress_replayed_webhook_takes_no_more_capacity, 30)
     tc_free_resp(&r);
     req = webhook("/webhook/voice", CALL_BODY("CA201"), NULL);
     ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
-    ASSERT_STR_CONTAINS(r.body, "<Connect>");
+    ASSERT_STR_CONTAINS(r.body, "<Connect ");
     tc_free_resp(&r);
     free(req);
     /* Now at --max-calls: a third call is busy, a replay of the first is
      * still answered as before. */
     req = webhook("/webhook/voice", CALL_BODY("CA202"), NULL);
     ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
-    ASSERT_TRUE(strstr(r.body, "<Connect>") == NULL);
+    ASSERT_TRUE(strstr(r.body, "<Connect") == NULL);
     tc_free_resp(&r);
     free(req);
     req = webhook("/webhook/voice", CALL_BODY("CA200"), NULL);
     ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
-    ASSERT_STR_CONTAINS(r.body, "<Connect>");
+    ASSERT_STR_CONTAINS(r.body, "<Connect ");
     tc_free_resp(&r);
     free(req);
     char *m = get_metrics(f->admin_port);
@@ -1166,7 +1402,7 @@ TEST_T(ingress_capacity_draining_and_lane_choice, 30)
     tc_free_resp(&r);
     req = webhook("/webhook/voice", CALL_BODY("CA101"), NULL);
     ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
-    ASSERT_STR_CONTAINS(r.body, "<Connect>");
+    ASSERT_STR_CONTAINS(r.body, "<Connect ");
     tc_free_resp(&r);
     free(req);
     /* 1 active + 2 pending = 3 = --max-calls. */
@@ -1175,9 +1411,11 @@ TEST_T(ingress_capacity_draining_and_lane_choice, 30)
     tc_free_resp(&r);
     req = webhook("/webhook/voice", CALL_BODY("CA102"), NULL);
     ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
-    ASSERT_STR_CONTAINS(r.body, "<Response><Say>All busy &amp; sorry</Say>"
-                                "<Hangup/></Response>");
-    ASSERT_TRUE(strstr(r.body, "<Connect>") == NULL);
+    /* Rejected busy: not answered, a busy tone, no spoken message. */
+    ASSERT_STR_CONTAINS(r.body, "<Response><Reject reason=\"busy\"/>"
+                                "</Response>");
+    ASSERT_TRUE(strstr(r.body, "All busy") == NULL);
+    ASSERT_TRUE(strstr(r.body, "<Connect") == NULL);
     tc_free_resp(&r);
     free(req);
     /* The call ends: room again. */
@@ -1193,7 +1431,7 @@ TEST_T(ingress_capacity_draining_and_lane_choice, 30)
     tc_free_resp(&r);
     req = webhook("/webhook/voice", CALL_BODY("CA103"), NULL);
     ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
-    ASSERT_STR_CONTAINS(r.body, "<Connect>");
+    ASSERT_STR_CONTAINS(r.body, "<Connect ");
     tc_free_resp(&r);
     free(req);
     /* Phase 2: a new call gets 503 and the connection closes, so a proxy
@@ -1208,7 +1446,7 @@ TEST_T(ingress_capacity_draining_and_lane_choice, 30)
     free(req);
     req = webhook("/webhook/voice", CALL_BODY("CA103"), NULL);
     ASSERT_EQ(tc_request(f->port, req, &r, MS), 200);
-    ASSERT_STR_CONTAINS(r.body, "<Connect>");
+    ASSERT_STR_CONTAINS(r.body, "<Connect ");
     tc_free_resp(&r);
     free(req);
     ASSERT_EQ(

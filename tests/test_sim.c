@@ -518,6 +518,36 @@ TEST_T(sim_call_rest_hangup, 60)
     fx_stop(f);
 }
 
+/* Status=canceled ends only queued or ringing calls: on an answered one
+ * it is a no-op (200, still in progress), as on Twilio. */
+TEST_T(sim_call_rest_canceled_leaves_an_answered_call_alone, 60)
+{
+    fx_t *f = fx_start(END_REST);
+    char wav[512], heard[512];
+    snprintf(wav, sizeof wav, "%s/in.wav", vb_test_tmpdir());
+    snprintf(heard, sizeof heard, "%s/heard.wav", vb_test_tmpdir());
+    uint8_t caller[800];
+    make_caller_audio(caller, sizeof caller);
+    write_wav(wav, caller, sizeof caller);
+    run_t r;
+    sim_spawn(f, &r, wav, heard, "15", NULL);
+    wait_flag(&f->opened);
+    const char *acct = f->open.account_sid, *sid = f->open.call_sid;
+    ASSERT_EQ(rest_post(f->api_port, acct, sid, TOKEN, "Status=canceled"), 200);
+    /* Still streaming: a hang-up now is what ends it. */
+    usleep(200000);
+    ASSERT_EQ(rest_hangup(f->api_port, acct, sid, TOKEN), 200);
+    char sum[2048];
+    int rc = sim_wait(&r, sum, sizeof sum);
+    ASSERT_STR_CONTAINS(sum, "result=ok");
+    ASSERT_EQ(rc, 0);
+    ASSERT_STR_CONTAINS(sum, "ended_by=rest");
+    /* Only the completed update counted as a hang-up request. */
+    ASSERT_EQ(field(sum, "rest_requests"), 1);
+    wait_flag(&f->closed);
+    fx_stop(f);
+}
+
 /* A Calls update with Twiml=: a broken document is refused (400, the call
  * goes on); a valid one ends the stream and runs, its <Say> heard. */
 TEST_T(sim_call_rest_twiml_update_runs_the_new_twiml, 60)

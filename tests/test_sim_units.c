@@ -89,6 +89,41 @@ TEST(twiml_accepts_voxbridge_shapes)
     sim_twiml_free(&t);
 }
 
+/* What twilio-node 6.x emits, and what Twilio takes: the <Stream>
+ * attributes of the current SDK, an explicit :443, a <Connect action>
+ * (absolute or a path), <Reject>. */
+TEST(twiml_accepts_what_the_sdk_emits)
+{
+    sim_twiml_t t;
+    char err[256] = "";
+    ASSERT_EQ(twiml("<Response><Connect action=\"https://h/after\"><Stream "
+                    "url=\"wss://h.example.com:443/s\" name=\"n\" "
+                    "track=\"inbound_track\" connectorName=\"c\" "
+                    "audioFormat=\"audio/x-mulaw\" sampleRate=\"8000\" "
+                    "statusCallback=\"https://h/cb\" "
+                    "statusCallbackMethod=\"POST\"/></Connect></Response>",
+                    &t, err, sizeof err),
+              0);
+    ASSERT_EQ(t.nverbs, 1);
+    ASSERT_STR_EQ(t.verbs[0].action, "https://h/after");
+    ASSERT_STR_EQ(t.verbs[0].status_cb, "https://h/cb");
+    sim_twiml_free(&t);
+    ASSERT_EQ(twiml("<Response><Connect action=\"/after\"><Stream "
+                    "url=\"wss://127.0.0.1:8443/s\"/></Connect></Response>",
+                    &t, err, sizeof err),
+              0);
+    sim_twiml_free(&t);
+    ASSERT_EQ(twiml("<Response><Reject reason=\"busy\"/></Response>", &t, err,
+                    sizeof err),
+              0);
+    ASSERT_EQ(t.verbs[0].kind, SIM_VERB_REJECT);
+    ASSERT_STR_EQ(t.verbs[0].text, "busy");
+    sim_twiml_free(&t);
+    ASSERT_EQ(twiml("<Response><Reject/></Response>", &t, err, sizeof err), 0);
+    ASSERT_STR_EQ(t.verbs[0].text, "rejected");
+    sim_twiml_free(&t);
+}
+
 TEST(twiml_rejects_what_twilio_would)
 {
     struct {
@@ -122,6 +157,16 @@ TEST(twiml_rejects_what_twilio_would)
         {"<!DOCTYPE x><Response/>", "DOCTYPE"},
         {"<Response></Response><Response/>", "after the root"},
         {"<Response>", "not closed"},
+        {"<Response><Connect><Stream url=\"wss://h/s\" track=\"both_tracks\"/>"
+         "</Connect></Response>",
+         "only inbound_track"},
+        {"<Response><Connect><Stream url=\"wss://h.example.com:8443/s\"/>"
+         "</Connect></Response>",
+         "port 443 only"},
+        {"<Response><Connect action=\"ftp://h/x\"><Stream url=\"wss://h/s\"/>"
+         "</Connect></Response>",
+         "not an http(s) URL"},
+        {"<Response><Reject reason=\"later\"/></Response>", "Reject reason"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         sim_twiml_t t;

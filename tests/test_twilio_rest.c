@@ -79,6 +79,8 @@ static void on_done(int status, void *ud)
 
 static const char *twiml_arg; /* NULL: Status=completed */
 
+static const char *api_key_arg; /* NULL: the account SID authenticates */
+
 static int run_request(server_t *s, const char *token, uint32_t timeout_ms)
 {
     uv_loop_t loop;
@@ -89,6 +91,7 @@ static int run_request(server_t *s, const char *token, uint32_t timeout_ms)
         .api_url = url,
         .account_sid = "AC0123456789abcdef0123456789abcdef",
         .auth_token = token,
+        .api_key = api_key_arg,
         .call_sid = "CAfedcba9876543210fedcba9876543210",
         .timeout_ms = timeout_ms,
         .twiml = twiml_arg,
@@ -130,6 +133,46 @@ TEST(rest_hangup_sends_the_twilio_request)
     dec[dlen] = '\0';
     ASSERT_STR_EQ((char *)dec, "AC0123456789abcdef0123456789abcdef:s3cr3t");
     close(s.lfd);
+}
+
+/* An API key authenticates as SK...:secret; the account SID stays in the
+ * path. */
+TEST(rest_hangup_with_an_api_key)
+{
+    static server_t s = {.reply = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
+                                  "\r\n"};
+    server_start(&s);
+    api_key_arg = "SK0123456789abcdef0123456789abcdef";
+    ASSERT_EQ(run_request(&s, "key-secret", 5000), 200);
+    api_key_arg = NULL;
+    pthread_join(s.th, NULL);
+    ASSERT_STR_CONTAINS(s.request, "POST /2010-04-01/Accounts/"
+                                   "AC0123456789abcdef0123456789abcdef/Calls/");
+    const char *auth = strstr(s.request, "Authorization: Basic ");
+    ASSERT_NOT_NULL(auth);
+    auth += strlen("Authorization: Basic ");
+    unsigned char dec[128];
+    size_t dlen;
+    ASSERT_EQ(mbedtls_base64_decode(dec, sizeof(dec) - 1, &dlen,
+                                    (const unsigned char *)auth,
+                                    (size_t)(strchr(auth, '\r') - auth)),
+              0);
+    dec[dlen] = '\0';
+    ASSERT_STR_EQ((char *)dec, "SK0123456789abcdef0123456789abcdef:key-secret");
+    close(s.lfd);
+    /* A key SID with other characters is refused before anything is
+     * sent. */
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    vb_twilio_rest_req_t bad = {
+        .api_url = "http://127.0.0.1:9/",
+        .account_sid = "AC0123456789abcdef0123456789abcdef",
+        .auth_token = "x",
+        .api_key = "SK/../x",
+        .call_sid = "CAfedcba9876543210fedcba9876543210",
+    };
+    ASSERT_EQ(vb_twilio_rest_hangup(&loop, &bad, on_done, NULL), VB_EINVAL);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
 }
 
 TEST(rest_hangup_reports_refusals_and_failures)

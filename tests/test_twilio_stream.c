@@ -61,6 +61,7 @@ static void calls_changed(void *ud, int lane, int delta)
 /* Settings a case may set before fx_start (zero: the stage's default). */
 static struct {
     uint32_t max_preauth, per_peer, media_timeout_ms, max_call_s;
+    uint32_t media_gap_fill_ms;
 } fx_over;
 
 static fixture_t *fx_start(int lane, uint32_t max_calls, uint32_t batch,
@@ -97,6 +98,7 @@ static fixture_t *fx_start(int lane, uint32_t max_calls, uint32_t batch,
         .max_preauth_per_peer = fx_over.per_peer,
         .media_timeout_ms = fx_over.media_timeout_ms,
         .max_call_s = fx_over.max_call_s,
+        .media_gap_fill_ms = fx_over.media_gap_fill_ms,
         .calls_changed = calls_changed,
         .calls_ud = f,
     };
@@ -706,7 +708,13 @@ TEST_T(unknown_events_and_track_names_never_end_a_call, 30)
                  "\"streamSid\":\"" STREAM_SID "\"}");
     ASSERT_TRUE(pop_in(f, &m, 5000));
     ASSERT_EQ(m.kind, VB_MSG_CALL_CLOSE);
+    /* The stats are recorded just after CALL_CLOSE is pushed: wait. */
     vb_twilio_call_stats_t st;
+    uint64_t end =
+        vb_clock_now_ns() + 5000000000ull * (uint64_t)vb_test_slowdown();
+    while (vb_twilio_stream_last_stats(f->st, &st) < 1 &&
+           vb_clock_now_ns() < end)
+        usleep(1000);
     ASSERT_EQ(vb_twilio_stream_last_stats(f->st, &st), 1);
     ASSERT_EQ(st.unknown_events, 150);
     ASSERT_EQ(st.protocol_errors, 0);
@@ -1104,6 +1112,112 @@ TEST_T(silent_stream_is_closed_after_the_media_timeout, 30)
     client_close(c);
     fx_stop(f);
     fx_over.media_timeout_ms = 0;
+}
+
+/* A media message at `ts_ms` on Twilio's timeline. */
+static void send_media_at(client_t *c, const uint8_t *mulaw, size_t n,
+                          uint64_t ts_ms)
+{
+    char b64[2048];
+    size_t bl = 0;
+    ASSERT_EQ(
+        mbedtls_base64_encode((unsigned char *)b64, sizeof b64, &bl, mulaw, n),
+        0);
+    b64[bl] = '\0';
+    char json[4096];
+    c->chunk++;
+    snprintf(json, sizeof json,
+             "{\"event\":\"media\",\"sequenceNumber\":\"%llu\",\"media\":{"
+             "\"track\":\"inbound\",\"chunk\":\"%llu\",\"timestamp\":\"%llu\","
+             "\"payload\":\"%s\"},\"streamSid\":\"" STREAM_SID "\"}",
+             (unsigned long long)c->seq++, (unsigned long long)c->chunk,
+             (unsigned long long)ts_ms, b64);
+    send_text(c, json);
+}
+
+/* Pops AUDIO until one equal to `want` (160 bytes); returns how many
+ * all-silence frames came before it, failing on anything else. */
+static int silence_before(fixture_t *f, const uint8_t *want)
+{
+    int quiet = 0;
+    vb_msg_t m;
+    for (;;) {
+        ASSERT_TRUE(pop_kind(f, &m, VB_MSG_AUDIO, 5000));
+        ASSERT_EQ(m.len, 160);
+        if (memcmp(m.data, want, 160) == 0)
+            return quiet;
+        for (int i = 0; i < 160; i++)
+            ASSERT_EQ(m.data[i], 0xFF);
+        quiet++;
+    }
+}
+
+/* A jump in media.timestamp (a leg that sent nothing while the caller was
+ * silent) reaches the model as that much μ-law silence, bounded; media
+ * that keeps time gets none. */
+TEST_T(media_timestamp_gap_reaches_the_model_as_silence, 30)
+{
+    fixture_t *f = fx_start(0, 4, 1, 512, 0);
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    expect_open(f);
+    uint8_t a[160], b[160], d[160], e[160];
+    mulaw_pattern(a, 160, 1);
+    mulaw_pattern(b, 160, 2);
+    mulaw_pattern(d, 160, 3);
+    mulaw_pattern(e, 160, 4);
+    send_media_at(c, a, 160, 0);
+    send_media_at(c, b, 160, 20);    /* on time */
+    send_media_at(c, d, 160, 1020);  /* 980 ms missing */
+    send_media_at(c, e, 160, 60000); /* a minute: capped */
+    ASSERT_EQ(silence_before(f, a), 0);
+    ASSERT_EQ(silence_before(f, b), 0);
+    ASSERT_EQ(silence_before(f, d), 49);
+    ASSERT_EQ(silence_before(f, e), (int)(VB_TWILIO_GAP_FILL_MAX_MS / 20));
+    ASSERT_EQ(counter(f, "vb_twilio_silence_frames_total"),
+              49 + VB_TWILIO_GAP_FILL_MAX_MS / 20);
+    client_close(c);
+    fx_stop(f);
+}
+
+/* No media at all for media_gap_fill_ms: silence goes to the model in
+ * real time meanwhile (so the turn can end before the caller speaks
+ * again), at most VB_TWILIO_GAP_FILL_MAX_MS; the next media's timestamp
+ * gap is not filled twice. */
+TEST_T(no_media_for_a_while_sends_silence_in_real_time, 30)
+{
+    fx_over.media_gap_fill_ms = 200;
+    fixture_t *f = fx_start(0, 4, 1, 512, 0);
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    expect_open(f);
+    uint8_t a[160], b[160];
+    mulaw_pattern(a, 160, 5);
+    mulaw_pattern(b, 160, 6);
+    send_media_at(c, a, 160, 0);
+    ASSERT_EQ(silence_before(f, a), 0);
+    /* Silence comes without any further media. */
+    uint64_t t0 = vb_clock_now_ns();
+    vb_msg_t m;
+    ASSERT_TRUE(pop_kind(f, &m, VB_MSG_AUDIO, 5000));
+    ASSERT_EQ(m.data[0], 0xFF);
+    ASSERT_GE(vb_clock_now_ns() - t0, 100 * 1000000ull);
+    /* Bounded: after the cap nothing more comes. */
+    int64_t want = VB_TWILIO_GAP_FILL_MAX_MS / 20;
+    uint64_t end = vb_clock_now_ns() + 10000ull * 1000000ull;
+    while (counter(f, "vb_twilio_silence_frames_total") < want &&
+           vb_clock_now_ns() < end)
+        usleep(10000);
+    usleep(300000);
+    ASSERT_EQ(counter(f, "vb_twilio_silence_frames_total"), want);
+    /* The caller speaks again 5 s later on Twilio's timeline: the gap is
+     * already filled to the cap. */
+    send_media_at(c, b, 160, 5000);
+    ASSERT_EQ(silence_before(f, b), (int)want - 1);
+    ASSERT_EQ(counter(f, "vb_twilio_silence_frames_total"), want);
+    client_close(c);
+    fx_stop(f);
+    fx_over.media_gap_fill_ms = 0;
 }
 
 TEST_T(max_call_duration_hangs_up, 30)

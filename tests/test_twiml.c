@@ -133,3 +133,31 @@ TEST(twiml_long_text)
     free(s);
     vb_twiml_free(NULL);
 }
+
+TEST(twiml_connect_action_status_callback_and_reject)
+{
+    vb_twiml_t t;
+    vb_twiml_init(&t);
+    vb_twiml_param_t p[] = {{"CallSid", "CA1"}};
+    vb_twiml_connect_stream_cb(&t, "wss://h/s", "https://h/a?x=1&y=2",
+                               "https://h/cb", p, 1);
+    char *doc = finish(&t);
+    ASSERT_STR_EQ(doc,
+                  "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                  "<Response><Connect action=\"https://h/a?x=1&amp;y=2\">"
+                  "<Stream url=\"wss://h/s\" statusCallback=\"https://h/cb\">"
+                  "<Parameter name=\"CallSid\" value=\"CA1\"/></Stream>"
+                  "</Connect></Response>\n");
+    free(doc);
+    /* Empty action and callback: neither attribute. */
+    vb_twiml_init(&t);
+    vb_twiml_connect_stream_cb(&t, "wss://h/s", "", NULL, NULL, 0);
+    doc = finish(&t);
+    ASSERT_STR_CONTAINS(doc, "<Connect><Stream url=\"wss://h/s\"></Stream>");
+    free(doc);
+    vb_twiml_init(&t);
+    vb_twiml_reject(&t, "busy");
+    doc = finish(&t);
+    ASSERT_STR_CONTAINS(doc, "<Response><Reject reason=\"busy\"/></Response>");
+    free(doc);
+}

@@ -35,6 +35,8 @@ static void usage(FILE *f)
             "stream\n"
             "  --hangup-after S     hang up S seconds into the stream\n"
             "                       (default: end of audio + --tail)\n"
+            "  --suppress-silence   send no media while the caller is silent "
+            "(timestamps keep real time), as a leg with silence suppression\n"
             "  --tail S             listening time after the audio "
             "(default 2)\n"
             "  --api-listen H:P     REST API address (default "
@@ -120,6 +122,7 @@ static int cmd_call(int argc, char **argv)
         {"ca-file", required_argument, NULL, 'c'},
         {"timeout", required_argument, NULL, 'x'},
         {"verbose", no_argument, NULL, 'v'},
+        {"suppress-silence", no_argument, NULL, 'S'},
         {"help", no_argument, NULL, '?'},
         {NULL, 0, NULL, 0},
     };
@@ -133,6 +136,9 @@ static int cmd_call(int argc, char **argv)
         switch (ch) {
         case 'w':
             o.webhook = optarg;
+            break;
+        case 'S':
+            o.suppress_silence = true;
             break;
         case 't':
             o.auth_token = optarg;

@@ -60,8 +60,9 @@ typedef enum {
     SIM_VERB_PAUSE,
     SIM_VERB_CONNECT,
     SIM_VERB_HANGUP,
-    SIM_VERB_DIAL,  /* text: the first number or URI dialed */
-    SIM_VERB_OTHER, /* Play, Redirect, Reject: recorded, not run */
+    SIM_VERB_DIAL,   /* text: the first number or URI dialed */
+    SIM_VERB_REJECT, /* text: the reason, "busy" or "rejected" */
+    SIM_VERB_OTHER,  /* Play, Redirect, Reject: recorded, not run */
 } sim_verb_kind_t;
 
 #define SIM_MAX_PARAMS 32
@@ -73,6 +74,7 @@ typedef struct sim_verb {
     double pause_s;   /* Pause length */
     char *stream_url; /* Connect/Stream url */
     char *status_cb;  /* Stream statusCallback, or NULL */
+    char *action;     /* Connect action, or NULL */
     size_t nparams;   /* Stream Parameters */
     char *pname[SIM_MAX_PARAMS];
     char *pvalue[SIM_MAX_PARAMS];
@@ -163,9 +165,13 @@ typedef struct sim_call_opts {
      * when the caller audio ends plus tail_s. */
     double hangup_after_s;
     double tail_s;
-    double pause_scale;   /* multiplies <Pause> lengths (0: no waiting) */
-    double timeout_s;     /* whole call; 0: hang-up time + 15 s */
-    bool record_heard;    /* keep the played audio for sim_call_heard() */
+    double pause_scale; /* multiplies <Pause> lengths (0: no waiting) */
+    double timeout_s;   /* whole call; 0: hang-up time + 15 s */
+    bool record_heard;  /* keep the played audio for sim_call_heard() */
+    /* Send no media for silent frames (|sample| < 64 throughout), the
+     * timestamps of the next ones keeping real time: a leg that
+     * suppresses silence. */
+    bool suppress_silence;
     const char *ca_file;  /* CA bundle for https/wss; NULL: the system's */
     bool verbose;         /* log events to stderr */
     sim_timing_t *timing; /* NULL, or timestamps to record (borrowed) */
@@ -205,6 +211,15 @@ typedef struct sim_call_result {
      * (from the stream's start; -1: none). */
     char dialed[256];
     double dialed_after_s;
+    /* <Connect action> requests made once the stream ended (Twilio then
+     * runs what they answer), and the HTTP status of the last. */
+    unsigned action_requests;
+    int action_status;
+    /* The call was not answered: <Reject reason> ("busy": a busy tone,
+     * "rejected": not in service); "" otherwise. */
+    char rejected[16];
+    uint64_t frames_suppressed;  /* silent frames not sent */
+    unsigned stream_events_sent; /* <Stream statusCallback> requests */
 } sim_call_result_t;
 
 typedef void (*sim_call_done_cb)(sim_call_t *c, void *ud);
@@ -236,6 +251,9 @@ sim_call_t *sim_api_find(sim_api_t *api, const char *call_sid);
 void sim_api_register(sim_api_t *api, sim_call_t *c, const char *call_sid);
 void sim_api_unregister(sim_api_t *api, sim_call_t *c);
 void sim_call_rest_update(sim_call_t *c, const char *status, bool replace);
+/* Whether the call was answered (its webhook's TwiML is running): then
+ * Status=canceled leaves it alone, as Twilio does. */
+bool sim_call_answered(const sim_call_t *c);
 /* A REST update with a valid Twiml= document: the stream ends (stop,
  * close) and `t` runs instead of the rest of the call's TwiML. Takes `t`. */
 void sim_call_rest_twiml(sim_call_t *c, sim_twiml_t *t);

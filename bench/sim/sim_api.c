@@ -281,6 +281,10 @@ static void handle(conn_t *c)
     bool has_status = form_get(b, c->body_len, "Status", status, sizeof status);
     bool has_twiml = form_get(b, c->body_len, "Twiml", twiml, sizeof twiml);
     bool has_url = form_get(b, c->body_len, "Url", url, sizeof url);
+    /* Status=canceled ends only a queued or ringing call: an answered one
+     * goes on, the resource unchanged. */
+    bool cancel_noop = has_status && strcmp(status, "canceled") == 0 &&
+                       sim_call_answered(call);
     if (has_twiml && has_url) {
         respond_error(c, 400, "Bad Request", 21220,
                       "Twiml and Url are mutually exclusive");
@@ -302,7 +306,9 @@ static void handle(conn_t *c)
                       "Twiml exceeds 4000 characters");
         return;
     }
-    if (has_twiml && !has_status) {
+    if (cancel_noop) {
+        /* Nothing to do: answered below as in-progress. */
+    } else if (has_twiml && !has_status) {
         /* Twilio validates the document before it touches the call. */
         sim_twiml_t t;
         char err[256];
@@ -321,7 +327,9 @@ static void handle(conn_t *c)
              "{\"sid\":\"%s\",\"account_sid\":\"%s\",\"status\":\"%s\","
              "\"direction\":\"inbound\",\"uri\":\"/2010-04-01/Accounts/%s/"
              "Calls/%s.json\"}",
-             sid, acct, has_status ? "completed" : "in-progress", acct, sid);
+             sid, acct,
+             has_status && !cancel_noop ? "completed" : "in-progress", acct,
+             sid);
     respond(c, 200, "OK", json);
 }
 

@@ -72,6 +72,15 @@ struct sim_call {
     char ctype[128];
     size_t ctype_len;
     bool resp_done;
+    /* <Stream statusCallback> requests in flight (their answers are
+     * read and dropped). */
+    struct cb_req {
+        sim_call_t *c;
+        vb_transport_t *t;
+    } cbs[4];
+    /* The request under way is the <Connect action>, not the webhook. */
+    bool in_action;
+    char action_url[1024];
 
     /* TwiML; the one a REST update replaced stays until the call is freed
      * (`connect` points into it). */
@@ -194,6 +203,11 @@ static void finish(sim_call_t *c, const char *fmt, ...)
         vb_transport_close(c->http);
         c->http = NULL;
     }
+    for (size_t i = 0; i < sizeof c->cbs / sizeof c->cbs[0]; i++)
+        if (c->cbs[i].t != NULL) {
+            vb_transport_close(c->cbs[i].t);
+            c->cbs[i].t = NULL;
+        }
     if (c->api != NULL)
         sim_api_unregister(c->api, c);
     c->r.duration_s = (double)(vb_clock_now_ns() - c->t_begin) / 1e9;
@@ -309,9 +323,37 @@ static int h_on_done(llhttp_t *p)
     return HPE_PAUSED;
 }
 
+/* The <Connect action> answered: its TwiML replaces what was left. */
+static void run_action_twiml(sim_call_t *c, int status)
+{
+    c->r.action_status = status;
+    vlog(c, "<Connect action> answered %d (%s)", status, c->ctype);
+    if (status != 200) {
+        finish(c, "<Connect action> answered HTTP %d", status);
+        return;
+    }
+    sim_twiml_t t;
+    char err[256];
+    if (sim_twiml_parse(c->resp != NULL ? c->resp : "", c->resp_len, &t, err,
+                        sizeof err) != 0) {
+        finish(c, "<Connect action>: %s", err);
+        return;
+    }
+    /* `connect` points into the TwiML it came from: keep that one. */
+    sim_twiml_free(&c->twiml_old);
+    c->twiml_old = c->twiml;
+    c->twiml = t;
+    c->verb = 0;
+    next_verb(c);
+}
+
 static void run_twiml(sim_call_t *c)
 {
     int status = c->r.webhook_status;
+    if (c->in_action) {
+        run_action_twiml(c, status);
+        return;
+    }
     vlog(c, "webhook answered %d (%s)", status, c->ctype);
     if (status != 200) {
         finish(c, "webhook answered HTTP %d", status);
@@ -331,6 +373,14 @@ static void run_twiml(sim_call_t *c)
     if (sim_twiml_parse(c->resp != NULL ? c->resp : "", c->resp_len, &c->twiml,
                         err, sizeof err) != 0) {
         finish(c, "%s", err);
+        return;
+    }
+    if (c->twiml.nverbs > 0 && c->twiml.verbs[0].kind == SIM_VERB_REJECT) {
+        /* Not answered: the caller hears a busy tone (or "not in
+         * service"), nothing else runs. */
+        snprintf(c->r.rejected, sizeof c->r.rejected, "%s",
+                 c->twiml.verbs[0].text);
+        finish(c, "call rejected (%s)", c->r.rejected);
         return;
     }
     bool has_connect = false;
@@ -389,11 +439,13 @@ static void h_event(vb_transport_t *t, vb_transport_event_t ev, int err,
     }
 }
 
-static int post_webhook(sim_call_t *c)
+/* Posts the call's parameters to `url` (the voice webhook, or the
+ * <Connect action> with `status` in-progress), signed as Twilio signs. */
+static int post_form(sim_call_t *c, const char *url, const char *status)
 {
     vb_ws_url_t u;
-    if (vb_ws_url_parse_http(c->webhook, &u) != 0) {
-        finish(c, "bad webhook URL %s (need http:// or https://)", c->webhook);
+    if (vb_ws_url_parse_http(url, &u) != 0) {
+        finish(c, "bad webhook URL %s (need http:// or https://)", url);
         return -1;
     }
     char calltoken[64], city[] = "", country[] = "US";
@@ -402,7 +454,10 @@ static int post_webhook(sim_call_t *c)
         {"AccountSid", c->account},
         {"ApiVersion", "2010-04-01"},
         {"CallSid", c->r.call_sid},
-        {"CallStatus", c->o.direction != NULL ? "in-progress" : "ringing"},
+        /* An outbound call is answered before its webhook. */
+        {"CallStatus", c->o.direction != NULL && strcmp(status, "ringing") == 0
+                           ? "in-progress"
+                           : status},
         {"CallToken", calltoken},
         {"Called", c->to},
         {"CalledCity", city},
@@ -432,7 +487,7 @@ static int post_webhook(sim_call_t *c)
     char sig[64] = "";
     if (body == NULL ||
         (c->token[0] != '\0' &&
-         sim_sign(c->token, c->webhook, p, np, sig, sizeof sig) != 0)) {
+         sim_sign(c->token, url, p, np, sig, sizeof sig) != 0)) {
         free(body);
         finish(c, "out of memory");
         return -1;
@@ -479,8 +534,124 @@ static int post_webhook(sim_call_t *c)
     llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
     c->parser.data = c;
     vb_transport_set_handler(c->http, h_read, h_event, c);
-    vlog(c, "POST %s", c->webhook);
+    vlog(c, "POST %s", url);
     return 0;
+}
+
+static void cb_read(vb_transport_t *t, const uint8_t *d, size_t n, void *ud)
+{
+    (void)t;
+    (void)d;
+    (void)n;
+    (void)ud;
+}
+
+static void cb_event(vb_transport_t *t, vb_transport_event_t ev, int err,
+                     void *ud)
+{
+    (void)err;
+    struct cb_req *q = ud;
+    if ((ev == VB_TRANSPORT_ERROR || ev == VB_TRANSPORT_EOF) && q->t == t) {
+        vb_transport_close(t);
+        q->t = NULL;
+    }
+}
+
+/* Twilio's <Stream statusCallback> request for `event` (stream-started,
+ * stream-stopped), signed, answered or not: the call goes on. */
+static void post_stream_event(sim_call_t *c, const char *event)
+{
+    const sim_verb_t *v = c->connect;
+    if (v == NULL || v->status_cb == NULL)
+        return;
+    struct cb_req *q = NULL;
+    for (size_t i = 0; i < sizeof c->cbs / sizeof c->cbs[0] && q == NULL; i++)
+        if (c->cbs[i].t == NULL)
+            q = &c->cbs[i];
+    vb_ws_url_t u;
+    if (q == NULL || vb_ws_url_parse_http(v->status_cb, &u) != 0) {
+        vlog(c, "stream status callback not sent (%s)", event);
+        return;
+    }
+    char ts[32];
+    snprintf(ts, sizeof ts, "%.3f", (double)vb_clock_now_ns() / 1e9);
+    sim_param_t p[] = {
+        {"AccountSid", c->account},     {"CallSid", c->r.call_sid},
+        {"StreamEvent", event},         {"StreamName", c->r.stream_sid},
+        {"StreamSid", c->r.stream_sid}, {"Timestamp", ts},
+    };
+    size_t np = sizeof p / sizeof p[0];
+    char *body = sim_form_encode(p, np);
+    char sig[64] = "";
+    if (body == NULL ||
+        (c->token[0] != '\0' &&
+         sim_sign(c->token, v->status_cb, p, np, sig, sizeof sig) != 0)) {
+        free(body);
+        return;
+    }
+    char req[4096];
+    bool defport = u.port == (u.secure ? 443 : 80);
+    char hostport[300];
+    if (defport)
+        snprintf(hostport, sizeof hostport, "%s", u.host);
+    else
+        snprintf(hostport, sizeof hostport, "%s:%u", u.host, (unsigned)u.port);
+    int n = snprintf(req, sizeof req,
+                     "POST %s HTTP/1.1\r\nHost: %s\r\n"
+                     "User-Agent: TwilioProxy/1.1\r\n"
+                     "Content-Type: application/x-www-form-urlencoded\r\n"
+                     "Content-Length: %zu\r\n%s%s%s"
+                     "Connection: close\r\n\r\n%s",
+                     u.target, hostport, strlen(body),
+                     sig[0] ? "X-Twilio-Signature: " : "", sig,
+                     sig[0] ? "\r\n" : "", body);
+    free(body);
+    if (n < 0 || (size_t)n >= sizeof req)
+        return;
+    if (open_transport(c, u.secure, u.host, u.port, &q->t) != 0) {
+        q->t = NULL;
+        return;
+    }
+    q->c = c;
+    vb_transport_set_handler(q->t, cb_read, cb_event, q);
+    if (vb_transport_write(q->t, req, (size_t)n) < 0) {
+        vb_transport_close(q->t);
+        q->t = NULL;
+        return;
+    }
+    c->r.stream_events_sent++;
+    vlog(c, "stream status callback %s -> %s", event, v->status_cb);
+}
+
+static int post_webhook(sim_call_t *c)
+{
+    return post_form(c, c->webhook, "ringing");
+}
+
+/* Twilio requests the <Connect action> once the stream is over (an
+ * absolute path is taken relative to the webhook's origin). */
+static void post_action(sim_call_t *c, const char *action)
+{
+    if (action[0] == '/') {
+        const char *w = c->webhook;
+        const char *hs = strstr(w, "://");
+        size_t ol = hs != NULL ? (size_t)(hs + 3 - w) : 0;
+        ol += strcspn(w + ol, "/?");
+        snprintf(c->action_url, sizeof c->action_url, "%.*s%s", (int)ol, w,
+                 action);
+    } else {
+        snprintf(c->action_url, sizeof c->action_url, "%s", action);
+    }
+    free(c->resp);
+    c->resp = NULL;
+    c->resp_len = 0;
+    c->resp_done = false;
+    c->ctype[0] = '\0';
+    c->ctype_len = 0;
+    c->hname_len = 0;
+    c->in_action = true;
+    c->r.action_requests++;
+    post_form(c, c->action_url, "in-progress");
 }
 
 /* ---- stream: sending ---- */
@@ -580,8 +751,16 @@ static void tick_cb(uv_timer_t *t)
     /* Caller audio (silence after the file ends). */
     uint8_t frame[FRAME];
     size_t off = (size_t)(c->tick - 1) * FRAME;
-    for (size_t i = 0; i < FRAME; i++)
+    bool quiet = true;
+    for (size_t i = 0; i < FRAME; i++) {
         frame[i] = off + i < c->o.mulaw_len ? c->o.mulaw[off + i] : 0xFF;
+        int16_t v = sim_mulaw_decode(frame[i]);
+        quiet &= v > -64 && v < 64;
+    }
+    if (c->o.suppress_silence && quiet) {
+        c->r.frames_suppressed++;
+        goto playout;
+    }
     unsigned char b64[FRAME * 2];
     size_t bl = 0;
     if (mbedtls_base64_encode(b64, sizeof b64, &bl, frame, FRAME) != 0) {
@@ -611,6 +790,7 @@ static void tick_cb(uv_timer_t *t)
         tm->nsent++;
     }
     c->r.frames_sent++;
+playout:;
     /* Playout: 160 bytes per 20 ms. */
     size_t avail = c->fifo_len < FRAME ? c->fifo_len : FRAME;
     if (c->o.record_heard) {
@@ -771,6 +951,16 @@ static void after_stream(sim_call_t *c)
 {
     uv_timer_stop(&c->timer);
     c->st = S_AFTER;
+    post_stream_event(c, "stream-stopped");
+    /* With an action Twilio runs what it answers, never the verbs after
+     * </Connect>; not when the caller hung up or a REST update ended or
+     * redirected the call. */
+    if (c->connect != NULL && c->connect->action != NULL &&
+        !c->r.twiml_replaced && !c->r.hung_up_by_sim && !c->r.hung_up_by_rest &&
+        c->r.action_requests == 0) {
+        post_action(c, c->connect->action);
+        return;
+    }
     next_verb(c);
 }
 
@@ -818,6 +1008,7 @@ static void ws_opened(vb_ws_t *ws, void *ud)
     c->r.stream_opened = true;
     random_sid(c->r.stream_sid, "MZ");
     vlog(c, "stream open %s", c->r.stream_sid);
+    post_stream_event(c, "stream-started");
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "event", "connected");
     cJSON_AddStringToObject(j, "protocol", "Call");
@@ -949,6 +1140,12 @@ static void next_verb(sim_call_t *c)
                                 : 0;
             finish(c, NULL);
             return;
+        case SIM_VERB_REJECT:
+            /* Only the first verb can reject an unanswered call; later
+             * Twilio ends an answered call. */
+            vlog(c, "<Reject> on an answered call: hanging up");
+            finish(c, NULL);
+            return;
         case SIM_VERB_OTHER:
             vlog(c, "<%s> not simulated; hanging up", v->name);
             finish(c, NULL);
@@ -959,6 +1156,11 @@ static void next_verb(sim_call_t *c)
         vlog(c, "end of TwiML: call ends");
         finish(c, NULL);
     }
+}
+
+bool sim_call_answered(const sim_call_t *c)
+{
+    return c->st != S_WEBHOOK;
 }
 
 void sim_call_rest_update(sim_call_t *c, const char *status, bool replace)
@@ -1084,7 +1286,9 @@ void sim_call_print_summary(const sim_call_t *c, FILE *f)
         "clears=%llu protocol_errors=%llu rest_requests=%llu "
         "ended_by=%s close_code=%d first_audio_ms=%.1f late_ticks=%llu "
         "duration_s=%.3f says_after_stream=%u said_after_s=%.3f "
-        "twiml_replaced=%d dialed=%s dialed_after_s=%.3f",
+        "twiml_replaced=%d dialed=%s dialed_after_s=%.3f "
+        "action_requests=%u action_status=%d rejected=%s "
+        "frames_suppressed=%llu stream_events_sent=%u",
         r->call_sid, r->ok ? "ok" : "fail",
         r->stream_sid[0] ? r->stream_sid : "-", r->webhook_status,
         (unsigned long long)r->frames_sent, (unsigned long long)r->dtmf_sent,
@@ -1104,7 +1308,9 @@ void sim_call_print_summary(const sim_call_t *c, FILE *f)
                               : "none",
         r->close_code, r->first_audio_ms, (unsigned long long)r->late_ticks,
         r->duration_s, r->says_after_stream, r->said_after_s, r->twiml_replaced,
-        r->dialed[0] ? r->dialed : "-", r->dialed_after_s);
+        r->dialed[0] ? r->dialed : "-", r->dialed_after_s, r->action_requests,
+        r->action_status, r->rejected[0] ? r->rejected : "-",
+        (unsigned long long)r->frames_suppressed, r->stream_events_sent);
     if (r->says_after_stream > 0)
         fprintf(f, " said=\"%s\"", r->said);
     if (!r->ok)

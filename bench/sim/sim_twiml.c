@@ -510,6 +510,15 @@ static bool check_stream_url(const char *url, char *err, size_t errsz)
                  url);
         return false;
     }
+    /* Twilio connects to 443 only; a loopback host (tests) may use any. */
+    if (!ws && colon != NULL && !loopback_host(rest, host_len) &&
+        !(hl - host_len == 4 && memcmp(colon, ":443", 4) == 0)) {
+        snprintf(err, errsz,
+                 "TwiML: <Stream url=\"%s\">: Twilio streams to port 443 "
+                 "only",
+                 url);
+        return false;
+    }
     return true;
 }
 
@@ -518,6 +527,7 @@ static void verb_free(sim_verb_t *v)
     free(v->text);
     free(v->stream_url);
     free(v->status_cb);
+    free(v->action);
     for (size_t i = 0; i < v->nparams; i++) {
         free(v->pname[i]);
         free(v->pvalue[i]);
@@ -647,8 +657,17 @@ static bool parse_dial(const xn_t *n, sim_verb_t *v, char *err, size_t errsz)
 static bool parse_connect(const xn_t *n, sim_verb_t *v, char *err, size_t errsz)
 {
     static const char *const cattrs[] = {"action", "method", NULL};
-    static const char *const sattrs[] = {
-        "url", "name", "track", "statusCallback", "statusCallbackMethod", NULL};
+    /* What twilio-node 6.x's <Stream> takes (connectorName, audioFormat
+     * and sampleRate among them). */
+    static const char *const sattrs[] = {"url",
+                                         "name",
+                                         "track",
+                                         "statusCallback",
+                                         "statusCallbackMethod",
+                                         "connectorName",
+                                         "audioFormat",
+                                         "sampleRate",
+                                         NULL};
     static const char *const pattrs[] = {"name", "value", NULL};
     if (!attrs_allowed(n, cattrs, err, errsz))
         return false;
@@ -678,11 +697,29 @@ static bool parse_connect(const xn_t *n, sim_verb_t *v, char *err, size_t errsz)
         snprintf(err, errsz, "TwiML: bad <Stream track=\"%s\">", track);
         return false;
     }
+    /* A bidirectional stream carries the caller's track only. */
+    if (track != NULL && strcmp(track, "inbound_track") != 0) {
+        snprintf(err, errsz,
+                 "TwiML: <Connect><Stream track=\"%s\">: only inbound_track "
+                 "is allowed inside <Connect>",
+                 track);
+        return false;
+    }
+    const char *action = attr(n, "action");
+    if (action != NULL && strncmp(action, "http://", 7) != 0 &&
+        strncmp(action, "https://", 8) != 0 && action[0] != '/') {
+        snprintf(err, errsz,
+                 "TwiML: <Connect action=\"%s\"> is not an http(s) URL or "
+                 "an absolute path",
+                 action);
+        return false;
+    }
     if (!blank(s->text)) {
         snprintf(err, errsz, "TwiML: text inside <Stream>");
         return false;
     }
     v->stream_url = strdup(url);
+    v->action = action != NULL ? strdup(action) : NULL;
     const char *cb = attr(s, "statusCallback");
     v->status_cb = cb != NULL ? strdup(cb) : NULL;
     for (size_t i = 0; i < s->nkids; i++) {
@@ -743,8 +780,8 @@ int sim_twiml_parse(const char *xml, size_t len, sim_twiml_t *out, char *err,
         goto done;
     }
     static const char *const other[] = {
-        "Play", "Redirect", "Reject", "Gather", "Record", "Enqueue", "Leave",
-        "Sms",  "Start",    "Stop",   "Refer",  "Pay",    NULL};
+        "Play", "Redirect", "Gather", "Record", "Enqueue", "Leave",
+        "Sms",  "Start",    "Stop",   "Refer",  "Pay",     NULL};
     for (size_t i = 0; i < root->nkids; i++) {
         const xn_t *n = root->kids[i];
         sim_verb_t *v = &out->verbs[out->nverbs++];
@@ -785,6 +822,23 @@ int sim_twiml_parse(const char *xml, size_t len, sim_twiml_t *out, char *err,
                 goto done;
             }
             v->kind = SIM_VERB_HANGUP;
+        } else if (strcmp(n->name, "Reject") == 0) {
+            static const char *const a[] = {"reason", NULL};
+            if (!attrs_allowed(n, a, err, errsz))
+                goto done;
+            const char *why = attr(n, "reason");
+            if (why == NULL)
+                why = "rejected";
+            if (strcmp(why, "busy") != 0 && strcmp(why, "rejected") != 0) {
+                snprintf(err, errsz, "TwiML: bad <Reject reason=\"%s\">", why);
+                goto done;
+            }
+            if (n->nkids > 0 || !blank(n->text)) {
+                snprintf(err, errsz, "TwiML: <Reject> must be empty");
+                goto done;
+            }
+            v->kind = SIM_VERB_REJECT;
+            v->text = strdup(why);
         } else if (strcmp(n->name, "Dial") == 0) {
             if (!parse_dial(n, v, err, errsz))
                 goto done;

@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * How a Twilio call ends, end to end (build/voxbridge, build/vb-sim,
+ * build/vb-fake-gemini): after the model's end_call the caller hears
+ * nothing more, with REST credentials that fail or with none (the
+ * <Connect action> answers <Hangup/>); after a failure the caller hears
+ * the fallback text through the same action; at --max-calls the call is
+ * rejected busy (vb-sim reports what the caller would hear).
+ */
+#include "tests/e2e.h"
+
+#define FALLBACK "The assistant is unavailable right now. Goodbye."
+
+/* voxbridge as rig_vb starts it, but with `token` NULL: no Twilio
+ * credentials at all (no REST, no signatures). */
+static void vb_start(rig_t *r, const char *const *extra, bool creds)
+{
+    char bin[400], listen[64], pub[64], gurl[256];
+    snprintf(bin, sizeof(bin), "%s/voxbridge", proc_build_dir());
+    r->vb_port = proc_free_port();
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", r->vb_port);
+    snprintf(pub, sizeof(pub), "http://127.0.0.1:%d", r->vb_port);
+    snprintf(gurl, sizeof(gurl), "ws://127.0.0.1:%d" GPATH, r->fake_port);
+    const char *argv[48] = {bin,           "--listen",
+                            listen,        "--public-url",
+                            pub,           "--gemini-url",
+                            gurl,          "--fallback-say",
+                            FALLBACK,      "--metrics-listen",
+                            "127.0.0.1:0", "--drain-grace",
+                            "0",           "--no-gemini-startup-check"};
+    int n = 14;
+    for (int i = 0; extra != NULL && extra[i] != NULL && n < 47; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    const char *env_creds[] = {"TWILIO_AUTH_TOKEN=" TOKEN,
+                               "VOXBRIDGE_STREAM_SECRET=" SECRET,
+                               "GEMINI_API_KEY=" API_KEY, NULL};
+    const char *env_none[] = {"VOXBRIDGE_STREAM_SECRET=" SECRET,
+                              "GEMINI_API_KEY=" API_KEY, NULL};
+    r->vb = proc_spawn(argv, creds ? env_creds : env_none, r->vb_log);
+    ASSERT_EQ(proc_wait_port(r->vb_log, r->vb, proc_ms(10000)), r->vb_port);
+    r->vb_admin_port = rig_admin_port(r->vb_log, r->vb, proc_ms(10000));
+}
+
+/* Stops voxbridge; it must exit 0 without sanitizer reports (error lines
+ * may be expected: a model that failed). */
+static char *vb_stop(rig_t *r)
+{
+    kill(r->vb, SIGTERM);
+    int st = proc_reap(r->vb, proc_ms(30000));
+    char *text = proc_read_file(r->vb_log);
+    ASSERT_NOT_NULL(text);
+    if (st != 0 || strstr(text, "Sanitizer") != NULL ||
+        strstr(text, "runtime error") != NULL)
+        vb_test_fail(__FILE__, __LINE__, "voxbridge exited %d:\n%s", st, text);
+    return text;
+}
+
+/* Polls voxbridge's metrics until series `name`{labels} reaches `want`
+ * (a deadline, not a sleep); returns the last value seen. */
+static double await_metric(const rig_t *r, const char *name, const char *labels,
+                           double want)
+{
+    double v = -1;
+    for (int i = 0; i < 100; i++) {
+        char *m = metrics(r);
+        v = msum(m, name, labels);
+        free(m);
+        if (v >= want)
+            break;
+        usleep(50000 * (useconds_t)vb_test_slowdown());
+    }
+    return v;
+}
+
+typedef enum { END_NO_CREDS, END_REST_DEAD } end_how_t;
+
+/* The model says goodbye and calls end_call: the caller hears the goodbye
+ * and then nothing (no fallback <Say>), the stream closed 1000 and the
+ * <Connect action> answered <Hangup/>. */
+static void intended_end_case(end_how_t how)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "quiet.wav");
+    make_sox(audio, "trim 0 8");
+    write_file(r.script,
+               "{\"at_ms\":300,\"type\":\"audio\",\"ms\":800,\"hz\":600}\n"
+               "{\"at_ms\":400,\"type\":\"toolCall\",\"name\":\"end_call\","
+               "\"id\":\"call-1\"}\n"
+               "{\"at_ms\":700,\"type\":\"turnComplete\"}\n");
+    rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
+                                       NULL});
+    char dead[64];
+    snprintf(dead, sizeof(dead), "http://127.0.0.1:%d", proc_free_port());
+    if (how == END_REST_DEAD)
+        vb_start(&r, (const char *const[]){"--twilio-api-url", dead, NULL},
+                 true);
+    else
+        vb_start(&r, NULL, false);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL, NULL);
+    char *out = sim_wait(&r, &s);
+    /* Twilio's stream events reached the <Stream statusCallback>. */
+    ASSERT_EQ(field(out, "stream_events_sent"), 2);
+    ASSERT_EQ(await_metric(&r, "vb_twilio_stream_events_total",
+                           "event=\"stream-started\"", 1),
+              1);
+    ASSERT_EQ(await_metric(&r, "vb_twilio_stream_events_total",
+                           "event=\"stream-stopped\"", 1),
+              1);
+    char *m = metrics(&r);
+    char *vblog = vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    if (field(out, "says_after_stream") != 0 ||
+        field(out, "action_requests") != 1 ||
+        field(out, "action_status") != 200)
+        vb_test_fail(__FILE__, __LINE__,
+                     "after end_call the caller heard more:\n%s\n%s", out,
+                     vblog);
+    ASSERT_EQ(field(out, "close_code"), 1000);
+    /* The goodbye played before the hang-up. */
+    ASSERT_GE(field(out, "bytes_heard"), 8000 * 7 / 10);
+    ASSERT_EQ(msum(m, "vb_stream_ended_answers_total", "answer=\"hangup\""), 1);
+    ASSERT_EQ(msum(m, "vb_stream_ended_answers_total", "answer=\"fallback\""),
+              0);
+    ASSERT_EQ(msum(m, "vb_calls_total", "outcome=\"hangup\""), 1);
+    ASSERT_STR_CONTAINS(vblog, "answer=hangup ended=intended");
+    free(m);
+    free(vblog);
+    free(out);
+}
+
+TEST_T(end_call_without_rest_credentials_caller_hears_nothing_more, 90)
+{
+    intended_end_case(END_NO_CREDS);
+}
+
+TEST_T(end_call_with_rest_failing_caller_hears_nothing_more, 90)
+{
+    intended_end_case(END_REST_DEAD);
+}
+
+/* The model cannot be reached and there is no REST: the stream closes and
+ * the <Connect action> answers the fallback text, which the caller hears
+ * once. */
+TEST_T(model_unreachable_without_rest_caller_hears_the_fallback, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "quiet.wav");
+    make_sox(audio, "trim 0 8");
+    r.fake_port = proc_free_port(); /* nobody listens there */
+    vb_start(&r, NULL, false);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL, NULL);
+    char *out = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    char *vblog = vb_stop(&r);
+    assert_sim_ok(out, vblog);
+    if (field(out, "says_after_stream") != 1 ||
+        strstr(out, "said=\"" FALLBACK "\"") == NULL ||
+        field(out, "action_requests") != 1)
+        vb_test_fail(__FILE__, __LINE__, "fallback not heard:\n%s\n%s", out,
+                     vblog);
+    ASSERT_EQ(msum(m, "vb_stream_ended_answers_total", "answer=\"fallback\""),
+              1);
+    ASSERT_STR_CONTAINS(vblog, "answer=fallback ended=failure");
+    free(m);
+    free(vblog);
+    free(out);
+}
+
+/* An unsigned form POST to voxbridge (no credentials: nothing is
+ * verified); returns the status, the body in *body (malloc'd) if wanted. */
+static int post(const rig_t *r, const char *path, const char *form, char **body)
+{
+    char req[2048];
+    snprintf(req, sizeof(req),
+             "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Content-Type: application/x-www-form-urlencoded\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             path, strlen(form), form);
+    tc_resp_t resp;
+    int st = tc_request(r->vb_port, req, &resp, proc_ms(5000));
+    if (body != NULL)
+        *body = resp.body;
+    else
+        free(resp.body);
+    return st;
+}
+
+#define ANSWER(sid)                                                        \
+    "AccountSid=AC00000000000000000000000000000000&CallSid=" sid           \
+    "&CallStatus=ringing&Direction=inbound&From=%2B14155550100&To=%2B1415" \
+    "5550199"
+
+/* At --max-calls the next call is rejected busy: vb-sim reports the busy
+ * tone (no <Say>, nothing answered). A caller who hangs up during the
+ * greeting (a final status callback before the stream) frees the slot
+ * and the pre-connected Gemini session at once. */
+TEST_T(at_capacity_reject_busy_and_a_call_without_stream_frees_its_slot, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "quiet.wav");
+    make_sox(audio, "trim 0 2");
+    rig_fake(&r, NULL);
+    vb_start(&r, (const char *const[]){"--max-calls", "1", NULL}, false);
+    /* Answered; its stream never comes. */
+    char *body = NULL;
+    ASSERT_EQ(post(&r, "/webhook/voice",
+                   ANSWER("CA00000000000000000000000000000001"), &body),
+              200);
+    ASSERT_STR_CONTAINS(body, "<Connect action=");
+    free(body);
+    /* The pre-connect reached the model. */
+    char *text = NULL;
+    proc_wait_log(r.fake_log, "\"setup\"", r.fake, proc_ms(10000), &text);
+    free(text);
+    /* Full: vb-sim's call is rejected busy. */
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL, NULL);
+    int st = proc_reap(s.pid, proc_ms(60000));
+    char *out = proc_read_file(s.out);
+    ASSERT_NOT_NULL(out);
+    ASSERT_NE(st, 0);
+    ASSERT_STR_CONTAINS(out, "rejected=busy");
+    ASSERT_EQ(field(out, "says_after_stream"), 0);
+    ASSERT_EQ(field(out, "frames_sent"), 0);
+    free(out);
+    /* The first caller hung up during the greeting. */
+    ASSERT_EQ(post(&r, "/webhook/status",
+                   "AccountSid=AC00000000000000000000000000000000&CallSid="
+                   "CA00000000000000000000000000000001&CallStatus=completed",
+                   NULL),
+              204);
+    text = NULL;
+    ASSERT_NOT_NULL(proc_wait_log(r.vb_log,
+                                  "pre-connected gemini session dropped", r.vb,
+                                  proc_ms(10000), &text));
+    free(text);
+    /* Room again: a whole call goes through. */
+    sim_start(&r, &s, 1, audio, NULL, NULL);
+    out = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    char *vblog = vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    ASSERT_GT(field(out, "frames_sent"), 0);
+    ASSERT_EQ(field(out, "says_after_stream"), 0);
+    ASSERT_EQ(msum(m, "vb_calls_rejected_total", "reason=\"busy\""), 1);
+    ASSERT_EQ(msum(m, "vb_calls_unstreamed_total", NULL), 1);
+    ASSERT_STR_CONTAINS(vblog, "call ended before its stream: capacity freed");
+    free(m);
+    free(vblog);
+    free(out);
+}
+
+/* One utterance, then a leg that sends nothing while the caller is
+ * silent (vb-sim --suppress-silence): the model's turn detection needs
+ * the silence, which voxbridge sends in its place (--media-gap-fill-ms).
+ * With the fill off the turn never ends and the caller hears nothing:
+ * the case the test guards against. Returns the bytes the caller heard. */
+static long long suppressed_case(const char *fill_ms)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "one.wav");
+    make_sox(audio, "synth 1 sine 400 vol 0.3");
+    rig_fake(&r, NULL);
+    vb_start(&r, (const char *const[]){"--media-gap-fill-ms", fill_ms, NULL},
+             false);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--suppress-silence", "--tail", "4", NULL});
+    char *out = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    char *vblog = vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    /* The silence after the tone was not sent. */
+    ASSERT_GE(field(out, "frames_suppressed"), 150);
+    ASSERT_LE(field(out, "frames_sent"), 60);
+    long long heard = field(out, "bytes_heard");
+    printf("  fill %s ms: %lld bytes heard, %.0f silence frames sent\n",
+           fill_ms, heard, msum(m, "vb_twilio_silence_frames_total", NULL));
+    if (strcmp(fill_ms, "0") != 0)
+        ASSERT_GE(msum(m, "vb_twilio_silence_frames_total", NULL), 25);
+    free(m);
+    free(vblog);
+    free(out);
+    return heard;
+}
+
+TEST_T(silence_suppressed_leg_turns_still_end, 90)
+{
+    /* The echo model answers the 1 s tone once the silence is seen. */
+    ASSERT_GE(suppressed_case("400"), 8000 / 2);
+}
+
+TEST_T(silence_suppressed_leg_without_the_fill_never_answers, 90)
+{
+    ASSERT_EQ(suppressed_case("0"), 0);
+}
