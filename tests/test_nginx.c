@@ -580,7 +580,7 @@ TEST_T(nginx_tls_proxy_signed_webhook_and_websocket, 120)
     t = tls_open(ng_port, ca);
     const char *mreq = "GET /metrics HTTP/1.1\r\nHost: " HOST "\r\n\r\n";
     tls_send(t, mreq, strlen(mreq));
-    static char metrics[1 << 16];
+    static char metrics[1 << 20];
     ASSERT_EQ(tls_response(t, head, sizeof(head), metrics, sizeof(metrics)),
               404);
     tls_close(t);
