@@ -619,9 +619,12 @@ static void *reneg_main(void *arg)
         while (r == MBEDTLS_ERR_SSL_WANT_WRITE && !atomic_load(&p->done)) {
             atomic_store(&p->stuck, true);
             if (atomic_load(&p->drain)) {
-                /* Takes everything, until a second passes with nothing. */
+                /* Takes what is there, and tries to send again soon: the
+                 * server resumes reading once all it holds is taken. */
+                struct timeval quick = {.tv_usec = 10000};
+                setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &quick, sizeof quick);
                 unsigned char sink[16384];
-                while (recv(fd, sink, sizeof sink, 0) > 0)
+                while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
                     ;
             }
             r = mbedtls_ssl_renegotiate(&ssl); /* goes on flushing */
