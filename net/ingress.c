@@ -1423,22 +1423,36 @@ out:
     vb_form_free(&f);
 }
 
+/* The start every Twilio callback shares: POST or GET, its parameters
+ * decoded, its CallSid (*call: NULL when absent or invalid) and its
+ * signature checked. Returns false when `resp` holds the answer already;
+ * `f` is the caller's to free either way. */
+static bool callback_begin(vb_ingress_t *g, int route, const vb_http_req_t *req,
+                           vb_http_resp_t *resp, vb_form_t *f,
+                           const char **call, char *client, size_t client_sz)
+{
+    *call = NULL;
+    client_addr(g, req, client, client_sz);
+    if (!method_in(req, HTTP_POST, HTTP_GET)) {
+        method_not_allowed(resp, "POST, GET");
+        return false;
+    }
+    bool posted;
+    if (read_params(req, f, resp, &posted) != 0)
+        return false;
+    const char *sid = vb_form_get(f, "CallSid");
+    *call = sid_ok(sid) ? sid : NULL;
+    return check_signature(g, route, req, f, posted, resp, *call, client);
+}
+
 static void route_status(vb_ingress_t *g, const vb_http_req_t *req,
                          vb_http_resp_t *resp)
 {
-    if (!method_in(req, HTTP_POST, HTTP_GET)) {
-        method_not_allowed(resp, "POST, GET");
-        return;
-    }
     char client[64];
-    client_addr(g, req, client, sizeof(client));
     vb_form_t f = {0};
-    bool posted;
-    if (read_params(req, &f, resp, &posted) != 0)
-        goto out;
-    const char *sid = vb_form_get(&f, "CallSid");
-    const char *call = sid_ok(sid) ? sid : NULL;
-    if (!check_signature(g, R_STATUS, req, &f, posted, resp, call, client))
+    const char *call;
+    if (!callback_begin(g, R_STATUS, req, resp, &f, &call, client,
+                        sizeof(client)))
         goto out;
     const char *st = vb_form_get(&f, "CallStatus");
     size_t i = 0;
@@ -1484,19 +1498,11 @@ out:
 static void route_ended(vb_ingress_t *g, const vb_http_req_t *req,
                         vb_http_resp_t *resp)
 {
-    if (!method_in(req, HTTP_POST, HTTP_GET)) {
-        method_not_allowed(resp, "POST, GET");
-        return;
-    }
     char client[64];
-    client_addr(g, req, client, sizeof(client));
     vb_form_t f = {0};
-    bool posted;
-    if (read_params(req, &f, resp, &posted) != 0)
-        goto out;
-    const char *sid = vb_form_get(&f, "CallSid");
-    const char *call = sid_ok(sid) ? sid : NULL;
-    if (!check_signature(g, R_ENDED, req, &f, posted, resp, call, client))
+    const char *call;
+    if (!callback_begin(g, R_ENDED, req, resp, &f, &call, client,
+                        sizeof(client)))
         goto out;
     if (call == NULL) {
         vb_log_warn(NULL, "stream-ended request without a valid CallSid",
@@ -1535,20 +1541,11 @@ out:
 static void route_stream_status(vb_ingress_t *g, const vb_http_req_t *req,
                                 vb_http_resp_t *resp)
 {
-    if (!method_in(req, HTTP_POST, HTTP_GET)) {
-        method_not_allowed(resp, "POST, GET");
-        return;
-    }
     char client[64];
-    client_addr(g, req, client, sizeof(client));
     vb_form_t f = {0};
-    bool posted;
-    if (read_params(req, &f, resp, &posted) != 0)
-        goto out;
-    const char *sid = vb_form_get(&f, "CallSid");
-    const char *call = sid_ok(sid) ? sid : NULL;
-    if (!check_signature(g, R_STREAM_STATUS, req, &f, posted, resp, call,
-                         client))
+    const char *call;
+    if (!callback_begin(g, R_STREAM_STATUS, req, resp, &f, &call, client,
+                        sizeof(client)))
         goto out;
     const char *ev = vb_form_get(&f, "StreamEvent");
     const char *ss = vb_form_get(&f, "StreamSid");
