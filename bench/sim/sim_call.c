@@ -56,6 +56,7 @@ struct sim_call {
     sim_state_t st;
     uint64_t t_begin;
     bool finished, freeing;
+    bool cb_wait; /* finished, a status callback still in flight */
     int open_handles;
     uv_timer_t timer, deadline;
 
@@ -181,6 +182,32 @@ static void handle_closed(uv_handle_t *h)
     }
 }
 
+#define CB_WAIT_MS 2000 /* longest wait for a status callback at the end */
+
+static bool cbs_in_flight(const sim_call_t *c)
+{
+    for (size_t i = 0; i < sizeof c->cbs / sizeof c->cbs[0]; i++)
+        if (c->cbs[i].t != NULL)
+            return true;
+    return false;
+}
+
+static void cbs_close(sim_call_t *c)
+{
+    for (size_t i = 0; i < sizeof c->cbs / sizeof c->cbs[0]; i++)
+        if (c->cbs[i].t != NULL) {
+            vb_transport_close(c->cbs[i].t);
+            c->cbs[i].t = NULL;
+        }
+}
+
+static void finish_report(sim_call_t *c);
+
+static void cb_wait_over(uv_timer_t *t)
+{
+    finish_report(t->data);
+}
+
 static void finish(sim_call_t *c, const char *fmt, ...)
 {
     if (c->finished)
@@ -203,14 +230,24 @@ static void finish(sim_call_t *c, const char *fmt, ...)
         vb_transport_close(c->http);
         c->http = NULL;
     }
-    for (size_t i = 0; i < sizeof c->cbs / sizeof c->cbs[0]; i++)
-        if (c->cbs[i].t != NULL) {
-            vb_transport_close(c->cbs[i].t);
-            c->cbs[i].t = NULL;
-        }
     if (c->api != NULL)
         sim_api_unregister(c->api, c);
     c->r.duration_s = (double)(vb_clock_now_ns() - c->t_begin) / 1e9;
+    /* Twilio's status callbacks do not die with the call: one in flight
+     * is given a moment to be delivered before the call is reported. */
+    if (cbs_in_flight(c) && c->done != NULL) {
+        c->cb_wait = true;
+        uv_timer_start(&c->deadline, cb_wait_over, CB_WAIT_MS, 0);
+        return;
+    }
+    finish_report(c);
+}
+
+/* Reports the finished call (its callbacks delivered or given up). */
+static void finish_report(sim_call_t *c)
+{
+    c->cb_wait = false;
+    cbs_close(c);
     c->r.ok = c->r.error[0] == '\0' && c->r.protocol_errors == 0 &&
               c->r.stream_opened;
     if (c->r.ok == false && c->r.error[0] == '\0')
@@ -228,6 +265,7 @@ void sim_call_free(sim_call_t *c)
         c->done = NULL;
         finish(c, "aborted");
     }
+    cbs_close(c);
     vb_tls_config_destroy(c->tls);
     c->tls = NULL;
     c->freeing = true;
@@ -554,6 +592,11 @@ static void cb_event(vb_transport_t *t, vb_transport_event_t ev, int err,
     if ((ev == VB_TRANSPORT_ERROR || ev == VB_TRANSPORT_EOF) && q->t == t) {
         vb_transport_close(t);
         q->t = NULL;
+        sim_call_t *c = q->c;
+        if (c->cb_wait && !cbs_in_flight(c)) {
+            uv_timer_stop(&c->deadline);
+            finish_report(c);
+        }
     }
 }
 
