@@ -30,3 +30,6 @@ THREADED_TESTS += test_e2e_outbound
 # How a Twilio call ends (tests/test_e2e_twilio14.c): <Connect action>
 # after end_call or a failure, with and without REST; <Reject> at capacity.
 THREADED_TESTS += test_e2e_twilio14
+# Media timing of a real leg (tests/test_e2e_timing.c): jitter, a stall
+# and its burst, a gap in the timeline.
+THREADED_TESTS += test_e2e_timing

@@ -37,6 +37,16 @@ static void usage(FILE *f)
             "                       (default: end of audio + --tail)\n"
             "  --suppress-silence   send no media while the caller is silent "
             "(timestamps keep real time), as a leg with silence suppression\n"
+            "  --jitter MS          hold each frame up to MS ms (random, "
+            "order kept)\n"
+            "  --stall S:MS[,...]   from S s into the stream send nothing "
+            "for MS ms,\n"
+            "                       then all that was held at once (a "
+            "burst)\n"
+            "  --gap S:MS[,...]     never send the frames of those MS ms "
+            "(the\n"
+            "                       timestamps jump over them)\n"
+            "  --timing-seed N      seed of --jitter (default 1)\n"
             "  --tail S             listening time after the audio "
             "(default 2)\n"
             "  --api-listen H:P     REST API address (default "
@@ -90,6 +100,38 @@ static int parse_dtmf(const char *s, sim_dtmf_t **out, size_t *n)
     return 0;
 }
 
+/* "S:MS[,S:MS...]" into a malloc'd array; -1 when malformed. */
+static int parse_windows(const char *s, sim_window_t **out, size_t *n)
+{
+    size_t cap = 1;
+    for (const char *p = s; *p; p++)
+        cap += *p == ',';
+    sim_window_t *w = calloc(cap, sizeof *w);
+    if (w == NULL)
+        return -1;
+    size_t k = 0;
+    for (const char *p = s; *p;) {
+        char *e, *f;
+        double at = strtod(p, &e);
+        if (e == p || at < 0 || *e != ':')
+            break;
+        double ms = strtod(e + 1, &f);
+        if (f == e + 1 || ms <= 0 || (*f != ',' && *f != '\0'))
+            break;
+        w[k].at_s = at;
+        w[k].ms = ms;
+        k++;
+        p = *f == ',' ? f + 1 : f;
+        if (*f == '\0') {
+            *out = w;
+            *n = k;
+            return 0;
+        }
+    }
+    free(w);
+    return -1;
+}
+
 typedef struct run {
     sim_api_t *api;
     bool done;
@@ -123,6 +165,10 @@ static int cmd_call(int argc, char **argv)
         {"timeout", required_argument, NULL, 'x'},
         {"verbose", no_argument, NULL, 'v'},
         {"suppress-silence", no_argument, NULL, 'S'},
+        {"jitter", required_argument, NULL, 1001},
+        {"stall", required_argument, NULL, 1002},
+        {"gap", required_argument, NULL, 1003},
+        {"timing-seed", required_argument, NULL, 1004},
         {"help", no_argument, NULL, '?'},
         {NULL, 0, NULL, 0},
     };
@@ -131,11 +177,44 @@ static int cmd_call(int argc, char **argv)
     const char *audio = NULL, *heard = NULL, *listen = "127.0.0.1:0";
     o.auth_token = getenv("TWILIO_AUTH_TOKEN");
     sim_dtmf_t *dtmf = NULL;
+    sim_window_t *stalls = NULL, *gaps = NULL;
     int ch;
     while ((ch = getopt_long(argc, argv, "v", opts, NULL)) != -1) {
         switch (ch) {
         case 'w':
             o.webhook = optarg;
+            break;
+        case 1001: {
+            char *e;
+            o.jitter_ms = strtod(optarg, &e);
+            if (*e != '\0' || o.jitter_ms < 0 || o.jitter_ms > 10000) {
+                fprintf(stderr, "vb-sim: bad --jitter \"%s\" (0..10000 ms)\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        }
+        case 1002:
+        case 1003: {
+            sim_window_t **w = ch == 1002 ? &stalls : &gaps;
+            size_t *nw = ch == 1002 ? &o.nstalls : &o.ngaps;
+            free(*w);
+            *w = NULL;
+            if (parse_windows(optarg, w, nw) != 0) {
+                fprintf(stderr,
+                        "vb-sim: bad --%s \"%s\" (want e.g. "
+                        "\"1.5:800,4:300\": seconds:ms)\n",
+                        ch == 1002 ? "stall" : "gap", optarg);
+                return 2;
+            }
+            if (ch == 1002)
+                o.stalls = stalls;
+            else
+                o.gaps = gaps;
+            break;
+        }
+        case 1004:
+            o.timing_seed = (uint32_t)strtoul(optarg, NULL, 10);
             break;
         case 'S':
             o.suppress_silence = true;
@@ -279,6 +358,8 @@ static int cmd_call(int argc, char **argv)
     uv_loop_close(&loop);
     free(mulaw);
     free(dtmf);
+    free(stalls);
+    free(gaps);
     return rc;
 }
 

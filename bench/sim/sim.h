@@ -152,6 +152,11 @@ typedef struct sim_timing {
     uint64_t last_media;
 } sim_timing_t;
 
+/* A stretch of the stream: from at_s seconds after it started, ms long. */
+typedef struct sim_window {
+    double at_s, ms;
+} sim_window_t;
+
 typedef struct sim_call_opts {
     const char *webhook;     /* http://host:port/path */
     const char *auth_token;  /* signs webhook and upgrade; NULL/"": none */
@@ -172,6 +177,15 @@ typedef struct sim_call_opts {
      * timestamps of the next ones keeping real time: a leg that
      * suppresses silence. */
     bool suppress_silence;
+    /* Media timing of a real leg: each frame is held up to jitter_ms
+     * (order kept); during a stall nothing is sent, and what was held
+     * goes at once after it (a burst, timestamps unchanged); the frames
+     * of a gap are never sent (the timestamps jump over it). Jitter is
+     * drawn from timing_seed (0: 1), so runs repeat. */
+    double jitter_ms;
+    const sim_window_t *stalls, *gaps;
+    size_t nstalls, ngaps;
+    uint32_t timing_seed;
     const char *ca_file;  /* CA bundle for https/wss; NULL: the system's */
     bool verbose;         /* log events to stderr */
     sim_timing_t *timing; /* NULL, or timestamps to record (borrowed) */
@@ -219,6 +233,9 @@ typedef struct sim_call_result {
      * "rejected": not in service); "" otherwise. */
     char rejected[16];
     uint64_t frames_suppressed;  /* silent frames not sent */
+    uint64_t frames_gapped;      /* frames of a --gap, never sent */
+    uint64_t frames_held;        /* sent a tick (20 ms) or more late */
+    double max_hold_ms;          /* longest a frame was held */
     unsigned stream_events_sent; /* <Stream statusCallback> requests */
 } sim_call_result_t;
 

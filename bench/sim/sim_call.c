@@ -37,6 +37,7 @@
 #define MAX_RESP       (256 * 1024)
 #define LATE_NS        5000000ull
 #define MAX_STREAM_MSG (1024 * 1024)
+#define HELD_MAX       1024 /* frames held back (jitter, stalls): 20 s */
 
 typedef enum { S_WEBHOOK, S_TWIML, S_STREAM, S_AFTER, S_DONE } sim_state_t;
 
@@ -97,6 +98,14 @@ struct sim_call {
     size_t dtmf_next;
     bool hanging_up;
     uint64_t hangup_tick;
+    /* Media held back (jitter, stalls), in order: a ring of ticks and
+     * when each may go. */
+    struct held_frame {
+        uint64_t tick, release_ns;
+    } held[HELD_MAX];
+    size_t held_head, held_len;
+    uint64_t last_release_ns;
+    uint32_t rng;
 
     /* Playout FIFO. */
     uint8_t *fifo;
@@ -771,39 +780,34 @@ static void tick_cb(uv_timer_t *t);
 static void schedule_tick(sim_call_t *c)
 {
     uint64_t due = c->t_start + (c->tick + 1) * TICK_NS;
+    if (c->held_len > 0 && c->held[c->held_head].release_ns < due)
+        due = c->held[c->held_head].release_ns;
     uint64_t now = vb_clock_now_ns();
     uint64_t ms = due > now ? (due - now + 999999) / 1000000 : 0;
     uv_update_time(c->loop);
     uv_timer_start(&c->timer, tick_cb, ms, 0);
 }
 
-static void tick_cb(uv_timer_t *t)
+/* The caller's frame for `tick` (silence after the audio ends); true
+ * when it is quiet throughout. */
+static bool frame_at(const sim_call_t *c, uint64_t tick, uint8_t *frame)
 {
-    sim_call_t *c = t->data;
-    if (c->st != S_STREAM || c->ws == NULL || c->hanging_up)
-        return;
-    uint64_t now = vb_clock_now_ns();
-    uint64_t due = c->t_start + (c->tick + 1) * TICK_NS;
-    if (now < due) {
-        schedule_tick(c); /* timers have ms resolution: not yet */
-        return;
-    }
-    c->tick++;
-    if (now - due > LATE_NS)
-        c->r.late_ticks++;
-    /* Caller audio (silence after the file ends). */
-    uint8_t frame[FRAME];
-    size_t off = (size_t)(c->tick - 1) * FRAME;
+    size_t off = (size_t)(tick - 1) * FRAME;
     bool quiet = true;
     for (size_t i = 0; i < FRAME; i++) {
         frame[i] = off + i < c->o.mulaw_len ? c->o.mulaw[off + i] : 0xFF;
         int16_t v = sim_mulaw_decode(frame[i]);
         quiet &= v > -64 && v < 64;
     }
-    if (c->o.suppress_silence && quiet) {
-        c->r.frames_suppressed++;
-        goto playout;
-    }
+    return quiet;
+}
+
+/* Sends the media message of `tick`, its sequence number the next one
+ * (Twilio numbers messages as they go). */
+static void send_frame(sim_call_t *c, uint64_t tick, uint64_t now)
+{
+    uint8_t frame[FRAME];
+    frame_at(c, tick, frame);
     unsigned char b64[FRAME * 2];
     size_t bl = 0;
     if (mbedtls_base64_encode(b64, sizeof b64, &bl, frame, FRAME) != 0) {
@@ -818,8 +822,8 @@ static void tick_cb(uv_timer_t *t)
                       "\"media\":{\"track\":\"inbound\",\"chunk\":\"%llu\","
                       "\"timestamp\":\"%llu\",\"payload\":\"%s\"},"
                       "\"streamSid\":\"%s\"}",
-                      (unsigned long long)c->seq++, (unsigned long long)c->tick,
-                      (unsigned long long)(c->tick * 20), (const char *)b64,
+                      (unsigned long long)c->seq++, (unsigned long long)tick,
+                      (unsigned long long)(tick * 20), (const char *)b64,
                       c->r.stream_sid);
     int src = vb_ws_send_text(c->ws, msg, (size_t)ml);
     if (src < 0 && src != VB_ECLOSED)
@@ -832,8 +836,105 @@ static void tick_cb(uv_timer_t *t)
             tm->sent[tm->nsent] = vb_clock_now_ns();
         tm->nsent++;
     }
+    uint64_t due = c->t_start + tick * TICK_NS;
+    if (now > due) {
+        double held = (double)(now - due) / 1e6;
+        if (now - due >= TICK_NS)
+            c->r.frames_held++;
+        if (held > c->r.max_hold_ms)
+            c->r.max_hold_ms = held;
+    }
     c->r.frames_sent++;
-playout:;
+}
+
+/* Sends the held frames whose time has come (all of them: `all`). */
+static void release_held(sim_call_t *c, uint64_t now, bool all)
+{
+    while (c->held_len > 0 && !c->finished &&
+           (all || c->held[c->held_head].release_ns <= now)) {
+        uint64_t tick = c->held[c->held_head].tick;
+        c->held_head = (c->held_head + 1) % HELD_MAX;
+        c->held_len--;
+        send_frame(c, tick, now);
+    }
+}
+
+static bool in_window(const sim_window_t *w, size_t n, double at_s,
+                      double *end_s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (at_s >= w[i].at_s - 1e-9 && at_s < w[i].at_s + w[i].ms / 1000.0) {
+            if (end_s != NULL)
+                *end_s = w[i].at_s + w[i].ms / 1000.0;
+            return true;
+        }
+    return false;
+}
+
+/* When the frame of `tick`, due at `due`, may go: after its jitter, after
+ * the stall it falls in, never before the one before it. */
+static uint64_t release_time(sim_call_t *c, uint64_t tick, uint64_t due)
+{
+    uint64_t at = due;
+    if (c->o.jitter_ms > 0) {
+        c->rng ^= c->rng << 13; /* xorshift32 */
+        c->rng ^= c->rng >> 17;
+        c->rng ^= c->rng << 5;
+        at += (uint64_t)((double)c->rng / 4294967296.0 * c->o.jitter_ms * 1e6);
+    }
+    double end_s;
+    if (in_window(c->o.stalls, c->o.nstalls, (double)(tick - 1) * 0.02,
+                  &end_s)) {
+        uint64_t end = c->t_start + (uint64_t)(end_s * 1e9);
+        if (at < end)
+            at = end;
+    }
+    if (at < c->last_release_ns)
+        at = c->last_release_ns;
+    c->last_release_ns = at;
+    return at;
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    sim_call_t *c = t->data;
+    if (c->st != S_STREAM || c->ws == NULL || c->hanging_up)
+        return;
+    uint64_t now = vb_clock_now_ns();
+    uint64_t due = c->t_start + (c->tick + 1) * TICK_NS;
+    if (now < due) {
+        release_held(c, now, false);
+        if (!c->finished)
+            schedule_tick(c); /* timers have ms resolution: not yet */
+        return;
+    }
+    c->tick++;
+    if (now - due > LATE_NS)
+        c->r.late_ticks++;
+    /* Caller audio (silence after the file ends), sent now or held. */
+    uint8_t frame[FRAME];
+    bool quiet = frame_at(c, c->tick, frame);
+    if (c->o.suppress_silence && quiet) {
+        c->r.frames_suppressed++;
+    } else if (in_window(c->o.gaps, c->o.ngaps, (double)(c->tick - 1) * 0.02,
+                         NULL)) {
+        c->r.frames_gapped++;
+    } else {
+        uint64_t at = release_time(c, c->tick, due);
+        if (c->held_len == HELD_MAX) { /* full: the oldest goes now */
+            uint64_t tk = c->held[c->held_head].tick;
+            c->held_head = (c->held_head + 1) % HELD_MAX;
+            c->held_len--;
+            send_frame(c, tk, now);
+        }
+        size_t k = (c->held_head + c->held_len) % HELD_MAX;
+        c->held[k].tick = c->tick;
+        c->held[k].release_ns = at;
+        c->held_len++;
+    }
+    release_held(c, now, false);
+    if (c->finished)
+        return;
     /* Playout: 160 bytes per 20 ms. */
     size_t avail = c->fifo_len < FRAME ? c->fifo_len : FRAME;
     if (c->o.record_heard) {
@@ -875,6 +976,9 @@ playout:;
         vlog(c, "dtmf %s", d);
     }
     if (c->tick >= c->hangup_tick) {
+        release_held(c, now, true); /* what the leg still holds goes first */
+        if (c->finished)
+            return;
         c->r.hung_up_by_sim = true;
         send_stop_and_close(c, "caller hangs up");
         return;
@@ -1081,6 +1185,7 @@ static void ws_opened(vb_ws_t *ws, void *ud)
         return;
     c->t_start = vb_clock_now_ns();
     c->tick = 0;
+    c->rng = c->o.timing_seed != 0 ? c->o.timing_seed : 1;
     double hang = c->o.hangup_after_s;
     if (hang < 0)
         hang = (double)c->o.mulaw_len / 8000.0 + c->o.tail_s;
@@ -1354,6 +1459,9 @@ void sim_call_print_summary(const sim_call_t *c, FILE *f)
         r->dialed[0] ? r->dialed : "-", r->dialed_after_s, r->action_requests,
         r->action_status, r->rejected[0] ? r->rejected : "-",
         (unsigned long long)r->frames_suppressed, r->stream_events_sent);
+    fprintf(f, " frames_gapped=%llu frames_held=%llu max_hold_ms=%.1f",
+            (unsigned long long)r->frames_gapped,
+            (unsigned long long)r->frames_held, r->max_hold_ms);
     if (r->says_after_stream > 0)
         fprintf(f, " said=\"%s\"", r->said);
     if (!r->ok)
