@@ -183,7 +183,7 @@ struct vb_ingress {
     vb_metric_t rejected_busy, rejected_draining;
     vb_metric_t g_ready, g_draining, g_max_calls; /* set at each scrape */
     vb_metric_t g_gemini_ready, rerouted[2];      /* instance, lane */
-    vb_metric_t insecure;
+    vb_metric_t insecure, stream_unsigned;
     vb_metric_t handoff[H_COUNT];
     vb_metric_t conn_event[VB_HTTP_EV_COUNT];
 
@@ -531,6 +531,13 @@ static int register_metrics(vb_ingress_t *g)
             g->m, VB_METRIC_COUNTER, "vb_twilio_signature_failures_total",
             "Requests refused for a missing or wrong X-Twilio-Signature.",
             VB_LABELS("route", route_names[r]), &g->sigfail[r]);
+    if (rc == 0)
+        rc = vb_metrics_add(
+            g->m, VB_METRIC_COUNTER, "vb_twilio_stream_unsigned_total",
+            "Stream upgrades accepted without an X-Twilio-Signature (the "
+            "stream token decides; --stream-require-signature refuses "
+            "them).",
+            NULL, &g->stream_unsigned);
     for (size_t i = 0; rc == 0 && i < NSTATUSES; i++)
         rc = vb_metrics_add(
             g->m, VB_METRIC_COUNTER, "vb_twilio_call_status_total",
@@ -1643,6 +1650,8 @@ static void route_stream(vb_ingress_t *g, const vb_http_req_t *req,
         set_text(resp, 403, "invalid X-Twilio-Signature\n");
         return;
     }
+    if (g->verify && sig == NULL)
+        vb_metrics_counter_add(g->shard, g->stream_unsigned, 1);
     if (g->lanes == NULL) {
         vb_metrics_counter_add(g->shard, g->handoff[H_NO_LANES], 1);
         VB_LOG_RATELIMITED(VB_LOG_WARN, 1000, NULL,

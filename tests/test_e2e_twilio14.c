@@ -304,3 +304,186 @@ TEST_T(silence_suppressed_leg_without_the_fill_never_answers, 90)
 {
     ASSERT_EQ(suppressed_case("0"), 0);
 }
+
+/* ---- REST with an API key; the upgrade signature's forms ---- */
+
+#define E2E_KEY_SID    "SKe2e0000000000000000000000000000"
+#define E2E_KEY_SECRET "e2e-key-secret"
+
+/* end_call with voxbridge hanging up through vb-sim's REST API with an API
+ * key (`secret` the one it sends; vb-sim knows E2E_KEY_SECRET). Returns
+ * vb-sim's output (summary and its REST account on stderr); *log and *m
+ * get voxbridge's log and metrics. */
+static char *api_key_case(const char *secret, char **log, char **m)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "quiet.wav");
+    make_sox(audio, "trim 0 8");
+    write_file(r.script,
+               "{\"at_ms\":300,\"type\":\"audio\",\"ms\":800,\"hz\":600}\n"
+               "{\"at_ms\":400,\"type\":\"toolCall\",\"name\":\"end_call\","
+               "\"id\":\"call-1\"}\n"
+               "{\"at_ms\":700,\"type\":\"turnComplete\"}\n");
+    rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
+                                       NULL});
+    int api_port = proc_free_port();
+    char api_url[64], api_listen[64];
+    snprintf(api_url, sizeof(api_url), "http://127.0.0.1:%d", api_port);
+    snprintf(api_listen, sizeof(api_listen), "127.0.0.1:%d", api_port);
+    vb_start(&r,
+             (const char *const[]){"--twilio-api-url", api_url,
+                                   "--twilio-api-key", E2E_KEY_SID,
+                                   "--twilio-api-secret", secret, NULL},
+             true);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--api-listen", api_listen, "--api-key",
+                                    E2E_KEY_SID, "--api-secret", E2E_KEY_SECRET,
+                                    NULL});
+    char *out = sim_wait(&r, &s);
+    ASSERT_EQ(await_metric(&r, "vb_calls_total", NULL, 1), 1);
+    *m = metrics(&r);
+    *log = vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, *log);
+    /* Whichever way it ended, the caller heard nothing after the goodbye. */
+    if (field(out, "says_after_stream") != 0)
+        vb_test_fail(__FILE__, __LINE__, "the caller heard more:\n%s\n%s", out,
+                     *log);
+    ASSERT_GE(field(out, "bytes_heard"), 8000 * 7 / 10);
+    return out;
+}
+
+TEST_T(end_call_hangs_up_through_rest_with_an_api_key, 90)
+{
+    char *log, *m;
+    char *out = api_key_case(E2E_KEY_SECRET, &log, &m);
+    /* vb-sim took the REST hang-up: nothing ran after it. */
+    char ended[16];
+    ASSERT_STR_EQ(sfield(out, "ended_by", ended, sizeof(ended)), "rest");
+    ASSERT_EQ(field(out, "rest_requests"), 1);
+    ASSERT_EQ(field(out, "action_requests"), 0);
+    ASSERT_STR_CONTAINS(out, "REST API: requests=1 auth_failures=0");
+    ASSERT_STR_CONTAINS(log, "call ended through the REST API");
+    ASSERT_EQ(msum(m, "vb_stream_ended_answers_total", NULL), 0);
+    /* Twilio's stop ended the stream. */
+    ASSERT_EQ(msum(m, "vb_calls_total", "outcome=\"stop\""), 1);
+    free(m);
+    free(log);
+    free(out);
+}
+
+TEST_T(end_call_with_a_wrong_api_secret_is_refused_and_ends_cleanly, 90)
+{
+    char *log, *m;
+    char *out = api_key_case("not-the-secret", &log, &m);
+    /* vb-sim refused the key (401, counted, the call untouched); voxbridge
+     * closed the stream and the <Connect action> answered <Hangup/>. */
+    ASSERT_STR_CONTAINS(out, "REST API: requests=1 auth_failures=1");
+    ASSERT_EQ(field(out, "rest_requests"), 0);
+    char ended[16];
+    ASSERT_STR_EQ(sfield(out, "ended_by", ended, sizeof(ended)), "server");
+    ASSERT_EQ(field(out, "close_code"), 1000);
+    ASSERT_EQ(field(out, "action_requests"), 1);
+    ASSERT_EQ(field(out, "action_status"), 200);
+    ASSERT_STR_CONTAINS(log, "REST hang-up refused");
+    ASSERT_STR_CONTAINS(log, "http_status=401");
+    ASSERT_EQ(msum(m, "vb_stream_ended_answers_total", "answer=\"hangup\""), 1);
+    ASSERT_EQ(msum(m, "vb_calls_total", "outcome=\"hangup\""), 1);
+    free(m);
+    free(log);
+    free(out);
+}
+
+/* A call whose upgrade vb-sim signs as `mode`, voxbridge requiring the
+ * signature or not. Returns vb-sim's output; *st its exit status and *m
+ * voxbridge's metrics. */
+static char *upgrade_case(const char *mode, bool require, int *st, char **m)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "tone.wav");
+    make_sox(audio, "synth 1 sine 400 vol 0.3");
+    rig_fake(&r, NULL);
+    /* A refused stream leaves its call awaited: the drain gives up on it
+     * after a second, not 30. */
+    vb_start(&r,
+             require ? (const char *const[]){"--stream-require-signature",
+                                             "--drain-timeout", "1", NULL}
+                     : NULL,
+             true);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--upgrade-signature", mode, "--tail", "1",
+                                    NULL});
+    *st = proc_reap(s.pid, proc_ms(60000));
+    char *out = proc_read_file(s.out);
+    ASSERT_NOT_NULL(out);
+    *m = metrics(&r);
+    char *log = vb_stop(&r);
+    rig_stop(&r);
+    if (*st == 0)
+        assert_sim_ok(out, log);
+    free(log);
+    return out;
+}
+
+static void upgrade_completes(const char *mode, bool require)
+{
+    int st;
+    char *m;
+    char *out = upgrade_case(mode, require, &st, &m);
+    if (st != 0)
+        vb_test_fail(__FILE__, __LINE__, "--upgrade-signature %s failed:\n%s",
+                     mode, out);
+    ASSERT_GE(field(out, "frames_sent"), 50);
+    ASSERT_EQ(msum(m, "vb_twilio_signature_failures_total", "route=\"stream\""),
+              0);
+    ASSERT_EQ(msum(m, "vb_twilio_stream_unsigned_total", NULL),
+              strcmp(mode, "none") == 0 ? 1 : 0);
+    free(m);
+    free(out);
+}
+
+TEST_T(required_upgrade_signature_exact_completes, 90)
+{
+    upgrade_completes("exact", true);
+}
+
+TEST_T(required_upgrade_signature_with_trailing_slash_completes, 90)
+{
+    upgrade_completes("slash", true);
+}
+
+/* The stream URL here has a port (ws://127.0.0.1:P/...), which the port
+ * form keeps as it is: tests/test_sim_units.c checks the :443/:80 forms
+ * against voxbridge's verifier. */
+TEST_T(required_upgrade_signature_port_form_completes, 90)
+{
+    upgrade_completes("port", true);
+}
+
+TEST_T(required_upgrade_signature_missing_is_refused, 90)
+{
+    int st;
+    char *m;
+    char *out = upgrade_case("none", true, &st, &m);
+    ASSERT_NE(st, 0);
+    ASSERT_STR_CONTAINS(out, "result=fail");
+    ASSERT_STR_CONTAINS(out, "stream upgrade failed");
+    ASSERT_STR_CONTAINS(out, "HTTP 403");
+    ASSERT_EQ(field(out, "frames_sent"), 0);
+    ASSERT_EQ(msum(m, "vb_twilio_signature_failures_total", "route=\"stream\""),
+              1);
+    ASSERT_EQ(msum(m, "vb_twilio_stream_unsigned_total", NULL), 0);
+    free(m);
+    free(out);
+}
+
+/* Without --stream-require-signature the stream token decides: an
+ * unsigned upgrade completes the call and is counted. */
+TEST_T(unsigned_upgrade_completes_and_is_counted, 90)
+{
+    upgrade_completes("none", false);
+}

@@ -237,8 +237,9 @@ typedef struct run {
     char out_path[512], err_path[512];
 } run_t;
 
-static void sim_spawn(fx_t *f, run_t *r, const char *wav, const char *heard,
-                      const char *hangup_after, const char *extra)
+static void sim_spawn_args(fx_t *f, run_t *r, const char *wav,
+                           const char *heard, const char *hangup_after,
+                           const char *const *extra)
 {
     char exe[512], webhook[256], api[64];
     const char *bd = getenv("VB_BUILD_DIR");
@@ -248,7 +249,7 @@ static void sim_spawn(fx_t *f, run_t *r, const char *wav, const char *heard,
     snprintf(api, sizeof api, "127.0.0.1:%d", f->api_port);
     snprintf(r->out_path, sizeof r->out_path, "%s/sim.out", vb_test_tmpdir());
     snprintf(r->err_path, sizeof r->err_path, "%s/sim.err", vb_test_tmpdir());
-    const char *argv[24] = {exe,
+    const char *argv[32] = {exe,
                             "call",
                             "--webhook",
                             webhook,
@@ -269,8 +270,8 @@ static void sim_spawn(fx_t *f, run_t *r, const char *wav, const char *heard,
         argv[argc++] = "--hangup-after";
         argv[argc++] = hangup_after;
     }
-    if (extra != NULL)
-        argv[argc++] = extra;
+    for (int i = 0; extra != NULL && extra[i] != NULL && argc < 31; i++)
+        argv[argc++] = extra[i];
     argv[argc] = NULL;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -282,6 +283,13 @@ static void sim_spawn(fx_t *f, run_t *r, const char *wav, const char *heard,
                           (char *const *)(uintptr_t)argv, environ),
               0);
     posix_spawn_file_actions_destroy(&fa);
+}
+
+static void sim_spawn(fx_t *f, run_t *r, const char *wav, const char *heard,
+                      const char *hangup_after, const char *extra)
+{
+    sim_spawn_args(f, r, wav, heard, hangup_after,
+                   (const char *const[]){extra, NULL});
 }
 
 /* Waits for vb-sim; returns its exit status and its summary line. */
@@ -579,6 +587,135 @@ TEST_T(sim_call_rest_twiml_update_runs_the_new_twiml, 60)
     ASSERT_STR_CONTAINS(sum, "said=\"Bye now.\"");
     ASSERT_EQ(field(sum, "rest_requests"), 1);
     ASSERT_EQ(field(sum, "protocol_errors"), 0);
+    wait_flag(&f->closed);
+    fx_stop(f);
+}
+
+/* A request to vb-sim's REST API with `auth` as the whole Authorization
+ * value (NULL: no header); returns the status, the body in `resp`. */
+static int rest_raw(int port, const char *path, const char *auth,
+                    const char *body, char *resp, size_t n)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char hdr[600] = "";
+    if (auth != NULL)
+        snprintf(hdr, sizeof hdr, "Authorization: %s\r\n", auth);
+    char req[4096];
+    int len = snprintf(req, sizeof req,
+                       "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s"
+                       "Content-Type: application/x-www-form-urlencoded\r\n"
+                       "Content-Length: %zu\r\n\r\n%s",
+                       path, hdr, strlen(body), body);
+    ASSERT_EQ(write(fd, req, (size_t)len), len);
+    size_t got = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        ASSERT_EQ(poll(&p, 1, (int)(5000 * vb_test_slowdown())), 1);
+        ssize_t k = read(fd, resp + got, n - 1 - got);
+        if (k <= 0)
+            break;
+        got += (size_t)k;
+    }
+    resp[got] = '\0';
+    close(fd);
+    return atoi(resp + 9);
+}
+
+static void basic(const char *user, const char *pass, char *out, size_t n)
+{
+    char cred[256];
+    size_t bl = 0;
+    snprintf(cred, sizeof cred, "%s:%s", user, pass);
+    memcpy(out, "Basic ", 6);
+    mbedtls_base64_encode((unsigned char *)out + 6, n - 7, &bl,
+                          (const unsigned char *)cred, strlen(cred));
+    out[6 + bl] = '\0';
+}
+
+#define KEY_SID    "SK0123456789abcdef0123456789abcdef"
+#define KEY_SECRET "sim-key-secret"
+
+/* REST auth as Twilio's: the auth token or an API key of the call's
+ * account; every other credential is 401 with error 20003, counted, and
+ * leaves the call alone. */
+TEST_T(sim_call_rest_api_key_auth, 60)
+{
+    fx_t *f = fx_start(END_REST);
+    char wav[512], heard[512];
+    snprintf(wav, sizeof wav, "%s/in.wav", vb_test_tmpdir());
+    snprintf(heard, sizeof heard, "%s/heard.wav", vb_test_tmpdir());
+    uint8_t caller[800];
+    make_caller_audio(caller, sizeof caller);
+    write_wav(wav, caller, sizeof caller);
+    run_t r;
+    sim_spawn_args(f, &r, wav, heard, "15",
+                   (const char *const[]){"--api-key", KEY_SID, "--api-secret",
+                                         KEY_SECRET, NULL});
+    wait_flag(&f->opened);
+    const char *acct = f->open.account_sid, *sid = f->open.call_sid;
+    char path[256], other[256], auth[512], resp[4096];
+    snprintf(path, sizeof path, "/2010-04-01/Accounts/%s/Calls/%s.json", acct,
+             sid);
+    snprintf(other, sizeof other, "/2010-04-01/Accounts/AC%032d/Calls/%s.json",
+             7, sid);
+    const char *bad[][2] = {
+        {KEY_SID, "wrong"},        /* wrong secret */
+        {KEY_SID, TOKEN},          /* the key SID with the auth token */
+        {acct, KEY_SECRET},        /* the account SID with the key secret */
+        {acct, "wrong"},           /* wrong token */
+        {KEY_SID, KEY_SECRET "x"}, /* a longer secret */
+        {KEY_SID "x", KEY_SECRET}, /* another key */
+    };
+    int refused = 0;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        basic(bad[i][0], bad[i][1], auth, sizeof auth);
+        ASSERT_EQ(rest_raw(f->api_port, path, auth, "Status=completed", resp,
+                           sizeof resp),
+                  401);
+        ASSERT_STR_CONTAINS(resp, "\"code\":20003");
+        ASSERT_STR_CONTAINS(resp, "\"message\":\"Authenticate\"");
+        ASSERT_STR_CONTAINS(resp, "\"status\":401");
+        refused++;
+    }
+    /* No header, other schemes, broken base64, no colon. */
+    const char *raw[] = {NULL, "Bearer abc", "Basic", "Basic !!!!",
+                         "Basic U0sw" /* "SK0" */};
+    for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
+        ASSERT_EQ(rest_raw(f->api_port, path, raw[i], "Status=completed", resp,
+                           sizeof resp),
+                  401);
+        ASSERT_STR_CONTAINS(resp, "\"code\":20003");
+        refused++;
+    }
+    /* The key belongs to the call's account, not to another. */
+    basic(KEY_SID, KEY_SECRET, auth, sizeof auth);
+    ASSERT_EQ(rest_raw(f->api_port, other, auth, "Status=completed", resp,
+                       sizeof resp),
+              401);
+    refused++;
+    /* The right key hangs up. */
+    ASSERT_EQ(rest_raw(f->api_port, path, auth, "Status=completed", resp,
+                       sizeof resp),
+              200);
+    ASSERT_STR_CONTAINS(resp, "\"status\":\"completed\"");
+    char sum[2048];
+    int rc = sim_wait(&r, sum, sizeof sum);
+    ASSERT_STR_CONTAINS(sum, "result=ok");
+    ASSERT_EQ(rc, 0);
+    ASSERT_STR_CONTAINS(sum, "ended_by=rest");
+    ASSERT_EQ(field(sum, "rest_requests"), 1);
+    /* vb-sim's account of its REST API on stderr. */
+    char *err = proc_read_file(r.err_path);
+    ASSERT_NOT_NULL(err);
+    char want[128];
+    snprintf(want, sizeof want, "requests=%d auth_failures=%d", refused + 1,
+             refused);
+    ASSERT_STR_CONTAINS(err, want);
+    free(err);
     wait_flag(&f->closed);
     fx_stop(f);
 }

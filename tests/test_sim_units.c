@@ -10,6 +10,7 @@
 #include "bench/sim/sim_validate.c"
 
 #include "dsp/g711.h"
+#include "net/twilio_sig.h"
 #include "tests/g711_sample.h"
 #include "tests/test.h"
 
@@ -278,6 +279,50 @@ TEST(signatures_match_spec_vectors)
                        sizeof sig),
               0);
     ASSERT_STR_EQ(sig, "XFfwGS2Ev7f9qAP9MmRoMS7C724=");
+}
+
+/* --upgrade-signature: the URL each form signs, and voxbridge's stream
+ * upgrade check (the flags net/ingress.c passes) accepting each. */
+TEST(upgrade_signature_forms)
+{
+    static const struct {
+        sim_upgrade_sig_t mode;
+        const char *url, *want;
+    } cases[] = {
+        {SIM_UPGRADE_SIG_EXACT, "wss://example.com/media-stream",
+         "wss://example.com/media-stream"},
+        {SIM_UPGRADE_SIG_SLASH, "wss://example.com/media-stream",
+         "wss://example.com/media-stream/"},
+        {SIM_UPGRADE_SIG_SLASH, "wss://example.com/", "wss://example.com/"},
+        {SIM_UPGRADE_SIG_PORT, "wss://example.com/media-stream",
+         "wss://example.com:443/media-stream"},
+        {SIM_UPGRADE_SIG_PORT, "ws://127.0.0.1/s/0", "ws://127.0.0.1:80/s/0"},
+        {SIM_UPGRADE_SIG_PORT, "ws://[::1]/s", "ws://[::1]:80/s"},
+        {SIM_UPGRADE_SIG_PORT, "wss://example.com:8443/s",
+         "wss://example.com:8443/s"},
+        {SIM_UPGRADE_SIG_NONE, "wss://example.com/s", "wss://example.com/s"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[256], sig[64];
+        ASSERT_EQ(
+            sim_upgrade_sig_url(cases[i].mode, cases[i].url, out, sizeof out),
+            0);
+        ASSERT_STR_EQ(out, cases[i].want);
+        ASSERT_EQ(sim_sign("12345", out, NULL, 0, sig, sizeof sig), 0);
+        ASSERT_EQ(vb_twilio_sig_verify("12345", cases[i].url, NULL, sig,
+                                       strlen(sig),
+                                       VB_TWILIO_SIG_PORT_VARIANTS |
+                                           VB_TWILIO_SIG_SLASH_VARIANTS),
+                  0);
+    }
+    char small[16];
+    ASSERT_EQ(sim_upgrade_sig_url(SIM_UPGRADE_SIG_PORT, "no-scheme/x", small,
+                                  sizeof small),
+              -1);
+    ASSERT_EQ(sim_upgrade_sig_url(SIM_UPGRADE_SIG_EXACT,
+                                  "wss://a-rather-long-host.example/x", small,
+                                  sizeof small),
+              -1);
 }
 
 TEST(form_encoding)

@@ -49,10 +49,17 @@ static void usage(FILE *f)
             "  --timing-seed N      seed of --jitter (default 1)\n"
             "  --tail S             listening time after the audio "
             "(default 2)\n"
+            "  --upgrade-signature M  how the stream upgrade is signed:\n"
+            "                       exact (the <Stream url>, default), none\n"
+            "                       (no header), slash (url + '/'), port\n"
+            "                       (wss://host:443/..., ws://host:80/...)\n"
             "  --api-listen H:P     REST API address (default "
             "127.0.0.1:0);\n"
             "                       give voxbridge --twilio-api-url "
             "http://H:P\n"
+            "  --api-key SK.. --api-secret S\n"
+            "                       REST also accepts Basic SK..:S (a key\n"
+            "                       of the call's account); else 401 20003\n"
             "  --account-sid AC..   account (default random)\n"
             "  --from N, --to N     caller and called numbers\n"
             "  --pause-scale X      multiply <Pause> lengths (default 1)\n"
@@ -135,6 +142,7 @@ static int parse_windows(const char *s, sim_window_t **out, size_t *n)
 typedef struct run {
     sim_api_t *api;
     bool done;
+    uint64_t rest_requests, rest_auth_failures;
 } run_t;
 
 static void call_done(sim_call_t *c, void *ud)
@@ -142,8 +150,46 @@ static void call_done(sim_call_t *c, void *ud)
     (void)c;
     run_t *r = ud;
     r->done = true;
+    r->rest_requests = sim_api_requests(r->api);
+    r->rest_auth_failures = sim_api_auth_failures(r->api);
     sim_api_stop(r->api);
     r->api = NULL;
+}
+
+/* --upgrade-signature M: 0, or -1 for an unknown M. */
+static int parse_upgrade_sig(const char *m, sim_upgrade_sig_t *out)
+{
+    static const struct {
+        const char *name;
+        sim_upgrade_sig_t v;
+    } modes[] = {{"exact", SIM_UPGRADE_SIG_EXACT},
+                 {"none", SIM_UPGRADE_SIG_NONE},
+                 {"slash", SIM_UPGRADE_SIG_SLASH},
+                 {"port", SIM_UPGRADE_SIG_PORT}};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        if (strcmp(m, modes[i].name) == 0) {
+            *out = modes[i].v;
+            return 0;
+        }
+    fprintf(stderr,
+            "vb-sim: unknown --upgrade-signature \"%s\" (exact, none, "
+            "slash, port)\n",
+            m);
+    return -1;
+}
+
+/* An API key needs both halves, and an SK... SID. */
+static int check_api_key(const char *sid, const char *secret)
+{
+    if (sid == NULL && secret == NULL)
+        return 0;
+    if (sid == NULL || secret == NULL || *secret == '\0' ||
+        strncmp(sid, "SK", 2) != 0) {
+        fprintf(stderr, "vb-sim: --api-key SK... and --api-secret S go "
+                        "together\n");
+        return -1;
+    }
+    return 0;
 }
 
 static int cmd_call(int argc, char **argv)
@@ -169,9 +215,13 @@ static int cmd_call(int argc, char **argv)
         {"stall", required_argument, NULL, 1002},
         {"gap", required_argument, NULL, 1003},
         {"timing-seed", required_argument, NULL, 1004},
+        {"upgrade-signature", required_argument, NULL, 'U'},
+        {"api-key", required_argument, NULL, 'k'},
+        {"api-secret", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, '?'},
         {NULL, 0, NULL, 0},
     };
+    const char *key_sid = NULL, *key_secret = NULL;
     sim_call_opts_t o = {
         .hangup_after_s = -1, .tail_s = 2.0, .pause_scale = 1.0};
     const char *audio = NULL, *heard = NULL, *listen = "127.0.0.1:0";
@@ -218,6 +268,16 @@ static int cmd_call(int argc, char **argv)
             break;
         case 'S':
             o.suppress_silence = true;
+            break;
+        case 'U':
+            if (parse_upgrade_sig(optarg, &o.upgrade_sig) != 0)
+                return 2;
+            break;
+        case 'k':
+            key_sid = optarg;
+            break;
+        case 'K':
+            key_secret = optarg;
             break;
         case 't':
             o.auth_token = optarg;
@@ -287,6 +347,8 @@ static int cmd_call(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (check_api_key(key_sid, key_secret) != 0)
+        return 2;
     char err[512];
     int16_t *pcm = NULL;
     size_t n = 0;
@@ -333,11 +395,21 @@ static int cmd_call(int argc, char **argv)
         fprintf(stderr, "vb-sim: cannot start the call\n");
         return 1;
     }
+    /* The key belongs to the call's account, as a key belongs to one
+     * Twilio account. The webhook is under way, but no REST request can
+     * have been read before the loop runs. */
+    if (key_sid != NULL)
+        sim_api_set_api_key(run.api, sim_call_account_sid(call), key_sid,
+                            key_secret);
     while (!run.done)
         uv_run(&loop, UV_RUN_ONCE);
     const sim_call_result_t *r = sim_call_result(call);
     sim_call_print_summary(call, stdout);
     fflush(stdout);
+    if (run.rest_requests > 0)
+        fprintf(stderr, "vb-sim: REST API: requests=%llu auth_failures=%llu\n",
+                (unsigned long long)run.rest_requests,
+                (unsigned long long)run.rest_auth_failures);
     int rc = r->ok ? 0 : 1;
     if (heard != NULL) {
         size_t hl = 0;
@@ -377,6 +449,9 @@ static void serve_usage(FILE *f)
             "\n"
             "  --api-listen H:P     REST API address (default 127.0.0.1:0)\n"
             "  --auth-token T       auth token (default $TWILIO_AUTH_TOKEN)\n"
+            "  --api-key SK.. --api-secret S\n"
+            "                       also accept Basic SK..:S (any account)\n"
+            "  --upgrade-signature M  exact|none|slash|port, as for call\n"
             "  --audio IN.wav       callee audio: 8000 Hz mono 16-bit PCM\n"
             "  --calls N            exit after N finished calls (default "
             "1)\n"
@@ -438,9 +513,13 @@ static int cmd_serve(int argc, char **argv)
         {"tail", required_argument, NULL, 'T'},
         {"timeout", required_argument, NULL, 'x'},
         {"verbose", no_argument, NULL, 'v'},
+        {"upgrade-signature", required_argument, NULL, 'U'},
+        {"api-key", required_argument, NULL, 'k'},
+        {"api-secret", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, '?'},
         {NULL, 0, NULL, 0},
     };
+    const char *key_sid = NULL, *key_secret = NULL;
     static const char *const answers[] = {"human",
                                           "machine_start",
                                           "machine_end_beep",
@@ -470,6 +549,16 @@ static int cmd_serve(int argc, char **argv)
             break;
         case 'u':
             o.unreachable = optarg;
+            break;
+        case 'U':
+            if (parse_upgrade_sig(optarg, &o.call.upgrade_sig) != 0)
+                return 2;
+            break;
+        case 'k':
+            key_sid = optarg;
+            break;
+        case 'K':
+            key_secret = optarg;
             break;
         case 'b': {
             int k = 0;
@@ -518,6 +607,8 @@ static int cmd_serve(int argc, char **argv)
         serve_usage(stderr);
         return 2;
     }
+    if (check_api_key(key_sid, key_secret) != 0)
+        return 2;
     char err[512];
     int16_t *pcm = NULL;
     size_t n = 0;
@@ -556,6 +647,8 @@ static int cmd_serve(int argc, char **argv)
         fprintf(stderr, "vb-sim: cannot listen on %s\n", listen);
         return 2;
     }
+    if (key_sid != NULL)
+        sim_api_set_api_key(run.api, NULL, key_sid, key_secret);
     o.done = serve_call_done;
     o.done_ud = &run;
     sim_outbound_t *ob = NULL;

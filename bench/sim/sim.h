@@ -125,11 +125,19 @@ typedef struct sim_api sim_api_t;
 typedef struct sim_call sim_call_t;
 
 /* Listens on host:port (port 0 picks one). Requests need HTTP Basic
- * auth AccountSid:auth_token when auth_token is non-empty. */
+ * auth AccountSid:auth_token when auth_token is non-empty (or an API key,
+ * sim_api_set_api_key()); others get 401 with Twilio's error 20003. */
 int sim_api_start(uv_loop_t *loop, const char *host, int port,
                   const char *auth_token, sim_api_t **out);
+/* Also accepts HTTP Basic key_sid:secret (an API key, SK...) for requests
+ * whose path names `account` (NULL or "": any account, as the auth token
+ * is). Copies the strings; an empty secret removes the key. */
+void sim_api_set_api_key(sim_api_t *api, const char *account,
+                         const char *key_sid, const char *secret);
 int sim_api_port(const sim_api_t *api);
 uint64_t sim_api_requests(const sim_api_t *api);
+/* Requests refused 401: wrong, missing or malformed credentials. */
+uint64_t sim_api_auth_failures(const sim_api_t *api);
 void sim_api_stop(sim_api_t *api); /* closes; frees once the loop runs */
 
 /* ---- one call (sim_call.c) ---- */
@@ -156,6 +164,22 @@ typedef struct sim_timing {
 typedef struct sim_window {
     double at_s, ms;
 } sim_window_t;
+/* How the Media Streams upgrade is signed (X-Twilio-Signature over the
+ * `<Stream url>` with no parameters): over the URL exactly, not at all,
+ * over the URL with a trailing '/' added, or with the scheme's default
+ * port made explicit (wss://host:443/path, ws://host:80/path; a URL with a
+ * port is signed as it is). */
+typedef enum {
+    SIM_UPGRADE_SIG_EXACT,
+    SIM_UPGRADE_SIG_NONE,
+    SIM_UPGRADE_SIG_SLASH,
+    SIM_UPGRADE_SIG_PORT,
+} sim_upgrade_sig_t;
+
+/* The URL `mode` signs for `url` into out. Returns 0, or -1 (too long, or
+ * not scheme://). SIM_UPGRADE_SIG_NONE yields the URL unchanged. */
+int sim_upgrade_sig_url(sim_upgrade_sig_t mode, const char *url, char *out,
+                        size_t outsz);
 
 typedef struct sim_call_opts {
     const char *webhook;     /* http://host:port/path */
@@ -192,6 +216,7 @@ typedef struct sim_call_opts {
     /* The webhook's Direction: NULL "inbound"; "outbound-api" for a call
      * placed through Calls.json (CallStatus in-progress then). */
     const char *direction;
+    sim_upgrade_sig_t upgrade_sig; /* default exact */
 } sim_call_opts_t;
 
 typedef struct sim_call_result {

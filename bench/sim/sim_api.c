@@ -2,7 +2,9 @@
 /*
  * vb-sim REST server: the one Twilio API call voxbridge makes (spec §6),
  * POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json with HTTP
- * Basic auth AccountSid:AuthToken and a form body. Status=completed (or
+ * Basic auth AccountSid:AuthToken or ApiKeySid:ApiKeySecret (a key of the
+ * account in the path) and a form body; anything else is 401 (Twilio error
+ * 20003), counted. Status=completed (or
  * canceled) hangs the call up; Twiml= (validated like a webhook's answer,
  * at most 4000 characters) replaces its TwiML: the stream ends and the new
  * document runs (its <Say> texts are reported as heard); Url= ends the
@@ -32,9 +34,11 @@ struct sim_api {
     uv_tcp_t srv;
     int port;
     char token[128];
+    /* An API key (SK...) and its secret; key_account "": any account. */
+    char key_sid[64], key_secret[128], key_account[64];
     reg_t *regs;
     size_t nregs, cap;
-    uint64_t requests;
+    uint64_t requests, auth_failures;
     bool closing;
     sim_outbound_t *outbound; /* Calls.json creates; NULL: 404 */
 };
@@ -182,20 +186,52 @@ static bool form_get(const char *body, size_t len, const char *name, char *out,
     return false;
 }
 
+/* Whether the Authorization header is Basic `user:pass`, compared in
+ * constant time over the decoded credentials. */
+static bool basic_is(const char *header, const char *user, const char *pass)
+{
+    if (strncasecmp(header, "Basic ", 6) != 0)
+        return false;
+    const char *b64 = header + 6;
+    while (*b64 == ' ')
+        b64++;
+    unsigned char got[400];
+    size_t gl = 0;
+    if (mbedtls_base64_decode(got, sizeof got - 1, &gl,
+                              (const unsigned char *)b64, strlen(b64)) != 0)
+        return false;
+    char want[400];
+    int wl = snprintf(want, sizeof want, "%s:%s", user, pass);
+    if (wl < 0 || (size_t)wl >= sizeof want || (size_t)wl != gl)
+        return false;
+    unsigned char diff = 0;
+    for (size_t i = 0; i < gl; i++)
+        diff |= (unsigned char)(got[i] ^ (unsigned char)want[i]);
+    return diff == 0;
+}
+
+/* Twilio's REST auth: AccountSid:AuthToken, or ApiKeySid:ApiKeySecret for
+ * a key of the account in the path. Anything else (a wrong secret, a key
+ * SID with the auth token, the account SID with the key secret, no or a
+ * malformed header) is refused and counted. */
 static bool auth_ok(conn_t *c, const char *acct)
 {
     sim_api_t *api = c->api;
-    if (api->token[0] == '\0')
+    if (api->token[0] == '\0' && api->key_sid[0] == '\0')
         return true;
-    char cred[256], want[400];
-    size_t wl = 0;
-    snprintf(cred, sizeof cred, "%s:%s", acct, api->token);
-    memcpy(want, "Basic ", 6);
-    mbedtls_base64_encode((unsigned char *)want + 6, sizeof want - 7, &wl,
-                          (const unsigned char *)cred, strlen(cred));
-    want[6 + wl] = '\0';
     c->auth[c->auth_len] = '\0';
-    return strcmp(c->auth, want) == 0;
+    bool ok = api->token[0] != '\0' && basic_is(c->auth, acct, api->token);
+    if (!ok && api->key_sid[0] != '\0' &&
+        (api->key_account[0] == '\0' || strcmp(api->key_account, acct) == 0))
+        ok = basic_is(c->auth, api->key_sid, api->key_secret);
+    if (!ok)
+        api->auth_failures++;
+    return ok;
+}
+
+static void respond_unauthorized(conn_t *c)
+{
+    respond_error(c, 401, "Unauthorized", 20003, "Authenticate");
 }
 
 /* Calls.json: create a call (sim_outbound.c). */
@@ -207,8 +243,7 @@ static void handle_create(conn_t *c, const char *acct)
         return;
     }
     if (!auth_ok(c, acct)) {
-        respond_error(c, 401, "Unauthorized", 20003,
-                      "Authentication Error - invalid username");
+        respond_unauthorized(c);
         return;
     }
     char *json = NULL, msg[300];
@@ -255,20 +290,9 @@ static void handle(conn_t *c)
                       "Method not allowed");
         return;
     }
-    if (api->token[0] != '\0') {
-        char cred[256], want[400];
-        size_t wl = 0;
-        snprintf(cred, sizeof cred, "%s:%s", acct, api->token);
-        memcpy(want, "Basic ", 6);
-        mbedtls_base64_encode((unsigned char *)want + 6, sizeof want - 7, &wl,
-                              (const unsigned char *)cred, strlen(cred));
-        want[6 + wl] = '\0';
-        c->auth[c->auth_len] = '\0';
-        if (strcmp(c->auth, want) != 0) {
-            respond_error(c, 401, "Unauthorized", 20003,
-                          "Authentication Error - invalid username");
-            return;
-        }
+    if (!auth_ok(c, acct)) {
+        respond_unauthorized(c);
+        return;
     }
     sim_call_t *call = sim_api_find(api, sid);
     if (call == NULL || strcmp(sim_call_account_sid(call), acct) != 0) {
@@ -491,6 +515,24 @@ int sim_api_port(const sim_api_t *api)
 uint64_t sim_api_requests(const sim_api_t *api)
 {
     return api->requests;
+}
+
+uint64_t sim_api_auth_failures(const sim_api_t *api)
+{
+    return api->auth_failures;
+}
+
+void sim_api_set_api_key(sim_api_t *api, const char *account,
+                         const char *key_sid, const char *secret)
+{
+    snprintf(api->key_sid, sizeof api->key_sid, "%s",
+             key_sid != NULL ? key_sid : "");
+    snprintf(api->key_secret, sizeof api->key_secret, "%s",
+             secret != NULL ? secret : "");
+    snprintf(api->key_account, sizeof api->key_account, "%s",
+             account != NULL ? account : "");
+    if (api->key_secret[0] == '\0')
+        api->key_sid[0] = '\0';
 }
 
 static void api_closed(uv_handle_t *h)

@@ -1203,10 +1203,15 @@ static void open_stream(sim_call_t *c, const sim_verb_t *v)
         finish(c, "bad stream url %s", v->stream_url);
         return;
     }
-    char sig[64] = "", hdr[128];
+    char sig[64] = "", hdr[128], signed_url[1100];
     const char *headers[3] = {"User-Agent: Twilio.TmeWs/1.0", NULL, NULL};
-    if (c->token[0] != '\0') {
-        if (sim_sign(c->token, v->stream_url, NULL, 0, sig, sizeof sig) != 0) {
+    /* --upgrade-signature: the forms the sources describe (the exact
+     * <Stream url>, a trailing '/', the default port spelled out) or no
+     * header at all. */
+    if (c->token[0] != '\0' && c->o.upgrade_sig != SIM_UPGRADE_SIG_NONE) {
+        if (sim_upgrade_sig_url(c->o.upgrade_sig, v->stream_url, signed_url,
+                                sizeof signed_url) != 0 ||
+            sim_sign(c->token, signed_url, NULL, 0, sig, sizeof sig) != 0) {
             finish(c, "signing failed");
             return;
         }
@@ -1226,7 +1231,8 @@ static void open_stream(sim_call_t *c, const sim_verb_t *v)
                           .log_id = c->r.call_sid};
     vb_ws_callbacks_t cb = {
         .on_message = ws_message, .on_close = ws_closed, .on_open = ws_opened};
-    vlog(c, "upgrade %s", v->stream_url);
+    vlog(c, "upgrade %s (signed over %s)", v->stream_url,
+         headers[1] != NULL ? signed_url : "nothing");
     rc =
         vb_ws_connect(c->loop, t, &cfg, &cb, c, v->stream_url, headers, &c->ws);
     if (rc < 0)

@@ -117,3 +117,35 @@ char *sim_form_encode(const sim_param_t *params, size_t n)
     *o = '\0';
     return out;
 }
+
+int sim_upgrade_sig_url(sim_upgrade_sig_t mode, const char *url, char *out,
+                        size_t outsz)
+{
+    size_t n = strlen(url);
+    const char *sep = strstr(url, "://");
+    if (sep == NULL || n + 8 > outsz)
+        return -1;
+    memcpy(out, url, n + 1);
+    if (mode == SIM_UPGRADE_SIG_SLASH) {
+        if (n == 0 || url[n - 1] != '/') {
+            out[n] = '/';
+            out[n + 1] = '\0';
+        }
+    } else if (mode == SIM_UPGRADE_SIG_PORT) {
+        const char *host = sep + 3;
+        const char *end = host + strcspn(host, "/?#");
+        const char *h = host;
+        if (*h == '[') {
+            const char *rb = memchr(h, ']', (size_t)(end - h));
+            h = rb != NULL ? rb + 1 : end;
+        }
+        if (memchr(h, ':', (size_t)(end - h)) == NULL) {
+            size_t scheme = (size_t)(sep - url);
+            bool secure = (scheme == 3 && strncmp(url, "wss", 3) == 0) ||
+                          (scheme == 5 && strncmp(url, "https", 5) == 0);
+            snprintf(out, outsz, "%.*s:%s%s", (int)(end - url), url,
+                     secure ? "443" : "80", end);
+        }
+    }
+    return 0;
+}
