@@ -73,6 +73,22 @@ static double await_metric(const rig_t *r, const char *name, const char *labels,
     return v;
 }
 
+/* A model that says an 800 ms goodbye and calls end_call; returns the
+ * caller's audio (8 s of silence). */
+static const char *goodbye_fake(rig_t *r)
+{
+    const char *audio = path_in(r, "quiet.wav");
+    make_sox(audio, "trim 0 8");
+    write_file(r->script,
+               "{\"at_ms\":300,\"type\":\"audio\",\"ms\":800,\"hz\":600}\n"
+               "{\"at_ms\":400,\"type\":\"toolCall\",\"name\":\"end_call\","
+               "\"id\":\"call-1\"}\n"
+               "{\"at_ms\":700,\"type\":\"turnComplete\"}\n");
+    rig_fake(r, (const char *const[]){"--mode", "script", "--script", r->script,
+                                      NULL});
+    return audio;
+}
+
 typedef enum { END_NO_CREDS, END_REST_DEAD } end_how_t;
 
 /* The model says goodbye and calls end_call: the caller hears the goodbye
@@ -82,15 +98,7 @@ static void intended_end_case(end_how_t how)
 {
     rig_t r;
     rig_init(&r);
-    const char *audio = path_in(&r, "quiet.wav");
-    make_sox(audio, "trim 0 8");
-    write_file(r.script,
-               "{\"at_ms\":300,\"type\":\"audio\",\"ms\":800,\"hz\":600}\n"
-               "{\"at_ms\":400,\"type\":\"toolCall\",\"name\":\"end_call\","
-               "\"id\":\"call-1\"}\n"
-               "{\"at_ms\":700,\"type\":\"turnComplete\"}\n");
-    rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
-                                       NULL});
+    const char *audio = goodbye_fake(&r);
     char dead[64];
     snprintf(dead, sizeof(dead), "http://127.0.0.1:%d", proc_free_port());
     if (how == END_REST_DEAD)
@@ -318,15 +326,7 @@ static char *api_key_case(const char *secret, char **log, char **m)
 {
     rig_t r;
     rig_init(&r);
-    const char *audio = path_in(&r, "quiet.wav");
-    make_sox(audio, "trim 0 8");
-    write_file(r.script,
-               "{\"at_ms\":300,\"type\":\"audio\",\"ms\":800,\"hz\":600}\n"
-               "{\"at_ms\":400,\"type\":\"toolCall\",\"name\":\"end_call\","
-               "\"id\":\"call-1\"}\n"
-               "{\"at_ms\":700,\"type\":\"turnComplete\"}\n");
-    rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
-                                       NULL});
+    const char *audio = goodbye_fake(&r);
     int api_port = proc_free_port();
     char api_url[64], api_listen[64];
     snprintf(api_url, sizeof(api_url), "http://127.0.0.1:%d", api_port);

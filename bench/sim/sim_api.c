@@ -20,6 +20,7 @@
 
 #include "bench/sim/sim.h"
 #include "llhttp.h"
+#include "net/twilio_sig.h"
 
 #define API_MAX_REQ (64 * 1024)
 #define TWIML_MAX   4000 /* Twilio's limit on the Twiml parameter */
@@ -202,12 +203,9 @@ static bool basic_is(const char *header, const char *user, const char *pass)
         return false;
     char want[400];
     int wl = snprintf(want, sizeof want, "%s:%s", user, pass);
-    if (wl < 0 || (size_t)wl >= sizeof want || (size_t)wl != gl)
+    if (wl < 0 || (size_t)wl >= sizeof want)
         return false;
-    unsigned char diff = 0;
-    for (size_t i = 0; i < gl; i++)
-        diff |= (unsigned char)(got[i] ^ (unsigned char)want[i]);
-    return diff == 0;
+    return vb_twilio_sig_equal(got, gl, want, (size_t)wl);
 }
 
 /* Twilio's REST auth: AccountSid:AuthToken, or ApiKeySid:ApiKeySecret for

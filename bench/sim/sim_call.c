@@ -847,16 +847,20 @@ static void send_frame(sim_call_t *c, uint64_t tick, uint64_t now)
     c->r.frames_sent++;
 }
 
+static void send_oldest_held(sim_call_t *c, uint64_t now)
+{
+    uint64_t tick = c->held[c->held_head].tick;
+    c->held_head = (c->held_head + 1) % HELD_MAX;
+    c->held_len--;
+    send_frame(c, tick, now);
+}
+
 /* Sends the held frames whose time has come (all of them: `all`). */
 static void release_held(sim_call_t *c, uint64_t now, bool all)
 {
     while (c->held_len > 0 && !c->finished &&
-           (all || c->held[c->held_head].release_ns <= now)) {
-        uint64_t tick = c->held[c->held_head].tick;
-        c->held_head = (c->held_head + 1) % HELD_MAX;
-        c->held_len--;
-        send_frame(c, tick, now);
-    }
+           (all || c->held[c->held_head].release_ns <= now))
+        send_oldest_held(c, now);
 }
 
 static bool in_window(const sim_window_t *w, size_t n, double at_s,
@@ -911,22 +915,18 @@ static void tick_cb(uv_timer_t *t)
     c->tick++;
     if (now - due > LATE_NS)
         c->r.late_ticks++;
-    /* Caller audio (silence after the file ends), sent now or held. */
+    /* Caller audio (silence after the file ends), sent now or held; the
+     * frame is made here only to see whether a suppressing leg skips it. */
     uint8_t frame[FRAME];
-    bool quiet = frame_at(c, c->tick, frame);
-    if (c->o.suppress_silence && quiet) {
+    if (c->o.suppress_silence && frame_at(c, c->tick, frame)) {
         c->r.frames_suppressed++;
     } else if (in_window(c->o.gaps, c->o.ngaps, (double)(c->tick - 1) * 0.02,
                          NULL)) {
         c->r.frames_gapped++;
     } else {
         uint64_t at = release_time(c, c->tick, due);
-        if (c->held_len == HELD_MAX) { /* full: the oldest goes now */
-            uint64_t tk = c->held[c->held_head].tick;
-            c->held_head = (c->held_head + 1) % HELD_MAX;
-            c->held_len--;
-            send_frame(c, tk, now);
-        }
+        if (c->held_len == HELD_MAX) /* full: the oldest goes now */
+            send_oldest_held(c, now);
         size_t k = (c->held_head + c->held_len) % HELD_MAX;
         c->held[k].tick = c->tick;
         c->held[k].release_ns = at;
