@@ -180,34 +180,11 @@ TEST_T(model_unreachable_without_rest_caller_hears_the_fallback, 90)
     free(out);
 }
 
-/* An unsigned form POST to voxbridge (no credentials: nothing is
- * verified); returns the status, the body in *body (malloc'd) if wanted. */
-static int post(const rig_t *r, const char *path, const char *form, char **body)
-{
-    char req[2048];
-    snprintf(req, sizeof(req),
-             "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-             "Content-Type: application/x-www-form-urlencoded\r\n"
-             "Content-Length: %zu\r\n\r\n%s",
-             path, strlen(form), form);
-    tc_resp_t resp;
-    int st = tc_request(r->vb_port, req, &resp, proc_ms(5000));
-    if (body != NULL)
-        *body = resp.body;
-    else
-        free(resp.body);
-    return st;
-}
-
-#define ANSWER(sid)                                                        \
-    "AccountSid=AC00000000000000000000000000000000&CallSid=" sid           \
-    "&CallStatus=ringing&Direction=inbound&From=%2B14155550100&To=%2B1415" \
-    "5550199"
-
 /* At --max-calls the next call is rejected busy: vb-sim reports the busy
- * tone (no <Say>, nothing answered). A caller who hangs up during the
- * greeting (a final status callback before the stream) frees the slot
- * and the pre-connected Gemini session at once. */
+ * tone (no <Say>, nothing answered) and a busy status callback. A caller
+ * who hangs up before the stream (vb-sim --hangup-before-stream; its
+ * completed status callback reaches voxbridge) frees the slot and the
+ * pre-connected Gemini session at once. */
 TEST_T(at_capacity_reject_busy_and_a_call_without_stream_frees_its_slot, 90)
 {
     rig_t r;
@@ -216,34 +193,39 @@ TEST_T(at_capacity_reject_busy_and_a_call_without_stream_frees_its_slot, 90)
     make_sox(audio, "trim 0 2");
     rig_fake(&r, NULL);
     vb_start(&r, (const char *const[]){"--max-calls", "1", NULL}, false);
-    /* Answered; its stream never comes. */
-    char *body = NULL;
-    ASSERT_EQ(post(&r, "/webhook/voice",
-                   ANSWER("CA00000000000000000000000000000001"), &body),
-              200);
-    ASSERT_STR_CONTAINS(body, "<Connect action=");
-    free(body);
+    char status_cb[128];
+    snprintf(status_cb, sizeof(status_cb), "http://127.0.0.1:%d/webhook/status",
+             r.vb_port);
+    /* Answered; the caller hangs up before its stream comes, and the
+     * number's status callback says so. */
+    sim_t a;
+    sim_start(&r, &a, 2, audio, NULL,
+              (const char *const[]){"--hangup-before-stream", "8",
+                                    "--status-callback", status_cb, NULL});
     /* The pre-connect reached the model. */
     char *text = NULL;
     proc_wait_log(r.fake_log, "\"setup\"", r.fake, proc_ms(10000), &text);
     free(text);
-    /* Full: vb-sim's call is rejected busy. */
+    /* Full: vb-sim's call is rejected busy, and its callback says busy. */
     sim_t s;
-    sim_start(&r, &s, 0, audio, NULL, NULL);
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--status-callback", status_cb, NULL});
     int st = proc_reap(s.pid, proc_ms(60000));
     char *out = proc_read_file(s.out);
     ASSERT_NOT_NULL(out);
     ASSERT_NE(st, 0);
     ASSERT_STR_CONTAINS(out, "rejected=busy");
+    ASSERT_STR_CONTAINS(out, "call_status_last=busy call_status_http=204");
     ASSERT_EQ(field(out, "says_after_stream"), 0);
     ASSERT_EQ(field(out, "frames_sent"), 0);
     free(out);
-    /* The first caller hung up during the greeting. */
-    ASSERT_EQ(post(&r, "/webhook/status",
-                   "AccountSid=AC00000000000000000000000000000000&CallSid="
-                   "CA00000000000000000000000000000001&CallStatus=completed",
-                   NULL),
-              204);
+    /* The first caller hung up; its completed callback was taken. */
+    out = sim_wait(&r, &a);
+    ASSERT_EQ(field(out, "hung_up_before_stream"), 1);
+    ASSERT_EQ(field(out, "frames_sent"), 0);
+    ASSERT_EQ(field(out, "call_status_callbacks"), 1);
+    ASSERT_STR_CONTAINS(out, "call_status_last=completed call_status_http=204");
+    free(out);
     text = NULL;
     ASSERT_NOT_NULL(proc_wait_log(r.vb_log,
                                   "pre-connected gemini session dropped", r.vb,
@@ -261,6 +243,10 @@ TEST_T(at_capacity_reject_busy_and_a_call_without_stream_frees_its_slot, 90)
     ASSERT_EQ(msum(m, "vb_calls_rejected_total", "reason=\"busy\""), 1);
     ASSERT_EQ(msum(m, "vb_calls_unstreamed_total", NULL), 1);
     ASSERT_STR_CONTAINS(vblog, "call ended before its stream: capacity freed");
+    /* Both callbacks were signed: voxbridge took them (none refused). */
+    ASSERT_EQ(msum(m, "vb_twilio_call_status_total", "status=\"busy\""), 1);
+    ASSERT_EQ(msum(m, "vb_twilio_call_status_total", "status=\"completed\""),
+              1);
     free(m);
     free(vblog);
     free(out);

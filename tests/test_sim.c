@@ -18,6 +18,7 @@
 #include <spawn.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,7 +31,9 @@
 #include "core/lane.h"
 #include "core/log.h"
 #include "dsp/g711.h"
+#include "net/form.h"
 #include "net/ingress.h"
+#include "net/twilio_sig.h"
 #include "net/twilio_stream.h"
 #include "tests/proc.h"
 #include "tests/test.h"
@@ -718,4 +721,227 @@ TEST_T(sim_call_rest_api_key_auth, 60)
     free(err);
     wait_flag(&f->closed);
     fx_stop(f);
+}
+
+/* ---- the call's status callback ---- */
+
+/* A plain HTTP receiver for status callbacks: each request read whole
+ * (head, and Content-Length body), kept, answered 204. */
+typedef struct cb_rx {
+    int fd, port;
+    pthread_t th;
+    _Atomic bool stop;
+    char *req[8];
+    _Atomic int n;
+} cb_rx_t;
+
+static void *cb_rx_main(void *arg)
+{
+    cb_rx_t *x = arg;
+    while (!x->stop) {
+        struct pollfd p = {.fd = x->fd, .events = POLLIN};
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        int c = accept(x->fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        char *buf = calloc(1, 16384);
+        size_t len = 0;
+        uint64_t deadline = vb_clock_now_ns() + 5000000000ull;
+        for (;;) {
+            char *end = strstr(buf, "\r\n\r\n");
+            if (end != NULL) {
+                const char *cl = strcasestr(buf, "\r\nContent-Length:");
+                size_t want =
+                    cl != NULL && cl < end ? strtoul(cl + 17, NULL, 10) : 0;
+                if (len >= (size_t)(end + 4 - buf) + want)
+                    break;
+            }
+            struct pollfd q = {.fd = c, .events = POLLIN};
+            if (len + 1 >= 16384 || vb_clock_now_ns() > deadline ||
+                poll(&q, 1, 100) < 0)
+                break;
+            if (q.revents == 0)
+                continue;
+            ssize_t k = read(c, buf + len, 16383 - len);
+            if (k <= 0)
+                break;
+            len += (size_t)k;
+        }
+        static const char ans[] = "HTTP/1.1 204 No Content\r\nContent-Length: "
+                                  "0\r\nConnection: close\r\n\r\n";
+        ASSERT_EQ(write(c, ans, sizeof ans - 1), (ssize_t)(sizeof ans - 1));
+        close(c);
+        int i = x->n;
+        if (i < 8) {
+            x->req[i] = buf;
+            x->n = i + 1;
+        } else {
+            free(buf);
+        }
+    }
+    return NULL;
+}
+
+static void cb_rx_start(cb_rx_t *x)
+{
+    memset(x, 0, sizeof *x);
+    x->port = proc_free_port();
+    x->fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(x->fd, 0);
+    int one = 1;
+    setsockopt(x->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)x->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(bind(x->fd, (struct sockaddr *)&a, sizeof a), 0);
+    ASSERT_EQ(listen(x->fd, 16), 0);
+    ASSERT_EQ(pthread_create(&x->th, NULL, cb_rx_main, x), 0);
+}
+
+static void cb_rx_stop(cb_rx_t *x)
+{
+    x->stop = true;
+    pthread_join(x->th, NULL);
+    close(x->fd);
+    for (int i = 0; i < x->n; i++)
+        free(x->req[i]);
+}
+
+/* Checks one received callback: its method, its signature (with the
+ * project's verifier, over the URL Twilio was given: for a GET the
+ * parameters are in it, for a POST they are the body), and returns its
+ * parameters in *f. */
+static void cb_check(const char *req, const char *base_url, bool get,
+                     vb_form_t *f)
+{
+    ASSERT_EQ(strncmp(req, get ? "GET " : "POST ", get ? 4 : 5), 0);
+    const char *target = strchr(req, ' ') + 1;
+    size_t tl = strcspn(target, " ");
+    const char *sig = strcasestr(req, "\r\nX-Twilio-Signature: ");
+    ASSERT_NOT_NULL(sig);
+    sig += 22;
+    size_t sl = strcspn(sig, "\r");
+    ASSERT_EQ(sl, VB_TWILIO_SIG_LEN);
+    /* base_url is http://host:port + the path we gave. */
+    const char *path = strchr(base_url + 7, '/');
+    char url[2048];
+    snprintf(url, sizeof url, "%.*s%.*s", (int)(path - base_url), base_url,
+             (int)tl, target);
+    const char *body = strstr(req, "\r\n\r\n") + 4;
+    vb_form_t none = {0};
+    if (get) {
+        const char *q = strchr(url, '?');
+        ASSERT_NOT_NULL(q);
+        ASSERT_EQ(vb_form_parse(f, q + 1, strlen(q + 1), 64), 0);
+        ASSERT_EQ(body[0], '\0');
+        ASSERT_EQ(vb_twilio_sig_verify(TOKEN, url, &none, sig, sl, 0), 0);
+        /* Not over the URL without its parameters. */
+        char bare[2048];
+        snprintf(bare, sizeof bare, "%.*s", (int)(q - url), url);
+        ASSERT_EQ(vb_twilio_sig_verify(TOKEN, bare, f, sig, sl, 0), VB_EAUTH);
+    } else {
+        ASSERT_STR_CONTAINS(req,
+                            "Content-Type: application/x-www-form-urlencoded");
+        ASSERT_EQ(vb_form_parse(f, body, strlen(body), 64), 0);
+        ASSERT_EQ(vb_twilio_sig_verify(TOKEN, url, f, sig, sl, 0), 0);
+        ASSERT_EQ(vb_twilio_sig_verify("another-token", url, f, sig, sl, 0),
+                  VB_EAUTH);
+    }
+}
+
+/* vb-sim's call status callback for each event asked, in order, signed
+ * as Twilio signs (checked with the project's verifier), with Twilio's
+ * parameters; POST and GET. */
+static void status_callback_case(bool get)
+{
+    fx_t *f = fx_start(END_CALLER);
+    cb_rx_t x;
+    cb_rx_start(&x);
+    char wav[512], heard[512], cb[128];
+    snprintf(wav, sizeof wav, "%s/in.wav", vb_test_tmpdir());
+    snprintf(heard, sizeof heard, "%s/heard.wav", vb_test_tmpdir());
+    snprintf(cb, sizeof cb, "http://127.0.0.1:%d/hooks/status?app=a%%27b",
+             x.port);
+    enum { N = 8000 };
+    uint8_t *caller = malloc(N);
+    make_caller_audio(caller, N);
+    write_wav(wav, caller, N);
+    run_t r;
+    sim_spawn_args(f, &r, wav, heard, "1.2",
+                   (const char *const[]){
+                       "--status-callback", cb, "--status-callback-event",
+                       "initiated,ringing answered,completed",
+                       "--status-callback-method", get ? "GET" : "POST", NULL});
+    char sum[2048];
+    int rc = sim_wait(&r, sum, sizeof sum);
+    ASSERT_EQ(rc, 0);
+    ASSERT_STR_CONTAINS(sum, "result=ok");
+    ASSERT_EQ(field(sum, "call_status_callbacks"), 4);
+    ASSERT_STR_CONTAINS(sum, "call_status_last=completed call_status_http=204");
+    /* All four arrived (the last before vb-sim reported). */
+    uint64_t deadline = vb_clock_now_ns() + 5000000000ull;
+    while (x.n < 4 && vb_clock_now_ns() < deadline)
+        usleep(5000);
+    ASSERT_EQ(x.n, 4);
+    /* In order of SequenceNumber; connections may land out of order. */
+    static const char *const want[] = {"initiated", "ringing", "in-progress",
+                                       "completed"};
+    bool seen[4] = {false};
+    const char *sid = NULL;
+    char sidbuf[64] = "";
+    for (int i = 0; i < 4; i++) {
+        vb_form_t p = {0};
+        cb_check(x.req[i], cb, get, &p);
+        const char *seq = vb_form_get(&p, "SequenceNumber");
+        ASSERT_NOT_NULL(seq);
+        int k = atoi(seq);
+        ASSERT_TRUE(k >= 0 && k < 4 && !seen[k]);
+        seen[k] = true;
+        ASSERT_STR_EQ(vb_form_get(&p, "CallStatus"), want[k]);
+        ASSERT_STR_EQ(vb_form_get(&p, "Direction"), "inbound");
+        ASSERT_STR_EQ(vb_form_get(&p, "ApiVersion"), "2010-04-01");
+        ASSERT_STR_EQ(vb_form_get(&p, "CallbackSource"),
+                      "call-progress-events");
+        /* The URL's own query stays; a GET's parameters join it. */
+        if (get)
+            ASSERT_STR_EQ(vb_form_get(&p, "app"), "a'b");
+        else
+            ASSERT_TRUE(vb_form_get(&p, "app") == NULL);
+        ASSERT_NOT_NULL(vb_form_get(&p, "Timestamp"));
+        ASSERT_STR_EQ(vb_form_get(&p, "From"), vb_form_get(&p, "Caller"));
+        ASSERT_STR_EQ(vb_form_get(&p, "To"), vb_form_get(&p, "Called"));
+        if (sid == NULL) {
+            snprintf(sidbuf, sizeof sidbuf, "%s", vb_form_get(&p, "CallSid"));
+            sid = sidbuf;
+        }
+        ASSERT_STR_EQ(vb_form_get(&p, "CallSid"), sid);
+        /* Only the completed event has the call's length. */
+        const char *dur = vb_form_get(&p, "CallDuration");
+        if (k == 3) {
+            ASSERT_NOT_NULL(dur);
+            ASSERT_GE(atoi(dur), 1);
+            ASSERT_NOT_NULL(vb_form_get(&p, "Duration"));
+        } else {
+            ASSERT_TRUE(dur == NULL);
+        }
+        vb_form_free(&p);
+    }
+    char want_sid[80];
+    snprintf(want_sid, sizeof want_sid, "call_sid=%s ", sid);
+    ASSERT_STR_CONTAINS(sum, want_sid);
+    cb_rx_stop(&x);
+    wait_flag(&f->closed);
+    free(caller);
+    fx_stop(f);
+}
+
+TEST_T(sim_call_status_callbacks_post_signed, 60)
+{
+    status_callback_case(false);
+}
+
+TEST_T(sim_call_status_callbacks_get_signed, 60)
+{
+    status_callback_case(true);
 }

@@ -49,6 +49,17 @@ static void usage(FILE *f)
             "  --timing-seed N      seed of --jitter (default 1)\n"
             "  --tail S             listening time after the audio "
             "(default 2)\n"
+            "  --hangup-before-stream S\n"
+            "                       hang up S seconds after the answer, "
+            "before\n"
+            "                       the stream opens (it never comes)\n"
+            "  --status-callback URL  the number's call status callback:\n"
+            "                       signed, sent for each event asked and\n"
+            "                       waited for (up to 2 s) at the end\n"
+            "  --status-callback-method M   POST (default) or GET\n"
+            "  --status-callback-event E[,E...]\n"
+            "                       initiated, ringing, answered, completed\n"
+            "                       (default completed)\n"
             "  --upgrade-signature M  how the stream upgrade is signed:\n"
             "                       exact (the <Stream url>, default), none\n"
             "                       (no header), slash (url + '/'), port\n"
@@ -218,6 +229,10 @@ static int cmd_call(int argc, char **argv)
         {"upgrade-signature", required_argument, NULL, 'U'},
         {"api-key", required_argument, NULL, 'k'},
         {"api-secret", required_argument, NULL, 'K'},
+        {"hangup-before-stream", required_argument, NULL, 1005},
+        {"status-callback", required_argument, NULL, 1006},
+        {"status-callback-method", required_argument, NULL, 1007},
+        {"status-callback-event", required_argument, NULL, 1008},
         {"help", no_argument, NULL, '?'},
         {NULL, 0, NULL, 0},
     };
@@ -266,6 +281,53 @@ static int cmd_call(int argc, char **argv)
         case 1004:
             o.timing_seed = (uint32_t)strtoul(optarg, NULL, 10);
             break;
+        case 1005: {
+            char *e;
+            o.hangup_before_stream = true;
+            o.hangup_before_stream_s = strtod(optarg, &e);
+            if (*e != '\0' || o.hangup_before_stream_s < 0 ||
+                o.hangup_before_stream_s > 3600) {
+                fprintf(stderr,
+                        "vb-sim: bad --hangup-before-stream \"%s\" (0..3600 "
+                        "s)\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        }
+        case 1006:
+            if (strncmp(optarg, "http://", 7) != 0 &&
+                strncmp(optarg, "https://", 8) != 0) {
+                fprintf(stderr,
+                        "vb-sim: --status-callback \"%s\" is not an http(s) "
+                        "URL\n",
+                        optarg);
+                return 2;
+            }
+            o.status_cb = optarg;
+            break;
+        case 1007:
+            if (strcmp(optarg, "GET") != 0 && strcmp(optarg, "POST") != 0) {
+                fprintf(stderr,
+                        "vb-sim: --status-callback-method \"%s\": GET or "
+                        "POST\n",
+                        optarg);
+                return 2;
+            }
+            o.status_cb_get = strcmp(optarg, "GET") == 0;
+            break;
+        case 1008: {
+            char bad[40];
+            if (sim_call_events_parse(optarg, &o.status_cb_events, bad,
+                                      sizeof bad) != 0) {
+                fprintf(stderr,
+                        "vb-sim: unknown --status-callback-event \"%s\" "
+                        "(initiated, ringing, answered, completed)\n",
+                        bad);
+                return 2;
+            }
+            break;
+        }
         case 'S':
             o.suppress_silence = true;
             break;

@@ -70,12 +70,13 @@ typedef enum {
 typedef struct sim_verb {
     sim_verb_kind_t kind;
     char name[16];
-    char *text;       /* Say text (decoded) */
-    double pause_s;   /* Pause length */
-    char *stream_url; /* Connect/Stream url */
-    char *status_cb;  /* Stream statusCallback, or NULL */
-    char *action;     /* Connect action, or NULL */
-    size_t nparams;   /* Stream Parameters */
+    char *text;         /* Say text (decoded) */
+    double pause_s;     /* Pause length */
+    char *stream_url;   /* Connect/Stream url */
+    char *status_cb;    /* Stream statusCallback, or NULL */
+    bool status_cb_get; /* its statusCallbackMethod is GET */
+    char *action;       /* Connect action, or NULL */
+    size_t nparams;     /* Stream Parameters */
     char *pname[SIM_MAX_PARAMS];
     char *pvalue[SIM_MAX_PARAMS];
 } sim_verb_t;
@@ -217,7 +218,33 @@ typedef struct sim_call_opts {
      * placed through Calls.json (CallStatus in-progress then). */
     const char *direction;
     sim_upgrade_sig_t upgrade_sig; /* default exact */
+    /* The call's status callback (the number's StatusCallback, or a
+     * Calls.json create's): signed, POST or GET (status_cb_get), for the
+     * events in status_cb_events (SIM_CALL_EV_* bits; 0: completed only,
+     * Twilio's default). The completed one is sent when the call ends and
+     * given up to 2 s to be answered before the call is reported. */
+    const char *status_cb;
+    bool status_cb_get;
+    unsigned status_cb_events;
+    /* The caller hangs up hangup_before_stream_s after the call is
+     * answered, before its stream opens (at the <Connect>): an answered
+     * call whose stream never comes. */
+    bool hangup_before_stream;
+    double hangup_before_stream_s;
 } sim_call_opts_t;
+
+/* Call status callback events (StatusCallbackEvent). */
+enum {
+    SIM_CALL_EV_INITIATED = 1u << 0,
+    SIM_CALL_EV_RINGING = 1u << 1,
+    SIM_CALL_EV_ANSWERED = 1u << 2,
+    SIM_CALL_EV_COMPLETED = 1u << 3,
+};
+
+/* "initiated ringing,answered ..." (separated by spaces or commas) into
+ * SIM_CALL_EV_* bits. Returns 0, or -1 naming the unknown event in bad. */
+int sim_call_events_parse(const char *s, unsigned *out, char *bad,
+                          size_t badsz);
 
 typedef struct sim_call_result {
     bool ok;            /* completed with no protocol error */
@@ -262,6 +289,12 @@ typedef struct sim_call_result {
     uint64_t frames_held;        /* sent a tick (20 ms) or more late */
     double max_hold_ms;          /* longest a frame was held */
     unsigned stream_events_sent; /* <Stream statusCallback> requests */
+    /* Call status callbacks sent, the CallStatus of the last, and the
+     * HTTP status that answered it (0: none came). */
+    unsigned call_status_callbacks;
+    char call_status_last[16];
+    int call_status_http;
+    bool hung_up_before_stream; /* hangup_before_stream_s took effect */
 } sim_call_result_t;
 
 typedef void (*sim_call_done_cb)(sim_call_t *c, void *ud);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 #include <mbedtls/base64.h>
@@ -79,7 +80,12 @@ struct sim_call {
     struct cb_req {
         sim_call_t *c;
         vb_transport_t *t;
-    } cbs[4];
+        char first[32]; /* the answer's first bytes: its status line */
+        size_t nfirst;
+        unsigned call_seq; /* a call status callback: its number (1..) */
+        char what[16];
+    } cbs[8];
+    uint64_t t_answer; /* when the call was answered; 0: not (yet) */
     /* The request under way is the <Connect action>, not the webhook. */
     bool in_action;
     char action_url[1024];
@@ -119,6 +125,7 @@ struct sim_call {
 };
 
 static void next_verb(sim_call_t *c);
+static void post_call_status(sim_call_t *c, unsigned event, const char *status);
 static void finish(sim_call_t *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -242,6 +249,15 @@ static void finish(sim_call_t *c, const char *fmt, ...)
     if (c->api != NULL)
         sim_api_unregister(c->api, c);
     c->r.duration_s = (double)(vb_clock_now_ns() - c->t_begin) / 1e9;
+    /* The call's final status: not answered (rejected, the webhook
+     * failed), or answered and over. */
+    if (c->done != NULL)
+        post_call_status(
+            c, SIM_CALL_EV_COMPLETED,
+            c->r.rejected[0] != '\0'
+                ? (strcmp(c->r.rejected, "busy") == 0 ? "busy" : "no-answer")
+            : c->t_answer == 0 ? "failed"
+                               : "completed");
     /* Twilio's status callbacks do not die with the call: one in flight
      * is given a moment to be delivered before the call is reported. */
     if (cbs_in_flight(c) && c->done != NULL) {
@@ -258,7 +274,7 @@ static void finish_report(sim_call_t *c)
     c->cb_wait = false;
     cbs_close(c);
     c->r.ok = c->r.error[0] == '\0' && c->r.protocol_errors == 0 &&
-              c->r.stream_opened;
+              (c->r.stream_opened || c->r.hung_up_before_stream);
     if (c->r.ok == false && c->r.error[0] == '\0')
         snprintf(c->r.error, sizeof c->r.error, "no stream was opened");
     vlog(c, "done: %s", c->r.ok ? "ok" : c->r.error);
@@ -430,6 +446,11 @@ static void run_twiml(sim_call_t *c)
         finish(c, "call rejected (%s)", c->r.rejected);
         return;
     }
+    if (c->t_answer == 0) {
+        /* An inbound call is answered when its TwiML runs. */
+        c->t_answer = vb_clock_now_ns();
+        post_call_status(c, SIM_CALL_EV_ANSWERED, "in-progress");
+    }
     bool has_connect = false;
     for (size_t i = 0; i < c->twiml.nverbs; i++)
         has_connect |= c->twiml.verbs[i].kind == SIM_VERB_CONNECT;
@@ -588,20 +609,34 @@ static int post_form(sim_call_t *c, const char *url, const char *status)
 static void cb_read(vb_transport_t *t, const uint8_t *d, size_t n, void *ud)
 {
     (void)t;
-    (void)d;
-    (void)n;
-    (void)ud;
+    struct cb_req *q = ud;
+    size_t room = sizeof q->first - 1 - q->nfirst;
+    size_t k = n < room ? n : room;
+    memcpy(q->first + q->nfirst, d, k);
+    q->nfirst += k;
+    q->first[q->nfirst] = '\0';
 }
 
 static void cb_event(vb_transport_t *t, vb_transport_event_t ev, int err,
                      void *ud)
 {
-    (void)err;
     struct cb_req *q = ud;
     if ((ev == VB_TRANSPORT_ERROR || ev == VB_TRANSPORT_EOF) && q->t == t) {
         vb_transport_close(t);
         q->t = NULL;
         sim_call_t *c = q->c;
+        int status = 0;
+        sscanf(q->first, "HTTP/1.%*d %d", &status);
+        if (q->call_seq > 0 && q->call_seq == c->r.call_status_callbacks)
+            c->r.call_status_http = status;
+        /* Twilio logs a callback that was not taken (a debugger event);
+         * so does vb-sim, verbose or not. */
+        if (status < 200 || status > 299)
+            fprintf(stderr, "vb-sim: %s %s callback answered %d%s%s\n",
+                    c->r.call_sid, q->what, status, err ? ": " : "",
+                    err ? vb_strerror(err) : "");
+        else
+            vlog(c, "%s callback answered %d", q->what, status);
         if (c->cb_wait && !cbs_in_flight(c)) {
             uv_timer_stop(&c->deadline);
             finish_report(c);
@@ -609,22 +644,113 @@ static void cb_event(vb_transport_t *t, vb_transport_event_t ev, int err,
     }
 }
 
-/* Twilio's <Stream statusCallback> request for `event` (stream-started,
- * stream-stopped), signed, answered or not: the call goes on. */
-static void post_stream_event(sim_call_t *c, const char *event)
+/* One of Twilio's callbacks (a call or stream status): the parameters
+ * signed as Twilio signs them, POSTed as a form or, with `get`, in the
+ * query of a GET; answered or not, the call goes on. Returns the request's
+ * slot, or NULL when it could not be sent. */
+static struct cb_req *post_callback(sim_call_t *c, const char *url, bool get,
+                                    const sim_param_t *p, size_t np,
+                                    const char *what)
 {
-    const sim_verb_t *v = c->connect;
-    if (v == NULL || v->status_cb == NULL)
-        return;
     struct cb_req *q = NULL;
     for (size_t i = 0; i < sizeof c->cbs / sizeof c->cbs[0] && q == NULL; i++)
         if (c->cbs[i].t == NULL)
             q = &c->cbs[i];
     vb_ws_url_t u;
-    if (q == NULL || vb_ws_url_parse_http(v->status_cb, &u) != 0) {
-        vlog(c, "stream status callback not sent (%s)", event);
-        return;
+    if (q == NULL || vb_ws_url_parse_http(url, &u) != 0) {
+        vlog(c, "%s callback not sent (%s)", what,
+             q == NULL ? "too many in flight" : "bad URL");
+        return NULL;
     }
+    char *form = sim_form_encode(p, np);
+    if (form == NULL)
+        return NULL;
+    /* A GET carries the parameters in its URL, and is signed over it. */
+    size_t cap = strlen(url) + strlen(form) + 2048;
+    char *full = malloc(cap), *req = malloc(cap);
+    char sig[64] = "";
+    int n = -1;
+    if (full != NULL && req != NULL) {
+        snprintf(full, cap, "%s%s%s", url,
+                 get ? (strchr(url, '?') != NULL ? "&" : "?") : "",
+                 get ? form : "");
+        const char *target = u.target;
+        char *qtarget = NULL;
+        if (get) {
+            size_t tl = strlen(u.target) + strlen(form) + 2;
+            qtarget = malloc(tl);
+            if (qtarget != NULL) {
+                snprintf(qtarget, tl, "%s%s%s", u.target,
+                         strchr(u.target, '?') != NULL ? "&" : "?", form);
+                target = qtarget;
+            }
+        }
+        bool signed_ok =
+            c->token[0] == '\0' ||
+            (get ? sim_sign(c->token, full, NULL, 0, sig, sizeof sig)
+                 : sim_sign(c->token, url, p, np, sig, sizeof sig)) == 0;
+        char hostport[300];
+        if (u.port == (u.secure ? 443 : 80))
+            snprintf(hostport, sizeof hostport, "%s", u.host);
+        else
+            snprintf(hostport, sizeof hostport, "%s:%u", u.host,
+                     (unsigned)u.port);
+        if (signed_ok && (!get || qtarget != NULL)) {
+            if (get)
+                n = snprintf(req, cap,
+                             "GET %s HTTP/1.1\r\nHost: %s\r\n"
+                             "User-Agent: TwilioProxy/1.1\r\nAccept: */*\r\n"
+                             "%s%s%sConnection: close\r\n\r\n",
+                             target, hostport,
+                             sig[0] ? "X-Twilio-Signature: " : "", sig,
+                             sig[0] ? "\r\n" : "");
+            else
+                n = snprintf(
+                    req, cap,
+                    "POST %s HTTP/1.1\r\nHost: %s\r\n"
+                    "User-Agent: TwilioProxy/1.1\r\nAccept: */*\r\n"
+                    "Content-Type: application/x-www-form-urlencoded\r\n"
+                    "Content-Length: %zu\r\n%s%s%sConnection: close\r\n\r\n"
+                    "%s",
+                    target, hostport, strlen(form),
+                    sig[0] ? "X-Twilio-Signature: " : "", sig,
+                    sig[0] ? "\r\n" : "", form);
+        }
+        free(qtarget);
+    }
+    free(form);
+    free(full);
+    if (n < 0 || (size_t)n >= cap ||
+        open_transport(c, u.secure, u.host, u.port, &q->t) != 0) {
+        free(req);
+        q->t = NULL;
+        vlog(c, "%s callback not sent (cannot connect)", what);
+        return NULL;
+    }
+    q->c = c;
+    q->nfirst = 0;
+    q->first[0] = '\0';
+    q->call_seq = 0;
+    snprintf(q->what, sizeof q->what, "%s", what);
+    vb_transport_set_handler(q->t, cb_read, cb_event, q);
+    int rc = vb_transport_write(q->t, req, (size_t)n);
+    free(req);
+    if (rc < 0) {
+        vb_transport_close(q->t);
+        q->t = NULL;
+        return NULL;
+    }
+    vlog(c, "%s callback %s %s", what, get ? "GET" : "POST", url);
+    return q;
+}
+
+/* Twilio's <Stream statusCallback> request for `event` (stream-started,
+ * stream-stopped). */
+static void post_stream_event(sim_call_t *c, const char *event)
+{
+    const sim_verb_t *v = c->connect;
+    if (v == NULL || v->status_cb == NULL)
+        return;
     char ts[32];
     snprintf(ts, sizeof ts, "%.3f", (double)vb_clock_now_ns() / 1e9);
     sim_param_t p[] = {
@@ -632,47 +758,89 @@ static void post_stream_event(sim_call_t *c, const char *event)
         {"StreamEvent", event},         {"StreamName", c->r.stream_sid},
         {"StreamSid", c->r.stream_sid}, {"Timestamp", ts},
     };
-    size_t np = sizeof p / sizeof p[0];
-    char *body = sim_form_encode(p, np);
-    char sig[64] = "";
-    if (body == NULL ||
-        (c->token[0] != '\0' &&
-         sim_sign(c->token, v->status_cb, p, np, sig, sizeof sig) != 0)) {
-        free(body);
-        return;
+    if (post_callback(c, v->status_cb, v->status_cb_get, p,
+                      sizeof p / sizeof p[0], event) != NULL)
+        c->r.stream_events_sent++;
+}
+
+static const char *const call_events[] = {"initiated", "ringing", "answered",
+                                          "completed"};
+
+int sim_call_events_parse(const char *s, unsigned *out, char *bad, size_t badsz)
+{
+    unsigned ev = 0;
+    const char *p = s;
+    while (*p != '\0') {
+        size_t n = strcspn(p, " ,");
+        size_t k = 0;
+        while (
+            n > 0 && k < 4 &&
+            (strlen(call_events[k]) != n || strncmp(p, call_events[k], n) != 0))
+            k++;
+        if (n > 0 && k == 4) {
+            snprintf(bad, badsz, "%.*s", (int)(n < 32 ? n : 32), p);
+            return -1;
+        }
+        if (n > 0)
+            ev |= 1u << k;
+        p += n;
+        p += strspn(p, " ,");
     }
-    char req[4096];
-    bool defport = u.port == (u.secure ? 443 : 80);
-    char hostport[300];
-    if (defport)
-        snprintf(hostport, sizeof hostport, "%s", u.host);
-    else
-        snprintf(hostport, sizeof hostport, "%s:%u", u.host, (unsigned)u.port);
-    int n = snprintf(req, sizeof req,
-                     "POST %s HTTP/1.1\r\nHost: %s\r\n"
-                     "User-Agent: TwilioProxy/1.1\r\n"
-                     "Content-Type: application/x-www-form-urlencoded\r\n"
-                     "Content-Length: %zu\r\n%s%s%s"
-                     "Connection: close\r\n\r\n%s",
-                     u.target, hostport, strlen(body),
-                     sig[0] ? "X-Twilio-Signature: " : "", sig,
-                     sig[0] ? "\r\n" : "", body);
-    free(body);
-    if (n < 0 || (size_t)n >= sizeof req)
+    *out = ev;
+    return 0;
+}
+
+/* The call's status callback for `event` (SIM_CALL_EV_*) with CallStatus
+ * `status`, when the options ask for that event. */
+static void post_call_status(sim_call_t *c, unsigned event, const char *status)
+{
+    unsigned want = c->o.status_cb_events != 0 ? c->o.status_cb_events
+                                               : SIM_CALL_EV_COMPLETED;
+    if (c->o.status_cb == NULL || (want & event) == 0)
         return;
-    if (open_transport(c, u.secure, u.host, u.port, &q->t) != 0) {
-        q->t = NULL;
-        return;
+    int k = __builtin_ctz(event);
+    char seq[16], ts[64], secs[24], mins[24];
+    snprintf(seq, sizeof seq, "%u", c->r.call_status_callbacks);
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(ts, sizeof ts, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    /* Seconds from the answer; Duration is in (started) minutes. */
+    uint64_t d = c->t_answer != 0
+                     ? (vb_clock_now_ns() - c->t_answer) / 1000000000ull
+                     : 0;
+    snprintf(secs, sizeof secs, "%llu", (unsigned long long)d);
+    snprintf(
+        mins, sizeof mins, "%llu",
+        (unsigned long long)(c->t_answer != 0 ? (d + 59) / 60 + (d == 0) : 0));
+    bool done = event == SIM_CALL_EV_COMPLETED;
+    const char *dir = c->o.direction != NULL ? c->o.direction : "inbound";
+    sim_param_t p[16] = {
+        {"AccountSid", c->account},
+        {"ApiVersion", "2010-04-01"},
+        {"CallSid", c->r.call_sid},
+        {"CallStatus", status},
+        {"Called", c->to},
+        {"Caller", c->from},
+        {"CallbackSource", "call-progress-events"},
+        {"Direction", dir},
+        {"From", c->from},
+        {"SequenceNumber", seq},
+        {"Timestamp", ts},
+        {"To", c->to},
+    };
+    size_t np = 12;
+    if (done) {
+        p[np++] = (sim_param_t){"CallDuration", secs};
+        p[np++] = (sim_param_t){"Duration", mins};
     }
-    q->c = c;
-    vb_transport_set_handler(q->t, cb_read, cb_event, q);
-    if (vb_transport_write(q->t, req, (size_t)n) < 0) {
-        vb_transport_close(q->t);
-        q->t = NULL;
+    struct cb_req *q = post_callback(c, c->o.status_cb, c->o.status_cb_get, p,
+                                     np, call_events[k]);
+    if (q == NULL)
         return;
-    }
-    c->r.stream_events_sent++;
-    vlog(c, "stream status callback %s -> %s", event, v->status_cb);
+    c->r.call_status_callbacks++;
+    q->call_seq = c->r.call_status_callbacks;
+    snprintf(c->r.call_status_last, sizeof c->r.call_status_last, "%s", status);
 }
 
 static int post_webhook(sim_call_t *c)
@@ -1246,6 +1414,14 @@ static void verb_timer_cb(uv_timer_t *t)
     next_verb(t->data);
 }
 
+static void hangup_before_stream_cb(uv_timer_t *t)
+{
+    sim_call_t *c = t->data;
+    c->r.hung_up_before_stream = true;
+    c->r.hung_up_by_sim = true;
+    finish(c, NULL);
+}
+
 static void next_verb(sim_call_t *c)
 {
     while (!c->finished && c->verb < c->twiml.nverbs) {
@@ -1278,6 +1454,15 @@ static void next_verb(sim_call_t *c)
             if (c->st == S_AFTER || c->r.stream_opened) {
                 vlog(c, "second <Connect> not simulated; hanging up");
                 finish(c, NULL);
+                return;
+            }
+            if (c->o.hangup_before_stream) {
+                /* The caller is gone before the stream opens. */
+                vlog(c, "caller hangs up in %.1f s, before the stream",
+                     c->o.hangup_before_stream_s);
+                uv_timer_start(&c->timer, hangup_before_stream_cb,
+                               (uint64_t)(c->o.hangup_before_stream_s * 1000.0),
+                               0);
                 return;
             }
             open_stream(c, v);
@@ -1424,6 +1609,13 @@ int sim_call_start(uv_loop_t *loop, sim_api_t *api, const sim_call_opts_t *o,
     if (api != NULL)
         sim_api_register(api, c, c->r.call_sid);
     *out = c;
+    post_call_status(c, SIM_CALL_EV_INITIATED, "initiated");
+    post_call_status(c, SIM_CALL_EV_RINGING, "ringing");
+    if (o->direction != NULL) {
+        /* A placed call is answered before its webhook is requested. */
+        c->t_answer = vb_clock_now_ns();
+        post_call_status(c, SIM_CALL_EV_ANSWERED, "in-progress");
+    }
     post_webhook(c);
     return 0;
 }
@@ -1468,6 +1660,12 @@ void sim_call_print_summary(const sim_call_t *c, FILE *f)
     fprintf(f, " frames_gapped=%llu frames_held=%llu max_hold_ms=%.1f",
             (unsigned long long)r->frames_gapped,
             (unsigned long long)r->frames_held, r->max_hold_ms);
+    fprintf(f,
+            " call_status_callbacks=%u call_status_last=%s "
+            "call_status_http=%d hung_up_before_stream=%d",
+            r->call_status_callbacks,
+            r->call_status_last[0] ? r->call_status_last : "-",
+            r->call_status_http, r->hung_up_before_stream);
     if (r->says_after_stream > 0)
         fprintf(f, " said=\"%s\"", r->said);
     if (!r->ok)

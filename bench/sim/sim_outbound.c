@@ -36,9 +36,7 @@ typedef struct out_call {
     sim_outbound_t *ob;
     sim_call_t *call;
     char sid[40], account[64], to[128], from[128];
-    char *status_cb;
     char *amd_cb;
-    bool ev[4]; /* initiated, ringing, answered, completed */
     uv_timer_t amd_timer;
     bool amd_timer_on;
     bool done;
@@ -51,9 +49,6 @@ struct sim_outbound {
     out_call_t *calls[MAX_OUT];
     size_t ncalls, ndone;
 };
-
-static const char *const events[4] = {"initiated", "ringing", "answered",
-                                      "completed"};
 
 /* ---- fire-and-forget signed form POSTs (status callbacks) ---- */
 
@@ -144,27 +139,6 @@ static void post_form(sim_outbound_t *ob, const char *url,
     free(req);
 }
 
-static void status_cb(out_call_t *oc, int ev, const char *call_status)
-{
-    if (oc->status_cb == NULL || !oc->ev[ev])
-        return;
-    char seq[8];
-    snprintf(seq, sizeof seq, "%d", ev);
-    sim_param_t p[] = {
-        {"AccountSid", oc->account},
-        {"ApiVersion", "2010-04-01"},
-        {"CallSid", oc->sid},
-        {"CallStatus", call_status},
-        {"Called", oc->to},
-        {"Caller", oc->from},
-        {"Direction", "outbound-api"},
-        {"From", oc->from},
-        {"SequenceNumber", seq},
-        {"To", oc->to},
-    };
-    post_form(oc->ob, oc->status_cb, p, sizeof p / sizeof p[0], events[ev]);
-}
-
 /* ---- the call ---- */
 
 static void amd_fire(uv_timer_t *t)
@@ -195,7 +169,6 @@ static void call_done(sim_call_t *c, void *ud)
         uv_close((uv_handle_t *)&oc->amd_timer, amd_closed);
         oc->amd_timer_on = false;
     }
-    status_cb(oc, 3, "completed");
     sim_call_print_summary(c, stdout);
     fflush(stdout);
     sim_outbound_t *ob = oc->ob;
@@ -300,32 +273,24 @@ int sim_outbound_create(sim_outbound_t *ob, const char *account,
     if (oc == NULL)
         FAIL(500, 20500, "Internal Server Error");
     oc->ob = ob;
+    unsigned evs = 0;
     for (size_t i = 0; i < f.n; i++) {
         if (strcmp(f.pairs[i].name, "StatusCallbackEvent") != 0)
             continue;
         /* One event per pair, or several separated by spaces. */
-        char evs[128];
-        snprintf(evs, sizeof evs, "%s", f.pairs[i].value);
-        for (char *save = NULL, *e = strtok_r(evs, " ", &save); e != NULL;
-             e = strtok_r(NULL, " ", &save)) {
-            int k = 0;
-            while (k < 4 && strcmp(e, events[k]) != 0)
-                k++;
-            if (k == 4) {
-                free(oc);
-                oc = NULL;
-                FAIL(400, 21626, "Invalid StatusCallbackEvent: %.32s", e);
-            }
-            oc->ev[k] = true;
+        unsigned ev;
+        char bad[40];
+        if (sim_call_events_parse(f.pairs[i].value, &ev, bad, sizeof bad) !=
+            0) {
+            free(oc);
+            oc = NULL;
+            FAIL(400, 21626, "Invalid StatusCallbackEvent: %.32s", bad);
         }
+        evs |= ev;
     }
-    bool any = oc->ev[0] || oc->ev[1] || oc->ev[2] || oc->ev[3];
-    if (!any)
-        oc->ev[3] = true; /* Twilio's default: completed only */
     snprintf(oc->account, sizeof oc->account, "%s", account);
     snprintf(oc->to, sizeof oc->to, "%s", to);
     snprintf(oc->from, sizeof oc->from, "%s", from);
-    oc->status_cb = scb != NULL ? strdup(scb) : NULL;
     bool detect = md != NULL && amd != NULL && strcmp(amd, "true") == 0;
     oc->amd_cb = detect && amdcb != NULL ? strdup(amdcb) : NULL;
     sim_call_opts_t co = ob->o.call;
@@ -335,8 +300,10 @@ int sim_outbound_create(sim_outbound_t *ob, const char *account,
     co.from = from;
     co.to = to;
     co.direction = "outbound-api";
+    co.status_cb = scb;
+    co.status_cb_get = scm != NULL && strcmp(scm, "GET") == 0;
+    co.status_cb_events = evs; /* 0: completed only, Twilio's default */
     if (sim_call_start(ob->loop, ob->api, &co, call_done, oc, &oc->call) != 0) {
-        free(oc->status_cb);
         free(oc->amd_cb);
         free(oc);
         oc = NULL;
@@ -345,11 +312,8 @@ int sim_outbound_create(sim_outbound_t *ob, const char *account,
     snprintf(oc->sid, sizeof oc->sid, "%s",
              sim_call_result(oc->call)->call_sid);
     ob->calls[ob->ncalls++] = oc;
-    /* Placed: the events before the callee answers, then its webhook
-     * (already on its way), then detection. */
-    status_cb(oc, 0, "initiated");
-    status_cb(oc, 1, "ringing");
-    status_cb(oc, 2, "in-progress");
+    /* Placed: its status callbacks and webhook are on their way (the
+     * call sends them), detection comes a while into the stream. */
     if (oc->amd_cb != NULL && ob->o.answered_by != NULL) {
         uv_timer_init(ob->loop, &oc->amd_timer);
         oc->amd_timer.data = oc;
@@ -404,7 +368,6 @@ void sim_outbound_free(sim_outbound_t *ob)
     for (size_t i = 0; i < ob->ncalls; i++) {
         out_call_t *oc = ob->calls[i];
         sim_call_free(oc->call);
-        free(oc->status_cb);
         free(oc->amd_cb);
         free(oc);
     }

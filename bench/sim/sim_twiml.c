@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "bench/sim/sim.h"
 
@@ -721,7 +722,10 @@ static bool parse_connect(const xn_t *n, sim_verb_t *v, char *err, size_t errsz)
     v->stream_url = strdup(url);
     v->action = action != NULL ? strdup(action) : NULL;
     const char *cb = attr(s, "statusCallback");
+    /* statusCallbackMethod: GET, else Twilio's default POST. */
+    const char *cbm = attr(s, "statusCallbackMethod");
     v->status_cb = cb != NULL ? strdup(cb) : NULL;
+    v->status_cb_get = cbm != NULL && strcasecmp(cbm, "GET") == 0;
     for (size_t i = 0; i < s->nkids; i++) {
         const xn_t *p = s->kids[i];
         if (strcmp(p->name, "Parameter") != 0) {
