@@ -119,9 +119,9 @@ typedef struct call {
     uint32_t pre_idx; /* index in s->pre while !authed */
     char peer[64];
     uint64_t adopted_ns, preauth_bytes;
-    uint64_t last_in_ns;  /* last message received */
-    uint64_t rate_t_ns;   /* inbound rate limit: bucket time */
-    uint64_t rate_excess; /* bytes dropped past the limit */
+    uint64_t last_media_in_ns; /* start, then the last media or echo */
+    uint64_t rate_t_ns;        /* inbound rate limit: bucket time */
+    uint64_t rate_excess;      /* bytes dropped past the limit */
     char label[72];
     char stream_sid[64];
     size_t stream_sid_len;
@@ -697,7 +697,7 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
     snprintf(open.to, sizeof open.to, "%s", to ? to : "");
     c->started_unix_ms = (int64_t)(vb_clock_wall_s() * 1000.0);
     c->st = C_STREAMING;
-    c->started_ns = vb_clock_now_ns();
+    c->started_ns = c->last_media_in_ns = vb_clock_now_ns();
     c->rate_t_ns = 0; /* a full bucket: clamped to RATE_BURST on use */
     c->opened = true;
     in_push(c, VB_MSG_CALL_OPEN, 0, &open, sizeof open, vb_clock_now_ns());
@@ -782,6 +782,10 @@ static void on_media(call_t *c, const vb_twilio_msg_t *m, uint64_t t_origin)
     }
     if (!sid_ok(c, m))
         return;
+    /* Media keeps a stream alive (Twilio sends a frame every 20 ms), and
+     * the echo of a mark we sent (on_mark); DTMF or unknown events alone
+     * do not. */
+    c->last_media_in_ns = t_origin;
     track_seq(c, m);
     if (strcmp(m->media.track.p, "inbound") != 0) {
         count_error(c, E_INVALID_FIELD, "media.track");
@@ -869,6 +873,10 @@ static void on_mark(call_t *c, const vb_twilio_msg_t *m)
     uint32_t gen = c->mark_gen[c->mk_head];
     c->mk_head = (c->mk_head + 1) % MARK_FIFO;
     c->mk_len--;
+    /* The echo of a mark we sent: the caller's leg is playing our audio
+     * (a leg that suppresses silence sends no media while the caller
+     * listens). Bounded by the marks we send. */
+    c->last_media_in_ns = vb_clock_now_ns();
     bool cleared = gen != c->clear_gen;
     c->stats.marks_echoed++;
     if (cleared)
@@ -883,7 +891,6 @@ static void on_text(call_t *c, const uint8_t *data, size_t len)
     uint64_t t_origin = vb_clock_now_ns();
     vb_twilio_msg_t m;
     vb_twilio_msg_error_t err;
-    c->last_in_ns = t_origin;
     if (!c->authed) {
         /* Before `start` has verified, a stream is a stranger: small
          * messages, few bytes. */
@@ -1466,7 +1473,7 @@ static void adopt(vb_twilio_stream_t *s, int fd, const uint8_t *pre,
         goto fail;
     uint64_t ms =
         s->cfg.start_timeout_ms ? s->cfg.start_timeout_ms : DEFAULT_START_MS;
-    c->adopted_ns = c->last_in_ns = vb_clock_now_ns();
+    c->adopted_ns = vb_clock_now_ns();
     c->start_deadline_ns = c->adopted_ns + ms * 1000000ull;
     s->pre[idx] = c;
     s->npre++;
@@ -1684,10 +1691,10 @@ static void sweep_cb(uv_timer_t *t)
             if (due >= c->gap_filled_ms + 20)
                 push_silence(c, due - c->gap_filled_ms, now);
         }
-        if (now > c->last_in_ns + idle_ns) {
-            vb_log_warn(c->label, "no media from twilio: closing",
-                        "idle_ms=%llu",
-                        (unsigned long long)((now - c->last_in_ns) / 1000000));
+        if (now > c->last_media_in_ns + idle_ns) {
+            vb_log_warn(
+                c->label, "no media from twilio: closing", "idle_ms=%llu",
+                (unsigned long long)((now - c->last_media_in_ns) / 1000000));
             call_fatal_as(c, VB_WS_CLOSE_POLICY, "no media", "timeout");
         } else if (c->hangup_pending && now > c->hangup_deadline_ns) {
             hangup_now(c, "mark echo overdue", NULL);

@@ -1114,6 +1114,54 @@ TEST_T(silent_stream_is_closed_after_the_media_timeout, 30)
     fx_over.media_timeout_ms = 0;
 }
 
+/* Only media (or the echo of a mark it sent) keeps a stream alive: one
+ * that sends DTMF and unknown events every 200 ms but no media is closed
+ * at the media timeout all the same. */
+TEST_T(events_without_media_do_not_keep_a_stream_alive, 30)
+{
+    fx_over.media_timeout_ms = 1000;
+    fixture_t *f = fx_start(0, 4, 1, 64, 0);
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    expect_open(f);
+    uint64_t t0 = vb_clock_now_ns();
+    tf_parsed_t *pf = malloc(sizeof *pf);
+    bool closed = false;
+    for (unsigned seq = 3; seq < 60 && !closed; seq += 2) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "{\"event\":\"dtmf\",\"streamSid\":\"" STREAM_SID
+                 "\",\"sequenceNumber\":\"%u\",\"dtmf\":{\"track\":"
+                 "\"inbound_track\",\"digit\":\"1\"}}",
+                 seq);
+        send_text(c, msg);
+        snprintf(msg, sizeof msg,
+                 "{\"event\":\"keepalive\",\"streamSid\":\"" STREAM_SID
+                 "\",\"sequenceNumber\":\"%u\"}",
+                 seq + 1);
+        send_text(c, msg);
+        while (read_frame(c, pf, 200))
+            if (pf->op == 0x8) {
+                closed = true;
+                break;
+            }
+    }
+    ASSERT_TRUE(closed);
+    ASSERT_EQ(tf_close_code(pf), 1008);
+    char r[128] = {0};
+    memcpy(r, pf->payload + 2, pf->len - 2);
+    ASSERT_STR_CONTAINS(r, "no media");
+    free(pf);
+    /* Not before the timeout. */
+    ASSERT_GE((vb_clock_now_ns() - t0) / 1000000ull, 900);
+    vb_msg_t m;
+    ASSERT_TRUE(pop_kind(f, &m, VB_MSG_CALL_CLOSE, 5000));
+    ASSERT_TRUE(wait_calls(f, 0, 5000));
+    client_close(c);
+    fx_stop(f);
+    fx_over.media_timeout_ms = 0;
+}
+
 /* A media message at `ts_ms` on Twilio's timeline. */
 static void send_media_at(client_t *c, const uint8_t *mulaw, size_t n,
                           uint64_t ts_ms)
