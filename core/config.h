@@ -186,7 +186,8 @@
       "unauthenticated media streams per lane from one address")               \
     X(media_timeout_ms, INT, "VOXBRIDGE_MEDIA_TIMEOUT_MS", "10000", 1000,      \
       3600000, NULL,                                                           \
-      "a call whose stream sends nothing for this long is closed")             \
+      "a call whose stream sends no media (nor the echo of a mark "            \
+      "voxbridge sent) for this long is closed")                               \
     X(media_gap_fill_ms, INT, "VOXBRIDGE_MEDIA_GAP_FILL_MS", "400", 0, 10000,  \
       NULL,                                                                    \
       "caller silent this long with no media (a leg that suppresses "          \
