@@ -52,6 +52,7 @@ struct sim_call {
     sim_api_t *api;
     sim_call_opts_t o;
     char *webhook, *token, *account, *from, *to, *ca_file;
+    char *status_cb; /* the call status callback (o.status_cb, copied) */
     sim_call_done_cb done;
     void *ud;
     sim_call_result_t r;
@@ -186,6 +187,7 @@ static void handle_closed(uv_handle_t *h)
         free(c->from);
         free(c->to);
         free(c->ca_file);
+        free(c->status_cb);
         free(c->resp);
         free(c->fifo);
         for (size_t i = 0; i < c->nmarks; i++)
@@ -796,7 +798,7 @@ static void post_call_status(sim_call_t *c, unsigned event, const char *status)
 {
     unsigned want = c->o.status_cb_events != 0 ? c->o.status_cb_events
                                                : SIM_CALL_EV_COMPLETED;
-    if (c->o.status_cb == NULL || (want & event) == 0)
+    if (c->status_cb == NULL || (want & event) == 0)
         return;
     int k = __builtin_ctz(event);
     char seq[16], ts[64], secs[24], mins[24];
@@ -834,8 +836,8 @@ static void post_call_status(sim_call_t *c, unsigned event, const char *status)
         p[np++] = (sim_param_t){"CallDuration", secs};
         p[np++] = (sim_param_t){"Duration", mins};
     }
-    struct cb_req *q = post_callback(c, c->o.status_cb, c->o.status_cb_get, p,
-                                     np, call_events[k]);
+    struct cb_req *q = post_callback(c, c->status_cb, c->o.status_cb_get, p, np,
+                                     call_events[k]);
     if (q == NULL)
         return;
     c->r.call_status_callbacks++;
@@ -1587,8 +1589,13 @@ int sim_call_start(uv_loop_t *loop, sim_api_t *api, const sim_call_opts_t *o,
     c->from = strdup(o->from != NULL ? o->from : "+14155550100");
     c->to = strdup(o->to != NULL ? o->to : "+14155550199");
     c->ca_file = o->ca_file != NULL ? strdup(o->ca_file) : NULL;
+    c->status_cb = o->status_cb != NULL ? strdup(o->status_cb) : NULL;
+    c->o.status_cb = NULL; /* borrowed: the copy above is used */
     if (c->webhook == NULL || c->token == NULL || c->account == NULL ||
-        c->from == NULL || c->to == NULL) {
+        c->from == NULL || c->to == NULL ||
+        (o->status_cb != NULL && c->status_cb == NULL)) {
+        free(c->status_cb);
+        free(c->ca_file);
         free(c->webhook);
         free(c->token);
         free(c->account);
