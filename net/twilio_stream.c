@@ -216,6 +216,7 @@ struct vb_twilio_stream {
         m_marks_echoed, m_clears, m_seq_gaps, m_out_dropped, m_stale, m_lat_out,
         m_lat_in, m_barge, m_in_dropped, m_throttled, m_preauth,
         m_sig_unverified, m_response, m_duration, m_rec_dropped;
+    vb_metric_t m_rest[3]; /* REST call updates: ok, auth refused, failed */
     pthread_mutex_t stats_mu;
     vb_twilio_call_stats_t last;
     uint64_t ended;
@@ -1077,10 +1078,19 @@ static void close_normal(call_t *c, const char *outcome, const char *reason)
     vb_ws_close(c->ws, VB_WS_CLOSE_NORMAL, reason);
 }
 
+/* A REST call update's result for vb_twilio_rest_updates_total: 0 ok,
+ * 1 refused for its credentials, 2 failed otherwise. */
+static void rest_count(vb_twilio_stream_t *s, int status)
+{
+    int k = status == 200 ? 0 : status == 401 || status == 403 ? 1 : 2;
+    vb_metrics_counter_add(s->st.shard, s->m_rest[k], 1);
+}
+
 static void rest_done(int status, void *ud)
 {
     rest_ctx_t *x = ud;
     call_t *c = lookup(x->s, x->id);
+    rest_count(x->s, status);
     bool fallback = x->fallback, transfer = x->transfer;
     if (transfer) {
         /* After a 200 Twilio ends the stream (its stop may come first)
@@ -1204,6 +1214,7 @@ static void hangup_now(call_t *c, const char *why, const char *say)
     free(twiml);
     if (rc != 0) {
         free(x);
+        rest_count(s, -1);
         vb_log_warn(c->label, "REST hang-up not possible: closing the stream",
                     "err=%s fallback=%d", vb_err_name(rc), fallback);
         close_normal(c, transfer ? "hangup" : outcome, "hangup");
@@ -1803,6 +1814,14 @@ static int add_series(vb_twilio_stream_t *s)
             "not be reached: the caller was told), transferred (redirected "
             "to a person by transfer_call).",
             VB_LABELS("outcome", outcomes[i]), &s->m_outcome[i]);
+    static const char *const rest_outcomes[] = {"ok", "auth", "failed"};
+    for (size_t i = 0; i < 3; i++)
+        ADD(VB_METRIC_COUNTER, "vb_twilio_rest_updates_total",
+            "Call updates through Twilio's REST API (hang-up, fallback, "
+            "transfer) by outcome: ok, auth (refused 401/403: the "
+            "credentials), failed (any other answer, a timeout, no "
+            "connection).",
+            VB_LABELS("outcome", rest_outcomes[i]), &s->m_rest[i]);
     ADD(VB_METRIC_COUNTER, "vb_twilio_silence_frames_total",
         "20 ms frames of silence sent toward the model for gaps in "
         "Twilio's media (a leg that sends nothing while the caller is "

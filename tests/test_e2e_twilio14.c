@@ -355,6 +355,8 @@ TEST_T(end_call_hangs_up_through_rest_with_an_api_key, 90)
     ASSERT_EQ(msum(m, "vb_stream_ended_answers_total", NULL), 0);
     /* Twilio's stop ended the stream. */
     ASSERT_EQ(msum(m, "vb_calls_total", "outcome=\"stop\""), 1);
+    ASSERT_EQ(msum(m, "vb_twilio_rest_updates_total", "outcome=\"ok\""), 1);
+    ASSERT_EQ(msum(m, "vb_twilio_rest_updates_total", "outcome=\"auth\""), 0);
     free(m);
     free(log);
     free(out);
@@ -377,6 +379,9 @@ TEST_T(end_call_with_a_wrong_api_secret_is_refused_and_ends_cleanly, 90)
     ASSERT_STR_CONTAINS(log, "http_status=401");
     ASSERT_EQ(msum(m, "vb_stream_ended_answers_total", "answer=\"hangup\""), 1);
     ASSERT_EQ(msum(m, "vb_calls_total", "outcome=\"hangup\""), 1);
+    /* The refused update is counted as the credentials' fault. */
+    ASSERT_EQ(msum(m, "vb_twilio_rest_updates_total", "outcome=\"auth\""), 1);
+    ASSERT_EQ(msum(m, "vb_twilio_rest_updates_total", "outcome=\"ok\""), 0);
     free(m);
     free(log);
     free(out);
