@@ -3,9 +3,10 @@
  * Outsiders against the real binaries on loopback (vb-sim, voxbridge,
  * vb-fake-gemini from $VB_BUILD_DIR): streams that never authenticate,
  * a ping flood that never reads, a stream token used twice, media faster
- * than real time and a stream that goes silent. Each gets its stated
- * answer, none reaches the model, and a real call beside them is heard
- * with nothing lost.
+ * than real time, a stream that goes silent, slow request bodies filling
+ * the connection cap and one signed webhook replayed many times. Each gets
+ * its stated answer, none reaches the model, and a real call beside them
+ * is heard with nothing lost.
  */
 #include <arpa/inet.h>
 #include <errno.h>

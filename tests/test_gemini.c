@@ -1201,3 +1201,57 @@ TEST_T(no_ready_connection_within_recover_timeout_ends_the_call, 60)
     env_stop(e);
     free(e);
 }
+
+/* A service that stops reading while no ping is due (pings are off here,
+ * so only the send backlog can tell): once more than
+ * VB_GEMINI_BACKLOG_STALL_BYTES stay unsent for the pong deadline, the
+ * connection is replaced with the handle and the audio goes on there. */
+TEST_T(send_backlog_not_draining_replaces_the_connection, 60)
+{
+    make_certs();
+    env_t *e = calloc(1, sizeof(*e));
+    const char *extra[] = {"--fault", "stall", "--fault-conn", "1", NULL};
+    fake_start(&e->fake, true, extra);
+    vb_gemini_options_t o;
+    env_options(e, &o, true);
+    o.ping_interval_ms = 600000;
+    o.pong_timeout_ms = 400;
+    env_start(e, &o);
+    push_open(e, "CA-backlog");
+    wait_log(&e->fake, "fault", 1, 5000);
+    /* Faster than real time, until the kernel's buffers are full and the
+     * backlog grows past the bound (a few MiB of JSON on loopback). */
+    int k = 0;
+    while (metric(e, VB_METRIC_COUNTER, "vb_gemini_reconnects_total", "reason",
+                  "unresponsive") == 0) {
+        if (k >= 40000)
+            vb_test_fail(__FILE__, __LINE__,
+                         "%d frames sent, the stalled connection was kept", k);
+        push_frame(e, (int16_t)(k++ & 0x7fff));
+        if (k % 64 == 0)
+            usleep(1000);
+    }
+    printf("  replaced after %d frames (%.1f MiB of PCM)\n", k,
+           k * FRAME_BYTES / 1048576.0);
+    wait_log(&e->fake, "setup", 2, 5000);
+    cJSON *log = fake_log(&e->fake);
+    ASSERT_TRUE(cJSON_IsTrue(
+        cJSON_GetObjectItem(find_type(log, "setup", 1), "resumed")));
+    cJSON_Delete(log);
+    uint64_t end = vb_clock_now_ns() + 5000000000ull;
+    int on2 = 0;
+    while (on2 == 0 && vb_clock_now_ns() < end) {
+        push_frame(e, 1);
+        log = fake_log(&e->fake);
+        on2 = count_type(log, "audio", 2);
+        cJSON_Delete(log);
+        usleep(20000);
+    }
+    ASSERT_GT(on2, 0);
+    const char *text = read_all(e->logpath);
+    ASSERT_STR_CONTAINS(text, "why=\"send backlog not draining\"");
+    ASSERT_NULL(strstr(text, "why=\"ping unanswered\""));
+    ASSERT_NULL(strstr(text, "ending the call"));
+    env_stop(e);
+    free(e);
+}
