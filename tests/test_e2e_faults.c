@@ -2,9 +2,9 @@
 /*
  * Gemini faults end to end: vb-fake-gemini --fault (a connection that
  * stalls at setup or mid-call, dies after every setup, or sends only
- * garbage; a key refused at
- * the upgrade) or no Gemini at all, with vb-sim as the caller. A lost
- * connection is replaced and the caller hears the model again; a model
+ * garbage; a key refused at the upgrade) or no Gemini at all, with
+ * vb-sim as the caller. A lost connection is replaced and the caller
+ * hears the model again; a model
  * that cannot be reached has the caller hear the fallback text (through
  * vb-sim's REST API, or by the TwiML after <Connect>) and the call end.
  * Times are reported; the assertions use deadlines several times the

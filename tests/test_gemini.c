@@ -11,10 +11,14 @@
  * byte count of each audio message) shows exactly which frames reached
  * which connection, in which order.
  */
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +28,7 @@
 #include "core/lane.h"
 #include "core/log.h"
 #include "core/msg.h"
+#include "net/tcp.h"
 #include "tests/test.h"
 
 #define API_KEY "test-key-123"
@@ -1252,6 +1257,45 @@ TEST_T(send_backlog_not_draining_replaces_the_connection, 60)
     ASSERT_STR_CONTAINS(text, "why=\"send backlog not draining\"");
     ASSERT_NULL(strstr(text, "why=\"ping unanswered\""));
     ASSERT_NULL(strstr(text, "ending the call"));
+    env_stop(e);
+    free(e);
+}
+
+/* The connection to Gemini gets TCP keepalive (net/tcp.c): a service gone
+ * without a FIN is found by the kernel too, not only by the pings. */
+TEST_T(gemini_connection_has_tcp_keepalive, 60)
+{
+    make_certs();
+    env_t *e = calloc(1, sizeof(*e));
+    const char *extra[] = {"--mode", "echo", NULL};
+    fake_start(&e->fake, true, extra);
+    vb_gemini_options_t o;
+    env_options(e, &o, true);
+    env_start(e, &o);
+    push_open(e, "CA-keepalive");
+    wait_log(&e->fake, "setup", 1, 5000);
+    /* The fake is another process: the only socket here whose peer is its
+     * port is the stage's connection. */
+    int fd = -1;
+    for (int k = 3; k < 4096 && fd < 0; k++) {
+        struct sockaddr_in6 a; /* localhost: either family */
+        socklen_t sl = sizeof a;
+        if (getpeername(k, (struct sockaddr *)&a, &sl) == 0 &&
+            (a.sin6_family == AF_INET || a.sin6_family == AF_INET6) &&
+            ntohs(a.sin6_port) == e->fake.port)
+            fd = k;
+    }
+    ASSERT_GE(fd, 0);
+    int v = 0;
+    socklen_t ol = sizeof v;
+    ASSERT_EQ(getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &v, &ol), 0);
+    ASSERT_EQ(v, 1);
+    ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, &ol), 0);
+    ASSERT_EQ(v, VB_TCP_KEEPALIVE_IDLE_S);
+    ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, &ol), 0);
+    ASSERT_EQ(v, VB_TCP_KEEPALIVE_INTVL_S);
+    ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, &ol), 0);
+    ASSERT_EQ(v, VB_TCP_KEEPALIVE_CNT);
     env_stop(e);
     free(e);
 }
