@@ -1580,3 +1580,38 @@ TEST_T(adopted_stream_socket_has_tcp_keepalive, 20)
     client_close(c);
     fx_stop(f);
 }
+
+/* A call hung up at --max-call-duration ends "max_duration", told apart
+ * from a media timeout in vb_calls_total (the call report says
+ * "timeout" for both). */
+TEST_T(max_call_duration_ends_with_its_own_outcome, 30)
+{
+    fx_over.max_call_s = 1;
+    fixture_t *f = fx_start(0, 4, 1, 64, 0);
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    expect_open(f);
+    expect_event(c, "mark", "hangup");
+    send_text(c, "{\"event\":\"mark\",\"sequenceNumber\":\"3\","
+                 "\"streamSid\":\"" STREAM_SID "\",\"mark\":{\"name\":"
+                 "\"hangup\"}}");
+    expect_close(c, 1000, "hangup");
+    vb_msg_t m;
+    ASSERT_TRUE(pop_kind(f, &m, VB_MSG_CALL_CLOSE, 5000));
+    vb_msg_close_t cl;
+    ASSERT_EQ(vb_msg_close_get(&m, &cl), 0);
+    ASSERT_STR_EQ(cl.reason, "max_duration");
+    ASSERT_TRUE(wait_calls(f, 0, 5000));
+    static const char *const want[][2] = {
+        {"max_duration", "1"}, {"hangup", "0"}, {"timeout", "0"}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        vb_metric_t id;
+        ASSERT_EQ(vb_metrics_add(f->m, VB_METRIC_COUNTER, "vb_calls_total", "",
+                                 VB_LABELS("outcome", want[i][0]), &id),
+                  0);
+        ASSERT_EQ(vb_metrics_value(f->m, id), atoi(want[i][1]));
+    }
+    client_close(c);
+    fx_stop(f);
+    fx_over.max_call_s = 0;
+}
