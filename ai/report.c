@@ -149,7 +149,7 @@ const char *vb_report_outcome(const vb_report_t *r, const char *reason)
         return "failed";
     if (strcmp(reason, "hangup") == 0)
         return "assistant_hangup";
-    if (strcmp(reason, "timeout") == 0)
+    if (strcmp(reason, "timeout") == 0 || strcmp(reason, "max_duration") == 0)
         return "timeout";
     if (strcmp(reason, "shutdown") == 0 || strcmp(reason, "stopping") == 0)
         return "shutdown";

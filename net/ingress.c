@@ -1754,8 +1754,11 @@ static void on_detach(void *ud, int fd, const char *extra, size_t n, void *arg,
     memcpy(m->data, &c, sizeof(c));
     vb_chan_end(l->conn, m);
     vb_metrics_counter_add(g->shard, g->handoff[H_OK], 1);
-    vb_log_info(NULL, "stream handed off", "lane=%u peer=%s early_bytes=%zu",
-                lane, c.peer, n);
+    /* Every upgrade, a stranger's too, gets here: at most one line a
+     * second, so a flood of upgrades does not flood the log (the handoff
+     * counter has them all). */
+    VB_LOG_RATELIMITED(VB_LOG_INFO, 1000, NULL, "stream handed off",
+                       "lane=%u peer=%s early_bytes=%zu", lane, c.peer, n);
 }
 
 static char *system_json(vb_ingress_t *g)

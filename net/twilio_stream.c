@@ -182,10 +182,14 @@ typedef struct call {
      * (our close, or Twilio's stop after the REST update), the outcome is
      * "fallback". */
     bool fallback;
+    /* --max-call-duration started the hang-up: the call ends
+     * "max_duration" (apart from media timeouts; the call report's
+     * outcome is "timeout" for both). */
+    bool max_duration;
 } call_t;
 
 /* Entries of outcomes[] (below), the values of vb_calls_total{outcome}. */
-#define OUTCOME_COUNT 8
+#define OUTCOME_COUNT 9
 
 struct vb_twilio_stream {
     vb_twilio_stream_config_t cfg;
@@ -238,9 +242,9 @@ static void hangup_now(call_t *c, const char *why, const char *say);
 static void call_end(call_t *c, const char *reason);
 
 /* Values of vb_calls_total{outcome}; call_end() reasons map onto them. */
-static const char *const outcomes[] = {"stop",     "hangup",      "disconnect",
-                                       "error",    "shutdown",    "timeout",
-                                       "fallback", "transferred", NULL};
+static const char *const outcomes[] = {
+    "stop",    "hangup",   "disconnect",  "error",        "shutdown",
+    "timeout", "fallback", "transferred", "max_duration", NULL};
 _Static_assert(sizeof(outcomes) / sizeof(outcomes[0]) == OUTCOME_COUNT + 1,
                "OUTCOME_COUNT must match outcomes[]");
 static void call_maybe_free(call_t *c);
@@ -1271,6 +1275,11 @@ static void call_end(call_t *c, const char *reason)
         reason = "fallback";
     else if (c->transferring && strcmp(reason, "stop") == 0)
         reason = "transferred";
+    /* Ours, or Twilio's stop after our REST hang-up. */
+    bool over_max = c->max_duration && (strcmp(reason, "hangup") == 0 ||
+                                        strcmp(reason, "stop") == 0);
+    if (over_max)
+        reason = "max_duration";
     push_close(c, reason);
     rec_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason),
              vb_clock_now_ns());
@@ -1283,7 +1292,7 @@ static void call_end(call_t *c, const char *reason)
         s->cfg.calls_changed(s->cfg.calls_ud, s->cfg.lane, -1);
     if (s->cfg.call_ended != NULL)
         s->cfg.call_ended(s->cfg.calls_ud, c->label,
-                          strcmp(reason, "hangup") == 0 ||
+                          over_max || strcmp(reason, "hangup") == 0 ||
                               strcmp(reason, "transferred") == 0);
     uint64_t now = vb_clock_now_ns();
     vb_metrics_observe_long(s->st.shard, s->m_duration, now - c->started_ns);
@@ -1713,6 +1722,7 @@ static void sweep_cb(uv_timer_t *t)
                    now > c->started_ns + max_ns) {
             vb_log_info(c->label, "maximum call duration reached", "max_s=%u",
                         (unsigned)s->cfg.max_call_s);
+            c->max_duration = true;
             send_media(c);
             hangup_begin(c);
         }
@@ -1812,7 +1822,8 @@ static int add_series(vb_twilio_stream_t *s)
             "(the socket dropped), error (protocol failure), shutdown, "
             "timeout (no media from Twilio), fallback (the model could "
             "not be reached: the caller was told), transferred (redirected "
-            "to a person by transfer_call).",
+            "to a person by transfer_call), max_duration (hung up at "
+            "--max-call-duration).",
             VB_LABELS("outcome", outcomes[i]), &s->m_outcome[i]);
     static const char *const rest_outcomes[] = {"ok", "auth", "failed"};
     for (size_t i = 0; i < 3; i++)

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Gemini faults end to end: vb-fake-gemini --fault (a connection that
- * stalls, dies after every setup, or sends only garbage; a key refused at
- * the upgrade) or no Gemini at all, with vb-sim as the caller. A lost
- * connection is replaced and the caller hears the model again; a model
+ * stalls at setup or mid-call, dies after every setup, or sends only
+ * garbage; a key refused at the upgrade) or no Gemini at all, with
+ * vb-sim as the caller. A lost connection is replaced and the caller
+ * hears the model again; a model
  * that cannot be reached has the caller hear the fallback text (through
  * vb-sim's REST API, or by the TwiML after <Connect>) and the call end.
  * Times are reported; the assertions use deadlines several times the
@@ -262,4 +263,109 @@ TEST_T(gemini_never_ready_ends_the_call_at_the_recovery_deadline, 90)
                       REST_SIM, "gemini_recovery_timeout", NULL);
     ASSERT_STR_CONTAINS(vblog, "no working gemini connection for 5000 ms");
     free(vblog);
+}
+
+/* Fake time (ms) of the first event of `type` on connection `conn` whose
+ * `key` is `val` (NULL: any); -1 when none. `after`: only events later
+ * than that. */
+static double fake_t(const cJSON *evs, int conn, const char *type,
+                     const char *key, const char *val, double after)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, evs)
+    {
+        double t = cJSON_GetNumberValue(cJSON_GetObjectItem(e, "t"));
+        if (cJSON_GetNumberValue(cJSON_GetObjectItem(e, "conn")) != conn ||
+            strcmp(ev_type(e), type) != 0 || t <= after)
+            continue;
+        const char *v =
+            key ? cJSON_GetStringValue(cJSON_GetObjectItem(e, key)) : NULL;
+        if (key == NULL || (v != NULL && strcmp(v, val) == 0))
+            return t;
+    }
+    return -1;
+}
+
+/* The connection stalls mid-call (vb-fake-gemini --fault stall-after:MS),
+ * after the caller has heard the model: the stall is found by the ping
+ * deadline, the session resumed with the handle on a new connection, and
+ * the caller hears the model again. */
+TEST_T(gemini_stalling_mid_call_is_replaced_and_heard_again, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = bursts(&r, 16);
+    const char *heard = path_in(&r, "heard.wav");
+    rig_fake(&r, (const char *const[]){"--mode", "echo", "--fault",
+                                       "stall-after:5000", "--fault-conn", "1",
+                                       NULL});
+    rig_vb(&r, NULL, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, heard,
+              (const char *const[]){"--tail", "2", NULL});
+    char *out = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    char *vblog = stop_vb(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    cJSON *evs = fake_events(&r);
+    /* Connection 1 sent model audio, then stalled; connection 2 resumed
+     * the session and sent model audio too. */
+    double audio1 = fake_t(evs, 1, "sent", "what", "audio", -1);
+    double stall = fake_t(evs, 1, "fault", "mode", "stall-after", -1);
+    double setup2 = fake_t(evs, 2, "setup", NULL, NULL, -1);
+    double audio2 = fake_t(evs, 2, "sent", "what", "audio", -1);
+    ASSERT_DBL_OP(audio1, >=, 0);
+    ASSERT_DBL_OP(stall, >, audio1);
+    ASSERT_DBL_OP(setup2, >, stall);
+    ASSERT_DBL_OP(audio2, >, setup2);
+    const cJSON *e;
+    bool resumed = false;
+    cJSON_ArrayForEach(
+        e, evs) if (strcmp(ev_type(e), "setup") == 0 &&
+                    cJSON_GetNumberValue(cJSON_GetObjectItem(e, "conn")) == 2)
+        resumed = cJSON_IsTrue(cJSON_GetObjectItem(e, "resumed"));
+    ASSERT_TRUE(resumed);
+    /* On the caller's clock (the heard WAV, from the stream start): the
+     * fake's first audio was heard at first_audio_ms, so the stall came
+     * at about first_audio_ms + (stall - audio1). Model audio was heard
+     * before it and again after the replacement. */
+    double first = dfield(out, "first_audio_ms");
+    ASSERT_DBL_OP(first, >, 0);
+    double stall_at = first + (stall - audio1);
+    /* Connection 2's audio cannot be heard before it was sent (200 ms for
+     * the two clocks' offsets). */
+    double again_from = first + (audio2 - audio1) - 200;
+    size_t n;
+    int16_t *pcm = read_wav(heard, &n);
+    double before = -1, after = -1, gap = 0, last = -1;
+    for (size_t k = 0; k < n / FRAME; k++) {
+        if (block_rms(pcm, n, k) < 1000)
+            continue;
+        double t = (double)k * 20;
+        if (t < stall_at)
+            before = t;
+        else if (after < 0 && t >= again_from)
+            after = t;
+        if (last >= 0 && t - last > gap)
+            gap = t - last;
+        last = t;
+    }
+    free(pcm);
+    printf("  stall %.0f ms into the stream; model heard again %.0f ms "
+           "later (longest silence heard %.0f ms)\n",
+           stall_at, after - stall_at, gap);
+    ASSERT_DBL_OP(before, >=, 0);
+    ASSERT_DBL_OP(after, >, stall_at);
+    ASSERT_DBL_OP(after - stall_at, <, GENEROUS_S * 1000);
+    ASSERT_STR_CONTAINS(vblog, "why=\"ping unanswered\"");
+    ASSERT_GE(msum(m, "vb_gemini_reconnects_total", "reason=\"unresponsive\""),
+              1);
+    ASSERT_EQ(msum(m, "vb_calls_failed_total", NULL), 0);
+    ASSERT_STR_CONTAINS(vblog, "gemini connection unresponsive, replacing it");
+    ASSERT_STR_CONTAINS(vblog, "outcome=stop");
+    cJSON_Delete(evs);
+    free(m);
+    free(vblog);
+    free(out);
 }

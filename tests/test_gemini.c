@@ -11,10 +11,14 @@
  * byte count of each audio message) shows exactly which frames reached
  * which connection, in which order.
  */
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +28,7 @@
 #include "core/lane.h"
 #include "core/log.h"
 #include "core/msg.h"
+#include "net/tcp.h"
 #include "tests/test.h"
 
 #define API_KEY "test-key-123"
@@ -1217,6 +1222,99 @@ TEST_T(no_ready_connection_within_recover_timeout_ends_the_call, 60)
     ASSERT_EQ(metric(e, VB_METRIC_COUNTER, "vb_calls_failed_total", "reason",
                      "gemini_recovery_timeout"),
               1);
+    env_stop(e);
+    free(e);
+}
+
+/* A service that stops reading while no ping is due (pings are off here,
+ * so only the send backlog can tell): once more than
+ * VB_GEMINI_BACKLOG_STALL_BYTES stay unsent for the pong deadline, the
+ * connection is replaced with the handle and the audio goes on there. */
+TEST_T(send_backlog_not_draining_replaces_the_connection, 60)
+{
+    make_certs();
+    env_t *e = calloc(1, sizeof(*e));
+    const char *extra[] = {"--fault", "stall", "--fault-conn", "1", NULL};
+    fake_start(&e->fake, true, extra);
+    vb_gemini_options_t o;
+    env_options(e, &o, true);
+    o.ping_interval_ms = 600000;
+    o.pong_timeout_ms = 400;
+    env_start(e, &o);
+    push_open(e, "CA-backlog");
+    wait_log(&e->fake, "fault", 1, 5000);
+    /* Faster than real time, until the kernel's buffers are full and the
+     * backlog grows past the bound (a few MiB of JSON on loopback). */
+    int k = 0;
+    while (metric(e, VB_METRIC_COUNTER, "vb_gemini_reconnects_total", "reason",
+                  "unresponsive") == 0) {
+        if (k >= 40000)
+            vb_test_fail(__FILE__, __LINE__,
+                         "%d frames sent, the stalled connection was kept", k);
+        push_frame(e, (int16_t)(k++ & 0x7fff));
+        if (k % 64 == 0)
+            usleep(1000);
+    }
+    printf("  replaced after %d frames (%.1f MiB of PCM)\n", k,
+           k * FRAME_BYTES / 1048576.0);
+    wait_log(&e->fake, "setup", 2, 5000);
+    cJSON *log = fake_log(&e->fake);
+    ASSERT_TRUE(cJSON_IsTrue(
+        cJSON_GetObjectItem(find_type(log, "setup", 1), "resumed")));
+    cJSON_Delete(log);
+    uint64_t end = vb_clock_now_ns() + 5000000000ull;
+    int on2 = 0;
+    while (on2 == 0 && vb_clock_now_ns() < end) {
+        push_frame(e, 1);
+        log = fake_log(&e->fake);
+        on2 = count_type(log, "audio", 2);
+        cJSON_Delete(log);
+        usleep(20000);
+    }
+    ASSERT_GT(on2, 0);
+    const char *text = read_all(e->logpath);
+    ASSERT_STR_CONTAINS(text, "why=\"send backlog not draining\"");
+    ASSERT_NULL(strstr(text, "why=\"ping unanswered\""));
+    ASSERT_NULL(strstr(text, "ending the call"));
+    env_stop(e);
+    free(e);
+}
+
+/* The connection to Gemini gets TCP keepalive (net/tcp.c): a service gone
+ * without a FIN is found by the kernel too, not only by the pings. */
+TEST_T(gemini_connection_has_tcp_keepalive, 60)
+{
+    make_certs();
+    env_t *e = calloc(1, sizeof(*e));
+    const char *extra[] = {"--mode", "echo", NULL};
+    fake_start(&e->fake, true, extra);
+    vb_gemini_options_t o;
+    env_options(e, &o, true);
+    env_start(e, &o);
+    push_open(e, "CA-keepalive");
+    wait_log(&e->fake, "setup", 1, 5000);
+    /* The fake is another process: the only socket here whose peer is its
+     * port is the stage's connection. */
+    int fd = -1;
+    for (int k = 3; k < 4096 && fd < 0; k++) {
+        struct sockaddr_in6 a; /* localhost: either family */
+        socklen_t sl = sizeof a;
+        if (getpeername(k, (struct sockaddr *)&a, &sl) == 0 &&
+            (a.sin6_family == AF_INET || a.sin6_family == AF_INET6) &&
+            ntohs(a.sin6_port) == e->fake.port)
+            fd = k;
+    }
+    ASSERT_GE(fd, 0);
+    int v = 0;
+    socklen_t ol = sizeof v;
+    ASSERT_EQ(getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &v, &ol), 0);
+    ASSERT_EQ(v, 1);
+    ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, &ol), 0);
+    ASSERT_EQ(v, VB_TCP_KEEPALIVE_IDLE_S);
+    ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, &ol), 0);
+    ASSERT_EQ(v, VB_TCP_KEEPALIVE_INTVL_S);
+    ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, &ol), 0);
+    ASSERT_EQ(v, VB_TCP_KEEPALIVE_CNT);
     env_stop(e);
     free(e);
 }

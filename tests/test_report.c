@@ -202,6 +202,7 @@ TEST(report_outcomes)
     ASSERT_STR_EQ(vb_report_outcome(&r, "disconnect"), "caller_hangup");
     ASSERT_STR_EQ(vb_report_outcome(&r, "hangup"), "assistant_hangup");
     ASSERT_STR_EQ(vb_report_outcome(&r, "timeout"), "timeout");
+    ASSERT_STR_EQ(vb_report_outcome(&r, "max_duration"), "timeout");
     ASSERT_STR_EQ(vb_report_outcome(&r, "shutdown"), "shutdown");
     ASSERT_STR_EQ(vb_report_outcome(&r, "error"), "failed");
     ASSERT_STR_EQ(vb_report_outcome(&r, "fallback"), "failed");

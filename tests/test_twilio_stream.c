@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include "core/err.h"
 #include "core/lane.h"
 #include "core/log.h"
+#include "net/tcp.h"
 #include "net/twilio_msg.h"
 #include "tests/test.h"
 #include "tests/ws_frames.h"
@@ -1531,4 +1533,85 @@ TEST(msg_json_escape)
     ASSERT_EQ(n, strlen("a\\\"b\\\\\\n\\u0001"));
     ASSERT_MEM_EQ(out, "a\\\"b\\\\\\n\\u0001", n);
     ASSERT_EQ(vb_twilio_json_escape("\"\"\"", 3, out, 5), 0);
+}
+
+/* This process's TCP socket whose peer is 127.0.0.1:`port`; -1 if none. */
+static int socket_with_peer_port(int port)
+{
+    for (int fd = 3; fd < 4096; fd++) {
+        struct sockaddr_in a;
+        socklen_t sl = sizeof a;
+        if (getpeername(fd, (struct sockaddr *)&a, &sl) == 0 &&
+            a.sin_family == AF_INET && ntohs(a.sin_port) == port)
+            return fd;
+    }
+    return -1;
+}
+
+/* The adopted stream socket gets TCP keepalive (net/tcp.c): a Twilio edge
+ * that vanished without a FIN is found in 30 s, not two hours. Adoption
+ * happens on the lane's thread: polled. */
+TEST_T(adopted_stream_socket_has_tcp_keepalive, 20)
+{
+    fixture_t *f = fx_start(0, 4, 1, 64, 0);
+    client_t *c = connect_client(f);
+    struct sockaddr_in me;
+    socklen_t sl = sizeof me;
+    ASSERT_EQ(getsockname(c->fd, (struct sockaddr *)&me, &sl), 0);
+    int fd = socket_with_peer_port(ntohs(me.sin_port));
+    ASSERT_GE(fd, 0);
+    int on = 0;
+    socklen_t ol = sizeof on;
+    uint64_t end = vb_clock_now_ns() + 5000000000ull;
+    while (on == 0 && vb_clock_now_ns() < end) {
+        ASSERT_EQ(getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, &ol), 0);
+        if (on == 0)
+            usleep(1000);
+    }
+    ASSERT_EQ(on, 1);
+    int v = 0;
+    ol = sizeof v;
+    ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, &ol), 0);
+    ASSERT_EQ(v, VB_TCP_KEEPALIVE_IDLE_S);
+    ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, &ol), 0);
+    ASSERT_EQ(v, VB_TCP_KEEPALIVE_INTVL_S);
+    ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, &ol), 0);
+    ASSERT_EQ(v, VB_TCP_KEEPALIVE_CNT);
+    client_close(c);
+    fx_stop(f);
+}
+
+/* A call hung up at --max-call-duration ends "max_duration", told apart
+ * from a media timeout in vb_calls_total (the call report says
+ * "timeout" for both). */
+TEST_T(max_call_duration_ends_with_its_own_outcome, 30)
+{
+    fx_over.max_call_s = 1;
+    fixture_t *f = fx_start(0, 4, 1, 64, 0);
+    client_t *c = connect_client(f);
+    start_call(f, c, 0);
+    expect_open(f);
+    expect_event(c, "mark", "hangup");
+    send_text(c, "{\"event\":\"mark\",\"sequenceNumber\":\"3\","
+                 "\"streamSid\":\"" STREAM_SID "\",\"mark\":{\"name\":"
+                 "\"hangup\"}}");
+    expect_close(c, 1000, "hangup");
+    vb_msg_t m;
+    ASSERT_TRUE(pop_kind(f, &m, VB_MSG_CALL_CLOSE, 5000));
+    vb_msg_close_t cl;
+    ASSERT_EQ(vb_msg_close_get(&m, &cl), 0);
+    ASSERT_STR_EQ(cl.reason, "max_duration");
+    ASSERT_TRUE(wait_calls(f, 0, 5000));
+    static const char *const want[][2] = {
+        {"max_duration", "1"}, {"hangup", "0"}, {"timeout", "0"}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        vb_metric_t id;
+        ASSERT_EQ(vb_metrics_add(f->m, VB_METRIC_COUNTER, "vb_calls_total", "",
+                                 VB_LABELS("outcome", want[i][0]), &id),
+                  0);
+        ASSERT_EQ(vb_metrics_value(f->m, id), atoi(want[i][1]));
+    }
+    client_close(c);
+    fx_stop(f);
+    fx_over.max_call_s = 0;
 }

@@ -43,6 +43,7 @@ typedef enum fg_fault {
     FG_FAULT_REJECT401, /* the upgrade is answered 401 */
     FG_FAULT_REJECT403, /* the upgrade is answered 403 */
     FG_FAULT_GOAWAY_EARLY, /* goAway (2 s left) before setupComplete */
+    FG_FAULT_STALL_AFTER,  /* as STALL, stall_after_ms after setupComplete */
 } fg_fault_t;
 
 /* One timed event of a --script file (JSON lines). */
@@ -78,7 +79,8 @@ typedef struct fg_opts {
     int vad_threshold; /* RMS of a 20 ms frame counted as speech */
     bool style31;      /* combined parts and empty serverContent */
     fg_fault_t fault;
-    int fault_conn; /* 0: every connection; N: only the N-th */
+    int fault_conn;     /* 0: every connection; N: only the N-th */
+    int stall_after_ms; /* --fault stall-after:MS */
     const char *models[32];
     int nmodels;
 } fg_opts_t;

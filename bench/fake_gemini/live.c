@@ -1332,6 +1332,14 @@ int fg_script_load(fg_server_t *srv, const char *path)
  * closes EARLY_GOAWAY_MS later. */
 #define EARLY_GOAWAY_MS 2000
 
+/* Nothing more is read (so pings go unanswered) or written. */
+static void stall(fg_conn_t *c, const char *mode)
+{
+    logf_kv(c, "fault", "mode", mode);
+    c->stalled = true;
+    vb_ws_read_pause(c->ws, true);
+}
+
 static void send_setup_complete(fg_conn_t *c)
 {
     if (fg_fault_on(c->srv, c->id) &&
@@ -1354,10 +1362,7 @@ static void send_setup_complete(fg_conn_t *c)
         return;
     switch (c->srv->o.fault) {
     case FG_FAULT_STALL:
-        /* Nothing more is read (so pings go unanswered) or written. */
-        logf_kv(c, "fault", "mode", "stall");
-        c->stalled = true;
-        vb_ws_read_pause(c->ws, true);
+        stall(c, "stall");
         break;
     case FG_FAULT_DIE:
         logf_kv(c, "fault", "mode", "die-after-setup");
@@ -1421,6 +1426,10 @@ static void on_tick(uv_timer_t *t)
     uint64_t now = now_ms(c);
     if (c->setup_done && !c->ready && now >= c->setup_due)
         send_setup_complete(c);
+    if (c->ready && !c->stalled && fg_fault_on(c->srv, c->id) &&
+        c->srv->o.fault == FG_FAULT_STALL_AFTER &&
+        now >= c->t_ready + (uint64_t)c->srv->o.stall_after_ms)
+        stall(c, "stall-after");
     if (c->stalled || c->closing)
         return;
     if (c->garbage) {

@@ -9,11 +9,13 @@
  *                  [--tone-hz N] [--vad-threshold RMS] [--style 2.5|3.1]
  *                  [--model ID]... [--fault MODE [--fault-conn N]]
  *
- * --fault stall|die-after-setup|garbage|reject-401|reject-403|
+ * --fault stall|stall-after:MS|die-after-setup|garbage|reject-401|reject-403|
  * goaway-before-setup makes the service misbehave (on the N-th connection
  * only with --fault-conn N):
  * stall: after setupComplete it stops reading the socket and writes
- * nothing (pings go unanswered, the client's backlog grows); die: a 1011
+ * nothing (pings go unanswered, the client's backlog grows);
+ * stall-after:MS: the same, MS ms after setupComplete (mid-call, once
+ * audio has flowed both ways; a response being sent stops); die: a 1011
  * close right after every setupComplete; garbage: after setupComplete only
  * messages that are not JSON; reject-401/403: the WebSocket upgrade is
  * refused with that HTTP status, as for a bad key at the front end;
@@ -309,9 +311,8 @@ static void usage(FILE *f)
             "       [--first-audio-delay-ms N] [--lifetime-s N]\n"
             "       [--goaway-lead-ms N] [--tone-ms N] [--tone-hz N]\n"
             "       [--vad-threshold RMS] [--style 2.5|3.1] [--model ID]...\n"
-            "       [--fault stall|die-after-setup|garbage|reject-401|"
-            "reject-403|\n"
-            "        goaway-before-setup]\n"
+            "       [--fault stall|stall-after:MS|die-after-setup|garbage|\n"
+            "        reject-401|reject-403|goaway-before-setup]\n"
             "       [--fault-conn N]\n");
 }
 
@@ -398,6 +399,10 @@ int main(int argc, char **argv)
             for (int k = 0; k < 7; k++)
                 if (strcmp(v, names[k]) == 0)
                     f = k;
+            if (strncmp(v, "stall-after:", 12) == 0) {
+                f = FG_FAULT_STALL_AFTER;
+                o->stall_after_ms = int_arg(a, v + 12, 0, 3600000);
+            }
             if (f < 0) {
                 fprintf(stderr, "vb-fake-gemini: bad --fault %s\n", v);
                 return 2;
