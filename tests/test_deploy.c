@@ -1015,6 +1015,20 @@ TEST_T(grafana_queries_return_data_from_a_live_voxbridge, 240)
     rig_fake(&r, fake_args);
     const char *vb_args[] = {"--lanes", "2", NULL};
     rig_vb(&r, vb_args, NULL);
+    /* What operators look at first has a panel, and callers' wait an
+     * alert. */
+    static const char *const shown[] = {"vb_response_latency_seconds_bucket",
+                                        "vb_call_duration_seconds_bucket",
+                                        "vb_streams_rerouted_total",
+                                        "vb_ready{",
+                                        "vb_draining{",
+                                        "vb_gemini_ready{",
+                                        "process_cpu_seconds_total",
+                                        "process_resident_memory_bytes",
+                                        NULL};
+    for (int i = 0; shown[i] != NULL; i++)
+        ASSERT_STR_CONTAINS(text, shown[i]);
+    ASSERT_STR_CONTAINS(rules_text, "vb_response_latency_seconds_bucket");
     char *m = metrics(&r);
     assert_metrics_exist("voxbridge.json", text, m);
     assert_metrics_exist("alerts.yml", rules_text, m);
