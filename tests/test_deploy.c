@@ -2,10 +2,12 @@
 /*
  * The deploy kit in docs/deploy/ checked with the real tools: the systemd
  * unit through `systemd-analyze verify` and `security`, the Dockerfile's
- * healthcheck against a running voxbridge and its runtime packages against
- * what the binary links, the Kubernetes manifests parsed and their drain
- * arithmetic checked, the alert rules through `promtool check rules` and
- * `promtool test rules`, and every Grafana dashboard query run through a
+ * healthcheck against a running and a draining voxbridge and its runtime
+ * packages against what the binary links, the Kubernetes manifests parsed
+ * and their drain arithmetic checked, the sticky kit's Ingress paths
+ * matched against the stream URLs a real voxbridge hands out, the alert
+ * rules through `promtool check rules` and `promtool test rules`, and
+ * every Grafana dashboard query run through a
  * real Prometheus scraping a real voxbridge with live calls (vb-sim load
  * against vb-fake-gemini). `make deps` installs every tool these cases
  * use; under CI (CI=true) a missing one fails its case, elsewhere the case
@@ -256,21 +258,54 @@ TEST_T(dockerfile_healthcheck_and_runtime_packages, 60)
     ASSERT_NOT_NULL(hc);
     ASSERT_STR_CONTAINS(hc, "/dev/tcp/127.0.0.1/9090 ");
 
-    /* It passes against a live voxbridge and fails once it is gone. */
+    /* It passes against a live voxbridge, still passes while a drain
+     * has closed the public listener and a call goes on, and fails once
+     * the process is gone. */
     cJSON *argv = healthcheck_argv(df);
-    char bin[400], log[400];
+    char bin[400];
     snprintf(bin, sizeof(bin), "%s/voxbridge", proc_build_dir());
-    snprintf(log, sizeof(log), "%s/voxbridge.log", vb_test_tmpdir());
-    const char *vargv[] = {bin,           "--listen",
-                           "127.0.0.1:0", "--metrics-listen",
-                           "127.0.0.1:0", NULL};
-    pid_t vb = proc_spawn(vargv, NULL, log);
-    proc_wait_port(log, vb, proc_ms(10000));
-    int port = rig_admin_port(log, vb, proc_ms(10000));
-    ASSERT_EQ(run_healthcheck(argv, port), 0);
-    kill(vb, SIGTERM);
-    ASSERT_EQ(proc_reap(vb, proc_ms(15000)), 0);
-    ASSERT_NE(run_healthcheck(argv, port), 0);
+    rig_t r;
+    rig_init(&r);
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r, NULL, NULL);
+    ASSERT_EQ(run_healthcheck(argv, r.vb_admin_port), 0);
+    char sim_bin[400], hook[128], sim_out[400];
+    snprintf(sim_bin, sizeof(sim_bin), "%s/vb-sim", proc_build_dir());
+    snprintf(hook, sizeof(hook), "http://127.0.0.1:%d/webhook/voice",
+             r.vb_port);
+    snprintf(sim_out, sizeof(sim_out), "%s/sim.out", r.dir);
+    const char *sargv[] = {sim_bin,        "load", "--webhook", hook,
+                           "--auth-token", TOKEN,  "--calls",   "1",
+                           "--duration",   "6",    NULL};
+    pid_t sim = proc_spawn(sargv, NULL, sim_out);
+    double end = tc_now_ms() + proc_ms(15000);
+    for (;;) {
+        char *m = metrics(&r);
+        double active = msum(m, "vb_calls_active", NULL);
+        free(m);
+        if (active >= 1)
+            break;
+        if (tc_now_ms() > end)
+            vb_test_fail(__FILE__, __LINE__, "the call never started:\n%s",
+                         proc_read_file(sim_out));
+        usleep(100000);
+    }
+    kill(r.vb, SIGTERM);
+    char *seen;
+    proc_wait_log(r.vb_log, "msg=\"public listener closed", r.vb,
+                  proc_ms(10000), &seen);
+    free(seen);
+    ASSERT_TRUE(!proc_port_open(r.vb_port, 1));
+    ASSERT_EQ(run_healthcheck(argv, r.vb_admin_port), 0);
+    int st = proc_reap(sim, proc_ms(30000));
+    if (st != 0)
+        vb_test_fail(__FILE__, __LINE__,
+                     "the call did not survive the "
+                     "drain (%d):\n%s",
+                     st, proc_read_file(sim_out));
+    free(rig_vb_stop(&r));
+    ASSERT_NE(run_healthcheck(argv, r.vb_admin_port), 0);
+    rig_stop(&r);
     cJSON_Delete(argv);
 
     /* Every package the binary's libraries come from is installed in the
