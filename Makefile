@@ -21,8 +21,8 @@ DEB_PKGS := build-essential pkg-config clang clang-format libclang-rt-14-dev \
             libuv1-dev libwslay-dev libmbedtls-dev libcjson-dev \
             libsamplerate0-dev libspeexdsp-dev libopus-dev libogg-dev \
             libopusenc-dev libopusfile-dev opus-tools node-llhttp \
-            prometheus nginx-light sox espeak-ng gnuplot-nox ca-certificates \
-            openssl procps valgrind
+            prometheus nginx-light python3-yaml sox espeak-ng gnuplot-nox \
+            ca-certificates openssl procps valgrind
 
 WARN := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
         -Wmissing-prototypes -Wformat=2 -Wpointer-arith -Wcast-qual \

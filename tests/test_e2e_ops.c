@@ -14,7 +14,8 @@
  *   check session, and it recovers by itself when the key is accepted;
  *   --check exits 1 with the reason, 0 with a good key.
  * - SIGHUP reopens --log-file (rotated away) and the live call goes on.
- * - A draining instance's 503 is retried by nginx on another instance.
+ * - A draining instance's 503 is retried by nginx on another instance;
+ *   forged X-Forwarded-* headers on webhooks and streams never reach one.
  * - A stream naming another instance and a lane this one lacks is served
  *   (counted); within an instance the token's lane still decides.
  */
@@ -599,9 +600,10 @@ TEST_T(sighup_reopens_the_log_file_and_keeps_the_live_call, 120)
 }
 
 /* A signed voice webhook for `sid` as Twilio would post it to the public
- * URL `pub`; returns the status, the body in `body`. */
-static int post_webhook(int port, const char *pub, const char *sid, char *body,
-                        size_t bsz)
+ * URL `pub`, with the header lines `extra` ("" for none); returns the
+ * status, the body in `body`. */
+static int post_webhook(int port, const char *pub, const char *sid,
+                        const char *extra, char *body, size_t bsz)
 {
     char form[256], url[256], sig[VB_TWILIO_SIG_LEN + 1], req[1024];
     snprintf(form, sizeof(form),
@@ -614,15 +616,54 @@ static int post_webhook(int port, const char *pub, const char *sid, char *body,
     ASSERT_EQ(vb_twilio_sig_compute(TOKEN, url, &f, sig), 0);
     vb_form_free(&f);
     snprintf(req, sizeof(req),
-             "POST /webhook/voice HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "POST /webhook/voice HTTP/1.1\r\nHost: 127.0.0.1\r\n%s"
              "Content-Type: application/x-www-form-urlencoded\r\n"
              "X-Twilio-Signature: %s\r\nContent-Length: %zu\r\n\r\n%s",
-             sig, strlen(form), form);
+             extra, sig, strlen(form), form);
     tc_resp_t resp = {0};
     int st = tc_request(port, req, &resp, proc_ms(10000));
     snprintf(body, bsz, "%s", resp.body ? resp.body : "");
     tc_free_resp(&resp);
     return st;
+}
+
+/* Forwarding headers a client forges; the site sets its own. */
+#define SPOOF                                        \
+    "X-Forwarded-For: 203.0.113.7, 198.51.100.9\r\n" \
+    "X-Forwarded-Host: spoofed.example.net\r\n"      \
+    "X-Forwarded-Proto: http\r\n"
+
+/* No instance logged a forged header: with --trust-proxy they log the
+ * address nginx saw, on the webhook and the stream locations alike. */
+static void assert_no_spoof(const ops_t *o)
+{
+    int answered = 0;
+    for (int i = 0; i < NINST; i++) {
+        char *text = proc_read_file(o->log[i]);
+        ASSERT_NOT_NULL(text);
+        if (strstr(text, "203.0.113.7") != NULL ||
+            strstr(text, "198.51.100.9") != NULL ||
+            strstr(text, "spoofed.example.net") != NULL)
+            vb_test_fail(__FILE__, __LINE__, "a forged header reached %s:\n%s",
+                         inst_id[i], text);
+        for (const char *p = strstr(text, "msg=\"call answered\" call=CAretry");
+             p != NULL;
+             p = strstr(p + 1, "msg=\"call answered\" call=CAretry")) {
+            char line[512];
+            snprintf(line, sizeof(line), "%.*s", (int)strcspn(p, "\n"), p);
+            ASSERT_STR_CONTAINS(line, " client=127.0.0.1");
+            answered++;
+        }
+        if (i == 1) {
+            const char *m = strstr(text, "route=stream reason=mismatch");
+            ASSERT_NOT_NULL(m);
+            char line[512];
+            snprintf(line, sizeof(line), "%.*s", (int)strcspn(m, "\n"), m);
+            ASSERT_STR_CONTAINS(line, " client=127.0.0.1 ");
+        }
+        free(text);
+    }
+    ASSERT_EQ(answered, 6);
 }
 
 TEST_T(nginx_retries_webhooks_a_draining_instance_refuses, 120)
@@ -633,7 +674,8 @@ TEST_T(nginx_retries_webhooks_a_draining_instance_refuses, 120)
     snprintf(pub, sizeof(pub), "http://127.0.0.1:%d", o.ng_port);
     /* vb-a answers a call whose stream never comes: it keeps its listener
      * open for that stream through the drain. */
-    ASSERT_EQ(post_webhook(o.port[0], pub, "CAheld", body, sizeof(body)), 200);
+    ASSERT_EQ(post_webhook(o.port[0], pub, "CAheld", "", body, sizeof(body)),
+              200);
     ASSERT_STR_CONTAINS(body, "/media-stream/vb-a/0\"");
     kill(o.vb[0], SIGTERM);
     char *text;
@@ -644,11 +686,12 @@ TEST_T(nginx_retries_webhooks_a_draining_instance_refuses, 120)
     ASSERT_EQ(readyz(o.port[0], body, sizeof(body)), 503);
     ASSERT_STR_EQ(body, "draining\n");
     /* Through nginx (round robin), every new call is answered by another
-     * instance: vb-a's 503s were retried. */
+     * instance: vb-a's 503s were retried. The callers forge forwarding
+     * headers, which the site overwrites (below). */
     for (int k = 0; k < 6; k++) {
         char sid[32];
         snprintf(sid, sizeof(sid), "CAretry%d", k);
-        int st = post_webhook(o.ng_port, pub, sid, body, sizeof(body));
+        int st = post_webhook(o.ng_port, pub, sid, SPOOF, body, sizeof(body));
         if (st != 200 || strstr(body, "<Connect ") == NULL ||
             strstr(body, "/media-stream/vb-a/") != NULL)
             vb_test_fail(__FILE__, __LINE__, "webhook %d: %d %s", k, st, body);
@@ -656,6 +699,23 @@ TEST_T(nginx_retries_webhooks_a_draining_instance_refuses, 120)
     text = proc_read_file(o.log[0]);
     ASSERT_STR_CONTAINS(text, "reason=draining status=503");
     free(text);
+    /* The stream location too: an upgrade to vb-b with forged headers and
+     * a wrong signature, which vb-b logs with the client address. */
+    int fd = tc_connect(o.ng_port);
+    char req[1024];
+    snprintf(req, sizeof(req),
+             "GET /media-stream/vb-b/0 HTTP/1.1\r\nHost: 127.0.0.1\r\n%s"
+             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             "Sec-WebSocket-Version: 13\r\n"
+             "X-Twilio-Signature: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
+             SPOOF);
+    tc_send_str(fd, req);
+    proc_wait_log(o.log[1], "route=stream reason=mismatch", o.vb[1],
+                  proc_ms(10000), &text);
+    free(text);
+    close(fd);
+    assert_no_spoof(&o);
     /* The held call's stream would still be served: a second signal ends
      * the wait. */
     kill(o.vb[0], SIGTERM);
