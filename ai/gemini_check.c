@@ -29,7 +29,8 @@ typedef struct check {
     vb_ws_t *ws;
     vb_gemini_parser_t *parser;
     uv_timer_t timer;
-    uint64_t t0;
+    const atomic_bool *cancel;
+    uint64_t t0, deadline;
     bool done, setup_sent;
     vb_gemini_check_result_t res;
     char *why;
@@ -160,12 +161,19 @@ static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *i, void *ud)
                i->reason);
 }
 
-static void on_timeout(uv_timer_t *t)
+/* At the deadline, or every VB_GEMINI_CHECK_POLL_MS when cancellable. */
+static void on_tick(uv_timer_t *t)
 {
     check_t *k = t->data;
-    finish(k, VB_GEMINI_CHECK_UNREACHABLE, "no %s within %llu ms",
-           k->setup_sent ? "setupComplete" : "WebSocket upgrade",
-           (unsigned long long)((vb_clock_now_ns() - k->t0) / VB_NS_PER_MS));
+    uint64_t now = vb_clock_now_ns();
+    if (now >= k->deadline)
+        finish(k, VB_GEMINI_CHECK_UNREACHABLE, "no %s within %llu ms",
+               k->setup_sent ? "setupComplete" : "WebSocket upgrade",
+               (unsigned long long)((now - k->t0) / VB_NS_PER_MS));
+    else if (k->cancel != NULL && atomic_load(k->cancel))
+        finish(k, VB_GEMINI_CHECK_UNREACHABLE, "cancelled");
+    else
+        return;
     if (k->ws != NULL) {
         /* The close handshake may hang too: drop the connection. */
         vb_ws_destroy(k->ws);
@@ -187,12 +195,14 @@ static char *read_prompt(const char *path)
 }
 
 vb_gemini_check_result_t vb_gemini_check_run(const vb_gemini_options_t *o,
-                                             uint32_t timeout_ms, char *why,
-                                             size_t whysz)
+                                             uint32_t timeout_ms,
+                                             const atomic_bool *cancel,
+                                             char *why, size_t whysz)
 {
     check_t k;
     memset(&k, 0, sizeof(k));
     k.o = o;
+    k.cancel = cancel;
     k.why = why;
     k.whysz = whysz;
     k.res = VB_GEMINI_CHECK_UNREACHABLE;
@@ -257,6 +267,7 @@ vb_gemini_check_result_t vb_gemini_check_run(const vb_gemini_options_t *o,
     uv_timer_init(&loop, &k.timer);
     k.timer.data = &k;
     k.t0 = vb_clock_now_ns();
+    k.deadline = k.t0 + (uint64_t)timeout_ms * VB_NS_PER_MS;
     vb_transport_t *t = NULL;
     rc = u.secure ? vb_tls_connect(&loop, tls, u.host, u.port, NULL,
                                    "gemini-check", &t)
@@ -282,7 +293,10 @@ vb_gemini_check_result_t vb_gemini_check_run(const vb_gemini_options_t *o,
         snprintf(why, whysz, "WebSocket setup failed (%s)", vb_err_name(rc));
         goto out;
     }
-    uv_timer_start(&k.timer, on_timeout, timeout_ms, 0);
+    uint32_t tick = cancel != NULL && timeout_ms > VB_GEMINI_CHECK_POLL_MS
+                        ? VB_GEMINI_CHECK_POLL_MS
+                        : timeout_ms;
+    uv_timer_start(&k.timer, on_tick, tick, tick);
     /* Runs until the connection is gone (closed, or dropped at the
      * deadline) and the timer stopped. */
     while (!k.done || k.ws != NULL) {

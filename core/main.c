@@ -19,9 +19,12 @@
  *
  * Gemini readiness: a check session (ai/gemini_check.h) runs at start; a
  * rejection (key, model, setup) makes /readyz 503 "gemini: <reason>", as
- * does a call's session rejected the same way (on_verdict). While so, the
- * check runs again with backoff (PROBE_MIN_S doubling to PROBE_MAX_S) on
- * this thread until one succeeds. `--check` runs it once and exits.
+ * does a call's session rejected the same way before its setupComplete
+ * (on_verdict). While so, the check runs again with backoff (PROBE_MIN_S
+ * doubling to PROBE_MAX_S) until one succeeds. Both run on a probe thread
+ * of their own, never on the signal thread: a session may take
+ * PROBE_TIMEOUT_MS, and a signal is acted on at once; stopping cancels a
+ * session under way. `--check` runs it once and exits.
  *
  * Lanes (ARCHITECTURE.md §1-2): --lanes times a twilio-io, a dsp and a
  * gemini thread, joined by the six channels of core/lane.h. Each stage is
@@ -32,12 +35,14 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -508,10 +513,11 @@ static void drain(vb_ingress_t *g, const sigset_t *set, const vb_config_t *cfg)
                     (long long)vb_ingress_calls_pending(g));
 }
 
-/* One check session; its verdict goes to the ingress (when given).
- * Returns the result. */
-static vb_gemini_check_result_t gemini_check(const vb_config_t *cfg,
-                                             vb_ingress_t *g)
+/* One check session; its verdict goes to the ingress: a rejection makes
+ * it unready, an unreachable service is recorded as such but changes no
+ * verdict. Returns the result. */
+static vb_gemini_check_result_t
+gemini_check(const vb_config_t *cfg, vb_ingress_t *g, const atomic_bool *cancel)
 {
     vb_gemini_options_t o;
     memset(&o, 0, sizeof(o));
@@ -519,7 +525,9 @@ static vb_gemini_check_result_t gemini_check(const vb_config_t *cfg,
     char why[256];
     uint64_t t0 = vb_clock_now_ns();
     vb_gemini_check_result_t r =
-        vb_gemini_check_run(&o, PROBE_TIMEOUT_MS, why, sizeof(why));
+        vb_gemini_check_run(&o, PROBE_TIMEOUT_MS, cancel, why, sizeof(why));
+    if (cancel != NULL && atomic_load(cancel))
+        return r; /* stopping: no verdict from a session cut short */
     uint64_t ms = (vb_clock_now_ns() - t0) / VB_NS_PER_MS;
     vb_log(r == VB_GEMINI_CHECK_OK         ? VB_LOG_INFO
            : r == VB_GEMINI_CHECK_REJECTED ? VB_LOG_ERROR
@@ -528,9 +536,80 @@ static vb_gemini_check_result_t gemini_check(const vb_config_t *cfg,
            "result=%s reason=%s ms=%llu model=%s voice=%s",
            vb_gemini_check_name(r), why, (unsigned long long)ms,
            cfg->gemini_model, cfg->gemini_voice);
-    if (g != NULL && r != VB_GEMINI_CHECK_UNREACHABLE)
+    if (r == VB_GEMINI_CHECK_UNREACHABLE)
+        vb_ingress_gemini_unreachable(g, why);
+    else
         vb_ingress_gemini_verdict(g, r == VB_GEMINI_CHECK_OK, why);
     return r;
+}
+
+/* The check session at start and the probe while Gemini rejects
+ * sessions, on their own thread: a session may take PROBE_TIMEOUT_MS,
+ * and the signal thread must act on a signal at once. */
+typedef struct prober {
+    const vb_config_t *cfg;
+    vb_ingress_t *g;
+    pthread_t th;
+    bool started;
+    atomic_bool stop;
+} prober_t;
+
+/* Sleeps up to `ns`, in short steps so a stop is seen soon. Returns false
+ * once stopping. */
+static bool prober_sleep(prober_t *p, uint64_t ns)
+{
+    uint64_t end = vb_clock_now_ns() + ns;
+    while (!atomic_load(&p->stop) && vb_clock_now_ns() < end) {
+        struct timespec ts = {0, VB_GEMINI_CHECK_POLL_MS * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return !atomic_load(&p->stop);
+}
+
+static void *prober_main(void *arg)
+{
+    prober_t *p = arg;
+    pthread_setname_np(pthread_self(), "gemini-probe");
+    /* Without a key the check refuses at once, without connecting: every
+     * call would fail, so the instance is unready even with
+     * --no-gemini-startup-check. */
+    if (p->cfg->gemini_startup_check || *p->cfg->gemini_api_key == '\0')
+        gemini_check(p->cfg, p->g, &p->stop);
+    int64_t backoff = PROBE_MIN_S;
+    while (prober_sleep(p, (uint64_t)PROBE_MIN_S * VB_NS_PER_SEC)) {
+        if (!vb_ingress_gemini_rejected(p->g)) {
+            backoff = PROBE_MIN_S;
+            continue;
+        }
+        /* PROBE_MIN_S of the wait is behind us already. */
+        if (!prober_sleep(p, (uint64_t)(backoff - PROBE_MIN_S) * VB_NS_PER_SEC))
+            break;
+        if (gemini_check(p->cfg, p->g, &p->stop) != VB_GEMINI_CHECK_OK)
+            backoff = backoff * 2 > PROBE_MAX_S ? PROBE_MAX_S : backoff * 2;
+    }
+    return NULL;
+}
+
+static int prober_start(prober_t *p, const vb_config_t *cfg, vb_ingress_t *g)
+{
+    p->cfg = cfg;
+    p->g = g;
+    atomic_init(&p->stop, false);
+    if (pthread_create(&p->th, NULL, prober_main, p) != 0)
+        return VB_ESYS;
+    p->started = true;
+    return 0;
+}
+
+/* Cancels a session under way; returns within VB_GEMINI_CHECK_POLL_MS or
+ * so. */
+static void prober_stop(prober_t *p)
+{
+    if (!p->started)
+        return;
+    atomic_store(&p->stop, true);
+    pthread_join(p->th, NULL);
+    p->started = false;
 }
 
 /* Every call holds sockets and the HTTP connection cap is sized from what
@@ -597,7 +676,7 @@ static int check_only(const vb_config_t *cfg)
     vb_gemini_options_from_config(&o, cfg);
     char why[256];
     vb_gemini_check_result_t r =
-        vb_gemini_check_run(&o, PROBE_TIMEOUT_MS, why, sizeof(why));
+        vb_gemini_check_run(&o, PROBE_TIMEOUT_MS, NULL, why, sizeof(why));
     printf("voxbridge --check: gemini session: %s (%s)\n",
            r == VB_GEMINI_CHECK_OK ? "ok" : vb_gemini_check_name(r), why);
     fflush(stdout);
@@ -656,6 +735,11 @@ int main(int argc, char **argv)
     vb_log_info(NULL, "voxbridge starting", "pid=%ld version=%s commit=%s",
                 (long)getpid(), VB_VERSION, VB_COMMIT);
     log_config(&cfg);
+    if (*cfg.gemini_api_key == '\0')
+        vb_log_error(NULL,
+                     "GEMINI_API_KEY is not set: Gemini refuses every "
+                     "session, /readyz answers 503 until it is set",
+                     NULL);
     raise_fd_limit();
 
     status = 1;
@@ -666,6 +750,7 @@ int main(int argc, char **argv)
     vb_events_t *events = NULL;
     lanes_t lanes;
     memset(&lanes, 0, sizeof(lanes));
+    prober_t prober = {.started = false};
     if (metrics == NULL || add_build_info(metrics) != 0)
         goto out;
     if (vb_twilio_sig_key_init(&key, cfg.stream_secret) != 0)
@@ -753,39 +838,27 @@ int main(int argc, char **argv)
     }
     vb_log_info(NULL, "voxbridge ready", "lanes=%lld max_calls=%lld",
                 (long long)cfg.lanes, (long long)cfg.max_calls);
-    if (cfg.gemini_startup_check)
-        gemini_check(&cfg, ingress);
+    if (prober_start(&prober, &cfg, ingress) != 0) {
+        vb_log_error(NULL, "cannot start the gemini probe thread", NULL);
+        goto out;
+    }
 
-    /* Signals; meanwhile, while Gemini rejects sessions, the probe. */
-    int sig = 0;
-    int64_t backoff = PROBE_MIN_S;
-    uint64_t next_probe = vb_clock_now_ns() + PROBE_MIN_S * VB_NS_PER_SEC;
+    int sig;
     for (;;) {
-        struct timespec ts = {0, 200 * 1000 * 1000};
-        sig = sigtimedwait(&set, NULL, &ts);
-        if (sig == SIGHUP) {
+        sig = sigwaitinfo(&set, NULL);
+        if (sig == SIGHUP)
             reload(&cfg, ingress);
-            continue;
-        }
-        if (sig > 0)
+        else if (sig > 0)
             break;
-        if (!vb_ingress_gemini_rejected(ingress)) {
-            backoff = PROBE_MIN_S;
-            next_probe = vb_clock_now_ns() + PROBE_MIN_S * VB_NS_PER_SEC;
-            continue;
-        }
-        if (vb_clock_now_ns() < next_probe)
-            continue;
-        if (gemini_check(&cfg, ingress) != VB_GEMINI_CHECK_OK)
-            backoff = backoff * 2 > PROBE_MAX_S ? PROBE_MAX_S : backoff * 2;
-        next_probe = vb_clock_now_ns() + (uint64_t)backoff * VB_NS_PER_SEC;
     }
     vb_log_info(NULL, "signal received: draining", "signal=%d", sig);
     drain(ingress, &set, &cfg);
     status = 0;
 out:
     /* Order: the ingress stops handing off, the stage threads end (their
-     * last calls report to the ingress), then the ingress and lanes go. */
+     * last calls report to the ingress), then the ingress and lanes go.
+     * The probe goes first: it reports to the ingress too. */
+    prober_stop(&prober);
     vb_ingress_stop(ingress);
     lanes_stop(&lanes);
     lanes.ingress = NULL;

@@ -81,7 +81,7 @@ static const char *const handoff_names[H_COUNT] = {"ok", "ring_full",
 #define VB_INGRESS_MAX_SHARED_KEYS 8 /* TWILIO_WEBHOOK_SHARED_KEYS */
 
 enum { DRAIN_NONE, DRAIN_GRACE, DRAIN_CLOSING };
-enum { GM_NONE, GM_OK, GM_REJECTED };
+enum { GM_NONE, GM_OK, GM_REJECTED, GM_UNREACHABLE };
 enum { INST_NONE = -1, INST_OURS = 0, INST_OTHER = 1 };
 
 typedef struct pend {
@@ -262,6 +262,15 @@ void vb_ingress_gemini_verdict(vb_ingress_t *g, bool ok, const char *why)
     else if (!ok && was == 0)
         vb_log_error(NULL, "gemini rejects sessions: not ready", "reason=%s",
                      why ? why : "rejected");
+}
+
+void vb_ingress_gemini_unreachable(vb_ingress_t *g, const char *why)
+{
+    pthread_mutex_lock(&g->gm_mu);
+    atomic_store(&g->gm_last_s, (int64_t)vb_clock_wall_s());
+    atomic_store(&g->gm_last, GM_UNREACHABLE);
+    snprintf(g->gm_why, sizeof(g->gm_why), "%s", why ? why : "unreachable");
+    pthread_mutex_unlock(&g->gm_mu);
 }
 
 bool vb_ingress_gemini_rejected(const vb_ingress_t *g)
@@ -1820,9 +1829,10 @@ static char *system_json(vb_ingress_t *g)
     char why[200];
     gemini_why(g, why, sizeof(why));
     cJSON_AddStringToObject(gem, "last_outcome",
-                            last == GM_OK         ? "ok"
-                            : last == GM_REJECTED ? "rejected"
-                                                  : "none");
+                            last == GM_OK            ? "ok"
+                            : last == GM_REJECTED    ? "rejected"
+                            : last == GM_UNREACHABLE ? "unreachable"
+                                                     : "none");
     cJSON_AddStringToObject(gem, "last_reason", why);
     cJSON_AddNumberToObject(gem, "last_at", (double)atomic_load(&g->gm_last_s));
     cJSON_AddNumberToObject(gem, "consecutive_rejections",

@@ -166,6 +166,11 @@ int64_t vb_ingress_calls_pending(const vb_ingress_t *g);
  * never on the audio path. */
 void vb_ingress_gemini_verdict(vb_ingress_t *g, bool ok, const char *why);
 
+/* A check session that could not reach the service (network, TLS,
+ * timeout, 5xx): recorded for /test/system (last_outcome "unreachable",
+ * its reason and time) without changing readiness. Any thread. */
+void vb_ingress_gemini_unreachable(vb_ingress_t *g, const char *why);
+
 /* True while Gemini rejects this configuration (/readyz 503 "gemini"). */
 bool vb_ingress_gemini_rejected(const vb_ingress_t *g);
 
