@@ -116,12 +116,6 @@ static void ws_on_open(vb_ws_t *ws, void *ud)
                vb_err_name(rc));
 }
 
-static bool model_not_found(const char *reason)
-{
-    return strstr(reason, "not found") != NULL ||
-           strstr(reason, "not supported for bidiGenerateContent") != NULL;
-}
-
 static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *i, void *ud)
 {
     check_t *k = ud;
@@ -130,28 +124,46 @@ static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *i, void *ud)
     if (k->done)
         return;
     uint16_t code = i->code_received;
-    if (i->http_status == 401 || i->http_status == 403 || i->err == VB_EAUTH)
-        finish(k, VB_GEMINI_CHECK_REJECTED,
-               "HTTP %d on the upgrade: check GEMINI_API_KEY", i->http_status);
-    else if (i->http_status >= 400 && i->http_status < 500)
-        finish(k, VB_GEMINI_CHECK_REJECTED,
-               "HTTP %d on the upgrade: check --gemini-url", i->http_status);
-    else if (i->http_status >= 500)
-        finish(k, VB_GEMINI_CHECK_UNREACHABLE, "HTTP %d on the upgrade",
-               i->http_status);
-    else if (code == 1007)
-        finish(k, VB_GEMINI_CHECK_REJECTED,
-               "close 1007 (%s): bad API key or invalid setup argument",
+    int http = i->http_status;
+    const char *model = k->o->setup.model ? k->o->setup.model : "";
+    vb_gemini_close_class_t cls =
+        vb_gemini_close_classify(http, code, i->reason);
+    if (i->err == VB_EAUTH && http == 0)
+        cls = VB_GEMINI_CLOSE_AUTH;
+    vb_gemini_check_result_t rej = VB_GEMINI_CHECK_REJECTED;
+    switch (cls) {
+    case VB_GEMINI_CLOSE_AUTH:
+        finish(k, rej, "HTTP %d on the upgrade: check GEMINI_API_KEY", http);
+        return;
+    case VB_GEMINI_CLOSE_CONFIG:
+        if (http >= 400)
+            finish(k, rej, "HTTP %d on the upgrade: check --gemini-url", http);
+        else
+            finish(k, rej,
+                   "close 1007 (%s): bad API key or invalid setup argument",
+                   i->reason);
+        return;
+    case VB_GEMINI_CLOSE_MODEL:
+        /* The model first: /readyz shows the start of the reason. */
+        finish(k, rej,
+               "model %s not found, set --gemini-model (close 1008: %s)", model,
                i->reason);
-    else if (code == 1008 && model_not_found(i->reason))
-        finish(k, VB_GEMINI_CHECK_REJECTED,
-               "close 1008 (%s): model %s not found, set --gemini-model",
-               i->reason, k->o->setup.model ? k->o->setup.model : "");
-    else if (code == 1008)
-        finish(k, VB_GEMINI_CHECK_REJECTED, "close 1008 (%s)", i->reason);
+        return;
+    case VB_GEMINI_CLOSE_POLICY:
+        finish(k, rej, "close 1008 (%s)", i->reason);
+        return;
+    case VB_GEMINI_CLOSE_TRANSIENT:
+        /* The service's passing failure, not this configuration's. */
+        finish(k, VB_GEMINI_CHECK_UNREACHABLE,
+               "transient close 1008 (%s) before setupComplete", i->reason);
+        return;
+    case VB_GEMINI_CLOSE_RETRY:
+        break;
+    }
+    if (http >= 500)
+        finish(k, VB_GEMINI_CHECK_UNREACHABLE, "HTTP %d on the upgrade", http);
     else if (i->err == VB_ECERT)
-        finish(k, VB_GEMINI_CHECK_REJECTED,
-               "TLS certificate not trusted (see --gemini-ca-file)");
+        finish(k, rej, "TLS certificate not trusted (see --gemini-ca-file)");
     else if (i->err != 0)
         finish(k, VB_GEMINI_CHECK_UNREACHABLE, "%s before setupComplete",
                vb_err_name(i->err));

@@ -9,12 +9,14 @@
  *
  * DESIGN. Blocking, on the caller's thread, with a private libuv loop and
  * a deadline; nothing is shared with the gemini stages. The outcome is
- * classified the way readiness needs it: REJECTED means the service said
- * no to this configuration (HTTP 401/403 on the upgrade, close 1007, close
- * 1008 for a model not found, or any 1008: retrying the same setup gives
- * the same answer), UNREACHABLE means the service could not be asked
- * (DNS, refused, TLS, timeout, 5xx, 1011): not the configuration's fault,
- * so it does not make the instance unready.
+ * classified the way readiness needs it, by vb_gemini_close_classify()
+ * (ai/gemini_proto.h), the calls' classifier too: REJECTED means the
+ * service said no to this configuration (HTTP 401/403 or another 4xx on
+ * the upgrade, close 1007, close 1008 for a model not found or another
+ * policy refusal: retrying the same setup gives the same answer; an
+ * untrusted TLS certificate), UNREACHABLE means the service could not be
+ * asked (DNS, refused, TLS, timeout, 5xx, 1011, a transient 1008): not
+ * the configuration's fault, so it does not make the instance unready.
  */
 #ifndef VB_AI_GEMINI_CHECK_H
 #define VB_AI_GEMINI_CHECK_H

@@ -730,6 +730,44 @@ TEST_T(unreachable_gemini_is_recorded_and_keeps_readiness, 60)
     rig_stop(&r);
 }
 
+/* A policy 1008 after setupComplete ends that call, and only that call:
+ * readiness comes from rejections at setup time, so /readyz stays 200
+ * and the next call is taken. */
+TEST_T(a_mid_call_policy_1008_does_not_make_the_instance_unready, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    make_sox(audio, "synth 3 sine 300 vol 0.3");
+    write_file(r.script,
+               "{\"at_ms\":300,\"conn\":1,\"type\":\"close\",\"code\":1008,"
+               "\"reason\":\"Request violates a policy.\"}\n");
+    rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
+                                       NULL});
+    rig_vb(&r, NULL, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL, NULL);
+    char *out = sim_wait(&r, &s);
+    free(out);
+    char *m = metrics(&r);
+    ASSERT_EQ(msum(m, "vb_calls_failed_total", "reason=\"gemini_rejected\""),
+              1);
+    ASSERT_EQ(msum(m, "vb_gemini_ready", NULL), 1);
+    free(m);
+    char body[64] = "";
+    ASSERT_EQ(readyz(r.vb_port, body, sizeof(body)), 200);
+    char *sys = test_system(r.vb_admin_port);
+    ASSERT_STR_CONTAINS(sys, "\"consecutive_rejections\":0");
+    free(sys);
+    kill(r.vb, SIGTERM);
+    ASSERT_EQ(proc_reap(r.vb, proc_ms(30000)), 0);
+    char *vblog = proc_read_file(r.vb_log);
+    ASSERT_STR_CONTAINS(vblog, "gemini closed the session for a policy reason");
+    ASSERT_NULL(strstr(vblog, "gemini rejects sessions: not ready"));
+    free(vblog);
+    rig_stop(&r);
+}
+
 /* A Gemini endpoint that takes the connection and never answers holds the
  * check session for its whole 10 s deadline: a SIGTERM meanwhile is still
  * acted on at once (/readyz 503), and a second one stops the process
