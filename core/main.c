@@ -84,7 +84,7 @@ typedef struct lanes {
     vb_ingress_lane_t *sinks;
     /* Set before any stage starts; stage threads read it afterwards. */
     vb_ingress_t *ingress;
-    vb_tls_config_t *rest_tls;
+    vb_tls_config_t *rest_tls;        /* borrowed */
     vb_assistant_store_t *assistants; /* borrowed */
     vb_events_t *events; /* post-call reports; NULL without --events-url */
 } lanes_t;
@@ -132,12 +132,14 @@ static bool record_wanted(void *ud, const vb_msg_open_t *open)
  * nothing. Logs what failed. */
 static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
                         vb_metrics_t *metrics, const vb_twilio_sig_key_t *key,
-                        vb_assistant_store_t *assistants, vb_events_t *events)
+                        vb_assistant_store_t *assistants, vb_events_t *events,
+                        vb_tls_config_t *rest_tls)
 {
     int rc;
     memset(ls, 0, sizeof(*ls));
     ls->assistants = assistants;
     ls->events = events;
+    ls->rest_tls = rest_tls;
     ls->n = (uint32_t)cfg->lanes;
     ls->l = calloc(ls->n, sizeof(*ls->l));
     ls->sinks = calloc(ls->n, sizeof(*ls->sinks));
@@ -146,21 +148,6 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
     vb_resampler_backend_t backend;
     if (vb_resampler_backend_parse(cfg->resampler, &backend) != 0)
         return VB_ECONFIG;
-    if (*cfg->twilio_auth_token &&
-        strncmp(cfg->twilio_api_url, "https://", 8) == 0 &&
-        (rc = vb_tls_config_client(NULL, &ls->rest_tls)) != 0) {
-        vb_log_error(NULL, "cannot load the system CA bundle for Twilio REST",
-                     "err=%s", vb_err_name(rc));
-        return rc;
-    }
-    struct stat sb;
-    if (*cfg->record_dir &&
-        (stat(cfg->record_dir, &sb) != 0 || !S_ISDIR(sb.st_mode) ||
-         access(cfg->record_dir, W_OK | X_OK) != 0)) {
-        vb_log_error(NULL, "--record-dir is not a writable directory", "dir=%s",
-                     cfg->record_dir);
-        return VB_ECONFIG;
-    }
     uint32_t max_calls = (uint32_t)cfg->max_calls;
     /* The ingress puts each call on the least-loaded lane, so a lane's
      * audio rings are sized for its share of --max-calls (rounded up to a
@@ -316,7 +303,6 @@ static void lanes_destroy(lanes_t *ls)
         vb_lane_chans_destroy(&ls->l[i].ch);
     }
 out:
-    vb_tls_config_destroy(ls->rest_tls);
     free(ls->l);
     free(ls->sinks);
     memset(ls, 0, sizeof(*ls));
@@ -324,24 +310,22 @@ out:
 
 /* ---- assistants ---- */
 
-/* The flags' assistant and, with --assistants, the file's set. Logs why
- * it failed. */
-static int assistants_create(const vb_config_t *cfg, vb_assistant_store_t **out)
+/* The flags' assistant and, with --assistants, the file's set. Writes
+ * why it failed to `err`. */
+static int assistants_create(const vb_config_t *cfg, vb_assistant_store_t **out,
+                             char *err, size_t errsz)
 {
-    char err[512];
     vb_assistant_t *base = NULL;
     vb_assistants_t *set = NULL;
-    int rc = vb_assistant_from_config(cfg, &base, err, sizeof err);
+    int rc = vb_assistant_from_config(cfg, &base, err, errsz);
     if (rc == 0 && *cfg->assistants)
-        rc = vb_assistants_load_file(cfg->assistants, base, &set, err,
-                                     sizeof err);
+        rc = vb_assistants_load_file(cfg->assistants, base, &set, err, errsz);
     else if (rc == 0 && (rc = vb_assistants_single(base, &set)) != 0)
-        snprintf(err, sizeof err, "%s", vb_strerror(rc));
+        snprintf(err, errsz, "%s", vb_strerror(rc));
+    if (rc == 0 &&
+        (rc = vb_assistant_store_create(set, cfg->assistants, base, out)) != 0)
+        snprintf(err, errsz, "%s", vb_strerror(rc));
     if (rc == 0)
-        rc = vb_assistant_store_create(set, cfg->assistants, base, out);
-    if (rc != 0)
-        fprintf(stderr, "voxbridge: assistants: %s\n", err);
-    else
         vb_log_info(NULL, "assistants loaded", "file=%s assistants=%zu",
                     *cfg->assistants ? cfg->assistants : "(flags)",
                     vb_assistants_count(set));
@@ -402,6 +386,98 @@ static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g,
                      "SIGHUP: assistants file refused, the previous "
                      "set stays",
                      "why=%s calls=%lld", err, calls);
+}
+
+/* ---- start-up checks ---- */
+
+/* What the checks at start build and the server goes on with. */
+typedef struct startup {
+    vb_assistant_store_t *assistants;
+    vb_tls_config_t *rest_tls; /* Twilio REST over https only */
+    vb_events_t *events;       /* --events-url only; not started */
+} startup_t;
+
+/* Every check the server makes at start before it builds its lanes and
+ * listener, for `--check` as well (one function, so --check refuses what
+ * a start would): the assistants, transfer targets without REST
+ * credentials, --record-dir writable, the CA bundle for Twilio REST, the
+ * --events-url spool. Fills `st` (startup_release() frees it, also after
+ * a failure); writes the reason to `why`. Returns 0 or VB_E*. */
+static int startup_prepare(const vb_config_t *cfg, vb_metrics_t *metrics,
+                           startup_t *st, char *why, size_t whysz)
+{
+    memset(st, 0, sizeof(*st));
+    char err[512];
+    int rc = assistants_create(cfg, &st->assistants, err, sizeof err);
+    if (rc != 0) {
+        snprintf(why, whysz, "assistants: %s", err);
+        return rc;
+    }
+    if (*cfg->record_dir == '\0') {
+        vb_assistants_t *rs = vb_assistant_store_get(st->assistants);
+        for (size_t i = 0; i < vb_assistants_count(rs); i++) {
+            const vb_assistant_t *a = vb_assistants_at(rs, i);
+            if (a != NULL && a->record)
+                vb_log_warn(NULL,
+                            "assistant asks for recording but --record-dir "
+                            "is not set: its calls are not recorded",
+                            "assistant=%s", a->name);
+        }
+        vb_assistants_unref(rs);
+    }
+    const char *no_rest = transfer_without_rest(cfg, st->assistants);
+    if (no_rest != NULL) {
+        snprintf(why, whysz,
+                 "assistants: assistant \"%s\" has transfer targets, which "
+                 "need the Twilio REST API: set TWILIO_AUTH_TOKEN "
+                 "(--twilio-auth-token) and --twilio-api-url",
+                 no_rest);
+        return VB_ECONFIG;
+    }
+    struct stat sb;
+    if (*cfg->record_dir &&
+        (stat(cfg->record_dir, &sb) != 0 || !S_ISDIR(sb.st_mode) ||
+         access(cfg->record_dir, W_OK | X_OK) != 0)) {
+        snprintf(why, whysz, "--record-dir %s is not a writable directory",
+                 cfg->record_dir);
+        return VB_ECONFIG;
+    }
+    if (*cfg->twilio_auth_token &&
+        strncmp(cfg->twilio_api_url, "https://", 8) == 0 &&
+        (rc = vb_tls_config_client(NULL, &st->rest_tls)) != 0) {
+        snprintf(why, whysz,
+                 "cannot load the system CA bundle for Twilio REST (%s)",
+                 vb_err_name(rc));
+        return rc;
+    }
+    if (*cfg->events_url) {
+        vb_events_opts_t eo = {
+            .url = cfg->events_url,
+            .spool_dir = cfg->events_spool,
+            .secret = cfg->webhook_secret,
+            .ca_file = cfg->webhook_ca_file,
+            .max_files = (uint32_t)cfg->events_max_files,
+            .max_bytes = (uint64_t)cfg->events_max_bytes,
+            .timeout_ms = (uint32_t)cfg->events_timeout_ms,
+            .backoff_min_ms = (uint32_t)cfg->events_backoff_min_ms,
+            .backoff_max_ms = (uint32_t)cfg->events_backoff_max_ms,
+            .metrics = metrics,
+        };
+        if ((rc = vb_events_create(&eo, &st->events)) != 0) {
+            snprintf(why, whysz, "cannot set up --events-url (spool %s): %s",
+                     cfg->events_spool, vb_strerror(rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void startup_release(startup_t *st)
+{
+    vb_events_destroy(st->events);
+    vb_tls_config_destroy(st->rest_tls);
+    vb_assistant_store_destroy(st->assistants);
+    memset(st, 0, sizeof(*st));
 }
 
 /* POST /test/audio, on the ingress thread. */
@@ -650,8 +726,9 @@ static int add_build_info(vb_metrics_t *m)
 }
 
 /* --check: the settings as the server would take them (the ingress is
- * created without listening: addresses, URLs, instance id), then one
- * Gemini session. Prints the outcome; 0 when both are fine, 1 otherwise. */
+ * created without listening: addresses, URLs, instance id; then every
+ * start-up check, startup_prepare()), then one Gemini session. Prints the
+ * outcome; 0 when both are fine, 1 otherwise. */
 static int check_only(const vb_config_t *cfg)
 {
     vb_metrics_t *m = vb_metrics_create();
@@ -659,22 +736,22 @@ static int check_only(const vb_config_t *cfg)
     vb_ingress_opts_t io = {.cfg = cfg, .metrics = m, .no_listen = true};
     int rc = m == NULL ? VB_ENOMEM : vb_ingress_create(&io, &g);
     vb_ingress_destroy(g);
+    char why[640] = "";
+    if (rc != 0)
+        snprintf(why, sizeof why, "%s, see the log", vb_strerror(rc));
+    startup_t st = {.assistants = NULL};
+    if (rc == 0)
+        rc = startup_prepare(cfg, m, &st, why, sizeof why);
+    startup_release(&st);
     vb_metrics_destroy(m);
     if (rc != 0) {
-        printf("voxbridge --check: configuration: FAILED (%s, see the log)\n",
-               vb_strerror(rc));
-        return 1;
-    }
-    char aerr[512];
-    if (vb_assistants_check(cfg, aerr, sizeof aerr) != 0) {
-        printf("voxbridge --check: assistants: FAILED (%s)\n", aerr);
+        printf("voxbridge --check: configuration: FAILED (%s)\n", why);
         return 1;
     }
     printf("voxbridge --check: configuration: ok\n");
     vb_gemini_options_t o;
     memset(&o, 0, sizeof(o));
     vb_gemini_options_from_config(&o, cfg);
-    char why[256];
     vb_gemini_check_result_t r =
         vb_gemini_check_run(&o, PROBE_TIMEOUT_MS, NULL, why, sizeof(why));
     printf("voxbridge --check: gemini session: %s (%s)\n",
@@ -746,8 +823,7 @@ int main(int argc, char **argv)
     vb_metrics_t *metrics = vb_metrics_create();
     vb_twilio_sig_key_t key;
     vb_ingress_t *ingress = NULL;
-    vb_assistant_store_t *assistants = NULL;
-    vb_events_t *events = NULL;
+    startup_t st = {.assistants = NULL};
     lanes_t lanes;
     memset(&lanes, 0, sizeof(lanes));
     prober_t prober = {.started = false};
@@ -760,55 +836,18 @@ int main(int argc, char **argv)
                     "stream secret is random for this process: streams "
                     "verify only here (set VOXBRIDGE_STREAM_SECRET to share)",
                     NULL);
-    if ((rc = assistants_create(&cfg, &assistants)) != 0)
-        goto out;
-    reload_assistants = assistants;
-    if (*cfg.record_dir == '\0') {
-        vb_assistants_t *rs = vb_assistant_store_get(assistants);
-        for (size_t i = 0; i < vb_assistants_count(rs); i++) {
-            const vb_assistant_t *a = vb_assistants_at(rs, i);
-            if (a != NULL && a->record)
-                vb_log_warn(NULL,
-                            "assistant asks for recording but --record-dir "
-                            "is not set: its calls are not recorded",
-                            "assistant=%s", a->name);
-        }
-        vb_assistants_unref(rs);
-    }
-    const char *no_rest = transfer_without_rest(&cfg, assistants);
-    if (no_rest != NULL) {
-        fprintf(stderr,
-                "voxbridge: assistants: assistant \"%s\" has transfer targets, "
-                "which need the Twilio REST API: set TWILIO_AUTH_TOKEN "
-                "(--twilio-auth-token) and --twilio-api-url\n",
-                no_rest);
-        rc = VB_ECONFIG;
+    if ((rc = startup_prepare(&cfg, metrics, &st, err, sizeof err)) != 0) {
+        fprintf(stderr, "voxbridge: %s\n", err);
+        vb_log_error(NULL, "start-up check failed", "why=%s", err);
         goto out;
     }
-    if (*cfg.events_url) {
-        vb_events_opts_t eo = {
-            .url = cfg.events_url,
-            .spool_dir = cfg.events_spool,
-            .secret = cfg.webhook_secret,
-            .ca_file = cfg.webhook_ca_file,
-            .max_files = (uint32_t)cfg.events_max_files,
-            .max_bytes = (uint64_t)cfg.events_max_bytes,
-            .timeout_ms = (uint32_t)cfg.events_timeout_ms,
-            .backoff_min_ms = (uint32_t)cfg.events_backoff_min_ms,
-            .backoff_max_ms = (uint32_t)cfg.events_backoff_max_ms,
-            .metrics = metrics,
-        };
-        if ((rc = vb_events_create(&eo, &events)) != 0) {
-            fprintf(stderr, "voxbridge: cannot set up --events-url: %s\n",
-                    vb_strerror(rc));
-            goto out;
-        }
+    reload_assistants = st.assistants;
+    if (st.events != NULL)
         vb_log_info(NULL, "post-call reports on", "url=%s spool=%s pending=%u",
                     cfg.events_url, cfg.events_spool,
-                    vb_events_spooled(events));
-    }
-    if ((rc = lanes_create(&lanes, &cfg, metrics, &key, assistants, events)) !=
-        0) {
+                    vb_events_spooled(st.events));
+    if ((rc = lanes_create(&lanes, &cfg, metrics, &key, st.assistants,
+                           st.events, st.rest_tls)) != 0) {
         fprintf(stderr, "voxbridge: cannot set up the lanes: %s\n",
                 vb_strerror(rc));
         goto out;
@@ -821,7 +860,7 @@ int main(int argc, char **argv)
         .metrics = metrics,
         .stream_key = &key,
         .lanes = lanes.sinks,
-        .assistants = assistants,
+        .assistants = st.assistants,
         .test_audio = test_audio,
         .test_audio_ud = &check,
     };
@@ -831,7 +870,7 @@ int main(int argc, char **argv)
         goto out;
     }
     lanes.ingress = ingress;
-    if ((events != NULL && vb_events_start(events) != 0) ||
+    if ((st.events != NULL && vb_events_start(st.events) != 0) ||
         lanes_start(&lanes) != 0 || vb_ingress_start(ingress) != 0) {
         vb_log_error(NULL, "cannot start the threads", NULL);
         goto out;
@@ -863,12 +902,11 @@ out:
     lanes_stop(&lanes);
     lanes.ingress = NULL;
     /* After the gemini stages: their last reports are spooled first. */
-    vb_events_stop(events);
+    vb_events_stop(st.events);
     vb_ingress_destroy(ingress);
     lanes_destroy(&lanes);
     reload_assistants = NULL;
-    vb_assistant_store_destroy(assistants);
-    vb_events_destroy(events);
+    startup_release(&st);
     vb_metrics_destroy(metrics);
     vb_config_free(&cfg);
     vb_log_info(NULL, "voxbridge stopped", "status=%d", status);

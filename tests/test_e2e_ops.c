@@ -463,19 +463,77 @@ static void fake_on(rig_t *r, int port, const char *key)
     fake_on_ex(r, port, key, NULL);
 }
 
-static int run_check(const rig_t *r, const char *key, char **out)
+/* voxbridge --check against the fake with `extra` arguments (may be
+ * NULL); its exit status, its output in *out. */
+static int run_check_ex(const rig_t *r, const char *key,
+                        const char *const *extra, char **out)
 {
     char bin[400], gurl[256], env_key[128];
     snprintf(bin, sizeof(bin), "%s/voxbridge", proc_build_dir());
     snprintf(gurl, sizeof(gurl), "ws://127.0.0.1:%d" GPATH, r->fake_port);
     snprintf(env_key, sizeof(env_key), "GEMINI_API_KEY=%s", key);
-    const char *argv[] = {bin, "--check", "--gemini-url", gurl, NULL};
+    const char *argv[32] = {bin, "--check", "--gemini-url", gurl, NULL};
+    int n = 4;
+    for (int i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
     const char *env[] = {env_key, NULL};
     const char *log = path_in(r, "check.out");
     int st = proc_reap(proc_spawn(argv, env, log), proc_ms(20000));
     *out = proc_read_file(log);
     ASSERT_NOT_NULL(*out);
     return st;
+}
+
+static int run_check(const rig_t *r, const char *key, char **out)
+{
+    return run_check_ex(r, key, NULL, out);
+}
+
+/* --check runs the checks a start makes (one function for both): a
+ * --record-dir that is not a directory and an --events-url spool that
+ * cannot be made fail it with the reason, before any Gemini session; the
+ * server refuses to start for the same reason. */
+TEST_T(check_refuses_what_a_start_refuses, 60)
+{
+    rig_t r;
+    rig_init(&r);
+    rig_fake(&r, NULL);
+    const char *file = path_in(&r, "plain-file");
+    write_file(file, "not a directory\n");
+    char spool[512];
+    snprintf(spool, sizeof(spool), "%s/spool", file);
+    char *out;
+    ASSERT_EQ(run_check_ex(&r, API_KEY,
+                           (const char *const[]){"--record-dir", file, NULL},
+                           &out),
+              1);
+    ASSERT_STR_CONTAINS(out, "configuration: FAILED (--record-dir ");
+    ASSERT_STR_CONTAINS(out, "is not a writable directory)");
+    ASSERT_NULL(strstr(out, "gemini session"));
+    free(out);
+    ASSERT_EQ(run_check_ex(&r, API_KEY,
+                           (const char *const[]){
+                               "--events-url", "http://127.0.0.1:9/events",
+                               "--events-spool", spool, "--webhook-secret",
+                               "s3cret", NULL},
+                           &out),
+              1);
+    ASSERT_STR_CONTAINS(out, "configuration: FAILED (cannot set up "
+                             "--events-url (spool ");
+    free(out);
+    /* The same settings stop a start, with the same reason. */
+    char bin[400], listen[64];
+    snprintf(bin, sizeof(bin), "%s/voxbridge", proc_build_dir());
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", proc_free_port());
+    const char *argv[] = {bin, "--listen", listen, "--record-dir", file, NULL};
+    const char *env[] = {"GEMINI_API_KEY=" API_KEY, NULL};
+    ASSERT_EQ(proc_reap(proc_spawn(argv, env, r.vb_log), proc_ms(10000)), 1);
+    char *text = proc_read_file(r.vb_log);
+    ASSERT_STR_CONTAINS(text, "is not a writable directory");
+    free(text);
+    ASSERT_EQ(fake_sessions(&r), 0);
+    rig_stop(&r);
 }
 
 /* voxbridge with its start-up check session against the Gemini service
