@@ -11,8 +11,9 @@
  * in two phases (net/ingress.h): /readyz 503 at once while webhooks are
  * still answered for --drain-grace seconds (a health checker's time to
  * notice), then webhooks get 503 (a proxy retries them elsewhere) and the
- * public listener closes once no answered call's stream is awaited; live
- * calls go on until they end or --drain-timeout (counted from the signal).
+ * public listener closes once no call of this instance needs it (no
+ * stream awaited, no call live, no <Connect action> due); live calls go
+ * on until they end or --drain-timeout (counted from the signal).
  * A second signal stops at once. SIGHUP (logrotate, `systemctl reload`)
  * never stops the server: reload() reopens --log-file; it is the one
  * place where anything reloadable is reloaded.
@@ -576,7 +577,7 @@ static void drain(vb_ingress_t *g, const sigset_t *set, const vb_config_t *cfg)
     vb_ingress_stop_accepting(g);
     vb_log_info(NULL,
                 "drain grace over: new calls get 503, the listener closes "
-                "once awaited streams arrived",
+                "once no call here needs it",
                 "calls=%lld pending=%lld",
                 (long long)vb_ingress_calls_active(g),
                 (long long)vb_ingress_calls_pending(g));

@@ -19,7 +19,9 @@
  *   good key. A check session the service never answers does not hold up
  *   SIGTERM.
  * - SIGHUP reopens --log-file (rotated away) and the live call goes on.
- * - A draining instance's 503 is retried by nginx on another instance.
+ * - A draining instance's 503 is retried by nginx on another instance; a
+ *   live call's stream-ended request during the drain is answered by the
+ *   draining instance, whose listener stays open for it.
  * - A stream naming another instance and a lane this one lacks is served
  *   (counted); within an instance the token's lane still decides.
  */
@@ -1011,6 +1013,65 @@ TEST_T(nginx_retries_webhooks_a_draining_instance_refuses, 120)
     }
     nginx_stop(&o);
     rig_stop(&o.r);
+}
+
+/* Draining with a live call: the public listener stays open for it, so
+ * when the call ends its <Connect action> (stream-ended) is answered by
+ * the instance that knows how the call ended; anything else gets 503 +
+ * Retry-After + Connection: close meanwhile. Then the listener closes. */
+TEST_T(a_live_calls_stream_ended_request_during_the_drain_is_answered_here, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    make_sox(audio, "synth 8 sine 300 vol 0.3");
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    /* The server ends the call after 3 s, so Twilio (vb-sim) requests the
+     * action, well inside the drain. */
+    rig_vb(&r,
+           (const char *const[]){"--max-call-duration", "3", "--drain-timeout",
+                                 "30", NULL},
+           NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL, NULL);
+    char *text;
+    proc_wait_log(r.vb_log, "msg=\"stream started\"", r.vb, proc_ms(10000),
+                  &text);
+    free(text);
+    kill(r.vb, SIGTERM);
+    proc_wait_log(r.vb_log, "msg=\"drain grace over", r.vb, proc_ms(10000),
+                  &text);
+    free(text);
+    /* Past the grace, the call still live: open, and a new call's
+     * webhook (or anything else not the call's) is sent elsewhere. */
+    char pub[64], body[4096];
+    snprintf(pub, sizeof(pub), "http://127.0.0.1:%d", r.vb_port);
+    ASSERT_EQ(post_webhook(r.vb_port, pub, "CAlate", body, sizeof(body)), 503);
+    tc_resp_t resp = {0};
+    ASSERT_EQ(tc_request(r.vb_port, "GET /elsewhere HTTP/1.1\r\n\r\n", &resp,
+                         proc_ms(5000)),
+              503);
+    char v[64];
+    ASSERT_TRUE(tc_header(resp.head, "Retry-After", v, sizeof(v)));
+    ASSERT_STR_EQ(v, "1");
+    ASSERT_TRUE(tc_header(resp.head, "Connection", v, sizeof(v)));
+    ASSERT_STR_EQ(v, "close");
+    tc_free_resp(&resp);
+    char *out = sim_wait(&r, &s);
+    assert_sim_ok(out, NULL);
+    ASSERT_EQ(field(out, "action_requests"), 1);
+    ASSERT_EQ(field(out, "action_status"), 200);
+    ASSERT_EQ(proc_reap(r.vb, proc_ms(30000)), 0);
+    char *vblog = proc_read_file(r.vb_log);
+    ASSERT_STR_CONTAINS(vblog, "stream ended: answering the <Connect> action");
+    ASSERT_STR_CONTAINS(vblog, "public listener closed");
+    /* The action came before the listener closed. */
+    ASSERT_TRUE(strstr(vblog, "<Connect> action") <
+                strstr(vblog, "public listener closed"));
+    ASSERT_NULL(strstr(out, "callback answered 503"));
+    free(vblog);
+    free(out);
+    rig_stop(&r);
 }
 
 /* A media stream opened by hand on `path` of `port`, with `connected`
