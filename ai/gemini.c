@@ -667,29 +667,6 @@ static int close_index(uint16_t code)
     }
 }
 
-static bool contains(const char *hay, const char *needle)
-{
-    return hay != NULL && strstr(hay, needle) != NULL;
-}
-
-/* The 1008 reasons the service gives for a transient failure rather than
- * a rejection of the configuration (docs/gemini.md, lifecycle). A model
- * that is not found says "models/... is not found for API version ..."
- * instead, and a bad key closes with 1007 or is refused at the upgrade. */
-static bool transient_1008(const char *reason)
-{
-    static const char *const transient[] = {
-        "Operation is not implemented, or supported, or enabled.",
-        "Requested entity was not found.",
-    };
-    if (reason == NULL)
-        return false;
-    for (size_t k = 0; k < sizeof(transient) / sizeof(transient[0]); k++)
-        if (strstr(reason, transient[k]) != NULL)
-            return true;
-    return false;
-}
-
 /* Decides what a lost connection means for its call and says so in the
  * log. Returns a FAIL_* when retrying is pointless (the call ends), else
  * -1. */
@@ -699,7 +676,9 @@ static int explain_loss(call_t *call, conn_t *c, const vb_ws_close_info_t *i,
     vb_gemini_stage_t *s = c->s;
     const char *id = lid(call);
     uint16_t code = i->code_received;
-    if (code == 1007) {
+    /* Only closes: the upgrade's HTTP status is read below. */
+    vb_gemini_close_class_t cls = vb_gemini_close_classify(0, code, i->reason);
+    if (cls == VB_GEMINI_CLOSE_CONFIG) {
         vb_log_error(id, "gemini rejected the session",
                      "code=1007 reason=%s hint=%s", i->reason,
                      "bad API key or invalid argument: check GEMINI_API_KEY "
@@ -708,7 +687,7 @@ static int explain_loss(call_t *call, conn_t *c, const vb_ws_close_info_t *i,
                  i->reason);
         return FAIL_REJECTED;
     }
-    if (code == 1008 && transient_1008(i->reason)) {
+    if (cls == VB_GEMINI_CLOSE_TRANSIENT) {
         /* The service drops a healthy session now and then with these
          * (seen in recorded sessions and handled so by peers): resume with
          * the handle, within the usual retry budget. A resumed connection
@@ -724,18 +703,16 @@ static int explain_loss(call_t *call, conn_t *c, const vb_ws_close_info_t *i,
             call->handle[0] = '\0';
         return -1;
     }
-    if (code == 1008) {
-        if (contains(i->reason, "not found for API version") ||
-            contains(i->reason, "not supported for bidiGenerateContent") ||
-            (contains(i->reason, "models/") && contains(i->reason, "found"))) {
-            vb_log_error(id, "gemini model not found",
-                         "code=1008 model=%s reason=%s hint=%s", s->model,
-                         i->reason,
-                         "set --gemini-model (VOXBRIDGE_GEMINI_MODEL) to a "
-                         "current Live model, see docs/gemini.md");
-            snprintf(why, whysz, "gemini model %s not found (1008)", s->model);
-            return FAIL_REJECTED;
-        }
+    if (cls == VB_GEMINI_CLOSE_MODEL) {
+        vb_log_error(id, "gemini model not found",
+                     "code=1008 model=%s reason=%s hint=%s", s->model,
+                     i->reason,
+                     "set --gemini-model (VOXBRIDGE_GEMINI_MODEL) to a "
+                     "current Live model, see docs/gemini.md");
+        snprintf(why, whysz, "gemini model %s not found (1008)", s->model);
+        return FAIL_REJECTED;
+    }
+    if (cls == VB_GEMINI_CLOSE_POLICY) {
         if (c->resumed) {
             /* A stale or unknown handle: start a fresh session. */
             vb_log_warn(id, "gemini refused the resumption handle",
@@ -810,7 +787,10 @@ static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *info, void *ud)
     }
     char why[200] = "";
     int fail = explain_loss(call, c, info, why, sizeof(why));
-    if (fail == FAIL_REJECTED && s->o->on_verdict != NULL)
+    /* Readiness hears of rejections at setup time only: a close after
+     * setupComplete (a mid-call 1008) ends this call, and says nothing of
+     * the configuration the next call sets up with. */
+    if (fail == FAIL_REJECTED && !was_ready && s->o->on_verdict != NULL)
         s->o->on_verdict(s->o->verdict_ud, false, why);
     conn_free(c);
     if (fail >= 0) {

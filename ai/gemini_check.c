@@ -29,7 +29,8 @@ typedef struct check {
     vb_ws_t *ws;
     vb_gemini_parser_t *parser;
     uv_timer_t timer;
-    uint64_t t0;
+    const atomic_bool *cancel;
+    uint64_t t0, deadline;
     bool done, setup_sent;
     vb_gemini_check_result_t res;
     char *why;
@@ -115,12 +116,6 @@ static void ws_on_open(vb_ws_t *ws, void *ud)
                vb_err_name(rc));
 }
 
-static bool model_not_found(const char *reason)
-{
-    return strstr(reason, "not found") != NULL ||
-           strstr(reason, "not supported for bidiGenerateContent") != NULL;
-}
-
 static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *i, void *ud)
 {
     check_t *k = ud;
@@ -129,28 +124,46 @@ static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *i, void *ud)
     if (k->done)
         return;
     uint16_t code = i->code_received;
-    if (i->http_status == 401 || i->http_status == 403 || i->err == VB_EAUTH)
-        finish(k, VB_GEMINI_CHECK_REJECTED,
-               "HTTP %d on the upgrade: check GEMINI_API_KEY", i->http_status);
-    else if (i->http_status >= 400 && i->http_status < 500)
-        finish(k, VB_GEMINI_CHECK_REJECTED,
-               "HTTP %d on the upgrade: check --gemini-url", i->http_status);
-    else if (i->http_status >= 500)
-        finish(k, VB_GEMINI_CHECK_UNREACHABLE, "HTTP %d on the upgrade",
-               i->http_status);
-    else if (code == 1007)
-        finish(k, VB_GEMINI_CHECK_REJECTED,
-               "close 1007 (%s): bad API key or invalid setup argument",
+    int http = i->http_status;
+    const char *model = k->o->setup.model ? k->o->setup.model : "";
+    vb_gemini_close_class_t cls =
+        vb_gemini_close_classify(http, code, i->reason);
+    if (i->err == VB_EAUTH && http == 0)
+        cls = VB_GEMINI_CLOSE_AUTH;
+    vb_gemini_check_result_t rej = VB_GEMINI_CHECK_REJECTED;
+    switch (cls) {
+    case VB_GEMINI_CLOSE_AUTH:
+        finish(k, rej, "HTTP %d on the upgrade: check GEMINI_API_KEY", http);
+        return;
+    case VB_GEMINI_CLOSE_CONFIG:
+        if (http >= 400)
+            finish(k, rej, "HTTP %d on the upgrade: check --gemini-url", http);
+        else
+            finish(k, rej,
+                   "close 1007 (%s): bad API key or invalid setup argument",
+                   i->reason);
+        return;
+    case VB_GEMINI_CLOSE_MODEL:
+        /* The model first: /readyz shows the start of the reason. */
+        finish(k, rej,
+               "model %s not found, set --gemini-model (close 1008: %s)", model,
                i->reason);
-    else if (code == 1008 && model_not_found(i->reason))
-        finish(k, VB_GEMINI_CHECK_REJECTED,
-               "close 1008 (%s): model %s not found, set --gemini-model",
-               i->reason, k->o->setup.model ? k->o->setup.model : "");
-    else if (code == 1008)
-        finish(k, VB_GEMINI_CHECK_REJECTED, "close 1008 (%s)", i->reason);
+        return;
+    case VB_GEMINI_CLOSE_POLICY:
+        finish(k, rej, "close 1008 (%s)", i->reason);
+        return;
+    case VB_GEMINI_CLOSE_TRANSIENT:
+        /* The service's passing failure, not this configuration's. */
+        finish(k, VB_GEMINI_CHECK_UNREACHABLE,
+               "transient close 1008 (%s) before setupComplete", i->reason);
+        return;
+    case VB_GEMINI_CLOSE_RETRY:
+        break;
+    }
+    if (http >= 500)
+        finish(k, VB_GEMINI_CHECK_UNREACHABLE, "HTTP %d on the upgrade", http);
     else if (i->err == VB_ECERT)
-        finish(k, VB_GEMINI_CHECK_REJECTED,
-               "TLS certificate not trusted (see --gemini-ca-file)");
+        finish(k, rej, "TLS certificate not trusted (see --gemini-ca-file)");
     else if (i->err != 0)
         finish(k, VB_GEMINI_CHECK_UNREACHABLE, "%s before setupComplete",
                vb_err_name(i->err));
@@ -160,12 +173,19 @@ static void ws_on_close(vb_ws_t *ws, const vb_ws_close_info_t *i, void *ud)
                i->reason);
 }
 
-static void on_timeout(uv_timer_t *t)
+/* At the deadline, or every VB_GEMINI_CHECK_POLL_MS when cancellable. */
+static void on_tick(uv_timer_t *t)
 {
     check_t *k = t->data;
-    finish(k, VB_GEMINI_CHECK_UNREACHABLE, "no %s within %llu ms",
-           k->setup_sent ? "setupComplete" : "WebSocket upgrade",
-           (unsigned long long)((vb_clock_now_ns() - k->t0) / VB_NS_PER_MS));
+    uint64_t now = vb_clock_now_ns();
+    if (now >= k->deadline)
+        finish(k, VB_GEMINI_CHECK_UNREACHABLE, "no %s within %llu ms",
+               k->setup_sent ? "setupComplete" : "WebSocket upgrade",
+               (unsigned long long)((now - k->t0) / VB_NS_PER_MS));
+    else if (k->cancel != NULL && atomic_load(k->cancel))
+        finish(k, VB_GEMINI_CHECK_UNREACHABLE, "cancelled");
+    else
+        return;
     if (k->ws != NULL) {
         /* The close handshake may hang too: drop the connection. */
         vb_ws_destroy(k->ws);
@@ -187,12 +207,14 @@ static char *read_prompt(const char *path)
 }
 
 vb_gemini_check_result_t vb_gemini_check_run(const vb_gemini_options_t *o,
-                                             uint32_t timeout_ms, char *why,
-                                             size_t whysz)
+                                             uint32_t timeout_ms,
+                                             const atomic_bool *cancel,
+                                             char *why, size_t whysz)
 {
     check_t k;
     memset(&k, 0, sizeof(k));
     k.o = o;
+    k.cancel = cancel;
     k.why = why;
     k.whysz = whysz;
     k.res = VB_GEMINI_CHECK_UNREACHABLE;
@@ -257,6 +279,7 @@ vb_gemini_check_result_t vb_gemini_check_run(const vb_gemini_options_t *o,
     uv_timer_init(&loop, &k.timer);
     k.timer.data = &k;
     k.t0 = vb_clock_now_ns();
+    k.deadline = k.t0 + (uint64_t)timeout_ms * VB_NS_PER_MS;
     vb_transport_t *t = NULL;
     rc = u.secure ? vb_tls_connect(&loop, tls, u.host, u.port, NULL,
                                    "gemini-check", &t)
@@ -282,7 +305,10 @@ vb_gemini_check_result_t vb_gemini_check_run(const vb_gemini_options_t *o,
         snprintf(why, whysz, "WebSocket setup failed (%s)", vb_err_name(rc));
         goto out;
     }
-    uv_timer_start(&k.timer, on_timeout, timeout_ms, 0);
+    uint32_t tick = cancel != NULL && timeout_ms > VB_GEMINI_CHECK_POLL_MS
+                        ? VB_GEMINI_CHECK_POLL_MS
+                        : timeout_ms;
+    uv_timer_start(&k.timer, on_tick, tick, tick);
     /* Runs until the connection is gone (closed, or dropped at the
      * deadline) and the timer stopped. */
     while (!k.done || k.ws != NULL) {

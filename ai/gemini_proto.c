@@ -1056,3 +1056,37 @@ int vb_gemini_parse(vb_gemini_parser_t *p, const void *data, size_t len,
     cJSON_Delete(root);
     return rc;
 }
+
+/* ---- what a close means ---- */
+
+static bool has(const char *hay, const char *needle)
+{
+    return hay != NULL && strstr(hay, needle) != NULL;
+}
+
+vb_gemini_close_class_t vb_gemini_close_classify(int http_status, uint16_t code,
+                                                 const char *reason)
+{
+    static const char *const transient[] = {
+        "Operation is not implemented, or supported, or enabled.",
+        "Requested entity was not found.",
+    };
+    if (http_status == 401 || http_status == 403)
+        return VB_GEMINI_CLOSE_AUTH;
+    if (http_status >= 400 && http_status < 500)
+        return VB_GEMINI_CLOSE_CONFIG;
+    if (http_status >= 500)
+        return VB_GEMINI_CLOSE_RETRY;
+    if (code == 1007)
+        return VB_GEMINI_CLOSE_CONFIG;
+    if (code != 1008)
+        return VB_GEMINI_CLOSE_RETRY;
+    for (size_t k = 0; k < sizeof(transient) / sizeof(transient[0]); k++)
+        if (has(reason, transient[k]))
+            return VB_GEMINI_CLOSE_TRANSIENT;
+    if (has(reason, "not found for API version") ||
+        has(reason, "not supported for bidiGenerateContent") ||
+        (has(reason, "models/") && has(reason, "found")))
+        return VB_GEMINI_CLOSE_MODEL;
+    return VB_GEMINI_CLOSE_POLICY;
+}

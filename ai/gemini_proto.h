@@ -247,6 +247,33 @@ int vb_gemini_parse_pcm_mime(const char *mime, unsigned *rate);
  * VB_EPROTO. */
 int vb_gemini_parse_duration_ms(const char *s, int64_t *ms);
 
+/* ---- what a close means ---- */
+
+/* How the service ended a session (or refused it at the upgrade): one
+ * classification for check sessions and calls, so both read a close the
+ * same way (docs/gemini.md, lifecycle). The transient 1008 reasons are
+ * the ones the service gives a healthy session now and then; a model it
+ * does not know says "models/... is not found for API version ..."
+ * instead, so "Requested entity was not found." is transient, not a
+ * missing model. */
+typedef enum vb_gemini_close_class {
+    VB_GEMINI_CLOSE_RETRY,     /* 1011, 1000/1001, no close frame, 5xx...:
+                                * reconnect; says nothing of the config */
+    VB_GEMINI_CLOSE_TRANSIENT, /* 1008 for a passing failure: resume */
+    VB_GEMINI_CLOSE_AUTH,      /* HTTP 401/403 on the upgrade: the key */
+    VB_GEMINI_CLOSE_CONFIG,    /* 1007 (key or a setup argument), another
+                                * 4xx on the upgrade (the URL) */
+    VB_GEMINI_CLOSE_MODEL,     /* 1008: the model is not found or cannot
+                                * do Live */
+    VB_GEMINI_CLOSE_POLICY,    /* another 1008: a policy refusal */
+} vb_gemini_close_class_t;
+
+/* Classifies an upgrade refused with `http_status` (400 and up; 0 or 101:
+ * the session was open) or else a close with `code` and `reason` (may be
+ * NULL). */
+vb_gemini_close_class_t vb_gemini_close_classify(int http_status, uint16_t code,
+                                                 const char *reason);
+
 /* ---- for tests and tools ---- */
 /* Used by tests, not by the stage; it stays here because the parser is
  * opaque. */

@@ -11,17 +11,21 @@
  * in two phases (net/ingress.h): /readyz 503 at once while webhooks are
  * still answered for --drain-grace seconds (a health checker's time to
  * notice), then webhooks get 503 (a proxy retries them elsewhere) and the
- * public listener closes once no answered call's stream is awaited; live
- * calls go on until they end or --drain-timeout (counted from the signal).
+ * public listener closes once no call of this instance needs it (no
+ * stream awaited, no call live, no <Connect action> due); live calls go
+ * on until they end or --drain-timeout (counted from the signal).
  * A second signal stops at once. SIGHUP (logrotate, `systemctl reload`)
  * never stops the server: reload() reopens --log-file; it is the one
  * place where anything reloadable is reloaded.
  *
  * Gemini readiness: a check session (ai/gemini_check.h) runs at start; a
  * rejection (key, model, setup) makes /readyz 503 "gemini: <reason>", as
- * does a call's session rejected the same way (on_verdict). While so, the
- * check runs again with backoff (PROBE_MIN_S doubling to PROBE_MAX_S) on
- * this thread until one succeeds. `--check` runs it once and exits.
+ * does a call's session rejected the same way before its setupComplete
+ * (on_verdict). While so, the check runs again with backoff (PROBE_MIN_S
+ * doubling to PROBE_MAX_S) until one succeeds. Both run on a probe thread
+ * of their own, never on the signal thread: a session may take
+ * PROBE_TIMEOUT_MS, and a signal is acted on at once; stopping cancels a
+ * session under way. `--check` runs it once and exits.
  *
  * Lanes (ARCHITECTURE.md §1-2): --lanes times a twilio-io, a dsp and a
  * gemini thread, joined by the six channels of core/lane.h. Each stage is
@@ -32,12 +36,14 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -79,7 +85,7 @@ typedef struct lanes {
     vb_ingress_lane_t *sinks;
     /* Set before any stage starts; stage threads read it afterwards. */
     vb_ingress_t *ingress;
-    vb_tls_config_t *rest_tls;
+    vb_tls_config_t *rest_tls;        /* borrowed */
     vb_assistant_store_t *assistants; /* borrowed */
     vb_events_t *events; /* post-call reports; NULL without --events-url */
 } lanes_t;
@@ -127,12 +133,14 @@ static bool record_wanted(void *ud, const vb_msg_open_t *open)
  * nothing. Logs what failed. */
 static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
                         vb_metrics_t *metrics, const vb_twilio_sig_key_t *key,
-                        vb_assistant_store_t *assistants, vb_events_t *events)
+                        vb_assistant_store_t *assistants, vb_events_t *events,
+                        vb_tls_config_t *rest_tls)
 {
     int rc;
     memset(ls, 0, sizeof(*ls));
     ls->assistants = assistants;
     ls->events = events;
+    ls->rest_tls = rest_tls;
     ls->n = (uint32_t)cfg->lanes;
     ls->l = calloc(ls->n, sizeof(*ls->l));
     ls->sinks = calloc(ls->n, sizeof(*ls->sinks));
@@ -141,21 +149,6 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
     vb_resampler_backend_t backend;
     if (vb_resampler_backend_parse(cfg->resampler, &backend) != 0)
         return VB_ECONFIG;
-    if (*cfg->twilio_auth_token &&
-        strncmp(cfg->twilio_api_url, "https://", 8) == 0 &&
-        (rc = vb_tls_config_client(NULL, &ls->rest_tls)) != 0) {
-        vb_log_error(NULL, "cannot load the system CA bundle for Twilio REST",
-                     "err=%s", vb_err_name(rc));
-        return rc;
-    }
-    struct stat sb;
-    if (*cfg->record_dir &&
-        (stat(cfg->record_dir, &sb) != 0 || !S_ISDIR(sb.st_mode) ||
-         access(cfg->record_dir, W_OK | X_OK) != 0)) {
-        vb_log_error(NULL, "--record-dir is not a writable directory", "dir=%s",
-                     cfg->record_dir);
-        return VB_ECONFIG;
-    }
     uint32_t max_calls = (uint32_t)cfg->max_calls;
     /* The ingress puts each call on the least-loaded lane, so a lane's
      * audio rings are sized for its share of --max-calls (rounded up to a
@@ -311,7 +304,6 @@ static void lanes_destroy(lanes_t *ls)
         vb_lane_chans_destroy(&ls->l[i].ch);
     }
 out:
-    vb_tls_config_destroy(ls->rest_tls);
     free(ls->l);
     free(ls->sinks);
     memset(ls, 0, sizeof(*ls));
@@ -319,24 +311,22 @@ out:
 
 /* ---- assistants ---- */
 
-/* The flags' assistant and, with --assistants, the file's set. Logs why
- * it failed. */
-static int assistants_create(const vb_config_t *cfg, vb_assistant_store_t **out)
+/* The flags' assistant and, with --assistants, the file's set. Writes
+ * why it failed to `err`. */
+static int assistants_create(const vb_config_t *cfg, vb_assistant_store_t **out,
+                             char *err, size_t errsz)
 {
-    char err[512];
     vb_assistant_t *base = NULL;
     vb_assistants_t *set = NULL;
-    int rc = vb_assistant_from_config(cfg, &base, err, sizeof err);
+    int rc = vb_assistant_from_config(cfg, &base, err, errsz);
     if (rc == 0 && *cfg->assistants)
-        rc = vb_assistants_load_file(cfg->assistants, base, &set, err,
-                                     sizeof err);
+        rc = vb_assistants_load_file(cfg->assistants, base, &set, err, errsz);
     else if (rc == 0 && (rc = vb_assistants_single(base, &set)) != 0)
-        snprintf(err, sizeof err, "%s", vb_strerror(rc));
+        snprintf(err, errsz, "%s", vb_strerror(rc));
+    if (rc == 0 &&
+        (rc = vb_assistant_store_create(set, cfg->assistants, base, out)) != 0)
+        snprintf(err, errsz, "%s", vb_strerror(rc));
     if (rc == 0)
-        rc = vb_assistant_store_create(set, cfg->assistants, base, out);
-    if (rc != 0)
-        fprintf(stderr, "voxbridge: assistants: %s\n", err);
-    else
         vb_log_info(NULL, "assistants loaded", "file=%s assistants=%zu",
                     *cfg->assistants ? cfg->assistants : "(flags)",
                     vb_assistants_count(set));
@@ -397,6 +387,98 @@ static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g,
                      "SIGHUP: assistants file refused, the previous "
                      "set stays",
                      "why=%s calls=%lld", err, calls);
+}
+
+/* ---- start-up checks ---- */
+
+/* What the checks at start build and the server goes on with. */
+typedef struct startup {
+    vb_assistant_store_t *assistants;
+    vb_tls_config_t *rest_tls; /* Twilio REST over https only */
+    vb_events_t *events;       /* --events-url only; not started */
+} startup_t;
+
+/* Every check the server makes at start before it builds its lanes and
+ * listener, for `--check` as well (one function, so --check refuses what
+ * a start would): the assistants, transfer targets without REST
+ * credentials, --record-dir writable, the CA bundle for Twilio REST, the
+ * --events-url spool. Fills `st` (startup_release() frees it, also after
+ * a failure); writes the reason to `why`. Returns 0 or VB_E*. */
+static int startup_prepare(const vb_config_t *cfg, vb_metrics_t *metrics,
+                           startup_t *st, char *why, size_t whysz)
+{
+    memset(st, 0, sizeof(*st));
+    char err[512];
+    int rc = assistants_create(cfg, &st->assistants, err, sizeof err);
+    if (rc != 0) {
+        snprintf(why, whysz, "assistants: %s", err);
+        return rc;
+    }
+    if (*cfg->record_dir == '\0') {
+        vb_assistants_t *rs = vb_assistant_store_get(st->assistants);
+        for (size_t i = 0; i < vb_assistants_count(rs); i++) {
+            const vb_assistant_t *a = vb_assistants_at(rs, i);
+            if (a != NULL && a->record)
+                vb_log_warn(NULL,
+                            "assistant asks for recording but --record-dir "
+                            "is not set: its calls are not recorded",
+                            "assistant=%s", a->name);
+        }
+        vb_assistants_unref(rs);
+    }
+    const char *no_rest = transfer_without_rest(cfg, st->assistants);
+    if (no_rest != NULL) {
+        snprintf(why, whysz,
+                 "assistants: assistant \"%s\" has transfer targets, which "
+                 "need the Twilio REST API: set TWILIO_AUTH_TOKEN "
+                 "(--twilio-auth-token) and --twilio-api-url",
+                 no_rest);
+        return VB_ECONFIG;
+    }
+    struct stat sb;
+    if (*cfg->record_dir &&
+        (stat(cfg->record_dir, &sb) != 0 || !S_ISDIR(sb.st_mode) ||
+         access(cfg->record_dir, W_OK | X_OK) != 0)) {
+        snprintf(why, whysz, "--record-dir %s is not a writable directory",
+                 cfg->record_dir);
+        return VB_ECONFIG;
+    }
+    if (*cfg->twilio_auth_token &&
+        strncmp(cfg->twilio_api_url, "https://", 8) == 0 &&
+        (rc = vb_tls_config_client(NULL, &st->rest_tls)) != 0) {
+        snprintf(why, whysz,
+                 "cannot load the system CA bundle for Twilio REST (%s)",
+                 vb_err_name(rc));
+        return rc;
+    }
+    if (*cfg->events_url) {
+        vb_events_opts_t eo = {
+            .url = cfg->events_url,
+            .spool_dir = cfg->events_spool,
+            .secret = cfg->webhook_secret,
+            .ca_file = cfg->webhook_ca_file,
+            .max_files = (uint32_t)cfg->events_max_files,
+            .max_bytes = (uint64_t)cfg->events_max_bytes,
+            .timeout_ms = (uint32_t)cfg->events_timeout_ms,
+            .backoff_min_ms = (uint32_t)cfg->events_backoff_min_ms,
+            .backoff_max_ms = (uint32_t)cfg->events_backoff_max_ms,
+            .metrics = metrics,
+        };
+        if ((rc = vb_events_create(&eo, &st->events)) != 0) {
+            snprintf(why, whysz, "cannot set up --events-url (spool %s): %s",
+                     cfg->events_spool, vb_strerror(rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void startup_release(startup_t *st)
+{
+    vb_events_destroy(st->events);
+    vb_tls_config_destroy(st->rest_tls);
+    vb_assistant_store_destroy(st->assistants);
+    memset(st, 0, sizeof(*st));
 }
 
 /* POST /test/audio, on the ingress thread. */
@@ -495,7 +577,7 @@ static void drain(vb_ingress_t *g, const sigset_t *set, const vb_config_t *cfg)
     vb_ingress_stop_accepting(g);
     vb_log_info(NULL,
                 "drain grace over: new calls get 503, the listener closes "
-                "once awaited streams arrived",
+                "once no call here needs it",
                 "calls=%lld pending=%lld",
                 (long long)vb_ingress_calls_active(g),
                 (long long)vb_ingress_calls_pending(g));
@@ -508,10 +590,11 @@ static void drain(vb_ingress_t *g, const sigset_t *set, const vb_config_t *cfg)
                     (long long)vb_ingress_calls_pending(g));
 }
 
-/* One check session; its verdict goes to the ingress (when given).
- * Returns the result. */
-static vb_gemini_check_result_t gemini_check(const vb_config_t *cfg,
-                                             vb_ingress_t *g)
+/* One check session; its verdict goes to the ingress: a rejection makes
+ * it unready, an unreachable service is recorded as such but changes no
+ * verdict. Returns the result. */
+static vb_gemini_check_result_t
+gemini_check(const vb_config_t *cfg, vb_ingress_t *g, const atomic_bool *cancel)
 {
     vb_gemini_options_t o;
     memset(&o, 0, sizeof(o));
@@ -519,7 +602,9 @@ static vb_gemini_check_result_t gemini_check(const vb_config_t *cfg,
     char why[256];
     uint64_t t0 = vb_clock_now_ns();
     vb_gemini_check_result_t r =
-        vb_gemini_check_run(&o, PROBE_TIMEOUT_MS, why, sizeof(why));
+        vb_gemini_check_run(&o, PROBE_TIMEOUT_MS, cancel, why, sizeof(why));
+    if (cancel != NULL && atomic_load(cancel))
+        return r; /* stopping: no verdict from a session cut short */
     uint64_t ms = (vb_clock_now_ns() - t0) / VB_NS_PER_MS;
     vb_log(r == VB_GEMINI_CHECK_OK         ? VB_LOG_INFO
            : r == VB_GEMINI_CHECK_REJECTED ? VB_LOG_ERROR
@@ -528,9 +613,80 @@ static vb_gemini_check_result_t gemini_check(const vb_config_t *cfg,
            "result=%s reason=%s ms=%llu model=%s voice=%s",
            vb_gemini_check_name(r), why, (unsigned long long)ms,
            cfg->gemini_model, cfg->gemini_voice);
-    if (g != NULL && r != VB_GEMINI_CHECK_UNREACHABLE)
+    if (r == VB_GEMINI_CHECK_UNREACHABLE)
+        vb_ingress_gemini_unreachable(g, why);
+    else
         vb_ingress_gemini_verdict(g, r == VB_GEMINI_CHECK_OK, why);
     return r;
+}
+
+/* The check session at start and the probe while Gemini rejects
+ * sessions, on their own thread: a session may take PROBE_TIMEOUT_MS,
+ * and the signal thread must act on a signal at once. */
+typedef struct prober {
+    const vb_config_t *cfg;
+    vb_ingress_t *g;
+    pthread_t th;
+    bool started;
+    atomic_bool stop;
+} prober_t;
+
+/* Sleeps up to `ns`, in short steps so a stop is seen soon. Returns false
+ * once stopping. */
+static bool prober_sleep(prober_t *p, uint64_t ns)
+{
+    uint64_t end = vb_clock_now_ns() + ns;
+    while (!atomic_load(&p->stop) && vb_clock_now_ns() < end) {
+        struct timespec ts = {0, VB_GEMINI_CHECK_POLL_MS * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return !atomic_load(&p->stop);
+}
+
+static void *prober_main(void *arg)
+{
+    prober_t *p = arg;
+    pthread_setname_np(pthread_self(), "gemini-probe");
+    /* Without a key the check refuses at once, without connecting: every
+     * call would fail, so the instance is unready even with
+     * --no-gemini-startup-check. */
+    if (p->cfg->gemini_startup_check || *p->cfg->gemini_api_key == '\0')
+        gemini_check(p->cfg, p->g, &p->stop);
+    int64_t backoff = PROBE_MIN_S;
+    while (prober_sleep(p, (uint64_t)PROBE_MIN_S * VB_NS_PER_SEC)) {
+        if (!vb_ingress_gemini_rejected(p->g)) {
+            backoff = PROBE_MIN_S;
+            continue;
+        }
+        /* PROBE_MIN_S of the wait is behind us already. */
+        if (!prober_sleep(p, (uint64_t)(backoff - PROBE_MIN_S) * VB_NS_PER_SEC))
+            break;
+        if (gemini_check(p->cfg, p->g, &p->stop) != VB_GEMINI_CHECK_OK)
+            backoff = backoff * 2 > PROBE_MAX_S ? PROBE_MAX_S : backoff * 2;
+    }
+    return NULL;
+}
+
+static int prober_start(prober_t *p, const vb_config_t *cfg, vb_ingress_t *g)
+{
+    p->cfg = cfg;
+    p->g = g;
+    atomic_init(&p->stop, false);
+    if (pthread_create(&p->th, NULL, prober_main, p) != 0)
+        return VB_ESYS;
+    p->started = true;
+    return 0;
+}
+
+/* Cancels a session under way; returns within VB_GEMINI_CHECK_POLL_MS or
+ * so. */
+static void prober_stop(prober_t *p)
+{
+    if (!p->started)
+        return;
+    atomic_store(&p->stop, true);
+    pthread_join(p->th, NULL);
+    p->started = false;
 }
 
 /* Every call holds sockets and the HTTP connection cap is sized from what
@@ -571,8 +727,9 @@ static int add_build_info(vb_metrics_t *m)
 }
 
 /* --check: the settings as the server would take them (the ingress is
- * created without listening: addresses, URLs, instance id), then one
- * Gemini session. Prints the outcome; 0 when both are fine, 1 otherwise. */
+ * created without listening: addresses, URLs, instance id; then every
+ * start-up check, startup_prepare()), then one Gemini session. Prints the
+ * outcome; 0 when both are fine, 1 otherwise. */
 static int check_only(const vb_config_t *cfg)
 {
     vb_metrics_t *m = vb_metrics_create();
@@ -580,24 +737,24 @@ static int check_only(const vb_config_t *cfg)
     vb_ingress_opts_t io = {.cfg = cfg, .metrics = m, .no_listen = true};
     int rc = m == NULL ? VB_ENOMEM : vb_ingress_create(&io, &g);
     vb_ingress_destroy(g);
+    char why[640] = "";
+    if (rc != 0)
+        snprintf(why, sizeof why, "%s, see the log", vb_strerror(rc));
+    startup_t st = {.assistants = NULL};
+    if (rc == 0)
+        rc = startup_prepare(cfg, m, &st, why, sizeof why);
+    startup_release(&st);
     vb_metrics_destroy(m);
     if (rc != 0) {
-        printf("voxbridge --check: configuration: FAILED (%s, see the log)\n",
-               vb_strerror(rc));
-        return 1;
-    }
-    char aerr[512];
-    if (vb_assistants_check(cfg, aerr, sizeof aerr) != 0) {
-        printf("voxbridge --check: assistants: FAILED (%s)\n", aerr);
+        printf("voxbridge --check: configuration: FAILED (%s)\n", why);
         return 1;
     }
     printf("voxbridge --check: configuration: ok\n");
     vb_gemini_options_t o;
     memset(&o, 0, sizeof(o));
     vb_gemini_options_from_config(&o, cfg);
-    char why[256];
     vb_gemini_check_result_t r =
-        vb_gemini_check_run(&o, PROBE_TIMEOUT_MS, why, sizeof(why));
+        vb_gemini_check_run(&o, PROBE_TIMEOUT_MS, NULL, why, sizeof(why));
     printf("voxbridge --check: gemini session: %s (%s)\n",
            r == VB_GEMINI_CHECK_OK ? "ok" : vb_gemini_check_name(r), why);
     fflush(stdout);
@@ -656,16 +813,21 @@ int main(int argc, char **argv)
     vb_log_info(NULL, "voxbridge starting", "pid=%ld version=%s commit=%s",
                 (long)getpid(), VB_VERSION, VB_COMMIT);
     log_config(&cfg);
+    if (*cfg.gemini_api_key == '\0')
+        vb_log_error(NULL,
+                     "GEMINI_API_KEY is not set: Gemini refuses every "
+                     "session, /readyz answers 503 until it is set",
+                     NULL);
     raise_fd_limit();
 
     status = 1;
     vb_metrics_t *metrics = vb_metrics_create();
     vb_twilio_sig_key_t key;
     vb_ingress_t *ingress = NULL;
-    vb_assistant_store_t *assistants = NULL;
-    vb_events_t *events = NULL;
+    startup_t st = {.assistants = NULL};
     lanes_t lanes;
     memset(&lanes, 0, sizeof(lanes));
+    prober_t prober = {.started = false};
     if (metrics == NULL || add_build_info(metrics) != 0)
         goto out;
     if (vb_twilio_sig_key_init(&key, cfg.stream_secret) != 0)
@@ -675,55 +837,18 @@ int main(int argc, char **argv)
                     "stream secret is random for this process: streams "
                     "verify only here (set VOXBRIDGE_STREAM_SECRET to share)",
                     NULL);
-    if ((rc = assistants_create(&cfg, &assistants)) != 0)
-        goto out;
-    reload_assistants = assistants;
-    if (*cfg.record_dir == '\0') {
-        vb_assistants_t *rs = vb_assistant_store_get(assistants);
-        for (size_t i = 0; i < vb_assistants_count(rs); i++) {
-            const vb_assistant_t *a = vb_assistants_at(rs, i);
-            if (a != NULL && a->record)
-                vb_log_warn(NULL,
-                            "assistant asks for recording but --record-dir "
-                            "is not set: its calls are not recorded",
-                            "assistant=%s", a->name);
-        }
-        vb_assistants_unref(rs);
-    }
-    const char *no_rest = transfer_without_rest(&cfg, assistants);
-    if (no_rest != NULL) {
-        fprintf(stderr,
-                "voxbridge: assistants: assistant \"%s\" has transfer targets, "
-                "which need the Twilio REST API: set TWILIO_AUTH_TOKEN "
-                "(--twilio-auth-token) and --twilio-api-url\n",
-                no_rest);
-        rc = VB_ECONFIG;
+    if ((rc = startup_prepare(&cfg, metrics, &st, err, sizeof err)) != 0) {
+        fprintf(stderr, "voxbridge: %s\n", err);
+        vb_log_error(NULL, "start-up check failed", "why=%s", err);
         goto out;
     }
-    if (*cfg.events_url) {
-        vb_events_opts_t eo = {
-            .url = cfg.events_url,
-            .spool_dir = cfg.events_spool,
-            .secret = cfg.webhook_secret,
-            .ca_file = cfg.webhook_ca_file,
-            .max_files = (uint32_t)cfg.events_max_files,
-            .max_bytes = (uint64_t)cfg.events_max_bytes,
-            .timeout_ms = (uint32_t)cfg.events_timeout_ms,
-            .backoff_min_ms = (uint32_t)cfg.events_backoff_min_ms,
-            .backoff_max_ms = (uint32_t)cfg.events_backoff_max_ms,
-            .metrics = metrics,
-        };
-        if ((rc = vb_events_create(&eo, &events)) != 0) {
-            fprintf(stderr, "voxbridge: cannot set up --events-url: %s\n",
-                    vb_strerror(rc));
-            goto out;
-        }
+    reload_assistants = st.assistants;
+    if (st.events != NULL)
         vb_log_info(NULL, "post-call reports on", "url=%s spool=%s pending=%u",
                     cfg.events_url, cfg.events_spool,
-                    vb_events_spooled(events));
-    }
-    if ((rc = lanes_create(&lanes, &cfg, metrics, &key, assistants, events)) !=
-        0) {
+                    vb_events_spooled(st.events));
+    if ((rc = lanes_create(&lanes, &cfg, metrics, &key, st.assistants,
+                           st.events, st.rest_tls)) != 0) {
         fprintf(stderr, "voxbridge: cannot set up the lanes: %s\n",
                 vb_strerror(rc));
         goto out;
@@ -736,7 +861,7 @@ int main(int argc, char **argv)
         .metrics = metrics,
         .stream_key = &key,
         .lanes = lanes.sinks,
-        .assistants = assistants,
+        .assistants = st.assistants,
         .test_audio = test_audio,
         .test_audio_ud = &check,
     };
@@ -746,56 +871,43 @@ int main(int argc, char **argv)
         goto out;
     }
     lanes.ingress = ingress;
-    if ((events != NULL && vb_events_start(events) != 0) ||
+    if ((st.events != NULL && vb_events_start(st.events) != 0) ||
         lanes_start(&lanes) != 0 || vb_ingress_start(ingress) != 0) {
         vb_log_error(NULL, "cannot start the threads", NULL);
         goto out;
     }
     vb_log_info(NULL, "voxbridge ready", "lanes=%lld max_calls=%lld",
                 (long long)cfg.lanes, (long long)cfg.max_calls);
-    if (cfg.gemini_startup_check)
-        gemini_check(&cfg, ingress);
+    if (prober_start(&prober, &cfg, ingress) != 0) {
+        vb_log_error(NULL, "cannot start the gemini probe thread", NULL);
+        goto out;
+    }
 
-    /* Signals; meanwhile, while Gemini rejects sessions, the probe. */
-    int sig = 0;
-    int64_t backoff = PROBE_MIN_S;
-    uint64_t next_probe = vb_clock_now_ns() + PROBE_MIN_S * VB_NS_PER_SEC;
+    int sig;
     for (;;) {
-        struct timespec ts = {0, 200 * 1000 * 1000};
-        sig = sigtimedwait(&set, NULL, &ts);
-        if (sig == SIGHUP) {
+        sig = sigwaitinfo(&set, NULL);
+        if (sig == SIGHUP)
             reload(&cfg, ingress);
-            continue;
-        }
-        if (sig > 0)
+        else if (sig > 0)
             break;
-        if (!vb_ingress_gemini_rejected(ingress)) {
-            backoff = PROBE_MIN_S;
-            next_probe = vb_clock_now_ns() + PROBE_MIN_S * VB_NS_PER_SEC;
-            continue;
-        }
-        if (vb_clock_now_ns() < next_probe)
-            continue;
-        if (gemini_check(&cfg, ingress) != VB_GEMINI_CHECK_OK)
-            backoff = backoff * 2 > PROBE_MAX_S ? PROBE_MAX_S : backoff * 2;
-        next_probe = vb_clock_now_ns() + (uint64_t)backoff * VB_NS_PER_SEC;
     }
     vb_log_info(NULL, "signal received: draining", "signal=%d", sig);
     drain(ingress, &set, &cfg);
     status = 0;
 out:
     /* Order: the ingress stops handing off, the stage threads end (their
-     * last calls report to the ingress), then the ingress and lanes go. */
+     * last calls report to the ingress), then the ingress and lanes go.
+     * The probe goes first: it reports to the ingress too. */
+    prober_stop(&prober);
     vb_ingress_stop(ingress);
     lanes_stop(&lanes);
     lanes.ingress = NULL;
     /* After the gemini stages: their last reports are spooled first. */
-    vb_events_stop(events);
+    vb_events_stop(st.events);
     vb_ingress_destroy(ingress);
     lanes_destroy(&lanes);
     reload_assistants = NULL;
-    vb_assistant_store_destroy(assistants);
-    vb_events_destroy(events);
+    startup_release(&st);
     vb_metrics_destroy(metrics);
     vb_config_free(&cfg);
     vb_log_info(NULL, "voxbridge stopped", "status=%d", status);

@@ -81,7 +81,7 @@ static const char *const handoff_names[H_COUNT] = {"ok", "ring_full",
 #define VB_INGRESS_MAX_SHARED_KEYS 8 /* TWILIO_WEBHOOK_SHARED_KEYS */
 
 enum { DRAIN_NONE, DRAIN_GRACE, DRAIN_CLOSING };
-enum { GM_NONE, GM_OK, GM_REJECTED };
+enum { GM_NONE, GM_OK, GM_REJECTED, GM_UNREACHABLE };
 enum { INST_NONE = -1, INST_OURS = 0, INST_OTHER = 1 };
 
 typedef struct pend {
@@ -126,6 +126,11 @@ struct vb_ingress {
     _Atomic int64_t *active;        /* per lane */
     _Atomic int64_t pending_shared; /* pend_total, for other threads */
     _Atomic bool listening;
+    /* Calls ended here during the drain whose <Connect action>
+     * (stream-ended) has not come yet, and when the last one ended: the
+     * public listener waits for them. */
+    _Atomic int64_t actions_awaited;
+    _Atomic uint64_t last_end_ns;
     /* Gemini verdicts: consecutive rejections (0: ready), the last
      * outcome (GM_*) and when (Unix s); the reason under gm_mu. */
     _Atomic uint32_t gm_rejects;
@@ -264,6 +269,15 @@ void vb_ingress_gemini_verdict(vb_ingress_t *g, bool ok, const char *why)
                      why ? why : "rejected");
 }
 
+void vb_ingress_gemini_unreachable(vb_ingress_t *g, const char *why)
+{
+    pthread_mutex_lock(&g->gm_mu);
+    atomic_store(&g->gm_last_s, (int64_t)vb_clock_wall_s());
+    atomic_store(&g->gm_last, GM_UNREACHABLE);
+    snprintf(g->gm_why, sizeof(g->gm_why), "%s", why ? why : "unreachable");
+    pthread_mutex_unlock(&g->gm_mu);
+}
+
 bool vb_ingress_gemini_rejected(const vb_ingress_t *g)
 {
     return atomic_load_explicit(&g->gm_rejects, memory_order_relaxed) > 0;
@@ -288,6 +302,11 @@ void vb_ingress_call_ended(vb_ingress_t *g, const char *call_sid, bool intended)
     uint64_t h = vb_hash_fnv1a64(call_sid, strlen(call_sid));
     atomic_store_explicit(&g->ended[h % g->ended_cap],
                           (h & ~(uint64_t)3) | 1u | (intended ? 2u : 0u),
+                          memory_order_relaxed);
+    if (!vb_ingress_draining(g))
+        return; /* its action comes while the listener is open anyway */
+    atomic_fetch_add_explicit(&g->actions_awaited, 1, memory_order_relaxed);
+    atomic_store_explicit(&g->last_end_ns, vb_clock_now_ns(),
                           memory_order_relaxed);
 }
 
@@ -736,9 +755,10 @@ static bool stream_path_match(const vb_ingress_t *g, const vb_http_req_t *req,
     return true;
 }
 
-/* --webhook-path + "/stream-ended/<instance>" (any instance), the
- * <Connect action> of the TwiML. */
-static bool ended_path_match(const vb_ingress_t *g, const vb_http_req_t *req)
+/* --webhook-path + "/stream-ended/<instance>" (any instance: *inst says
+ * whether it is this one), the <Connect action> of the TwiML. */
+static bool ended_path_match(const vb_ingress_t *g, const vb_http_req_t *req,
+                             int *inst)
 {
     const char *wp = g->cfg->webhook_path;
     size_t n = strlen(wp), m = strlen(ENDED_SEG);
@@ -754,6 +774,9 @@ static bool ended_path_match(const vb_ingress_t *g, const vb_http_req_t *req)
     for (size_t i = 0; i < left; i++)
         if (!seg_char(rest[i]))
             return false;
+    *inst = strlen(g->instance) == left && memcmp(rest, g->instance, left) == 0
+                ? INST_OURS
+                : INST_OTHER;
     return true;
 }
 
@@ -797,7 +820,7 @@ static int match_route(const vb_ingress_t *g, const vb_http_req_t *req,
         return R_VOICE;
     if (path_is_or_slash(req, g->cfg->status_path))
         return R_STATUS;
-    if (ended_path_match(g, req))
+    if (ended_path_match(g, req, inst))
         return R_ENDED;
     if (stream_status_path_match(g, req))
         return R_STREAM_STATUS;
@@ -1518,6 +1541,8 @@ static void route_ended(vb_ingress_t *g, const vb_http_req_t *req,
         goto out;
     }
     int how = ended_get(g, call);
+    if (how >= 0 && atomic_load(&g->actions_awaited) > 0)
+        atomic_fetch_sub(&g->actions_awaited, 1);
     vb_twiml_t t;
     vb_twiml_init(&t);
     if (how != 1)
@@ -1823,9 +1848,10 @@ static char *system_json(vb_ingress_t *g)
     char why[200];
     gemini_why(g, why, sizeof(why));
     cJSON_AddStringToObject(gem, "last_outcome",
-                            last == GM_OK         ? "ok"
-                            : last == GM_REJECTED ? "rejected"
-                                                  : "none");
+                            last == GM_OK            ? "ok"
+                            : last == GM_REJECTED    ? "rejected"
+                            : last == GM_UNREACHABLE ? "unreachable"
+                                                     : "none");
     cJSON_AddStringToObject(gem, "last_reason", why);
     cJSON_AddNumberToObject(gem, "last_at", (double)atomic_load(&g->gm_last_s));
     cJSON_AddNumberToObject(gem, "consecutive_rejections",
@@ -1977,12 +2003,38 @@ static void outbound_answered(void *ud, int status, uint64_t t_start_ns)
     count_request(ud, R_CALLS, status, t_start_ns);
 }
 
-static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
+/* Phase 2 while the public listener stays open for this instance's live
+ * calls (DESIGN): what is not theirs gets 503, which a proxy retries on
+ * another instance. Voice webhooks decide for themselves (a call
+ * answered here is answered again); status callbacks are about calls
+ * (they end a reservation here sooner); probes and scrapes see the
+ * truth. */
+static bool drain_refuses(const vb_ingress_t *g, const vb_http_req_t *req,
+                          int route, int inst)
 {
-    vb_ingress_t *g = ud;
-    long lane;
-    int inst;
-    int route = match_route(g, req, &lane, &inst);
+    if (req->listener != LISTENER_PUBLIC ||
+        atomic_load(&g->drain_phase) != DRAIN_CLOSING)
+        return false;
+    switch (route) {
+    case R_VOICE:
+    case R_STATUS:
+    case R_STREAM_STATUS:
+    case R_HEALTHZ:
+    case R_READYZ:
+    case R_METRICS:
+    case R_SYSTEM:
+        return false;
+    case R_STREAM:
+    case R_ENDED:
+        return inst == INST_OTHER;
+    default:
+        return true;
+    }
+}
+
+static void dispatch(vb_ingress_t *g, const vb_http_req_t *req,
+                     vb_http_resp_t *resp, int route, long lane, int inst)
+{
     switch (route) {
     case R_VOICE:
         route_voice(g, req, resp);
@@ -2039,6 +2091,26 @@ static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
     default:
         set_text(resp, 404, "not found\n");
         break;
+    }
+}
+
+static void handle(void *ud, const vb_http_req_t *req, vb_http_resp_t *resp)
+{
+    vb_ingress_t *g = ud;
+    long lane;
+    int inst;
+    int route = match_route(g, req, &lane, &inst);
+    if (drain_refuses(g, req, route, inst)) {
+        VB_LOG_RATELIMITED(VB_LOG_INFO, 1000, NULL,
+                           "draining: request refused, the proxy retries",
+                           "path=%.*s status=503 peer=%s",
+                           (int)(req->path_len < 200 ? req->path_len : 200),
+                           req->target, req->peer);
+        set_text(resp, 503, "draining: try another instance\n");
+        vb_http_resp_header(resp, "Retry-After", "1");
+        resp->close = true;
+    } else {
+        dispatch(g, req, resp, route, lane, inst);
     }
     if (resp->defer)
         return; /* counted when answered */
@@ -2131,14 +2203,21 @@ void vb_ingress_http_callbacks(vb_ingress_t *g, vb_http_server_cfg_t *out)
 /* lifecycle                                                              */
 
 /* Phase 2: the public listener goes once no answered call's stream is
- * awaited (they expire after VB_INGRESS_PENDING_MS at the latest). */
+ * awaited (they expire after VB_INGRESS_PENDING_MS at the latest), no
+ * call is live here, and the calls that ended have had their <Connect
+ * action> (or VB_INGRESS_ACTION_WAIT_MS since the last ended). */
 static void drain_tick(uv_timer_t *t)
 {
     vb_ingress_t *g = t->data;
-    pend_prune(g, vb_clock_now_ns());
+    uint64_t now = vb_clock_now_ns();
+    pend_prune(g, now);
     if (atomic_load(&g->drain_phase) != DRAIN_CLOSING || g->unlistened)
         return;
-    if (g->pend_total > 0)
+    if (g->pend_total > 0 || vb_ingress_calls_active(g) > 0)
+        return;
+    if (atomic_load(&g->actions_awaited) > 0 &&
+        now - atomic_load(&g->last_end_ns) <
+            (uint64_t)VB_INGRESS_ACTION_WAIT_MS * VB_NS_PER_MS)
         return;
     g->unlistened = true;
     vb_http_server_unlisten(g->http, LISTENER_PUBLIC);
@@ -2381,6 +2460,8 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     atomic_init(&g->drain_phase, DRAIN_NONE);
     atomic_init(&g->pending_shared, 0);
     atomic_init(&g->listening, false);
+    atomic_init(&g->actions_awaited, 0);
+    atomic_init(&g->last_end_ns, 0);
     atomic_init(&g->gm_rejects, 0);
     atomic_init(&g->gm_last, GM_NONE);
     atomic_init(&g->gm_last_s, 0);

@@ -34,10 +34,16 @@
  * health check notices are not lost. Phase 2 (vb_ingress_stop_accepting,
  * after --drain-grace): a new call's webhook gets 503 with Connection:
  * close, which a proxy retries on another instance (nginx:
- * `proxy_next_upstream ... http_503 non_idempotent`); once no answered
- * call's stream is still awaited, the public listener is closed, so
- * connections are refused and proxies fail over at once. Streams of calls
- * answered here connect until then; live calls go on meanwhile.
+ * `proxy_next_upstream ... http_503 non_idempotent`), and so does every
+ * other public request except this instance's stream upgrades, its
+ * stream-ended route and the status callbacks (/healthz, /readyz and the
+ * admin routes answer as ever). The public listener stays open while this
+ * instance still has a call: one answered whose stream is awaited, one live, or
+ * one ended whose <Connect action> has not come (VB_INGRESS_ACTION_WAIT_MS at
+ * most): Twilio requests /stream-ended/<instance> of a live call here,
+ * and an instance that refused it would leave the caller to the wrong
+ * TwiML. Then it closes, so connections are refused and proxies fail
+ * over at once.
  *
  * Gemini readiness. vb_ingress_gemini_verdict() takes the outcome of each
  * Gemini session (the start-up check session, the periodic probe, and the
@@ -75,6 +81,11 @@
 /* Webhook answers reserve a lane slot for this long while the stream has
  * not arrived (counts toward --max-calls and lane choice). */
 #define VB_INGRESS_PENDING_MS 30000
+
+/* Draining, the public listener waits this long after the last call
+ * ended for its <Connect action> request (stream-ended) when it has not
+ * come: Twilio sends it as the stream closes, unless the caller hung up. */
+#define VB_INGRESS_ACTION_WAIT_MS 5000
 
 /* HTTP connection caps derived from the fd limit (net/ingress.c): each
  * call holds a Twilio stream, a Gemini connection and, while pending, a
@@ -149,8 +160,8 @@ void vb_ingress_set_draining(vb_ingress_t *g, bool draining);
 bool vb_ingress_draining(const vb_ingress_t *g);
 
 /* Phase 2 of the drain (see DESIGN): webhooks for new calls get 503 and
- * the public listener closes once no answered call's stream is awaited.
- * Implies draining. Any thread, after start. */
+ * the public listener closes once no call here needs it. Implies
+ * draining. Any thread, after start. */
 void vb_ingress_stop_accepting(vb_ingress_t *g);
 
 /* True while the public listener accepts connections. */
@@ -165,6 +176,11 @@ int64_t vb_ingress_calls_pending(const vb_ingress_t *g);
  * thread; takes a mutex only when the state changes or on a rejection,
  * never on the audio path. */
 void vb_ingress_gemini_verdict(vb_ingress_t *g, bool ok, const char *why);
+
+/* A check session that could not reach the service (network, TLS,
+ * timeout, 5xx): recorded for /test/system (last_outcome "unreachable",
+ * its reason and time) without changing readiness. Any thread. */
+void vb_ingress_gemini_unreachable(vb_ingress_t *g, const char *why);
 
 /* True while Gemini rejects this configuration (/readyz 503 "gemini"). */
 bool vb_ingress_gemini_rejected(const vb_ingress_t *g);

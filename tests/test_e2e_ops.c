@@ -10,19 +10,31 @@
  *   or hears "busy", and every frame sent reaches the model.
  * - Sticky streams: 20 calls with webhooks spread round robin open exactly
  *   one Gemini session each (at the fake, and by the instances' metrics).
- * - Readiness: a bad API key makes /readyz 503 "gemini: ..." after the
- *   check session, and it recovers by itself when the key is accepted;
- *   --check exits 1 with the reason, 0 with a good key.
+ * - Readiness: a bad API key (close 1007), an upgrade refused 401 or 403
+ *   and a model not found make /readyz 503 "gemini: ..." after the check
+ *   session, and it recovers by itself when a session is accepted;
+ *   /test/system says what happened last and when; a missing key is an
+ *   error at start and 503; an unreachable service is recorded as such and
+ *   keeps the instance ready; --check exits 1 with the reason, 0 with a
+ *   good key. A check session the service never answers does not hold up
+ *   SIGTERM.
  * - SIGHUP reopens --log-file (rotated away) and the live call goes on.
- * - A draining instance's 503 is retried by nginx on another instance;
- *   forged X-Forwarded-* headers on webhooks and streams never reach one.
+ * - A draining instance's 503 is retried by nginx on another instance; a
+ *   live call's stream-ended request during the drain is answered by the
+ *   draining instance, whose listener stays open for it; forged
+ *   X-Forwarded-* headers on webhooks and streams never reach one.
  * - A stream naming another instance and a lane this one lacks is served
  *   (counted); within an instance the token's lane still decides.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "net/form.h"
 #include "tests/e2e.h"
@@ -428,14 +440,20 @@ TEST_T(round_robin_webhooks_sticky_streams_one_gemini_session_per_call, 120)
     ASSERT_EQ(audio_bytes(&o.r), (double)frames * 640);
 }
 
-/* The fake on a fixed port, accepting `key`. */
-static void fake_on(rig_t *r, int port, const char *key)
+/* The fake on a fixed port, accepting `key`, with `extra` arguments
+ * (NULL-terminated, may be NULL). */
+static void fake_on_ex(rig_t *r, int port, const char *key,
+                       const char *const *extra)
 {
     char bin[400], listen[64];
     snprintf(bin, sizeof(bin), "%s/vb-fake-gemini", proc_build_dir());
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-    const char *argv[] = {bin, "--listen", listen,      "--api-key",
-                          key, "--log",    r->fake_log, NULL};
+    const char *argv[32] = {bin, "--listen", listen,      "--api-key",
+                            key, "--log",    r->fake_log, NULL};
+    int n = 7;
+    for (int i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
     r->fake = proc_spawn(argv, NULL, r->fake_out);
     char *text;
     proc_wait_log(r->fake_out, "listening on ", r->fake, proc_ms(10000), &text);
@@ -443,19 +461,144 @@ static void fake_on(rig_t *r, int port, const char *key)
     r->fake_port = port;
 }
 
-static int run_check(const rig_t *r, const char *key, char **out)
+static void fake_on(rig_t *r, int port, const char *key)
+{
+    fake_on_ex(r, port, key, NULL);
+}
+
+/* voxbridge --check against the fake with `extra` arguments (may be
+ * NULL); its exit status, its output in *out. */
+static int run_check_ex(const rig_t *r, const char *key,
+                        const char *const *extra, char **out)
 {
     char bin[400], gurl[256], env_key[128];
     snprintf(bin, sizeof(bin), "%s/voxbridge", proc_build_dir());
     snprintf(gurl, sizeof(gurl), "ws://127.0.0.1:%d" GPATH, r->fake_port);
     snprintf(env_key, sizeof(env_key), "GEMINI_API_KEY=%s", key);
-    const char *argv[] = {bin, "--check", "--gemini-url", gurl, NULL};
+    const char *argv[32] = {bin, "--check", "--gemini-url", gurl, NULL};
+    int n = 4;
+    for (int i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
     const char *env[] = {env_key, NULL};
     const char *log = path_in(r, "check.out");
     int st = proc_reap(proc_spawn(argv, env, log), proc_ms(20000));
     *out = proc_read_file(log);
     ASSERT_NOT_NULL(*out);
     return st;
+}
+
+static int run_check(const rig_t *r, const char *key, char **out)
+{
+    return run_check_ex(r, key, NULL, out);
+}
+
+/* --check runs the checks a start makes (one function for both): a
+ * --record-dir that is not a directory and an --events-url spool that
+ * cannot be made fail it with the reason, before any Gemini session; the
+ * server refuses to start for the same reason. */
+TEST_T(check_refuses_what_a_start_refuses, 60)
+{
+    rig_t r;
+    rig_init(&r);
+    rig_fake(&r, NULL);
+    const char *file = path_in(&r, "plain-file");
+    write_file(file, "not a directory\n");
+    char spool[512];
+    snprintf(spool, sizeof(spool), "%s/spool", file);
+    char *out;
+    ASSERT_EQ(run_check_ex(&r, API_KEY,
+                           (const char *const[]){"--record-dir", file, NULL},
+                           &out),
+              1);
+    ASSERT_STR_CONTAINS(out, "configuration: FAILED (--record-dir ");
+    ASSERT_STR_CONTAINS(out, "is not a writable directory)");
+    ASSERT_NULL(strstr(out, "gemini session"));
+    free(out);
+    ASSERT_EQ(run_check_ex(&r, API_KEY,
+                           (const char *const[]){
+                               "--events-url", "http://127.0.0.1:9/events",
+                               "--events-spool", spool, "--webhook-secret",
+                               "s3cret", NULL},
+                           &out),
+              1);
+    ASSERT_STR_CONTAINS(out, "configuration: FAILED (cannot set up "
+                             "--events-url (spool ");
+    free(out);
+    /* The same settings stop a start, with the same reason. */
+    char bin[400], listen[64];
+    snprintf(bin, sizeof(bin), "%s/voxbridge", proc_build_dir());
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", proc_free_port());
+    const char *argv[] = {bin, "--listen", listen, "--record-dir", file, NULL};
+    const char *env[] = {"GEMINI_API_KEY=" API_KEY, NULL};
+    ASSERT_EQ(proc_reap(proc_spawn(argv, env, r.vb_log), proc_ms(10000)), 1);
+    char *text = proc_read_file(r.vb_log);
+    ASSERT_STR_CONTAINS(text, "is not a writable directory");
+    free(text);
+    ASSERT_EQ(fake_sessions(&r), 0);
+    rig_stop(&r);
+}
+
+/* voxbridge with its start-up check session against the Gemini service
+ * on `gport`, `key` its GEMINI_API_KEY (NULL: unset), `extra` arguments
+ * (NULL-terminated, may be NULL); its public and admin ports. */
+static pid_t vb_checked(const rig_t *r, int gport, const char *key,
+                        const char *const *extra, int *port, int *admin)
+{
+    char bin[400], listen[64], pub[64], gurl[256], env_key[128];
+    snprintf(bin, sizeof(bin), "%s/voxbridge", proc_build_dir());
+    *port = proc_free_port();
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", *port);
+    snprintf(pub, sizeof(pub), "http://127.0.0.1:%d", *port);
+    snprintf(gurl, sizeof(gurl), "ws://127.0.0.1:%d" GPATH, gport);
+    snprintf(env_key, sizeof(env_key), "GEMINI_API_KEY=%s", key ? key : "");
+    /* No drain grace unless a case asks for one (a later flag wins). */
+    const char *argv[32] = {
+        bin,           "--listen",      listen, "--public-url",
+        pub,           "--gemini-url",  gurl,   "--metrics-listen",
+        "127.0.0.1:0", "--drain-grace", "0",    NULL};
+    int n = 11;
+    for (int i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    const char *env[] = {"TWILIO_AUTH_TOKEN=" TOKEN,
+                         "VOXBRIDGE_STREAM_SECRET=" SECRET,
+                         key != NULL ? env_key : NULL, NULL};
+    pid_t vb = proc_spawn(argv, env, r->vb_log);
+    ASSERT_EQ(proc_wait_port(r->vb_log, vb, proc_ms(10000)), *port);
+    *admin = rig_admin_port(r->vb_log, vb, proc_ms(10000));
+    return vb;
+}
+
+/* Polls /readyz until it answers `want`; its body in `body`. */
+static void wait_readyz(int port, int want, char *body, size_t n, int ms)
+{
+    int st = 0;
+    for (double end = tc_now_ms() + ms; tc_now_ms() < end; usleep(20000))
+        if ((st = readyz(port, body, n)) == want)
+            return;
+    vb_test_fail(__FILE__, __LINE__, "port %d: /readyz %d, not %d: %s", port,
+                 st, want, body);
+}
+
+/* GET /test/system; the body (malloc'd). */
+static char *test_system(int admin)
+{
+    tc_resp_t resp = {0};
+    ASSERT_EQ(tc_request(admin, "GET /test/system HTTP/1.1\r\n\r\n", &resp,
+                         proc_ms(5000)),
+              200);
+    char *body = strdup(resp.body);
+    tc_free_resp(&resp);
+    return body;
+}
+
+/* The gemini component's last_at in a /test/system body. */
+static double gemini_last_at(const char *body)
+{
+    const char *p = strstr(body, "\"last_at\":");
+    ASSERT_NOT_NULL(p);
+    return strtod(p + strlen("\"last_at\":"), NULL);
 }
 
 TEST_T(bad_api_key_makes_readyz_503_and_recovers_when_accepted, 120)
@@ -475,23 +618,8 @@ TEST_T(bad_api_key_makes_readyz_503_and_recovers_when_accepted, 120)
     free(out);
 
     /* The server with the old key: unready after its check session. */
-    char bin[400], listen[64], pub[64], gurl[256];
-    snprintf(bin, sizeof(bin), "%s/voxbridge", proc_build_dir());
-    int port = proc_free_port();
-    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-    snprintf(pub, sizeof(pub), "http://127.0.0.1:%d", port);
-    snprintf(gurl, sizeof(gurl), "ws://127.0.0.1:%d" GPATH, fport);
-    const char *argv[] = {bin,           "--listen",
-                          listen,        "--public-url",
-                          pub,           "--gemini-url",
-                          gurl,          "--metrics-listen",
-                          "127.0.0.1:0", NULL};
-    const char *env[] = {"TWILIO_AUTH_TOKEN=" TOKEN,
-                         "VOXBRIDGE_STREAM_SECRET=" SECRET,
-                         "GEMINI_API_KEY=the-old-key", NULL};
-    pid_t vb = proc_spawn(argv, env, r.vb_log);
-    ASSERT_EQ(proc_wait_port(r.vb_log, vb, proc_ms(10000)), port);
-    int admin = rig_admin_port(r.vb_log, vb, proc_ms(10000));
+    int port, admin;
+    pid_t vb = vb_checked(&r, fport, "the-old-key", NULL, &port, &admin);
     char body[256] = "";
     int st = 0;
     for (double end = tc_now_ms() + proc_ms(10000); tc_now_ms() < end;
@@ -531,6 +659,220 @@ TEST_T(bad_api_key_makes_readyz_503_and_recovers_when_accepted, 120)
     text = proc_read_file(r.vb_log);
     ASSERT_STR_CONTAINS(text, "gemini accepts sessions again: ready");
     free(text);
+    rig_stop(&r);
+}
+
+/* The upgrade answered `fault` (reject-401, reject-403) once: unready
+ * with the reason after the check session; the probe's next session
+ * (accepted) makes it ready again, and /test/system says what happened
+ * last and when. */
+static void refused_then_recovers(const char *fault, const char *status)
+{
+    rig_t r;
+    rig_init(&r);
+    rig_fake(
+        &r, (const char *const[]){"--fault", fault, "--fault-conn", "1", NULL});
+    double wall0 = (double)time(NULL);
+    int port, admin;
+    pid_t vb = vb_checked(&r, r.fake_port, API_KEY, NULL, &port, &admin);
+    char body[256] = "", want[64];
+    wait_readyz(port, 503, body, sizeof(body), proc_ms(10000));
+    snprintf(want, sizeof(want), "gemini: HTTP %s on the upgrade", status);
+    ASSERT_STR_CONTAINS(body, want);
+    ASSERT_STR_CONTAINS(body, "GEMINI_API_KEY");
+    char *sys = test_system(admin);
+    ASSERT_STR_CONTAINS(sys, "\"last_outcome\":\"rejected\"");
+    ASSERT_STR_CONTAINS(sys, "\"consecutive_rejections\":1");
+    double at = gemini_last_at(sys);
+    ASSERT_TRUE(at >= wall0 && at <= (double)time(NULL));
+    free(sys);
+    /* The probe (after PROBE_MIN_S) is the fake's second connection. */
+    wait_readyz(port, 200, body, sizeof(body), proc_ms(20000));
+    sys = test_system(admin);
+    ASSERT_STR_CONTAINS(sys, "\"last_outcome\":\"ok\"");
+    ASSERT_STR_CONTAINS(sys, "\"consecutive_rejections\":0");
+    ASSERT_TRUE(gemini_last_at(sys) >= at);
+    free(sys);
+    kill(vb, SIGTERM);
+    ASSERT_EQ(proc_reap(vb, proc_ms(20000)), 0);
+    char *text = proc_read_file(r.vb_log);
+    ASSERT_STR_CONTAINS(text, "gemini accepts sessions again: ready");
+    free(text);
+    rig_stop(&r);
+}
+
+TEST_T(check_session_refused_401_makes_readyz_503_then_recovers, 60)
+{
+    refused_then_recovers("reject-401", "401");
+}
+
+TEST_T(check_session_refused_403_makes_readyz_503_then_recovers, 60)
+{
+    refused_then_recovers("reject-403", "403");
+}
+
+/* A model the service does not know: unready, with the model named; the
+ * service starting to offer it makes the instance ready again. */
+TEST_T(model_not_found_makes_readyz_503_then_recovers, 120)
+{
+    rig_t r;
+    rig_init(&r);
+    int fport = proc_free_port();
+    fake_on(&r, fport, API_KEY);
+    int port, admin;
+    pid_t vb = vb_checked(
+        &r, fport, API_KEY,
+        (const char *const[]){"--gemini-model", "gemini-future-live", NULL},
+        &port, &admin);
+    char body[256] = "";
+    wait_readyz(port, 503, body, sizeof(body), proc_ms(10000));
+    ASSERT_STR_CONTAINS(body, "model gemini-future-live not found");
+    kill(r.fake, SIGTERM);
+    proc_reap(r.fake, proc_ms(10000));
+    fake_on_ex(&r, fport, API_KEY,
+               (const char *const[]){"--model", "gemini-future-live", NULL});
+    wait_readyz(port, 200, body, sizeof(body), proc_ms(40000));
+    char *sys = test_system(admin);
+    ASSERT_STR_CONTAINS(sys, "\"last_outcome\":\"ok\"");
+    free(sys);
+    kill(vb, SIGTERM);
+    ASSERT_EQ(proc_reap(vb, proc_ms(20000)), 0);
+    rig_stop(&r);
+}
+
+/* No GEMINI_API_KEY: an error line at start that says so, and /readyz 503
+ * with the reason (the check session is refused without connecting). */
+TEST_T(missing_api_key_is_an_error_at_start_and_readyz_503, 60)
+{
+    rig_t r;
+    rig_init(&r);
+    rig_fake(&r, NULL);
+    int port, admin;
+    pid_t vb = vb_checked(&r, r.fake_port, NULL, NULL, &port, &admin);
+    char body[256] = "";
+    wait_readyz(port, 503, body, sizeof(body), proc_ms(10000));
+    ASSERT_STR_EQ(body, "gemini: GEMINI_API_KEY is not set\n");
+    char *text = proc_read_file(r.vb_log);
+    ASSERT_STR_CONTAINS(text, "level=error msg=\"GEMINI_API_KEY is not set");
+    free(text);
+    char *sys = test_system(admin);
+    ASSERT_STR_CONTAINS(sys, "\"last_outcome\":\"rejected\"");
+    free(sys);
+    ASSERT_EQ(fake_sessions(&r), 0);
+    kill(vb, SIGTERM);
+    ASSERT_EQ(proc_reap(vb, proc_ms(20000)), 0);
+    rig_stop(&r);
+}
+
+/* A service that cannot be reached (nothing listens on its port) is
+ * recorded as such: still ready (not the configuration's fault), and
+ * /test/system says "unreachable" with the reason, not "none". */
+TEST_T(unreachable_gemini_is_recorded_and_keeps_readiness, 60)
+{
+    rig_t r;
+    rig_init(&r);
+    int port, admin;
+    pid_t vb = vb_checked(&r, proc_free_port(), API_KEY, NULL, &port, &admin);
+    char *sys = NULL;
+    for (double end = tc_now_ms() + proc_ms(10000); tc_now_ms() < end;
+         usleep(20000)) {
+        free(sys);
+        sys = test_system(admin);
+        if (strstr(sys, "\"last_outcome\":\"none\"") == NULL)
+            break;
+    }
+    ASSERT_STR_CONTAINS(sys, "\"last_outcome\":\"unreachable\"");
+    ASSERT_STR_CONTAINS(sys, "\"last_reason\":\"");
+    ASSERT_TRUE(gemini_last_at(sys) > 0);
+    free(sys);
+    ASSERT_EQ(readyz(port, NULL, 0), 200);
+    kill(vb, SIGTERM);
+    ASSERT_EQ(proc_reap(vb, proc_ms(20000)), 0);
+    rig_stop(&r);
+}
+
+/* A policy 1008 after setupComplete ends that call, and only that call:
+ * readiness comes from rejections at setup time, so /readyz stays 200
+ * and the next call is taken. */
+TEST_T(a_mid_call_policy_1008_does_not_make_the_instance_unready, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    make_sox(audio, "synth 3 sine 300 vol 0.3");
+    write_file(r.script,
+               "{\"at_ms\":300,\"conn\":1,\"type\":\"close\",\"code\":1008,"
+               "\"reason\":\"Request violates a policy.\"}\n");
+    rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
+                                       NULL});
+    rig_vb(&r, NULL, NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL, NULL);
+    char *out = sim_wait(&r, &s);
+    free(out);
+    char *m = metrics(&r);
+    ASSERT_EQ(msum(m, "vb_calls_failed_total", "reason=\"gemini_rejected\""),
+              1);
+    ASSERT_EQ(msum(m, "vb_gemini_ready", NULL), 1);
+    free(m);
+    char body[64] = "";
+    ASSERT_EQ(readyz(r.vb_port, body, sizeof(body)), 200);
+    char *sys = test_system(r.vb_admin_port);
+    ASSERT_STR_CONTAINS(sys, "\"consecutive_rejections\":0");
+    free(sys);
+    kill(r.vb, SIGTERM);
+    ASSERT_EQ(proc_reap(r.vb, proc_ms(30000)), 0);
+    char *vblog = proc_read_file(r.vb_log);
+    ASSERT_STR_CONTAINS(vblog, "gemini closed the session for a policy reason");
+    ASSERT_NULL(strstr(vblog, "gemini rejects sessions: not ready"));
+    free(vblog);
+    rig_stop(&r);
+}
+
+/* A Gemini endpoint that takes the connection and never answers holds the
+ * check session for its whole 10 s deadline: a SIGTERM meanwhile is still
+ * acted on at once (/readyz 503), and a second one stops the process
+ * without waiting for the session. */
+TEST_T(sigterm_during_a_hung_check_session_is_acted_on_at_once, 60)
+{
+    rig_t r;
+    rig_init(&r);
+    /* Listening, never accepting: the kernel completes the handshake, the
+     * upgrade request is never read. */
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(lfd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ASSERT_EQ(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ASSERT_EQ(listen(lfd, 4), 0);
+    socklen_t sl = sizeof(sa);
+    ASSERT_EQ(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+    int port, admin;
+    pid_t vb = vb_checked(&r, ntohs(sa.sin_port), API_KEY,
+                          (const char *const[]){"--drain-grace", "30", NULL},
+                          &port, &admin);
+    /* The check session has connected once the listener has it queued. */
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    ASSERT_EQ(poll(&pfd, 1, proc_ms(10000)), 1);
+    ASSERT_EQ(readyz(port, NULL, 0), 200);
+    double t0 = tc_now_ms();
+    kill(vb, SIGTERM);
+    char body[256] = "";
+    wait_readyz(port, 503, body, sizeof(body), proc_ms(5000));
+    double ms = tc_now_ms() - t0;
+    printf("  /readyz 503 %.0f ms after SIGTERM\n", ms);
+    ASSERT_STR_EQ(body, "draining\n");
+    ASSERT_TRUE(ms < 2000); /* the check session's deadline is 10 s */
+    t0 = tc_now_ms();
+    kill(vb, SIGTERM);
+    ASSERT_EQ(proc_reap(vb, proc_ms(20000)), 0);
+    ms = tc_now_ms() - t0;
+    printf("  exited %.0f ms after the second SIGTERM\n", ms);
+    ASSERT_TRUE(ms < 3000);
+    char *text = proc_read_file(r.vb_log);
+    ASSERT_NULL(strstr(text, "msg=\"gemini check session\""));
+    free(text);
+    close(lfd);
     rig_stop(&r);
 }
 
@@ -731,6 +1073,65 @@ TEST_T(nginx_retries_webhooks_a_draining_instance_refuses, 120)
     }
     nginx_stop(&o);
     rig_stop(&o.r);
+}
+
+/* Draining with a live call: the public listener stays open for it, so
+ * when the call ends its <Connect action> (stream-ended) is answered by
+ * the instance that knows how the call ended; anything else gets 503 +
+ * Retry-After + Connection: close meanwhile. Then the listener closes. */
+TEST_T(a_live_calls_stream_ended_request_during_the_drain_is_answered_here, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    make_sox(audio, "synth 8 sine 300 vol 0.3");
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    /* The server ends the call after 3 s, so Twilio (vb-sim) requests the
+     * action, well inside the drain. */
+    rig_vb(&r,
+           (const char *const[]){"--max-call-duration", "3", "--drain-timeout",
+                                 "30", NULL},
+           NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL, NULL);
+    char *text;
+    proc_wait_log(r.vb_log, "msg=\"stream started\"", r.vb, proc_ms(10000),
+                  &text);
+    free(text);
+    kill(r.vb, SIGTERM);
+    proc_wait_log(r.vb_log, "msg=\"drain grace over", r.vb, proc_ms(10000),
+                  &text);
+    free(text);
+    /* Past the grace, the call still live: open, and a new call's
+     * webhook (or anything else not the call's) is sent elsewhere. */
+    char pub[64], body[4096];
+    snprintf(pub, sizeof(pub), "http://127.0.0.1:%d", r.vb_port);
+    ASSERT_EQ(post_webhook(r.vb_port, pub, "CAlate", body, sizeof(body)), 503);
+    tc_resp_t resp = {0};
+    ASSERT_EQ(tc_request(r.vb_port, "GET /elsewhere HTTP/1.1\r\n\r\n", &resp,
+                         proc_ms(5000)),
+              503);
+    char v[64];
+    ASSERT_TRUE(tc_header(resp.head, "Retry-After", v, sizeof(v)));
+    ASSERT_STR_EQ(v, "1");
+    ASSERT_TRUE(tc_header(resp.head, "Connection", v, sizeof(v)));
+    ASSERT_STR_EQ(v, "close");
+    tc_free_resp(&resp);
+    char *out = sim_wait(&r, &s);
+    assert_sim_ok(out, NULL);
+    ASSERT_EQ(field(out, "action_requests"), 1);
+    ASSERT_EQ(field(out, "action_status"), 200);
+    ASSERT_EQ(proc_reap(r.vb, proc_ms(30000)), 0);
+    char *vblog = proc_read_file(r.vb_log);
+    ASSERT_STR_CONTAINS(vblog, "stream ended: answering the <Connect> action");
+    ASSERT_STR_CONTAINS(vblog, "public listener closed");
+    /* The action came before the listener closed. */
+    ASSERT_TRUE(strstr(vblog, "<Connect> action") <
+                strstr(vblog, "public listener closed"));
+    ASSERT_NULL(strstr(out, "callback answered 503"));
+    free(vblog);
+    free(out);
+    rig_stop(&r);
 }
 
 /* A media stream opened by hand on `path` of `port`, with `connected`

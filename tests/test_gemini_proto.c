@@ -1024,3 +1024,51 @@ TEST(setup_thinking_config)
     cJSON_Delete(root);
     free(json);
 }
+
+/* One reading of a close for check sessions and calls (the reasons are
+ * the service's own words). */
+TEST(close_classify_transient_rejection_and_other)
+{
+    /* The upgrade refused. */
+    ASSERT_EQ(vb_gemini_close_classify(401, 0, NULL), VB_GEMINI_CLOSE_AUTH);
+    ASSERT_EQ(vb_gemini_close_classify(403, 0, ""), VB_GEMINI_CLOSE_AUTH);
+    ASSERT_EQ(vb_gemini_close_classify(404, 0, ""), VB_GEMINI_CLOSE_CONFIG);
+    ASSERT_EQ(vb_gemini_close_classify(503, 0, ""), VB_GEMINI_CLOSE_RETRY);
+    /* A close with a status on the upgrade is the upgrade's answer. */
+    ASSERT_EQ(vb_gemini_close_classify(401, 1008,
+                                       "Requested entity was not "
+                                       "found."),
+              VB_GEMINI_CLOSE_AUTH);
+    /* Closes (after the 101, or none seen). */
+    ASSERT_EQ(vb_gemini_close_classify(101, 1007, ""), VB_GEMINI_CLOSE_CONFIG);
+    ASSERT_EQ(vb_gemini_close_classify(0, 1007,
+                                       "API key not valid. Please pass a "
+                                       "valid API key."),
+              VB_GEMINI_CLOSE_CONFIG);
+    ASSERT_EQ(vb_gemini_close_classify(0, 1008,
+                                       "Requested entity was not "
+                                       "found."),
+              VB_GEMINI_CLOSE_TRANSIENT);
+    ASSERT_EQ(vb_gemini_close_classify(0, 1008,
+                                       "Operation is not implemented, or "
+                                       "supported, or enabled."),
+              VB_GEMINI_CLOSE_TRANSIENT);
+    ASSERT_EQ(vb_gemini_close_classify(
+                  0, 1008,
+                  "models/gemini-x is not found for API version v1beta, or "
+                  "is not supported for bidiGenerateContent. Call ListModels"),
+              VB_GEMINI_CLOSE_MODEL);
+    ASSERT_EQ(vb_gemini_close_classify(0, 1008,
+                                       "gemini-x is not supported for "
+                                       "bidiGenerateContent"),
+              VB_GEMINI_CLOSE_MODEL);
+    ASSERT_EQ(vb_gemini_close_classify(0, 1008,
+                                       "Request contains an invalid "
+                                       "argument."),
+              VB_GEMINI_CLOSE_POLICY);
+    ASSERT_EQ(vb_gemini_close_classify(0, 1008, NULL), VB_GEMINI_CLOSE_POLICY);
+    ASSERT_EQ(vb_gemini_close_classify(0, 1011, "Internal error"),
+              VB_GEMINI_CLOSE_RETRY);
+    ASSERT_EQ(vb_gemini_close_classify(0, 1000, ""), VB_GEMINI_CLOSE_RETRY);
+    ASSERT_EQ(vb_gemini_close_classify(0, 1006, NULL), VB_GEMINI_CLOSE_RETRY);
+}
