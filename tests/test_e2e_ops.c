@@ -1106,7 +1106,8 @@ TEST_T(a_live_calls_stream_ended_request_during_the_drain_is_answered_here, 90)
      * webhook (or anything else not the call's) is sent elsewhere. */
     char pub[64], body[4096];
     snprintf(pub, sizeof(pub), "http://127.0.0.1:%d", r.vb_port);
-    ASSERT_EQ(post_webhook(r.vb_port, pub, "CAlate", body, sizeof(body)), 503);
+    ASSERT_EQ(post_webhook(r.vb_port, pub, "CAlate", "", body, sizeof(body)),
+              503);
     tc_resp_t resp = {0};
     ASSERT_EQ(tc_request(r.vb_port, "GET /elsewhere HTTP/1.1\r\n\r\n", &resp,
                          proc_ms(5000)),
