@@ -167,39 +167,6 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
         rc = vb_lane_chans_init(&l->ch, vb_lane_audio_slots(share), metrics);
         if (rc != 0)
             return rc;
-        vb_gemini_stage_config_t gc;
-        memset(&gc, 0, sizeof(gc));
-        vb_gemini_options_from_config(&gc.opt, cfg);
-        gc.opt.lane = (int)i;
-        gc.opt.max_calls = max_calls;
-        gc.opt.on_verdict = gemini_verdict;
-        gc.opt.verdict_ud = ls;
-        gc.opt.events = ls->events;
-        gc.prepare = &l->ch.prepare;
-        gc.in = &l->ch.dsp_to_gm;
-        gc.out = &l->ch.gm_to_dsp;
-        gc.metrics = metrics;
-        gc.assistants = ls->assistants;
-        if ((rc = vb_gemini_stage_create(&l->gm, &gc)) != 0) {
-            vb_log_error(NULL, "cannot create the gemini stage",
-                         "lane=%u err=%s", i, vb_err_name(rc));
-            return rc;
-        }
-        vb_dsp_stage_config_t dc = {
-            .lane = (int)i,
-            .max_calls = max_calls,
-            .dsp = {backend, (int)cfg->resampler_quality},
-            .in_from_twilio = &l->ch.tw_to_dsp,
-            .in_to_gemini = &l->ch.dsp_to_gm,
-            .out_from_gemini = &l->ch.gm_to_dsp,
-            .out_to_twilio = &l->ch.dsp_to_tw,
-            .metrics = metrics,
-        };
-        if ((rc = vb_dsp_stage_create(&l->dsp, &dc)) != 0) {
-            vb_log_error(NULL, "cannot create the dsp stage", "lane=%u err=%s",
-                         i, vb_err_name(rc));
-            return rc;
-        }
         if (*cfg->record_dir) {
             uint32_t slots = 1024;
             while (slots < 16 * share && slots < 16384)
@@ -224,6 +191,40 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
                              "lane=%u err=%s", i, vb_err_name(rc));
                 return rc;
             }
+        }
+        vb_gemini_stage_config_t gc;
+        memset(&gc, 0, sizeof(gc));
+        vb_gemini_options_from_config(&gc.opt, cfg);
+        gc.opt.lane = (int)i;
+        gc.opt.max_calls = max_calls;
+        gc.opt.on_verdict = gemini_verdict;
+        gc.opt.verdict_ud = ls;
+        gc.opt.events = ls->events;
+        gc.prepare = &l->ch.prepare;
+        gc.in = &l->ch.dsp_to_gm;
+        gc.out = &l->ch.gm_to_dsp;
+        gc.metrics = metrics;
+        gc.assistants = ls->assistants;
+        gc.recorder = l->rec;
+        if ((rc = vb_gemini_stage_create(&l->gm, &gc)) != 0) {
+            vb_log_error(NULL, "cannot create the gemini stage",
+                         "lane=%u err=%s", i, vb_err_name(rc));
+            return rc;
+        }
+        vb_dsp_stage_config_t dc = {
+            .lane = (int)i,
+            .max_calls = max_calls,
+            .dsp = {backend, (int)cfg->resampler_quality},
+            .in_from_twilio = &l->ch.tw_to_dsp,
+            .in_to_gemini = &l->ch.dsp_to_gm,
+            .out_from_gemini = &l->ch.gm_to_dsp,
+            .out_to_twilio = &l->ch.dsp_to_tw,
+            .metrics = metrics,
+        };
+        if ((rc = vb_dsp_stage_create(&l->dsp, &dc)) != 0) {
+            vb_log_error(NULL, "cannot create the dsp stage", "lane=%u err=%s",
+                         i, vb_err_name(rc));
+            return rc;
         }
         vb_twilio_stream_config_t tc = {
             .lane = (int)i,

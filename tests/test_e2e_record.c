@@ -6,7 +6,8 @@
  * vb-sim sent (left) and heard (right): stereo, 16 kHz input, as long as
  * the call, both channels correlated after alignment, barge-in-cleared
  * audio absent; a SIGKILL leaves a file playable up to near the kill; a
- * recorder slowed on purpose drops recording frames, never call audio.
+ * recorder slowed on purpose drops recording frames, never call audio; the
+ * post-call report names the file only when the recorder made it.
  */
 #include <dirent.h>
 #include <opus/opusfile.h>
@@ -15,6 +16,7 @@
 #include "core/b64.h"
 #include "dsp/resampler.h"
 #include "tests/e2e.h"
+#include "tests/example_app.h"
 
 typedef struct rec {
     int16_t *ch[2]; /* 8 kHz, left then right */
@@ -173,6 +175,7 @@ TEST_T(recorded_call_is_stereo_caller_left_heard_right_as_long_as_the_call, 120)
     rec_find(dir, path, sizeof(path), &rec);
     ASSERT_STR_CONTAINS(out, rec.sid); /* named after the CallSid */
     ASSERT_STR_CONTAINS(vblog, "msg=\"recording finished\"");
+    ASSERT_EQ(last_page_flags(path) & 0x04, 0x04); /* ended: EOS page */
     rec_decode(path, &rec);
     ASSERT_EQ(rec.channels, 2);
     ASSERT_EQ(rec.input_rate, 16000);
@@ -539,4 +542,106 @@ TEST_T(a_drain_finishes_the_recording_with_its_end_of_stream_page, 120)
     rec_free(&rec);
     free(out);
     free(vblog);
+}
+
+/* The CallSid on vb-sim's summary line (which starts with it). */
+static void sim_sid(const char *out, char sid[64])
+{
+    const char *p = strstr(out, "call_sid=");
+    ASSERT_NOT_NULL(p);
+    ASSERT_EQ(sscanf(p + 9, "%63s", sid), 1);
+}
+
+/* The post-call report (--events-url, received by build/vb-example-app)
+ * names the recording only when the recorder made it: the first call's
+ * report names DIR/<CallSid>.opus, which decodes; the second call's file
+ * cannot be created (the directory is gone) and its report says null. */
+TEST_T(the_report_names_the_recording_only_when_the_recorder_made_it, 150)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    const char *dir = rec_dir(&r);
+    char gone[400], spool[400], store[400], app_out[400], url[96];
+    snprintf(gone, sizeof(gone), "%s/rec-moved", r.dir);
+    snprintf(spool, sizeof(spool), "%s/spool", r.dir);
+    snprintf(store, sizeof(store), "%s/store", r.dir);
+    snprintf(app_out, sizeof(app_out), "%s/app.out", r.dir);
+    int app_port = proc_free_port();
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/events", app_port);
+    make_sox(audio, "synth 2 sine 300 vol 0.4");
+    app_t app;
+    app_start(&app, app_port, "rec-secret", store, app_out, NULL);
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r,
+           (const char *const[]){"--record-dir", dir, "--events-url", url,
+                                 "--events-spool", spool, "--webhook-secret",
+                                 "rec-secret", NULL},
+           NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL, NULL);
+    char *out = sim_wait(&r, &s);
+    cJSON *reps = app_wait_reports(&app, 1, proc_ms(15000));
+    const cJSON *rep = cJSON_GetArrayItem(reps, 0);
+    char sid[64], want[600];
+    sim_sid(out, sid);
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(
+                      cJSON_GetObjectItem(rep, "call"), "sid")),
+                  sid);
+    snprintf(want, sizeof(want), "%s/%s.opus", dir, sid);
+    const char *named =
+        cJSON_GetStringValue(cJSON_GetObjectItem(rep, "recording"));
+    ASSERT_NOT_NULL(named);
+    ASSERT_STR_EQ(named, want);
+    /* The named file is there and decodes; the recorder finishes it
+     * (fsync, then the log line) on its own thread, maybe after the
+     * report went. */
+    char *text;
+    proc_wait_log(r.vb_log, "msg=\"recording finished\"", r.vb, proc_ms(10000),
+                  &text);
+    free(text);
+    rec_t rec;
+    memset(&rec, 0, sizeof(rec));
+    rec_decode(named, &rec);
+    ASSERT_EQ(rec.channels, 2);
+    ASSERT_NEAR((double)rec.n / 8000.0,
+                (double)field(out, "frames_sent") * 0.02, 0.1);
+    rec_free(&rec);
+    cJSON_Delete(reps);
+    free(out);
+
+    /* The directory moves away: the next file cannot be created. */
+    ASSERT_EQ(rename(dir, gone), 0);
+    sim_start(&r, &s, 1, audio, NULL, NULL);
+    out = sim_wait(&r, &s);
+    reps = app_wait_reports(&app, 2, proc_ms(15000));
+    sim_sid(out, sid);
+    const cJSON *second = NULL;
+    for (int i = 0; i < cJSON_GetArraySize(reps); i++) {
+        const cJSON *c = cJSON_GetArrayItem(reps, i);
+        const char *csid = cJSON_GetStringValue(
+            cJSON_GetObjectItem(cJSON_GetObjectItem(c, "call"), "sid"));
+        if (csid != NULL && strcmp(csid, sid) == 0)
+            second = c;
+    }
+    ASSERT_NOT_NULL(second);
+    ASSERT_TRUE(cJSON_IsNull(cJSON_GetObjectItem(second, "recording")));
+    char *m = metrics(&r);
+    ASSERT_EQ(msum(m, "vb_recording_errors_total", "reason=\"open\""), 1);
+    ASSERT_EQ(msum(m, "vb_recording_files_total", NULL), 1);
+    free(m);
+    /* Its one error is the file it could not create. */
+    kill(r.vb, SIGTERM);
+    ASSERT_EQ(proc_reap(r.vb, proc_ms(30000)), 0);
+    char *vblog = proc_read_file(r.vb_log);
+    rig_stop(&r);
+    app_stop(&app);
+    const char *e = strstr(vblog, "level=error");
+    ASSERT_NOT_NULL(e);
+    ASSERT_STR_CONTAINS(e, "msg=\"cannot start the recording\"");
+    ASSERT_NULL(strstr(e + 1, "level=error"));
+    ASSERT_NULL(strstr(vblog, "Sanitizer"));
+    cJSON_Delete(reps);
+    free(vblog);
+    free(out);
 }
