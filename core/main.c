@@ -369,6 +369,22 @@ static const char *transfer_without_rest(const vb_config_t *cfg,
     return found;
 }
 
+/* "record": true needs --record-dir (without it there is no recorder):
+ * the first assistant of `set` that asks for it when it is not set, else
+ * NULL. */
+static const char *record_without_dir(const vb_config_t *cfg,
+                                      vb_assistants_t *set)
+{
+    if (*cfg->record_dir)
+        return NULL;
+    for (size_t i = 0; i < vb_assistants_count(set); i++) {
+        const vb_assistant_t *a = vb_assistants_at(set, i);
+        if (a != NULL && a->record)
+            return a->name;
+    }
+    return NULL;
+}
+
 /* SIGHUP: the --assistants file again; live calls keep theirs, a bad file
  * leaves the current set. */
 static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g,
@@ -376,7 +392,21 @@ static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g,
 {
     char err[512];
     size_t n = 0;
+    vb_assistants_t *prev = vb_assistant_store_get(st);
     int rc = vb_assistant_store_reload(st, &n, err, sizeof err);
+    vb_assistants_t *next = rc == 0 ? vb_assistant_store_get(st) : NULL;
+    const char *no_dir = next != NULL ? record_without_dir(cfg, next) : NULL;
+    if (no_dir != NULL) {
+        /* The store has swapped already: put the previous set back. A
+         * webhook answered in between takes the new one; without a
+         * recorder its call is simply not recorded. */
+        snprintf(err, sizeof err, "assistant \"%s\": record needs --record-dir",
+                 no_dir);
+        vb_assistant_store_swap(st, prev);
+        rc = VB_ECONFIG;
+    }
+    vb_assistants_unref(next);
+    vb_assistants_unref(prev);
     long long calls = (long long)vb_ingress_calls_active(g);
     const char *no_rest = rc == 0 ? transfer_without_rest(cfg, st) : NULL;
     if (no_rest != NULL)
@@ -679,18 +709,18 @@ int main(int argc, char **argv)
     if ((rc = assistants_create(&cfg, &assistants)) != 0)
         goto out;
     reload_assistants = assistants;
-    if (*cfg.record_dir == '\0') {
-        vb_assistants_t *rs = vb_assistant_store_get(assistants);
-        for (size_t i = 0; i < vb_assistants_count(rs); i++) {
-            const vb_assistant_t *a = vb_assistants_at(rs, i);
-            if (a != NULL && a->record)
-                vb_log_warn(NULL,
-                            "assistant asks for recording but --record-dir "
-                            "is not set: its calls are not recorded",
-                            "assistant=%s", a->name);
-        }
-        vb_assistants_unref(rs);
+    vb_assistants_t *loaded = vb_assistant_store_get(assistants);
+    const char *no_dir = record_without_dir(&cfg, loaded);
+    if (no_dir != NULL) {
+        fprintf(stderr,
+                "voxbridge: assistants: assistant \"%s\": record needs "
+                "--record-dir\n",
+                no_dir);
+        rc = VB_ECONFIG;
     }
+    vb_assistants_unref(loaded);
+    if (rc != 0)
+        goto out;
     const char *no_rest = transfer_without_rest(&cfg, assistants);
     if (no_rest != NULL) {
         fprintf(stderr,

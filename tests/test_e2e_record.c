@@ -7,7 +7,9 @@
  * the call, both channels correlated after alignment, barge-in-cleared
  * audio absent; a SIGKILL leaves a file playable up to near the kill; a
  * recorder slowed on purpose drops recording frames, never call audio; the
- * post-call report names the file only when the recorder made it.
+ * post-call report names the file only when the recorder made it; an
+ * assistant's "record" decides for its calls, and "record": true without
+ * --record-dir is refused at start and on reload.
  */
 #include <dirent.h>
 #include <opus/opusfile.h>
@@ -688,6 +690,147 @@ TEST_T(the_report_names_the_recording_only_when_the_recorder_made_it, 150)
     ASSERT_NULL(strstr(e + 1, "level=error"));
     ASSERT_NULL(strstr(vblog, "Sanitizer"));
     cJSON_Delete(reps);
+    free(vblog);
+    free(out);
+}
+
+static const char assistants_rec[] =
+    "{\"default\": \"front-desk\",\n"
+    " \"assistants\": {\n"
+    "  \"front-desk\": {\"voice\": \"Kore\"},\n"
+    "  \"quiet\": {\"voice\": \"Charon\", \"record\": false}},\n"
+    " \"numbers\": {\"+18005550124\": \"quiet\"}}\n";
+
+/* Writes the assistants file beside and renames it (a reload never reads
+ * half a file). */
+static const char *rec_assistants(const rig_t *r, const char *text)
+{
+    const char *p = path_in(r, "assistants.json");
+    char tmp[420];
+    snprintf(tmp, sizeof tmp, "%s.tmp", p);
+    write_file(tmp, text);
+    ASSERT_EQ(rename(tmp, p), 0);
+    return p;
+}
+
+TEST_T(with_record_dir_an_assistant_with_record_false_is_not_recorded, 120)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *audio = path_in(&r, "caller.wav");
+    const char *dir = rec_dir(&r);
+    make_sox(audio, "synth 2 sine 300 vol 0.4");
+    const char *file = rec_assistants(&r, assistants_rec);
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(
+        &r,
+        (const char *const[]){"--record-dir", dir, "--assistants", file, NULL},
+        NULL);
+    /* The recorder asks the call's assistant, named in CALL_OPEN: the
+     * number's "quiet" says no, the default records. */
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--to", "+18005550124", NULL});
+    char *out_quiet = sim_wait(&r, &s);
+    sim_start(&r, &s, 1, audio, NULL, NULL);
+    char *out_front = sim_wait(&r, &s);
+    char *m = metrics(&r);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out_quiet, vblog);
+    assert_sim_ok(out_front, vblog);
+    char quiet_sid[64], front_sid[64], path[600];
+    sim_sid(out_quiet, quiet_sid);
+    sim_sid(out_front, front_sid);
+    rec_t rec;
+    memset(&rec, 0, sizeof(rec));
+    rec_find(dir, path, sizeof(path), &rec); /* exactly one file */
+    ASSERT_STR_EQ(rec.sid, front_sid);
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/%s.opus", dir, quiet_sid);
+    ASSERT_NE(stat(path, &st), 0);
+    ASSERT_EQ(msum(m, "vb_recording_files_total", NULL), 1);
+    ASSERT_EQ(msum(m, "vb_recording_errors_total", NULL), 0);
+    free(m);
+    free(vblog);
+    free(out_quiet);
+    free(out_front);
+}
+
+/* voxbridge with `extra` is expected to refuse to start: its log. */
+static char *vb_refuses(rig_t *r, const char *const *extra)
+{
+    char bin[400], listen[64], pub[64];
+    snprintf(bin, sizeof(bin), "%s/voxbridge", proc_build_dir());
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", proc_free_port());
+    snprintf(pub, sizeof(pub), "http://127.0.0.1:%d", 1);
+    const char *argv[32] = {
+        bin, "--listen",         listen,        "--public-url",
+        pub, "--metrics-listen", "127.0.0.1:0", "--no-gemini-startup-check"};
+    int n = 8;
+    for (int i = 0; extra[i] != NULL && n < 31; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    const char *env[] = {"TWILIO_AUTH_TOKEN=" TOKEN, "GEMINI_API_KEY=" API_KEY,
+                         NULL};
+    pid_t pid = proc_spawn(argv, env, r->vb_log);
+    ASSERT_NE(proc_reap(pid, proc_ms(10000)), 0);
+    char *text = proc_read_file(r->vb_log);
+    ASSERT_NOT_NULL(text);
+    return text;
+}
+
+TEST_T(record_true_without_record_dir_is_refused_at_start_and_on_reload, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    /* "quiet" turned into a recording assistant, and its voice changed:
+     * that tells the refused file's set from the one kept. */
+    char asks[sizeof assistants_rec + 16];
+    snprintf(asks, sizeof asks, "%s", assistants_rec);
+    char *p = strstr(asks, "\"record\": false");
+    memcpy(p, "\"record\": true ", 15);
+    p = strstr(asks, "\"Charon\"");
+    memcpy(p, "\"Aoede\" ", 8);
+    const char *file = rec_assistants(&r, asks);
+    char *log =
+        vb_refuses(&r, (const char *const[]){"--assistants", file, NULL});
+    ASSERT_STR_CONTAINS(log, "assistant \"quiet\": record needs --record-dir");
+    free(log);
+
+    /* Started with a file that records nothing, reloaded with one that
+     * asks: refused, the previous set stays. */
+    rec_assistants(&r, assistants_rec);
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r, (const char *const[]){"--assistants", file, NULL}, NULL);
+    rec_assistants(&r, asks);
+    kill(r.vb, SIGHUP);
+    char *text;
+    const char *line =
+        proc_wait_log(r.vb_log,
+                      "msg=\"SIGHUP: assistants file refused, the previous set "
+                      "stays\"",
+                      r.vb, proc_ms(5000), &text);
+    ASSERT_STR_CONTAINS(line, "record needs --record-dir");
+    ASSERT_STR_CONTAINS(line, "quiet");
+    free(text);
+    /* The kept "quiet" answers its number with its old voice. */
+    const char *audio = path_in(&r, "caller.wav");
+    make_sox(audio, "synth 1 sine 300 vol 0.4");
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL,
+              (const char *const[]){"--to", "+18005550124", NULL});
+    char *out = sim_wait(&r, &s);
+    kill(r.vb, SIGTERM);
+    ASSERT_EQ(proc_reap(r.vb, proc_ms(30000)), 0);
+    char *vblog = proc_read_file(r.vb_log);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    char *fake = proc_read_file(r.fake_log);
+    ASSERT_NOT_NULL(fake);
+    ASSERT_STR_CONTAINS(fake, "Charon");
+    ASSERT_NULL(strstr(fake, "Aoede"));
+    free(fake);
     free(vblog);
     free(out);
 }
