@@ -759,7 +759,8 @@ int main(int argc, char **argv)
                 vb_strerror(rc));
         goto out;
     }
-    vb_audio_check_config_t check = {.max_ms = 0};
+    vb_audio_check_config_t check = {
+        .max_body = VB_AUDIO_CHECK_MAX_BODY((size_t)cfg.max_body_bytes)};
     vb_resampler_backend_parse(cfg.resampler, &check.dsp.backend);
     check.dsp.quality = (int)cfg.resampler_quality;
     vb_ingress_opts_t io = {

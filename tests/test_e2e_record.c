@@ -447,6 +447,33 @@ static int post_audio(int port, const char *body, tc_resp_t *resp)
     return st;
 }
 
+/* POSTs `n` bytes of `format` audio (sampleRate `rate`, 0: left out);
+ * expects 200 and returns the parsed answer. */
+static cJSON *post_format(int port, const char *format, int rate,
+                          const uint8_t *p, size_t n)
+{
+    char *a = malloc(vb_b64_encoded_len(n) + 1);
+    ASSERT_NOT_NULL(a);
+    a[vb_b64_encode(a, p, n)] = '\0';
+    char *body = malloc(strlen(a) + 128);
+    ASSERT_NOT_NULL(body);
+    char sr[32] = "";
+    if (rate > 0)
+        snprintf(sr, sizeof(sr), ",\"sampleRate\":%d", rate);
+    sprintf(body, "{\"audioData\":\"%s\",\"format\":\"%s\"%s}", a, format, sr);
+    tc_resp_t resp;
+    int st = post_audio(port, body, &resp);
+    if (st != 200)
+        vb_test_fail(__FILE__, __LINE__, "%s: status %d: %s", format, st,
+                     resp.body ? resp.body : "");
+    cJSON *j = cJSON_Parse(resp.body);
+    ASSERT_NOT_NULL(j);
+    tc_free_resp(&resp);
+    free(body);
+    free(a);
+    return j;
+}
+
 TEST_T(test_audio_on_the_admin_listener_answers_json_with_cors, 90)
 {
     rig_t r;
@@ -524,18 +551,83 @@ TEST_T(test_audio_on_the_admin_listener_answers_json_with_cors, 90)
     tc_free_resp(&resp);
     ASSERT_EQ(post_audio(r.vb_port, body, &resp), 404);
     tc_free_resp(&resp);
-    /* Over --max-body-bytes (64 KiB): refused by the HTTP layer. */
+    /* Over the endpoint's own limit (3/4 of --max-body-bytes, 48 KiB):
+     * 400 with the reason; over --max-body-bytes (64 KiB): refused by the
+     * HTTP layer before it is read, 413. */
     char *huge = malloc(70000 + 64);
     memset(huge, 'A', 70000);
     huge[70000] = '\0';
     char *hb = malloc(70000 + 128);
+    sprintf(hb, "{\"audioData\":\"%.55000s\",\"format\":\"mulaw\"}", huge);
+    ASSERT_EQ(post_audio(r.vb_admin_port, hb, &resp), 400);
+    j = cJSON_Parse(resp.body);
+    ASSERT_NOT_NULL(j);
+    ASSERT_STR_CONTAINS(cJSON_GetStringValue(cJSON_GetObjectItem(j, "error")),
+                        "over this endpoint's limit of 49152");
+    cJSON_Delete(j);
+    ASSERT_TRUE(
+        tc_header(resp.head, "Access-Control-Allow-Origin", v, sizeof(v)));
+    tc_free_resp(&resp);
     sprintf(hb, "{\"audioData\":\"%s\",\"format\":\"mulaw\"}", huge);
     ASSERT_EQ(post_audio(r.vb_admin_port, hb, &resp), 413);
     tc_free_resp(&resp);
     free(hb);
     free(huge);
+    /* The other two formats over HTTP: 1 s of the sine as linear16 at
+     * 16 kHz, and as Ogg/Opus (opusenc from opus-tools). */
+    uint8_t le[32000];
+    for (int i = 0; i < 16000; i++) {
+        int16_t x = (int16_t)(16384 * sin(2 * M_PI * 440 * i / 16000.0));
+        le[2 * i] = (uint8_t)(x & 0xff);
+        le[2 * i + 1] = (uint8_t)((uint16_t)x >> 8);
+    }
+    j = post_format(r.vb_admin_port, "linear16", 16000, le, sizeof(le));
+    in = cJSON_GetObjectItem(j, "input");
+    ASSERT_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(in, "sample_rate")),
+              16000);
+    ASSERT_NEAR(cJSON_GetNumberValue(cJSON_GetObjectItem(in, "duration_ms")),
+                1000, 1);
+    ASSERT_NEAR(cJSON_GetNumberValue(cJSON_GetObjectItem(in, "rms")),
+                0.5 / sqrt(2), 0.02);
+    ASSERT_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(
+                  cJSON_GetObjectItem(j, "inbound"), "samples")),
+              16000);
+    ASSERT_GE(cJSON_GetNumberValue(cJSON_GetObjectItem(
+                  cJSON_GetObjectItem(j, "outbound"), "frames")),
+              50);
+    cJSON_Delete(j);
+    const char *wav = path_in(&r, "sine.wav");
+    const char *ogg = path_in(&r, "sine.opus");
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "sox -n -r 48000 -c 1 -b 16 '%s' synth 1 sine 440 vol 0.5 && "
+             "opusenc --quiet '%s' '%s'",
+             wav, wav, ogg);
+    proc_sh(cmd);
+    FILE *f = fopen(ogg, "rb");
+    ASSERT_NOT_NULL(f);
+    static uint8_t ob[32768];
+    size_t on = fread(ob, 1, sizeof(ob), f);
+    fclose(f);
+    ASSERT_GT(on, 100);
+    ASSERT_LT(on, sizeof(ob));
+    j = post_format(r.vb_admin_port, "opus", 0, ob, on);
+    in = cJSON_GetObjectItem(j, "input");
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(in, "format")),
+                  "opus");
+    ASSERT_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(in, "sample_rate")),
+              48000);
+    ASSERT_NEAR(cJSON_GetNumberValue(cJSON_GetObjectItem(in, "duration_ms")),
+                1000, 30);
+    ASSERT_NEAR(cJSON_GetNumberValue(cJSON_GetObjectItem(in, "rms")),
+                0.5 / sqrt(2), 0.05);
+    ASSERT_GE(cJSON_GetNumberValue(cJSON_GetObjectItem(
+                  cJSON_GetObjectItem(j, "inbound"), "frames")),
+              49);
+    ASSERT_NOT_NULL(cJSON_GetObjectItem(j, "outbound"));
+    cJSON_Delete(j);
     char *m = metrics(&r);
-    ASSERT_GE(msum(m, "vb_http_requests_total", "route=\"test_audio\""), 3);
+    ASSERT_GE(msum(m, "vb_http_requests_total", "route=\"test_audio\""), 6);
     free(m);
     free(body);
     free(a);
