@@ -6,8 +6,9 @@
  * build/vb-fake-gemini and the post-call report goes to
  * build/vb-example-app. Checked: the named assistant answers with its
  * variables substituted (the setup the fake received), the report says
- * outbound-api; the endpoint's 401/400/404/502 answers; and the three
- * answering-machine paths (voicemail, hang-up, human).
+ * outbound-api; the endpoint's 401/400/404/502 answers; the three
+ * answering-machine paths (voicemail, hang-up, human); and vb-sim's
+ * Calls.json refusing what Twilio refuses, with Twilio's error codes.
  */
 #include <cjson/cJSON.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/b64.h"
 #include "tests/e2e.h"
 #include "tests/example_app.h"
 #include "tests/http_client.h"
@@ -387,4 +389,96 @@ TEST_T(machine_detection_takes_the_configured_path, 180)
     ASSERT_NOT_NULL(strstr(log, "answered_by=human"));
     free(log);
     ctx_stop(&c);
+}
+
+/* POST Calls.json to `vb-sim serve` with `form` (Basic auth as the
+ * account when `auth`); returns the status and the parsed answer. */
+static int calls_json(const ctx_t *c, bool auth, const char *form, cJSON **out)
+{
+    char cred[160], b64[256], raw[4096];
+    snprintf(cred, sizeof cred, "%s:%s", ACCOUNT, TOKEN);
+    b64[vb_b64_encode(b64, (const uint8_t *)cred, strlen(cred))] = '\0';
+    snprintf(raw, sizeof(raw),
+             "POST /2010-04-01/Accounts/%s/Calls.json HTTP/1.1\r\nHost: x\r\n"
+             "%s%s%sContent-Type: application/x-www-form-urlencoded\r\n"
+             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+             ACCOUNT, auth ? "Authorization: Basic " : "", auth ? b64 : "",
+             auth ? "\r\n" : "", strlen(form), form);
+    tc_resp_t r;
+    int st = tc_request(c->sim_port, raw, &r, proc_ms(10000));
+    *out = cJSON_Parse(r.body);
+    tc_free_resp(&r);
+    ASSERT_NOT_NULL(*out);
+    return st;
+}
+
+TEST_T(vb_sim_calls_json_refuses_what_twilio_refuses, 60)
+{
+    ctx_t c;
+    memset(&c, 0, sizeof(c));
+    rig_init(&c.r);
+    c.sim_port = proc_free_port();
+    sim_t s;
+    serve_start(&c, &s, 0, (const char *const[]){"--calls", "0", NULL});
+#define TO   "To=%2B14155550111"
+#define FROM "&From=%2B14155550100"
+#define URL  "&Url=http%3A%2F%2F127.0.0.1%3A9%2Fwebhook%2Fvoice"
+    /* Each refusal with Twilio's status, code and a message; nothing is
+     * placed. */
+    static const struct {
+        const char *form;
+        int code;
+        const char *says;
+    } bad[] = {
+        {FROM URL, 21201, "No 'To' number"},
+        {"To=" FROM URL, 21201, "No 'To' number"},
+        {"To=4155550111" FROM URL, 21211, "Invalid 'To' Phone Number"},
+        {"To=%2B1415555011100000000" FROM URL, 21211, "Invalid 'To'"},
+        {"To=sip%3Abob" FROM URL, 21211, "Invalid 'To'"},
+        {TO URL, 21213, "No 'From' number"},
+        {TO "&From=%2B04155550100" URL, 21212, "Invalid From Number"},
+        {TO "&From=%2B1415x" URL, 21212, "Invalid From Number"},
+        {TO FROM, 21205, "Url parameter is required"},
+        {TO FROM "&Url=", 21205, "Url parameter is required"},
+        {TO FROM "&Url=ftp%3A%2F%2Fh%2F", 21205, "Url is not a valid URL"},
+        {TO FROM URL "&StatusCallbackEvent=ringing%20bogus", 21626,
+         "Invalid StatusCallbackEvent: bogus"},
+        {TO FROM URL "&StatusCallbackEvent=answered&StatusCallbackEvent=done",
+         21626, "Invalid StatusCallbackEvent: done"},
+        {TO FROM URL "&MachineDetection=Maybe", 21650,
+         "MachineDetection must be"},
+        {TO FROM URL "&MachineDetection=enable", 21650,
+         "MachineDetection must be"},
+        {TO FROM URL "&MachineDetection=Enable&AsyncAmd=yes", 21651,
+         "AsyncAmd must be true or false"},
+    };
+#undef TO
+#undef FROM
+#undef URL
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cJSON *j;
+        int st = calls_json(&c, true, bad[i].form, &j);
+        int code = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "code"));
+        const char *msg =
+            cJSON_GetStringValue(cJSON_GetObjectItem(j, "message"));
+        if (st != 400 || code != bad[i].code || msg == NULL ||
+            strstr(msg, bad[i].says) == NULL ||
+            (int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "status")) != 400)
+            vb_test_fail(__FILE__, __LINE__,
+                         "%s: %d code %d \"%s\" (want 400 %d \"%s\")",
+                         bad[i].form, st, code, msg ? msg : "", bad[i].code,
+                         bad[i].says);
+        cJSON_Delete(j);
+    }
+    /* Without credentials: 401 (20003), before the body is looked at. */
+    cJSON *j;
+    ASSERT_EQ(calls_json(&c, false, "To=", &j), 401);
+    ASSERT_EQ((int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "code")), 20003);
+    cJSON_Delete(j);
+    kill(s.pid, SIGTERM);
+    ASSERT_EQ(proc_reap(s.pid, proc_ms(10000)), 0);
+    char *out = proc_read_file(s.out);
+    ASSERT_NOT_NULL(out);
+    ASSERT_NULL(strstr(out, "call_sid="));
+    free(out);
 }
