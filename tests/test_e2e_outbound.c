@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/b64.h"
+#include "net/outbound.h"
 #include "tests/e2e.h"
 #include "tests/example_app.h"
 #include "tests/http_client.h"
@@ -481,4 +482,65 @@ TEST_T(vb_sim_calls_json_refuses_what_twilio_refuses, 60)
     ASSERT_NOT_NULL(out);
     ASSERT_NULL(strstr(out, "call_sid="));
     free(out);
+}
+
+/* The outbound parameters in the webhook URL are taken only with their
+ * MAC: the URL voxbridge gave Twilio for a "sales" call, replayed with
+ * one character of `vbo` changed (and so signed by vb-sim as Twilio
+ * would sign any URL it is given), is answered by the number's assistant,
+ * not by the one written in, and without its variables. */
+TEST_T(a_tampered_outbound_parameter_gets_the_numbers_assistant, 120)
+{
+    ctx_t c;
+    ctx_start(&c);
+    sim_t s;
+    serve_start(
+        &c, &s, 0,
+        (const char *const[]){"--calls", "1", "--hangup-after", "2", NULL});
+    tc_resp_t r;
+    ASSERT_EQ(post_calls(&c, c.r.vb_admin_port, "Bearer " ADMIN,
+                         "{\"to\": \"+14155550111\", \"from\": "
+                         "\"+14155550100\", \"assistant\": \"sales\", "
+                         "\"variables\": {\"name\": \"Ann\", \"order\": "
+                         "\"A-42\"}}",
+                         &r),
+              201);
+    tc_free_resp(&r);
+    char *out = sim_wait(&c.r, &s);
+    ASSERT_EQ(count_setups(&c.r, sales_prompt), 1);
+    /* The voice webhook's URL, as vb-sim (-v) posted it. */
+    const char *p = strstr(out, "/webhook/voice?");
+    ASSERT_NOT_NULL(p);
+    while (p > out && p[-1] != ' ')
+        p--;
+    char url[2048];
+    snprintf(url, sizeof url, "%.*s", (int)strcspn(p, " \r\n"), p);
+    ASSERT_EQ(strncmp(url, "http://", 7), 0);
+    free(out);
+    char *v = strstr(url, "?" VB_OUTBOUND_PARAM "=");
+    ASSERT_NOT_NULL(v);
+    ASSERT_NOT_NULL(strstr(url, "&" VB_OUTBOUND_MAC_PARAM "="));
+    v += strlen("?" VB_OUTBOUND_PARAM "=") + 2;
+    *v = *v == 'A' ? 'B' : 'A';
+
+    const char *audio = path_in(&c.r, "caller.wav");
+    make_sox(audio, "synth 2 sine 300 vol 0.3");
+    sim_start(&c.r, &s, 1, audio, NULL,
+              (const char *const[]){"--webhook", url, "--tail", "1", NULL});
+    out = sim_wait(&c.r, &s);
+    char got[64];
+    sfield(out, "result", got, sizeof got);
+    ASSERT_STR_EQ(got, "ok");
+    /* The default ("desk") answered; "sales" was not set up again. */
+    ASSERT_EQ(count_setups(&c.r, "You are the front desk."), 1);
+    ASSERT_EQ(count_setups(&c.r, sales_prompt), 1);
+    char *log = proc_read_file(c.r.vb_log);
+    ASSERT_NOT_NULL(log);
+    const char *w = strstr(log, "msg=\"outbound call parameters refused: "
+                                "the number's assistant answers\"");
+    ASSERT_NOT_NULL(w);
+    ASSERT_STR_CONTAINS(w, "err=EAUTH");
+    free(log);
+    free(out);
+    ctx_stop(&c);
 }
