@@ -6,8 +6,10 @@
  * build/vb-fake-gemini and the post-call report goes to
  * build/vb-example-app. Checked: the named assistant answers with its
  * variables substituted (the setup the fake received), the report says
- * outbound-api; the endpoint's 401/400/404/502 answers; the three
- * answering-machine paths (voicemail, hang-up, human); and vb-sim's
+ * outbound-api; the endpoint's 401/400/404/502 answers; the
+ * answering-machine paths (voicemail, hang-up, human, a fax, an early
+ * machine_start); a tampered vbo answered by the number's assistant; and
+ * vb-sim's
  * Calls.json refusing what Twilio refuses, with Twilio's error codes.
  */
 #include <cjson/cJSON.h>
@@ -542,5 +544,49 @@ TEST_T(a_tampered_outbound_parameter_gets_the_numbers_assistant, 120)
     ASSERT_STR_CONTAINS(w, "err=EAUTH");
     free(log);
     free(out);
+    ctx_stop(&c);
+}
+
+/* The rest of the answering-machine table (docs/outbound.md): a fax is
+ * hung up on even when the call asked for the voicemail, and a first
+ * verdict of machine_start in voicemail mode leaves the voicemail at once
+ * (DetectMessageEnd normally waits for the beep; voxbridge does not wait
+ * for a second verdict). */
+TEST_T(machine_detection_fax_hangs_up_and_machine_start_leaves_voicemail, 150)
+{
+    ctx_t c;
+    ctx_start(&c);
+    char sid_fax[64], sid_start[64], got[128];
+    char *out = amd_call(&c, 0, "voicemail", "fax", sid_fax, sizeof sid_fax);
+    sfield(out, "ended_by", got, sizeof got);
+    ASSERT_STR_EQ(got, "rest");
+    sfield(out, "twiml_replaced", got, sizeof got);
+    ASSERT_STR_EQ(got, "0");
+    ASSERT_EQ(field(out, "says_after_stream"), 0);
+    ASSERT_NULL(strstr(out, "Sorry we missed you"));
+    free(out);
+    out = amd_call(&c, 1, "voicemail", "machine_start", sid_start,
+                   sizeof sid_start);
+    sfield(out, "twiml_replaced", got, sizeof got);
+    ASSERT_STR_EQ(got, "1");
+    ASSERT_NOT_NULL(strstr(out, "said=\"Sorry we missed you, please call "
+                                "back.\""));
+    ASSERT_LT(field(out, "duration_s"), 4);
+    free(out);
+    /* Each logged with its CallSid and verdict, on one line. */
+    char *log = proc_read_file(c.r.vb_log);
+    ASSERT_NOT_NULL(log);
+    char line[1024];
+    const char *l = strstr(log, "msg=\"machine: hanging up\"");
+    ASSERT_NOT_NULL(l);
+    snprintf(line, sizeof line, "%.*s", (int)strcspn(l, "\n"), l);
+    ASSERT_STR_CONTAINS(line, "answered_by=fax");
+    ASSERT_STR_CONTAINS(line, sid_fax);
+    l = strstr(log, "msg=\"machine: leaving the voicemail\"");
+    ASSERT_NOT_NULL(l);
+    snprintf(line, sizeof line, "%.*s", (int)strcspn(l, "\n"), l);
+    ASSERT_STR_CONTAINS(line, "answered_by=machine_start");
+    ASSERT_STR_CONTAINS(line, sid_start);
+    free(log);
     ctx_stop(&c);
 }
