@@ -251,7 +251,6 @@ void vb_gemini_options_from_config(vb_gemini_options_t *o, const vb_config_t *c)
 {
     memset(o, 0, sizeof(*o));
     o->max_calls = (uint32_t)c->max_calls;
-    o->record_dir = c->record_dir;
     o->url = c->gemini_url;
     o->api_key = c->gemini_api_key;
     o->ca_file = c->gemini_ca_file;
@@ -1075,16 +1074,11 @@ static void report_finish(vb_gemini_stage_t *s, call_t *call,
     tr_flush(s, call, false);
     report_tools(call);
     call->rep->failure = call->fail;
-    /* Recorded as the recorder decides (core/main.c record_wanted): the
-     * call's assistant's "record", on by default with --record-dir. */
-    const char *rd = s->o->record_dir;
-    bool rec = rd != NULL && *rd != '\0' &&
-               (s->cfg.assistants != NULL
-                    ? vb_assistant_store_records(s->cfg.assistants,
-                                                 call->rep->assistant)
-                    : true);
-    if (!rec || vb_recorder_path(rd, call->sid, call->rep->recording,
-                                 sizeof call->rep->recording) != 0)
+    /* Named only when the recorder opened the file: not when its
+     * assistant does not record, the file existed or could not be made. */
+    if (vb_recorder_file(s->cfg.recorder, call->id, call->sid,
+                         call->rep->recording,
+                         sizeof call->rep->recording) != 0)
         call->rep->recording[0] = '\0';
     size_t len = 0;
     char *json = vb_report_render(call->rep, cl, why, vb_clock_now_ns(), &len);

@@ -148,9 +148,6 @@ typedef struct vb_gemini_options {
     /* Post-call reports go here (ai/events.h); NULL: none are made.
      * Borrowed: outlives the stage. */
     struct vb_events *events;
-    /* --record-dir ("": calls are not recorded): the report names the
-     * file of a call whose assistant records (dsp/recorder.h). */
-    const char *record_dir;
 } vb_gemini_options_t;
 
 /* Liveness limits that are not settings. */
@@ -180,6 +177,10 @@ typedef struct vb_gemini_stage_config {
      * Without it, and for a PREPARE without a context, the options above
      * make the setup. */
     vb_assistant_store_t *assistants;
+    /* The lane's recorder (borrowed, may be NULL: --record-dir unset):
+     * the report names a call's file when the recorder opened it
+     * (dsp/recorder.h vb_recorder_file). */
+    const struct vb_recorder *recorder;
 } vb_gemini_stage_config_t;
 
 typedef struct vb_gemini_stage vb_gemini_stage_t;

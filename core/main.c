@@ -160,39 +160,6 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
         rc = vb_lane_chans_init(&l->ch, vb_lane_audio_slots(share), metrics);
         if (rc != 0)
             return rc;
-        vb_gemini_stage_config_t gc;
-        memset(&gc, 0, sizeof(gc));
-        vb_gemini_options_from_config(&gc.opt, cfg);
-        gc.opt.lane = (int)i;
-        gc.opt.max_calls = max_calls;
-        gc.opt.on_verdict = gemini_verdict;
-        gc.opt.verdict_ud = ls;
-        gc.opt.events = ls->events;
-        gc.prepare = &l->ch.prepare;
-        gc.in = &l->ch.dsp_to_gm;
-        gc.out = &l->ch.gm_to_dsp;
-        gc.metrics = metrics;
-        gc.assistants = ls->assistants;
-        if ((rc = vb_gemini_stage_create(&l->gm, &gc)) != 0) {
-            vb_log_error(NULL, "cannot create the gemini stage",
-                         "lane=%u err=%s", i, vb_err_name(rc));
-            return rc;
-        }
-        vb_dsp_stage_config_t dc = {
-            .lane = (int)i,
-            .max_calls = max_calls,
-            .dsp = {backend, (int)cfg->resampler_quality},
-            .in_from_twilio = &l->ch.tw_to_dsp,
-            .in_to_gemini = &l->ch.dsp_to_gm,
-            .out_from_gemini = &l->ch.gm_to_dsp,
-            .out_to_twilio = &l->ch.dsp_to_tw,
-            .metrics = metrics,
-        };
-        if ((rc = vb_dsp_stage_create(&l->dsp, &dc)) != 0) {
-            vb_log_error(NULL, "cannot create the dsp stage", "lane=%u err=%s",
-                         i, vb_err_name(rc));
-            return rc;
-        }
         if (*cfg->record_dir) {
             uint32_t slots = 1024;
             while (slots < 16 * share && slots < 16384)
@@ -217,6 +184,40 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
                              "lane=%u err=%s", i, vb_err_name(rc));
                 return rc;
             }
+        }
+        vb_gemini_stage_config_t gc;
+        memset(&gc, 0, sizeof(gc));
+        vb_gemini_options_from_config(&gc.opt, cfg);
+        gc.opt.lane = (int)i;
+        gc.opt.max_calls = max_calls;
+        gc.opt.on_verdict = gemini_verdict;
+        gc.opt.verdict_ud = ls;
+        gc.opt.events = ls->events;
+        gc.prepare = &l->ch.prepare;
+        gc.in = &l->ch.dsp_to_gm;
+        gc.out = &l->ch.gm_to_dsp;
+        gc.metrics = metrics;
+        gc.assistants = ls->assistants;
+        gc.recorder = l->rec;
+        if ((rc = vb_gemini_stage_create(&l->gm, &gc)) != 0) {
+            vb_log_error(NULL, "cannot create the gemini stage",
+                         "lane=%u err=%s", i, vb_err_name(rc));
+            return rc;
+        }
+        vb_dsp_stage_config_t dc = {
+            .lane = (int)i,
+            .max_calls = max_calls,
+            .dsp = {backend, (int)cfg->resampler_quality},
+            .in_from_twilio = &l->ch.tw_to_dsp,
+            .in_to_gemini = &l->ch.dsp_to_gm,
+            .out_from_gemini = &l->ch.gm_to_dsp,
+            .out_to_twilio = &l->ch.dsp_to_tw,
+            .metrics = metrics,
+        };
+        if ((rc = vb_dsp_stage_create(&l->dsp, &dc)) != 0) {
+            vb_log_error(NULL, "cannot create the dsp stage", "lane=%u err=%s",
+                         i, vb_err_name(rc));
+            return rc;
         }
         vb_twilio_stream_config_t tc = {
             .lane = (int)i,
@@ -358,6 +359,22 @@ static const char *transfer_without_rest(const vb_config_t *cfg,
     return found;
 }
 
+/* "record": true needs --record-dir (without it there is no recorder):
+ * the first assistant of `set` that asks for it when it is not set, else
+ * NULL. */
+static const char *record_without_dir(const vb_config_t *cfg,
+                                      vb_assistants_t *set)
+{
+    if (*cfg->record_dir)
+        return NULL;
+    for (size_t i = 0; i < vb_assistants_count(set); i++) {
+        const vb_assistant_t *a = vb_assistants_at(set, i);
+        if (a != NULL && a->record)
+            return a->name;
+    }
+    return NULL;
+}
+
 /* SIGHUP: the --assistants file again; live calls keep theirs, a bad file
  * leaves the current set. */
 static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g,
@@ -365,7 +382,21 @@ static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g,
 {
     char err[512];
     size_t n = 0;
+    vb_assistants_t *prev = vb_assistant_store_get(st);
     int rc = vb_assistant_store_reload(st, &n, err, sizeof err);
+    vb_assistants_t *next = rc == 0 ? vb_assistant_store_get(st) : NULL;
+    const char *no_dir = next != NULL ? record_without_dir(cfg, next) : NULL;
+    if (no_dir != NULL) {
+        /* The store has swapped already: put the previous set back. A
+         * webhook answered in between takes the new one; without a
+         * recorder its call is simply not recorded. */
+        snprintf(err, sizeof err, "assistant \"%s\": record needs --record-dir",
+                 no_dir);
+        vb_assistant_store_swap(st, prev);
+        rc = VB_ECONFIG;
+    }
+    vb_assistants_unref(next);
+    vb_assistants_unref(prev);
     long long calls = (long long)vb_ingress_calls_active(g);
     const char *no_rest = rc == 0 ? transfer_without_rest(cfg, st) : NULL;
     if (no_rest != NULL)
@@ -414,18 +445,16 @@ static int startup_prepare(const vb_config_t *cfg, vb_metrics_t *metrics,
         snprintf(why, whysz, "assistants: %s", err);
         return rc;
     }
-    if (*cfg->record_dir == '\0') {
-        vb_assistants_t *rs = vb_assistant_store_get(st->assistants);
-        for (size_t i = 0; i < vb_assistants_count(rs); i++) {
-            const vb_assistant_t *a = vb_assistants_at(rs, i);
-            if (a != NULL && a->record)
-                vb_log_warn(NULL,
-                            "assistant asks for recording but --record-dir "
-                            "is not set: its calls are not recorded",
-                            "assistant=%s", a->name);
-        }
-        vb_assistants_unref(rs);
-    }
+    vb_assistants_t *rs = vb_assistant_store_get(st->assistants);
+    const char *no_dir = record_without_dir(cfg, rs);
+    if (no_dir != NULL)
+        snprintf(why, whysz,
+                 "assistants: assistant \"%s\": record needs "
+                 "--record-dir",
+                 no_dir);
+    vb_assistants_unref(rs);
+    if (no_dir != NULL)
+        return VB_ECONFIG;
     const char *no_rest = transfer_without_rest(cfg, st->assistants);
     if (no_rest != NULL) {
         snprintf(why, whysz,
@@ -853,7 +882,8 @@ int main(int argc, char **argv)
                 vb_strerror(rc));
         goto out;
     }
-    vb_audio_check_config_t check = {.max_ms = 0};
+    vb_audio_check_config_t check = {
+        .max_body = VB_AUDIO_CHECK_MAX_BODY((size_t)cfg.max_body_bytes)};
     vb_resampler_backend_parse(cfg.resampler, &check.dsp.backend);
     check.dsp.quality = (int)cfg.resampler_quality;
     vb_ingress_opts_t io = {

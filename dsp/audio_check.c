@@ -334,6 +334,13 @@ int vb_audio_check_run(const vb_audio_check_config_t *cfg, const char *body,
 {
     uint32_t max_ms = cfg->max_ms ? cfg->max_ms : VB_AUDIO_CHECK_MAX_MS;
     char why[160];
+    if (cfg->max_body > 0 && len > cfg->max_body) {
+        snprintf(why, sizeof why,
+                 "body: %zu bytes, over this endpoint's limit of %zu "
+                 "(3/4 of --max-body-bytes)",
+                 len, cfg->max_body);
+        return bad(why, json, json_len);
+    }
     cJSON *req = cJSON_ParseWithLength(body, len);
     if (req == NULL || !cJSON_IsObject(req)) {
         cJSON_Delete(req);

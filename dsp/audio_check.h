@@ -29,9 +29,11 @@
  * Bad input is a 400 with {"error": reason}: not JSON, a missing or
  * non-base64 audioData, an unknown format, a refused sampleRate, an odd
  * linear16 length, an Ogg stream that is not Opus, corrupt or truncated,
- * no audio, or more than max_ms of it. The body itself is bounded by
- * --max-body-bytes (413). Runs on the caller's thread (the ingress loop):
- * VB_AUDIO_CHECK_MAX_MS of audio takes a few ms to process (docs).
+ * no audio, more than max_ms of it, or a body over max_body bytes (the
+ * endpoint's own limit: 3/4 of --max-body-bytes, VB_AUDIO_CHECK_MAX_BODY,
+ * so a body the server read whole gets a reason; the HTTP layer answers
+ * 413 beyond --max-body-bytes). Runs on the caller's thread (the ingress
+ * loop): VB_AUDIO_CHECK_MAX_MS of audio takes a few ms to process (docs).
  */
 #ifndef VB_DSP_AUDIO_CHECK_H
 #define VB_DSP_AUDIO_CHECK_H
@@ -43,9 +45,13 @@
 
 #define VB_AUDIO_CHECK_MAX_MS 30000u /* audio per request, at most */
 
+/* The endpoint's body limit for an HTTP body cap of `http_max` bytes. */
+#define VB_AUDIO_CHECK_MAX_BODY(http_max) ((http_max) - (http_max) / 4)
+
 typedef struct vb_audio_check_config {
     vb_dsp_config_t dsp; /* the calls' resampler backend and quality */
     uint32_t max_ms;     /* 0 = VB_AUDIO_CHECK_MAX_MS */
+    size_t max_body;     /* longer bodies get 400; 0 = no limit of its own */
 } vb_audio_check_config_t;
 
 /* Handles one request body. Returns the HTTP status (200, 400, or 500 when

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,9 @@ struct vb_recorder {
     vb_chan_t chan;
     vb_stage_t st;
     rcall_t *calls;
+    /* Per call slot: the generation + 1 of the last call whose file this
+     * thread opened (0: none yet), read by vb_recorder_file(). */
+    _Atomic uint64_t *opened;
     vb_metric_t m_bytes, m_files, m_active, m_err[E_COUNT];
 };
 
@@ -77,6 +81,19 @@ int vb_recorder_path(const char *dir, const char *call_sid, char *out, size_t n)
     if (k < 0 || (size_t)k >= n)
         return VB_EINVAL;
     return 0;
+}
+
+int vb_recorder_file(const vb_recorder_t *r, vb_call_id_t call,
+                     const char *call_sid, char *out, size_t n)
+{
+    if (r == NULL || call.slot >= r->cfg.max_calls)
+        return VB_ENOENT;
+    /* Acquire: pairs with the release store in call_open() once the file
+     * exists with its header pages. */
+    if (atomic_load_explicit(&r->opened[call.slot], memory_order_acquire) !=
+        (uint64_t)call.gen + 1)
+        return VB_ENOENT;
+    return vb_recorder_path(r->dir, call_sid, out, n);
 }
 
 /* ---- the file ---- */
@@ -304,6 +321,9 @@ static void call_open(vb_recorder_t *r, const vb_msg_t *m)
         goto fail;
     }
     count(r, r->m_files, 1);
+    /* Release: pairs with the acquire load in vb_recorder_file(). */
+    atomic_store_explicit(&r->opened[m->call.slot], (uint64_t)m->call.gen + 1,
+                          memory_order_release);
     if (r->st.shard != NULL)
         vb_metrics_gauge_add(r->st.shard, r->m_active, 1);
     vb_log_info(c->sid, "recording started", "path=%s lane=%d", c->path,
@@ -484,8 +504,9 @@ int vb_recorder_create(vb_recorder_t **out, const vb_recorder_config_t *cfg)
         r->cfg.bitrate = 32000;
     r->dir = strdup(cfg->dir);
     r->calls = calloc(cfg->max_calls, sizeof(rcall_t));
+    r->opened = calloc(cfg->max_calls, sizeof(*r->opened));
     int rc = VB_ENOMEM;
-    if (r->dir == NULL || r->calls == NULL)
+    if (r->dir == NULL || r->calls == NULL || r->opened == NULL)
         goto fail;
     for (uint32_t i = 0; i < cfg->max_calls; i++) {
         r->calls[i].fd = -1;
@@ -510,6 +531,7 @@ int vb_recorder_create(vb_recorder_t **out, const vb_recorder_config_t *cfg)
 fail:
     vb_stage_destroy(&r->st);
     vb_chan_destroy(&r->chan);
+    free(r->opened);
     free(r->calls);
     free(r->dir);
     free(r);
@@ -541,6 +563,7 @@ void vb_recorder_destroy(vb_recorder_t *r)
         if (r->calls[i].used)
             call_free(&r->calls[i]);
     vb_chan_destroy(&r->chan);
+    free(r->opened);
     free(r->calls);
     free(r->dir);
     free(r);

@@ -103,4 +103,13 @@ void vb_recorder_destroy(vb_recorder_t *r);
 int vb_recorder_path(const char *dir, const char *call_sid, char *out,
                      size_t n);
 
+/* The file of `call` (CallSid `call_sid`) when this recorder opened it:
+ * its path in `out` and 0. VB_ENOENT when it did not (not recorded: its
+ * assistant says so, the file existed or could not be created, an
+ * unusable CallSid; `r` NULL), or has not taken the call's CALL_OPEN yet;
+ * VB_EINVAL as vb_recorder_path(). One atomic load: any thread, off the
+ * audio path (the post-call report asks it at the call's end). */
+int vb_recorder_file(const vb_recorder_t *r, vb_call_id_t call,
+                     const char *call_sid, char *out, size_t n);
+
 #endif

@@ -1924,7 +1924,8 @@ static void route_system(vb_ingress_t *g, const vb_http_req_t *req,
 }
 
 /* POST /test/audio: the audio through the calls' DSP path, here on the
- * ingress loop; bounded by --max-body-bytes and VB_AUDIO_CHECK_MAX_MS. */
+ * ingress loop; bounded by VB_AUDIO_CHECK_MAX_BODY (400 with a reason,
+ * dsp/audio_check.h), --max-body-bytes (413) and VB_AUDIO_CHECK_MAX_MS. */
 static void route_audio(vb_ingress_t *g, const vb_http_req_t *req,
                         vb_http_resp_t *resp)
 {

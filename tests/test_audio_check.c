@@ -2,7 +2,8 @@
 /*
  * dsp/audio_check (POST /test/audio): each format through the calls' DSP
  * path with levels checked against a known sine, and each bad input's 400.
- * Ogg/Opus uploads are made here with libopusenc.
+ * Ogg/Opus uploads are made here with libopusenc; the endpoint's own body
+ * limit.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -17,7 +18,7 @@
 #include "tests/test.h"
 
 static const vb_audio_check_config_t CFG = {
-    {VB_RESAMPLER_SPEEXDSP, VB_RESAMPLER_QUALITY_DEFAULT}, 0};
+    {VB_RESAMPLER_SPEEXDSP, VB_RESAMPLER_QUALITY_DEFAULT}, 0, 0};
 
 static char *b64(const uint8_t *p, size_t n)
 {
@@ -302,4 +303,22 @@ TEST(each_bad_input_gets_a_400_with_its_reason)
     free(body);
     free(b);
     free(m.p);
+    /* Over the endpoint's body limit: a 400 with the reason, before the
+     * JSON is even parsed; at the limit it is taken. */
+    vb_audio_check_config_t tight = CFG;
+    tight.max_body = VB_AUDIO_CHECK_MAX_BODY(4096);
+    ASSERT_EQ(tight.max_body, 3072);
+    body = malloc(4096);
+    memset(body, ' ', 4095);
+    body[4095] = '\0';
+    const char *small_req = "{\"audioData\":\"/w==\",\"format\":\"mulaw\"}";
+    memcpy(body, small_req, strlen(small_req));
+    body[3072] = '\0';
+    ASSERT_EQ(run(&tight, body, &a), 200);
+    cJSON_Delete(a);
+    body[3072] = ' ';
+    body[3073] = '\0';
+    refused(run(&tight, body, &a), &a,
+            "body: 3073 bytes, over this endpoint's limit of 3072");
+    free(body);
 }

@@ -6,8 +6,11 @@
  * build/vb-fake-gemini and the post-call report goes to
  * build/vb-example-app. Checked: the named assistant answers with its
  * variables substituted (the setup the fake received), the report says
- * outbound-api; the endpoint's 401/400/404/502 answers; and the three
- * answering-machine paths (voicemail, hang-up, human).
+ * outbound-api; the endpoint's 401/400/404/502 answers; the
+ * answering-machine paths (voicemail, hang-up, human, a fax, an early
+ * machine_start); a tampered vbo answered by the number's assistant; and
+ * vb-sim's
+ * Calls.json refusing what Twilio refuses, with Twilio's error codes.
  */
 #include <cjson/cJSON.h>
 #include <signal.h>
@@ -15,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/b64.h"
+#include "net/outbound.h"
 #include "tests/e2e.h"
 #include "tests/example_app.h"
 #include "tests/http_client.h"
@@ -385,6 +390,203 @@ TEST_T(machine_detection_takes_the_configured_path, 180)
     ASSERT_NOT_NULL(strstr(log, "machine: leaving the voicemail"));
     ASSERT_NOT_NULL(strstr(log, "machine: hanging up"));
     ASSERT_NOT_NULL(strstr(log, "answered_by=human"));
+    free(log);
+    ctx_stop(&c);
+}
+
+/* POST Calls.json to `vb-sim serve` with `form` (Basic auth as the
+ * account when `auth`); returns the status and the parsed answer. */
+static int calls_json(const ctx_t *c, bool auth, const char *form, cJSON **out)
+{
+    char cred[160], b64[256], raw[4096];
+    snprintf(cred, sizeof cred, "%s:%s", ACCOUNT, TOKEN);
+    b64[vb_b64_encode(b64, (const uint8_t *)cred, strlen(cred))] = '\0';
+    snprintf(raw, sizeof(raw),
+             "POST /2010-04-01/Accounts/%s/Calls.json HTTP/1.1\r\nHost: x\r\n"
+             "%s%s%sContent-Type: application/x-www-form-urlencoded\r\n"
+             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+             ACCOUNT, auth ? "Authorization: Basic " : "", auth ? b64 : "",
+             auth ? "\r\n" : "", strlen(form), form);
+    tc_resp_t r;
+    int st = tc_request(c->sim_port, raw, &r, proc_ms(10000));
+    *out = cJSON_Parse(r.body);
+    tc_free_resp(&r);
+    ASSERT_NOT_NULL(*out);
+    return st;
+}
+
+TEST_T(vb_sim_calls_json_refuses_what_twilio_refuses, 60)
+{
+    ctx_t c;
+    memset(&c, 0, sizeof(c));
+    rig_init(&c.r);
+    c.sim_port = proc_free_port();
+    sim_t s;
+    serve_start(&c, &s, 0, (const char *const[]){"--calls", "0", NULL});
+#define TO   "To=%2B14155550111"
+#define FROM "&From=%2B14155550100"
+#define URL  "&Url=http%3A%2F%2F127.0.0.1%3A9%2Fwebhook%2Fvoice"
+    /* Each refusal with Twilio's status, code and a message; nothing is
+     * placed. */
+    static const struct {
+        const char *form;
+        int code;
+        const char *says;
+    } bad[] = {
+        {FROM URL, 21201, "No 'To' number"},
+        {"To=" FROM URL, 21201, "No 'To' number"},
+        {"To=4155550111" FROM URL, 21211, "Invalid 'To' Phone Number"},
+        {"To=%2B1415555011100000000" FROM URL, 21211, "Invalid 'To'"},
+        {"To=sip%3Abob" FROM URL, 21211, "Invalid 'To'"},
+        {TO URL, 21213, "No 'From' number"},
+        {TO "&From=%2B04155550100" URL, 21212, "Invalid From Number"},
+        {TO "&From=%2B1415x" URL, 21212, "Invalid From Number"},
+        {TO FROM, 21205, "Url parameter is required"},
+        {TO FROM "&Url=", 21205, "Url parameter is required"},
+        {TO FROM "&Url=ftp%3A%2F%2Fh%2F", 21205, "Url is not a valid URL"},
+        {TO FROM URL "&StatusCallbackEvent=ringing%20bogus", 21626,
+         "Invalid StatusCallbackEvent: bogus"},
+        {TO FROM URL "&StatusCallbackEvent=answered&StatusCallbackEvent=done",
+         21626, "Invalid StatusCallbackEvent: done"},
+        {TO FROM URL "&MachineDetection=Maybe", 21650,
+         "MachineDetection must be"},
+        {TO FROM URL "&MachineDetection=enable", 21650,
+         "MachineDetection must be"},
+        {TO FROM URL "&MachineDetection=Enable&AsyncAmd=yes", 21651,
+         "AsyncAmd must be true or false"},
+    };
+#undef TO
+#undef FROM
+#undef URL
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cJSON *j;
+        int st = calls_json(&c, true, bad[i].form, &j);
+        int code = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "code"));
+        const char *msg =
+            cJSON_GetStringValue(cJSON_GetObjectItem(j, "message"));
+        if (st != 400 || code != bad[i].code || msg == NULL ||
+            strstr(msg, bad[i].says) == NULL ||
+            (int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "status")) != 400)
+            vb_test_fail(__FILE__, __LINE__,
+                         "%s: %d code %d \"%s\" (want 400 %d \"%s\")",
+                         bad[i].form, st, code, msg ? msg : "", bad[i].code,
+                         bad[i].says);
+        cJSON_Delete(j);
+    }
+    /* Without credentials: 401 (20003), before the body is looked at. */
+    cJSON *j;
+    ASSERT_EQ(calls_json(&c, false, "To=", &j), 401);
+    ASSERT_EQ((int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "code")), 20003);
+    cJSON_Delete(j);
+    kill(s.pid, SIGTERM);
+    ASSERT_EQ(proc_reap(s.pid, proc_ms(10000)), 0);
+    char *out = proc_read_file(s.out);
+    ASSERT_NOT_NULL(out);
+    ASSERT_NULL(strstr(out, "call_sid="));
+    free(out);
+}
+
+/* The outbound parameters in the webhook URL are taken only with their
+ * MAC: the URL voxbridge gave Twilio for a "sales" call, replayed with
+ * one character of `vbo` changed (and so signed by vb-sim as Twilio
+ * would sign any URL it is given), is answered by the number's assistant,
+ * not by the one written in, and without its variables. */
+TEST_T(a_tampered_outbound_parameter_gets_the_numbers_assistant, 120)
+{
+    ctx_t c;
+    ctx_start(&c);
+    sim_t s;
+    serve_start(
+        &c, &s, 0,
+        (const char *const[]){"--calls", "1", "--hangup-after", "2", NULL});
+    tc_resp_t r;
+    ASSERT_EQ(post_calls(&c, c.r.vb_admin_port, "Bearer " ADMIN,
+                         "{\"to\": \"+14155550111\", \"from\": "
+                         "\"+14155550100\", \"assistant\": \"sales\", "
+                         "\"variables\": {\"name\": \"Ann\", \"order\": "
+                         "\"A-42\"}}",
+                         &r),
+              201);
+    tc_free_resp(&r);
+    char *out = sim_wait(&c.r, &s);
+    ASSERT_EQ(count_setups(&c.r, sales_prompt), 1);
+    /* The voice webhook's URL, as vb-sim (-v) posted it. */
+    const char *p = strstr(out, "/webhook/voice?");
+    ASSERT_NOT_NULL(p);
+    while (p > out && p[-1] != ' ')
+        p--;
+    char url[2048];
+    snprintf(url, sizeof url, "%.*s", (int)strcspn(p, " \r\n"), p);
+    ASSERT_EQ(strncmp(url, "http://", 7), 0);
+    free(out);
+    char *v = strstr(url, "?" VB_OUTBOUND_PARAM "=");
+    ASSERT_NOT_NULL(v);
+    ASSERT_NOT_NULL(strstr(url, "&" VB_OUTBOUND_MAC_PARAM "="));
+    v += strlen("?" VB_OUTBOUND_PARAM "=") + 2;
+    *v = *v == 'A' ? 'B' : 'A';
+
+    const char *audio = path_in(&c.r, "caller.wav");
+    make_sox(audio, "synth 2 sine 300 vol 0.3");
+    sim_start(&c.r, &s, 1, audio, NULL,
+              (const char *const[]){"--webhook", url, "--tail", "1", NULL});
+    out = sim_wait(&c.r, &s);
+    char got[64];
+    sfield(out, "result", got, sizeof got);
+    ASSERT_STR_EQ(got, "ok");
+    /* The default ("desk") answered; "sales" was not set up again. */
+    ASSERT_EQ(count_setups(&c.r, "You are the front desk."), 1);
+    ASSERT_EQ(count_setups(&c.r, sales_prompt), 1);
+    char *log = proc_read_file(c.r.vb_log);
+    ASSERT_NOT_NULL(log);
+    const char *w = strstr(log, "msg=\"outbound call parameters refused: "
+                                "the number's assistant answers\"");
+    ASSERT_NOT_NULL(w);
+    ASSERT_STR_CONTAINS(w, "err=EAUTH");
+    free(log);
+    free(out);
+    ctx_stop(&c);
+}
+
+/* The rest of the answering-machine table (docs/outbound.md): a fax is
+ * hung up on even when the call asked for the voicemail, and a first
+ * verdict of machine_start in voicemail mode leaves the voicemail at once
+ * (DetectMessageEnd normally waits for the beep; voxbridge does not wait
+ * for a second verdict). */
+TEST_T(machine_detection_fax_hangs_up_and_machine_start_leaves_voicemail, 150)
+{
+    ctx_t c;
+    ctx_start(&c);
+    char sid_fax[64], sid_start[64], got[128];
+    char *out = amd_call(&c, 0, "voicemail", "fax", sid_fax, sizeof sid_fax);
+    sfield(out, "ended_by", got, sizeof got);
+    ASSERT_STR_EQ(got, "rest");
+    sfield(out, "twiml_replaced", got, sizeof got);
+    ASSERT_STR_EQ(got, "0");
+    ASSERT_EQ(field(out, "says_after_stream"), 0);
+    ASSERT_NULL(strstr(out, "Sorry we missed you"));
+    free(out);
+    out = amd_call(&c, 1, "voicemail", "machine_start", sid_start,
+                   sizeof sid_start);
+    sfield(out, "twiml_replaced", got, sizeof got);
+    ASSERT_STR_EQ(got, "1");
+    ASSERT_NOT_NULL(strstr(out, "said=\"Sorry we missed you, please call "
+                                "back.\""));
+    ASSERT_LT(field(out, "duration_s"), 4);
+    free(out);
+    /* Each logged with its CallSid and verdict, on one line. */
+    char *log = proc_read_file(c.r.vb_log);
+    ASSERT_NOT_NULL(log);
+    char line[1024];
+    const char *l = strstr(log, "msg=\"machine: hanging up\"");
+    ASSERT_NOT_NULL(l);
+    snprintf(line, sizeof line, "%.*s", (int)strcspn(l, "\n"), l);
+    ASSERT_STR_CONTAINS(line, "answered_by=fax");
+    ASSERT_STR_CONTAINS(line, sid_fax);
+    l = strstr(log, "msg=\"machine: leaving the voicemail\"");
+    ASSERT_NOT_NULL(l);
+    snprintf(line, sizeof line, "%.*s", (int)strcspn(l, "\n"), l);
+    ASSERT_STR_CONTAINS(line, "answered_by=machine_start");
+    ASSERT_STR_CONTAINS(line, sid_start);
     free(log);
     ctx_stop(&c);
 }

@@ -215,6 +215,21 @@ TEST(a_call_is_stereo_on_one_timeline_and_a_clear_cuts_the_model_track)
     struct stat st;
     ASSERT_EQ(stat(path, &st), 0);
     ASSERT_EQ(metric(&f, "vb_recording_bytes_total", NULL), st.st_size);
+    /* The report's question: this call's file, not a later one's. */
+    char named[400];
+    ASSERT_EQ(vb_recorder_file(f.r, (vb_call_id_t){1, 7}, "CAtimeline", named,
+                               sizeof(named)),
+              0);
+    ASSERT_STR_EQ(named, path);
+    ASSERT_EQ(vb_recorder_file(f.r, (vb_call_id_t){1, 8}, "CAtimeline", named,
+                               sizeof(named)),
+              VB_ENOENT);
+    ASSERT_EQ(vb_recorder_file(f.r, (vb_call_id_t){2, 7}, "CAtimeline", named,
+                               sizeof(named)),
+              VB_ENOENT);
+    ASSERT_EQ(vb_recorder_file(NULL, (vb_call_id_t){1, 7}, "CAtimeline", named,
+                               sizeof(named)),
+              VB_ENOENT);
     free(d.pcm);
     fx_down(&f);
 }
@@ -266,6 +281,11 @@ TEST(an_existing_file_is_never_overwritten_and_a_bad_sid_is_refused)
     struct stat st;
     ASSERT_EQ(stat(path, &st), 0);
     ASSERT_EQ(st.st_size, 8); /* untouched */
+    /* Not opened here, so not named in the report. */
+    char named[400];
+    ASSERT_EQ(vb_recorder_file(f.r, (vb_call_id_t){0, 7}, "CAtaken", named,
+                               sizeof(named)),
+              VB_ENOENT);
     ASSERT_EQ(metric(&f, "vb_recording_errors_total", "open"), 1);
     ASSERT_EQ(metric(&f, "vb_recording_errors_total", "bad_callsid"), 1);
     ASSERT_EQ(metric(&f, "vb_recording_files_total", NULL), 0);
@@ -318,6 +338,12 @@ TEST(the_assistant_decides_which_calls_are_recorded)
     ASSERT_NE(stat(path, &st), 0);
     snprintf(path, sizeof(path), "%s/CAsales.opus", f.dir);
     ASSERT_EQ(stat(path, &st), 0);
+    ASSERT_EQ(vb_recorder_file(f.r, (vb_call_id_t){0, 7}, "CAquiet", path,
+                               sizeof(path)),
+              VB_ENOENT);
+    ASSERT_EQ(vb_recorder_file(f.r, (vb_call_id_t){1, 7}, "CAsales", path,
+                               sizeof(path)),
+              0);
     ASSERT_EQ(metric(&f, "vb_recording_files_total", NULL), 1);
     fx_down(&f);
 }
