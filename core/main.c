@@ -44,6 +44,7 @@
 #include "ai/events.h"
 #include "ai/gemini.h"
 #include "ai/gemini_check.h"
+#include "ai/report.h"
 #include "core/assistant.h"
 #include "core/clock.h"
 #include "core/config.h"
@@ -112,6 +113,23 @@ static void call_ended(void *ud, const char *call_sid, bool intended)
     lanes_t *ls = ud;
     if (ls->ingress != NULL)
         vb_ingress_call_ended(ls->ingress, call_sid, intended);
+}
+
+/* On the ingress thread: a call answered here ended before its stream;
+ * its report goes to the events spool like any other. */
+static void report_unstreamed(void *ud, const vb_ingress_unstreamed_t *u)
+{
+    size_t len = 0;
+    char *json = vb_report_render_unstreamed(u->call, u->direction, u->status,
+                                             u->answered_unix_ms,
+                                             u->ended_unix_ms, &len);
+    if (json == NULL) {
+        vb_log_error(u->call->call_sid, "out of memory for a report", NULL);
+        return;
+    }
+    vb_log_info(u->call->call_sid, "report of a call without its stream",
+                "status=%s", u->status);
+    vb_events_submit(ud, u->call->call_sid, json, len);
 }
 
 /* Whether the recorder records a call: its assistant's "record" (which
@@ -739,6 +757,8 @@ int main(int argc, char **argv)
         .assistants = assistants,
         .test_audio = test_audio,
         .test_audio_ud = &check,
+        .unstreamed = events != NULL ? report_unstreamed : NULL,
+        .unstreamed_ud = events,
     };
     if ((rc = vb_ingress_create(&io, &ingress)) != 0) {
         fprintf(stderr, "voxbridge: cannot start the HTTP listener: %s\n",

@@ -210,6 +210,43 @@ TEST(report_outcomes)
     ASSERT_STR_EQ(vb_report_outcome(&r, "stop"), "assistant_hangup");
     r.failure = 2;
     ASSERT_STR_EQ(vb_report_outcome(&r, "hangup"), "failed");
+    /* A call without its stream, by its final CallStatus. */
+    vb_report_init(&r, NULL, NULL, 0);
+    ASSERT_STR_EQ(vb_report_outcome(&r, "completed"), "caller_hangup");
+    ASSERT_STR_EQ(vb_report_outcome(&r, "canceled"), "caller_hangup");
+    ASSERT_STR_EQ(vb_report_outcome(&r, "busy"), "failed");
+    ASSERT_STR_EQ(vb_report_outcome(&r, "expired"), "failed");
+}
+
+TEST(report_of_a_call_without_its_stream)
+{
+    vb_msg_open_t o = open_msg();
+    o.stream_sid[0] = '\0';
+    size_t len = 0;
+    char *s = vb_report_render_unstreamed(&o, "outbound-api", "expired",
+                                          1764633600000, 1764633630500, &len);
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(len, strlen(s));
+    cJSON *j = cJSON_Parse(s);
+    ASSERT_NOT_NULL(j);
+    const cJSON *call = cJSON_GetObjectItem(j, "call");
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(call, "sid")),
+                  o.call_sid);
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(call, "direction")),
+                  "outbound-api");
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(j, "outcome")),
+                  "failed");
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(j, "reason")),
+                  "expired");
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(j, "started_at")),
+                  "2025-12-02T00:00:00.000Z");
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(j, "ended_at")),
+                  "2025-12-02T00:00:30.500Z");
+    ASSERT_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "duration_s")), 30.5);
+    ASSERT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(j, "transcript")), 0);
+    ASSERT_TRUE(cJSON_IsNull(cJSON_GetObjectItem(j, "recording")));
+    cJSON_Delete(j);
+    free(s);
 }
 
 TEST(events_signature_is_hmac_sha256_of_t_dot_body)

