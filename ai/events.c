@@ -36,12 +36,12 @@
 
 /* ---- signing and backoff (pure) ---- */
 
-int vb_events_sign(const char *secret, int64_t t, const char *body, size_t len,
-                   char *out, size_t cap)
+int vb_events_sign(const char *secret, const char *previous, int64_t t,
+                   const char *body, size_t len, char *out, size_t cap)
 {
     if (secret == NULL || out == NULL || cap < VB_EVENTS_SIG_MAX)
         return VB_EINVAL;
-    int rc = vb_sig_sign(secret, strlen(secret), t, body, len, out, cap);
+    int rc = vb_sig_sign_rotating(secret, previous, t, body, len, out, cap);
     return rc == 0 ? 0 : VB_EINVAL;
 }
 
@@ -180,7 +180,7 @@ static const char *const fail_labels[F_COUNT] = {
 
 struct vb_events {
     vb_events_opts_t o;
-    char *url, *dir, *secret, *dead;
+    char *url, *dir, *secret, *secret_previous, *dead;
     vb_events_transport_t tr;
     http_ctx_t http;
     bool builtin;
@@ -513,8 +513,8 @@ static void attempt(vb_events_t *e, entry_t *x)
         return;
     }
     char sig[VB_EVENTS_SIG_MAX];
-    int rc = vb_events_sign(e->secret, (int64_t)time(NULL), body, len, sig,
-                            sizeof(sig));
+    int rc = vb_events_sign(e->secret, e->secret_previous, (int64_t)time(NULL),
+                            body, len, sig, sizeof(sig));
     const vb_events_header_t headers[] = {
         {"Content-Type", "application/json"},
         {"X-Voxbridge-Event", "call.ended"},
@@ -668,13 +668,14 @@ int vb_events_create(const vb_events_opts_t *o, vb_events_t **out)
     e->url = dup_s(o->url);
     e->dir = dup_s(o->spool_dir);
     e->secret = dup_s(o->secret);
+    e->secret_previous = dup_s(o->secret_previous);
     size_t dl = strlen(o->spool_dir) + 8;
     e->dead = malloc(dl);
     pthread_mutex_init(&e->mu, NULL);
     e->rnd = (unsigned)time(NULL) ^ (unsigned)getpid();
     int rc = 0;
     if (e->url == NULL || e->dir == NULL || e->secret == NULL ||
-        e->dead == NULL) {
+        e->secret_previous == NULL || e->dead == NULL) {
         rc = VB_ENOMEM;
         goto fail;
     }
@@ -799,6 +800,9 @@ void vb_events_destroy(vb_events_t *e)
     if (e->secret != NULL)
         memset(e->secret, 0, strlen(e->secret));
     free(e->secret);
+    if (e->secret_previous != NULL)
+        memset(e->secret_previous, 0, strlen(e->secret_previous));
+    free(e->secret_previous);
     free(e->dead);
     free(e);
 }

@@ -46,7 +46,9 @@
 
 #define VB_EVENTS_INFLIGHT  4u    /* concurrent deliveries */
 #define VB_EVENTS_QUEUE_MAX 1024u /* reports handed over, not yet spooled */
-#define VB_EVENTS_SIG_MAX   96u   /* "t=<10 digits>,v1=<64 hex>" + NUL */
+/* "t=<up to 20 digits>,v1=<64 hex>", a second ",v1=<64 hex>" while
+ * rotating keys, NUL (net/vbsig.h VB_SIG_MAX). */
+#define VB_EVENTS_SIG_MAX 160u
 
 /* `status`: the HTTP status, or a negative VB_E* when no response came
  * (VB_ETIMEDOUT, VB_ECONNREFUSED, VB_EPROTO...). Loop thread. */
@@ -79,10 +81,12 @@ typedef struct vb_events_opts {
     const char *url;       /* http:// or https:// */
     const char *spool_dir; /* created if missing (0750) */
     const char *secret;    /* HMAC key of X-Voxbridge-Signature */
-    const char *ca_file;   /* https: CA bundle; NULL/"": the system one */
-    uint32_t max_files;    /* 0: 10000 */
-    uint64_t max_bytes;    /* 0: 256 MiB */
-    uint32_t timeout_ms;   /* per attempt; 0: 10000 */
+    /* While rotating: a second v1= made with this key (NULL/"": none). */
+    const char *secret_previous;
+    const char *ca_file; /* https: CA bundle; NULL/"": the system one */
+    uint32_t max_files;  /* 0: 10000 */
+    uint64_t max_bytes;  /* 0: 256 MiB */
+    uint32_t timeout_ms; /* per attempt; 0: 10000 */
     uint32_t backoff_min_ms, backoff_max_ms; /* 0: 1000, 300000 */
     vb_metrics_t *metrics;
     /* NULL: the built-in HTTP client. Copied. */
@@ -122,9 +126,10 @@ uint32_t vb_events_spooled(vb_events_t *e);
 
 /* X-Voxbridge-Signature for `body` at Unix time `t`:
  * "t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>" into out
- * (VB_EVENTS_SIG_MAX). Returns 0 or VB_EINVAL. Any thread. */
-int vb_events_sign(const char *secret, int64_t t, const char *body, size_t len,
-                   char *out, size_t cap);
+ * (VB_EVENTS_SIG_MAX), and ",v1=<previous's>" after it when `previous` is
+ * neither NULL nor "". Returns 0 or VB_EINVAL. Any thread. */
+int vb_events_sign(const char *secret, const char *previous, int64_t t,
+                   const char *body, size_t len, char *out, size_t cap);
 
 /* The backoff before attempt `failures + 1`: min(max, min * 2^(failures -
  * 1)), then drawn uniformly from [d/2, d] with `rnd` (0..UINT32_MAX). */

@@ -289,6 +289,7 @@ void vb_gemini_options_from_config(vb_gemini_options_t *o, const vb_config_t *c)
     o->recover_timeout_ms = (uint32_t)c->gemini_recover_timeout_ms;
     o->healthy_ms = (uint32_t)c->gemini_healthy_ms;
     o->webhook_secret = c->webhook_secret;
+    o->webhook_secret_previous = c->webhook_secret_previous;
     o->webhook_ca_file = c->webhook_ca_file;
     o->tool_max_response = (size_t)c->tool_max_response_bytes;
 }
@@ -2347,6 +2348,7 @@ int vb_gemini_stage_create(vb_gemini_stage_t **out,
         goto fail;
     vb_chan_on_pressure(cfg->out, out_pressure, s);
     vb_tools_config_t tc = {.secret = cfg->opt.webhook_secret,
+                            .secret_previous = cfg->opt.webhook_secret_previous,
                             .ca_file = cfg->opt.webhook_ca_file,
                             .max_response = cfg->opt.tool_max_response,
                             .metrics = cfg->metrics,

@@ -271,7 +271,12 @@
     /* business webhooks and tools */                                          \
     X(webhook_secret, SECRET, "VOXBRIDGE_WEBHOOK_SECRET", "", 0, 0, NULL,      \
       "key of the X-Voxbridge-Signature HMAC on requests to the assistant, "   \
-      "tool and events URLs (unsigned when unset)")                            \
+      "tool and events URLs; required with --assistant-url, --events-url "     \
+      "or an assistant with HTTP tools")                                       \
+    X(webhook_secret_previous, SECRET, "VOXBRIDGE_WEBHOOK_SECRET_PREVIOUS",    \
+      "", 0, 0, NULL,                                                          \
+      "while rotating: every signed request also carries a v1= made with "     \
+      "this older key, so receivers still on it accept it")                    \
     X(webhook_ca_file, STR, "VOXBRIDGE_WEBHOOK_CA_FILE", "", 0, 0, NULL,       \
       "CA bundle for https:// assistant, tool and events URLs (default: "      \
       "system bundle)")                                                        \

@@ -352,6 +352,24 @@ static int assistants_create(const vb_config_t *cfg, vb_assistant_store_t **out)
         snprintf(err, sizeof err, "%s", vb_strerror(rc));
     if (rc == 0)
         rc = vb_assistant_store_create(set, cfg->assistants, base, out);
+    /* Tool requests are signed: without a secret no file may bring HTTP
+     * tools, now or at a reload. */
+    const vb_assistant_t *a;
+    size_t t;
+    if (rc == 0 && *cfg->webhook_secret == '\0') {
+        if (vb_assistants_url_tool(set, &a, &t)) {
+            snprintf(err, sizeof err,
+                     "%s: assistants.%s.tools[%zu].url: HTTP tools need "
+                     "--webhook-secret (VOXBRIDGE_WEBHOOK_SECRET), their "
+                     "requests are signed",
+                     cfg->assistants, a->name, t);
+            vb_assistant_store_destroy(*out);
+            *out = NULL;
+            rc = VB_ECONFIG;
+        } else {
+            vb_assistant_store_refuse_url_tools(*out);
+        }
+    }
     if (rc != 0)
         fprintf(stderr, "voxbridge: assistants: %s\n", err);
     else
@@ -723,6 +741,7 @@ int main(int argc, char **argv)
             .url = cfg.events_url,
             .spool_dir = cfg.events_spool,
             .secret = cfg.webhook_secret,
+            .secret_previous = cfg.webhook_secret_previous,
             .ca_file = cfg.webhook_ca_file,
             .max_files = (uint32_t)cfg.events_max_files,
             .max_bytes = (uint64_t)cfg.events_max_bytes,

@@ -164,3 +164,93 @@ TEST_T(a_call_that_never_streams_gets_one_signed_report, 90)
     free(vblog);
     free(out);
 }
+
+/* The model looks an order up through the example app's HTTP tool; the
+ * report lists that call: its arguments, status and latency. Signed while
+ * the key rotates: the app still on the old key accepts the tool request
+ * and the report, each header carrying both keys' v1 over one t. */
+TEST_T(report_lists_the_http_tool_call_signed_with_both_keys, 120)
+{
+    ctx_t c;
+    ctx_init(&c,
+             "{\"at_ms\":200,\"type\":\"inputTranscription\",\"text\":"
+             "\"Where is A1001?\"}\n"
+             "{\"at_ms\":300,\"type\":\"toolCall\",\"name\":\"lookup_order\","
+             "\"args\":{\"order_id\":\"A1001\"},\"id\":\"fc-1\"}\n"
+             "{\"at_ms\":900,\"type\":\"audio\",\"ms\":300,\"hz\":500}\n"
+             "{\"at_ms\":1300,\"type\":\"turnComplete\"}\n");
+    app_start(&c.app, c.app_port, "whsec-old", c.store, c.app_out, NULL);
+    char assistants[1024];
+    snprintf(assistants, sizeof(assistants),
+             "{\"assistants\":{\"desk\":{\"tools\":[{\"name\":"
+             "\"lookup_order\",\"parameters\":{\"type\":\"object\","
+             "\"properties\":{\"order_id\":{\"type\":\"string\"}}},"
+             "\"url\":\"http://127.0.0.1:%d/tools/lookup_order\"}]}}}",
+             c.app_port);
+    const char *file = path_in(&c.r, "assistants.json");
+    write_file(file, assistants);
+    const char *args[] = {"--events-url",
+                          c.url,
+                          "--events-spool",
+                          c.spool,
+                          "--webhook-secret",
+                          "whsec-new",
+                          "--webhook-secret-previous",
+                          "whsec-old",
+                          "--assistants",
+                          file,
+                          NULL};
+    rig_vb(&c.r, args, NULL);
+    const char *audio = path_in(&c.r, "quiet.wav");
+    make_sox(audio, "trim 0 3");
+    sim_t s;
+    sim_start(&c.r, &s, 0, audio, NULL, NULL);
+    char *out = sim_wait(&c.r, &s);
+    char sid[64] = "";
+    sscanf(strstr(out, "call_sid=") + 9, "%63s", sid);
+    cJSON *reps = app_wait_reports(&c.app, 1, proc_ms(10000));
+    const cJSON *rep = cJSON_GetArrayItem(reps, 0);
+    ASSERT_STR_EQ(jstr(rep, "assistant"), "desk");
+    const cJSON *tools = cJSON_GetObjectItem(rep, "tool_calls");
+    ASSERT_EQ(cJSON_GetArraySize(tools), 1);
+    const cJSON *t = cJSON_GetArrayItem(tools, 0);
+    ASSERT_STR_EQ(jstr(t, "id"), "fc-1");
+    ASSERT_STR_EQ(jstr(t, "name"), "lookup_order");
+    ASSERT_STR_EQ(jstr(cJSON_GetObjectItem(t, "arguments"), "order_id"),
+                  "A1001");
+    ASSERT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(t, "arguments")), 1);
+    ASSERT_STR_EQ(jstr(t, "status"), "ok");
+    const cJSON *lat = cJSON_GetObjectItem(t, "latency_ms");
+    ASSERT_TRUE(cJSON_IsNumber(lat));
+    ASSERT_GE(cJSON_GetNumberValue(lat), 0);
+    ASSERT_LT(cJSON_GetNumberValue(lat), 3000);
+    /* The app took the tool request (signature checked on the old key). */
+    ASSERT_EQ(app_stat(&c.app, "rejected_signature"), 0);
+    ASSERT_GE(app_stat(&c.app, "accepted"), 2);
+    /* The report's header: t, the new key's v1, the old key's v1. */
+    char path[600];
+    snprintf(path, sizeof(path), "%s/1-%s.json", c.store, sid);
+    char *body = proc_read_file(path);
+    ASSERT_NOT_NULL(body);
+    snprintf(path, sizeof(path), "%s/1-%s.sig", c.store, sid);
+    char *sig = proc_read_file(path);
+    ASSERT_NOT_NULL(sig);
+    sig[strcspn(sig, "\r\n")] = '\0';
+    char t_part[32], first[80], second[80], one[200];
+    ASSERT_EQ(sscanf(sig, "%31[^,],v1=%79[0-9a-f],v1=%79[0-9a-f]", t_part,
+                     first, second),
+              3);
+    snprintf(one, sizeof(one), "%s,v1=%s", t_part, first);
+    ASSERT_TRUE(sig_valid(one, "whsec-new", body, strlen(body), 60));
+    snprintf(one, sizeof(one), "%s,v1=%s", t_part, second);
+    ASSERT_TRUE(sig_valid(one, "whsec-old", body, strlen(body), 60));
+    ASSERT_TRUE(!sig_valid(one, "whsec-new", body, strlen(body), 60));
+    char *vblog = rig_vb_stop(&c.r);
+    rig_stop(&c.r);
+    app_stop(&c.app);
+    cJSON_Delete(reps);
+    free(sig);
+    free(body);
+    free(vblog);
+    free(out);
+}

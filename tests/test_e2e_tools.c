@@ -479,6 +479,7 @@ TEST_T(transfer_dials_after_the_sentence_and_refuses_unknown_targets, 120)
     snprintf(apil, sizeof apil, "127.0.0.1:%d", api_port);
     rig_vb(&r,
            (const char *const[]){"--assistants", path_in(&r, "assistants.json"),
+                                 "--webhook-secret", WEBHOOK_SECRET,
                                  "--twilio-api-url", api, NULL},
            NULL);
     sim_t s;
@@ -550,9 +551,14 @@ TEST(transfer_targets_without_rest_credentials_stop_the_server)
     char bin[400], listen[64];
     snprintf(bin, sizeof bin, "%s/voxbridge", proc_build_dir());
     snprintf(listen, sizeof listen, "127.0.0.1:%d", proc_free_port());
-    const char *argv[] = {
-        bin, "--listen", listen, "--assistants", path_in(&r, "assistants.json"),
-        NULL};
+    const char *argv[] = {bin,
+                          "--listen",
+                          listen,
+                          "--assistants",
+                          path_in(&r, "assistants.json"),
+                          "--webhook-secret",
+                          WEBHOOK_SECRET,
+                          NULL};
     const char *env[] = {"GEMINI_API_KEY=" API_KEY, NULL};
     pid_t pid = proc_spawn(argv, env, r.vb_log);
     ASSERT_EQ(proc_reap(pid, proc_ms(10000)), 1);

@@ -252,12 +252,13 @@ TEST(report_of_a_call_without_its_stream)
 TEST(events_signature_is_hmac_sha256_of_t_dot_body)
 {
     char sig[VB_EVENTS_SIG_MAX];
-    ASSERT_EQ(vb_events_sign("k", 1700000000, "{\"a\":1}", 7, sig, sizeof(sig)),
-              0);
+    ASSERT_EQ(
+        vb_events_sign("k", NULL, 1700000000, "{\"a\":1}", 7, sig, sizeof(sig)),
+        0);
     /* python3: hmac.new(b'k', b'1700000000.{"a":1}', sha256).hexdigest() */
     ASSERT_STR_EQ(sig, "t=1700000000,v1=1b6ad1bc9bf48c52ce01939866d5877c6cc4"
                        "e87ddad27e16673cb8c4964394a3");
-    ASSERT_EQ(vb_events_sign("k", 1, "x", 1, sig, 10), VB_EINVAL);
+    ASSERT_EQ(vb_events_sign("k", NULL, 1, "x", 1, sig, 10), VB_EINVAL);
 }
 
 TEST(events_backoff_doubles_with_jitter_and_caps)
@@ -593,8 +594,9 @@ static int app_post(int port, const char *secret, int64_t t, const char *body,
                     tc_resp_t *resp)
 {
     char sig[VB_EVENTS_SIG_MAX], req[4096];
-    ASSERT_EQ(vb_events_sign(secret, t, body, strlen(body), sig, sizeof(sig)),
-              0);
+    ASSERT_EQ(
+        vb_events_sign(secret, NULL, t, body, strlen(body), sig, sizeof(sig)),
+        0);
     snprintf(req, sizeof(req),
              "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: "
              "application/json\r\nX-Voxbridge-Signature: %s\r\n"
