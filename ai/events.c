@@ -32,6 +32,7 @@
 #define DEFAULT_TIMEOUT_MS  10000u
 #define DEFAULT_BACKOFF_MIN 1000u
 #define DEFAULT_BACKOFF_MAX 300000u
+#define DEFAULT_REJECTIONS  50u
 #define NAME_MAX_LEN        128
 
 /* ---- signing and backoff (pure) ---- */
@@ -151,7 +152,8 @@ typedef struct entry {
     char sid[64];
     uint64_t size;
     uint32_t failures;
-    uint64_t next_ms; /* uv_now time of the next attempt */
+    uint32_t rejections; /* 4xx answers (not 408/429) so far */
+    uint64_t next_ms;    /* uv_now time of the next attempt */
     bool inflight;
     void *handle;
     struct vb_events *e;
@@ -169,14 +171,15 @@ enum {
     F_TIMEOUT,
     F_HTTP_5XX,
     F_HTTP_RETRY,
+    F_HTTP_4XX,
     F_REJECTED,
     F_SPOOL_FULL,
     F_SPOOL_ERROR,
     F_COUNT
 };
 static const char *const fail_labels[F_COUNT] = {
-    "connect",  "timeout",    "http_5xx",   "http_retry",
-    "rejected", "spool_full", "spool_error"};
+    "connect",  "timeout",  "http_5xx",   "http_retry",
+    "http_4xx", "rejected", "spool_full", "spool_error"};
 
 struct vb_events {
     vb_events_opts_t o;
@@ -424,6 +427,7 @@ static char *read_file(const char *path, size_t *len)
 
 static void schedule(vb_events_t *e);
 
+/* Refused (a 4xx) --events-max-rejections times: out of the loop. */
 static void dead_letter(vb_events_t *e, entry_t *x, int status)
 {
     char from[4200], to[4200];
@@ -433,9 +437,10 @@ static void dead_letter(vb_events_t *e, entry_t *x, int status)
     int rc = rename(from, to);
     fail_count(e, F_REJECTED);
     vb_log_error(x->sid,
-                 "report refused by the events receiver: moved to the "
-                 "dead-letter directory, not retried",
-                 "http_status=%d file=%s moved=%d", status, to, rc == 0);
+                 "report refused by the events receiver too often: moved "
+                 "to the dead-letter directory, not retried",
+                 "http_status=%d rejections=%u file=%s moved=%d", status,
+                 x->rejections, to, rc == 0);
     ent_remove(e, x);
 }
 
@@ -443,10 +448,11 @@ static void dead_letter(vb_events_t *e, entry_t *x, int status)
  * counted, and the next one after the backoff. */
 static void retry_later(vb_events_t *e, entry_t *x, int status)
 {
-    int f = status == VB_ETIMEDOUT ? F_TIMEOUT
-            : status >= 500        ? F_HTTP_5XX
-            : status > 0           ? F_HTTP_RETRY
-                                   : F_CONNECT;
+    int f = status == VB_ETIMEDOUT           ? F_TIMEOUT
+            : status >= 500                  ? F_HTTP_5XX
+            : status == 408 || status == 429 ? F_HTTP_RETRY
+            : status > 0                     ? F_HTTP_4XX
+                                             : F_CONNECT;
     fail_count(e, f);
     x->failures++;
     uint32_t wait = vb_events_backoff_ms(
@@ -481,8 +487,8 @@ static void on_done(int status, void *ud)
                     "http_status=%d attempts=%u file=%s", status,
                     x->failures + 1, x->name);
         ent_remove(e, x);
-    } else if (status > 0 &&
-               !(status >= 500 || status == 408 || status == 429)) {
+    } else if (status > 0 && status < 500 && status != 408 && status != 429 &&
+               ++x->rejections >= e->o.max_rejections) {
         dead_letter(e, x, status);
     } else {
         retry_later(e, x, status);
@@ -628,9 +634,10 @@ static int add_metrics(vb_events_t *e)
     for (int i = 0; rc == 0 && i < F_COUNT; i++)
         rc = vb_metrics_add(m, VB_METRIC_COUNTER, "vb_events_failed_total",
                             "Failed report deliveries and stores, by reason "
-                            "(connect, timeout, http_5xx, http_retry: "
-                            "retried; rejected: dead-lettered; spool_full, "
-                            "spool_error: not stored).",
+                            "(connect, timeout, http_5xx, http_retry, "
+                            "http_4xx: retried; rejected: dead-lettered "
+                            "after --events-max-rejections 4xx answers; "
+                            "spool_full, spool_error: not stored).",
                             VB_LABELS("reason", fail_labels[i]),
                             &e->m_failed[i]);
     if (rc == 0 && (e->shard = vb_metrics_shard_create(m)) == NULL)
@@ -665,6 +672,8 @@ int vb_events_create(const vb_events_opts_t *o, vb_events_t **out)
         e->o.backoff_min_ms = DEFAULT_BACKOFF_MIN;
     if (e->o.backoff_max_ms == 0)
         e->o.backoff_max_ms = DEFAULT_BACKOFF_MAX;
+    if (e->o.max_rejections == 0)
+        e->o.max_rejections = DEFAULT_REJECTIONS;
     e->url = dup_s(o->url);
     e->dir = dup_s(o->spool_dir);
     e->secret = dup_s(o->secret);

@@ -15,14 +15,17 @@
  *   2. POSTs the stored bytes with a fresh X-Voxbridge-Signature per
  *      attempt (a retry days later must not carry a stale `t`), at most
  *      VB_EVENTS_INFLIGHT at once, oldest first;
- *   3. on a 2xx deletes the file (vb_events_delivered_total); on a
- *      connection error, a timeout, a 5xx, 408 or 429 retries after an
- *      exponential backoff with jitter (--events-backoff-min-ms doubling
- *      to --events-backoff-max-ms, each wait drawn from [d/2, d]); on any
- *      other status (a 4xx: the receiver refuses these bytes, and sending
- *      the same bytes again cannot change that) moves the file to
- *      <spool>/dead/ and counts reason="rejected": kept for an operator,
- *      out of the retry loop and out of the spool's bounds.
+ *   3. on a 2xx deletes the file (vb_events_delivered_total); on
+ *      anything else (a connection error, a timeout, any other status)
+ *      retries after an exponential backoff with jitter
+ *      (--events-backoff-min-ms doubling to --events-backoff-max-ms, each
+ *      wait drawn from [d/2, d]), until a 2xx. A 4xx other than 408 and
+ *      429 is retried too (a receiver misconfigured for a while, a key
+ *      being rotated, must not lose reports), but only
+ *      --events-max-rejections times for one report (counted since this
+ *      process started): then the file moves to <spool>/dead/ and counts
+ *      reason="rejected": kept for an operator, out of the retry loop and
+ *      out of the spool's bounds.
  * At start every *.json already in the spool is queued (a report whose
  * process died before its 2xx is sent again: receivers dedupe by call
  * sid); leftover temporary files (a write cut by a crash, never
@@ -88,6 +91,8 @@ typedef struct vb_events_opts {
     uint64_t max_bytes;  /* 0: 256 MiB */
     uint32_t timeout_ms; /* per attempt; 0: 10000 */
     uint32_t backoff_min_ms, backoff_max_ms; /* 0: 1000, 300000 */
+    /* 4xx answers (not 408/429) before the report is dead-lettered; 0: 50 */
+    uint32_t max_rejections;
     vb_metrics_t *metrics;
     /* NULL: the built-in HTTP client. Copied. */
     const vb_events_transport_t *transport;

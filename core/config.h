@@ -303,7 +303,11 @@
       10, 3600000, NULL,                                                       \
       "first retry delay, doubled per failure (each drawn from [d/2, d])")     \
     X(events_backoff_max_ms, INT, "VOXBRIDGE_EVENTS_BACKOFF_MAX_MS", "300000", \
-      10, 86400000, NULL, "longest retry delay")
+      10, 86400000, NULL, "longest retry delay")                               \
+    X(events_max_rejections, INT, "VOXBRIDGE_EVENTS_MAX_REJECTIONS", "50", 1,  \
+      1000000, NULL,                                                           \
+      "4xx answers (other than 408, 429) a report gets, each retried with "    \
+      "the backoff, before it moves to <spool>/dead/ (counted since start)")
 
 typedef struct vb_config {
 #define VB__CFG_FIELD_STR    char *

@@ -748,6 +748,7 @@ int main(int argc, char **argv)
             .timeout_ms = (uint32_t)cfg.events_timeout_ms,
             .backoff_min_ms = (uint32_t)cfg.events_backoff_min_ms,
             .backoff_max_ms = (uint32_t)cfg.events_backoff_max_ms,
+            .max_rejections = (uint32_t)cfg.events_max_rejections,
             .metrics = metrics,
         };
         if ((rc = vb_events_create(&eo, &events)) != 0) {

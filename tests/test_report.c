@@ -310,6 +310,7 @@ static void rig_events(rig_t *r, uint32_t max_files, uint64_t max_bytes)
                           .timeout_ms = 3000,
                           .backoff_min_ms = 50,
                           .backoff_max_ms = 400,
+                          .max_rejections = 3,
                           .metrics = r->m};
     ASSERT_EQ(vb_events_create(&o, &r->e), 0);
     ASSERT_EQ(vb_events_start(r->e), 0);
@@ -540,7 +541,32 @@ TEST_T(events_spool_survives_a_restart_with_the_stored_bytes, 60)
     rig_free(&r);
 }
 
-TEST_T(events_4xx_is_dead_lettered_and_counted, 60)
+TEST_T(events_401_is_retried_until_the_2xx, 60)
+{
+    rig_t r;
+    rig_init(&r);
+    /* A receiver refusing for a while (its key not yet rotated, say). */
+    app_start(&r.app, r.port, APP_SECRET, r.store, r.app_out,
+              (const char *const[]){"--fail-first", "2", "--fail-status", "401",
+                                    NULL});
+    rig_events(&r, 0, 0);
+    submit(&r, "CAeee0");
+    cJSON *rep = app_wait_reports(&r.app, 1, proc_ms(10000));
+    wait_metric(&r, "vb_events_delivered_total", NULL, 1, proc_ms(5000));
+    ASSERT_EQ((int)metric(&r, "vb_events_failed_total", "reason=\"http_4xx\""),
+              2);
+    ASSERT_EQ((int)metric(&r, "vb_events_failed_total", "reason=\"rejected\""),
+              0);
+    ASSERT_EQ(app_stat(&r.app, "failed_on_purpose"), 2);
+    ASSERT_EQ(count_json(r.spool), 0);
+    char dead[600];
+    snprintf(dead, sizeof(dead), "%s/dead", r.spool);
+    ASSERT_EQ(count_json(dead), 0);
+    cJSON_Delete(rep);
+    rig_free(&r);
+}
+
+TEST_T(events_4xx_is_dead_lettered_after_the_bound_and_counted, 60)
 {
     rig_t r;
     rig_init(&r);
@@ -549,7 +575,10 @@ TEST_T(events_4xx_is_dead_lettered_and_counted, 60)
     submit(&r, "CAeee1");
     wait_metric(&r, "vb_events_failed_total", "reason=\"rejected\"", 1,
                 proc_ms(10000));
-    ASSERT_EQ(app_stat(&r.app, "rejected_signature"), 1);
+    /* Three 401s (.max_rejections): two retried, the third dead-letters. */
+    ASSERT_EQ(app_stat(&r.app, "rejected_signature"), 3);
+    ASSERT_EQ((int)metric(&r, "vb_events_failed_total", "reason=\"http_4xx\""),
+              2);
     ASSERT_EQ(count_json(r.spool), 0);
     char dead[600];
     snprintf(dead, sizeof(dead), "%s/dead", r.spool);
