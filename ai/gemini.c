@@ -2056,7 +2056,8 @@ static void on_tick(uv_timer_t *t)
             vb_log_info(lid(call), "assistant's max_call_s reached: ending",
                         "assistant=%s max_call_s=%u", call->asst->name,
                         call->asst->max_call_s);
-            out_emit(s, call, VB_MSG_HANGUP, 0, "max_call_s", 10, now);
+            out_emit(s, call, VB_MSG_HANGUP, VB_MSG_HANGUP_TIMEOUT,
+                     "max_call_s", 10, now);
             call->ended = true;
             call->hangup_pending = false;
             if (call->cur != NULL)

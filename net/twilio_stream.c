@@ -182,6 +182,9 @@ typedef struct call {
      * (our close, or Twilio's stop after the REST update), the outcome is
      * "fallback". */
     bool fallback;
+    /* A time limit (--max-call-duration, the assistant's max_call_s) is
+     * ending the call: however the stream ends now, "timeout". */
+    bool timed_out;
 } call_t;
 
 /* Entries of outcomes[] (below), the values of vb_calls_total{outcome}. */
@@ -570,6 +573,8 @@ static bool out_one(void *ud, const vb_msg_t *m)
                 memcpy(c->transfer_to, m->data, m->len);
                 c->transfer_to[m->len] = '\0';
             }
+            if (m->flags & VB_MSG_HANGUP_TIMEOUT)
+                c->timed_out = true;
             hangup_begin(c);
         }
         break;
@@ -1260,6 +1265,9 @@ static void call_end(call_t *c, const char *reason)
         reason = "fallback";
     else if (c->transferring && strcmp(reason, "stop") == 0)
         reason = "transferred";
+    else if (c->timed_out &&
+             (strcmp(reason, "hangup") == 0 || strcmp(reason, "stop") == 0))
+        reason = "timeout";
     push_close(c, reason);
     rec_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason),
              vb_clock_now_ns());
@@ -1273,7 +1281,8 @@ static void call_end(call_t *c, const char *reason)
     if (s->cfg.call_ended != NULL)
         s->cfg.call_ended(s->cfg.calls_ud, c->label,
                           strcmp(reason, "hangup") == 0 ||
-                              strcmp(reason, "transferred") == 0);
+                              strcmp(reason, "transferred") == 0 ||
+                              (c->timed_out && strcmp(reason, "timeout") == 0));
     uint64_t now = vb_clock_now_ns();
     vb_metrics_observe_long(s->st.shard, s->m_duration, now - c->started_ns);
     uint64_t unplayed =
@@ -1703,6 +1712,7 @@ static void sweep_cb(uv_timer_t *t)
             vb_log_info(c->label, "maximum call duration reached", "max_s=%u",
                         (unsigned)s->cfg.max_call_s);
             send_media(c);
+            c->timed_out = true;
             hangup_begin(c);
         }
     }

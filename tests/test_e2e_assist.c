@@ -553,6 +553,11 @@ TEST_T(assistant_max_call_s_ends_the_call, 90)
     sim_start(&r, &s, 0, audio, NULL,
               (const char *const[]){"--api-listen", apil, NULL});
     char *out = sim_wait(&r, &s);
+    /* A time limit, not the assistant hanging up: counted as timeout. */
+    char *m = metrics(&r);
+    ASSERT_EQ(msum(m, "vb_calls_total", "outcome=\"timeout\""), 1);
+    ASSERT_EQ(msum(m, "vb_calls_total", "outcome=\"hangup\""), 0);
+    free(m);
     char *vblog = rig_vb_stop(&r);
     rig_stop(&r);
     assert_sim_ok(out, vblog);

@@ -254,3 +254,37 @@ TEST_T(report_lists_the_http_tool_call_signed_with_both_keys, 120)
     free(vblog);
     free(out);
 }
+
+/* The assistant's max_call_s ends the call: a time limit, so the report
+ * (and vb_calls_total) says timeout, not assistant_hangup. */
+TEST_T(max_call_s_is_reported_as_timeout, 90)
+{
+    ctx_t c;
+    ctx_init(&c, script_talk);
+    app_start(&c.app, c.app_port, APP_SECRET, c.store, c.app_out, NULL);
+    const char *file = path_in(&c.r, "assistants.json");
+    write_file(file, "{\"assistants\":{\"brief\":{\"max_call_s\":2}}}");
+    ctx_vb(&c, (const char *const[]){"--assistants", file, NULL});
+    const char *audio = path_in(&c.r, "quiet.wav");
+    make_sox(audio, "trim 0 6");
+    sim_t s;
+    sim_start(&c.r, &s, 0, audio, NULL, NULL);
+    char *out = sim_wait(&c.r, &s);
+    cJSON *reps = app_wait_reports(&c.app, 1, proc_ms(10000));
+    const cJSON *rep = cJSON_GetArrayItem(reps, 0);
+    ASSERT_STR_EQ(jstr(rep, "assistant"), "brief");
+    ASSERT_STR_EQ(jstr(rep, "outcome"), "timeout");
+    ASSERT_STR_EQ(jstr(rep, "reason"), "timeout");
+    double d = cJSON_GetNumberValue(cJSON_GetObjectItem(rep, "duration_s"));
+    ASSERT_GE(d, 1.9);
+    ASSERT_LT(d, 5);
+    char *m = metrics(&c.r);
+    ASSERT_EQ(msum(m, "vb_calls_total", "outcome=\"timeout\""), 1);
+    free(m);
+    char *vblog = rig_vb_stop(&c.r);
+    rig_stop(&c.r);
+    app_stop(&c.app);
+    cJSON_Delete(reps);
+    free(vblog);
+    free(out);
+}
