@@ -382,13 +382,17 @@ static int assistants_create(const vb_config_t *cfg, vb_assistant_store_t **out)
 }
 
 /* Transfer redirects the call through Twilio's REST API: an assistant
- * with transfer targets needs TWILIO_AUTH_TOKEN and an API URL (the
- * account is TWILIO_ACCOUNT_SID, else the call's own AccountSid). Returns
- * the first such assistant's name when they are missing, else NULL. */
+ * with transfer targets needs credentials (TWILIO_AUTH_TOKEN, or
+ * TWILIO_API_KEY with TWILIO_API_SECRET, as the REST client takes) and an
+ * API URL (the account is TWILIO_ACCOUNT_SID, else the call's own
+ * AccountSid). Returns the first such assistant's name when they are
+ * missing, else NULL. */
 static const char *transfer_without_rest(const vb_config_t *cfg,
                                          vb_assistant_store_t *st)
 {
-    if (*cfg->twilio_auth_token && *cfg->twilio_api_url)
+    bool creds = *cfg->twilio_auth_token ||
+                 (*cfg->twilio_api_key && *cfg->twilio_api_secret);
+    if (creds && *cfg->twilio_api_url)
         return NULL;
     static char name[VB_ASSISTANT_NAME_MAX + 1];
     const char *found = NULL;
@@ -416,8 +420,8 @@ static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g,
     const char *no_rest = rc == 0 ? transfer_without_rest(cfg, st) : NULL;
     if (no_rest != NULL)
         vb_log_error(NULL,
-                     "SIGHUP: assistant has transfer targets but "
-                     "TWILIO_AUTH_TOKEN is not set: "
+                     "SIGHUP: assistant has transfer targets but no "
+                     "Twilio REST credentials are set: "
                      "its transfers will hang up instead",
                      "assistant=%s", no_rest);
     if (rc == 0)
@@ -731,7 +735,8 @@ int main(int argc, char **argv)
         fprintf(stderr,
                 "voxbridge: assistants: assistant \"%s\" has transfer targets, "
                 "which need the Twilio REST API: set TWILIO_AUTH_TOKEN "
-                "(--twilio-auth-token) and --twilio-api-url\n",
+                "(--twilio-auth-token), or TWILIO_API_KEY with "
+                "TWILIO_API_SECRET, and --twilio-api-url\n",
                 no_rest);
         rc = VB_ECONFIG;
         goto out;

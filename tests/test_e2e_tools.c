@@ -568,3 +568,40 @@ TEST(transfer_targets_without_rest_credentials_stop_the_server)
     free(log);
     close(app.lfd);
 }
+
+/* The REST client also takes an API key and its secret instead of the
+ * auth token: transfer targets with those start. */
+TEST(transfer_targets_with_an_api_key_start)
+{
+    rig_t r;
+    rig_init(&r);
+    app_start();
+    write_assistants(&r, ",\"transfer\":{\"sales\":\"+14155550100\"}");
+    char bin[400], listen[64];
+    snprintf(bin, sizeof bin, "%s/voxbridge", proc_build_dir());
+    int port = proc_free_port();
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    const char *argv[] = {bin,
+                          "--listen",
+                          listen,
+                          "--assistants",
+                          path_in(&r, "assistants.json"),
+                          "--webhook-secret",
+                          WEBHOOK_SECRET,
+                          "--no-gemini-startup-check",
+                          "--drain-grace",
+                          "0",
+                          NULL};
+    const char *env[] = {"GEMINI_API_KEY=" API_KEY,
+                         "TWILIO_API_KEY=SKe2e0123456789",
+                         "TWILIO_API_SECRET=e2e-api-secret", NULL};
+    pid_t pid = proc_spawn(argv, env, r.vb_log);
+    ASSERT_EQ(proc_wait_port(r.vb_log, pid, proc_ms(10000)), port);
+    kill(pid, SIGTERM);
+    ASSERT_EQ(proc_reap(pid, proc_ms(30000)), 0);
+    char *log = proc_read_file(r.vb_log);
+    ASSERT_NOT_NULL(log);
+    ASSERT_NULL(strstr(log, "has transfer targets"));
+    free(log);
+    close(app.lfd);
+}
