@@ -2,11 +2,11 @@
 /*
  * More post-call reports end to end (build/voxbridge, build/vb-sim,
  * build/vb-fake-gemini, build/vb-example-app as the receiver): a call
- * that was answered but never streamed still gets its one signed report;
- * a report lists the HTTP tool call the model made, with its arguments,
- * status and latency; a receiver that answers 401 is retried until its
- * 2xx; a receiver that keeps refusing has the report dead-lettered only
- * after the bounded attempts, counted.
+ * that was answered but never streamed still gets its one signed report,
+ * at its final status callback or at its pending slot's expiry; a report
+ * lists the HTTP tool call the model made, with its arguments, status and
+ * latency, signed with both keys while they rotate; an assistant's
+ * max_call_s is reported as a timeout.
  */
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "net/ingress.h"
 #include "tests/e2e.h"
 #include "tests/example_app.h"
 
@@ -159,6 +160,62 @@ TEST_T(a_call_that_never_streams_gets_one_signed_report, 90)
     reps = app_get(&c.app, "/reports");
     ASSERT_EQ(cJSON_GetArraySize(reps), 1);
     ASSERT_STR_CONTAINS(vblog, "report of a call without its stream");
+    app_stop(&c.app);
+    cJSON_Delete(reps);
+    free(vblog);
+    free(out);
+}
+
+/* The same caller without a status callback: nothing tells voxbridge the
+ * call is over, so its pending slot expires (VB_INGRESS_PENDING_MS) and
+ * the next request the ingress serves (here a health check) sends the
+ * report: outcome failed, reason expired. */
+TEST_T(a_call_whose_stream_never_comes_is_reported_at_the_expiry, 120)
+{
+    ctx_t c;
+    ctx_init(&c, script_talk);
+    app_start(&c.app, c.app_port, APP_SECRET, c.store, c.app_out, NULL);
+    ctx_vb(&c, NULL);
+    const char *audio = path_in(&c.r, "quiet.wav");
+    make_sox(audio, "trim 0 2");
+    sim_t s;
+    sim_start(&c.r, &s, 0, audio, NULL,
+              (const char *const[]){"--hangup-before-stream", "1", NULL});
+    char *out = sim_wait(&c.r, &s);
+    ASSERT_EQ(field(out, "hung_up_before_stream"), 1);
+    char sid[64] = "";
+    sscanf(strstr(out, "call_sid=") + 9, "%63s", sid);
+    double t0 = tc_now_ms();
+    /* Nothing before the expiry. */
+    usleep(500 * 1000);
+    cJSON *reps = app_get(&c.app, "/reports");
+    ASSERT_EQ(cJSON_GetArraySize(reps), 0);
+    cJSON_Delete(reps);
+    double end = t0 + VB_INGRESS_PENDING_MS + proc_ms(20000);
+    for (;;) {
+        char req[128];
+        snprintf(req, sizeof(req), "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n");
+        tc_resp_t r;
+        tc_request(c.r.vb_port, req, &r, proc_ms(5000));
+        tc_free_resp(&r);
+        reps = app_get(&c.app, "/reports");
+        if (cJSON_GetArraySize(reps) > 0)
+            break;
+        cJSON_Delete(reps);
+        if (tc_now_ms() > end)
+            vb_test_fail(__FILE__, __LINE__, "no report after the expiry");
+        usleep(500 * 1000);
+    }
+    ASSERT_GE(tc_now_ms() - t0, VB_INGRESS_PENDING_MS - 2000);
+    ASSERT_EQ(cJSON_GetArraySize(reps), 1);
+    const cJSON *rep = cJSON_GetArrayItem(reps, 0);
+    ASSERT_STR_EQ(jstr(cJSON_GetObjectItem(rep, "call"), "sid"), sid);
+    ASSERT_STR_EQ(jstr(rep, "outcome"), "failed");
+    ASSERT_STR_EQ(jstr(rep, "reason"), "expired");
+    ASSERT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(rep, "transcript")), 0);
+    check_signed(&c, 1, sid);
+    char *vblog = rig_vb_stop(&c.r);
+    rig_stop(&c.r);
     app_stop(&c.app);
     cJSON_Delete(reps);
     free(vblog);
