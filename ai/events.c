@@ -32,16 +32,17 @@
 #define DEFAULT_TIMEOUT_MS  10000u
 #define DEFAULT_BACKOFF_MIN 1000u
 #define DEFAULT_BACKOFF_MAX 300000u
+#define DEFAULT_REJECTIONS  50u
 #define NAME_MAX_LEN        128
 
 /* ---- signing and backoff (pure) ---- */
 
-int vb_events_sign(const char *secret, int64_t t, const char *body, size_t len,
-                   char *out, size_t cap)
+int vb_events_sign(const char *secret, const char *previous, int64_t t,
+                   const char *body, size_t len, char *out, size_t cap)
 {
     if (secret == NULL || out == NULL || cap < VB_EVENTS_SIG_MAX)
         return VB_EINVAL;
-    int rc = vb_sig_sign(secret, strlen(secret), t, body, len, out, cap);
+    int rc = vb_sig_sign_rotating(secret, previous, t, body, len, out, cap);
     return rc == 0 ? 0 : VB_EINVAL;
 }
 
@@ -151,7 +152,8 @@ typedef struct entry {
     char sid[64];
     uint64_t size;
     uint32_t failures;
-    uint64_t next_ms; /* uv_now time of the next attempt */
+    uint32_t rejections; /* 4xx answers (not 408/429) so far */
+    uint64_t next_ms;    /* uv_now time of the next attempt */
     bool inflight;
     void *handle;
     struct vb_events *e;
@@ -169,18 +171,19 @@ enum {
     F_TIMEOUT,
     F_HTTP_5XX,
     F_HTTP_RETRY,
+    F_HTTP_4XX,
     F_REJECTED,
     F_SPOOL_FULL,
     F_SPOOL_ERROR,
     F_COUNT
 };
 static const char *const fail_labels[F_COUNT] = {
-    "connect",  "timeout",    "http_5xx",   "http_retry",
-    "rejected", "spool_full", "spool_error"};
+    "connect",  "timeout",  "http_5xx",   "http_retry",
+    "http_4xx", "rejected", "spool_full", "spool_error"};
 
 struct vb_events {
     vb_events_opts_t o;
-    char *url, *dir, *secret, *dead;
+    char *url, *dir, *secret, *secret_previous, *dead;
     vb_events_transport_t tr;
     http_ctx_t http;
     bool builtin;
@@ -424,6 +427,7 @@ static char *read_file(const char *path, size_t *len)
 
 static void schedule(vb_events_t *e);
 
+/* Refused (a 4xx) --events-max-rejections times: out of the loop. */
 static void dead_letter(vb_events_t *e, entry_t *x, int status)
 {
     char from[4200], to[4200];
@@ -433,9 +437,10 @@ static void dead_letter(vb_events_t *e, entry_t *x, int status)
     int rc = rename(from, to);
     fail_count(e, F_REJECTED);
     vb_log_error(x->sid,
-                 "report refused by the events receiver: moved to the "
-                 "dead-letter directory, not retried",
-                 "http_status=%d file=%s moved=%d", status, to, rc == 0);
+                 "report refused by the events receiver too often: moved "
+                 "to the dead-letter directory, not retried",
+                 "http_status=%d rejections=%u file=%s moved=%d", status,
+                 x->rejections, to, rc == 0);
     ent_remove(e, x);
 }
 
@@ -443,10 +448,11 @@ static void dead_letter(vb_events_t *e, entry_t *x, int status)
  * counted, and the next one after the backoff. */
 static void retry_later(vb_events_t *e, entry_t *x, int status)
 {
-    int f = status == VB_ETIMEDOUT ? F_TIMEOUT
-            : status >= 500        ? F_HTTP_5XX
-            : status > 0           ? F_HTTP_RETRY
-                                   : F_CONNECT;
+    int f = status == VB_ETIMEDOUT           ? F_TIMEOUT
+            : status >= 500                  ? F_HTTP_5XX
+            : status == 408 || status == 429 ? F_HTTP_RETRY
+            : status > 0                     ? F_HTTP_4XX
+                                             : F_CONNECT;
     fail_count(e, f);
     x->failures++;
     uint32_t wait = vb_events_backoff_ms(
@@ -481,8 +487,8 @@ static void on_done(int status, void *ud)
                     "http_status=%d attempts=%u file=%s", status,
                     x->failures + 1, x->name);
         ent_remove(e, x);
-    } else if (status > 0 &&
-               !(status >= 500 || status == 408 || status == 429)) {
+    } else if (status > 0 && status < 500 && status != 408 && status != 429 &&
+               ++x->rejections >= e->o.max_rejections) {
         dead_letter(e, x, status);
     } else {
         retry_later(e, x, status);
@@ -513,8 +519,8 @@ static void attempt(vb_events_t *e, entry_t *x)
         return;
     }
     char sig[VB_EVENTS_SIG_MAX];
-    int rc = vb_events_sign(e->secret, (int64_t)time(NULL), body, len, sig,
-                            sizeof(sig));
+    int rc = vb_events_sign(e->secret, e->secret_previous, (int64_t)time(NULL),
+                            body, len, sig, sizeof(sig));
     const vb_events_header_t headers[] = {
         {"Content-Type", "application/json"},
         {"X-Voxbridge-Event", "call.ended"},
@@ -628,9 +634,10 @@ static int add_metrics(vb_events_t *e)
     for (int i = 0; rc == 0 && i < F_COUNT; i++)
         rc = vb_metrics_add(m, VB_METRIC_COUNTER, "vb_events_failed_total",
                             "Failed report deliveries and stores, by reason "
-                            "(connect, timeout, http_5xx, http_retry: "
-                            "retried; rejected: dead-lettered; spool_full, "
-                            "spool_error: not stored).",
+                            "(connect, timeout, http_5xx, http_retry, "
+                            "http_4xx: retried; rejected: dead-lettered "
+                            "after --events-max-rejections 4xx answers; "
+                            "spool_full, spool_error: not stored).",
                             VB_LABELS("reason", fail_labels[i]),
                             &e->m_failed[i]);
     if (rc == 0 && (e->shard = vb_metrics_shard_create(m)) == NULL)
@@ -665,16 +672,19 @@ int vb_events_create(const vb_events_opts_t *o, vb_events_t **out)
         e->o.backoff_min_ms = DEFAULT_BACKOFF_MIN;
     if (e->o.backoff_max_ms == 0)
         e->o.backoff_max_ms = DEFAULT_BACKOFF_MAX;
+    if (e->o.max_rejections == 0)
+        e->o.max_rejections = DEFAULT_REJECTIONS;
     e->url = dup_s(o->url);
     e->dir = dup_s(o->spool_dir);
     e->secret = dup_s(o->secret);
+    e->secret_previous = dup_s(o->secret_previous);
     size_t dl = strlen(o->spool_dir) + 8;
     e->dead = malloc(dl);
     pthread_mutex_init(&e->mu, NULL);
     e->rnd = (unsigned)time(NULL) ^ (unsigned)getpid();
     int rc = 0;
     if (e->url == NULL || e->dir == NULL || e->secret == NULL ||
-        e->dead == NULL) {
+        e->secret_previous == NULL || e->dead == NULL) {
         rc = VB_ENOMEM;
         goto fail;
     }
@@ -799,6 +809,9 @@ void vb_events_destroy(vb_events_t *e)
     if (e->secret != NULL)
         memset(e->secret, 0, strlen(e->secret));
     free(e->secret);
+    if (e->secret_previous != NULL)
+        memset(e->secret_previous, 0, strlen(e->secret_previous));
+    free(e->secret_previous);
     free(e->dead);
     free(e);
 }

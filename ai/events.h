@@ -15,14 +15,17 @@
  *   2. POSTs the stored bytes with a fresh X-Voxbridge-Signature per
  *      attempt (a retry days later must not carry a stale `t`), at most
  *      VB_EVENTS_INFLIGHT at once, oldest first;
- *   3. on a 2xx deletes the file (vb_events_delivered_total); on a
- *      connection error, a timeout, a 5xx, 408 or 429 retries after an
- *      exponential backoff with jitter (--events-backoff-min-ms doubling
- *      to --events-backoff-max-ms, each wait drawn from [d/2, d]); on any
- *      other status (a 4xx: the receiver refuses these bytes, and sending
- *      the same bytes again cannot change that) moves the file to
- *      <spool>/dead/ and counts reason="rejected": kept for an operator,
- *      out of the retry loop and out of the spool's bounds.
+ *   3. on a 2xx deletes the file (vb_events_delivered_total); on
+ *      anything else (a connection error, a timeout, any other status)
+ *      retries after an exponential backoff with jitter
+ *      (--events-backoff-min-ms doubling to --events-backoff-max-ms, each
+ *      wait drawn from [d/2, d]), until a 2xx. A 4xx other than 408 and
+ *      429 is retried too (a receiver misconfigured for a while, a key
+ *      being rotated, must not lose reports), but only
+ *      --events-max-rejections times for one report (counted since this
+ *      process started): then the file moves to <spool>/dead/ and counts
+ *      reason="rejected": kept for an operator, out of the retry loop and
+ *      out of the spool's bounds.
  * At start every *.json already in the spool is queued (a report whose
  * process died before its 2xx is sent again: receivers dedupe by call
  * sid); leftover temporary files (a write cut by a crash, never
@@ -46,7 +49,9 @@
 
 #define VB_EVENTS_INFLIGHT  4u    /* concurrent deliveries */
 #define VB_EVENTS_QUEUE_MAX 1024u /* reports handed over, not yet spooled */
-#define VB_EVENTS_SIG_MAX   96u   /* "t=<10 digits>,v1=<64 hex>" + NUL */
+/* "t=<up to 20 digits>,v1=<64 hex>", a second ",v1=<64 hex>" while
+ * rotating keys, NUL (net/vbsig.h VB_SIG_MAX). */
+#define VB_EVENTS_SIG_MAX 160u
 
 /* `status`: the HTTP status, or a negative VB_E* when no response came
  * (VB_ETIMEDOUT, VB_ECONNREFUSED, VB_EPROTO...). Loop thread. */
@@ -79,11 +84,15 @@ typedef struct vb_events_opts {
     const char *url;       /* http:// or https:// */
     const char *spool_dir; /* created if missing (0750) */
     const char *secret;    /* HMAC key of X-Voxbridge-Signature */
-    const char *ca_file;   /* https: CA bundle; NULL/"": the system one */
-    uint32_t max_files;    /* 0: 10000 */
-    uint64_t max_bytes;    /* 0: 256 MiB */
-    uint32_t timeout_ms;   /* per attempt; 0: 10000 */
+    /* While rotating: a second v1= made with this key (NULL/"": none). */
+    const char *secret_previous;
+    const char *ca_file; /* https: CA bundle; NULL/"": the system one */
+    uint32_t max_files;  /* 0: 10000 */
+    uint64_t max_bytes;  /* 0: 256 MiB */
+    uint32_t timeout_ms; /* per attempt; 0: 10000 */
     uint32_t backoff_min_ms, backoff_max_ms; /* 0: 1000, 300000 */
+    /* 4xx answers (not 408/429) before the report is dead-lettered; 0: 50 */
+    uint32_t max_rejections;
     vb_metrics_t *metrics;
     /* NULL: the built-in HTTP client. Copied. */
     const vb_events_transport_t *transport;
@@ -122,9 +131,10 @@ uint32_t vb_events_spooled(vb_events_t *e);
 
 /* X-Voxbridge-Signature for `body` at Unix time `t`:
  * "t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>" into out
- * (VB_EVENTS_SIG_MAX). Returns 0 or VB_EINVAL. Any thread. */
-int vb_events_sign(const char *secret, int64_t t, const char *body, size_t len,
-                   char *out, size_t cap);
+ * (VB_EVENTS_SIG_MAX), and ",v1=<previous's>" after it when `previous` is
+ * neither NULL nor "". Returns 0 or VB_EINVAL. Any thread. */
+int vb_events_sign(const char *secret, const char *previous, int64_t t,
+                   const char *body, size_t len, char *out, size_t cap);
 
 /* The backoff before attempt `failures + 1`: min(max, min * 2^(failures -
  * 1)), then drawn uniformly from [d/2, d] with `rnd` (0..UINT32_MAX). */

@@ -288,6 +288,7 @@ void vb_gemini_options_from_config(vb_gemini_options_t *o, const vb_config_t *c)
     o->recover_timeout_ms = (uint32_t)c->gemini_recover_timeout_ms;
     o->healthy_ms = (uint32_t)c->gemini_healthy_ms;
     o->webhook_secret = c->webhook_secret;
+    o->webhook_secret_previous = c->webhook_secret_previous;
     o->webhook_ca_file = c->webhook_ca_file;
     o->tool_max_response = (size_t)c->tool_max_response_bytes;
 }
@@ -2029,7 +2030,8 @@ static void on_tick(uv_timer_t *t)
             vb_log_info(lid(call), "assistant's max_call_s reached: ending",
                         "assistant=%s max_call_s=%u", call->asst->name,
                         call->asst->max_call_s);
-            out_emit(s, call, VB_MSG_HANGUP, 0, "max_call_s", 10, now);
+            out_emit(s, call, VB_MSG_HANGUP, VB_MSG_HANGUP_TIMEOUT,
+                     "max_call_s", 10, now);
             call->ended = true;
             call->hangup_pending = false;
             if (call->cur != NULL)
@@ -2321,6 +2323,7 @@ int vb_gemini_stage_create(vb_gemini_stage_t **out,
         goto fail;
     vb_chan_on_pressure(cfg->out, out_pressure, s);
     vb_tools_config_t tc = {.secret = cfg->opt.webhook_secret,
+                            .secret_previous = cfg->opt.webhook_secret_previous,
                             .ca_file = cfg->opt.webhook_ca_file,
                             .max_response = cfg->opt.tool_max_response,
                             .metrics = cfg->metrics,

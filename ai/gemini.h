@@ -134,6 +134,7 @@ typedef struct vb_gemini_options {
      * unsigned), the CA bundle for https:// tool URLs (NULL/"": system),
      * the largest tool answer (0: 65536). */
     const char *webhook_secret;
+    const char *webhook_secret_previous; /* NULL/"": not rotating */
     const char *webhook_ca_file;
     size_t tool_max_response;
     /* --max-call-duration, which twilio-io enforces for every call; an

@@ -155,6 +155,10 @@ const char *vb_report_outcome(const vb_report_t *r, const char *reason)
         return "shutdown";
     if (strcmp(reason, "stop") == 0 || strcmp(reason, "disconnect") == 0)
         return r->model_hangup ? "assistant_hangup" : "caller_hangup";
+    /* A call that ended before its stream, by its final CallStatus: the
+     * caller hung up (or Twilio canceled it) during the greeting. */
+    if (strcmp(reason, "completed") == 0 || strcmp(reason, "canceled") == 0)
+        return "caller_hangup";
     return "failed";
 }
 
@@ -296,5 +300,32 @@ char *vb_report_render(const vb_report_t *r, const vb_msg_close_t *close,
     cJSON_Delete(o);
     if (s != NULL && len != NULL)
         *len = strlen(s);
+    return s;
+}
+
+char *vb_report_render_unstreamed(const vb_msg_open_t *ids,
+                                  const char *direction, const char *status,
+                                  int64_t answered_unix_ms,
+                                  int64_t ended_unix_ms, size_t *len)
+{
+    /* Once per such call, off the audio path: the report's arrays are
+     * large for a stack. */
+    vb_report_t *r = malloc(sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    vb_report_init(r, ids, NULL, 0);
+    snprintf(r->direction, sizeof(r->direction), "%s",
+             direction && *direction ? direction : "inbound");
+    vb_msg_close_t c;
+    memset(&c, 0, sizeof(c));
+    snprintf(c.reason, sizeof(c.reason), "%s", status ? status : "expired");
+    c.started_unix_ms = answered_unix_ms;
+    c.duration_ms = ended_unix_ms > answered_unix_ms
+                        ? (uint64_t)(ended_unix_ms - answered_unix_ms)
+                        : 0;
+    c.first_audio_ms = c.response_p50_ms = c.response_p95_ms =
+        VB_MSG_CLOSE_NONE;
+    char *s = vb_report_render(r, &c, NULL, 0, len);
+    free(r);
     return s;
 }

@@ -91,7 +91,8 @@ void vb_report_usage(vb_report_t *r, int64_t prompt, int64_t response,
                      int64_t thoughts, int64_t total);
 
 /* The report's outcome for a CALL_CLOSE reason (vb_calls_total outcome)
- * and what the model did: "caller_hangup" (stop, disconnect),
+ * and what the model did: "caller_hangup" (stop, disconnect; and the
+ * CallStatus completed or canceled of a call without its stream),
  * "assistant_hangup" (hangup after end_call), "transferred", "failed"
  * (error, fallback, a failure), "timeout", "shutdown". Static string. */
 const char *vb_report_outcome(const vb_report_t *r, const char *reason);
@@ -102,5 +103,17 @@ const char *vb_report_outcome(const vb_report_t *r, const char *reason);
  * in *len) or NULL (out of memory). */
 char *vb_report_render(const vb_report_t *r, const vb_msg_close_t *close,
                        const char *reason, uint64_t now_ns, size_t *len);
+
+/* The report of an answered call that ended before its stream came
+ * (net/ingress.h vb_ingress_unstreamed_t): `ids` as the webhook told,
+ * empty transcript, no tool calls, no recording, no latencies; `status`
+ * (Twilio's final CallStatus, or "expired": no stream in time) is its
+ * "reason" and gives the outcome (completed, canceled: caller_hangup;
+ * anything else: failed). Returns a malloc'd string (length in *len) or
+ * NULL (out of memory). Any thread. */
+char *vb_report_render_unstreamed(const vb_msg_open_t *ids,
+                                  const char *direction, const char *status,
+                                  int64_t answered_unix_ms,
+                                  int64_t ended_unix_ms, size_t *len);
 
 #endif

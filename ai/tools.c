@@ -44,7 +44,7 @@ struct vb_tools {
     uv_loop_t *loop;
     vb_http_client_t *http;
     vb_tls_config_t *tls;
-    char *secret;
+    char *secret, *secret_previous; /* previous: NULL unless rotating */
     size_t max_response;
     vb_metrics_t *metrics;
     vb_metrics_shard_t *const *shard;
@@ -175,6 +175,10 @@ int vb_tools_create(uv_loop_t *loop, const vb_tools_config_t *cfg,
     if (cfg->secret != NULL && cfg->secret[0] != '\0' &&
         (t->secret = strdup(cfg->secret)) == NULL)
         rc = VB_ENOMEM;
+    if (rc == 0 && cfg->secret_previous != NULL &&
+        cfg->secret_previous[0] != '\0' &&
+        (t->secret_previous = strdup(cfg->secret_previous)) == NULL)
+        rc = VB_ENOMEM;
     if (rc == 0 && vb_tls_config_client(cfg->ca_file, &t->tls) != 0) {
         /* Named explicitly: a configuration error. The system bundle
          * missing: plain http:// tools still work, https:// ones are
@@ -207,6 +211,7 @@ void vb_tools_destroy(vb_tools_t *t)
     vb_http_client_destroy(t->http);
     vb_tls_config_destroy(t->tls);
     free(t->secret);
+    free(t->secret_previous);
     free(t);
 }
 
@@ -543,9 +548,9 @@ static int start_http(item_t *it, const vb_assistant_tool_t *tool,
     vb_http_header_t hd[3] = {{"Content-Type", "application/json"},
                               {"Accept", "application/json"}};
     size_t nh = 2;
-    if (t->secret != NULL &&
-        vb_sig_sign(t->secret, strlen(t->secret), (int64_t)time(NULL), body,
-                    len, sig, sizeof(sig)) == 0)
+    if (t->secret != NULL && *t->secret != '\0' &&
+        vb_sig_sign_rotating(t->secret, t->secret_previous, (int64_t)time(NULL),
+                             body, len, sig, sizeof(sig)) == 0)
         hd[nh++] = (vb_http_header_t){VB_SIG_HEADER, sig};
     it->timeout_ms =
         tool->timeout_ms ? tool->timeout_ms : VB_ASSISTANT_TOOL_TIMEOUT_MS;

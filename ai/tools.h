@@ -62,7 +62,9 @@ typedef struct vb_tools vb_tools_t;
 typedef struct vb_call_tools vb_call_tools_t;
 
 typedef struct vb_tools_config {
-    const char *secret;    /* --webhook-secret; NULL/"": unsigned */
+    const char *secret; /* --webhook-secret; NULL/"": unsigned */
+    /* --webhook-secret-previous: a second v1= while rotating; NULL/"" */
+    const char *secret_previous;
     const char *ca_file;   /* --webhook-ca-file; NULL/"": system bundle */
     size_t max_response;   /* --tool-max-response-bytes; 0: 65536 */
     vb_metrics_t *metrics; /* series registered here */

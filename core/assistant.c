@@ -282,6 +282,23 @@ const vb_assistant_t *vb_assistants_at(const vb_assistants_t *s, size_t i)
     return s != NULL && i < s->n ? s->list[i] : NULL;
 }
 
+bool vb_assistants_url_tool(const vb_assistants_t *s,
+                            const vb_assistant_t **assistant, size_t *tool)
+{
+    for (size_t i = 0; i < vb_assistants_count(s); i++) {
+        const vb_assistant_t *a = s->list[i];
+        for (size_t j = 0; j < a->n_tools; j++)
+            if (a->tools[j].url != NULL && a->tools[j].url[0] != '\0') {
+                if (assistant != NULL)
+                    *assistant = a;
+                if (tool != NULL)
+                    *tool = j;
+                return true;
+            }
+    }
+    return false;
+}
+
 int vb_assistants_single(const vb_assistant_t *a, vb_assistants_t **out)
 {
     if (a == NULL || out == NULL)
@@ -1237,6 +1254,7 @@ struct vb_assistant_store {
     vb_assistants_t *cur; /* guarded by mu */
     char *path;
     vb_assistant_t *base;
+    bool refuse_url_tools; /* main thread only */
 };
 
 int vb_assistant_store_create(vb_assistants_t *initial, const char *path,
@@ -1305,11 +1323,28 @@ int vb_assistant_store_reload(vb_assistant_store_t *st, size_t *count,
     int rc = vb_assistants_load_file(st->path, st->base, &s, err, errsz);
     if (rc != 0)
         return rc;
+    const vb_assistant_t *a;
+    size_t t;
+    if (st->refuse_url_tools && vb_assistants_url_tool(s, &a, &t)) {
+        snprintf(err, errsz,
+                 "%s: assistants.%s.tools[%zu].url: HTTP tools need "
+                 "--webhook-secret (VOXBRIDGE_WEBHOOK_SECRET), their "
+                 "requests are signed",
+                 st->path, a->name, t);
+        vb_assistants_unref(s);
+        return VB_ECONFIG;
+    }
     if (count != NULL)
         *count = s->n;
     vb_assistant_store_swap(st, s);
     vb_assistants_unref(s);
     return 0;
+}
+
+void vb_assistant_store_refuse_url_tools(vb_assistant_store_t *st)
+{
+    if (st != NULL)
+        st->refuse_url_tools = true;
 }
 
 vb_assistant_t *vb_assistant_store_find(vb_assistant_store_t *st,

@@ -187,6 +187,10 @@ const vb_assistant_t *vb_assistants_for_number(const vb_assistants_t *s,
 size_t vb_assistants_count(const vb_assistants_t *s);
 /* The i-th assistant (0 <= i < count) in file order, or NULL. */
 const vb_assistant_t *vb_assistants_at(const vb_assistants_t *s, size_t i);
+/* Whether an assistant of `s` has an HTTP tool (a tool with a URL); the
+ * first one's assistant and index in *assistant and *tool (may be NULL). */
+bool vb_assistants_url_tool(const vb_assistants_t *s,
+                            const vb_assistant_t **assistant, size_t *tool);
 
 /* ---- the store: the current set, swapped on reload ---- */
 
@@ -209,9 +213,15 @@ vb_assistants_t *vb_assistant_store_get(vb_assistant_store_t *st);
  * reference on the previous set. Any thread. */
 void vb_assistant_store_swap(vb_assistant_store_t *st, vb_assistants_t *next);
 
+/* From now on vb_assistant_store_reload() refuses a file with HTTP tools:
+ * without --webhook-secret their requests could not be signed. Main
+ * thread, at start. */
+void vb_assistant_store_refuse_url_tools(vb_assistant_store_t *st);
+
 /* Loads the store's file again and swaps it in. On any error the current
  * set stays and `err` says why. Returns 0 (and the number of assistants in
- * *count, may be NULL), VB_ENOENT (the store has no file), VB_ECONFIG,
+ * *count, may be NULL), VB_ENOENT (the store has no file), VB_ECONFIG
+ * (also: an HTTP tool after vb_assistant_store_refuse_url_tools()),
  * VB_ENOMEM. Main thread (SIGHUP). */
 int vb_assistant_store_reload(vb_assistant_store_t *st, size_t *count,
                               char *err, size_t errsz);

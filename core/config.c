@@ -253,6 +253,12 @@ static int validate(const vb_config_t *c, char *err, size_t errsz)
                  c->twilio_api_url);
         return VB_ECONFIG;
     }
+    if (*c->assistant_url && *c->webhook_secret == '\0') {
+        snprintf(err, errsz,
+                 "--assistant-url needs --webhook-secret "
+                 "(VOXBRIDGE_WEBHOOK_SECRET): assistant requests are signed");
+        return VB_ECONFIG;
+    }
     if (*c->events_url) {
         if (!has_prefix(c->events_url, "https://") &&
             !has_prefix(c->events_url, "http://")) {

@@ -271,7 +271,12 @@
     /* business webhooks and tools */                                          \
     X(webhook_secret, SECRET, "VOXBRIDGE_WEBHOOK_SECRET", "", 0, 0, NULL,      \
       "key of the X-Voxbridge-Signature HMAC on requests to the assistant, "   \
-      "tool and events URLs (unsigned when unset)")                            \
+      "tool and events URLs; required with --assistant-url, --events-url "     \
+      "or an assistant with HTTP tools")                                       \
+    X(webhook_secret_previous, SECRET, "VOXBRIDGE_WEBHOOK_SECRET_PREVIOUS",    \
+      "", 0, 0, NULL,                                                          \
+      "while rotating: every signed request also carries a v1= made with "     \
+      "this older key, so receivers still on it accept it")                    \
     X(webhook_ca_file, STR, "VOXBRIDGE_WEBHOOK_CA_FILE", "", 0, 0, NULL,       \
       "CA bundle for https:// assistant, tool and events URLs (default: "      \
       "system bundle)")                                                        \
@@ -298,7 +303,11 @@
       10, 3600000, NULL,                                                       \
       "first retry delay, doubled per failure (each drawn from [d/2, d])")     \
     X(events_backoff_max_ms, INT, "VOXBRIDGE_EVENTS_BACKOFF_MAX_MS", "300000", \
-      10, 86400000, NULL, "longest retry delay")
+      10, 86400000, NULL, "longest retry delay")                               \
+    X(events_max_rejections, INT, "VOXBRIDGE_EVENTS_MAX_REJECTIONS", "50", 1,  \
+      1000000, NULL,                                                           \
+      "4xx answers (other than 408, 429) a report gets, each retried with "    \
+      "the backoff, before it moves to <spool>/dead/ (counted since start)")
 
 typedef struct vb_config {
 #define VB__CFG_FIELD_STR    char *

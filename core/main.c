@@ -50,6 +50,7 @@
 #include "ai/events.h"
 #include "ai/gemini.h"
 #include "ai/gemini_check.h"
+#include "ai/report.h"
 #include "core/assistant.h"
 #include "core/clock.h"
 #include "core/config.h"
@@ -118,6 +119,23 @@ static void call_ended(void *ud, const char *call_sid, bool intended)
     lanes_t *ls = ud;
     if (ls->ingress != NULL)
         vb_ingress_call_ended(ls->ingress, call_sid, intended);
+}
+
+/* On the ingress thread: a call answered here ended before its stream;
+ * its report goes to the events spool like any other. */
+static void report_unstreamed(void *ud, const vb_ingress_unstreamed_t *u)
+{
+    size_t len = 0;
+    char *json = vb_report_render_unstreamed(u->call, u->direction, u->status,
+                                             u->answered_unix_ms,
+                                             u->ended_unix_ms, &len);
+    if (json == NULL) {
+        vb_log_error(u->call->call_sid, "out of memory for a report", NULL);
+        return;
+    }
+    vb_log_info(u->call->call_sid, "report of a call without its stream",
+                "status=%s", u->status);
+    vb_events_submit(ud, u->call->call_sid, json, len);
 }
 
 /* Whether the recorder records a call: its assistant's "record" (which
@@ -327,6 +345,24 @@ static int assistants_create(const vb_config_t *cfg, vb_assistant_store_t **out,
     if (rc == 0 &&
         (rc = vb_assistant_store_create(set, cfg->assistants, base, out)) != 0)
         snprintf(err, errsz, "%s", vb_strerror(rc));
+    /* Tool requests are signed: without a secret no file may bring HTTP
+     * tools, now or at a reload. */
+    const vb_assistant_t *a;
+    size_t t;
+    if (rc == 0 && *cfg->webhook_secret == '\0') {
+        if (vb_assistants_url_tool(set, &a, &t)) {
+            snprintf(err, errsz,
+                     "%s: assistants.%s.tools[%zu].url: HTTP tools need "
+                     "--webhook-secret (VOXBRIDGE_WEBHOOK_SECRET), their "
+                     "requests are signed",
+                     cfg->assistants, a->name, t);
+            vb_assistant_store_destroy(*out);
+            *out = NULL;
+            rc = VB_ECONFIG;
+        } else {
+            vb_assistant_store_refuse_url_tools(*out);
+        }
+    }
     if (rc == 0)
         vb_log_info(NULL, "assistants loaded", "file=%s assistants=%zu",
                     *cfg->assistants ? cfg->assistants : "(flags)",
@@ -337,13 +373,17 @@ static int assistants_create(const vb_config_t *cfg, vb_assistant_store_t **out,
 }
 
 /* Transfer redirects the call through Twilio's REST API: an assistant
- * with transfer targets needs TWILIO_AUTH_TOKEN and an API URL (the
- * account is TWILIO_ACCOUNT_SID, else the call's own AccountSid). Returns
- * the first such assistant's name when they are missing, else NULL. */
+ * with transfer targets needs credentials (TWILIO_AUTH_TOKEN, or
+ * TWILIO_API_KEY with TWILIO_API_SECRET, as the REST client takes) and an
+ * API URL (the account is TWILIO_ACCOUNT_SID, else the call's own
+ * AccountSid). Returns the first such assistant's name when they are
+ * missing, else NULL. */
 static const char *transfer_without_rest(const vb_config_t *cfg,
                                          vb_assistant_store_t *st)
 {
-    if (*cfg->twilio_auth_token && *cfg->twilio_api_url)
+    bool creds = *cfg->twilio_auth_token ||
+                 (*cfg->twilio_api_key && *cfg->twilio_api_secret);
+    if (creds && *cfg->twilio_api_url)
         return NULL;
     static char name[VB_ASSISTANT_NAME_MAX + 1];
     const char *found = NULL;
@@ -401,8 +441,8 @@ static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g,
     const char *no_rest = rc == 0 ? transfer_without_rest(cfg, st) : NULL;
     if (no_rest != NULL)
         vb_log_error(NULL,
-                     "SIGHUP: assistant has transfer targets but "
-                     "TWILIO_AUTH_TOKEN is not set: "
+                     "SIGHUP: assistant has transfer targets but no "
+                     "Twilio REST credentials are set: "
                      "its transfers will hang up instead",
                      "assistant=%s", no_rest);
     if (rc == 0)
@@ -460,7 +500,8 @@ static int startup_prepare(const vb_config_t *cfg, vb_metrics_t *metrics,
         snprintf(why, whysz,
                  "assistants: assistant \"%s\" has transfer targets, which "
                  "need the Twilio REST API: set TWILIO_AUTH_TOKEN "
-                 "(--twilio-auth-token) and --twilio-api-url",
+                 "(--twilio-auth-token), or TWILIO_API_KEY with "
+                 "TWILIO_API_SECRET, and --twilio-api-url",
                  no_rest);
         return VB_ECONFIG;
     }
@@ -485,12 +526,14 @@ static int startup_prepare(const vb_config_t *cfg, vb_metrics_t *metrics,
             .url = cfg->events_url,
             .spool_dir = cfg->events_spool,
             .secret = cfg->webhook_secret,
+            .secret_previous = cfg->webhook_secret_previous,
             .ca_file = cfg->webhook_ca_file,
             .max_files = (uint32_t)cfg->events_max_files,
             .max_bytes = (uint64_t)cfg->events_max_bytes,
             .timeout_ms = (uint32_t)cfg->events_timeout_ms,
             .backoff_min_ms = (uint32_t)cfg->events_backoff_min_ms,
             .backoff_max_ms = (uint32_t)cfg->events_backoff_max_ms,
+            .max_rejections = (uint32_t)cfg->events_max_rejections,
             .metrics = metrics,
         };
         if ((rc = vb_events_create(&eo, &st->events)) != 0) {
@@ -894,6 +937,8 @@ int main(int argc, char **argv)
         .assistants = st.assistants,
         .test_audio = test_audio,
         .test_audio_ud = &check,
+        .unstreamed = st.events != NULL ? report_unstreamed : NULL,
+        .unstreamed_ud = st.events,
     };
     if ((rc = vb_ingress_create(&io, &ingress)) != 0) {
         fprintf(stderr, "voxbridge: cannot start the HTTP listener: %s\n",

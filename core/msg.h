@@ -38,6 +38,9 @@
  * target (E.164 number or sip: URI) the call is redirected to with <Dial>
  * once the audio before it has played. */
 #define VB_MSG_HANGUP_TRANSFER 2u
+/* vb_msg_t.flags of HANGUP: the call's time limit (its assistant's
+ * max_call_s) ends it: vb_calls_total and the report say "timeout". */
+#define VB_MSG_HANGUP_TIMEOUT 4u
 
 /* vb_msg_t.flags of PREPARE: the call ended before its stream came (its
  * status callback said so): drop its pre-connected session now. `ctx` is

@@ -33,3 +33,6 @@ THREADED_TESTS += test_e2e_twilio14
 # Media timing of a real leg (tests/test_e2e_timing.c): jitter, a stall
 # and its burst, a gap in the timeline.
 THREADED_TESTS += test_e2e_timing
+# More post-call reports (tests/test_e2e_report2.c): a call that never
+# streamed, an HTTP tool in the report, a receiver answering 401.
+THREADED_TESTS += test_e2e_report2

@@ -188,8 +188,9 @@ int vb_assistant_url_request(vb_assistant_url_t *u, const vb_call_ctx_t *ctx,
     size_t nh = 1;
     const char *secret = u->cfg->webhook_secret;
     if (secret != NULL && *secret &&
-        vb_sig_sign(secret, strlen(secret), (int64_t)vb_clock_wall_s(), body,
-                    blen, sig, sizeof sig) == 0)
+        vb_sig_sign_rotating(secret, u->cfg->webhook_secret_previous,
+                             (int64_t)vb_clock_wall_s(), body, blen, sig,
+                             sizeof sig) == 0)
         nh = 2;
     vb_http_request_t hr = {
         .method = "POST",

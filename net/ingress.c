@@ -86,8 +86,13 @@ enum { INST_NONE = -1, INST_OURS = 0, INST_OTHER = 1 };
 
 typedef struct pend {
     uint32_t lane; /* CONSUMED once its stream arrived */
-    uint64_t expiry_ns;
+    uint64_t pushed_ns, expiry_ns;
     uint64_t sid_hash; /* the call's */
+    /* For the report of a call whose stream never comes (opts.unstreamed):
+     * what the webhook told, the number's assistant, when it was answered. */
+    vb_msg_open_t ids;
+    char direction[32];
+    int64_t answered_unix_ms;
 } pend_t;
 
 struct vb_ingress {
@@ -144,6 +149,12 @@ struct vb_ingress {
     /* Ingress thread only. */
     uint32_t *lane_pending;
     uint32_t *lane_inflight;
+    /* When a stream last took a pending entry of the lane: an entry pushed
+     * after it that is still there at its end is surely its own call's
+     * (streams take the oldest entry of their lane, whichever call's). */
+    uint64_t *lane_consumed_ns;
+    void (*report_unstreamed)(void *ud, const vb_ingress_unstreamed_t *u);
+    void *report_ud;
     pend_t *pend;
     uint32_t pend_cap, pend_head, pend_n, pend_total;
     /* Calls answered within a stream-token lifetime, by CallSid hash
@@ -346,6 +357,34 @@ int64_t vb_ingress_calls_active(const vb_ingress_t *g)
 /* ---------------------------------------------------------------------- */
 /* pending calls (ingress thread)                                         */
 
+static uint64_t sid_hash(const char *sid);
+static int ended_get(const vb_ingress_t *g, const char *call_sid);
+
+/* The post-call report of an answered call whose stream did not come here
+ * (`status`: Twilio's final CallStatus, or "expired"), sent only when the
+ * entry surely is that call's: no stream took an entry of its lane since
+ * it was pushed, and the call did not run here. */
+static void report_unstreamed(vb_ingress_t *g, const pend_t *p,
+                              const char *status)
+{
+    if (g->report_unstreamed == NULL || ended_get(g, p->ids.call_sid) >= 0)
+        return;
+    if (g->lane_consumed_ns[p->lane] > p->pushed_ns) {
+        vb_log_warn(p->ids.call_sid,
+                    "no report for a call without its stream: a stream of "
+                    "its lane came meanwhile, which call's is unknown",
+                    "status=%s lane=%u", status, p->lane);
+        return;
+    }
+    vb_ingress_unstreamed_t u = {.call = &p->ids,
+                                 .direction = p->direction,
+                                 .status = status,
+                                 .answered_unix_ms = p->answered_unix_ms,
+                                 .ended_unix_ms =
+                                     (int64_t)(vb_clock_wall_s() * 1000.0)};
+    g->report_unstreamed(g->report_ud, &u);
+}
+
 static void pend_prune(vb_ingress_t *g, uint64_t now)
 {
     while (g->pend_n > 0) {
@@ -353,6 +392,7 @@ static void pend_prune(vb_ingress_t *g, uint64_t now)
         if (p->lane != CONSUMED && p->expiry_ns > now)
             break;
         if (p->lane != CONSUMED) {
+            report_unstreamed(g, p, "expired");
             g->lane_pending[p->lane]--;
             g->pend_total--;
         }
@@ -363,8 +403,9 @@ static void pend_prune(vb_ingress_t *g, uint64_t now)
                           memory_order_relaxed);
 }
 
-static void pend_push(vb_ingress_t *g, uint32_t lane, uint64_t now,
-                      uint64_t sid_hash)
+/* Returns the new entry, for its caller to describe the call. */
+static pend_t *pend_push(vb_ingress_t *g, uint32_t lane, uint64_t now,
+                         uint64_t sid_hash)
 {
     if (g->pend_n == g->pend_cap) {
         /* Full of old entries: forget the oldest. */
@@ -379,12 +420,14 @@ static void pend_push(vb_ingress_t *g, uint32_t lane, uint64_t now,
     pend_t *p = &g->pend[(g->pend_head + g->pend_n) % g->pend_cap];
     p->lane = lane;
     p->sid_hash = sid_hash;
+    p->pushed_ns = now;
     p->expiry_ns = now + VB_INGRESS_PENDING_MS * VB_NS_PER_MS;
     g->pend_n++;
     g->lane_pending[lane]++;
     g->pend_total++;
     atomic_store_explicit(&g->pending_shared, g->pend_total,
                           memory_order_relaxed);
+    return p;
 }
 
 /* The oldest call answered on `lane` has its stream now. */
@@ -394,6 +437,7 @@ static void pend_consume(vb_ingress_t *g, uint32_t lane)
         pend_t *p = &g->pend[(g->pend_head + i) % g->pend_cap];
         if (p->lane == lane) {
             p->lane = CONSUMED;
+            g->lane_consumed_ns[lane] = vb_clock_now_ns();
             g->lane_pending[lane]--;
             g->pend_total--;
             atomic_store_explicit(&g->pending_shared, g->pend_total,
@@ -412,11 +456,12 @@ static uint64_t sid_hash(const char *sid)
  * stream took it yet, frees its capacity now. Returns whether it did. (A
  * stream takes the oldest entry of its lane, whichever call's: then this
  * call's slot goes at the expiry, never early.) */
-static bool pend_forget(vb_ingress_t *g, uint64_t h)
+static bool pend_forget(vb_ingress_t *g, uint64_t h, const char *status)
 {
     for (uint32_t i = 0; i < g->pend_n; i++) {
         pend_t *p = &g->pend[(g->pend_head + i) % g->pend_cap];
         if (p->lane != CONSUMED && p->sid_hash == h) {
+            report_unstreamed(g, p, status);
             g->lane_pending[p->lane]--;
             g->pend_total--;
             p->lane = CONSUMED;
@@ -1113,6 +1158,22 @@ typedef struct call_info {
     uint64_t t_start;
 } call_info_t;
 
+/* What the report of a call without its stream says about it. */
+static void pend_describe(pend_t *p, const call_info_t *ci,
+                          const vb_assistant_t *asst)
+{
+    memset(&p->ids, 0, sizeof(p->ids));
+    snprintf(p->ids.call_sid, sizeof(p->ids.call_sid), "%s", ci->call);
+    snprintf(p->ids.account_sid, sizeof(p->ids.account_sid), "%s", ci->account);
+    snprintf(p->ids.from, sizeof(p->ids.from), "%.31s", ci->from);
+    snprintf(p->ids.to, sizeof(p->ids.to), "%.31s", ci->to);
+    snprintf(p->ids.assistant, sizeof(p->ids.assistant), "%.63s",
+             asst != NULL ? asst->name : "");
+    snprintf(p->direction, sizeof(p->direction), "%s",
+             ci->direction[0] ? ci->direction : "inbound");
+    p->answered_unix_ms = (int64_t)(vb_clock_wall_s() * 1000.0);
+}
+
 /* The TwiML connecting the stream, its parameters naming `aname` (NULL:
  * none) under the assistant MAC. Returns 0, or -1 with a 500 in `resp`. */
 static int twiml_for(vb_ingress_t *g, const call_info_t *ci, const char *aname,
@@ -1429,7 +1490,7 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
     asst = outbound_assistant(g, req, call, set, asst, &own, &outbound);
     if (prev == NULL && !outbound && g->aurl != NULL && asst != NULL &&
         asst_request(g, req, resp, &ci, set, asst, matched) == 0) {
-        pend_push(g, lane, now, sid_hash(call));
+        pend_describe(pend_push(g, lane, now, sid_hash(call)), &ci, asst);
         answered_put(g, call, lane, expiry);
         goto out;
     }
@@ -1443,7 +1504,7 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
                            "lane=%u client=%s", lane, client);
         goto out;
     }
-    pend_push(g, lane, now, sid_hash(call));
+    pend_describe(pend_push(g, lane, now, sid_hash(call)), &ci, asst);
     answered_put(g, call, lane, expiry);
     call_prepare(g, &ci, asst, matched || outbound,
                  outbound ? "outbound" : "number");
@@ -1510,7 +1571,8 @@ static void route_status(vb_ingress_t *g, const vb_http_req_t *req,
     int64_t now_s = (int64_t)vb_clock_wall_s();
     struct answered *a =
         final && call != NULL ? answered_find(g, call, now_s) : NULL;
-    if (a != NULL && ended_get(g, call) < 0 && pend_forget(g, sid_hash(call))) {
+    if (a != NULL && ended_get(g, call) < 0 &&
+        pend_forget(g, sid_hash(call), stbuf)) {
         vb_metrics_counter_add(g->shard, g->unstreamed, 1);
         vb_log_info(call, "call ended before its stream: capacity freed",
                     "status=%s lane=%u", stbuf, a->lane);
@@ -2457,6 +2519,8 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     g->admin_split = *c->metrics_listen != '\0';
     g->test_audio = o->test_audio;
     g->test_audio_ud = o->test_audio_ud;
+    g->report_unstreamed = o->unstreamed;
+    g->report_ud = o->unstreamed_ud;
     g->started_ns = vb_clock_now_ns();
     atomic_init(&g->drain_phase, DRAIN_NONE);
     atomic_init(&g->pending_shared, 0);
@@ -2486,12 +2550,14 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
     g->active = calloc(g->nlanes, sizeof(*g->active));
     g->lane_pending = calloc(g->nlanes, sizeof(*g->lane_pending));
     g->lane_inflight = calloc(g->nlanes, sizeof(*g->lane_inflight));
+    g->lane_consumed_ns = calloc(g->nlanes, sizeof(*g->lane_consumed_ns));
     g->pend_cap = (uint32_t)c->max_calls + 1;
     g->pend = calloc(g->pend_cap, sizeof(*g->pend));
     g->ans_cap = (uint32_t)c->max_calls * 4 + 64;
     g->ans = calloc(g->ans_cap, sizeof(*g->ans));
     if (g->active == NULL || g->lane_pending == NULL ||
-        g->lane_inflight == NULL || g->pend == NULL || g->ans == NULL)
+        g->lane_inflight == NULL || g->lane_consumed_ns == NULL ||
+        g->pend == NULL || g->ans == NULL)
         goto fail;
     g->ended_cap = (uint32_t)c->max_calls * 4 + 256;
     g->ended = calloc(g->ended_cap, sizeof(*g->ended));
@@ -2658,6 +2724,7 @@ void vb_ingress_destroy(vb_ingress_t *g)
     free(g->active);
     free(g->lane_pending);
     free(g->lane_inflight);
+    free(g->lane_consumed_ns);
     free(g->pend);
     free(g->ans);
     free(g->ended);

@@ -105,6 +105,16 @@ typedef struct vb_ingress_lane {
 
 /* The payloads this module sends (CONN, PREPARE) are in core/msg.h. */
 
+/* A call answered here that ended before its stream came: its final
+ * status callback arrived first, or no stream by VB_INGRESS_PENDING_MS.
+ * Everything borrowed for the callback's duration. */
+typedef struct vb_ingress_unstreamed {
+    const vb_msg_open_t *call; /* from the webhook; the number's assistant */
+    const char *direction;     /* Twilio's Direction ("inbound" if none) */
+    const char *status;        /* the final CallStatus, or "expired" */
+    int64_t answered_unix_ms, ended_unix_ms;
+} vb_ingress_unstreamed_t;
+
 typedef struct vb_ingress_opts {
     const vb_config_t *cfg; /* borrowed; must outlive the ingress */
     vb_metrics_t *metrics;  /* borrowed registry */
@@ -126,6 +136,13 @@ typedef struct vb_ingress_opts {
     int (*test_audio)(void *ud, const char *body, size_t len, char **json,
                       size_t *json_len);
     void *test_audio_ud;
+    /* Called on the ingress thread, once per answered call that ends
+     * without its stream, when this instance can tell it is that call
+     * (a stream takes the oldest entry of its lane, whichever call's: a
+     * stream of the same lane arriving meanwhile leaves it unknown,
+     * logged). NULL: nothing (capacity is still freed). */
+    void (*unstreamed)(void *ud, const vb_ingress_unstreamed_t *u);
+    void *unstreamed_ud;
 } vb_ingress_opts_t;
 
 typedef struct vb_ingress vb_ingress_t;

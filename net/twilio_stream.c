@@ -182,10 +182,10 @@ typedef struct call {
      * (our close, or Twilio's stop after the REST update), the outcome is
      * "fallback". */
     bool fallback;
-    /* --max-call-duration started the hang-up: the call ends
-     * "max_duration" (apart from media timeouts; the call report's
-     * outcome is "timeout" for both). */
-    bool max_duration;
+    /* A time limit (--max-call-duration, the assistant's max_call_s) is
+     * ending the call: however the stream ends now, "max_duration" (the
+     * call report's outcome is "timeout", as for a media timeout). */
+    bool timed_out;
 } call_t;
 
 /* Entries of outcomes[] (below), the values of vb_calls_total{outcome}. */
@@ -575,6 +575,8 @@ static bool out_one(void *ud, const vb_msg_t *m)
                 memcpy(c->transfer_to, m->data, m->len);
                 c->transfer_to[m->len] = '\0';
             }
+            if (m->flags & VB_MSG_HANGUP_TIMEOUT)
+                c->timed_out = true;
             hangup_begin(c);
         }
         break;
@@ -1275,10 +1277,8 @@ static void call_end(call_t *c, const char *reason)
         reason = "fallback";
     else if (c->transferring && strcmp(reason, "stop") == 0)
         reason = "transferred";
-    /* Ours, or Twilio's stop after our REST hang-up. */
-    bool over_max = c->max_duration && (strcmp(reason, "hangup") == 0 ||
-                                        strcmp(reason, "stop") == 0);
-    if (over_max)
+    else if (c->timed_out &&
+             (strcmp(reason, "hangup") == 0 || strcmp(reason, "stop") == 0))
         reason = "max_duration";
     push_close(c, reason);
     rec_push(c, VB_MSG_CALL_CLOSE, 0, reason, strlen(reason),
@@ -1292,8 +1292,9 @@ static void call_end(call_t *c, const char *reason)
         s->cfg.calls_changed(s->cfg.calls_ud, s->cfg.lane, -1);
     if (s->cfg.call_ended != NULL)
         s->cfg.call_ended(s->cfg.calls_ud, c->label,
-                          over_max || strcmp(reason, "hangup") == 0 ||
-                              strcmp(reason, "transferred") == 0);
+                          strcmp(reason, "hangup") == 0 ||
+                              strcmp(reason, "transferred") == 0 ||
+                              strcmp(reason, "max_duration") == 0);
     uint64_t now = vb_clock_now_ns();
     vb_metrics_observe_long(s->st.shard, s->m_duration, now - c->started_ns);
     uint64_t unplayed =
@@ -1722,8 +1723,8 @@ static void sweep_cb(uv_timer_t *t)
                    now > c->started_ns + max_ns) {
             vb_log_info(c->label, "maximum call duration reached", "max_s=%u",
                         (unsigned)s->cfg.max_call_s);
-            c->max_duration = true;
             send_media(c);
+            c->timed_out = true;
             hangup_begin(c);
         }
     }
@@ -1822,8 +1823,8 @@ static int add_series(vb_twilio_stream_t *s)
             "(the socket dropped), error (protocol failure), shutdown, "
             "timeout (no media from Twilio), fallback (the model could "
             "not be reached: the caller was told), transferred (redirected "
-            "to a person by transfer_call), max_duration (hung up at "
-            "--max-call-duration).",
+            "to a person by transfer_call), max_duration (hung up at a time "
+            "limit: --max-call-duration, the assistant's max_call_s).",
             VB_LABELS("outcome", outcomes[i]), &s->m_outcome[i]);
     static const char *const rest_outcomes[] = {"ok", "auth", "failed"};
     for (size_t i = 0; i < 3; i++)

@@ -62,6 +62,28 @@ int vb_sig_sign(const void *secret, size_t secret_len, int64_t t,
     return 0;
 }
 
+int vb_sig_sign_rotating(const char *secret, const char *previous, int64_t t,
+                         const void *body, size_t len, char *out, size_t cap)
+{
+    if (secret == NULL)
+        return VB_EINVAL;
+    int rc = vb_sig_sign(secret, strlen(secret), t, body, len, out, cap);
+    if (rc != 0 || previous == NULL || *previous == '\0')
+        return rc;
+    char second[VB_SIG_MAX];
+    rc = vb_sig_sign(previous, strlen(previous), t, body, len, second,
+                     sizeof(second));
+    if (rc != 0)
+        return rc;
+    /* The same t: append the second signature's ",v1=..." part. */
+    const char *v1 = strchr(second, ',');
+    size_t have = strlen(out), add = strlen(v1);
+    if (have + add >= cap)
+        return VB_ENOSPC;
+    memcpy(out + have, v1, add + 1);
+    return 0;
+}
+
 static bool ct_eq(const char *a, const char *b, size_t n)
 {
     unsigned char d = 0;

@@ -10,8 +10,10 @@
  * "<t>.<raw body>" (the decimal t as sent, a dot, then the body exactly as
  * sent). A receiver recomputes it, compares in constant time, and refuses
  * a `t` older (or further ahead) than its tolerance, which bounds replays.
- * The verifier here accepts several v1= values (a sender may sign with an
- * old and a new secret while rotating) and ignores other keys.
+ * While keys are rotated (--webhook-secret-previous) the header carries a
+ * second v1= made with the previous key: a receiver still on the old key
+ * and one already on the new accept it. The verifier here accepts any of
+ * several v1= values and ignores other keys.
  *
  * Pure functions; any thread.
  */
@@ -22,8 +24,9 @@
 #include <stdint.h>
 
 #define VB_SIG_HEADER "X-Voxbridge-Signature"
-/* "t=" + up to 20 digits + ",v1=" + 64 hex digits + NUL. */
-#define VB_SIG_MAX 96u
+/* "t=" + up to 20 digits + twice ",v1=" + 64 hex digits (a second v1=
+ * while rotating keys) + NUL. */
+#define VB_SIG_MAX 160u
 /* Tolerance the docs recommend to receivers, and the verifier's default. */
 #define VB_SIG_DEFAULT_MAX_AGE_S 300u
 
@@ -33,6 +36,12 @@
  * len > 0), VB_ENOSPC (cap too small), VB_EIO (mbedTLS failed). */
 int vb_sig_sign(const void *secret, size_t secret_len, int64_t t,
                 const void *body, size_t len, char *out, size_t cap);
+
+/* vb_sig_sign with NUL-terminated keys, and while rotating (`previous`
+ * neither NULL nor "") a second v1= made with `previous` after the first:
+ * "t=<t>,v1=<secret's>,v1=<previous's>". Same returns. */
+int vb_sig_sign_rotating(const char *secret, const char *previous, int64_t t,
+                         const void *body, size_t len, char *out, size_t cap);
 
 /* Checks a header value against `body`. `now` is the receiver's unix
  * time; a `t` more than `max_age_s` away from it (either side) is refused.

@@ -181,6 +181,34 @@ TEST(config_docs_list_every_setting)
 #undef CHECK_DOC
 }
 
+TEST(config_assistant_url_needs_a_secret)
+{
+    clear_env();
+    expect_error(
+        (const char *[]){"vb", "--assistant-url", "https://app/incoming"}, 3,
+        "--assistant-url needs --webhook-secret (VOXBRIDGE_WEBHOOK_SECRET)");
+    vb_config_t c;
+    const char *argv[] = {"vb", "--assistant-url", "https://app/incoming",
+                          "--webhook-secret", "s"};
+    ASSERT_EQ(load(&c, 5, argv), 0);
+    vb_config_free(&c);
+    /* The previous key while rotating: from the environment too, and as
+     * secret as the key itself. */
+    setenv("VOXBRIDGE_WEBHOOK_SECRET_PREVIOUS", "whsec-OLD-789", 1);
+    ASSERT_EQ(load(&c, 5, argv), 0);
+    ASSERT_STR_EQ(c.webhook_secret_previous, "whsec-OLD-789");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    vb_config_dump(f, &c);
+    fclose(f);
+    ASSERT_NULL(strstr(buf, "whsec-OLD-789"));
+    ASSERT_STR_CONTAINS(buf, "webhook_secret_previous=(set)\n");
+    free(buf);
+    vb_config_free(&c);
+    unsetenv("VOXBRIDGE_WEBHOOK_SECRET_PREVIOUS");
+}
+
 TEST(config_events_url_needs_a_spool_and_a_secret)
 {
     clear_env();

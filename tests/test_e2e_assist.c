@@ -131,7 +131,10 @@ TEST_T(called_number_picks_voice_prompt_tools_and_greeting, 120)
     make_sox(audio, "synth 2 sine 300 vol 0.3");
     const char *file = assist_file(&r, assistants_json);
     rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
-    rig_vb(&r, (const char *const[]){"--assistants", file, NULL}, NULL);
+    rig_vb(&r,
+           (const char *const[]){"--assistants", file, "--webhook-secret",
+                                 "biz-secret", NULL},
+           NULL);
     sim_t s;
     /* A listed number, then one that is not. */
     call_to(&r, 0, audio, "+18005550123", &s);
@@ -220,7 +223,10 @@ TEST_T(sighup_reloads_with_a_call_live_and_a_bad_file_keeps_the_set, 150)
                          "\"timeLeft\":\"1s\"}\n");
     rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
                                        NULL});
-    rig_vb(&r, (const char *const[]){"--assistants", file, NULL}, NULL);
+    rig_vb(&r,
+           (const char *const[]){"--assistants", file, "--webhook-secret",
+                                 "biz-secret", NULL},
+           NULL);
     sim_t live;
     call_to(&r, 0, audio, "+18005550123", &live);
     wait_log_n(&r, "msg=\"gemini session ready\"", 1, proc_ms(15000));
@@ -293,6 +299,75 @@ TEST_T(sighup_reloads_with_a_call_live_and_a_bad_file_keeps_the_set, 150)
     free(out1);
     free(out2);
     free(out3);
+}
+
+/* ---- unsigned requests are refused at start and at a reload ---- */
+
+/* voxbridge with `extra` arguments must stop at start with `status` (2: a
+ * setting refused, 1: a setup that cannot run), its log naming `why`. */
+static void refused_at_start(const rig_t *r, const char *const *extra,
+                             int status, const char *why)
+{
+    char bin[400], listen[64];
+    snprintf(bin, sizeof bin, "%s/voxbridge", proc_build_dir());
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", proc_free_port());
+    const char *argv[16] = {bin, "--listen", listen};
+    int n = 3;
+    for (int i = 0; extra[i] != NULL && n < 15; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    const char *env[] = {"GEMINI_API_KEY=" API_KEY, NULL};
+    pid_t pid = proc_spawn(argv, env, r->vb_log);
+    ASSERT_EQ(proc_reap(pid, proc_ms(10000)), status);
+    char *log = proc_read_file(r->vb_log);
+    ASSERT_NOT_NULL(log);
+    ASSERT_STR_CONTAINS(log, why);
+    free(log);
+}
+
+TEST_T(http_tools_and_the_assistant_url_need_the_webhook_secret, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    const char *file = assist_file(&r, assistants_json);
+    refused_at_start(&r, (const char *const[]){"--assistants", file, NULL}, 1,
+                     "assistants.front-desk.tools[0].url: HTTP tools need "
+                     "--webhook-secret (VOXBRIDGE_WEBHOOK_SECRET)");
+    refused_at_start(
+        &r,
+        (const char *const[]){"--assistant-url", "http://127.0.0.1:9/a", NULL},
+        2, "--assistant-url needs --webhook-secret (VOXBRIDGE_WEBHOOK_SECRET)");
+    /* Without tools and without a secret it starts; a reload bringing
+     * HTTP tools is refused, the set it had stays. */
+    static const char no_tools[] =
+        "{\"assistants\": {\"plain\": {\"voice\": \"Puck\"}}}";
+    assist_file(&r, no_tools);
+    rig_fake(&r, (const char *const[]){"--mode", "echo", NULL});
+    rig_vb(&r, (const char *const[]){"--assistants", file, NULL}, NULL);
+    assist_file(&r, assistants_json);
+    kill(r.vb, SIGHUP);
+    wait_log_n(&r,
+               "msg=\"SIGHUP: assistants file refused, the previous set "
+               "stays\"",
+               1, proc_ms(5000));
+    const char *audio = path_in(&r, "short.wav");
+    make_sox(audio, "synth 1 sine 300 vol 0.3");
+    sim_t s;
+    call_to(&r, 0, audio, "+18005550123", &s);
+    char *out = sim_wait(&r, &s);
+    kill(r.vb, SIGTERM);
+    ASSERT_EQ(proc_reap(r.vb, proc_ms(30000)), 0);
+    char *vblog = proc_read_file(r.vb_log);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    ASSERT_STR_CONTAINS(vblog, "HTTP tools need --webhook-secret");
+    /* The call got the old set's assistant: its voice, no tools. */
+    cJSON *evs = fake_events(&r);
+    ASSERT_EQ(count_type(evs, "setup"), 1);
+    ASSERT_STR_EQ(setup_voice(nth_setup(evs, 0)), "Puck");
+    cJSON_Delete(evs);
+    free(vblog);
+    free(out);
 }
 
 /* ---- a stream on another instance ---- */
@@ -374,11 +449,17 @@ TEST_T(stream_on_another_instance_gets_the_same_assistant, 120)
     rig_init(&a);
     const char *file = assist_file(&a, assistants_json);
     rig_fake(&a, (const char *const[]){"--mode", "echo", NULL});
-    rig_vb(&a, (const char *const[]){"--assistants", file, NULL}, NULL);
+    rig_vb(&a,
+           (const char *const[]){"--assistants", file, "--webhook-secret",
+                                 "biz-secret", NULL},
+           NULL);
     /* B: same stream secret and file, its own log, the same fake. */
     b = a;
     snprintf(b.vb_log, sizeof b.vb_log, "%s/voxbridge-b.log", a.dir);
-    rig_vb(&b, (const char *const[]){"--assistants", file, NULL}, NULL);
+    rig_vb(&b,
+           (const char *const[]){"--assistants", file, "--webhook-secret",
+                                 "biz-secret", NULL},
+           NULL);
 
     char *twiml = webhook(&a, "CAacross1", "%2B18005550123");
     char tok[128], name[128], mac[128], params[1024];
@@ -472,6 +553,11 @@ TEST_T(assistant_max_call_s_ends_the_call, 90)
     sim_start(&r, &s, 0, audio, NULL,
               (const char *const[]){"--api-listen", apil, NULL});
     char *out = sim_wait(&r, &s);
+    /* A time limit, not the assistant hanging up: counted as such. */
+    char *m = metrics(&r);
+    ASSERT_EQ(msum(m, "vb_calls_total", "outcome=\"max_duration\""), 1);
+    ASSERT_EQ(msum(m, "vb_calls_total", "outcome=\"hangup\""), 0);
+    free(m);
     char *vblog = rig_vb_stop(&r);
     rig_stop(&r);
     assert_sim_ok(out, vblog);

@@ -122,6 +122,9 @@ static void *app_conn(void *arg)
             big[sizeof big - 3] = '"';
             big[sizeof big - 2] = '\0';
             reply(fd, 200, "application/json", big);
+        } else if (strcmp(r.path, "/tools/wait") == 0) {
+            usleep(1500 * 1000); /* within its timeout: answered late */
+            reply(fd, 200, "application/json", "{\"waited_ms\":1500}");
         } else if (strcmp(r.path, "/tools/slow") == 0 ||
                    strcmp(r.path, "/tools/cancel_me") == 0) {
             usleep(2500 * 1000); /* past the tool's timeout / the cancel */
@@ -263,8 +266,10 @@ static void write_assistants(const rig_t *r, const char *extra)
              "{\"name\":\"slow\",\"url\":\"http://127.0.0.1:%d/tools/slow\","
              "\"timeout_ms\":300},"
              "{\"name\":\"cancel_me\",\"url\":\"http://127.0.0.1:%d/tools/"
-             "cancel_me\",\"timeout_ms\":5000}]%s}}}",
-             p, p, p, p, p, p, p, extra);
+             "cancel_me\",\"timeout_ms\":5000},"
+             "{\"name\":\"wait\",\"url\":\"http://127.0.0.1:%d/tools/wait\","
+             "\"timeout_ms\":5000}]%s}}}",
+             p, p, p, p, p, p, p, p, extra);
     write_file(path_in(r, "assistants.json"), text);
 }
 
@@ -479,6 +484,7 @@ TEST_T(transfer_dials_after_the_sentence_and_refuses_unknown_targets, 120)
     snprintf(apil, sizeof apil, "127.0.0.1:%d", api_port);
     rig_vb(&r,
            (const char *const[]){"--assistants", path_in(&r, "assistants.json"),
+                                 "--webhook-secret", WEBHOOK_SECRET,
                                  "--twilio-api-url", api, NULL},
            NULL);
     sim_t s;
@@ -550,9 +556,14 @@ TEST(transfer_targets_without_rest_credentials_stop_the_server)
     char bin[400], listen[64];
     snprintf(bin, sizeof bin, "%s/voxbridge", proc_build_dir());
     snprintf(listen, sizeof listen, "127.0.0.1:%d", proc_free_port());
-    const char *argv[] = {
-        bin, "--listen", listen, "--assistants", path_in(&r, "assistants.json"),
-        NULL};
+    const char *argv[] = {bin,
+                          "--listen",
+                          listen,
+                          "--assistants",
+                          path_in(&r, "assistants.json"),
+                          "--webhook-secret",
+                          WEBHOOK_SECRET,
+                          NULL};
     const char *env[] = {"GEMINI_API_KEY=" API_KEY, NULL};
     pid_t pid = proc_spawn(argv, env, r.vb_log);
     ASSERT_EQ(proc_reap(pid, proc_ms(10000)), 1);
@@ -560,5 +571,105 @@ TEST(transfer_targets_without_rest_credentials_stop_the_server)
     ASSERT_STR_CONTAINS(log, "assistant \"desk\" has transfer targets");
     ASSERT_STR_CONTAINS(log, "TWILIO_AUTH_TOKEN");
     free(log);
+    close(app.lfd);
+}
+
+/* The REST client also takes an API key and its secret instead of the
+ * auth token: transfer targets with those start. */
+TEST(transfer_targets_with_an_api_key_start)
+{
+    rig_t r;
+    rig_init(&r);
+    app_start();
+    write_assistants(&r, ",\"transfer\":{\"sales\":\"+14155550100\"}");
+    char bin[400], listen[64];
+    snprintf(bin, sizeof bin, "%s/voxbridge", proc_build_dir());
+    int port = proc_free_port();
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    const char *argv[] = {bin,
+                          "--listen",
+                          listen,
+                          "--assistants",
+                          path_in(&r, "assistants.json"),
+                          "--webhook-secret",
+                          WEBHOOK_SECRET,
+                          "--no-gemini-startup-check",
+                          "--drain-grace",
+                          "0",
+                          NULL};
+    const char *env[] = {"GEMINI_API_KEY=" API_KEY,
+                         "TWILIO_API_KEY=SKe2e0123456789",
+                         "TWILIO_API_SECRET=e2e-api-secret", NULL};
+    pid_t pid = proc_spawn(argv, env, r.vb_log);
+    ASSERT_EQ(proc_wait_port(r.vb_log, pid, proc_ms(10000)), port);
+    kill(pid, SIGTERM);
+    ASSERT_EQ(proc_reap(pid, proc_ms(30000)), 0);
+    char *log = proc_read_file(r.vb_log);
+    ASSERT_NOT_NULL(log);
+    ASSERT_NULL(strstr(log, "has transfer targets"));
+    free(log);
+    close(app.lfd);
+}
+
+/* The fake's log time ("t", ms) of the first event of `type` whose `k` is
+ * `v` (k NULL: any); -1 when none. */
+static double ev_time(const cJSON *evs, const char *type, const char *k,
+                      const char *v)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, evs)
+    {
+        if (strcmp(ev_type(e), type) != 0)
+            continue;
+        const char *got =
+            k ? cJSON_GetStringValue(cJSON_GetObjectItem(e, k)) : NULL;
+        if (k == NULL || (got != NULL && strcmp(got, v) == 0))
+            return cJSON_GetNumberValue(cJSON_GetObjectItem(e, "t"));
+    }
+    return -1;
+}
+
+/* Two 1.5 s tools in one toolCall run at once: their one toolResponse
+ * comes after about the slower one's time, not the sum (bounded loosely:
+ * under 2.6 s, the sum being 3 s). */
+TEST_T(a_batch_of_slow_tools_takes_the_slowest_not_the_sum, 90)
+{
+    rig_t r;
+    rig_init(&r);
+    app_start();
+    write_assistants(&r, "");
+    const char *audio = path_in(&r, "quiet.wav");
+    make_sox(audio, "trim 0 5");
+    write_file(r.script, "{\"at_ms\":300,\"type\":\"toolCall\",\"calls\":["
+                         "{\"name\":\"wait\",\"id\":\"w1\"},"
+                         "{\"name\":\"wait\",\"id\":\"w2\"}]}\n");
+    rig_fake(&r, (const char *const[]){"--mode", "script", "--script", r.script,
+                                       NULL});
+    rig_vb(&r,
+           (const char *const[]){"--assistants", path_in(&r, "assistants.json"),
+                                 "--webhook-secret", WEBHOOK_SECRET, NULL},
+           NULL);
+    sim_t s;
+    sim_start(&r, &s, 0, audio, NULL, NULL);
+    char *out = sim_wait(&r, &s);
+    char *vblog = rig_vb_stop(&r);
+    rig_stop(&r);
+    assert_sim_ok(out, vblog);
+    cJSON *evs = fake_events(&r);
+    char *w1 = resp_text(evs, "w1", 2);
+    ASSERT_STR_EQ(w1, "{\"waited_ms\":1500}");
+    char *w2 = resp_text(evs, "w2", 2);
+    ASSERT_STR_EQ(w2, "{\"waited_ms\":1500}");
+    double sent = ev_time(evs, "sent", "what", "toolCall");
+    double answered = ev_time(evs, "toolResponse", NULL, NULL);
+    ASSERT_GE(sent, 0);
+    ASSERT_GE(answered - sent, 1500);
+    /* The sum would be 3000; sanitizers stretch the overhead only. */
+    ASSERT_LT(answered - sent, 1500 + proc_ms(1100));
+    free(w1);
+    free(w2);
+    cJSON_Delete(evs);
+    free(vblog);
+    free(out);
     close(app.lfd);
 }

@@ -211,17 +211,55 @@ TEST(report_outcomes)
     ASSERT_STR_EQ(vb_report_outcome(&r, "stop"), "assistant_hangup");
     r.failure = 2;
     ASSERT_STR_EQ(vb_report_outcome(&r, "hangup"), "failed");
+    /* A call without its stream, by its final CallStatus. */
+    vb_report_init(&r, NULL, NULL, 0);
+    ASSERT_STR_EQ(vb_report_outcome(&r, "completed"), "caller_hangup");
+    ASSERT_STR_EQ(vb_report_outcome(&r, "canceled"), "caller_hangup");
+    ASSERT_STR_EQ(vb_report_outcome(&r, "busy"), "failed");
+    ASSERT_STR_EQ(vb_report_outcome(&r, "expired"), "failed");
+}
+
+TEST(report_of_a_call_without_its_stream)
+{
+    vb_msg_open_t o = open_msg();
+    o.stream_sid[0] = '\0';
+    size_t len = 0;
+    char *s = vb_report_render_unstreamed(&o, "outbound-api", "expired",
+                                          1764633600000, 1764633630500, &len);
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(len, strlen(s));
+    cJSON *j = cJSON_Parse(s);
+    ASSERT_NOT_NULL(j);
+    const cJSON *call = cJSON_GetObjectItem(j, "call");
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(call, "sid")),
+                  o.call_sid);
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(call, "direction")),
+                  "outbound-api");
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(j, "outcome")),
+                  "failed");
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(j, "reason")),
+                  "expired");
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(j, "started_at")),
+                  "2025-12-02T00:00:00.000Z");
+    ASSERT_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(j, "ended_at")),
+                  "2025-12-02T00:00:30.500Z");
+    ASSERT_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "duration_s")), 30.5);
+    ASSERT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(j, "transcript")), 0);
+    ASSERT_TRUE(cJSON_IsNull(cJSON_GetObjectItem(j, "recording")));
+    cJSON_Delete(j);
+    free(s);
 }
 
 TEST(events_signature_is_hmac_sha256_of_t_dot_body)
 {
     char sig[VB_EVENTS_SIG_MAX];
-    ASSERT_EQ(vb_events_sign("k", 1700000000, "{\"a\":1}", 7, sig, sizeof(sig)),
-              0);
+    ASSERT_EQ(
+        vb_events_sign("k", NULL, 1700000000, "{\"a\":1}", 7, sig, sizeof(sig)),
+        0);
     /* python3: hmac.new(b'k', b'1700000000.{"a":1}', sha256).hexdigest() */
     ASSERT_STR_EQ(sig, "t=1700000000,v1=1b6ad1bc9bf48c52ce01939866d5877c6cc4"
                        "e87ddad27e16673cb8c4964394a3");
-    ASSERT_EQ(vb_events_sign("k", 1, "x", 1, sig, 10), VB_EINVAL);
+    ASSERT_EQ(vb_events_sign("k", NULL, 1, "x", 1, sig, 10), VB_EINVAL);
 }
 
 TEST(events_backoff_doubles_with_jitter_and_caps)
@@ -273,6 +311,7 @@ static void rig_events(rig_t *r, uint32_t max_files, uint64_t max_bytes)
                           .timeout_ms = 3000,
                           .backoff_min_ms = 50,
                           .backoff_max_ms = 400,
+                          .max_rejections = 3,
                           .metrics = r->m};
     ASSERT_EQ(vb_events_create(&o, &r->e), 0);
     ASSERT_EQ(vb_events_start(r->e), 0);
@@ -503,7 +542,32 @@ TEST_T(events_spool_survives_a_restart_with_the_stored_bytes, 60)
     rig_free(&r);
 }
 
-TEST_T(events_4xx_is_dead_lettered_and_counted, 60)
+TEST_T(events_401_is_retried_until_the_2xx, 60)
+{
+    rig_t r;
+    rig_init(&r);
+    /* A receiver refusing for a while (its key not yet rotated, say). */
+    app_start(&r.app, r.port, APP_SECRET, r.store, r.app_out,
+              (const char *const[]){"--fail-first", "2", "--fail-status", "401",
+                                    NULL});
+    rig_events(&r, 0, 0);
+    submit(&r, "CAeee0");
+    cJSON *rep = app_wait_reports(&r.app, 1, proc_ms(10000));
+    wait_metric(&r, "vb_events_delivered_total", NULL, 1, proc_ms(5000));
+    ASSERT_EQ((int)metric(&r, "vb_events_failed_total", "reason=\"http_4xx\""),
+              2);
+    ASSERT_EQ((int)metric(&r, "vb_events_failed_total", "reason=\"rejected\""),
+              0);
+    ASSERT_EQ(app_stat(&r.app, "failed_on_purpose"), 2);
+    ASSERT_EQ(count_json(r.spool), 0);
+    char dead[600];
+    snprintf(dead, sizeof(dead), "%s/dead", r.spool);
+    ASSERT_EQ(count_json(dead), 0);
+    cJSON_Delete(rep);
+    rig_free(&r);
+}
+
+TEST_T(events_4xx_is_dead_lettered_after_the_bound_and_counted, 60)
 {
     rig_t r;
     rig_init(&r);
@@ -512,7 +576,10 @@ TEST_T(events_4xx_is_dead_lettered_and_counted, 60)
     submit(&r, "CAeee1");
     wait_metric(&r, "vb_events_failed_total", "reason=\"rejected\"", 1,
                 proc_ms(10000));
-    ASSERT_EQ(app_stat(&r.app, "rejected_signature"), 1);
+    /* Three 401s (.max_rejections): two retried, the third dead-letters. */
+    ASSERT_EQ(app_stat(&r.app, "rejected_signature"), 3);
+    ASSERT_EQ((int)metric(&r, "vb_events_failed_total", "reason=\"http_4xx\""),
+              2);
     ASSERT_EQ(count_json(r.spool), 0);
     char dead[600];
     snprintf(dead, sizeof(dead), "%s/dead", r.spool);
@@ -557,8 +624,9 @@ static int app_post(int port, const char *secret, int64_t t, const char *body,
                     tc_resp_t *resp)
 {
     char sig[VB_EVENTS_SIG_MAX], req[4096];
-    ASSERT_EQ(vb_events_sign(secret, t, body, strlen(body), sig, sizeof(sig)),
-              0);
+    ASSERT_EQ(
+        vb_events_sign(secret, NULL, t, body, strlen(body), sig, sizeof(sig)),
+        0);
     snprintf(req, sizeof(req),
              "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: "
              "application/json\r\nX-Voxbridge-Signature: %s\r\n"

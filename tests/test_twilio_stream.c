@@ -1284,6 +1284,17 @@ TEST_T(max_call_duration_hangs_up, 30)
                  "\"streamSid\":\"" STREAM_SID "\",\"mark\":{\"name\":"
                  "\"hangup\"}}");
     expect_close(c, 1000, "hangup");
+    /* A time limit: the outcome is max_duration, not the model's
+     * hang-up. */
+    vb_msg_t m;
+    ASSERT_TRUE(pop_kind(f, &m, VB_MSG_CALL_CLOSE, 5000));
+    ASSERT_STR_EQ((const char *)m.data, "max_duration");
+    vb_metric_t id;
+    ASSERT_EQ(vb_metrics_add(f->m, VB_METRIC_COUNTER, "vb_calls_total", "",
+                             VB_LABELS("outcome", "max_duration"), &id),
+              0);
+    ASSERT_TRUE(wait_calls(f, 0, 5000));
+    ASSERT_EQ(vb_metrics_value(f->m, id), 1);
     client_close(c);
     fx_stop(f);
     fx_over.max_call_s = 0;

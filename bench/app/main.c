@@ -99,19 +99,21 @@ static const char *verify(const app_t *a, const char *header, const char *body,
     if (header == NULL)
         return "missing X-Voxbridge-Signature";
     long long t = -1;
-    char v1[65] = "";
+    /* Every v1= (two while voxbridge rotates its key): any may match. */
+    char v1[4][65];
+    int nv = 0;
     const char *p = header;
     while (*p != '\0') {
         size_t n = strcspn(p, ",");
         if (strncmp(p, "t=", 2) == 0)
             t = strtoll(p + 2, NULL, 10);
-        else if (strncmp(p, "v1=", 3) == 0 && n - 3 == 64)
-            memcpy(v1, p + 3, 64), v1[64] = '\0';
+        else if (strncmp(p, "v1=", 3) == 0 && n - 3 == 64 && nv < 4)
+            memcpy(v1[nv], p + 3, 64), v1[nv++][64] = '\0';
         p += n;
         if (*p == ',')
             p++;
     }
-    if (t < 0 || v1[0] == '\0')
+    if (t < 0 || nv == 0)
         return "malformed X-Voxbridge-Signature";
     long long now = (long long)time(NULL);
     if (now - t > a->max_age_s || t - now > a->max_age_s)
@@ -136,12 +138,16 @@ static const char *verify(const app_t *a, const char *header, const char *body,
     if (rc != 0)
         return "cannot compute HMAC";
     static const char hex[] = "0123456789abcdef";
-    unsigned diff = 0;
-    for (int i = 0; i < 32; i++) {
-        diff |= (unsigned)(v1[2 * i] ^ hex[mac[i] >> 4]);
-        diff |= (unsigned)(v1[2 * i + 1] ^ hex[mac[i] & 15]);
+    bool ok = false;
+    for (int k = 0; k < nv; k++) {
+        unsigned diff = 0;
+        for (int i = 0; i < 32; i++) {
+            diff |= (unsigned)(v1[k][2 * i] ^ hex[mac[i] >> 4]);
+            diff |= (unsigned)(v1[k][2 * i + 1] ^ hex[mac[i] & 15]);
+        }
+        ok |= diff == 0;
     }
-    return diff == 0 ? NULL : "signature mismatch";
+    return ok ? NULL : "signature mismatch";
 }
 
 static void on_incoming(app_t *a, vb_http_resp_t *resp)
