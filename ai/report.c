@@ -23,6 +23,7 @@ void vb_report_init(vb_report_t *r, const vb_msg_open_t *open,
     r->model_hangup = r->transferred = false;
     r->failure = -1;
     r->t_open_ns = now_ns;
+    r->recording[0] = '\0'; /* named at the end, if the recorder made it */
     snprintf(r->direction, sizeof(r->direction), "inbound");
     if ((assistant == NULL || *assistant == '\0') && open != NULL &&
         open->assistant[0] != '\0')

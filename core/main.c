@@ -513,8 +513,10 @@ static int startup_prepare(const vb_config_t *cfg, vb_metrics_t *metrics,
                  cfg->record_dir);
         return VB_ECONFIG;
     }
-    if (*cfg->twilio_auth_token &&
-        strncmp(cfg->twilio_api_url, "https://", 8) == 0 &&
+    /* Whichever credentials the REST client will use. */
+    bool rest_creds = *cfg->twilio_auth_token ||
+                      (*cfg->twilio_api_key && *cfg->twilio_api_secret);
+    if (rest_creds && strncmp(cfg->twilio_api_url, "https://", 8) == 0 &&
         (rc = vb_tls_config_client(NULL, &st->rest_tls)) != 0) {
         snprintf(why, whysz,
                  "cannot load the system CA bundle for Twilio REST (%s)",

@@ -306,17 +306,29 @@ static void gemini_why(vb_ingress_t *g, char *out, size_t n)
     pthread_mutex_unlock(&g->gm_mu);
 }
 
+/* An ended[] entry: the CallSid's hash with its low bits for these. */
+#define ENDED_VALID    1u
+#define ENDED_INTENDED 2u
+#define ENDED_DUE      4u /* a drain awaits its stream-ended request */
+#define ENDED_BITS     ((uint64_t)7)
+
 void vb_ingress_call_ended(vb_ingress_t *g, const char *call_sid, bool intended)
 {
     if (g == NULL || g->ended == NULL || call_sid == NULL)
         return;
     uint64_t h = vb_hash_fnv1a64(call_sid, strlen(call_sid));
+    /* Its action comes while the listener is open anyway, unless this is
+     * a drain: then it is due here, and awaited (ENDED_DUE). */
+    bool due = vb_ingress_draining(g);
+    if (due)
+        atomic_fetch_add_explicit(&g->actions_awaited, 1, memory_order_relaxed);
     atomic_store_explicit(&g->ended[h % g->ended_cap],
-                          (h & ~(uint64_t)3) | 1u | (intended ? 2u : 0u),
+                          (h & ~ENDED_BITS) | ENDED_VALID |
+                              (intended ? ENDED_INTENDED : 0u) |
+                              (due ? ENDED_DUE : 0u),
                           memory_order_relaxed);
-    if (!vb_ingress_draining(g))
-        return; /* its action comes while the listener is open anyway */
-    atomic_fetch_add_explicit(&g->actions_awaited, 1, memory_order_relaxed);
+    if (!due)
+        return;
     atomic_store_explicit(&g->last_end_ns, vb_clock_now_ns(),
                           memory_order_relaxed);
 }
@@ -327,9 +339,22 @@ static int ended_get(const vb_ingress_t *g, const char *call_sid)
     uint64_t h = vb_hash_fnv1a64(call_sid, strlen(call_sid));
     uint64_t v =
         atomic_load_explicit(&g->ended[h % g->ended_cap], memory_order_relaxed);
-    if ((v & 1u) == 0 || (v & ~(uint64_t)3) != (h & ~(uint64_t)3))
+    if ((v & ENDED_VALID) == 0 || (v & ~ENDED_BITS) != (h & ~ENDED_BITS))
         return -1;
-    return (v & 2u) != 0;
+    return (v & ENDED_INTENDED) != 0;
+}
+
+/* The stream-ended request of a call whose action a drain awaits: it is
+ * no longer awaited. Once per call, however often Twilio asks. */
+static void ended_action_came(vb_ingress_t *g, const char *call_sid)
+{
+    uint64_t h = vb_hash_fnv1a64(call_sid, strlen(call_sid));
+    _Atomic uint64_t *e = &g->ended[h % g->ended_cap];
+    uint64_t v = atomic_load_explicit(e, memory_order_relaxed);
+    if ((v & ENDED_DUE) == 0 || (v & ~ENDED_BITS) != (h & ~ENDED_BITS))
+        return;
+    if (atomic_compare_exchange_strong(e, &v, v & ~(uint64_t)ENDED_DUE))
+        atomic_fetch_sub(&g->actions_awaited, 1);
 }
 
 void vb_ingress_calls_add(vb_ingress_t *g, uint32_t lane, int delta)
@@ -453,7 +478,9 @@ static uint64_t sid_hash(const char *sid)
 }
 
 /* The call is over before its stream came: its pending entry, if no
- * stream took it yet, frees its capacity now. Returns whether it did. (A
+ * stream took it yet, frees its capacity now, and is reported with Twilio's
+ * final `status` (NULL: never answered, no report). Returns whether it
+ * did. (A
  * stream takes the oldest entry of its lane, whichever call's: then this
  * call's slot goes at the expiry, never early.) */
 static bool pend_forget(vb_ingress_t *g, uint64_t h, const char *status)
@@ -461,7 +488,8 @@ static bool pend_forget(vb_ingress_t *g, uint64_t h, const char *status)
     for (uint32_t i = 0; i < g->pend_n; i++) {
         pend_t *p = &g->pend[(g->pend_head + i) % g->pend_cap];
         if (p->lane != CONSUMED && p->sid_hash == h) {
-            report_unstreamed(g, p, status);
+            if (status != NULL)
+                report_unstreamed(g, p, status);
             g->lane_pending[p->lane]--;
             g->pend_total--;
             p->lane = CONSUMED;
@@ -1283,7 +1311,7 @@ static void asst_done(void *ud, int outcome, vb_assistant_t *chosen,
          * TwiML for this call, so it holds no capacity here. */
         vb_log_warn(r->ci.call,
                     "voice webhook connection gone before its answer", NULL);
-        pend_consume(g, r->ci.lane);
+        pend_forget(g, sid_hash(r->ci.call), NULL);
         answered_forget(g, r->ci.call);
     }
     vb_assistant_unref(chosen);
@@ -1344,7 +1372,7 @@ static void on_abandon(void *ud, void *arg)
                 "voice webhook connection closed while the assistant "
                 "request was pending",
                 NULL);
-    pend_consume(g, r->ci.lane);
+    pend_forget(g, sid_hash(r->ci.call), NULL);
     answered_forget(g, r->ci.call);
     asst_req_free(r);
 }
@@ -1603,8 +1631,7 @@ static void route_ended(vb_ingress_t *g, const vb_http_req_t *req,
         goto out;
     }
     int how = ended_get(g, call);
-    if (how >= 0 && atomic_load(&g->actions_awaited) > 0)
-        atomic_fetch_sub(&g->actions_awaited, 1);
+    ended_action_came(g, call);
     vb_twiml_t t;
     vb_twiml_init(&t);
     if (how != 1)
@@ -2278,9 +2305,11 @@ static void drain_tick(uv_timer_t *t)
         return;
     if (g->pend_total > 0 || vb_ingress_calls_active(g) > 0)
         return;
+    /* The clock read after the last end's time: never behind it. */
+    uint64_t last_end = atomic_load(&g->last_end_ns);
     if (atomic_load(&g->actions_awaited) > 0 &&
-        now - atomic_load(&g->last_end_ns) <
-            (uint64_t)VB_INGRESS_ACTION_WAIT_MS * VB_NS_PER_MS)
+        vb_clock_now_ns() <
+            last_end + (uint64_t)VB_INGRESS_ACTION_WAIT_MS * VB_NS_PER_MS)
         return;
     g->unlistened = true;
     vb_http_server_unlisten(g->http, LISTENER_PUBLIC);

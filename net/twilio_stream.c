@@ -186,6 +186,8 @@ typedef struct call {
      * ending the call: however the stream ends now, "max_duration" (the
      * call report's outcome is "timeout", as for a media timeout). */
     bool timed_out;
+    /* A REST call update is under way: nothing starts another hang-up. */
+    bool rest_pending;
 } call_t;
 
 /* Entries of outcomes[] (below), the values of vb_calls_total{outcome}. */
@@ -1128,7 +1130,7 @@ static void rest_done(int status, void *ud)
  * echoed (see on_mark) or at the deadline (see sweep_cb). */
 static void hangup_begin(call_t *c)
 {
-    if (c->ws == NULL || c->closing || c->hangup_pending)
+    if (c->ws == NULL || c->closing || c->hangup_pending || c->rest_pending)
         return;
     vb_twilio_stream_t *s = c->s;
     uint64_t now = vb_clock_now_ns();
@@ -1216,6 +1218,7 @@ static void hangup_now(call_t *c, const char *why, const char *say)
         snprintf(x->to, sizeof x->to, "%s", c->transfer_to);
         rc = vb_twilio_rest_hangup(&s->st.loop, &req, rest_done, x);
         c->transferring = transfer && rc == 0;
+        c->rest_pending = rc == 0;
     }
     free(twiml);
     if (rc != 0) {
@@ -1288,13 +1291,15 @@ static void call_end(call_t *c, const char *reason)
     for (int i = 0; outcomes[i] != NULL; i++)
         if (strcmp(reason, outcomes[i]) == 0)
             vb_metrics_counter_add(s->st.shard, s->m_outcome[i], 1);
-    if (s->cfg.calls_changed != NULL)
-        s->cfg.calls_changed(s->cfg.calls_ud, s->cfg.lane, -1);
+    /* How it ended first: a drain that sees no call left must already
+     * know this one's stream-ended request is due. */
     if (s->cfg.call_ended != NULL)
         s->cfg.call_ended(s->cfg.calls_ud, c->label,
                           strcmp(reason, "hangup") == 0 ||
                               strcmp(reason, "transferred") == 0 ||
                               strcmp(reason, "max_duration") == 0);
+    if (s->cfg.calls_changed != NULL)
+        s->cfg.calls_changed(s->cfg.calls_ud, s->cfg.lane, -1);
     uint64_t now = vb_clock_now_ns();
     vb_metrics_observe_long(s->st.shard, s->m_duration, now - c->started_ns);
     uint64_t unplayed =
@@ -1719,7 +1724,7 @@ static void sweep_cb(uv_timer_t *t)
             call_fatal_as(c, VB_WS_CLOSE_POLICY, "no media", "timeout");
         } else if (c->hangup_pending && now > c->hangup_deadline_ns) {
             hangup_now(c, "mark echo overdue", NULL);
-        } else if (max_ns != 0 && !c->hangup_pending &&
+        } else if (max_ns != 0 && !c->hangup_pending && !c->rest_pending &&
                    now > c->started_ns + max_ns) {
             vb_log_info(c->label, "maximum call duration reached", "max_s=%u",
                         (unsigned)s->cfg.max_call_s);

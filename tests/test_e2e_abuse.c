@@ -408,12 +408,14 @@ TEST_T(slow_bodies_at_the_connection_cap_leave_health_and_webhooks_alone, 120)
     assert_nothing_lost(m);
     ASSERT_GT(field(out, "bytes_heard"), 8000);
     /* Every slow connection was cut: by its deadline (408, counted on
-     * route "other") or evicted to make room for another address. */
+     * route "other") or evicted to make room for another address. Each was
+     * seen cut on the client side too (cut_ms, above). */
     double evicted = msum(m, "vb_http_connections_evicted_total", NULL);
     double timed_out =
         msum(m, "vb_http_requests_total", "route=\"other\",code=\"408\"");
     printf("# server: %.0f answered 408, %.0f evicted\n", timed_out, evicted);
-    ASSERT_EQ(timed_out + evicted, N);
+    /* At least once each (one evicted as its 408 went out counts twice). */
+    ASSERT_GE(timed_out + evicted, N);
     ASSERT_GT(timed_out, 0);
     ASSERT_GT(n408, 0);
     ASSERT_EQ(msum(m, "vb_http_connections_refused_total", "per_peer"), 1);
