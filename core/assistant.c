@@ -1255,6 +1255,7 @@ struct vb_assistant_store {
     char *path;
     vb_assistant_t *base;
     bool refuse_url_tools; /* main thread only */
+    bool refuse_record;    /* main thread only: no --record-dir */
 };
 
 int vb_assistant_store_create(vb_assistants_t *initial, const char *path,
@@ -1334,6 +1335,15 @@ int vb_assistant_store_reload(vb_assistant_store_t *st, size_t *count,
         vb_assistants_unref(s);
         return VB_ECONFIG;
     }
+    for (size_t i = 0; st->refuse_record && i < s->n; i++) {
+        const vb_assistant_t *r = vb_assistants_at(s, i);
+        if (r != NULL && r->record) {
+            snprintf(err, errsz, "assistant \"%s\": record needs --record-dir",
+                     r->name);
+            vb_assistants_unref(s);
+            return VB_ECONFIG;
+        }
+    }
     if (count != NULL)
         *count = s->n;
     vb_assistant_store_swap(st, s);
@@ -1345,6 +1355,12 @@ void vb_assistant_store_refuse_url_tools(vb_assistant_store_t *st)
 {
     if (st != NULL)
         st->refuse_url_tools = true;
+}
+
+void vb_assistant_store_refuse_record(vb_assistant_store_t *st)
+{
+    if (st != NULL)
+        st->refuse_record = true;
 }
 
 vb_assistant_t *vb_assistant_store_find(vb_assistant_store_t *st,

@@ -217,6 +217,9 @@ void vb_assistant_store_swap(vb_assistant_store_t *st, vb_assistants_t *next);
  * without --webhook-secret their requests could not be signed. Main
  * thread, at start. */
 void vb_assistant_store_refuse_url_tools(vb_assistant_store_t *st);
+/* From now on a reload refuses a file with an assistant that asks for
+ * "record" (there is no --record-dir). Main thread, before reloads. */
+void vb_assistant_store_refuse_record(vb_assistant_store_t *st);
 
 /* Loads the store's file again and swaps it in. On any error the current
  * set stays and `err` says why. Returns 0 (and the number of assistants in

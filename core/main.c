@@ -422,21 +422,9 @@ static void assistants_reload(vb_assistant_store_t *st, vb_ingress_t *g,
 {
     char err[512];
     size_t n = 0;
-    vb_assistants_t *prev = vb_assistant_store_get(st);
+    /* A file asking for recording without --record-dir is refused before
+     * it is swapped in (vb_assistant_store_refuse_record, at start). */
     int rc = vb_assistant_store_reload(st, &n, err, sizeof err);
-    vb_assistants_t *next = rc == 0 ? vb_assistant_store_get(st) : NULL;
-    const char *no_dir = next != NULL ? record_without_dir(cfg, next) : NULL;
-    if (no_dir != NULL) {
-        /* The store has swapped already: put the previous set back. A
-         * webhook answered in between takes the new one; without a
-         * recorder its call is simply not recorded. */
-        snprintf(err, sizeof err, "assistant \"%s\": record needs --record-dir",
-                 no_dir);
-        vb_assistant_store_swap(st, prev);
-        rc = VB_ECONFIG;
-    }
-    vb_assistants_unref(next);
-    vb_assistants_unref(prev);
     long long calls = (long long)vb_ingress_calls_active(g);
     const char *no_rest = rc == 0 ? transfer_without_rest(cfg, st) : NULL;
     if (no_rest != NULL)
@@ -487,6 +475,8 @@ static int startup_prepare(const vb_config_t *cfg, vb_metrics_t *metrics,
     }
     vb_assistants_t *rs = vb_assistant_store_get(st->assistants);
     const char *no_dir = record_without_dir(cfg, rs);
+    if (*cfg->record_dir == '\0')
+        vb_assistant_store_refuse_record(st->assistants);
     if (no_dir != NULL)
         snprintf(why, whysz,
                  "assistants: assistant \"%s\": record needs "
