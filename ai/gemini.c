@@ -1784,8 +1784,6 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
             snprintf(call->rep->direction, sizeof call->rep->direction, "%s",
                      call->direction);
     }
-    if (call->cur == NULL || call->cur->st != CONN_READY)
-        call->wait_since = vb_clock_now_ns();
     s->by_slot[m->call.slot] = call;
     if (!prepared && call->asst == NULL && asst_request(s, call, m) == 0)
         return;
@@ -1796,6 +1794,10 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
  * starts (or, pre-connected, resumes) with it. */
 static void call_start(vb_gemini_stage_t *s, call_t *call, bool prepared)
 {
+    /* The recovery bound runs from here: a repeated assistant request has
+     * its own. */
+    if (call->cur == NULL || call->cur->st != CONN_READY)
+        call->wait_since = vb_clock_now_ns();
     if (call->asst == NULL)
         call->asst = open_assistant(s, call->sid, call->aname);
     /* --max-call-duration stays the ceiling (twilio-io ends the call
@@ -1831,6 +1833,9 @@ static void asst_answer(void *ud, int outcome, vb_assistant_t *chosen,
     call->areq = NULL;
     vb_metrics_counter_add(s->st.shard, s->m_aurl[outcome], 1);
     call->asst = chosen;
+    if (chosen != NULL && call->rep != NULL)
+        snprintf(call->rep->assistant, sizeof call->rep->assistant, "%s",
+                 chosen->name);
     if (outcome >= VB_AURL_TIMEOUT)
         vb_log_warn(lid(call),
                     "repeated assistant request failed: the assistant the "
