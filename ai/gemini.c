@@ -1762,14 +1762,22 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
     open_sid(m, sid, aname, sizeof aname);
     call_t *call = find_by_sid(s, sid, false);
     bool prepared = call != NULL && !call->ended;
+    /* The webhook answered here: its assistant outlives a failed
+     * pre-connect, and is not asked for again. */
+    vb_assistant_t *answered = NULL;
     if (call != NULL && call->ended) {
+        answered = call->asst;
+        call->asst = NULL;
         call_free(s, call, "pre-connect failed");
         call = NULL;
     }
     if (call == NULL && (call = call_new(s, sid)) == NULL) {
         vb_log_error(sid, "out of memory for a gemini call", NULL);
+        vb_assistant_unref(answered);
         return;
     }
+    if (answered != NULL)
+        call->asst = answered;
     call->open = true;
     call->id = m->call;
     call->prepare_deadline = 0;
