@@ -29,6 +29,7 @@
 #include "core/msg.h"
 #include "core/stage.h"
 #include "dsp/recorder.h"
+#include "net/assistant_url.h"
 #include "net/tcp.h"
 #include "net/tls.h"
 #include "net/ws.h"
@@ -123,6 +124,11 @@ struct call {
     /* The assistant answering the call (a reference; NULL: the stage's
      * own settings), and when its max_call_s ends the call (0: never). */
     vb_assistant_t *asst;
+    /* The repeated call.incoming of a stream whose assistant an
+     * --assistant-url answer built elsewhere (NULL: none in flight); the
+     * setup waits for it, the caller's audio in the buffer. */
+    vb_assistant_url_req_t *areq;
+    char aname[64];     /* the assistant the stream names */
     char direction[32]; /* the webhook's Direction ("" unknown) */
     uint64_t max_end_at;
     /* Tool calls in flight and the tool log (ai/tools.h); a transfer the
@@ -214,7 +220,9 @@ struct vb_gemini_stage {
     vb_metric_t m_reconnect[RC_COUNT], m_close[CLOSE_COUNT];
     vb_metric_t m_tokens[TOK_COUNT], m_drop[DROP_COUNT], m_how[HOW_COUNT];
     vb_metric_t m_bad_msg, m_failed[FAIL_COUNT];
+    vb_metric_t m_aurl[VB_AURL_COUNT];
     vb_tools_t *tools;
+    vb_assistant_url_t *aurl; /* NULL: no --assistant-url */
 };
 
 static void conn_kill(conn_t *c);
@@ -223,6 +231,8 @@ static int conn_open(call_t *call, how_t how);
 static void call_end(call_t *call, int fail, const char *reason);
 static void schedule_retry(call_t *call, int why, const char *what);
 static void on_tick(uv_timer_t *t);
+static void call_start(vb_gemini_stage_t *s, call_t *call, bool prepared);
+static int asst_request(vb_gemini_stage_t *s, call_t *call, const vb_msg_t *m);
 
 static const char *lid(const call_t *call)
 {
@@ -1524,6 +1534,7 @@ static void call_free(vb_gemini_stage_t *s, call_t *call, const char *why)
     if (call->next != NULL)
         call->next->prev = call->prev;
     s->ncalls--;
+    vb_assistant_url_cancel(call->areq);
     vb_call_tools_free(call->tools);
     vb_assistant_unref(call->asst);
     free(call->abuf);
@@ -1751,26 +1762,27 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
     open_sid(m, sid, aname, sizeof aname);
     call_t *call = find_by_sid(s, sid, false);
     bool prepared = call != NULL && !call->ended;
+    /* The webhook answered here: its assistant outlives a failed
+     * pre-connect, and is not asked for again. */
+    vb_assistant_t *answered = NULL;
     if (call != NULL && call->ended) {
+        answered = call->asst;
+        call->asst = NULL;
         call_free(s, call, "pre-connect failed");
         call = NULL;
     }
     if (call == NULL && (call = call_new(s, sid)) == NULL) {
         vb_log_error(sid, "out of memory for a gemini call", NULL);
+        vb_assistant_unref(answered);
         return;
     }
+    if (answered != NULL)
+        call->asst = answered;
     call->open = true;
     call->id = m->call;
     call->prepare_deadline = 0;
-    if (call->asst == NULL)
-        call->asst = open_assistant(s, sid, aname);
+    snprintf(call->aname, sizeof call->aname, "%s", aname);
     tools_ids_from_open(call, m);
-    /* --max-call-duration stays the ceiling (twilio-io ends the call
-     * there); a shorter limit of the assistant ends it here. */
-    if (call->asst != NULL && call->asst->max_call_s > 0 &&
-        (s->o->max_call_s == 0 || call->asst->max_call_s < s->o->max_call_s))
-        call->max_end_at =
-            vb_clock_now_ns() + (uint64_t)call->asst->max_call_s * 1000000000u;
     if (call->rep != NULL) {
         vb_msg_open_t op;
         memset(&op, 0, sizeof(op));
@@ -1780,12 +1792,31 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
             snprintf(call->rep->direction, sizeof call->rep->direction, "%s",
                      call->direction);
     }
+    s->by_slot[m->call.slot] = call;
+    if (!prepared && call->asst == NULL && asst_request(s, call, m) == 0)
+        return;
+    call_start(s, call, prepared);
+}
+
+/* The call's assistant is known: its limit is set, and the session
+ * starts (or, pre-connected, resumes) with it. */
+static void call_start(vb_gemini_stage_t *s, call_t *call, bool prepared)
+{
+    /* The recovery bound runs from here: a repeated assistant request has
+     * its own. */
     if (call->cur == NULL || call->cur->st != CONN_READY)
         call->wait_since = vb_clock_now_ns();
-    s->by_slot[m->call.slot] = call;
+    if (call->asst == NULL)
+        call->asst = open_assistant(s, call->sid, call->aname);
+    /* --max-call-duration stays the ceiling (twilio-io ends the call
+     * there); a shorter limit of the assistant ends it here. */
+    if (call->asst != NULL && call->asst->max_call_s > 0 &&
+        (s->o->max_call_s == 0 || call->asst->max_call_s < s->o->max_call_s))
+        call->max_end_at =
+            vb_clock_now_ns() + (uint64_t)call->asst->max_call_s * 1000000000u;
     vb_log_info(lid(call), "gemini call open",
                 "lane=%d slot=%u preconnected=%d ready=%d assistant=%s",
-                s->o->lane, m->call.slot, prepared,
+                s->o->lane, call->id.slot, prepared,
                 call->cur != NULL && call->cur->st == CONN_READY,
                 call->asst != NULL ? call->asst->name : "-");
     if (call->cur == NULL && call->nxt == NULL && call->retry_at == 0) {
@@ -1797,6 +1828,73 @@ static void on_call_open(vb_gemini_stage_t *s, const vb_msg_t *m)
         if (greeting != NULL)
             send_text(call, call->cur, greeting);
     }
+}
+
+/* The repeated call.incoming ended: the answer is used as the webhook's
+ * instance used it (an object, a name; 204, a timeout or a failure: the
+ * assistant the stream names). */
+static void asst_answer(void *ud, int outcome, vb_assistant_t *chosen,
+                        const char *why)
+{
+    call_t *call = ud;
+    vb_gemini_stage_t *s = call->s;
+    call->areq = NULL;
+    vb_metrics_counter_add(s->st.shard, s->m_aurl[outcome], 1);
+    call->asst = chosen;
+    if (chosen != NULL && call->rep != NULL)
+        snprintf(call->rep->assistant, sizeof call->rep->assistant, "%s",
+                 chosen->name);
+    if (outcome >= VB_AURL_TIMEOUT)
+        vb_log_warn(lid(call),
+                    "repeated assistant request failed: the assistant the "
+                    "stream names answers",
+                    "outcome=%s why=%s assistant=%s",
+                    vb_assistant_url_outcome(outcome), why, call->aname);
+    else
+        vb_log_info(lid(call), "repeated assistant request answered",
+                    "outcome=%s", vb_assistant_url_outcome(outcome));
+    call_start(s, call, false);
+}
+
+/* A stream whose assistant an --assistant-url answer built on another
+ * instance: asks the URL again with the webhook's body, on this loop.
+ * Returns 0 (the setup waits for the answer), or -1: start at once with
+ * the assistant the stream names. */
+static int asst_request(vb_gemini_stage_t *s, call_t *call, const vb_msg_t *m)
+{
+    vb_msg_open_t o;
+    memset(&o, 0, sizeof(o));
+    memcpy(&o, m->data, m->len < sizeof(o) ? m->len : sizeof(o));
+    if (!o.assistant_from_url || s->aurl == NULL || s->cfg.assistants == NULL)
+        return -1;
+    o.account_sid[sizeof(o.account_sid) - 1] = '\0';
+    o.from[sizeof(o.from) - 1] = o.to[sizeof(o.to) - 1] = '\0';
+    o.direction[sizeof(o.direction) - 1] = '\0';
+    vb_assistants_t *set = vb_assistant_store_get(s->cfg.assistants);
+    const vb_assistant_t *number = vb_assistants_find(set, call->aname);
+    if (number == NULL)
+        number = vb_assistants_default(set);
+    vb_call_ctx_t *ctx =
+        vb_call_ctx_create(call->sid, o.account_sid, o.from, o.to,
+                           o.direction[0] ? o.direction : "inbound", NULL);
+    int rc = ctx == NULL
+                 ? VB_ENOMEM
+                 : vb_assistant_url_request(s->aurl, ctx, set, number,
+                                            asst_answer, call, &call->areq);
+    vb_call_ctx_destroy(ctx);
+    vb_assistants_unref(set);
+    if (rc != 0) {
+        vb_metrics_counter_add(s->st.shard, s->m_aurl[VB_AURL_ERROR], 1);
+        vb_log_warn(lid(call),
+                    "repeated assistant request not sent: the assistant the "
+                    "stream names answers",
+                    "err=%s assistant=%s", vb_err_name(rc), call->aname);
+        return -1;
+    }
+    vb_log_info(
+        lid(call), "stream from another instance: assistant asked again",
+        "lane=%d slot=%u assistant=%s", s->o->lane, call->id.slot, call->aname);
+    return 0;
 }
 
 static void on_audio(vb_gemini_stage_t *s, const vb_msg_t *m)
@@ -2083,6 +2181,8 @@ static void on_stop(void *ud)
     }
     vb_tools_destroy(s->tools);
     s->tools = NULL;
+    vb_assistant_url_destroy(s->aurl);
+    s->aurl = NULL;
     if (s->tick.data != NULL) /* a create that failed early never made it */
         uv_close((uv_handle_t *)&s->tick, close_cb);
 }
@@ -2145,6 +2245,14 @@ static int add_series(vb_gemini_stage_t *s)
         rc = vb_metrics_add(m, VB_METRIC_COUNTER, "vb_gemini_sessions_total",
                             "Gemini connections started, by why.",
                             VB_LABELS("how", how_names[i]), &s->m_how[i]);
+    /* The ingress's series: the repeated requests count with the first. */
+    for (int i = 0; rc == 0 && i < VB_AURL_COUNT; i++)
+        rc = vb_metrics_add(
+            m, VB_METRIC_COUNTER, "vb_assistant_requests_total",
+            "call.incoming requests to --assistant-url, by outcome "
+            "(timeout, error and invalid fall back to the number's "
+            "assistant).",
+            VB_LABELS("outcome", vb_assistant_url_outcome(i)), &s->m_aurl[i]);
     return rc;
 }
 
@@ -2329,6 +2437,10 @@ int vb_gemini_stage_create(vb_gemini_stage_t **out,
                             .metrics = cfg->metrics,
                             .shard = &s->st.shard};
     if ((rc = vb_tools_create(&s->st.loop, &tc, &s->tools)) != 0)
+        goto fail;
+    if (cfg->assistant_url != NULL && cfg->assistants != NULL &&
+        (rc = vb_assistant_url_create(&s->st.loop, cfg->assistant_url,
+                                      &s->aurl)) != 0)
         goto fail;
     uv_timer_init(&s->st.loop, &s->tick);
     s->tick.data = s;

@@ -178,6 +178,12 @@ typedef struct vb_gemini_stage_config {
      * Without it, and for a PREPARE without a context, the options above
      * make the setup. */
     vb_assistant_store_t *assistants;
+    /* --assistant-url and its timeout and signing settings (borrowed, may
+     * be NULL: none): a call whose stream marks its assistant as that
+     * URL's answer, and that the webhook of this process did not prepare,
+     * asks the URL again before its setup (docs/assistants.md). Needs
+     * `assistants`. */
+    const vb_config_t *assistant_url;
     /* The lane's recorder (borrowed, may be NULL: --record-dir unset):
      * the report names a call's file when the recorder opened it
      * (dsp/recorder.h vb_recorder_file). */

@@ -25,12 +25,13 @@
 #include "core/metrics.h"
 
 /* Largest payload per channel. One 20 ms μ-law frame is 160 bytes (the
- * channel from twilio-io takes 320: CALL_OPEN carries three SIDs, the
- * assistant's name and the caller and called numbers); it
+ * channel from twilio-io takes 352: CALL_OPEN carries three SIDs, the
+ * assistant's name, its --assistant-url mark, the caller and called
+ * numbers and the call's direction); it
  * becomes 640 bytes of 16 kHz PCM16; model audio travels in 20 ms pieces
  * of 24 kHz PCM16 (960 bytes); the channel to twilio-io also carries the
  * fallback text of a HANGUP, so it keeps full slots. */
-#define VB_LANE_TW_TO_DSP_DATA 320u
+#define VB_LANE_TW_TO_DSP_DATA 352u
 #define VB_LANE_DSP_TO_GM_DATA 640u
 #define VB_LANE_GM_TO_DSP_DATA 960u
 #define VB_LANE_DSP_TO_TW_DATA VB_MSG_DATA_MAX

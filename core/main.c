@@ -216,6 +216,7 @@ static int lanes_create(lanes_t *ls, const vb_config_t *cfg,
         gc.out = &l->ch.gm_to_dsp;
         gc.metrics = metrics;
         gc.assistants = ls->assistants;
+        gc.assistant_url = cfg;
         gc.recorder = l->rec;
         if ((rc = vb_gemini_stage_create(&l->gm, &gc)) != 0) {
             vb_log_error(NULL, "cannot create the gemini stage",

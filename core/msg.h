@@ -8,6 +8,7 @@
 #ifndef VB_CORE_MSG_H
 #define VB_CORE_MSG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -99,6 +100,11 @@ typedef struct vb_msg_open {
     char assistant[64];
     char from[32]; /* +14155550100, NUL-terminated */
     char to[32];
+    /* `assistant` names the one an --assistant-url answer was built on
+     * (the mark under the same MAC): an instance that did not answer the
+     * webhook asks that URL again. */
+    bool assistant_from_url;
+    char direction[31]; /* the webhook's Direction ("" unknown) */
 } vb_msg_open_t;
 
 /* CALL_CLOSE (twilio-io -> dsp -> gemini): why the call ended and what

@@ -1203,14 +1203,18 @@ static void pend_describe(pend_t *p, const call_info_t *ci,
 }
 
 /* The TwiML connecting the stream, its parameters naming `aname` (NULL:
- * none) under the assistant MAC. Returns 0, or -1 with a 500 in `resp`. */
+ * none) under the assistant MAC, marked `from_url` when an --assistant-url
+ * answer was built on it. Returns 0, or -1 with a 500 in `resp`. */
 static int twiml_for(vb_ingress_t *g, const call_info_t *ci, const char *aname,
-                     vb_http_resp_t *resp)
+                     bool from_url, vb_http_resp_t *resp)
 {
     char amac[VB_TWILIO_ASSISTANT_MAC_LEN + 1] = "";
-    if (aname != NULL && vb_twilio_sig_assistant_mac(
+    if (aname != NULL && (from_url ? vb_twilio_sig_assistant_url_mac
+                                   : vb_twilio_sig_assistant_mac)(
                              g->key, ci->call, ci->token, aname, amac) != 0)
         aname = NULL;
+    /* The mark, and the Direction the repeated call.incoming carries. */
+    size_t np = aname == NULL ? 4 : from_url ? 8 : 6;
     vb_twiml_param_t params[] = {
         {VB_TWILIO_TOKEN_PARAM, ci->token},
         {"CallSid", ci->call},
@@ -1218,6 +1222,8 @@ static int twiml_for(vb_ingress_t *g, const call_info_t *ci, const char *aname,
         {"To", ci->to[0] ? ci->to : NULL},
         {VB_TWILIO_ASSISTANT_PARAM, aname},
         {VB_TWILIO_ASSISTANT_MAC_PARAM, amac},
+        {VB_TWILIO_ASSISTANT_FROM_PARAM, VB_TWILIO_ASSISTANT_FROM_URL},
+        {"Direction", ci->direction[0] ? ci->direction : NULL},
     };
     vb_twiml_t t;
     vb_twiml_init(&t);
@@ -1225,7 +1231,7 @@ static int twiml_for(vb_ingress_t *g, const call_info_t *ci, const char *aname,
     /* Twilio requests the action when the stream ends and runs what it
      * answers; the verbs after </Connect> would never run. */
     vb_twiml_connect_stream_cb(&t, ci->url, ci->action, ci->stream_cb, params,
-                               aname != NULL ? 6 : 4);
+                               np);
     size_t len;
     if (vb_twiml_finish(&t, &resp->body_owned, &len) != 0) {
         set_text(resp, 500, "out of memory\n");
@@ -1299,9 +1305,10 @@ static void asst_done(void *ud, int outcome, vb_assistant_t *chosen,
     vb_http_resp_t resp;
     memset(&resp, 0, sizeof(resp));
     resp.status = 500;
-    /* An assistant object travels to another instance as the name of the
-     * assistant it was built on (docs/assistants.md). */
-    twiml_for(g, &r->ci, a->name, &resp);
+    /* The stream names the assistant the answer was built on, marked when
+     * the answer chose it: an instance that did not answer this webhook
+     * asks --assistant-url again (docs/assistants.md). */
+    twiml_for(g, &r->ci, a->name, outcome == VB_AURL_ASSISTANT, &resp);
     count_request(g, R_VOICE, resp.status, r->ci.t_start);
     if (vb_http_server_answer(r->conn, &resp) == 0) {
         call_prepare(g, &r->ci, a, r->listed,
@@ -1522,7 +1529,7 @@ static void route_voice(vb_ingress_t *g, const vb_http_req_t *req,
         answered_put(g, call, lane, expiry);
         goto out;
     }
-    if (twiml_for(g, &ci, asst ? asst->name : NULL, resp) != 0)
+    if (twiml_for(g, &ci, asst ? asst->name : NULL, false, resp) != 0)
         goto out;
     if (prev != NULL) {
         vb_metrics_counter_add(g->shard, g->replays, 1);

@@ -770,9 +770,10 @@ const char *vb_twilio_sig_token_reason(int rc)
 /* ---- the assistant a stream carries ---- */
 
 static const char assistant_label[] = "vb-assistant-v1";
+static const char assistant_url_mark[] = "\0" VB_TWILIO_ASSISTANT_FROM_URL;
 
 static int assistant_mac(const vb_twilio_sig_key_t *k, const char *call_sid,
-                         const char *token, const char *value,
+                         const char *token, const char *value, bool from_url,
                          unsigned char mac[32])
 {
     mbedtls_md_context_t ctx;
@@ -795,6 +796,12 @@ static int assistant_mac(const vb_twilio_sig_key_t *k, const char *call_sid,
     if (rc == 0)
         rc = mbedtls_md_hmac_update(&ctx, (const unsigned char *)value,
                                     strlen(value));
+    /* A name holds no NUL: no name's MAC is the one of its --assistant-url
+     * mark. */
+    if (rc == 0 && from_url)
+        rc = mbedtls_md_hmac_update(&ctx,
+                                    (const unsigned char *)assistant_url_mark,
+                                    sizeof(assistant_url_mark));
     if (rc == 0)
         rc = mbedtls_md_hmac_finish(&ctx, mac);
     mbedtls_md_free(&ctx);
@@ -805,32 +812,49 @@ static int assistant_mac(const vb_twilio_sig_key_t *k, const char *call_sid,
     return 0;
 }
 
-int vb_twilio_sig_assistant_mac(const vb_twilio_sig_key_t *k,
-                                const char *call_sid, const char *token,
-                                const char *value,
-                                char out[VB_TWILIO_ASSISTANT_MAC_LEN + 1])
+static int assistant_mac_b64(const vb_twilio_sig_key_t *k, const char *call_sid,
+                             const char *token, const char *value,
+                             bool from_url,
+                             char out[VB_TWILIO_ASSISTANT_MAC_LEN + 1])
 {
     if (k == NULL || call_sid == NULL || token == NULL || value == NULL ||
         out == NULL)
         return VB_EINVAL;
     unsigned char mac[32];
-    int rc = assistant_mac(k, call_sid, token, value, mac);
+    int rc = assistant_mac(k, call_sid, token, value, from_url, mac);
     if (rc != 0)
         return rc;
     b64url_encode(mac, sizeof mac, out);
     return 0;
 }
 
+int vb_twilio_sig_assistant_mac(const vb_twilio_sig_key_t *k,
+                                const char *call_sid, const char *token,
+                                const char *value,
+                                char out[VB_TWILIO_ASSISTANT_MAC_LEN + 1])
+{
+    return assistant_mac_b64(k, call_sid, token, value, false, out);
+}
+
+int vb_twilio_sig_assistant_url_mac(const vb_twilio_sig_key_t *k,
+                                    const char *call_sid, const char *token,
+                                    const char *value,
+                                    char out[VB_TWILIO_ASSISTANT_MAC_LEN + 1])
+{
+    return assistant_mac_b64(k, call_sid, token, value, true, out);
+}
+
 int vb_twilio_sig_assistant_verify(const vb_twilio_sig_key_t *k,
                                    const char *call_sid, const char *token,
-                                   const char *value, const char *mac)
+                                   const char *value, bool from_url,
+                                   const char *mac)
 {
     if (k == NULL || call_sid == NULL || token == NULL || value == NULL)
         return VB_EINVAL;
     if (mac == NULL)
         return VB_EAUTH;
     char want[VB_TWILIO_ASSISTANT_MAC_LEN + 1];
-    int rc = vb_twilio_sig_assistant_mac(k, call_sid, token, value, want);
+    int rc = assistant_mac_b64(k, call_sid, token, value, from_url, want);
     if (rc != 0)
         return rc;
     return vb_twilio_sig_equal(want, strlen(want), mac, strlen(mac)) ? 0

@@ -147,10 +147,15 @@ const char *vb_twilio_sig_token_reason(int rc);
 
 /* ---- the assistant a stream carries (docs/assistants.md) ---- */
 
-/* `<Parameter>` names: the assistant's name, and its MAC. */
-#define VB_TWILIO_ASSISTANT_PARAM     "assistant"
-#define VB_TWILIO_ASSISTANT_MAC_PARAM "assistantMac"
-#define VB_TWILIO_ASSISTANT_MAC_LEN   43 /* base64url of 32 bytes */
+/* `<Parameter>` names: the assistant's name, its MAC, and where the
+ * assistant came from: VB_TWILIO_ASSISTANT_FROM_URL when --assistant-url
+ * answered the webhook (the name is then the one its answer was built on;
+ * absent otherwise). */
+#define VB_TWILIO_ASSISTANT_PARAM      "assistant"
+#define VB_TWILIO_ASSISTANT_MAC_PARAM  "assistantMac"
+#define VB_TWILIO_ASSISTANT_FROM_PARAM "assistantFrom"
+#define VB_TWILIO_ASSISTANT_FROM_URL   "url"
+#define VB_TWILIO_ASSISTANT_MAC_LEN    43 /* base64url of 32 bytes */
 
 /* Writes base64url(HMAC-SHA256(key, "vb-assistant-v1" 0 CallSid 0 token 0
  * value)) into `out` (VB_TWILIO_ASSISTANT_MAC_LEN + 1 bytes): binds the
@@ -161,12 +166,21 @@ int vb_twilio_sig_assistant_mac(const vb_twilio_sig_key_t *k,
                                 const char *value,
                                 char out[VB_TWILIO_ASSISTANT_MAC_LEN + 1]);
 
-/* Checks `mac` (NUL-terminated, may be NULL) for `value` as above.
- * Returns 0, VB_EAUTH (missing or wrong), VB_EINVAL, VB_EIO.
- * Constant-time in the MAC. Any thread. */
+/* The same with 0 VB_TWILIO_ASSISTANT_FROM_URL after `value`: marks the
+ * assistant as the --assistant-url answer's, so that a caller can neither
+ * set nor clear the mark without the key. */
+int vb_twilio_sig_assistant_url_mac(const vb_twilio_sig_key_t *k,
+                                    const char *call_sid, const char *token,
+                                    const char *value,
+                                    char out[VB_TWILIO_ASSISTANT_MAC_LEN + 1]);
+
+/* Checks `mac` (NUL-terminated, may be NULL) for `value` as above, with
+ * the --assistant-url mark when `from_url`. Returns 0, VB_EAUTH (missing
+ * or wrong), VB_EINVAL, VB_EIO. Constant-time in the MAC. Any thread. */
 int vb_twilio_sig_assistant_verify(const vb_twilio_sig_key_t *k,
                                    const char *call_sid, const char *token,
-                                   const char *value, const char *mac);
+                                   const char *value, bool from_url,
+                                   const char *mac);
 
 /* Constant-time comparison of two byte strings; lengths are not secret.
  * Returns true when equal. */

@@ -239,7 +239,7 @@ static void sid_remember(vb_twilio_stream_t *s, const char *sid);
 static uint32_t preauth_slots(const vb_twilio_stream_t *s);
 static void hangup_begin(call_t *c);
 static void stream_assistant(call_t *c, const vb_twilio_msg_t *m,
-                             const char *token, char *out, size_t n);
+                             const char *token, vb_msg_open_t *open);
 static void hangup_now(call_t *c, const char *why, const char *say);
 static void call_end(call_t *c, const char *reason);
 
@@ -699,7 +699,7 @@ static void on_start(call_t *c, const vb_twilio_msg_t *m)
     memcpy(open.stream_sid, m->stream_sid.p, m->stream_sid.len);
     memcpy(open.account_sid, m->start.account_sid.p, m->start.account_sid.len);
     memcpy(c->account_sid, open.account_sid, sizeof c->account_sid);
-    stream_assistant(c, m, token, open.assistant, sizeof open.assistant);
+    stream_assistant(c, m, token, &open);
     const char *from = vb_twilio_msg_param(m, "From");
     const char *to = vb_twilio_msg_param(m, "To");
     snprintf(open.from, sizeof open.from, "%s", from ? from : "");
@@ -2042,21 +2042,29 @@ int vb_twilio_stream_handoff(vb_chan_t *conn, int fd, const uint8_t *pre,
  * (bound to the call and its token) verifies; otherwise "" (the gemini
  * stage then takes its default) and a warning. */
 static void stream_assistant(call_t *c, const vb_twilio_msg_t *m,
-                             const char *token, char *out, size_t n)
+                             const char *token, vb_msg_open_t *open)
 {
-    out[0] = '\0';
+    open->assistant[0] = '\0';
     const char *name = vb_twilio_msg_param(m, VB_TWILIO_ASSISTANT_PARAM);
     if (name == NULL || name[0] == '\0')
         return;
     const char *mac = vb_twilio_msg_param(m, VB_TWILIO_ASSISTANT_MAC_PARAM);
-    if (strlen(name) >= n ||
+    const char *from = vb_twilio_msg_param(m, VB_TWILIO_ASSISTANT_FROM_PARAM);
+    /* The MAC covers the mark: one that was set, cleared or invented
+     * fails like a forged name. */
+    bool from_url =
+        from != NULL && strcmp(from, VB_TWILIO_ASSISTANT_FROM_URL) == 0;
+    if (strlen(name) >= sizeof open->assistant || (from != NULL && !from_url) ||
         vb_twilio_sig_assistant_verify(c->s->cfg.token_key, m->start.call_sid.p,
-                                       token, name, mac) != 0) {
+                                       token, name, from_url, mac) != 0) {
         vb_log_warn(m->start.call_sid.p,
                     "stream names an assistant without a valid MAC: the "
                     "default answers",
                     "lane=%d", c->s->cfg.lane);
         return;
     }
-    snprintf(out, n, "%s", name);
+    snprintf(open->assistant, sizeof open->assistant, "%s", name);
+    open->assistant_from_url = from_url;
+    const char *dir = vb_twilio_msg_param(m, "Direction");
+    snprintf(open->direction, sizeof open->direction, "%s", dir ? dir : "");
 }

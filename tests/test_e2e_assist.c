@@ -938,3 +938,222 @@ TEST_T(assistant_answer_after_the_webhook_deadline_is_dropped, 90)
                         "pending=1");
     free(vblog);
 }
+
+/* Opens a stream for `call` on r's instance, its start carrying `params`,
+ * and sends `frames` 20 ms μ-law frames of silence at once; returns the
+ * socket, left open. */
+static int stream_open(const rig_t *r, const char *call, const char *params,
+                       int frames)
+{
+    int fd = ws_upgrade(r->vb_port);
+    ws_text(fd, "{\"event\":\"connected\",\"protocol\":\"Call\","
+                "\"version\":\"1.0.0\"}");
+    char msg[2048];
+    snprintf(msg, sizeof(msg),
+             "{\"event\":\"start\",\"sequenceNumber\":\"1\",\"start\":{"
+             "\"accountSid\":\"AC0\",\"streamSid\":\"MZ%s\",\"callSid\":"
+             "\"%s\",\"tracks\":[\"inbound\"],\"mediaFormat\":{"
+             "\"encoding\":\"audio/x-mulaw\",\"sampleRate\":8000,"
+             "\"channels\":1},\"customParameters\":{%s}},"
+             "\"streamSid\":\"MZ%s\"}",
+             call, call, params, call);
+    ws_text(fd, msg);
+    char payload[256] = "";
+    for (int i = 0; i < 53; i++)
+        strcat(payload, "////");
+    strcat(payload, "/w=="); /* 160 bytes of 0xFF */
+    for (int i = 0; i < frames; i++) {
+        snprintf(msg, sizeof msg,
+                 "{\"event\":\"media\",\"sequenceNumber\":\"%d\",\"media\":{"
+                 "\"track\":\"inbound\",\"chunk\":\"%d\",\"timestamp\":\"%d\","
+                 "\"payload\":\"%s\"},\"streamSid\":\"MZ%s\"}",
+                 i + 2, i + 1, i * 20, payload, call);
+        ws_text(fd, msg);
+    }
+    return fd;
+}
+
+static void stream_stop(int fd, const char *call)
+{
+    char stop[512];
+    snprintf(stop, sizeof stop,
+             "{\"event\":\"stop\",\"sequenceNumber\":\"999\",\"stop\":{"
+             "\"accountSid\":\"AC0\",\"callSid\":\"%s\"},"
+             "\"streamSid\":\"MZ%s\"}",
+             call, call);
+    ws_text(fd, stop);
+    ASSERT_EQ(ws_close_code(fd, proc_ms(5000)), 1000);
+    close(fd);
+}
+
+/* Answers A's webhook for `call` (an assistant object from the URL) and
+ * writes the stream's parameters for B into `params`. */
+static void object_webhook(const rig_t *a, const char *call, char *params,
+                           size_t n, bool keep_mark)
+{
+    char *twiml = webhook(a, call, "%2B18005550123");
+    char tok[128], name[128], mac[128], from[32], dir[32];
+    twiml_param(twiml, "streamToken", tok, sizeof tok);
+    twiml_param(twiml, "assistant", name, sizeof name);
+    twiml_param(twiml, "assistantMac", mac, sizeof mac);
+    twiml_param(twiml, "assistantFrom", from, sizeof from);
+    twiml_param(twiml, "Direction", dir, sizeof dir);
+    free(twiml);
+    /* The name the object was built on, marked as the URL's answer. */
+    ASSERT_STR_EQ(name, "sales-bot");
+    ASSERT_STR_EQ(from, "url");
+    ASSERT_STR_EQ(dir, "inbound");
+    snprintf(params, n,
+             "\"streamToken\":\"%s\",\"assistant\":\"%s\",\"assistantMac\":"
+             "\"%s\",\"From\":\"+15550002222\",\"To\":\"+18005550123\","
+             "\"Direction\":\"inbound\"%s",
+             tok, name, mac, keep_mark ? ",\"assistantFrom\":\"url\"" : "");
+}
+
+/* Waits for the fake's setup number `n` (0-based) and returns its session
+ * id, the voice and prompt into `voice` / `prompt`. */
+static int wait_setup(const rig_t *r, int n, char *voice, char *prompt)
+{
+    uint64_t end = vb_clock_now_ns() + (uint64_t)proc_ms(15000) * 1000000u;
+    for (;;) {
+        cJSON *evs = fake_events(r);
+        const cJSON *s = NULL, *e;
+        int k = n;
+        cJSON_ArrayForEach(e, evs) if (strcmp(ev_type(e), "setup") == 0 &&
+                                       k-- == 0) s = e;
+        if (s != NULL) {
+            const cJSON *msg = cJSON_GetObjectItem(s, "msg");
+            snprintf(voice, 32, "%s", setup_voice(msg));
+            snprintf(prompt, 128, "%s", setup_prompt(msg));
+            int id =
+                (int)cJSON_GetNumberValue(cJSON_GetObjectItem(s, "session"));
+            cJSON_Delete(evs);
+            return id;
+        }
+        cJSON_Delete(evs);
+        if (vb_clock_now_ns() > end)
+            vb_test_fail(__FILE__, __LINE__, "no setup %d", n);
+        usleep(20000);
+    }
+}
+
+/* Waits until the fake got at least `bytes` of audio in session `id`. */
+static void wait_session_audio(const rig_t *r, int id, double bytes)
+{
+    uint64_t end = vb_clock_now_ns() + (uint64_t)proc_ms(15000) * 1000000u;
+    for (;;) {
+        cJSON *evs = fake_events(r);
+        double got = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, evs) if (strcmp(ev_type(e), "audio") == 0 &&
+                                       (int)cJSON_GetNumberValue(
+                                           cJSON_GetObjectItem(e, "session")) ==
+                                           id) got +=
+            cJSON_GetNumberValue(cJSON_GetObjectItem(e, "bytes"));
+        cJSON_Delete(evs);
+        if (got >= bytes)
+            return;
+        if (vb_clock_now_ns() > end)
+            vb_test_fail(__FILE__, __LINE__, "session %d got %.0f bytes", id,
+                         got);
+        usleep(20000);
+    }
+}
+
+/* A's webhook is answered with an assistant object; the stream goes to B,
+ * which asks --assistant-url again (the same body) and sets up with the
+ * object; when B's request times out, the named assistant answers; a
+ * stream whose mark was removed fails its MAC. The caller's audio sent
+ * while B waits reaches the model. */
+TEST_T(stream_on_another_instance_asks_the_assistant_url_again, 150)
+{
+    rig_t a, b;
+    rig_init(&a);
+    biz_start();
+    const char *file = assist_file(&a, assistants_json);
+    rig_fake(&a, (const char *const[]){"--mode", "echo", NULL});
+    char aurl[128];
+    snprintf(aurl, sizeof aurl, "http://127.0.0.1:%d/assistant", biz.port);
+    const char *const args[] = {"--assistants",
+                                file,
+                                "--assistant-url",
+                                aurl,
+                                "--assistant-timeout-ms",
+                                "600",
+                                "--webhook-secret",
+                                "biz-secret",
+                                "--drain-timeout",
+                                "1",
+                                NULL};
+    rig_vb(&a, args, NULL);
+    b = a;
+    snprintf(b.vb_log, sizeof b.vb_log, "%s/voxbridge-b.log", a.dir);
+    rig_vb(&b, args, NULL);
+    char voice[32], prompt[128], params[1024];
+
+    /* 1: B gets the object too. 20 frames wait for its answer. */
+    atomic_store(&biz.mode, "object");
+    object_webhook(&a, "CAobj1", params, sizeof params, true);
+    pthread_mutex_lock(&biz.mu);
+    char a_body[2048];
+    snprintf(a_body, sizeof a_body, "%s", biz.body);
+    pthread_mutex_unlock(&biz.mu);
+    wait_setup(&a, 0, voice, prompt); /* A's unclaimed pre-connect */
+    ASSERT_STR_EQ(voice, "Leda");
+    int fd = stream_open(&b, "CAobj1", params, 20);
+    int id = wait_setup(&a, 1, voice, prompt);
+    ASSERT_STR_EQ(voice, "Leda");
+    ASSERT_STR_EQ(prompt, "Per-call prompt.");
+    ASSERT_EQ(atomic_load(&biz.requests), 2);
+    pthread_mutex_lock(&biz.mu);
+    ASSERT_STR_EQ(biz.body, a_body);
+    assert_signed(biz.sig, biz.body, "biz-secret");
+    pthread_mutex_unlock(&biz.mu);
+    /* 20 frames of 8 kHz μ-law are 12800 bytes of 16 kHz PCM16. */
+    wait_session_audio(&a, id, 12000);
+    stream_stop(fd, "CAobj1");
+
+    /* 2: B's request times out: the assistant the stream names. */
+    object_webhook(&a, "CAobj2", params, sizeof params, true);
+    wait_setup(&a, 2, voice, prompt);
+    atomic_store(&biz.mode, "slow");
+    fd = stream_open(&b, "CAobj2", params, 20);
+    id = wait_setup(&a, 3, voice, prompt);
+    ASSERT_STR_EQ(voice, "Charon");
+    ASSERT_STR_EQ(prompt, "You sell Acme widgets.");
+    wait_session_audio(&a, id, 12000);
+    stream_stop(fd, "CAobj2");
+
+    /* 3: the mark removed: the MAC fails, the default answers, and B asks
+     * nothing. */
+    atomic_store(&biz.mode, "object");
+    object_webhook(&a, "CAobj3", params, sizeof params, false);
+    wait_setup(&a, 4, voice, prompt);
+    int before = atomic_load(&biz.requests);
+    fd = stream_open(&b, "CAobj3", params, 1);
+    wait_setup(&a, 5, voice, prompt);
+    ASSERT_STR_EQ(voice, "Kore");
+    ASSERT_EQ(atomic_load(&biz.requests), before);
+    stream_stop(fd, "CAobj3");
+
+    char *m = metrics(&b);
+    char *blog = rig_vb_stop(&b);
+    char *alog = rig_vb_stop(&a);
+    rig_stop(&a);
+    biz_stop();
+    ASSERT_STR_CONTAINS(blog, "msg=\"stream from another instance: assistant "
+                              "asked again\" call=CAobj1");
+    ASSERT_STR_CONTAINS(blog, "call=CAobj1 outcome=assistant");
+    ASSERT_STR_CONTAINS(blog, "msg=\"repeated assistant request failed: the "
+                              "assistant the stream names answers\" "
+                              "call=CAobj2 outcome=timeout");
+    ASSERT_STR_CONTAINS(blog, "msg=\"stream names an assistant without a "
+                              "valid MAC: the default answers\" "
+                              "call=CAobj3");
+    ASSERT_EQ(msum(m, "vb_assistant_requests_total", "outcome=\"assistant\""),
+              1);
+    ASSERT_EQ(msum(m, "vb_assistant_requests_total", "outcome=\"timeout\""), 1);
+    free(m);
+    free(blog);
+    free(alog);
+}

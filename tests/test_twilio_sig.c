@@ -545,26 +545,28 @@ TEST(assistant_mac_binds_name_call_and_token)
     ASSERT_EQ(vb_twilio_sig_assistant_mac(&k, "CA1", "tok", "front-desk", mac),
               0);
     ASSERT_EQ(strlen(mac), VB_TWILIO_ASSISTANT_MAC_LEN);
-    ASSERT_EQ(
-        vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "front-desk", mac), 0);
+    ASSERT_EQ(vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "front-desk",
+                                             false, mac),
+              0);
     /* Another name, call, token or key, or no MAC: refused. */
-    ASSERT_EQ(vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "sales", mac),
+    ASSERT_EQ(
+        vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "sales", false, mac),
+        VB_EAUTH);
+    ASSERT_EQ(vb_twilio_sig_assistant_verify(&k, "CA2", "tok", "front-desk",
+                                             false, mac),
               VB_EAUTH);
-    ASSERT_EQ(
-        vb_twilio_sig_assistant_verify(&k, "CA2", "tok", "front-desk", mac),
-        VB_EAUTH);
-    ASSERT_EQ(
-        vb_twilio_sig_assistant_verify(&k, "CA1", "tok2", "front-desk", mac),
-        VB_EAUTH);
-    ASSERT_EQ(
-        vb_twilio_sig_assistant_verify(&other, "CA1", "tok", "front-desk", mac),
-        VB_EAUTH);
-    ASSERT_EQ(
-        vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "front-desk", NULL),
-        VB_EAUTH);
-    ASSERT_EQ(
-        vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "front-desk", ""),
-        VB_EAUTH);
+    ASSERT_EQ(vb_twilio_sig_assistant_verify(&k, "CA1", "tok2", "front-desk",
+                                             false, mac),
+              VB_EAUTH);
+    ASSERT_EQ(vb_twilio_sig_assistant_verify(&other, "CA1", "tok", "front-desk",
+                                             false, mac),
+              VB_EAUTH);
+    ASSERT_EQ(vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "front-desk",
+                                             false, NULL),
+              VB_EAUTH);
+    ASSERT_EQ(vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "front-desk",
+                                             false, ""),
+              VB_EAUTH);
     /* The split between the parts is part of the MAC. */
     char m2[VB_TWILIO_ASSISTANT_MAC_LEN + 1];
     ASSERT_EQ(vb_twilio_sig_assistant_mac(&k, "CA1", "to", "kfront-desk", m2),
@@ -572,4 +574,33 @@ TEST(assistant_mac_binds_name_call_and_token)
     ASSERT_TRUE(strcmp(mac, m2) != 0);
     ASSERT_EQ(vb_twilio_sig_assistant_mac(NULL, "CA1", "t", "a", mac),
               VB_EINVAL);
+}
+
+TEST(assistant_url_mark_is_under_the_mac)
+{
+    vb_twilio_sig_key_t k;
+    ASSERT_EQ(vb_twilio_sig_key_init(&k, "shared"), 0);
+    char named[VB_TWILIO_ASSISTANT_MAC_LEN + 1];
+    char marked[VB_TWILIO_ASSISTANT_MAC_LEN + 1];
+    ASSERT_EQ(
+        vb_twilio_sig_assistant_mac(&k, "CA1", "tok", "front-desk", named), 0);
+    ASSERT_EQ(
+        vb_twilio_sig_assistant_url_mac(&k, "CA1", "tok", "front-desk", marked),
+        0);
+    ASSERT_EQ(strlen(marked), VB_TWILIO_ASSISTANT_MAC_LEN);
+    ASSERT_TRUE(strcmp(named, marked) != 0);
+    ASSERT_EQ(vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "front-desk",
+                                             true, marked),
+              0);
+    /* The mark cleared, or set on a MAC made without it: refused. */
+    ASSERT_EQ(vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "front-desk",
+                                             false, marked),
+              VB_EAUTH);
+    ASSERT_EQ(vb_twilio_sig_assistant_verify(&k, "CA1", "tok", "front-desk",
+                                             true, named),
+              VB_EAUTH);
+    /* No name spells the mark. */
+    ASSERT_EQ(vb_twilio_sig_assistant_verify(
+                  &k, "CA1", "tok", "front-desk\001url", false, marked),
+              VB_EAUTH);
 }
