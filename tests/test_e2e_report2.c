@@ -17,47 +17,13 @@
 #include "net/ingress.h"
 #include "tests/e2e.h"
 #include "tests/example_app.h"
+#include "tests/report_rig.h"
 
 #define APP_SECRET "e2e-webhook-secret-2"
 
-typedef struct ctx {
-    rig_t r;
-    app_t app;
-    int app_port;
-    char spool[400], store[400], app_out[400], url[96];
-} ctx_t;
-
-static void ctx_init(ctx_t *c, const char *script)
-{
-    memset(c, 0, sizeof(*c));
-    rig_init(&c->r);
-    snprintf(c->spool, sizeof(c->spool), "%s/spool", c->r.dir);
-    snprintf(c->store, sizeof(c->store), "%s/store", c->r.dir);
-    snprintf(c->app_out, sizeof(c->app_out), "%s/app.out", c->r.dir);
-    c->app_port = proc_free_port();
-    snprintf(c->url, sizeof(c->url), "http://127.0.0.1:%d/events", c->app_port);
-    write_file(c->r.script, script);
-    rig_fake(&c->r, (const char *const[]){"--mode", "script", "--script",
-                                          c->r.script, NULL});
-}
-
 static void ctx_vb(ctx_t *c, const char *const *more)
 {
-    const char *args[32] = {"--events-url",
-                            c->url,
-                            "--events-spool",
-                            c->spool,
-                            "--webhook-secret",
-                            APP_SECRET,
-                            "--events-backoff-min-ms",
-                            "100",
-                            "--events-backoff-max-ms",
-                            "200"};
-    int n = 10;
-    for (int i = 0; more != NULL && more[i] != NULL && n < 31; i++)
-        args[n++] = more[i];
-    args[n] = NULL;
-    rig_vb(&c->r, args, NULL);
+    ctx_vb_reporting(c, APP_SECRET, "200", more);
 }
 
 static const char *jstr(const cJSON *o, const char *k)
