@@ -183,6 +183,7 @@ struct vb_ingress {
     bool async_ok;
     uv_async_t wake_async; /* the drain phase changed */
     uv_timer_t drain_timer;
+    uv_timer_t pend_timer; /* expires pending calls while there are any */
     bool wake_ok, unlistened;
     char readyz_body[256];
     vb_http_server_t *http;
@@ -428,10 +429,22 @@ static void pend_prune(vb_ingress_t *g, uint64_t now)
                           memory_order_relaxed);
 }
 
+/* While calls await their streams: their expiry (and its report) comes
+ * on time even when no request arrives to prune them. */
+static void pend_tick(uv_timer_t *t)
+{
+    vb_ingress_t *g = t->data;
+    pend_prune(g, vb_clock_now_ns());
+    if (g->pend_n == 0)
+        uv_timer_stop(t);
+}
+
 /* Returns the new entry, for its caller to describe the call. */
 static pend_t *pend_push(vb_ingress_t *g, uint32_t lane, uint64_t now,
                          uint64_t sid_hash)
 {
+    if (g->wake_ok && !uv_is_active((uv_handle_t *)&g->pend_timer))
+        uv_timer_start(&g->pend_timer, pend_tick, 1000, 1000);
     if (g->pend_n == g->pend_cap) {
         /* Full of old entries: forget the oldest. */
         pend_t *p = &g->pend[g->pend_head];
@@ -2354,6 +2367,7 @@ static void stop_cb(uv_async_t *a)
          * after vb_ingress_stop(). */
         uv_close((uv_handle_t *)&g->wake_async, NULL);
         uv_close((uv_handle_t *)&g->drain_timer, NULL);
+        uv_close((uv_handle_t *)&g->pend_timer, NULL);
     }
 }
 
@@ -2654,8 +2668,10 @@ int vb_ingress_create(const vb_ingress_opts_t *o, vb_ingress_t **out)
         goto fail;
     }
     uv_timer_init(&g->loop, &g->drain_timer);
+    uv_timer_init(&g->loop, &g->pend_timer);
     g->wake_async.data = g;
     g->drain_timer.data = g;
+    g->pend_timer.data = g;
     g->wake_ok = true;
     derive_conn_limits(g);
     vb_http_server_cfg_t hc;
@@ -2748,6 +2764,7 @@ void vb_ingress_destroy(vb_ingress_t *g)
             if (g->wake_ok) {
                 uv_close((uv_handle_t *)&g->wake_async, NULL);
                 uv_close((uv_handle_t *)&g->drain_timer, NULL);
+                uv_close((uv_handle_t *)&g->pend_timer, NULL);
             }
             uv_run(&g->loop, UV_RUN_DEFAULT);
         }

@@ -158,12 +158,9 @@ TEST_T(a_call_whose_stream_never_comes_is_reported_at_the_expiry, 120)
     ASSERT_EQ(cJSON_GetArraySize(reps), 0);
     cJSON_Delete(reps);
     double end = t0 + VB_INGRESS_PENDING_MS + proc_ms(20000);
+    /* No request reaches voxbridge meanwhile: the expiry comes by
+     * itself. */
     for (;;) {
-        char req[128];
-        snprintf(req, sizeof(req), "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n");
-        tc_resp_t r;
-        tc_request(c.r.vb_port, req, &r, proc_ms(5000));
-        tc_free_resp(&r);
         reps = app_get(&c.app, "/reports");
         if (cJSON_GetArraySize(reps) > 0)
             break;
