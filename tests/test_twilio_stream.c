@@ -1571,23 +1571,27 @@ TEST_T(adopted_stream_socket_has_tcp_keepalive, 20)
     ASSERT_EQ(getsockname(c->fd, (struct sockaddr *)&me, &sl), 0);
     int fd = socket_with_peer_port(ntohs(me.sin_port));
     ASSERT_GE(fd, 0);
-    int on = 0;
-    socklen_t ol = sizeof on;
+    /* The stage sets the options one after the other on its thread:
+     * wait until all four are in place. */
+    int on = 0, idle = 0, intvl = 0, cnt = 0;
     uint64_t end = vb_clock_now_ns() + 5000000000ull;
-    while (on == 0 && vb_clock_now_ns() < end) {
+    for (;;) {
+        socklen_t ol = sizeof(int);
         ASSERT_EQ(getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, &ol), 0);
-        if (on == 0)
-            usleep(1000);
+        ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, &ol), 0);
+        ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, &ol), 0);
+        ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, &ol), 0);
+        if ((on == 1 && idle == VB_TCP_KEEPALIVE_IDLE_S &&
+             intvl == VB_TCP_KEEPALIVE_INTVL_S &&
+             cnt == VB_TCP_KEEPALIVE_CNT) ||
+            vb_clock_now_ns() > end)
+            break;
+        usleep(1000);
     }
     ASSERT_EQ(on, 1);
-    int v = 0;
-    ol = sizeof v;
-    ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, &ol), 0);
-    ASSERT_EQ(v, VB_TCP_KEEPALIVE_IDLE_S);
-    ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, &ol), 0);
-    ASSERT_EQ(v, VB_TCP_KEEPALIVE_INTVL_S);
-    ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, &ol), 0);
-    ASSERT_EQ(v, VB_TCP_KEEPALIVE_CNT);
+    ASSERT_EQ(idle, VB_TCP_KEEPALIVE_IDLE_S);
+    ASSERT_EQ(intvl, VB_TCP_KEEPALIVE_INTVL_S);
+    ASSERT_EQ(cnt, VB_TCP_KEEPALIVE_CNT);
     client_close(c);
     fx_stop(f);
 }
